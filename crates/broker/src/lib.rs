@@ -1,7 +1,35 @@
 //! Midge: a NATS-compatible message broker you can run as `midge` or embed in a program.
+//!
+//! A pub-sub daemon packed inside your application:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), midge::Error> {
+//! // Port 0 picks a free port; ask the server which one it got.
+//! let server = midge::Server::builder().host([127, 0, 0, 1]).port(0).start().await?;
+//! let url = server.client_url();
+//! // ... connect any NATS client (async-nats, nats.go, nats.py) to `url` ...
+//! # let _ = url;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: [`options`] holds every setting; [`conf`] and [`flags`] read them from
+//! nats-server style config files and command lines; [`Server`] owns the listener and the
+//! subscription table; each connection is served by one task (see `client.rs`); the wire
+//! protocol itself lives in the IO-free `midge-proto` crate.
 
+mod auth;
+mod client;
 pub mod conf;
+mod error;
 pub mod flags;
+mod info;
+pub mod logging;
 pub mod options;
+mod server;
 
+pub use client::CloseReason;
+pub use error::Error;
+pub use info::NATS_COMPAT_VERSION;
 pub use options::Options;
+pub use server::{ConnectionStats, Server, ServerBuilder, ServerStats};

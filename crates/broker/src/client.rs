@@ -1,0 +1,890 @@
+//! One client connection: its reader (parse, check, route) and its writer (batched flushes).
+//!
+//! Message flow: the publisher's reader task parses a `PUB` straight out of its read
+//! buffer, looks the subject up (first in its own cache of sublist results, then in the
+//! shared [`Sublist`](midge_proto::sublist::Sublist)), and appends one `MSG` frame per
+//! receiver to that receiver's outbound buffer. Each receiver is remembered once per read;
+//! when the read has been processed, every remembered receiver's writer is woken once, and
+//! it writes everything queued so far in one `write` call.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use midge_proto::encode;
+use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
+use midge_proto::subject;
+use midge_proto::sublist::MatchResult;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::{debug, trace, warn};
+
+use crate::auth::{self, ClientPermissions, DeliveryPermissions};
+use crate::info::ConnectOptions;
+use crate::server::ServerInner;
+
+/// Why a connection ended; shown by monitoring and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientClosed,
+    ServerShutdown,
+    ReadError,
+    WriteError,
+    SlowConsumerPendingBytes,
+    SlowConsumerWriteDeadline,
+    ProtocolViolation,
+    AuthenticationViolation,
+    AuthenticationTimeout,
+    StaleConnection,
+    MaxPayloadExceeded,
+    MaxControlLineExceeded,
+    MaxConnectionsExceeded,
+}
+
+impl CloseReason {
+    fn is_slow_consumer(self) -> bool {
+        matches!(
+            self,
+            CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The texts nats-server's /connz reports as `reason`.
+        f.write_str(match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::ServerShutdown => "Server Shutdown",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::ProtocolViolation => "Protocol Violation",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
+            CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+        })
+    }
+}
+
+/// A subscription, shared by its owner's subscription table and the sublist.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub client: Arc<ClientShared>,
+    pub subject: Box<[u8]>,
+    pub queue: Option<Box<[u8]>>,
+    pub sid: Box<[u8]>,
+    /// Auto-unsubscribe after this many deliveries; 0 = never.
+    pub max: AtomicU64,
+    pub delivered: AtomicU64,
+    pub is_wildcard: bool,
+}
+
+/// Sublist entry: subscriptions are compared by identity, not by value.
+#[derive(Debug, Clone)]
+pub(crate) struct SubRef(pub Arc<Subscription>);
+
+impl PartialEq for SubRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The part of a connection other connections touch while delivering to it.
+#[derive(Debug)]
+pub(crate) struct ClientShared {
+    pub cid: u64,
+    pub peer: SocketAddr,
+    pub start: SystemTime,
+    out: Mutex<Outbound>,
+    writer_wake: Notify,
+    kill: Notify,
+    closed: AtomicBool,
+    /// Set while this client sits in some publisher's list of writers to wake.
+    flush_queued: AtomicBool,
+    headers: AtomicBool,
+    delivery_perms: OnceLock<Arc<DeliveryPermissions>>,
+    pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Outbound {
+    buf: Vec<u8>,
+    /// Bytes the writer has taken and not finished writing; they still count as pending.
+    in_flight: usize,
+    out_msgs: u64,
+    out_bytes: u64,
+    close: Option<CloseReason>,
+}
+
+impl ClientShared {
+    fn new(cid: u64, peer: SocketAddr) -> Self {
+        ClientShared {
+            cid,
+            peer,
+            start: SystemTime::now(),
+            out: Mutex::new(Outbound::default()),
+            writer_wake: Notify::new(),
+            kill: Notify::new(),
+            closed: AtomicBool::new(false),
+            flush_queued: AtomicBool::new(false),
+            headers: AtomicBool::new(false),
+            delivery_perms: OnceLock::new(),
+            subs: Mutex::new(FxHashMap::default()),
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Ends the connection: the writer flushes what is queued (nothing, for a slow
+    /// consumer) and closes the socket; the reader stops.
+    pub fn close(&self, reason: CloseReason) {
+        {
+            let mut out = self.out.lock();
+            if out.close.is_some() {
+                return;
+            }
+            out.close = Some(reason);
+            if reason.is_slow_consumer() {
+                out.buf = Vec::new();
+            }
+        }
+        self.closed.store(true, Ordering::Release);
+        self.kill.notify_one();
+        self.writer_wake.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.out.lock().close
+    }
+
+    /// Outbound counters: (messages, bytes, pending bytes).
+    pub fn out_stats(&self) -> (u64, u64, usize) {
+        let out = self.out.lock();
+        (out.out_msgs, out.out_bytes, out.buf.len() + out.in_flight)
+    }
+}
+
+/// Starts serving one accepted connection.
+pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, cid: u64) {
+    let shared = Arc::new(ClientShared::new(cid, peer));
+    let over_limit = {
+        let mut clients = srv.clients.lock();
+        clients.insert(cid, shared.clone());
+        clients.len() > srv.opts.max_connections
+    };
+    {
+        let mut info = srv.info_template();
+        info.client_id = cid;
+        info.client_ip = peer.ip().to_string();
+        info.encode(&mut shared.out.lock().buf);
+    }
+    let (rd, wr) = stream.into_split();
+    tokio::spawn(async move {
+        let mut conn = Conn::new(srv.clone(), shared.clone());
+        let reader = async {
+            let reason = if over_limit {
+                conn.send_err("maximum connections exceeded");
+                CloseReason::MaxConnectionsExceeded
+            } else {
+                conn.read_loop(rd).await
+            };
+            conn.wake_writers();
+            conn.shared.close(reason);
+            conn.remove_all_subs();
+        };
+        let writer = write_loop(&srv, &shared, wr);
+        tokio::join!(reader, writer);
+        match shared.close_reason() {
+            Some(r @ (CloseReason::ClientClosed | CloseReason::ServerShutdown)) => {
+                debug!(cid, %peer, "Client connection closed: {r}")
+            }
+            Some(r) => debug!(cid, %peer, "Client connection closed: {r}"),
+            None => {}
+        }
+        srv.connection_closed(cid);
+    });
+}
+
+/// Writes whatever others queued for this client, in as few syscalls as possible.
+async fn write_loop(srv: &ServerInner, shared: &ClientShared, mut wr: OwnedWriteHalf) {
+    let deadline = srv.opts.write_deadline;
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        {
+            let mut out = shared.out.lock();
+            out.in_flight = 0;
+            if out.buf.is_empty() {
+                if out.close.is_some() {
+                    break;
+                }
+            } else {
+                batch.clear();
+                std::mem::swap(&mut batch, &mut out.buf);
+                out.in_flight = batch.len();
+            }
+        }
+        if batch.is_empty() {
+            shared.writer_wake.notified().await;
+            continue;
+        }
+        match tokio::time::timeout(deadline, wr.write_all(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                trace!(cid = shared.cid, "write error: {e}");
+                shared.close(CloseReason::WriteError);
+                break;
+            }
+            Err(_) => {
+                warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
+                srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                shared.close(CloseReason::SlowConsumerWriteDeadline);
+                break;
+            }
+        }
+        batch.clear();
+        // Keep a burst's buffer for the next burst, but not forever: idle connections
+        // should cost little memory.
+        if batch.capacity() > 1 << 20 {
+            batch = Vec::new();
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+}
+
+/// Reader-side state of one connection; only its own task touches it.
+struct Conn {
+    srv: Arc<ServerInner>,
+    shared: Arc<ClientShared>,
+    limits: Limits,
+    max_pending: usize,
+    auth_required: bool,
+    connected: bool,
+    copts: ConnectOptions,
+    perms: Option<ClientPermissions>,
+    /// This connection's own cache of sublist results, valid for one sublist generation.
+    cache: FxHashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    cache_gen: u64,
+    /// Receivers that got data during the current read and must be woken once after it.
+    to_wake: Vec<Arc<ClientShared>>,
+    pings_out: u32,
+    last_activity: Instant,
+    rng: u64,
+    batch_in_msgs: u64,
+    batch_in_bytes: u64,
+    batch_out_msgs: u64,
+    batch_out_bytes: u64,
+}
+
+const CACHE_MAX: usize = 256;
+const MIN_READ_BUF: usize = 512;
+const MAX_READ_BUF: usize = 64 * 1024;
+/// First server PING comes this soon after CONNECT so a dead client is found early.
+const FIRST_PING: Duration = Duration::from_secs(2);
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Kill,
+    Ping,
+    AuthTimeout,
+}
+
+impl Conn {
+    fn new(srv: Arc<ServerInner>, shared: Arc<ClientShared>) -> Self {
+        let limits = Limits {
+            max_control_line: srv.opts.max_control_line,
+            max_payload: srv.opts.max_payload,
+        };
+        Conn {
+            max_pending: srv.opts.max_pending,
+            auth_required: srv.opts.auth.required(),
+            limits,
+            connected: false,
+            copts: ConnectOptions::default(),
+            perms: None,
+            cache: FxHashMap::default(),
+            cache_gen: 0,
+            to_wake: Vec::new(),
+            pings_out: 0,
+            last_activity: Instant::now(),
+            rng: shared.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            batch_in_msgs: 0,
+            batch_in_bytes: 0,
+            batch_out_msgs: 0,
+            batch_out_bytes: 0,
+            srv,
+            shared,
+        }
+    }
+
+    async fn read_loop(&mut self, mut rd: OwnedReadHalf) -> CloseReason {
+        let mut buf = vec![0u8; MIN_READ_BUF];
+        let (mut start, mut end) = (0usize, 0usize);
+        let ping_interval = self.srv.opts.ping_interval;
+        let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
+        tokio::pin!(ping);
+        let auth = tokio::time::sleep(self.srv.opts.auth.timeout);
+        tokio::pin!(auth);
+        self.wake_writers();
+        loop {
+            // Make room to read: compact, then grow when the buffer was filled.
+            if end == buf.len() {
+                if start > 0 {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                } else if buf.len() < MAX_READ_BUF {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            let event = tokio::select! {
+                biased;
+                _ = self.shared.kill.notified() => Event::Kill,
+                r = rd.read(&mut buf[end..]) => Event::Read(r),
+                _ = &mut ping => Event::Ping,
+                _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
+            };
+            let n = match event {
+                Event::Read(Ok(0)) => return CloseReason::ClientClosed,
+                Event::Read(Ok(n)) => n,
+                Event::Read(Err(_)) => return CloseReason::ReadError,
+                Event::Kill => {
+                    return self
+                        .shared
+                        .close_reason()
+                        .unwrap_or(CloseReason::ServerShutdown)
+                }
+                Event::AuthTimeout => {
+                    self.send_err("Authentication Timeout");
+                    return CloseReason::AuthenticationTimeout;
+                }
+                Event::Ping => {
+                    if let Err(reason) = self.ping_timer() {
+                        return reason;
+                    }
+                    self.wake_writers();
+                    ping.as_mut()
+                        .reset(tokio::time::Instant::now() + ping_interval);
+                    continue;
+                }
+            };
+            self.last_activity = Instant::now();
+            end += n;
+            loop {
+                match parse_client_op(&buf[start..end], &self.limits) {
+                    Ok(Parsed::Op(op, used)) => {
+                        start += used;
+                        if let Err(reason) = self.process(op) {
+                            return reason;
+                        }
+                    }
+                    Ok(Parsed::Incomplete { need }) => {
+                        if start + need > buf.len() {
+                            buf.copy_within(start..end, 0);
+                            end -= start;
+                            start = 0;
+                            if need > buf.len() {
+                                buf.resize(need.next_power_of_two().max(MIN_READ_BUF), 0);
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        let first = buf.get(start).copied();
+                        return self.parse_error(e, first);
+                    }
+                }
+            }
+            if start == end {
+                start = 0;
+                end = 0;
+                // Shrink after a burst so idle connections stay small.
+                if n < buf.len() / 4 && buf.len() > MIN_READ_BUF {
+                    buf = vec![0u8; (buf.len() / 2).max(MIN_READ_BUF)];
+                }
+            }
+            self.end_of_read();
+        }
+    }
+}
+
+impl Conn {
+    /// Handles one parsed operation. `Err` closes the connection with that reason (after
+    /// flushing whatever was queued for the client, such as an `-ERR`).
+    fn process(&mut self, op: ClientOp<'_>) -> Result<(), CloseReason> {
+        if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
+            self.send_err("Authorization Violation");
+            return Err(CloseReason::AuthenticationViolation);
+        }
+        match op {
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            } => {
+                self.process_msg(subject, reply, None, payload);
+            }
+            ClientOp::HPub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => {
+                if !self.copts.headers {
+                    self.send_err("Unknown Protocol Operation");
+                    return Err(CloseReason::ProtocolViolation);
+                }
+                self.process_msg(subject, reply, Some(headers), payload);
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.process_sub(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
+            ClientOp::Ping => {
+                self.send(encode::PONG);
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+            }
+            ClientOp::Connect(json) => return self.process_connect(json),
+            ClientOp::Info(_) | ClientOp::Ok => {}
+            ClientOp::Err(text) => {
+                debug!(
+                    cid = self.shared.cid,
+                    "client sent -ERR {}",
+                    String::from_utf8_lossy(text)
+                );
+                return Err(CloseReason::ClientClosed);
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_error(&mut self, e: ParseError, first: Option<u8>) -> CloseReason {
+        debug!(cid = self.shared.cid, peer = %self.shared.peer, "Client parser ERROR: {e}");
+        if self.auth_required && !self.connected && !matches!(first, Some(b'C' | b'c')) {
+            self.send_err("Authorization Violation");
+            return CloseReason::AuthenticationViolation;
+        }
+        match e {
+            ParseError::UnknownOp | ParseError::MissingPayloadTerminator => {
+                self.send_err("Unknown Protocol Operation");
+                CloseReason::ProtocolViolation
+            }
+            ParseError::ControlLineTooLong => {
+                self.send_err("maximum control line exceeded");
+                CloseReason::MaxControlLineExceeded
+            }
+            ParseError::PayloadTooLarge { .. } => {
+                self.send_err("Maximum Payload Violation");
+                CloseReason::MaxPayloadExceeded
+            }
+            // nats-server closes on malformed arguments without telling the client why.
+            ParseError::BadArgs { .. } => CloseReason::ProtocolViolation,
+        }
+    }
+
+    fn process_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let copts: ConnectOptions = match serde_json::from_slice(json) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(cid = self.shared.cid, "bad CONNECT json: {e}");
+                return Err(CloseReason::ProtocolViolation);
+            }
+        };
+        if !(0..=1).contains(&copts.protocol) {
+            self.send_err("invalid client protocol");
+            return Err(CloseReason::ProtocolViolation);
+        }
+        if copts.no_responders && !copts.headers {
+            self.send_err("no responders requires headers support");
+            return Err(CloseReason::ProtocolViolation);
+        }
+        if !self.connected {
+            match auth::authenticate(&self.srv.opts.auth, &copts) {
+                Ok(perms) => {
+                    if let Some(p) = perms {
+                        let p = ClientPermissions::new(p);
+                        if p.delivery.is_active() {
+                            let _ = self.shared.delivery_perms.set(p.delivery.clone());
+                        }
+                        self.perms = Some(p);
+                    }
+                }
+                Err(()) => {
+                    warn!(cid = self.shared.cid, peer = %self.shared.peer, user = copts.user.as_deref().unwrap_or(""), "authentication error");
+                    self.send_err("Authorization Violation");
+                    return Err(CloseReason::AuthenticationViolation);
+                }
+            }
+        }
+        self.shared.headers.store(copts.headers, Ordering::Release);
+        self.copts = copts;
+        self.connected = true;
+        if self.copts.verbose {
+            self.send(encode::OK);
+        }
+        Ok(())
+    }
+
+    fn process_msg(
+        &mut self,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        self.batch_in_msgs += 1;
+        self.batch_in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        if let Some(perms) = &mut self.perms {
+            if !perms.can_publish(subj) {
+                let text = format!(
+                    "Permissions Violation for Publish to \"{}\"",
+                    String::from_utf8_lossy(subj)
+                );
+                self.send_err(&text);
+                return;
+            }
+        }
+        if self.copts.pedantic && !subject::is_valid_literal_subject(subj) {
+            self.send_err("Invalid Publish Subject");
+        }
+        if self.copts.verbose {
+            self.send(encode::OK);
+        }
+        let result = self.lookup(subj);
+        let echo = self.copts.echo;
+        let mut delivered = false;
+        for s in &result.psubs {
+            if !echo && Arc::ptr_eq(&s.0.client, &self.shared) {
+                continue;
+            }
+            delivered |= self.deliver(&s.0, subj, reply, headers, payload);
+        }
+        for group in &result.qsubs {
+            let n = group.subs.len();
+            if n == 0 {
+                continue;
+            }
+            let first = self.next_random() as usize % n;
+            for i in 0..n {
+                let s = &group.subs[(first + i) % n].0;
+                if !echo && Arc::ptr_eq(&s.client, &self.shared) {
+                    continue;
+                }
+                if self.deliver(s, subj, reply, headers, payload) {
+                    delivered = true;
+                    break;
+                }
+            }
+        }
+        if !delivered && self.copts.no_responders {
+            if let Some(reply) = reply {
+                self.no_responders(subj, reply);
+            }
+        }
+    }
+
+    /// Sublist result for `subj`, from this connection's cache when still valid.
+    fn lookup(&mut self, subj: &[u8]) -> Arc<MatchResult<SubRef>> {
+        let gen = self.srv.sublist.generation();
+        if gen != self.cache_gen {
+            self.cache.clear();
+            self.cache_gen = gen;
+        } else if let Some(r) = self.cache.get(subj) {
+            return r.clone();
+        }
+        let r = self.srv.sublist.matches(subj);
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(subj.into(), r.clone());
+        r
+    }
+
+    /// Queues one message for one subscription. False when nothing was queued.
+    fn deliver(
+        &mut self,
+        sub: &Arc<Subscription>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let target = &sub.client;
+        if target.is_closed() {
+            return false;
+        }
+        let max = sub.max.load(Ordering::Relaxed);
+        if max != 0 {
+            let n = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
+            if n > max {
+                return false;
+            }
+            if n == max {
+                self.remove_sub(sub);
+            }
+        }
+        if let Some(dp) = target.delivery_perms.get() {
+            if sub.is_wildcard && dp.denies(subj) {
+                return false;
+            }
+            if let Some(r) = reply {
+                dp.record_reply(r);
+            }
+        }
+        let with_headers = headers.filter(|_| target.headers.load(Ordering::Relaxed));
+        let size = (payload.len() + with_headers.map_or(0, <[u8]>::len)) as u64;
+        let pending = {
+            let mut out = target.out.lock();
+            if out.close.is_some() {
+                return false;
+            }
+            match with_headers {
+                Some(h) => encode::hmsg(&mut out.buf, subj, &sub.sid, reply, h, payload),
+                None => encode::msg(&mut out.buf, subj, &sub.sid, reply, payload),
+            }
+            out.out_msgs += 1;
+            out.out_bytes += size;
+            out.buf.len() + out.in_flight
+        };
+        self.batch_out_msgs += 1;
+        self.batch_out_bytes += size;
+        if pending > self.max_pending {
+            warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
+            self.srv
+                .stats
+                .slow_consumers
+                .fetch_add(1, Ordering::Relaxed);
+            target.close(CloseReason::SlowConsumerPendingBytes);
+            return true;
+        }
+        if !target.flush_queued.swap(true, Ordering::AcqRel) {
+            self.to_wake.push(target.clone());
+        }
+        true
+    }
+
+    /// Tells a requester nobody is listening: an empty message with status 503 on the reply
+    /// subject, for the requester's own subscription that matches it.
+    fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {
+        let result = self.lookup(reply);
+        let Some(sub) = result
+            .psubs
+            .iter()
+            .find(|s| Arc::ptr_eq(&s.0.client, &self.shared))
+        else {
+            return;
+        };
+        let mut hdr = Vec::with_capacity(32 + subj.len());
+        hdr.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+        hdr.extend_from_slice(subj);
+        hdr.extend_from_slice(b"\r\n\r\n");
+        let sub = sub.0.clone();
+        let mut out = self.shared.out.lock();
+        encode::hmsg(&mut out.buf, reply, &sub.sid, None, &hdr, b"");
+        drop(out);
+        self.queue_self_flush();
+    }
+
+    fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        if !subject::is_valid_subject(subj)
+            || queue.is_some_and(|q| !subject::is_valid_queue_name(q))
+        {
+            self.send_err("Invalid Subject");
+            return;
+        }
+        if let Some(perms) = &self.perms {
+            if !perms.can_subscribe(subj) {
+                let text = match queue {
+                    Some(q) => format!(
+                        "Permissions Violation for Subscription to \"{}\" using queue \"{}\"",
+                        String::from_utf8_lossy(subj),
+                        String::from_utf8_lossy(q)
+                    ),
+                    None => format!(
+                        "Permissions Violation for Subscription to \"{}\"",
+                        String::from_utf8_lossy(subj)
+                    ),
+                };
+                self.send_err(&text);
+                return;
+            }
+        }
+        let sub = {
+            let mut subs = self.shared.subs.lock();
+            if subs.contains_key(sid) {
+                None
+            } else if self.srv.opts.max_subscriptions > 0
+                && subs.len() >= self.srv.opts.max_subscriptions
+            {
+                drop(subs);
+                self.send_err("maximum subscriptions exceeded");
+                return;
+            } else {
+                let sub = Arc::new(Subscription {
+                    client: self.shared.clone(),
+                    subject: subj.into(),
+                    queue: queue.map(Into::into),
+                    sid: sid.into(),
+                    max: AtomicU64::new(0),
+                    delivered: AtomicU64::new(0),
+                    is_wildcard: !subject::is_literal(subj),
+                });
+                subs.insert(sid.into(), sub.clone());
+                Some(sub)
+            }
+        };
+        if let Some(sub) = sub {
+            if self.srv.sublist.insert(subj, queue, SubRef(sub)).is_err() {
+                self.shared.subs.lock().remove(sid);
+                self.send_err("Invalid Subject");
+                return;
+            }
+        }
+        if self.copts.verbose {
+            self.send(encode::OK);
+        }
+    }
+
+    fn process_unsub(&mut self, sid: &[u8], max: Option<u64>) {
+        let sub = self.shared.subs.lock().get(sid).cloned();
+        if let Some(sub) = sub {
+            match max {
+                Some(m) if m > 0 && sub.delivered.load(Ordering::Acquire) < m => {
+                    sub.max.store(m, Ordering::Release)
+                }
+                _ => self.remove_sub(&sub),
+            }
+        }
+        if self.copts.verbose {
+            self.send(encode::OK);
+        }
+    }
+
+    /// Removes a subscription from the sublist and from its owner's table.
+    fn remove_sub(&self, sub: &Arc<Subscription>) {
+        let removed = sub.client.subs.lock().remove(&sub.sid);
+        if removed.is_some() {
+            let _ =
+                self.srv
+                    .sublist
+                    .remove(&sub.subject, sub.queue.as_deref(), &SubRef(sub.clone()));
+        }
+    }
+
+    fn remove_all_subs(&mut self) {
+        let subs: Vec<_> = self.shared.subs.lock().drain().map(|(_, s)| s).collect();
+        for s in subs {
+            let _ = self
+                .srv
+                .sublist
+                .remove(&s.subject, s.queue.as_deref(), &SubRef(s.clone()));
+        }
+        self.cache.clear();
+    }
+
+    /// Server PING timer: ask an idle client for a PONG; too many unanswered means stale.
+    fn ping_timer(&mut self) -> Result<(), CloseReason> {
+        if !self.connected {
+            return Ok(());
+        }
+        if self.pings_out + 1 > self.srv.opts.ping_max {
+            self.send_err("Stale Connection");
+            return Err(CloseReason::StaleConnection);
+        }
+        if self.last_activity.elapsed() >= self.srv.opts.ping_interval {
+            self.pings_out += 1;
+            self.send(encode::PING);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.shared.out.lock().buf.extend_from_slice(bytes);
+        self.queue_self_flush();
+    }
+
+    fn send_err(&mut self, text: &str) {
+        {
+            let mut out = self.shared.out.lock();
+            encode::err(&mut out.buf, text);
+        }
+        self.queue_self_flush();
+    }
+
+    fn queue_self_flush(&mut self) {
+        if !self.shared.flush_queued.swap(true, Ordering::AcqRel) {
+            self.to_wake.push(self.shared.clone());
+        }
+    }
+
+    /// Called after each read has been processed: publish counters, wake receivers once.
+    fn end_of_read(&mut self) {
+        if self.batch_in_msgs > 0 {
+            let stats = &self.srv.stats;
+            stats
+                .in_msgs
+                .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
+            stats
+                .in_bytes
+                .fetch_add(self.batch_in_bytes, Ordering::Relaxed);
+            self.shared
+                .in_msgs
+                .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
+            self.shared
+                .in_bytes
+                .fetch_add(self.batch_in_bytes, Ordering::Relaxed);
+            self.batch_in_msgs = 0;
+            self.batch_in_bytes = 0;
+        }
+        if self.batch_out_msgs > 0 {
+            let stats = &self.srv.stats;
+            stats
+                .out_msgs
+                .fetch_add(self.batch_out_msgs, Ordering::Relaxed);
+            stats
+                .out_bytes
+                .fetch_add(self.batch_out_bytes, Ordering::Relaxed);
+            self.batch_out_msgs = 0;
+            self.batch_out_bytes = 0;
+        }
+        self.wake_writers();
+    }
+
+    fn wake_writers(&mut self) {
+        for c in self.to_wake.drain(..) {
+            // Clear before waking: data queued after this point queues the client again.
+            c.flush_queued.store(false, Ordering::Release);
+            c.writer_wake.notify_one();
+        }
+    }
+
+    /// xorshift: picks queue members without a shared RNG on the hot path.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}

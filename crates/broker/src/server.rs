@@ -1,0 +1,426 @@
+//! The server: shared state, the accept loop, start-up and graceful shutdown.
+//!
+//! A [`Server`] is started from [`Options`] (or the [`ServerBuilder`]), binds its listener,
+//! and runs on the caller's tokio runtime until [`Server::shutdown`] is called or the
+//! handle is dropped.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use midge_proto::sublist::Sublist;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, error, info, warn};
+
+use crate::client::{self, ClientShared, SubRef};
+use crate::error::Error;
+use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
+use crate::options::Options;
+
+/// A running server. Dropping it stops the accept loop and closes every connection
+/// without waiting; call [`Server::shutdown`] to flush pending data first.
+#[derive(Debug)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+    client_addr: SocketAddr,
+}
+
+/// State shared by the accept loop and every connection.
+#[derive(Debug)]
+pub(crate) struct ServerInner {
+    pub opts: Arc<Options>,
+    pub id: String,
+    pub name: String,
+    pub sublist: Sublist<SubRef>,
+    pub clients: Mutex<FxHashMap<u64, Arc<ClientShared>>>,
+    pub next_cid: AtomicU64,
+    pub stats: Stats,
+    pub start: SystemTime,
+    pub client_addr: Mutex<Option<SocketAddr>>,
+    pub shutting_down: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    /// Connections still running; shutdown waits for this to reach zero.
+    active: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// Server-wide counters, as reported by `/varz`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub total_connections: AtomicU64,
+}
+
+impl ServerInner {
+    /// The INFO a new client receives, before its own id and address are filled in.
+    pub fn info_template(&self) -> ServerInfo {
+        let (host, port) = match &self.opts.client_advertise {
+            Some(adv) => split_host_port(adv, self.opts.port),
+            None => {
+                let addr = (*self.client_addr.lock())
+                    .unwrap_or(SocketAddr::new(self.opts.host, self.opts.port));
+                (addr.ip().to_string(), addr.port())
+            }
+        };
+        ServerInfo {
+            server_id: self.id.clone(),
+            server_name: self.name.clone(),
+            version: NATS_COMPAT_VERSION,
+            proto: 1,
+            go: concat!("midge/", env!("CARGO_PKG_VERSION")),
+            host,
+            port,
+            headers: true,
+            auth_required: self.opts.auth.required(),
+            tls_required: false,
+            tls_verify: false,
+            tls_available: false,
+            max_payload: self.opts.max_payload,
+            client_id: 0,
+            client_ip: String::new(),
+            cluster: None,
+            connect_urls: Vec::new(),
+            ldm: false,
+        }
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub fn connection_closed(&self, cid: u64) {
+        self.clients.lock().remove(&cid);
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_waiters();
+        }
+    }
+
+    pub fn num_connections(&self) -> usize {
+        self.clients.lock().len()
+    }
+}
+
+fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => match p.parse() {
+            Ok(port) => (h.trim_matches(|c| c == '[' || c == ']').to_string(), port),
+            Err(_) => (s.to_string(), default_port),
+        },
+        _ => (s.to_string(), default_port),
+    }
+}
+
+/// Generates a server id shaped like nats-server's (an nkey public key: 56 characters
+/// of base32 starting with `N`), so tools that validate or abbreviate ids keep working.
+fn new_server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut id = String::with_capacity(56);
+    id.push('N');
+    for _ in 0..55 {
+        id.push(ALPHABET[rand::random_range(0..ALPHABET.len())] as char);
+    }
+    id
+}
+
+/// Builds a [`Server`] in code: start from defaults (or from [`Options`]), change what you
+/// need, then [`start`](ServerBuilder::start) it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), midge::Error> {
+/// let server = midge::Server::builder().host([127, 0, 0, 1]).port(0).start().await?;
+/// println!("clients connect to nats://{}", server.client_addr());
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServerBuilder {
+    opts: Options,
+}
+
+impl ServerBuilder {
+    /// Starts from the given options instead of the defaults.
+    pub fn options(mut self, opts: Options) -> Self {
+        self.opts = opts;
+        self
+    }
+    /// Address to listen on for clients.
+    pub fn host(mut self, host: impl Into<std::net::IpAddr>) -> Self {
+        self.opts.host = host.into();
+        self
+    }
+    /// Client port; `0` picks a free one (see [`Server::client_addr`]).
+    pub fn port(mut self, port: u16) -> Self {
+        self.opts.port = port;
+        self
+    }
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.opts.server_name = Some(name.into());
+        self
+    }
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.opts.max_payload = bytes;
+        self
+    }
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.opts.max_connections = n;
+        self
+    }
+    /// Requires clients to present this token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.opts.auth.token = Some(token.into());
+        self
+    }
+    /// Requires clients to log in as this user.
+    pub fn user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.opts.auth.user = Some(user.into());
+        self.opts.auth.password = Some(password.into());
+        self
+    }
+    /// Binds the listener and starts serving on the current tokio runtime.
+    pub async fn start(self) -> Result<Server, Error> {
+        Server::start(self.opts).await
+    }
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Binds the client listener and starts accepting connections.
+    pub async fn start(opts: Options) -> Result<Server, Error> {
+        let opts = Arc::new(opts);
+        let id = new_server_id();
+        let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
+        let bind = SocketAddr::new(opts.host, opts.port);
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let client_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let (shutdown_tx, _) = watch::channel(false);
+        let inner = Arc::new(ServerInner {
+            opts,
+            id,
+            name,
+            sublist: Sublist::new(),
+            clients: Mutex::new(FxHashMap::default()),
+            next_cid: AtomicU64::new(1),
+            stats: Stats::default(),
+            start: SystemTime::now(),
+            client_addr: Mutex::new(Some(client_addr)),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx,
+            active: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+        });
+        info!("Starting nats-server");
+        info!(
+            "  Version:  {} (midge {})",
+            NATS_COMPAT_VERSION,
+            env!("CARGO_PKG_VERSION")
+        );
+        info!("  Name:     {}", inner.name);
+        info!("  ID:       {}", inner.id);
+        if let Some(file) = &inner.opts.config_file {
+            info!("Using configuration file: {}", file.display());
+        }
+        info!("Listening for client connections on {}", client_addr);
+        tokio::spawn(accept_loop(inner.clone(), listener));
+        info!("Server is ready");
+        Ok(Server { inner, client_addr })
+    }
+
+    /// The address clients connect to (with the real port when port 0 was asked for).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// `nats://host:port` for this server, using 127.0.0.1 when listening on all addresses.
+    pub fn client_url(&self) -> String {
+        let mut addr = self.client_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("nats://{addr}")
+    }
+
+    /// The generated server id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The server's name (its id unless configured).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Open client connections.
+    pub fn num_connections(&self) -> usize {
+        self.inner.num_connections()
+    }
+
+    /// Subscriptions across all clients.
+    pub fn num_subscriptions(&self) -> usize {
+        self.inner.sublist.count()
+    }
+
+    /// Stops accepting, flushes what each client still has pending, closes every
+    /// connection and waits (bounded by the write deadline) until they are gone.
+    pub async fn shutdown(self) {
+        self.begin_shutdown();
+        let deadline = self.inner.opts.write_deadline + Duration::from_secs(1);
+        let inner = self.inner.clone();
+        let wait = async move {
+            loop {
+                let notified = inner.all_closed.notified();
+                if inner.active.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            warn!("Shutdown: connections still open after {:?}", deadline);
+        }
+        info!("Server Exiting..");
+    }
+
+    fn begin_shutdown(&self) {
+        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        info!("Initiating Shutdown...");
+        let _ = self.inner.shutdown_tx.send(true);
+        let clients: Vec<_> = self.inner.clients.lock().values().cloned().collect();
+        for c in clients {
+            c.close(client::CloseReason::ServerShutdown);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+async fn accept_loop(inner: Arc<ServerInner>, listener: TcpListener) {
+    let mut shutdown = inner.shutdown_signal();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                spawn_client(&inner, stream, peer);
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                error!("Error accepting client connection: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    debug!("client accept loop stopped");
+}
+
+fn spawn_client(inner: &Arc<ServerInner>, stream: TcpStream, peer: SocketAddr) {
+    if inner.shutting_down.load(Ordering::Acquire) {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
+    inner
+        .stats
+        .total_connections
+        .fetch_add(1, Ordering::Relaxed);
+    inner.active.fetch_add(1, Ordering::AcqRel);
+    client::spawn(inner.clone(), stream, peer, cid);
+}
+
+/// A snapshot of the server's counters (what `/varz` reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerStats {
+    pub start: SystemTime,
+    pub connections: usize,
+    pub total_connections: u64,
+    pub subscriptions: usize,
+    pub in_msgs: u64,
+    pub in_bytes: u64,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+    pub slow_consumers: u64,
+}
+
+/// A snapshot of one client connection (what `/connz` reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionStats {
+    pub cid: u64,
+    pub addr: SocketAddr,
+    pub start: SystemTime,
+    pub subscriptions: usize,
+    pub in_msgs: u64,
+    pub in_bytes: u64,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+    pub pending_bytes: usize,
+}
+
+impl Server {
+    /// Server-wide counters.
+    pub fn stats(&self) -> ServerStats {
+        let s = &self.inner.stats;
+        ServerStats {
+            start: self.inner.start,
+            connections: self.inner.num_connections(),
+            total_connections: s.total_connections.load(Ordering::Relaxed),
+            subscriptions: self.inner.sublist.count(),
+            in_msgs: s.in_msgs.load(Ordering::Relaxed),
+            in_bytes: s.in_bytes.load(Ordering::Relaxed),
+            out_msgs: s.out_msgs.load(Ordering::Relaxed),
+            out_bytes: s.out_bytes.load(Ordering::Relaxed),
+            slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Open connections, ordered by connection id.
+    pub fn connections(&self) -> Vec<ConnectionStats> {
+        let clients: Vec<_> = self.inner.clients.lock().values().cloned().collect();
+        let mut v: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (out_msgs, out_bytes, pending_bytes) = c.out_stats();
+                ConnectionStats {
+                    cid: c.cid,
+                    addr: c.peer,
+                    start: c.start,
+                    subscriptions: c.subs.lock().len(),
+                    in_msgs: c.in_msgs.load(Ordering::Relaxed),
+                    in_bytes: c.in_bytes.load(Ordering::Relaxed),
+                    out_msgs,
+                    out_bytes,
+                    pending_bytes,
+                }
+            })
+            .collect();
+        v.sort_by_key(|c| c.cid);
+        v
+    }
+}

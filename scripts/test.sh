@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, then the whole workspace's tests (unit,
+# protocol, property, and end-to-end tests against real midge and nats-server processes).
+# Needs nats-server on PATH or in /usr/sbin (scripts/deps.sh installs it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v nats-server >/dev/null 2>&1 && [[ ! -x /usr/sbin/nats-server ]]; then
+  echo "test.sh: nats-server is missing; run scripts/deps.sh first (or .ci/run)" >&2
+  exit 1
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+# One build shared by all test binaries; the e2e tests start the debug `midge` binary.
+cargo build --workspace --locked --bins
+cargo test --workspace --locked
