@@ -22,7 +22,11 @@ pub fn host_port(url: &str) -> Result<String> {
     if rest.contains("://") {
         bail!("only nats:// URLs are supported, got {url}");
     }
-    let rest = rest.rsplit('@').next().unwrap_or(rest).trim_end_matches('/');
+    let rest = rest
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .trim_end_matches('/');
     if rest.is_empty() {
         bail!("no host in URL {url}");
     }

@@ -242,7 +242,9 @@ mod tests {
                 ),
                 2 => v.extend_from_slice(b"PING\r\nPONG\r\n+OK\r\n"),
                 3 => {
-                    v.extend_from_slice(format!("HMSG h 3 12 {}\r\n", payload.len() + 12).as_bytes());
+                    v.extend_from_slice(
+                        format!("HMSG h 3 12 {}\r\n", payload.len() + 12).as_bytes(),
+                    );
                     v.extend_from_slice(b"NATS/1.0\r\n\r\n");
                 }
                 _ => v.extend_from_slice(format!("MSG a 9 {}\n", payload.len()).as_bytes()),

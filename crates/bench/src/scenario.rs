@@ -142,14 +142,16 @@ fn throughput(
         Some(w) => w,
         None => (8 << 20) / (size as u64 + 48) + 64,
     };
-    let published = publish(&mut publisher, &subject, args, window, queue, &shared, deadline);
-    let (start, pub_end) = match published {
-        Ok(times) => times,
-        Err(e) => {
-            // Let the subscriber threads run into their deadline rather than leak.
-            return Err(e);
-        }
-    };
+    // On error the subscriber threads are left to the process exit.
+    let (start, pub_end) = publish(
+        &mut publisher,
+        &subject,
+        args,
+        window,
+        queue,
+        &shared,
+        deadline,
+    )?;
 
     let mut results = Vec::with_capacity(subs);
     for h in handles {
@@ -193,7 +195,10 @@ fn throughput(
         .context("no subscriber received anything")?;
     let secs = last.duration_since(start).as_secs_f64();
     let expected = if queue { total } else { total * subs as u64 };
-    ensure!(bad_sizes == 0, "{bad_sizes} messages had the wrong payload size");
+    ensure!(
+        bad_sizes == 0,
+        "{bad_sizes} messages had the wrong payload size"
+    );
     ensure!(
         delivered == expected && extra == 0,
         "delivered {delivered} + {extra} late, expected exactly {expected}"
@@ -209,7 +214,10 @@ fn throughput(
         ("delivered", json!(delivered)),
         ("sub_msgs_per_s", json!(rate(delivered, secs))),
         ("sub_mb_per_s", json!(payload_mb(delivered) / secs)),
-        ("per_sub_msgs_per_s", json!(rate(delivered, secs) / subs as f64)),
+        (
+            "per_sub_msgs_per_s",
+            json!(rate(delivered, secs) / subs as f64),
+        ),
         ("secs", json!(secs)),
     ]);
     Ok(report)
@@ -338,7 +346,10 @@ fn subscribe(
 
 fn check_exactly_once(results: &[SubResult], total: u64) -> Result<()> {
     let dups: u64 = results.iter().map(|r| r.dup_or_stray).sum();
-    ensure!(dups == 0, "{dups} messages delivered twice to one member or unknown");
+    ensure!(
+        dups == 0,
+        "{dups} messages delivered twice to one member or unknown"
+    );
     let words = results.first().map_or(0, |r| r.seen.len());
     let mut missing = 0u64;
     let mut twice = 0u64;
@@ -402,7 +413,10 @@ fn reqrep(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
         while got == 0 {
             check_deadline(deadline, &format!("waiting for reply {i}"))?;
             requester.read_some(&mut |ev| {
-                if let Event::Msg { size: n, headers, .. } = *ev {
+                if let Event::Msg {
+                    size: n, headers, ..
+                } = *ev
+                {
                     got += 1;
                     if headers || n != size {
                         wrong = Some((headers, n));
@@ -493,7 +507,9 @@ fn idle(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
                 .with_context(|| format!("opening connection {} of {}", i + 1, args.conns))?;
             hello.clear();
             hello.extend_from_slice(CONNECT);
-            hello.extend_from_slice(format!("SUB {}.idle.{i} 1\r\nPING\r\n", args.subject).as_bytes());
+            hello.extend_from_slice(
+                format!("SUB {}.idle.{i} 1\r\nPING\r\n", args.subject).as_bytes(),
+            );
             std::io::Write::write_all(&mut stream, &hello)?;
             conns.push(stream);
         }
