@@ -66,7 +66,8 @@ trap 'exit 130' INT TERM
 
 now_ms() { date +%s%3N; }
 
-port_free() { [[ -z $(ss -Htln "sport = :$1" 2>/dev/null) ]]; }
+# Any socket on the port counts as taken, including TIME_WAIT leftovers of the idle run.
+port_free() { [[ -z $(ss -Htan "sport = :$1" 2>/dev/null) ]]; }
 
 # Ready means: the port accepts a connection and the server greets with INFO.
 ready() {
@@ -78,7 +79,8 @@ ready() {
 start_server() {
   local who=$1 bin=$2 attempt port deadline
   for attempt in 1 2 3 4 5; do
-    port=$(( 20000 + RANDOM % 40000 ))
+    # Below the usual ephemeral range (32768+), where client sockets would collide.
+    port=$(( 10000 + RANDOM % 20000 ))
     port_free "$port" || continue
     # shellcheck disable=SC2086
     "$bin" -a 127.0.0.1 -p "$port" $SERVER_ARGS >"$LOGDIR/$who.log" 2>&1 &

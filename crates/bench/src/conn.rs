@@ -48,8 +48,14 @@ pub fn dial(addr: &str, deadline: Instant) -> Result<TcpStream> {
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
         .context("deadline passed before connecting")?;
-    let stream = TcpStream::connect_timeout(&sock, left).with_context(|| {
-        format!("connecting to {addr} (for many connections, raise `ulimit -n`)")
+    let stream = TcpStream::connect_timeout(&sock, left).map_err(|e| {
+        // EMFILE: too many open files.
+        let hint = if e.raw_os_error() == Some(24) {
+            " (raise `ulimit -n`)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("connecting to {addr}{hint}"))
     })?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(READ_POLL))?;
