@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Compare midge (A) with nats-server (B): the same midge-bench command against both,
+# servers started with identical flags on free ports, rounds alternating A/B, medians.
+#
+# Environment (defaults in brackets):
+#   ROUNDS [3]  MSGS [1000000]  SIZE [16]  SUBS [4]  REQS [20000]  CONNS [10000]
+#   SCENARIOS ["pub pubsub fanout queue reqrep idle"]
+#   MIDGE_BIN        server A binary  [$CARGO_TARGET_DIR/release/midge, built here]
+#   NATS_SERVER_BIN  server B binary  [nats-server on PATH, else /usr/sbin/nats-server]
+#   SERVER_ARGS      extra flags given to both servers, after `-a 127.0.0.1 -p PORT`
+#   BENCH_ARGS       extra flags given to every midge-bench run (e.g. --window 0)
+#   SKIP_BUILD=1     use the binaries as they are
+# Plumbing check with nats-server on both sides:
+#   MIDGE_BIN=/usr/sbin/nats-server scripts/bench.sh
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+MSGS=${MSGS:-1000000}
+SIZE=${SIZE:-16}
+SUBS=${SUBS:-4}
+REQS=${REQS:-20000}
+CONNS=${CONNS:-10000}
+SCENARIOS=${SCENARIOS:-pub pubsub fanout queue reqrep idle}
+SERVER_ARGS=${SERVER_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:-}
+READY_SECS=${READY_SECS:-15}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+COMMAND="$(printf '%q ' "$0" "$@")"
+ENV_SHOWN="ROUNDS=$ROUNDS MSGS=$MSGS SIZE=$SIZE SUBS=$SUBS REQS=$REQS CONNS=$CONNS"
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+command -v jq >/dev/null || die "jq is required to read midge-bench --json output"
+
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  if [[ -n ${MIDGE_BIN:-} ]]; then
+    (cd "$ROOT" && cargo build --release -p midge-bench)
+  else
+    (cd "$ROOT" && cargo build --release -p midge -p midge-bench)
+  fi
+fi
+BENCH=$TARGET/release/midge-bench
+A_BIN=${MIDGE_BIN:-$TARGET/release/midge}
+B_BIN=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+for bin in "$BENCH" "$A_BIN" "$B_BIN"; do [[ -x $bin ]] || die "not executable: $bin"; done
+
+# The idle scenario holds CONNS sockets in midge-bench and as many in the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (( $(ulimit -n) < CONNS + 100 )); then
+  echo "warning: ulimit -n is $(ulimit -n); lowering CONNS to fit" >&2
+  CONNS=$(( $(ulimit -n) - 100 ))
+fi
+
+LOGDIR=$(mktemp -d /tmp/midge-bench.XXXXXX)
+declare -A PID PORT
+cleanup() {
+  local who
+  for who in "${!PID[@]}"; do
+    kill "${PID[$who]}" 2>/dev/null || true
+    wait "${PID[$who]}" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_ms() { date +%s%3N; }
+
+# Any socket on the port counts as taken, including TIME_WAIT leftovers of the idle run.
+port_free() { [[ -z $(ss -Htan "sport = :$1" 2>/dev/null) ]]; }
+
+# Ready means: the port accepts a connection and the server greets with INFO.
+ready() {
+  timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && head -c 4 <&3' _ "$1" 2>/dev/null \
+    | grep -q '^INFO'
+}
+
+# start_server WHO BIN: starts it on a free port, waits for readiness, sets PID/PORT[WHO].
+start_server() {
+  local who=$1 bin=$2 attempt port deadline
+  for attempt in 1 2 3 4 5; do
+    # Below the usual ephemeral range (32768+), where client sockets would collide.
+    port=$(( 10000 + RANDOM % 20000 ))
+    port_free "$port" || continue
+    # shellcheck disable=SC2086
+    "$bin" -a 127.0.0.1 -p "$port" $SERVER_ARGS >"$LOGDIR/$who.log" 2>&1 &
+    PID[$who]=$!
+    PORT[$who]=$port
+    deadline=$(( $(now_ms) + READY_SECS * 1000 ))
+    while (( $(now_ms) < deadline )); do
+      kill -0 "${PID[$who]}" 2>/dev/null || break
+      ready "$port" && return 0
+      sleep 0.02
+    done
+    kill "${PID[$who]}" 2>/dev/null || true
+    wait "${PID[$who]}" 2>/dev/null || true
+    unset "PID[$who]"
+    echo "$who did not become ready on port $port (attempt $attempt); log:" >&2
+    tail -5 "$LOGDIR/$who.log" >&2
+  done
+  die "could not start $who ($bin)"
+}
+
+stop_server() {
+  local who=$1
+  kill "${PID[$who]}" 2>/dev/null || true
+  wait "${PID[$who]}" 2>/dev/null || true
+  unset "PID[$who]"
+}
+
+# Metrics per scenario: "json_key:label:better".
+metrics_for() {
+  case $1 in
+    pub) echo "pub_msgs_per_s:msgs/s:higher" ;;
+    pubsub) echo "sub_msgs_per_s:msgs/s received:higher" ;;
+    fanout) echo "sub_msgs_per_s:msgs/s delivered (total):higher" ;;
+    queue) echo "sub_msgs_per_s:msgs/s delivered (total):higher" ;;
+    reqrep) printf '%s\n' "p50_us:p50 us:lower" "p99_us:p99 us:lower" "avg_us:avg us:lower" ;;
+    idle) printf '%s\n' "rss_delta_kb:RSS delta KiB ($CONNS conns):lower" "rss_after_kb:RSS after KiB:lower" ;;
+  esac
+}
+
+bench_args_for() {
+  case $1 in
+    pub | pubsub) echo "--msgs $MSGS --size $SIZE" ;;
+    fanout | queue) echo "--msgs $MSGS --size $SIZE --subs $SUBS" ;;
+    reqrep) echo "--msgs $REQS --size $SIZE" ;;
+    idle) echo "--conns $CONNS" ;;
+  esac
+}
+
+declare -A SAMPLES
+FAILED=0
+
+# measure WHO SCENARIO: one run; appends each metric to SAMPLES[WHO|SCENARIO|key].
+measure() {
+  local who=$1 scenario=$2 out line key url extra=""
+  if [[ $scenario == idle ]]; then
+    start_server "$who-idle" "$( [[ $who == A ]] && echo "$A_BIN" || echo "$B_BIN")"
+    extra="--server-pid ${PID[$who-idle]}"
+    url=nats://127.0.0.1:${PORT[$who-idle]}
+  else
+    url=nats://127.0.0.1:${PORT[$who]}
+  fi
+  # shellcheck disable=SC2046,SC2086
+  if out=$("$BENCH" "$scenario" --url "$url" --json $(bench_args_for "$scenario") $extra $BENCH_ARGS \
+      2>>"$LOGDIR/bench-$who.err"); then
+    while IFS= read -r line; do
+      key=${line%%:*}
+      SAMPLES[$who|$scenario|$key]+="$(jq -r ".$key" <<<"$out") "
+    done < <(metrics_for "$scenario")
+    echo "  $who $scenario: $out" >&2
+  else
+    FAILED=1
+    echo "  $who $scenario: FAILED: $(tail -1 "$LOGDIR/bench-$who.err")" >&2
+  fi
+  [[ $scenario == idle ]] && stop_server "$who-idle"
+  return 0
+}
+
+median() {
+  local n
+  n=$(wc -w <<<"$1")
+  (( n == 0 )) && { echo ""; return; }
+  tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk -v n="$n" '
+    { v[NR] = $1 } END { if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+
+fmt() { [[ -z $1 ]] && echo "FAIL" || awk -v x="$1" 'BEGIN { printf (x >= 1000 ? "%.0f" : "%.2f"), x }'; }
+
+echo "# midge vs nats-server"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "- command: $ENV_SHOWN $COMMAND"
+echo "- A (midge): $A_BIN $(timeout 2 "$A_BIN" --version 2>&1 | head -1 || true)"
+echo "- B (nats-server): $B_BIN $(timeout 2 "$B_BIN" --version 2>&1 | head -1 || true)"
+echo "- servers: -a 127.0.0.1 -p <free port> $SERVER_ARGS; bench: $BENCH <scenario> --json $BENCH_ARGS"
+echo "- git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); logs: $LOGDIR"
+echo
+
+start_server A "$A_BIN"
+start_server B "$B_BIN"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  for scenario in $SCENARIOS; do
+    measure A "$scenario"
+    measure B "$scenario"
+  done
+done
+
+echo "| scenario | metric | midge median | nats-server median | ratio midge/nats-server |"
+echo "|---|---|---:|---:|---:|"
+for scenario in $SCENARIOS; do
+  while IFS= read -r line; do
+    IFS=: read -r key label better <<<"$line"
+    a=$(median "${SAMPLES[A|$scenario|$key]:-}")
+    b=$(median "${SAMPLES[B|$scenario|$key]:-}")
+    ratio=FAIL
+    if [[ -n $a && -n $b ]]; then
+      ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf (b == 0 ? "n/a" : "%.2f"), (b == 0 ? 0 : a / b) }')
+    fi
+    echo "| $scenario | $label | $(fmt "$a") | $(fmt "$b") | $ratio ($better is better) |"
+  done < <(metrics_for "$scenario")
+done
+echo
+echo "Samples (A = midge, B = nats-server), in run order:"
+for scenario in $SCENARIOS; do
+  while IFS= read -r line; do
+    key=${line%%:*}
+    echo "- $scenario $key: A: ${SAMPLES[A|$scenario|$key]:-} B: ${SAMPLES[B|$scenario|$key]:-}"
+  done < <(metrics_for "$scenario")
+done
+exit "$FAILED"
