@@ -638,3 +638,491 @@ fn pattern_matches(pattern: &[Token<'_>], subject: &[u8]) -> bool {
 fn saturate_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+// A failed unwrap is a failed test, which is what these are for.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Plain subs and queue groups in a canonical order, for comparison.
+    type Canonical = (Vec<u32>, BTreeMap<Vec<u8>, Vec<u32>>);
+
+    fn canonical(result: &MatchResult<u32>) -> Canonical {
+        let mut psubs = result.psubs.clone();
+        psubs.sort_unstable();
+        let mut qsubs = BTreeMap::new();
+        for group in &result.qsubs {
+            let mut subs = group.subs.clone();
+            subs.sort_unstable();
+            assert!(
+                qsubs.insert(group.name.to_vec(), subs).is_none(),
+                "queue group {:?} listed twice",
+                group.name
+            );
+        }
+        (psubs, qsubs)
+    }
+
+    fn plain(s: &Sublist<u32>, subject: &str) -> Vec<u32> {
+        let result = s.matches(subject.as_bytes());
+        assert!(result.qsubs.is_empty());
+        canonical(&result).0
+    }
+
+    fn sublist(subs: &[(&str, u32)]) -> Sublist<u32> {
+        let s = Sublist::new();
+        for &(subject, id) in subs {
+            s.insert(subject.as_bytes(), None, id).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn literal_subjects_match_exactly() {
+        let s = sublist(&[("foo", 1), ("foo.bar", 2), ("foo.bar", 3), ("foo.baz", 4)]);
+        assert_eq!(plain(&s, "foo"), [1]);
+        assert_eq!(plain(&s, "foo.bar"), [2, 3]);
+        assert_eq!(plain(&s, "foo.baz"), [4]);
+        assert!(plain(&s, "foo.bar.baz").is_empty());
+        assert!(plain(&s, "bar").is_empty());
+        assert!(plain(&s, "Foo").is_empty(), "subjects are case-sensitive");
+    }
+
+    #[test]
+    fn pwc_matches_exactly_one_token() {
+        let s = sublist(&[("foo.*", 1), ("*.bar", 2), ("*", 3)]);
+        assert_eq!(plain(&s, "foo.bar"), [1, 2]);
+        assert_eq!(plain(&s, "foo.baz"), [1]);
+        assert_eq!(plain(&s, "foo"), [3]);
+        assert!(plain(&s, "foo.bar.baz").is_empty());
+    }
+
+    #[test]
+    fn fwc_matches_one_or_more_tokens() {
+        let s = sublist(&[("foo.>", 1), (">", 2)]);
+        assert_eq!(plain(&s, "foo.bar"), [1, 2]);
+        assert_eq!(plain(&s, "foo.bar.baz.qux"), [1, 2]);
+        // `>` never matches an empty remainder.
+        assert_eq!(plain(&s, "foo"), [2]);
+        assert_eq!(plain(&s, "bar"), [2]);
+    }
+
+    #[test]
+    fn mixed_wildcards() {
+        let s = sublist(&[
+            ("*.bar.>", 1),
+            ("foo.*.baz", 2),
+            ("*.*.*", 3),
+            ("foo.bar.baz", 4),
+            ("foo.*.>", 5),
+            ("*.>", 6),
+        ]);
+        assert_eq!(plain(&s, "foo.bar.baz"), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(plain(&s, "x.bar.y"), [1, 3, 6]);
+        assert_eq!(plain(&s, "foo.bar"), [6]);
+        assert_eq!(plain(&s, "foo.x.baz.q"), [5, 6]);
+    }
+
+    #[test]
+    fn queue_subscriptions_are_grouped_by_name() {
+        let s = Sublist::new();
+        s.insert(b"foo.bar", None, 1).unwrap();
+        s.insert(b"foo.bar", Some(b"workers"), 2).unwrap();
+        s.insert(b"foo.bar", Some(b"workers"), 3).unwrap();
+        s.insert(b"foo.*", Some(b"workers"), 4).unwrap();
+        s.insert(b"foo.>", Some(b"auditors"), 5).unwrap();
+        s.insert(b"foo.>", None, 6).unwrap();
+
+        let (psubs, qsubs) = canonical(&s.matches(b"foo.bar"));
+        assert_eq!(psubs, [1, 6]);
+        let expected = BTreeMap::from([
+            (b"workers".to_vec(), vec![2, 3, 4]),
+            (b"auditors".to_vec(), vec![5]),
+        ]);
+        assert_eq!(qsubs, expected);
+
+        let (psubs, qsubs) = canonical(&s.matches(b"foo.bar.baz"));
+        assert_eq!(psubs, [6]);
+        assert_eq!(qsubs, BTreeMap::from([(b"auditors".to_vec(), vec![5])]));
+    }
+
+    #[test]
+    fn remove_prunes_every_node() {
+        let s = Sublist::new();
+        let subs: [(&[u8], Option<&[u8]>, u32); 6] = [
+            (b"foo.bar.baz", None, 1),
+            (b"foo.bar", None, 2),
+            (b"foo.*.baz", Some(b"q"), 3),
+            (b"foo.>", None, 4),
+            (b"*.>", Some(b"q"), 5),
+            (b"foo.bar.baz", Some(b"r"), 6),
+        ];
+        for (subject, queue, id) in subs {
+            s.insert(subject, queue, id).unwrap();
+        }
+        assert_eq!(s.count(), 6);
+        assert!(s.node_count() > 0);
+        s.matches(b"foo.bar.baz");
+
+        for (subject, queue, id) in subs {
+            s.remove(subject, queue, &id).unwrap();
+        }
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.node_count(), 0);
+        assert!(s.matches(b"foo.bar.baz").is_empty());
+        assert_eq!(s.stats().num_removes, 6);
+    }
+
+    #[test]
+    fn removing_what_is_not_there_is_not_found() {
+        let s = sublist(&[("foo.bar", 1)]);
+        s.insert(b"foo.bar", Some(b"q"), 2).unwrap();
+        let not_found = Err(SublistError::NotFound);
+        assert_eq!(s.remove(b"foo.bar", None, &9), not_found);
+        assert_eq!(s.remove(b"foo.baz", None, &1), not_found);
+        assert_eq!(s.remove(b"foo.bar.baz", None, &1), not_found);
+        assert_eq!(s.remove(b"foo", None, &1), not_found);
+        assert_eq!(s.remove(b"foo.*", None, &1), not_found);
+        assert_eq!(s.remove(b"foo.bar", Some(b"q"), &1), not_found);
+        assert_eq!(s.remove(b"foo.bar", Some(b"r"), &2), not_found);
+        assert_eq!(s.remove(b"foo.bar", None, &2), not_found);
+        assert_eq!(s.count(), 2);
+        s.remove(b"foo.bar", None, &1).unwrap();
+        assert_eq!(s.remove(b"foo.bar", None, &1), not_found);
+        assert_eq!(s.count(), 1);
+    }
+
+    #[test]
+    fn insert_after_a_cached_match_is_visible() {
+        let s = sublist(&[("foo.bar", 1)]);
+        assert_eq!(plain(&s, "foo.bar"), [1]);
+        assert_eq!(s.stats().num_cache, 1);
+        s.insert(b"foo.*", None, 2).unwrap();
+        s.insert(b"foo.bar", Some(b"q"), 3).unwrap();
+        let (psubs, qsubs) = canonical(&s.matches(b"foo.bar"));
+        assert_eq!(psubs, [1, 2]);
+        assert_eq!(qsubs, BTreeMap::from([(b"q".to_vec(), vec![3])]));
+        // The entry was updated in place, not dropped.
+        assert_eq!(s.stats().cache_hit_rate, 0.5);
+    }
+
+    #[test]
+    fn remove_after_a_cached_match_is_visible() {
+        let s = sublist(&[("foo.bar", 1), ("foo.>", 2)]);
+        assert_eq!(plain(&s, "foo.bar"), [1, 2]);
+        s.remove(b"foo.>", None, &2).unwrap();
+        assert_eq!(plain(&s, "foo.bar"), [1]);
+        s.remove(b"foo.bar", None, &1).unwrap();
+        assert!(plain(&s, "foo.bar").is_empty());
+    }
+
+    #[test]
+    fn changes_leave_unrelated_cache_entries_alone() {
+        let s = sublist(&[("foo.bar", 1), ("baz.qux", 2), ("baz.*", 3)]);
+        s.matches(b"foo.bar");
+        s.matches(b"baz.qux");
+        s.insert(b"foo.*", None, 4).unwrap();
+        s.remove(b"foo.*", None, &4).unwrap();
+        assert_eq!(s.stats().num_cache, 1, "only foo.bar was dropped");
+        assert_eq!(plain(&s, "baz.qux"), [2, 3]);
+        let stats = s.stats();
+        assert_eq!(stats.num_matches, 3);
+        assert_eq!(stats.cache_hit_rate, 1.0 / 3.0, "baz.qux was still cached");
+    }
+
+    #[test]
+    fn generation_changes_on_every_change() {
+        let s = Sublist::new();
+        let g0 = s.generation();
+        s.insert(b"foo", None, 1).unwrap();
+        let g1 = s.generation();
+        assert_ne!(g0, g1);
+        s.matches(b"foo");
+        assert_eq!(s.generation(), g1, "matching changes nothing");
+        assert_eq!(s.remove(b"bar", None, &1), Err(SublistError::NotFound));
+        assert_eq!(
+            s.insert(b"foo.", None, 1),
+            Err(SublistError::InvalidSubject)
+        );
+        assert_eq!(s.generation(), g1, "failed calls change nothing");
+        s.remove(b"foo", None, &1).unwrap();
+        assert_ne!(s.generation(), g1);
+    }
+
+    #[test]
+    fn duplicate_inserts_are_stored_once() {
+        let s = Sublist::new();
+        s.insert(b"foo", None, 1).unwrap();
+        let generation = s.generation();
+        s.insert(b"foo", None, 1).unwrap();
+        assert_eq!(s.generation(), generation);
+        s.insert(b"foo", Some(b"q"), 1).unwrap();
+        s.insert(b"foo", Some(b"q"), 1).unwrap();
+        assert_eq!(s.count(), 2);
+        assert_eq!(s.stats().num_inserts, 2);
+        let (psubs, qsubs) = canonical(&s.matches(b"foo"));
+        assert_eq!(psubs, [1]);
+        assert_eq!(qsubs, BTreeMap::from([(b"q".to_vec(), vec![1])]));
+        s.remove(b"foo", None, &1).unwrap();
+        s.remove(b"foo", Some(b"q"), &1).unwrap();
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.node_count(), 0);
+    }
+
+    #[test]
+    fn invalid_subjects_are_rejected() {
+        let s = Sublist::new();
+        let invalid: [&[u8]; 16] = [
+            b"",
+            b".",
+            b"foo.",
+            b".foo",
+            b"foo..bar",
+            b"foo bar",
+            b"foo.\tbar",
+            b"foo\r\n",
+            b"foo*",
+            b"foo.*bar",
+            b"foo.>bar",
+            b"foo.>.bar",
+            b">.foo",
+            b">.>",
+            b"**",
+            b"foo.>>",
+        ];
+        for subject in invalid {
+            let err = Err(SublistError::InvalidSubject);
+            assert_eq!(s.insert(subject, None, 1), err, "{subject:?}");
+            assert_eq!(s.remove(subject, None, &1), err, "{subject:?}");
+        }
+        for queue in [&b""[..], b"a b", b"q\n"] {
+            let err = Err(SublistError::InvalidSubject);
+            assert_eq!(s.insert(b"foo", Some(queue), 1), err, "{queue:?}");
+        }
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.node_count(), 0);
+        assert_eq!(s.stats().num_inserts, 0);
+        for valid in [
+            "foo",
+            "*",
+            ">",
+            "foo.*.bar.>",
+            "a-b_c:d",
+            "$SYS.>",
+            "_INBOX.x.*",
+        ] {
+            s.insert(valid.as_bytes(), Some(b"q.1"), 1).unwrap();
+        }
+    }
+
+    #[test]
+    fn malformed_publish_subjects_match_nothing_and_are_not_cached() {
+        let s = sublist(&[(">", 1), ("*", 2)]);
+        for subject in ["", ".", "foo.", ".foo", "a..b"] {
+            assert!(s.matches(subject.as_bytes()).is_empty(), "{subject:?}");
+            assert!(!s.has_interest(subject.as_bytes()), "{subject:?}");
+        }
+        assert_eq!(s.stats().num_cache, 0);
+    }
+
+    #[test]
+    fn cache_stays_within_its_bound() {
+        let s = Sublist::with_cache_size(8);
+        s.insert(b">", None, 1).unwrap();
+        for i in 0..100 {
+            assert_eq!(plain(&s, &format!("subject.{i}")), [1]);
+            assert!(s.stats().num_cache <= 8);
+        }
+
+        let uncached = Sublist::with_cache_size(0);
+        uncached.insert(b"foo", None, 1).unwrap();
+        assert_eq!(plain(&uncached, "foo"), [1]);
+        assert_eq!(plain(&uncached, "foo"), [1]);
+        let stats = uncached.stats();
+        assert_eq!((stats.num_cache, stats.num_matches), (0, 2));
+        assert_eq!(stats.cache_hit_rate, 0.0);
+    }
+
+    #[test]
+    fn stats_follow_subsz() {
+        let s = Sublist::new();
+        assert_eq!(s.stats(), SublistStats::default());
+        s.insert(b"foo.bar", None, 1).unwrap();
+        s.insert(b"foo.*", None, 2).unwrap();
+        s.insert(b"foo.*", Some(b"q"), 3).unwrap();
+        s.insert(b"foo.>", Some(b"q"), 4).unwrap();
+        s.insert(b"foo.>", Some(b"r"), 5).unwrap();
+        s.matches(b"foo.bar"); // 2 psubs + 2 groups
+        s.matches(b"foo.bar"); // hit
+        s.matches(b"foo.baz.x"); // only foo.>: 2 groups
+        s.matches(b"nothing"); // 0
+        let stats = s.stats();
+        assert_eq!(stats.num_subscriptions, 5);
+        assert_eq!(stats.num_inserts, 5);
+        assert_eq!(stats.num_matches, 4);
+        assert_eq!(stats.num_cache, 3);
+        assert_eq!(stats.cache_hit_rate, 0.25);
+        assert_eq!(stats.max_fanout, 4);
+        assert_eq!(stats.avg_fanout, 2.0);
+    }
+
+    #[test]
+    fn has_interest_agrees_with_matches() {
+        let s = sublist(&[("foo.*.baz", 1), ("bar.>", 2)]);
+        s.insert(b"q.only", Some(b"g"), 3).unwrap();
+        for (subject, interest) in [
+            ("foo.x.baz", true),
+            ("foo.x", false),
+            ("foo.x.baz.y", false),
+            ("bar", false),
+            ("bar.x.y", true),
+            ("q.only", true),
+            ("q", false),
+        ] {
+            assert_eq!(s.has_interest(subject.as_bytes()), interest, "{subject}");
+            s.matches(subject.as_bytes());
+            assert_eq!(
+                s.has_interest(subject.as_bytes()),
+                interest,
+                "{subject} cached"
+            );
+        }
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<S: Send + Sync>() {}
+        check::<Sublist<Arc<String>>>();
+        check::<Arc<MatchResult<Arc<String>>>>();
+    }
+
+    /// The oracle: a list of patterns matched token by token.
+    fn naive_matches(pattern: &str, subject: &str) -> bool {
+        let pattern: Vec<&str> = pattern.split('.').collect();
+        let subject: Vec<&str> = subject.split('.').collect();
+        for (i, p) in pattern.iter().enumerate() {
+            if *p == ">" {
+                return subject.len() > i;
+            }
+            match subject.get(i) {
+                Some(s) if *p == "*" || p == s => {}
+                _ => return false,
+            }
+        }
+        pattern.len() == subject.len()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, Option<String>, u32),
+        /// Removes the model entry at this index modulo its length, or a random one.
+        RemoveExisting(usize),
+        RemoveRandom(String, Option<String>, u32),
+        Match(String),
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        let token = prop_oneof![Just("a"), Just("b"), Just("c"), Just("*")];
+        let with_tokens =
+            (prop::collection::vec(token, 1..4), any::<bool>()).prop_map(|(tokens, fwc)| {
+                let mut p = tokens.join(".");
+                if fwc {
+                    p.push_str(".>");
+                }
+                p
+            });
+        prop_oneof![9 => with_tokens, 1 => Just(">".to_string())]
+    }
+
+    fn subject() -> impl Strategy<Value = String> {
+        let token = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")];
+        prop::collection::vec(token, 1..5).prop_map(|tokens| tokens.join("."))
+    }
+
+    fn queue() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![Just(None), Just(Some("q1".into())), Just(Some("q2".into()))]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (pattern(), queue(), 0..4u32)
+                .prop_map(|(p, q, id)| Op::Insert(p, q, id)),
+            1 => any::<usize>().prop_map(Op::RemoveExisting),
+            1 => (pattern(), queue(), 0..4u32).prop_map(|(p, q, id)| Op::RemoveRandom(p, q, id)),
+            4 => subject().prop_map(Op::Match),
+        ]
+    }
+
+    fn expected(model: &[(String, Option<String>, u32)], subject: &str) -> Canonical {
+        let mut result = MatchResult::default();
+        for (pattern, queue, id) in model {
+            if naive_matches(pattern, subject) {
+                result.add(queue.as_deref().map(str::as_bytes), &[*id]);
+            }
+        }
+        canonical(&result)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_agree_with_a_naive_matcher(
+            cache_size in prop_oneof![Just(0usize), Just(3), Just(1024)],
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
+            let s = Sublist::with_cache_size(cache_size);
+            let mut model: Vec<(String, Option<String>, u32)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p, q, id) => {
+                        s.insert(p.as_bytes(), q.as_deref().map(str::as_bytes), id).unwrap();
+                        let entry = (p, q, id);
+                        if !model.contains(&entry) {
+                            model.push(entry);
+                        }
+                    }
+                    Op::RemoveExisting(i) => {
+                        if !model.is_empty() {
+                            let (p, q, id) = model.swap_remove(i % model.len());
+                            s.remove(p.as_bytes(), q.as_deref().map(str::as_bytes), &id).unwrap();
+                        }
+                    }
+                    Op::RemoveRandom(p, q, id) => {
+                        let entry = (p, q, id);
+                        let found = s.remove(
+                            entry.0.as_bytes(), entry.1.as_deref().map(str::as_bytes), &entry.2,
+                        );
+                        match model.iter().position(|e| *e == entry) {
+                            Some(at) => {
+                                prop_assert_eq!(found, Ok(()));
+                                model.swap_remove(at);
+                            }
+                            None => prop_assert_eq!(found, Err(SublistError::NotFound)),
+                        }
+                    }
+                    Op::Match(subject) => {
+                        let want = expected(&model, &subject);
+                        prop_assert_eq!(canonical(&s.matches(subject.as_bytes())), want.clone());
+                        let interest = !want.0.is_empty() || !want.1.is_empty();
+                        prop_assert_eq!(s.has_interest(subject.as_bytes()), interest);
+                    }
+                }
+                prop_assert_eq!(s.count(), model.len());
+                prop_assert!(s.stats().num_cache as usize <= cache_size);
+            }
+            // Every cached entry, not just the ones matched last, must still be exact.
+            for subject in ["a", "a.b", "a.b.c", "b.a.c.d", "c.c", "d.d.d.d"] {
+                prop_assert_eq!(canonical(&s.matches(subject.as_bytes())), expected(&model, subject));
+            }
+            while let Some((p, q, id)) = model.pop() {
+                s.remove(p.as_bytes(), q.as_deref().map(str::as_bytes), &id).unwrap();
+            }
+            prop_assert_eq!(s.count(), 0);
+            prop_assert_eq!(s.node_count(), 0);
+        }
+    }
+}
