@@ -754,23 +754,25 @@ mod tests {
     #[test]
     fn remove_prunes_every_node() {
         let s = Sublist::new();
-        let subs: [(&[u8], Option<&[u8]>, u32); 6] = [
-            (b"foo.bar.baz", None, 1),
-            (b"foo.bar", None, 2),
-            (b"foo.*.baz", Some(b"q"), 3),
-            (b"foo.>", None, 4),
-            (b"*.>", Some(b"q"), 5),
-            (b"foo.bar.baz", Some(b"r"), 6),
+        let subs = [
+            ("foo.bar.baz", None, 1),
+            ("foo.bar", None, 2),
+            ("foo.*.baz", Some("q"), 3),
+            ("foo.>", None, 4),
+            ("*.>", Some("q"), 5),
+            ("foo.bar.baz", Some("r"), 6),
         ];
         for (subject, queue, id) in subs {
-            s.insert(subject, queue, id).unwrap();
+            s.insert(subject.as_bytes(), queue.map(str::as_bytes), id)
+                .unwrap();
         }
         assert_eq!(s.count(), 6);
         assert!(s.node_count() > 0);
         s.matches(b"foo.bar.baz");
 
         for (subject, queue, id) in subs {
-            s.remove(subject, queue, &id).unwrap();
+            s.remove(subject.as_bytes(), queue.map(str::as_bytes), &id)
+                .unwrap();
         }
         assert_eq!(s.count(), 0);
         assert_eq!(s.node_count(), 0);
