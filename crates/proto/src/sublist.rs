@@ -288,8 +288,8 @@ impl<T: Clone + PartialEq> Sublist<T> {
     pub fn stats(&self) -> SublistStats {
         let inner = self.inner.read();
         let num_matches = self.matches.load(Ordering::Relaxed);
-        // Read after `matches`: a concurrent miss may count its miss first, never the
-        // reverse, so hits cannot go negative.
+        // The two counters are read at different moments while matches go on, so misses
+        // may have run ahead of the `matches` just read; clamping keeps hits non-negative.
         let misses = self.cache_misses.load(Ordering::Relaxed).min(num_matches);
         let cache_hit_rate = if num_matches > 0 {
             (num_matches - misses) as f64 / num_matches as f64
