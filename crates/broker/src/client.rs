@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use midge_proto::encode;
 use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
@@ -19,8 +19,6 @@ use midge_proto::subject;
 use midge_proto::sublist::MatchResult;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, trace, warn};
@@ -104,6 +102,9 @@ impl PartialEq for SubRef {
 #[derive(Debug)]
 pub(crate) struct ClientShared {
     pub cid: u64,
+    /// Shared so that a publisher can write straight to this socket after its read (no
+    /// task wake-up on the common path); the writer task takes over when that would block.
+    stream: TcpStream,
     pub peer: SocketAddr,
     pub start: SystemTime,
     out: Mutex<Outbound>,
@@ -122,6 +123,8 @@ pub(crate) struct ClientShared {
 #[derive(Debug, Default)]
 struct Outbound {
     buf: Vec<u8>,
+    /// Bytes at the front of `buf` already written by a partial direct write.
+    head: usize,
     /// Bytes the writer has taken and not finished writing; they still count as pending.
     in_flight: usize,
     out_msgs: u64,
@@ -130,9 +133,10 @@ struct Outbound {
 }
 
 impl ClientShared {
-    fn new(cid: u64, peer: SocketAddr) -> Self {
+    fn new(cid: u64, peer: SocketAddr, stream: TcpStream) -> Self {
         ClientShared {
             cid,
+            stream,
             peer,
             start: SystemTime::now(),
             out: Mutex::new(Outbound::default()),
@@ -159,6 +163,7 @@ impl ClientShared {
             out.close = Some(reason);
             if reason.is_slow_consumer() {
                 out.buf = Vec::new();
+                out.head = 0;
             }
         }
         self.closed.store(true, Ordering::Release);
@@ -174,16 +179,51 @@ impl ClientShared {
         self.out.lock().close
     }
 
+    /// Writes queued data now if that cannot block: the socket takes it, no write is in
+    /// progress, and nobody else holds the buffer. True when nothing is left for the writer.
+    fn try_flush_now(&self) -> bool {
+        let Some(mut out) = self.out.try_lock() else {
+            return false;
+        };
+        if out.in_flight > 0 || out.close.is_some() {
+            return false;
+        }
+        if out.buf.is_empty() {
+            return true;
+        }
+        let head = out.head;
+        match self.stream.try_write(&out.buf[head..]) {
+            Ok(n) if head + n == out.buf.len() => {
+                out.buf.clear();
+                out.head = 0;
+                if out.buf.capacity() > MAX_IDLE_OUT_BUF {
+                    out.buf = Vec::new();
+                }
+                true
+            }
+            Ok(n) => {
+                // Remember the progress instead of moving the rest of the buffer.
+                out.head += n;
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Outbound counters: (messages, bytes, pending bytes).
     pub fn out_stats(&self) -> (u64, u64, usize) {
         let out = self.out.lock();
-        (out.out_msgs, out.out_bytes, out.buf.len() + out.in_flight)
+        (
+            out.out_msgs,
+            out.out_bytes,
+            out.buf.len() - out.head + out.in_flight,
+        )
     }
 }
 
 /// Starts serving one accepted connection.
 pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, cid: u64) {
-    let shared = Arc::new(ClientShared::new(cid, peer));
+    let shared = Arc::new(ClientShared::new(cid, peer, stream));
     let over_limit = {
         let mut clients = srv.clients.lock();
         clients.insert(cid, shared.clone());
@@ -195,7 +235,6 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         info.client_ip = peer.ip().to_string();
         info.encode(&mut shared.out.lock().buf);
     }
-    let (rd, wr) = stream.into_split();
     tokio::spawn(async move {
         let mut conn = Conn::new(srv.clone(), shared.clone());
         let reader = async {
@@ -203,30 +242,28 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
                 conn.send_err("maximum connections exceeded");
                 CloseReason::MaxConnectionsExceeded
             } else {
-                conn.read_loop(rd).await
+                conn.read_loop().await
             };
             conn.wake_writers();
             conn.shared.close(reason);
             conn.remove_all_subs();
         };
-        let writer = write_loop(&srv, &shared, wr);
+        let writer = write_loop(&srv, &shared);
         tokio::join!(reader, writer);
-        match shared.close_reason() {
-            Some(r @ (CloseReason::ClientClosed | CloseReason::ServerShutdown)) => {
-                debug!(cid, %peer, "Client connection closed: {r}")
-            }
-            Some(r) => debug!(cid, %peer, "Client connection closed: {r}"),
-            None => {}
+        if let Some(r) = shared.close_reason() {
+            debug!(cid, %peer, "Client connection closed: {r}");
         }
         srv.connection_closed(cid);
     });
 }
 
-/// Writes whatever others queued for this client, in as few syscalls as possible.
-async fn write_loop(srv: &ServerInner, shared: &ClientShared, mut wr: OwnedWriteHalf) {
+/// Writes whatever is queued for this client when a publisher could not write it
+/// directly, in as few syscalls as possible, and closes the socket at the end.
+async fn write_loop(srv: &ServerInner, shared: &ClientShared) {
     let deadline = srv.opts.write_deadline;
     let mut batch: Vec<u8> = Vec::new();
     loop {
+        let mut head = 0;
         {
             let mut out = shared.out.lock();
             out.in_flight = 0;
@@ -237,14 +274,15 @@ async fn write_loop(srv: &ServerInner, shared: &ClientShared, mut wr: OwnedWrite
             } else {
                 batch.clear();
                 std::mem::swap(&mut batch, &mut out.buf);
-                out.in_flight = batch.len();
+                head = std::mem::take(&mut out.head);
+                out.in_flight = batch.len() - head;
             }
         }
         if batch.is_empty() {
             shared.writer_wake.notified().await;
             continue;
         }
-        match tokio::time::timeout(deadline, wr.write_all(&batch)).await {
+        match tokio::time::timeout(deadline, write_all(&shared.stream, &batch[head..])).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 trace!(cid = shared.cid, "write error: {e}");
@@ -261,11 +299,23 @@ async fn write_loop(srv: &ServerInner, shared: &ClientShared, mut wr: OwnedWrite
         batch.clear();
         // Keep a burst's buffer for the next burst, but not forever: idle connections
         // should cost little memory.
-        if batch.capacity() > 1 << 20 {
+        if batch.capacity() > MAX_IDLE_OUT_BUF {
             batch = Vec::new();
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    let _ = rustix::net::shutdown(&shared.stream, rustix::net::Shutdown::Both);
+}
+
+async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reader-side state of one connection; only its own task touches it.
@@ -284,7 +334,9 @@ struct Conn {
     /// Receivers that got data during the current read and must be woken once after it.
     to_wake: Vec<Arc<ClientShared>>,
     pings_out: u32,
-    last_activity: Instant,
+    /// Whether the client sent anything since the last ping timer; an active client is not pinged.
+    active: bool,
+    rtt_known: bool,
     rng: u64,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
@@ -293,6 +345,10 @@ struct Conn {
 }
 
 const CACHE_MAX: usize = 256;
+const MAX_DIRECT_FLUSHES: usize = 16;
+const DIRECT_FLUSH_MAX_MSGS: u64 = 4;
+/// Outbound buffers larger than this are released once written.
+const MAX_IDLE_OUT_BUF: usize = 1 << 20;
 const MIN_READ_BUF: usize = 512;
 const MAX_READ_BUF: usize = 64 * 1024;
 /// First server PING comes this soon after CONNECT so a dead client is found early.
@@ -322,7 +378,8 @@ impl Conn {
             cache_gen: 0,
             to_wake: Vec::new(),
             pings_out: 0,
-            last_activity: Instant::now(),
+            active: false,
+            rtt_known: false,
             rng: shared.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             batch_in_msgs: 0,
             batch_in_bytes: 0,
@@ -333,7 +390,7 @@ impl Conn {
         }
     }
 
-    async fn read_loop(&mut self, mut rd: OwnedReadHalf) -> CloseReason {
+    async fn read_loop(&mut self) -> CloseReason {
         let mut buf = vec![0u8; MIN_READ_BUF];
         let (mut start, mut end) = (0usize, 0usize);
         let ping_interval = self.srv.opts.ping_interval;
@@ -356,13 +413,17 @@ impl Conn {
             let event = tokio::select! {
                 biased;
                 _ = self.shared.kill.notified() => Event::Kill,
-                r = rd.read(&mut buf[end..]) => Event::Read(r),
+                r = self.shared.stream.readable() => match r {
+                    Ok(()) => Event::Read(self.shared.stream.try_read(&mut buf[end..])),
+                    Err(e) => Event::Read(Err(e)),
+                },
                 _ = &mut ping => Event::Ping,
                 _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
             };
             let n = match event {
                 Event::Read(Ok(0)) => return CloseReason::ClientClosed,
                 Event::Read(Ok(n)) => n,
+                Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Event::Read(Err(_)) => return CloseReason::ReadError,
                 Event::Kill => {
                     return self
@@ -384,7 +445,7 @@ impl Conn {
                     continue;
                 }
             };
-            self.last_activity = Instant::now();
+            self.active = true;
             end += n;
             loop {
                 match parse_client_op(&buf[start..end], &self.limits) {
@@ -463,6 +524,7 @@ impl Conn {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
+                self.rtt_known = true;
             }
             ClientOp::Connect(json) => return self.process_connect(json),
             ClientOp::Info(_) | ClientOp::Ok => {}
@@ -664,7 +726,7 @@ impl Conn {
             }
             out.out_msgs += 1;
             out.out_bytes += size;
-            out.buf.len() + out.in_flight
+            out.buf.len() - out.head + out.in_flight
         };
         self.batch_out_msgs += 1;
         self.batch_out_bytes += size;
@@ -811,7 +873,8 @@ impl Conn {
             self.send_err("Stale Connection");
             return Err(CloseReason::StaleConnection);
         }
-        if self.last_activity.elapsed() >= self.srv.opts.ping_interval {
+        // The first PING goes out regardless of activity: its PONG tells us the round trip.
+        if !std::mem::take(&mut self.active) || !self.rtt_known {
             self.pings_out += 1;
             self.send(encode::PING);
         }
@@ -839,6 +902,10 @@ impl Conn {
 
     /// Called after each read has been processed: publish counters, wake receivers once.
     fn end_of_read(&mut self) {
+        // A read that carried few messages is latency-bound (requests, replies, chat): write
+        // them out now. A busy read is throughput-bound: leave the writes to the receivers'
+        // writers, which then coalesce several reads' worth into each syscall.
+        let direct = self.batch_in_msgs <= DIRECT_FLUSH_MAX_MSGS;
         if self.batch_in_msgs > 0 {
             let stats = &self.srv.stats;
             stats
@@ -867,14 +934,22 @@ impl Conn {
             self.batch_out_msgs = 0;
             self.batch_out_bytes = 0;
         }
-        self.wake_writers();
+        self.flush_receivers(direct);
     }
 
     fn wake_writers(&mut self) {
-        for c in self.to_wake.drain(..) {
-            // Clear before waking: data queued after this point queues the client again.
+        self.flush_receivers(true);
+    }
+
+    fn flush_receivers(&mut self, direct: bool) {
+        for (i, c) in self.to_wake.drain(..).enumerate() {
+            // Clear first: data queued after this point queues the client again.
             c.flush_queued.store(false, Ordering::Release);
-            c.writer_wake.notify_one();
+            // Writing for a few receivers in place saves a task wake-up each; past that the
+            // publisher would spend its time writing for others, so their writers do it.
+            if !direct || i >= MAX_DIRECT_FLUSHES || !c.try_flush_now() {
+                c.writer_wake.notify_one();
+            }
         }
     }
 
