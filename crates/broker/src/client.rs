@@ -331,6 +331,8 @@ struct Conn {
     /// This connection's own cache of sublist results, valid for one sublist generation.
     cache: FxHashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
     cache_gen: u64,
+    last_subject: Vec<u8>,
+    last_result: Option<Arc<MatchResult<SubRef>>>,
     /// Receivers that got data during the current read and must be woken once after it.
     to_wake: Vec<Arc<ClientShared>>,
     pings_out: u32,
@@ -376,6 +378,8 @@ impl Conn {
             perms: None,
             cache: FxHashMap::default(),
             cache_gen: 0,
+            last_subject: Vec::new(),
+            last_result: None,
             to_wake: Vec::new(),
             pings_out: 0,
             active: false,
@@ -393,6 +397,7 @@ impl Conn {
     async fn read_loop(&mut self) -> CloseReason {
         let mut buf = vec![0u8; MIN_READ_BUF];
         let (mut start, mut end) = (0usize, 0usize);
+        let mut short_reads = 0u32;
         let ping_interval = self.srv.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
@@ -410,6 +415,7 @@ impl Conn {
                     buf.resize(buf.len() * 2, 0);
                 }
             }
+            let room = buf.len() - end;
             let event = tokio::select! {
                 biased;
                 _ = self.shared.kill.notified() => Event::Kill,
@@ -472,13 +478,30 @@ impl Conn {
                     }
                 }
             }
+            // Size the buffer to the traffic: a read that filled all the room there was
+            // means more is waiting, so double (fewer syscalls under load); a run of short
+            // reads means the burst is over, so halve (idle connections stay small).
+            if n == room && buf.len() < MAX_READ_BUF {
+                short_reads = 0;
+                if start == end {
+                    start = 0;
+                    end = 0;
+                    buf = vec![0u8; buf.len() * 2];
+                } else {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            } else if n < buf.len() / 4 && buf.len() > MIN_READ_BUF {
+                short_reads += 1;
+                if short_reads > 2 && start == end {
+                    short_reads = 0;
+                    buf = vec![0u8; buf.len() / 2];
+                }
+            } else {
+                short_reads = 0;
+            }
             if start == end {
                 start = 0;
                 end = 0;
-                // Shrink after a burst so idle connections stay small.
-                if n < buf.len() / 4 && buf.len() > MIN_READ_BUF {
-                    buf = vec![0u8; (buf.len() / 2).max(MIN_READ_BUF)];
-                }
             }
             self.end_of_read();
         }
@@ -632,7 +655,21 @@ impl Conn {
         if self.copts.verbose {
             self.send(encode::OK);
         }
-        let result = self.lookup(subj);
+        // Publishers often repeat one subject: reuse the last result without hashing, and
+        // move it out and back in instead of cloning the Arc.
+        let result = match self.last_result.take() {
+            Some(r)
+                if self.last_subject == subj && self.srv.sublist.generation() == self.cache_gen =>
+            {
+                r
+            }
+            _ => {
+                let r = self.lookup(subj);
+                self.last_subject.clear();
+                self.last_subject.extend_from_slice(subj);
+                r
+            }
+        };
         let echo = self.copts.echo;
         let mut delivered = false;
         for s in &result.psubs {
@@ -658,6 +695,7 @@ impl Conn {
                 }
             }
         }
+        self.last_result = Some(result);
         if !delivered && self.copts.no_responders {
             if let Some(reply) = reply {
                 self.no_responders(subj, reply);
@@ -862,6 +900,7 @@ impl Conn {
                 .remove(&s.subject, s.queue.as_deref(), &SubRef(s.clone()));
         }
         self.cache.clear();
+        self.last_result = None;
     }
 
     /// Server PING timer: ask an idle client for a PONG; too many unanswered means stale.
