@@ -78,6 +78,12 @@ pub enum ConfError {
         path: String,
         source: std::io::Error,
     },
+    /// The options are valid one by one but not together.
+    #[error("{file}: {source}")]
+    Options {
+        file: String,
+        source: crate::options::OptionsError,
+    },
     /// Several independent errors, reported together so a user can fix them in one go.
     #[error("{}", join_errors(.0))]
     Many(Vec<ConfError>),
