@@ -10,6 +10,9 @@ use crate::conf::ConfError;
 use crate::options::{parse_host, Options};
 
 /// What the command line asks for.
+// Built once per process, so the size of `Run` does not matter; boxing would only make
+// matching on it clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run(Flags),
@@ -250,7 +253,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, FlagErro
                     })?,
                 };
                 let int = |v: &str| -> Result<i64, FlagError> {
-                    v.parse::<i64>().map_err(|_| invalid(v, "expected an integer"))
+                    v.parse::<i64>()
+                        .map_err(|_| invalid(v, "expected an integer"))
                 };
                 let port = |v: &str| -> Result<u16, FlagError> {
                     match int(v)? {
@@ -514,3 +518,182 @@ Other:
 Flags take one or two dashes, and a value either as -flag=value or -flag value.
 Flags override the config file.
 ";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Flags {
+        match parse(args.iter().map(|s| s.to_string())) {
+            Ok(Command::Run(flags)) => flags,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn fail(args: &[&str]) -> String {
+        match parse(args.iter().map(|s| s.to_string())) {
+            Ok(c) => panic!("parsed: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn ports_and_value_forms() {
+        assert_eq!(run(&["-p", "-1"]).port, Some(0));
+        assert_eq!(run(&["--port=5000"]).port, Some(5000));
+        assert_eq!(run(&["-port", "5001"]).port, Some(5001));
+        assert_eq!(run(&["--p=5002"]).port, Some(5002));
+        assert_eq!(run(&["-m", "8222"]).http_port, Some(Some(8222)));
+        assert_eq!(run(&["--http_port=-1"]).http_port, Some(Some(0)));
+        assert_eq!(run(&["-m", "0"]).http_port, Some(None));
+        let f = run(&["-a", "127.0.0.1", "-n", "s1", "--client_advertise", "h:1"]);
+        assert_eq!(f.host, Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(f.server_name.as_deref(), Some("s1"));
+        assert_eq!(f.client_advertise.as_deref(), Some("h:1"));
+        let f = run(&[
+            "-c", "x.conf", "-P", "p.pid", "-l", "l.log", "--user", "u", "--pass", "p", "--auth",
+            "t",
+        ]);
+        assert_eq!(f.config, Some(PathBuf::from("x.conf")));
+        assert_eq!(f.pid_file, Some(PathBuf::from("p.pid")));
+        assert_eq!(f.log_file, Some(PathBuf::from("l.log")));
+        assert_eq!(
+            (f.user.as_deref(), f.pass.as_deref(), f.auth.as_deref()),
+            (Some("u"), Some("p"), Some("t"))
+        );
+    }
+
+    #[test]
+    fn booleans() {
+        let f = run(&["-DV"]);
+        assert_eq!((f.debug, f.trace), (Some(true), Some(true)));
+        let f = run(&["-D", "--trace"]);
+        assert_eq!((f.debug, f.trace), (Some(true), Some(true)));
+        assert_eq!(run(&["-T=false"]).logtime, Some(false));
+        assert_eq!(run(&["-T"]).logtime, Some(true));
+        assert_eq!(run(&["--DV=false"]).debug, Some(false));
+        assert!(fail(&["-T=maybe"]).contains("invalid value \"maybe\" for flag -T"));
+        // A bool flag does not take the next argument: it is a stray command.
+        assert_eq!(fail(&["-D", "false"]), "unrecognized command: \"false\"");
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(fail(&["--bogus"]), "flag provided but not defined: -bogus");
+        assert_eq!(fail(&["-p"]), "flag needs an argument: -p");
+        assert_eq!(
+            fail(&["-p", "x"]),
+            "invalid value \"x\" for flag -p: expected an integer"
+        );
+        assert_eq!(
+            fail(&["-p", "70000"]),
+            "invalid value \"70000\" for flag -p: expected -1 or 0..65535"
+        );
+        assert_eq!(fail(&["---p"]), "bad flag syntax: ---p");
+        assert!(fail(&["--signal", "explode"]).contains("for flag -signal"));
+    }
+
+    #[test]
+    fn commands() {
+        let cmd = |a: &[&str]| parse(a.iter().map(|s| s.to_string())).unwrap();
+        assert_eq!(cmd(&["-h"]), Command::Help);
+        assert_eq!(cmd(&["--help"]), Command::Help);
+        assert_eq!(cmd(&["-v"]), Command::Version);
+        assert_eq!(cmd(&["version"]), Command::Version);
+        assert_eq!(cmd(&["-p", "1", "--", "help"]), Command::Help);
+        assert_eq!(
+            cmd(&["--signal", "reload=/run/midge.pid"]),
+            Command::Signal {
+                command: SignalCommand::Reload,
+                pid: Some("/run/midge.pid".into())
+            }
+        );
+        assert_eq!(
+            cmd(&["-sl=ldm"]),
+            Command::Signal {
+                command: SignalCommand::Ldm,
+                pid: None
+            }
+        );
+        assert_eq!(cmd(&[]), Command::Run(Flags::default()));
+        assert!(HELP.contains("--signal"));
+    }
+
+    #[test]
+    fn apply_overrides_options() {
+        let mut opts = Options::default();
+        let warnings = run(&[
+            "-p", "-1", "-a", "::1", "-DV", "-T=false", "-m", "8222", "--user", "u", "--pass", "p",
+        ])
+        .apply(&mut opts)
+        .unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(opts.port, 0);
+        assert_eq!(opts.host, "::1".parse::<IpAddr>().unwrap());
+        assert!(opts.debug && opts.trace && !opts.logtime);
+        assert_eq!(opts.http_port, Some(8222));
+        assert_eq!(opts.auth.user.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn unsupported_features_fail_and_tuning_warns() {
+        for args in [
+            &["--cluster", "nats://0.0.0.0:6222"][..],
+            &["--routes", "nats://a:6222"],
+            &["--tls"],
+            &["--tlscert", "c.pem"],
+            &["-js"],
+            &["--jetstream"],
+        ] {
+            let mut opts = Options::default();
+            let e = run(args).apply(&mut opts).unwrap_err().to_string();
+            assert!(e.ends_with("not supported by midge yet"), "{args:?}: {e}");
+            assert_eq!(opts, Options::default());
+        }
+        let mut opts = Options::default();
+        assert!(run(&["-js=false", "--tls=false", "--tlscert", "c.pem"])
+            .apply(&mut opts)
+            .is_ok());
+        let warnings = run(&["--sd", "/data", "--cluster_name", "c"])
+            .apply(&mut opts)
+            .unwrap();
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].starts_with("--store_dir: ignored"));
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.conf");
+        std::fs::write(
+            &path,
+            "port: 1111\nserver_name: file\ndebug: true\nstore_dir: /x\n",
+        )
+        .unwrap();
+        let flags = run(&["-c", path.to_str().unwrap(), "-p", "2222", "-D=false"]);
+        let (opts, warnings) = flags.load_options().unwrap();
+        assert_eq!(opts.port, 2222);
+        assert_eq!(opts.server_name.as_deref(), Some("file"));
+        assert!(!opts.debug);
+        assert_eq!(opts.config_file, Some(path));
+        assert_eq!(warnings.len(), 1);
+        // Cross-option rules run after the flags: a token flag beside a users list.
+        std::fs::write(
+            dir.path().join("u.conf"),
+            "authorization { users: [{user: a}] }\n",
+        )
+        .unwrap();
+        let flags = run(&[
+            "-c",
+            dir.path().join("u.conf").to_str().unwrap(),
+            "--auth",
+            "t",
+        ]);
+        assert!(flags
+            .load_options()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot have a token and a users array"));
+    }
+}

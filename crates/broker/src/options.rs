@@ -161,7 +161,9 @@ impl Default for ResponsePermission {
 /// Options that are fine one by one but not together (nats-server's `validateOptions`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionsError {
-    #[error("lame_duck_grace_period ({grace:?}) must be shorter than lame_duck_duration ({duration:?})")]
+    #[error(
+        "lame_duck_grace_period ({grace:?}) must be shorter than lame_duck_duration ({duration:?})"
+    )]
     LameDuckGrace { grace: Duration, duration: Duration },
     #[error("max_payload ({max_payload}) cannot be higher than max_pending ({max_pending})")]
     PayloadOverPending {
@@ -269,9 +271,10 @@ pub fn check_permission_subject(text: &str, allow_queue: bool) -> Result<(), Str
     let parts: Vec<&str> = text.split_whitespace().collect();
     let valid_subject = |s: &str| {
         let tokens: Vec<&str> = s.split('.').collect();
-        tokens.iter().enumerate().all(|(i, t)| {
-            !t.is_empty() && (*t != ">" || i == tokens.len() - 1)
-        })
+        tokens
+            .iter()
+            .enumerate()
+            .all(|(i, t)| !t.is_empty() && (*t != ">" || i == tokens.len() - 1))
     };
     match parts.as_slice() {
         [subject] if valid_subject(subject) && !text.contains(char::is_whitespace) => Ok(()),

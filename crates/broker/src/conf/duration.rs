@@ -123,7 +123,16 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
-        for bad in ["", "10", "s", "1x", "-1s", "1.s.", "ms5", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "-1s",
+            "1.s.",
+            "ms5",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

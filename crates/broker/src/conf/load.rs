@@ -254,7 +254,10 @@ impl Options {
                 if d < MIN_LAME_DUCK_DURATION {
                     return Err(v.invalid(
                         key,
-                        format!("{} is too short, the minimum is 30s", super::format_duration(d)),
+                        format!(
+                            "{} is too short, the minimum is 30s",
+                            super::format_duration(d)
+                        ),
                     ));
                 }
                 self.lame_duck_duration = d;
@@ -279,7 +282,11 @@ impl Options {
             }
             "store_dir" | "storedir" => {
                 v.as_str(key)?;
-                ctx.warn(&v.pos, key, "ignored: JetStream is not supported by midge yet");
+                ctx.warn(
+                    &v.pos,
+                    key,
+                    "ignored: JetStream is not supported by midge yet",
+                );
             }
             lower if IGNORED.contains(&lower) => {
                 ctx.warn(
@@ -312,11 +319,12 @@ fn unsupported(entry: &Entry) -> ConfError {
 fn jetstream_disabled(v: &Value) -> bool {
     match &v.kind {
         ValueKind::Bool(b) => !b,
-        ValueKind::String(s) => s.eq_ignore_ascii_case("disabled") || s.eq_ignore_ascii_case("false"),
-        ValueKind::Map(m) => m
-            .entries()
-            .iter()
-            .any(|e| e.key.eq_ignore_ascii_case("enabled") && e.value.kind == ValueKind::Bool(false)),
+        ValueKind::String(s) => {
+            s.eq_ignore_ascii_case("disabled") || s.eq_ignore_ascii_case("false")
+        }
+        ValueKind::Map(m) => m.entries().iter().any(|e| {
+            e.key.eq_ignore_ascii_case("enabled") && e.value.kind == ValueKind::Bool(false)
+        }),
         _ => false,
     }
 }
@@ -361,7 +369,10 @@ fn parse_host_port(v: &Value, key: &str) -> Result<(Option<IpAddr>, u16), ConfEr
         }
         other => Err(v.invalid(
             key,
-            format!("expected a port or \"host:port\", got {}", other.type_name()),
+            format!(
+                "expected a port or \"host:port\", got {}",
+                other.type_name()
+            ),
         )),
     }
 }
@@ -395,7 +406,10 @@ fn parse_duration_value(v: &Value, key: &str) -> Result<Duration, ConfError> {
         other => {
             return Err(v.invalid(
                 key,
-                format!("expected a duration string such as \"10s\", got {}", other.type_name()),
+                format!(
+                    "expected a duration string such as \"10s\", got {}",
+                    other.type_name()
+                ),
             ))
         }
     };
@@ -482,7 +496,10 @@ fn parse_auth_timeout(v: &Value, key: &str) -> Result<Duration, ConfError> {
         other => {
             return Err(v.invalid(
                 key,
-                format!("expected seconds or a duration string, got {}", other.type_name()),
+                format!(
+                    "expected seconds or a duration string, got {}",
+                    other.type_name()
+                ),
             ))
         }
     };
@@ -509,7 +526,10 @@ fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
                 "permission" | "permissions" | "authorization" => {
                     user.permissions = Some(parse_permissions(ev, &ek)?);
                 }
-                "nkey" | "allowed_connection_types" | "connection_types" | "clients"
+                "nkey"
+                | "allowed_connection_types"
+                | "connection_types"
+                | "clients"
                 | "proxy_required" => return Err(unsupported(entry)),
                 _ if entry.used_as_variable => {}
                 _ => {
@@ -537,7 +557,9 @@ fn parse_permissions(v: &Value, key: &str) -> Result<Permissions, ConfError> {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
         match entry.key.to_ascii_lowercase().as_str() {
-            "pub" | "publish" | "import" => perms.publish = parse_subject_permission(ev, &k, false)?,
+            "pub" | "publish" | "import" => {
+                perms.publish = parse_subject_permission(ev, &k, false)?
+            }
             "sub" | "subscribe" | "export" => {
                 perms.subscribe = parse_subject_permission(ev, &k, true)?;
             }
@@ -600,7 +622,10 @@ fn parse_subjects(v: &Value, key: &str, allow_queue: bool) -> Result<Vec<String>
         other => {
             return Err(v.invalid(
                 key,
-                format!("expected a subject or an array of subjects, got {}", other.type_name()),
+                format!(
+                    "expected a subject or an array of subjects, got {}",
+                    other.type_name()
+                ),
             ))
         }
     };

@@ -225,10 +225,7 @@ impl<'a> Parser<'a> {
                     return Ok(());
                 }
                 Some(c @ ('}' | ']' | '=' | ':' | '{' | '[')) => {
-                    return Err(self.syntax(
-                        self.here(),
-                        format!("expected a key, found '{c}'"),
-                    ));
+                    return Err(self.syntax(self.here(), format!("expected a key, found '{c}'")));
                 }
                 Some(_) => self.parse_entry(closer, depth)?,
             }
@@ -338,10 +335,18 @@ impl<'a> Parser<'a> {
                 format!("include '{path}': includes nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)"),
             ));
         }
-        let included = parse_file(&self.base_dir.join(&path), Some(&pos), self.include_depth + 1)?;
+        let included = parse_file(
+            &self.base_dir.join(&path),
+            Some(&pos),
+            self.include_depth + 1,
+        )?;
         if let Some(scope) = self.scopes.last_mut() {
             for entry in included.entries() {
-                scope.insert(entry.key.clone(), entry.key_pos.clone(), entry.value.clone());
+                scope.insert(
+                    entry.key.clone(),
+                    entry.key_pos.clone(),
+                    entry.value.clone(),
+                );
             }
         }
         Ok(())
@@ -509,9 +514,9 @@ impl<'a> Parser<'a> {
                 return Err(self.syntax(
                     pos,
                     format!(
-                        "invalid escape '\\{}': only \\xXX, \\t, \\n, \\r, \\\" and \\\\ are allowed",
-                        show(c)
-                    ),
+                    "invalid escape '\\{}': only \\xXX, \\t, \\n, \\r, \\\" and \\\\ are allowed",
+                    show(c)
+                ),
                 ))
             }
             None => return Err(self.syntax(pos, "unfinished escape at the end of the text")),
@@ -524,7 +529,9 @@ impl<'a> Parser<'a> {
         let begin = self.offset;
         loop {
             match self.bump() {
-                None => return Err(self.syntax(open.clone(), "unterminated block: missing ')' line")),
+                None => {
+                    return Err(self.syntax(open.clone(), "unterminated block: missing ')' line"))
+                }
                 Some('\n')
                     if self.peek() == Some(')')
                         && matches!(self.peek2(), None | Some('\n' | '\r')) =>
@@ -573,7 +580,10 @@ impl<'a> Parser<'a> {
     fn resolve_variable(&mut self, name: &str, pos: Pos) -> Result<Value, ConfError> {
         // Bcrypt hashes start with `$2a$` etc.; nats-server keeps them as strings (it only knows
         // `2a`, the other prefixes are what other bcrypt tools write).
-        if ["2a$", "2b$", "2x$", "2y$"].iter().any(|p| name.starts_with(p)) {
+        if ["2a$", "2b$", "2x$", "2y$"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
             return Ok(Value {
                 kind: ValueKind::String(format!("${name}")),
                 pos,
@@ -676,7 +686,9 @@ fn classify_number(raw: &str) -> Result<ValueKind, String> {
     let body = if negative { &raw[1..] } else { raw };
     let digits = body.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err(format!("invalid number '{raw}': expected a digit after '-'"));
+        return Err(format!(
+            "invalid number '{raw}': expected a digit after '-'"
+        ));
     }
     let (int_part, rest) = body.split_at(digits);
     let not_a_number = || format!("invalid number '{raw}' (quote it to make it a string)");
@@ -712,7 +724,9 @@ fn classify_number(raw: &str) -> Result<ValueKind, String> {
         // A second dot makes it an IP address (possibly with a port), as in nats-server.
         if !negative
             && after.starts_with('.')
-            && after.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | ':' | '-'))
+            && after
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | ':' | '-'))
         {
             return Ok(ValueKind::String(raw.to_string()));
         }
@@ -721,7 +735,9 @@ fn classify_number(raw: &str) -> Result<ValueKind, String> {
     let first = rest.chars().next().unwrap_or(' ');
     if "kKmMgGtTpPeE".contains(first) {
         // `10mb` is a size but `10ms` is just a string (a duration, for the option that wants one).
-        let suffix_ok = rest[1..].chars().all(|c| matches!(c, 'b' | 'B' | 'i' | 'I'));
+        let suffix_ok = rest[1..]
+            .chars()
+            .all(|c| matches!(c, 'b' | 'B' | 'i' | 'I'));
         if suffix_ok {
             let multiplier = suffix_multiplier(rest)
                 .ok_or_else(|| format!("invalid size suffix '{rest}' in '{raw}'"))?;

@@ -40,7 +40,10 @@ impl Options {
         line("ping_max", self.ping_max.to_string());
         line("write_deadline", duration(self.write_deadline));
         line("lame_duck_duration", duration(self.lame_duck_duration));
-        line("lame_duck_grace_period", duration(self.lame_duck_grace_period));
+        line(
+            "lame_duck_grace_period",
+            duration(self.lame_duck_grace_period),
+        );
         line("debug", self.debug.to_string());
         line("trace", self.trace.to_string());
         line("logtime", self.logtime.to_string());

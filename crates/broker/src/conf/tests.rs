@@ -16,7 +16,10 @@ fn parse(text: &str) -> Map {
 }
 
 fn kind<'a>(map: &'a Map, key: &str) -> &'a ValueKind {
-    &map.get(key).unwrap_or_else(|| panic!("no key {key}")).value.kind
+    &map.get(key)
+        .unwrap_or_else(|| panic!("no key {key}"))
+        .value
+        .kind
 }
 
 fn err(text: &str) -> String {
@@ -142,7 +145,14 @@ fn digit_led_strings_ips_and_dates() {
 #[test]
 fn booleans_any_case() {
     let m = parse("a: true\nb: FALSE\nc: Yes\nd: no\ne: ON\nf: off\ng: \"true\"\n");
-    for (k, b) in [("a", true), ("b", false), ("c", true), ("d", false), ("e", true), ("f", false)] {
+    for (k, b) in [
+        ("a", true),
+        ("b", false),
+        ("c", true),
+        ("d", false),
+        ("e", true),
+        ("f", false),
+    ] {
         assert_eq!(kind(&m, k), &ValueKind::Bool(b), "{k}");
     }
     assert_eq!(kind(&m, "g"), &s("true"));
@@ -267,26 +277,61 @@ fn include_cycle_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.conf"), "include b.conf\n").unwrap();
     std::fs::write(dir.path().join("b.conf"), "include a.conf\n").unwrap();
-    let e = parse_file(dir.path().join("a.conf")).unwrap_err().to_string();
+    let e = parse_file(dir.path().join("a.conf"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nested more than"), "{e}");
 }
 
 #[test]
 fn syntax_errors_have_exact_positions() {
-    assert_eq!(err("a: 1\nb: \"open\n"), "test.conf:2:4: unterminated string");
+    assert_eq!(
+        err("a: 1\nb: \"open\n"),
+        "test.conf:2:4: unterminated string"
+    );
     assert_eq!(err("a: 'open"), "test.conf:1:4: unterminated string");
-    assert_eq!(err("a {\n  b: 1\n"), "test.conf:1:3: unterminated map: missing '}'");
-    assert_eq!(err("a: [1, 2\n"), "test.conf:1:4: unterminated array: missing ']'");
-    assert_eq!(err("a: (\nno end\n"), "test.conf:1:4: unterminated block: missing ')' line");
-    assert_eq!(err("a: 1 2\n"), "test.conf:1:6: expected a newline, ';', ',' after the value of 'a', found '2'");
+    assert_eq!(
+        err("a {\n  b: 1\n"),
+        "test.conf:1:3: unterminated map: missing '}'"
+    );
+    assert_eq!(
+        err("a: [1, 2\n"),
+        "test.conf:1:4: unterminated array: missing ']'"
+    );
+    assert_eq!(
+        err("a: (\nno end\n"),
+        "test.conf:1:4: unterminated block: missing ')' line"
+    );
+    assert_eq!(
+        err("a: 1 2\n"),
+        "test.conf:1:6: expected a newline, ';', ',' after the value of 'a', found '2'"
+    );
     assert_eq!(err("a:\n"), "test.conf:1:1: a: missing value");
-    assert_eq!(err("a: \"\\q\"\n"), "test.conf:1:5: invalid escape '\\q': only \\xXX, \\t, \\n, \\r, \\\" and \\\\ are allowed");
-    assert_eq!(err("a: 1.5s\n"), "test.conf:1:4: invalid number '1.5s' (quote it to make it a string)");
-    assert_eq!(err("a: 10kbb\n"), "test.conf:1:4: invalid size suffix 'kbb' in '10kbb'");
+    assert_eq!(
+        err("a: \"\\q\"\n"),
+        "test.conf:1:5: invalid escape '\\q': only \\xXX, \\t, \\n, \\r, \\\" and \\\\ are allowed"
+    );
+    assert_eq!(
+        err("a: 1.5s\n"),
+        "test.conf:1:4: invalid number '1.5s' (quote it to make it a string)"
+    );
+    assert_eq!(
+        err("a: 10kbb\n"),
+        "test.conf:1:4: invalid size suffix 'kbb' in '10kbb'"
+    );
     assert_eq!(err("a: [1,,2]\n"), "test.conf:1:7: unexpected ',' in array");
-    assert_eq!(err("a: 99999999999999999999\n"), "test.conf:1:4: integer '99999999999999999999' is out of range");
-    assert_eq!(err("a: 2024-01-02\n"), "test.conf:1:4: invalid datetime '2024-01-02': use the full Zulu form 2006-01-02T15:04:05Z");
-    assert_eq!(err("{ a: 1 } b\n"), "test.conf:1:10: unexpected 'b' after the closing '}'");
+    assert_eq!(
+        err("a: 99999999999999999999\n"),
+        "test.conf:1:4: integer '99999999999999999999' is out of range"
+    );
+    assert_eq!(
+        err("a: 2024-01-02\n"),
+        "test.conf:1:4: invalid datetime '2024-01-02': use the full Zulu form 2006-01-02T15:04:05Z"
+    );
+    assert_eq!(
+        err("{ a: 1 } b\n"),
+        "test.conf:1:10: unexpected 'b' after the closing '}'"
+    );
 }
 
 #[test]
@@ -343,7 +388,10 @@ use std::net::IpAddr;
 
 #[test]
 fn aliases_and_case_insensitive_keys() {
-    let o = load_ok("Port: 1\nnet: 10.0.0.1\nmonitor_port: 8222\nmax_conn: 5\nLOGFILE: x\npidfile: y\n").options;
+    let o = load_ok(
+        "Port: 1\nnet: 10.0.0.1\nmonitor_port: 8222\nmax_conn: 5\nLOGFILE: x\npidfile: y\n",
+    )
+    .options;
     assert_eq!(o.port, 1);
     assert_eq!(o.host, IpAddr::from([10, 0, 0, 1]));
     assert_eq!(o.http_port, Some(8222));
@@ -369,26 +417,70 @@ fn integer_seconds_are_accepted_with_a_warning() {
 
 #[test]
 fn key_errors() {
-    assert_eq!(load_err("port: 1\nbogus: 2\n"), "test.conf:2:1: unknown key 'bogus'");
-    assert_eq!(load_err("port: \"x\"\n"), "test.conf:1:7: port: expected an integer, got string");
-    assert_eq!(load_err("debug: 1\n"), "test.conf:1:8: debug: expected a boolean, got integer");
-    assert_eq!(load_err("ping_interval: \"2x\"\n"), "test.conf:1:16: ping_interval: unknown unit \"x\" in duration \"2x\"");
-    assert_eq!(load_err("lame_duck_duration: \"10s\"\n"), "test.conf:1:21: lame_duck_duration: 10s is too short, the minimum is 30s");
-    assert_eq!(load_err("port: 70000\n"), "test.conf:1:7: port: port must be -1 or 0..65535");
-    assert_eq!(load_err("server_name: \"a b\"\n"), "test.conf:1:14: server_name: server name cannot contain spaces");
-    assert_eq!(load_err("host: example.com\n"), "test.conf:1:7: host: \"example.com\" is not an IP address");
-    assert_eq!(load_err("authorization { usr: a }\n"), "test.conf:1:17: unknown key 'authorization.usr'");
+    assert_eq!(
+        load_err("port: 1\nbogus: 2\n"),
+        "test.conf:2:1: unknown key 'bogus'"
+    );
+    assert_eq!(
+        load_err("port: \"x\"\n"),
+        "test.conf:1:7: port: expected an integer, got string"
+    );
+    assert_eq!(
+        load_err("debug: 1\n"),
+        "test.conf:1:8: debug: expected a boolean, got integer"
+    );
+    assert_eq!(
+        load_err("ping_interval: \"2x\"\n"),
+        "test.conf:1:16: ping_interval: unknown unit \"x\" in duration \"2x\""
+    );
+    assert_eq!(
+        load_err("lame_duck_duration: \"10s\"\n"),
+        "test.conf:1:21: lame_duck_duration: 10s is too short, the minimum is 30s"
+    );
+    assert_eq!(
+        load_err("port: 70000\n"),
+        "test.conf:1:7: port: port must be -1 or 0..65535"
+    );
+    assert_eq!(
+        load_err("server_name: \"a b\"\n"),
+        "test.conf:1:14: server_name: server name cannot contain spaces"
+    );
+    assert_eq!(
+        load_err("host: example.com\n"),
+        "test.conf:1:7: host: \"example.com\" is not an IP address"
+    );
+    assert_eq!(
+        load_err("authorization { usr: a }\n"),
+        "test.conf:1:17: unknown key 'authorization.usr'"
+    );
     // All errors are reported at once.
-    assert_eq!(load_err("a: 1\nb: 2\n"), "test.conf:1:1: unknown key 'a'\ntest.conf:2:1: unknown key 'b'");
+    assert_eq!(
+        load_err("a: 1\nb: 2\n"),
+        "test.conf:1:1: unknown key 'a'\ntest.conf:2:1: unknown key 'b'"
+    );
     // A key used as a variable is not an unknown option.
     assert_eq!(load_ok("P: 4999\nport: $P\n").options.port, 4999);
 }
 
 #[test]
 fn unsupported_features_and_ignored_options() {
-    assert_eq!(load_err("port: 1\njetstream {}\n"), "test.conf:2: jetstream: not supported by midge yet");
-    assert_eq!(load_err("jetstream: enabled\n"), "test.conf:1: jetstream: not supported by midge yet");
-    for key in ["accounts {}", "leafnodes {}", "cluster { port: 6222 }", "tls {}", "websocket {}", "mqtt {}", "gateway {}"] {
+    assert_eq!(
+        load_err("port: 1\njetstream {}\n"),
+        "test.conf:2: jetstream: not supported by midge yet"
+    );
+    assert_eq!(
+        load_err("jetstream: enabled\n"),
+        "test.conf:1: jetstream: not supported by midge yet"
+    );
+    for key in [
+        "accounts {}",
+        "leafnodes {}",
+        "cluster { port: 6222 }",
+        "tls {}",
+        "websocket {}",
+        "mqtt {}",
+        "gateway {}",
+    ] {
         let e = load_err(key);
         assert!(e.ends_with("not supported by midge yet"), "{e}");
     }
@@ -402,30 +494,62 @@ fn unsupported_features_and_ignored_options() {
     assert!(load_ok("jetstream: disabled\n").warnings.is_empty());
     let loaded = load_ok("store_dir: /data\nsystem_account: SYS\n");
     assert_eq!(loaded.warnings.len(), 2);
-    assert!(loaded.warnings[0].to_string().starts_with("test.conf:1:12: store_dir: ignored"));
+    assert!(loaded.warnings[0]
+        .to_string()
+        .starts_with("test.conf:1:12: store_dir: ignored"));
 }
 
 #[test]
 fn authorization_forms() {
-    let a = load_ok("authorization { user: u, password: p, timeout: 1.5 }\n").options.auth;
-    assert_eq!((a.user.as_deref(), a.password.as_deref()), (Some("u"), Some("p")));
+    let a = load_ok("authorization { user: u, password: p, timeout: 1.5 }\n")
+        .options
+        .auth;
+    assert_eq!(
+        (a.user.as_deref(), a.password.as_deref()),
+        (Some("u"), Some("p"))
+    );
     assert_eq!(a.timeout, Duration::from_millis(1500));
     assert!(a.required());
-    let a = load_ok("authorization { token: \"$2a$11$xyz\", timeout: \"3s\" }\n").options.auth;
+    let a = load_ok("authorization { token: \"$2a$11$xyz\", timeout: \"3s\" }\n")
+        .options
+        .auth;
     assert_eq!(a.token.as_deref(), Some("$2a$11$xyz"));
     assert_eq!(a.timeout, Duration::from_secs(3));
-    assert_eq!(load_ok("authorization { pass: x, user: y, timeout: 4 }\n").options.auth.timeout, Duration::from_secs(4));
+    assert_eq!(
+        load_ok("authorization { pass: x, user: y, timeout: 4 }\n")
+            .options
+            .auth
+            .timeout,
+        Duration::from_secs(4)
+    );
 }
 
 #[test]
 fn rejected_auth_combinations() {
-    assert_eq!(load_err("authorization {\n token: t\n user: u\n}\n"), "test.conf:1:15: authorization: cannot have a user/password and a token");
-    assert!(load_err("authorization { token: t, users: [{user: a}] }").contains("cannot have a token and a users array"));
-    assert!(load_err("authorization { user: t, users: [{user: a}] }").contains("cannot have a single user/password and a users array"));
-    assert!(load_err("authorization { users: [{user: a}, {user: a}] }").contains("duplicate user \"a\""));
-    assert!(load_err("authorization { users: [{password: a}] }").contains("a user entry needs 'user'"));
-    assert!(load_err("authorization { users: [{user: a}] }\nno_auth_user: b\n").contains("no_auth_user \"b\" is not one of"));
-    assert_eq!(load_ok("authorization { users: [{user: a}] }\nno_auth_user: a\n").options.no_auth_user.as_deref(), Some("a"));
+    assert_eq!(
+        load_err("authorization {\n token: t\n user: u\n}\n"),
+        "test.conf:1:15: authorization: cannot have a user/password and a token"
+    );
+    assert!(load_err("authorization { token: t, users: [{user: a}] }")
+        .contains("cannot have a token and a users array"));
+    assert!(load_err("authorization { user: t, users: [{user: a}] }")
+        .contains("cannot have a single user/password and a users array"));
+    assert!(load_err("authorization { users: [{user: a}, {user: a}] }")
+        .contains("duplicate user \"a\""));
+    assert!(
+        load_err("authorization { users: [{password: a}] }").contains("a user entry needs 'user'")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a}] }\nno_auth_user: b\n")
+            .contains("no_auth_user \"b\" is not one of")
+    );
+    assert_eq!(
+        load_ok("authorization { users: [{user: a}] }\nno_auth_user: a\n")
+            .options
+            .no_auth_user
+            .as_deref(),
+        Some("a")
+    );
 }
 
 #[test]
@@ -451,25 +575,68 @@ fn permission_forms() {
     };
     assert_eq!(perms(0).publish, Some(allow(&["foo.*"])));
     assert_eq!(perms(0).subscribe, Some(allow(&["bar", "baz.> q"])));
-    assert_eq!(perms(1).publish, Some(SubjectPermission { allow: vec!["x".into()], deny: vec!["y".into()] }));
-    assert_eq!(perms(1).subscribe, Some(SubjectPermission { allow: vec![], deny: vec![">".into()] }));
-    assert_eq!(perms(1).allow_responses, Some(ResponsePermission::default()));
+    assert_eq!(
+        perms(1).publish,
+        Some(SubjectPermission {
+            allow: vec!["x".into()],
+            deny: vec!["y".into()]
+        })
+    );
+    assert_eq!(
+        perms(1).subscribe,
+        Some(SubjectPermission {
+            allow: vec![],
+            deny: vec![">".into()]
+        })
+    );
+    assert_eq!(
+        perms(1).allow_responses,
+        Some(ResponsePermission::default())
+    );
     assert_eq!(perms(2).publish, None);
-    assert_eq!(perms(2).allow_responses, Some(ResponsePermission { max_msgs: 5, expires: Duration::from_secs(60) }));
-    assert_eq!(perms(3).allow_responses, Some(ResponsePermission { max_msgs: 0, expires: Duration::ZERO }));
+    assert_eq!(
+        perms(2).allow_responses,
+        Some(ResponsePermission {
+            max_msgs: 5,
+            expires: Duration::from_secs(60)
+        })
+    );
+    assert_eq!(
+        perms(3).allow_responses,
+        Some(ResponsePermission {
+            max_msgs: 0,
+            expires: Duration::ZERO
+        })
+    );
     // Users without permissions get the defaults.
     assert_eq!(perms(4).publish, Some(allow(&["_INBOX.>"])));
 
-    assert!(load_err("authorization { users: [{user: a, permissions: {publish: \"a b\"}}] }").contains("subject \"a b\" is not a valid subject"));
-    assert!(load_err("authorization { users: [{user: a, permissions: {publish: {allow: 1}}}] }").contains("expected a subject or an array of subjects, got integer"));
-    assert!(load_err("authorization { users: [{user: a, permissions: {pubish: x}}] }").contains("unknown key 'authorization.users[0].permissions.pubish'"));
-    assert!(load_err("authorization { users: [{user: a, permissions: {allow_responses: 1}}] }").contains("expected a boolean or a map, got integer"));
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {publish: \"a b\"}}] }")
+            .contains("subject \"a b\" is not a valid subject")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {publish: {allow: 1}}}] }")
+            .contains("expected a subject or an array of subjects, got integer")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {pubish: x}}] }")
+            .contains("unknown key 'authorization.users[0].permissions.pubish'")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {allow_responses: 1}}] }")
+            .contains("expected a boolean or a map, got integer")
+    );
 }
 
 #[test]
 fn cross_option_validation() {
-    assert!(load_err("max_payload: 2MB\nmax_pending: 1MB\n").contains("max_payload (2097152) cannot be higher than max_pending (1048576)"));
-    assert!(load_err("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"30s\"\n").contains("must be shorter"));
+    assert!(load_err("max_payload: 2MB\nmax_pending: 1MB\n")
+        .contains("max_payload (2097152) cannot be higher than max_pending (1048576)"));
+    assert!(
+        load_err("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"30s\"\n")
+            .contains("must be shorter")
+    );
 }
 
 fn sample_options() -> Options {
