@@ -28,6 +28,7 @@ pub struct Options {
     pub max_payload: usize,
     pub max_control_line: usize,
     pub max_pending: usize,
+    /// `0` refuses every client, as nats-server does for `max_connections: 0`.
     pub max_connections: usize,
     /// `0` = unlimited.
     pub max_subscriptions: usize,
@@ -37,6 +38,8 @@ pub struct Options {
     pub lame_duck_duration: Duration,
     pub lame_duck_grace_period: Duration,
     pub auth: Authorization,
+    /// Clients that send no credentials are logged in as this user of `auth.users`.
+    pub no_auth_user: Option<String>,
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
@@ -66,6 +69,7 @@ impl Default for Options {
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             auth: Authorization::default(),
+            no_auth_user: None,
             debug: false,
             trace: false,
             logtime: true,
@@ -117,6 +121,10 @@ pub struct User {
 }
 
 /// Publish and subscribe permissions of a user.
+///
+/// As in nats-server, `allow_responses` with no publish allow list means the user may publish
+/// only replies to requests it received (the server must not read a missing allow list as
+/// "allow all" in that case).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Permissions {
     pub publish: Option<SubjectPermission>,
@@ -132,7 +140,9 @@ pub struct SubjectPermission {
     pub deny: Vec<String>,
 }
 
-/// `allow_responses`: how many replies per request and for how long (nats-server: 1, 2m... `true` = 1 and unlimited ttl).
+/// `allow_responses`: how many replies per request and for how long. `true` in a config means
+/// the default: 1 reply within 2 minutes. `max_msgs == 0` means unlimited replies, a zero
+/// `expires` means no time limit (nats-server writes both as negative numbers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponsePermission {
     pub max_msgs: usize,
@@ -145,5 +155,138 @@ impl Default for ResponsePermission {
             max_msgs: 1,
             expires: Duration::from_secs(120),
         }
+    }
+}
+
+/// Options that are fine one by one but not together (nats-server's `validateOptions`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error(
+        "lame_duck_grace_period ({grace:?}) must be shorter than lame_duck_duration ({duration:?})"
+    )]
+    LameDuckGrace { grace: Duration, duration: Duration },
+    #[error("max_payload ({max_payload}) cannot be higher than max_pending ({max_pending})")]
+    PayloadOverPending {
+        max_payload: usize,
+        max_pending: usize,
+    },
+    #[error("server_name cannot contain spaces")]
+    ServerNameSpaces,
+    #[error("authorization: {0}")]
+    Auth(String),
+    #[error("no_auth_user \"{0}\" is not one of the authorization users")]
+    UnknownNoAuthUser(String),
+    #[error("invalid permissions for user \"{user}\": {message}")]
+    Permissions { user: String, message: String },
+}
+
+impl Options {
+    /// Checks the rules that span several options; run it after the config file and the
+    /// command-line flags have both been applied.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if !self.lame_duck_duration.is_zero()
+            && self.lame_duck_grace_period >= self.lame_duck_duration
+        {
+            return Err(OptionsError::LameDuckGrace {
+                grace: self.lame_duck_grace_period,
+                duration: self.lame_duck_duration,
+            });
+        }
+        if self.max_payload > self.max_pending {
+            return Err(OptionsError::PayloadOverPending {
+                max_payload: self.max_payload,
+                max_pending: self.max_pending,
+            });
+        }
+        if self.server_name.as_deref().is_some_and(|n| n.contains(' ')) {
+            return Err(OptionsError::ServerNameSpaces);
+        }
+        self.auth.check_combination().map_err(OptionsError::Auth)?;
+        for user in &self.auth.users {
+            let Some(perms) = &user.permissions else {
+                continue;
+            };
+            let lists = [
+                (&perms.publish, false, "publish"),
+                (&perms.subscribe, true, "subscribe"),
+            ];
+            for (perm, allow_queue, what) in lists {
+                let subjects = perm.iter().flat_map(|p| p.allow.iter().chain(&p.deny));
+                for subject in subjects {
+                    check_permission_subject(subject, allow_queue).map_err(|message| {
+                        OptionsError::Permissions {
+                            user: user.user.clone(),
+                            message: format!("{what}: {message}"),
+                        }
+                    })?;
+                }
+            }
+        }
+        if let Some(name) = &self.no_auth_user {
+            if !self.auth.users.iter().any(|u| &u.user == name) {
+                return Err(OptionsError::UnknownNoAuthUser(name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Authorization {
+    /// nats-server accepts one way to authenticate: a token, a single user, or a users list.
+    pub fn check_combination(&self) -> Result<(), String> {
+        let single = self.user.is_some() || self.password.is_some();
+        if single && self.token.is_some() {
+            return Err("cannot have a user/password and a token".into());
+        }
+        if !self.users.is_empty() && single {
+            return Err("cannot have a single user/password and a users array".into());
+        }
+        if !self.users.is_empty() && self.token.is_some() {
+            return Err("cannot have a token and a users array".into());
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            if self.users[..i].iter().any(|u| u.user == user.user) {
+                return Err(format!("duplicate user \"{}\"", user.user));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A listen address. Only `localhost` is accepted as a name: midge binds to addresses, and a
+/// name that resolves differently later would be a surprise.
+pub fn parse_host(text: &str) -> Result<IpAddr, String> {
+    if text.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not an IP address"))
+}
+
+/// A subject in a permission list: no empty tokens, a `>` token only last; subscribe lists may add a
+/// queue group after a space ("foo.* workers").
+pub fn check_permission_subject(text: &str, allow_queue: bool) -> Result<(), String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let valid_subject = |s: &str| {
+        let tokens: Vec<&str> = s.split('.').collect();
+        tokens
+            .iter()
+            .enumerate()
+            .all(|(i, t)| !t.is_empty() && (*t != ">" || i == tokens.len() - 1))
+    };
+    match parts.as_slice() {
+        [subject] if valid_subject(subject) && !text.contains(char::is_whitespace) => Ok(()),
+        [subject, queue] if allow_queue => {
+            if !valid_subject(subject) {
+                Err(format!("subject \"{subject}\" is not a valid subject"))
+            } else if !valid_subject(queue) {
+                Err(format!("queue \"{queue}\" is not a valid queue"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(format!("subject \"{text}\" is not a valid subject")),
     }
 }

@@ -1,0 +1,690 @@
+//! Interpreting a parsed config [`Map`] as [`Options`], key by key, as nats-server's
+//! `processConfigFileLine` does: keys are case-insensitive, all errors are collected, and keys of
+//! features midge lacks are rejected (or, when they change nothing by themselves, accepted with
+//! a warning) instead of being silently ignored.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::value::{Entry, Map, Value, ValueKind};
+use super::{parse_duration, ConfError, Pos};
+use crate::options::{
+    Authorization, Options, Permissions, ResponsePermission, SubjectPermission, User,
+};
+
+/// Options read from a config file, with what was accepted but ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    pub options: Options,
+    pub warnings: Vec<ConfWarning>,
+}
+
+/// A key that was accepted but deserves the user's attention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfWarning {
+    pub pos: Pos,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.pos, self.key, self.message)
+    }
+}
+
+/// Top-level keys of nats-server features midge does not implement: asking for them fails.
+const UNSUPPORTED: &[&str] = &[
+    "jetstream",
+    "accounts",
+    "leafnodes",
+    "leaf",
+    "cluster",
+    "gateway",
+    "tls",
+    "websocket",
+    "ws",
+    "mqtt",
+    "https",
+    "https_port",
+    "operator",
+    "operators",
+    "roots",
+    "root",
+    "root_operators",
+    "root_operator",
+    "resolver",
+    "account_resolver",
+    "accounts_resolver",
+    "resolver_tls",
+    "resolver_preload",
+    "resolver_pinned_accounts",
+    "trusted",
+    "trusted_keys",
+    "mappings",
+    "maps",
+    "syslog",
+    "remote_syslog",
+    "prof_port",
+    "proxies",
+    "proxy_protocol",
+    "ocsp",
+    "logfile_size_limit",
+    "log_size_limit",
+    "logfile_max_num",
+    "log_max_num",
+    "write_timeout",
+    "max_sub_tokens",
+    "max_subscription_tokens",
+    "allow_non_tls",
+    "default_sentinel",
+    "http_base_path",
+    "no_header_support",
+    "ports_file_dir",
+];
+
+/// Top-level keys that only tune a feature midge lacks (or a nats-server internal): they change
+/// nothing by themselves, so a file written for nats-server still loads.
+const IGNORED: &[&str] = &[
+    "store_dir",
+    "storedir",
+    "system_account",
+    "system",
+    "no_system_account",
+    "no_system",
+    "no_sys_acc",
+    "server_tags",
+    "server_metadata",
+    "default_js_domain",
+    "max_traced_msg_len",
+    "logtime_utc",
+    "disable_sublist_cache",
+    "no_sublist_cache",
+    "connect_error_reports",
+    "reconnect_error_reports",
+    "max_closed_clients",
+    "prof_block_rate",
+    "ocsp_cache",
+    "no_fast_producer_stall",
+    "feature_flags",
+];
+
+/// nats-server's minimum, so that clients have time to move away.
+const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Ctx {
+    errors: Vec<ConfError>,
+    warnings: Vec<ConfWarning>,
+}
+
+impl Ctx {
+    fn warn(&mut self, pos: &Pos, key: &str, message: impl Into<String>) {
+        self.warnings.push(ConfWarning {
+            pos: pos.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, result: Result<(), ConfError>) {
+        if let Err(e) = result {
+            self.errors.push(e);
+        }
+    }
+}
+
+impl Options {
+    /// Reads a config file (see [`crate::conf`]) on top of the defaults; records `config_file`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<LoadedConfig, ConfError> {
+        let path = path.as_ref();
+        let map = super::parse_file(path)?;
+        let mut options = Options {
+            config_file: Some(path.to_path_buf()),
+            ..Options::default()
+        };
+        let warnings = options.apply_conf(&map)?;
+        let file = path.display().to_string();
+        options
+            .validate()
+            .map_err(|source| ConfError::Options { file, source })?;
+        Ok(LoadedConfig { options, warnings })
+    }
+
+    /// Interprets a parsed config on top of the defaults, and checks the result.
+    pub fn from_conf(map: &Map) -> Result<LoadedConfig, ConfError> {
+        let mut options = Options::default();
+        let warnings = options.apply_conf(map)?;
+        let file = map
+            .entries()
+            .first()
+            .map_or_else(String::new, |e| e.key_pos.file.to_string());
+        options
+            .validate()
+            .map_err(|source| ConfError::Options { file, source })?;
+        Ok(LoadedConfig { options, warnings })
+    }
+
+    /// Sets the options a parsed config names, leaving the others as they are. Does not run
+    /// [`Options::validate`]: the caller may still apply command-line flags.
+    pub fn apply_conf(&mut self, map: &Map) -> Result<Vec<ConfWarning>, ConfError> {
+        let mut ctx = Ctx::default();
+        if map.is_empty() {
+            // Not an error (nats-server only warns), but usually a wrong file.
+            ctx.warnings.push(ConfWarning {
+                pos: Pos {
+                    file: "config".into(),
+                    line: 1,
+                    col: 1,
+                },
+                key: String::new(),
+                message: "config has no values".into(),
+            });
+        }
+        for entry in map.entries() {
+            let result = self.apply_top_level(entry, &mut ctx);
+            ctx.check(result);
+        }
+        match ConfError::collect(ctx.errors) {
+            Some(e) => Err(e),
+            None => Ok(ctx.warnings),
+        }
+    }
+
+    fn apply_top_level(&mut self, entry: &Entry, ctx: &mut Ctx) -> Result<(), ConfError> {
+        let key = entry.key.as_str();
+        let v = &entry.value;
+        match key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = parse_host_port(v, key)?;
+                if let Some(host) = host {
+                    self.host = host;
+                }
+                self.port = port;
+            }
+            "port" => self.port = parse_port(v, key)?,
+            "host" | "net" => self.host = parse_ip(v.as_str(key)?, v, key)?,
+            "client_advertise" => self.client_advertise = Some(v.as_str(key)?.to_string()),
+            "server_name" => {
+                let name = v.as_str(key)?;
+                if name.contains(' ') {
+                    return Err(v.invalid(key, "server name cannot contain spaces"));
+                }
+                self.server_name = Some(name.to_string());
+            }
+            "http" => {
+                let (host, port) = parse_host_port(v, key)?;
+                self.http_host = host;
+                self.http_port = Some(port);
+            }
+            "http_port" | "monitor_port" => {
+                // nats-server: 0 leaves monitoring off, -1 picks a free port.
+                self.http_port = match v.as_i64(key)? {
+                    0 => None,
+                    _ => Some(parse_port(v, key)?),
+                };
+            }
+            "max_payload" => self.max_payload = parse_limit(v, key, i32::MAX as usize)?,
+            "max_control_line" => {
+                self.max_control_line = parse_limit(v, key, i32::MAX as usize)?;
+            }
+            "max_pending" => self.max_pending = parse_limit(v, key, usize::MAX)?,
+            "max_connections" | "max_conn" => {
+                // nats-server refuses all clients when this is 0 or negative.
+                self.max_connections = v.as_i64(key)?.max(0).try_into().unwrap_or(usize::MAX);
+            }
+            "max_subscriptions" | "max_subs" => self.max_subscriptions = v.as_unsigned(key)?,
+            "ping_interval" => {
+                self.ping_interval = parse_seconds_or_duration(v, key, ctx)?;
+                if self.ping_interval.is_zero() {
+                    self.ping_interval = Options::default().ping_interval;
+                }
+            }
+            "ping_max" => {
+                self.ping_max = v.as_unsigned(key)?;
+                if self.ping_max == 0 {
+                    self.ping_max = Options::default().ping_max;
+                }
+            }
+            "write_deadline" => self.write_deadline = parse_seconds_or_duration(v, key, ctx)?,
+            "lame_duck_duration" => {
+                let d = parse_duration_value(v, key)?;
+                if d < MIN_LAME_DUCK_DURATION {
+                    return Err(v.invalid(
+                        key,
+                        format!(
+                            "{} is too short, the minimum is 30s",
+                            super::format_duration(d)
+                        ),
+                    ));
+                }
+                self.lame_duck_duration = d;
+            }
+            "lame_duck_grace_period" => self.lame_duck_grace_period = parse_duration_value(v, key)?,
+            "debug" => self.debug = v.as_bool(key)?,
+            "trace" => self.trace = v.as_bool(key)?,
+            "trace_verbose" | "trace_headers" => {
+                self.trace = v.as_bool(key)?;
+                ctx.warn(&v.pos, key, "midge treats this as 'trace'");
+            }
+            "logtime" => self.logtime = v.as_bool(key)?,
+            "logfile" | "log_file" => self.log_file = Some(PathBuf::from(v.as_str(key)?)),
+            "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
+            "authorization" => self.auth = parse_authorization(v, key, ctx)?,
+            "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),
+            "jetstream" if jetstream_disabled(v) => {}
+            lower if UNSUPPORTED.contains(&lower) => {
+                if v.kind != ValueKind::Bool(false) {
+                    return Err(unsupported(entry));
+                }
+            }
+            "store_dir" | "storedir" => {
+                v.as_str(key)?;
+                ctx.warn(
+                    &v.pos,
+                    key,
+                    "ignored: JetStream is not supported by midge yet",
+                );
+            }
+            lower if IGNORED.contains(&lower) => {
+                ctx.warn(
+                    &v.pos,
+                    key,
+                    "ignored: it only tunes a nats-server feature midge does not have",
+                );
+            }
+            _ if entry.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: entry.key_pos.clone(),
+                    key: entry.key.clone(),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unsupported(entry: &Entry) -> ConfError {
+    ConfError::Unsupported {
+        pos: entry.key_pos.clone(),
+        key: entry.key.clone(),
+        value: Box::new(entry.value.clone()),
+    }
+}
+
+/// `jetstream: disabled` (or false, or `{enabled: false}`) does not ask for the feature.
+fn jetstream_disabled(v: &Value) -> bool {
+    match &v.kind {
+        ValueKind::Bool(b) => !b,
+        ValueKind::String(s) => {
+            s.eq_ignore_ascii_case("disabled") || s.eq_ignore_ascii_case("false")
+        }
+        ValueKind::Map(m) => m.entries().iter().any(|e| {
+            e.key.eq_ignore_ascii_case("enabled") && e.value.kind == ValueKind::Bool(false)
+        }),
+        _ => false,
+    }
+}
+
+/// A port number; `-1` (nats-server's "random port") becomes 0.
+fn parse_port(v: &Value, key: &str) -> Result<u16, ConfError> {
+    port_from_i64(v.as_i64(key)?).ok_or_else(|| v.invalid(key, "port must be -1 or 0..65535"))
+}
+
+fn port_from_i64(n: i64) -> Option<u16> {
+    if n == -1 {
+        Some(0)
+    } else {
+        u16::try_from(n).ok()
+    }
+}
+
+fn parse_ip(text: &str, v: &Value, key: &str) -> Result<IpAddr, ConfError> {
+    crate::options::parse_host(text).map_err(|message| v.invalid(key, message))
+}
+
+/// `port` or `"host:port"` (`listen`, `http`). An empty host keeps the current one.
+fn parse_host_port(v: &Value, key: &str) -> Result<(Option<IpAddr>, u16), ConfError> {
+    match &v.kind {
+        ValueKind::Integer(_) => Ok((None, parse_port(v, key)?)),
+        ValueKind::String(s) => {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| v.invalid(key, format!("expected \"host:port\", got \"{s}\"")))?;
+            let port = port
+                .parse::<i64>()
+                .ok()
+                .and_then(port_from_i64)
+                .ok_or_else(|| v.invalid(key, format!("invalid port \"{port}\"")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let host = if host.is_empty() {
+                None
+            } else {
+                Some(parse_ip(host, v, key)?)
+            };
+            Ok((host, port))
+        }
+        other => Err(v.invalid(
+            key,
+            format!(
+                "expected a port or \"host:port\", got {}",
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+/// A size limit; 0 means "the default", as in nats-server.
+fn parse_limit(v: &Value, key: &str, max: usize) -> Result<usize, ConfError> {
+    let n: usize = v.as_unsigned(key)?;
+    if n > max {
+        return Err(v.invalid(key, format!("value {n} is too big (maximum {max})")));
+    }
+    Ok(if n == 0 {
+        default_limit(key).unwrap_or(0)
+    } else {
+        n
+    })
+}
+
+fn default_limit(key: &str) -> Option<usize> {
+    let d = Options::default();
+    match key.to_ascii_lowercase().as_str() {
+        "max_payload" => Some(d.max_payload),
+        "max_control_line" => Some(d.max_control_line),
+        "max_pending" => Some(d.max_pending),
+        _ => None,
+    }
+}
+
+fn parse_duration_value(v: &Value, key: &str) -> Result<Duration, ConfError> {
+    let text = match &v.kind {
+        ValueKind::String(s) => s,
+        other => {
+            return Err(v.invalid(
+                key,
+                format!(
+                    "expected a duration string such as \"10s\", got {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    parse_duration(text).map_err(|message| v.invalid(key, message))
+}
+
+/// A duration string, or (older nats-server style, with a warning) an integer of seconds.
+fn parse_seconds_or_duration(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Duration, ConfError> {
+    if let ValueKind::Integer(_) = v.kind {
+        let secs: u64 = v.as_unsigned(key)?;
+        ctx.warn(
+            &v.pos,
+            key,
+            format!("a number of seconds is deprecated, write \"{secs}s\""),
+        );
+        return Ok(Duration::from_secs(secs));
+    }
+    parse_duration_value(v, key)
+}
+
+fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorization, ConfError> {
+    let map = v.as_map(key)?;
+    let mut auth = Authorization::default();
+    let mut default_permissions = None;
+    let mut errors = Vec::new();
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let v = &entry.value;
+        let result = (|| {
+            match entry.key.to_ascii_lowercase().as_str() {
+                "user" | "username" => auth.user = Some(v.as_str(&k)?.to_string()),
+                "pass" | "password" => auth.password = Some(v.as_str(&k)?.to_string()),
+                "token" => auth.token = Some(v.as_str(&k)?.to_string()),
+                "timeout" => {
+                    auth.timeout = parse_auth_timeout(v, &k)?;
+                    if auth.timeout > Duration::from_secs(60) {
+                        ctx.warn(
+                            &v.pos,
+                            &k,
+                            "over 60 seconds is unusually long (an unquoted duration such as 1m means 1000000)",
+                        );
+                    }
+                }
+                "users" => auth.users = parse_users(v, &k)?,
+                "default_permission" | "default_permissions" | "permissions" => {
+                    default_permissions = Some(parse_permissions(v, &k)?);
+                }
+                "auth_callout" | "auth_hook" | "proxy_required" => return Err(unsupported(entry)),
+                _ if entry.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: entry.key_pos.clone(),
+                        key: k.clone(),
+                    })
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    if let Some(e) = ConfError::collect(errors) {
+        return Err(e);
+    }
+    if let Some(defaults) = default_permissions {
+        for user in auth.users.iter_mut().filter(|u| u.permissions.is_none()) {
+            user.permissions = Some(defaults.clone());
+        }
+    }
+    // The same rules as Options::validate, but here they can point at the block.
+    if let Err(message) = auth.check_combination() {
+        return Err(v.invalid(key, message));
+    }
+    Ok(auth)
+}
+
+/// Seconds as an integer or float, or a duration string.
+fn parse_auth_timeout(v: &Value, key: &str) -> Result<Duration, ConfError> {
+    let secs = match &v.kind {
+        ValueKind::Integer(n) => *n as f64,
+        ValueKind::Float(f) => *f,
+        ValueKind::String(_) => return parse_duration_value(v, key),
+        other => {
+            return Err(v.invalid(
+                key,
+                format!(
+                    "expected seconds or a duration string, got {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| v.invalid(key, format!("invalid timeout {secs} seconds")))
+}
+
+fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
+    let mut users: Vec<User> = Vec::new();
+    for (i, item) in v.as_array(key)?.iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let map = item.as_map(&k)?;
+        let mut user = User::default();
+        let mut has_user = false;
+        for entry in map.entries() {
+            let ek = format!("{k}.{}", entry.key);
+            let ev = &entry.value;
+            match entry.key.to_ascii_lowercase().as_str() {
+                "user" | "username" => {
+                    user.user = ev.as_str(&ek)?.to_string();
+                    has_user = true;
+                }
+                "pass" | "password" => user.password = ev.as_str(&ek)?.to_string(),
+                "permission" | "permissions" | "authorization" => {
+                    user.permissions = Some(parse_permissions(ev, &ek)?);
+                }
+                "nkey"
+                | "allowed_connection_types"
+                | "connection_types"
+                | "clients"
+                | "proxy_required" => return Err(unsupported(entry)),
+                _ if entry.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: entry.key_pos.clone(),
+                        key: ek,
+                    })
+                }
+            }
+        }
+        if !has_user {
+            return Err(item.invalid(&k, "a user entry needs 'user'"));
+        }
+        if users.iter().any(|u| u.user == user.user) {
+            return Err(item.invalid(&k, format!("duplicate user \"{}\"", user.user)));
+        }
+        users.push(user);
+    }
+    Ok(users)
+}
+
+fn parse_permissions(v: &Value, key: &str) -> Result<Permissions, ConfError> {
+    let mut perms = Permissions::default();
+    for entry in v.as_map(key)?.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let ev = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "pub" | "publish" | "import" => {
+                perms.publish = parse_subject_permission(ev, &k, false)?
+            }
+            "sub" | "subscribe" | "export" => {
+                perms.subscribe = parse_subject_permission(ev, &k, true)?;
+            }
+            "allow_responses" | "publish_allow_responses" => {
+                perms.allow_responses = parse_allow_responses(ev, &k)?;
+            }
+            _ if entry.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: entry.key_pos.clone(),
+                    key: k,
+                })
+            }
+        }
+    }
+    Ok(perms)
+}
+
+/// A subject, a list of subjects (both meaning "allow"), or `{allow, deny}`. An empty map is no
+/// restriction, as in nats-server.
+fn parse_subject_permission(
+    v: &Value,
+    key: &str,
+    allow_queue: bool,
+) -> Result<Option<SubjectPermission>, ConfError> {
+    if let ValueKind::Map(map) = &v.kind {
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let mut perm = SubjectPermission::default();
+        for entry in map.entries() {
+            let k = format!("{key}.{}", entry.key);
+            match entry.key.to_ascii_lowercase().as_str() {
+                "allow" => perm.allow = parse_subjects(&entry.value, &k, allow_queue)?,
+                "deny" => perm.deny = parse_subjects(&entry.value, &k, allow_queue)?,
+                _ if entry.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: entry.key_pos.clone(),
+                        key: k,
+                    })
+                }
+            }
+        }
+        return Ok(Some(perm));
+    }
+    Ok(Some(SubjectPermission {
+        allow: parse_subjects(v, key, allow_queue)?,
+        deny: Vec::new(),
+    }))
+}
+
+fn parse_subjects(v: &Value, key: &str, allow_queue: bool) -> Result<Vec<String>, ConfError> {
+    let subjects: Vec<(&Value, &str)> = match &v.kind {
+        ValueKind::String(s) => vec![(v, s.as_str())],
+        ValueKind::Array(items) => items
+            .iter()
+            .map(|item| item.as_str(key).map(|s| (item, s)))
+            .collect::<Result<_, _>>()?,
+        other => {
+            return Err(v.invalid(
+                key,
+                format!(
+                    "expected a subject or an array of subjects, got {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    subjects
+        .into_iter()
+        .map(|(item, s)| {
+            crate::options::check_permission_subject(s, allow_queue)
+                .map(|()| s.to_string())
+                .map_err(|message| item.invalid(key, message))
+        })
+        .collect()
+}
+
+fn parse_allow_responses(v: &Value, key: &str) -> Result<Option<ResponsePermission>, ConfError> {
+    let map = match &v.kind {
+        ValueKind::Bool(true) => return Ok(Some(ResponsePermission::default())),
+        ValueKind::Bool(false) => return Ok(None),
+        ValueKind::Map(map) => map,
+        other => {
+            return Err(v.invalid(
+                key,
+                format!("expected a boolean or a map, got {}", other.type_name()),
+            ))
+        }
+    };
+    let mut rp = ResponsePermission::default();
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let ev = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "max" | "max_msgs" | "max_messages" | "max_responses" => {
+                // 0 keeps the default; a negative count means unlimited (stored as 0).
+                match ev.as_i64(&k)? {
+                    0 => {}
+                    n if n < 0 => rp.max_msgs = 0,
+                    n => rp.max_msgs = usize::try_from(n).unwrap_or(usize::MAX),
+                }
+            }
+            "expires" | "expiration" | "ttl" => {
+                let text = ev.as_str(&k)?;
+                // A negative duration means no expiry (stored as zero), zero keeps the default.
+                if let Some(positive) = text.strip_prefix('-') {
+                    parse_duration(positive).map_err(|m| ev.invalid(&k, m))?;
+                    rp.expires = Duration::ZERO;
+                } else {
+                    let d = parse_duration(text).map_err(|m| ev.invalid(&k, m))?;
+                    if !d.is_zero() {
+                        rp.expires = d;
+                    }
+                }
+            }
+            _ if entry.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: entry.key_pos.clone(),
+                    key: k,
+                })
+            }
+        }
+    }
+    Ok(Some(rp))
+}

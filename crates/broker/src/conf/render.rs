@@ -1,0 +1,166 @@
+//! Rendering [`Options`] as a config file (the Kubernetes operator writes ConfigMaps with it).
+//! Every option is written out, so the file does not depend on midge's defaults staying the same.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::format_duration;
+use crate::options::{Options, Permissions, ResponsePermission, SubjectPermission};
+
+impl Options {
+    /// A config file that [`Options::from_conf`] reads back as these options (except
+    /// `config_file`, which says where options came from rather than what they are, and an
+    /// `http_host` without `http_port`, which a config file cannot express).
+    pub fn to_conf_string(&self) -> String {
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "{key}: {value}");
+        };
+        line("listen", quote(&host_port(self.host, self.port)));
+        if let Some(name) = &self.server_name {
+            line("server_name", quote(name));
+        }
+        if let Some(advertise) = &self.client_advertise {
+            line("client_advertise", quote(advertise));
+        }
+        if let Some(port) = self.http_port {
+            line(
+                "http",
+                quote(&host_port(self.http_host.unwrap_or(self.host), port)),
+            );
+        }
+        line("max_payload", self.max_payload.to_string());
+        line("max_control_line", self.max_control_line.to_string());
+        line("max_pending", self.max_pending.to_string());
+        line("max_connections", self.max_connections.to_string());
+        line("max_subscriptions", self.max_subscriptions.to_string());
+        line("ping_interval", duration(self.ping_interval));
+        line("ping_max", self.ping_max.to_string());
+        line("write_deadline", duration(self.write_deadline));
+        line("lame_duck_duration", duration(self.lame_duck_duration));
+        line(
+            "lame_duck_grace_period",
+            duration(self.lame_duck_grace_period),
+        );
+        line("debug", self.debug.to_string());
+        line("trace", self.trace.to_string());
+        line("logtime", self.logtime.to_string());
+        if let Some(path) = &self.log_file {
+            line("logfile", quote(&path.to_string_lossy()));
+        }
+        if let Some(path) = &self.pid_file {
+            line("pid_file", quote(&path.to_string_lossy()));
+        }
+        if let Some(user) = &self.no_auth_user {
+            line("no_auth_user", quote(user));
+        }
+        render_auth(self, &mut out);
+        out
+    }
+}
+
+fn render_auth(options: &Options, out: &mut String) {
+    let auth = &options.auth;
+    out.push_str("authorization {\n");
+    let mut field = |key: &str, value: Option<&String>| {
+        if let Some(v) = value {
+            let _ = writeln!(out, "  {key}: {}", quote(v));
+        }
+    };
+    field("user", auth.user.as_ref());
+    field("password", auth.password.as_ref());
+    field("token", auth.token.as_ref());
+    let _ = writeln!(out, "  timeout: {}", duration(auth.timeout));
+    if !auth.users.is_empty() {
+        out.push_str("  users: [\n");
+        for user in &auth.users {
+            let _ = write!(
+                out,
+                "    {{user: {}, password: {}",
+                quote(&user.user),
+                quote(&user.password)
+            );
+            if let Some(perms) = &user.permissions {
+                out.push_str(", permissions: ");
+                render_permissions(perms, out);
+            }
+            out.push_str("}\n");
+        }
+        out.push_str("  ]\n");
+    }
+    out.push_str("}\n");
+}
+
+fn render_permissions(perms: &Permissions, out: &mut String) {
+    let mut parts = Vec::new();
+    if let Some(p) = &perms.publish {
+        parts.push(format!("publish: {}", subject_permission(p)));
+    }
+    if let Some(p) = &perms.subscribe {
+        parts.push(format!("subscribe: {}", subject_permission(p)));
+    }
+    if let Some(r) = &perms.allow_responses {
+        parts.push(format!("allow_responses: {}", responses(r)));
+    }
+    let _ = write!(out, "{{{}}}", parts.join(", "));
+}
+
+fn subject_permission(p: &SubjectPermission) -> String {
+    // An empty map would read back as "no restriction" (None); an empty allow list says the same
+    // thing as an explicit `{allow: []}`.
+    format!("{{allow: {}, deny: {}}}", list(&p.allow), list(&p.deny))
+}
+
+fn responses(r: &ResponsePermission) -> String {
+    // Zero means "unlimited" in Options; in the file that is a negative value.
+    let max = if r.max_msgs == 0 {
+        "-1".to_string()
+    } else {
+        r.max_msgs.to_string()
+    };
+    let expires = if r.expires.is_zero() {
+        quote("-1s")
+    } else {
+        duration(r.expires)
+    };
+    format!("{{max: {max}, expires: {expires}}}")
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn host_port(host: IpAddr, port: u16) -> String {
+    match host {
+        IpAddr::V4(ip) => format!("{ip}:{port}"),
+        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+    }
+}
+
+fn duration(d: Duration) -> String {
+    quote(&format_duration(d))
+}
+
+/// A double-quoted string: never read as a number, boolean or `$variable`.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,738 @@
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::options::{
+    Authorization, Options, Permissions, ResponsePermission, SubjectPermission, User,
+};
+
+fn parse(text: &str) -> Map {
+    match parse_str(text, "test.conf") {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn kind<'a>(map: &'a Map, key: &str) -> &'a ValueKind {
+    &map.get(key)
+        .unwrap_or_else(|| panic!("no key {key}"))
+        .value
+        .kind
+}
+
+fn err(text: &str) -> String {
+    match parse_str(text, "test.conf") {
+        Ok(m) => panic!("parsed: {m:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn load(text: &str) -> Result<LoadedConfig, ConfError> {
+    Options::from_conf(&parse_str(text, "test.conf")?)
+}
+
+fn load_ok(text: &str) -> LoadedConfig {
+    load(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn load_err(text: &str) -> String {
+    match load(text) {
+        Ok(l) => panic!("loaded: {l:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn s(v: &str) -> ValueKind {
+    ValueKind::String(v.into())
+}
+
+#[test]
+fn key_value_separators() {
+    let m = parse("a = 1\nb: 2\nc 3\nd=4;e:5, f 6\n");
+    for (k, n) in [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5), ("f", 6)] {
+        assert_eq!(kind(&m, k), &ValueKind::Integer(n), "{k}");
+    }
+}
+
+#[test]
+fn positions_are_one_based() {
+    let m = parse("# comment\n  port: 4222\n");
+    let e = m.get("port").unwrap();
+    assert_eq!((e.key_pos.line, e.key_pos.col), (2, 3));
+    assert_eq!((e.value.pos.line, e.value.pos.col), (2, 9));
+    assert_eq!(&*e.value.pos.file, "test.conf");
+}
+
+#[test]
+fn comments() {
+    let m = parse("# one\n// two\na: 1 # after\nb: 2 // after\nc: x#y\n");
+    assert_eq!(kind(&m, "a"), &ValueKind::Integer(1));
+    assert_eq!(kind(&m, "b"), &ValueKind::Integer(2));
+    assert_eq!(kind(&m, "c"), &s("x#y"));
+    assert_eq!(m.len(), 3);
+}
+
+#[test]
+fn strings() {
+    let m = parse(concat!(
+        "bare: hello.world\n",
+        "dq: \"a \\\"b\\\" \\t\\n\\\\ \\x41\"\n",
+        "sq: 'no \\escapes here'\n",
+        "url: nats://host:4222\n",
+        "quoted_key_1: 'x'\n",
+        "\"quoted key\": 1\n",
+        "'single key': 2\n",
+    ));
+    assert_eq!(kind(&m, "bare"), &s("hello.world"));
+    assert_eq!(kind(&m, "dq"), &s("a \"b\" \t\n\\ A"));
+    assert_eq!(kind(&m, "sq"), &s("no \\escapes here"));
+    assert_eq!(kind(&m, "url"), &s("nats://host:4222"));
+    assert_eq!(kind(&m, "quoted key"), &ValueKind::Integer(1));
+    assert_eq!(kind(&m, "single key"), &ValueKind::Integer(2));
+}
+
+#[test]
+fn multi_line_block() {
+    let m = parse("text (\nline one\n  line two\n)\nafter: 1\n");
+    assert_eq!(kind(&m, "text"), &s("\nline one\n  line two\n"));
+    assert_eq!(kind(&m, "after"), &ValueKind::Integer(1));
+}
+
+#[test]
+fn numbers_and_sizes() {
+    let m = parse(concat!(
+        "i: 42\nneg: -7\nf: 2.5\nnf: -0.5\n",
+        "k: 1k\nkb: 1kb\nKB: 1KB\nki: 2ki\nkib: 1KiB\n",
+        "m: 1m\nmb: 1MB\ng: 2g\ngb: 1gb\nt: 1T\n",
+    ));
+    let want = [
+        ("i", 42),
+        ("neg", -7),
+        ("k", 1000),
+        ("kb", 1024),
+        ("KB", 1024),
+        ("ki", 2048),
+        ("kib", 1024),
+        ("m", 1_000_000),
+        ("mb", 1_048_576),
+        ("g", 2_000_000_000),
+        ("gb", 1 << 30),
+        ("t", 1_000_000_000_000),
+    ];
+    for (k, n) in want {
+        assert_eq!(kind(&m, k), &ValueKind::Integer(n), "{k}");
+    }
+    assert_eq!(kind(&m, "f"), &ValueKind::Float(2.5));
+    assert_eq!(kind(&m, "nf"), &ValueKind::Float(-0.5));
+}
+
+#[test]
+fn digit_led_strings_ips_and_dates() {
+    let m = parse("ip: 127.0.0.1\nlisten: 0.0.0.0:4222\nd: 10s\nms: 500ms\nhm: 1h30m\nwhen: 2024-01-02T03:04:05Z\n");
+    assert_eq!(kind(&m, "ip"), &s("127.0.0.1"));
+    assert_eq!(kind(&m, "listen"), &s("0.0.0.0:4222"));
+    assert_eq!(kind(&m, "d"), &s("10s"));
+    assert_eq!(kind(&m, "ms"), &s("500ms"));
+    assert_eq!(kind(&m, "hm"), &s("1h30m"));
+    assert_eq!(
+        kind(&m, "when"),
+        &ValueKind::Datetime("2024-01-02T03:04:05Z".into())
+    );
+}
+
+#[test]
+fn booleans_any_case() {
+    let m = parse("a: true\nb: FALSE\nc: Yes\nd: no\ne: ON\nf: off\ng: \"true\"\n");
+    for (k, b) in [
+        ("a", true),
+        ("b", false),
+        ("c", true),
+        ("d", false),
+        ("e", true),
+        ("f", false),
+    ] {
+        assert_eq!(kind(&m, k), &ValueKind::Bool(b), "{k}");
+    }
+    assert_eq!(kind(&m, "g"), &s("true"));
+}
+
+#[test]
+fn maps_arrays_and_top_level_braces() {
+    let m = parse("{\n  outer { inner: { x: 1 }, list: [1, two, \"3\"] }\n  arr: [\n    a # c\n    b,\n    c,\n  ]\n}\n");
+    let ValueKind::Map(outer) = kind(&m, "outer") else {
+        panic!()
+    };
+    let ValueKind::Map(inner) = kind(outer, "inner") else {
+        panic!()
+    };
+    assert_eq!(kind(inner, "x"), &ValueKind::Integer(1));
+    let ValueKind::Array(list) = kind(outer, "list") else {
+        panic!()
+    };
+    let kinds: Vec<_> = list.iter().map(|v| v.kind.clone()).collect();
+    assert_eq!(kinds, vec![ValueKind::Integer(1), s("two"), s("3")]);
+    let ValueKind::Array(arr) = kind(&m, "arr") else {
+        panic!()
+    };
+    assert_eq!(arr.len(), 3);
+    assert_eq!(arr[0].kind, s("a"));
+}
+
+#[test]
+fn later_keys_replace_earlier() {
+    let m = parse("a: 1\nb: 2\na: 3\n");
+    assert_eq!(kind(&m, "a"), &ValueKind::Integer(3));
+    assert_eq!(m.entries()[0].key, "a");
+}
+
+#[test]
+fn variables_from_maps_and_environment() {
+    std::env::set_var("MIDGE_TEST_PORT", "4333");
+    std::env::set_var("MIDGE_TEST_LIST", "[a, b]");
+    let m = parse(concat!(
+        "NAME: midge\n",
+        "server_name: $NAME\n",
+        "port: $MIDGE_TEST_PORT\n",
+        "list: $MIDGE_TEST_LIST\n",
+        "outer { X: 1, inner { y: $X, z: $NAME } }\n",
+        "hash: $2a$11$abc\n",
+    ));
+    assert_eq!(kind(&m, "server_name"), &s("midge"));
+    assert_eq!(kind(&m, "port"), &ValueKind::Integer(4333));
+    assert!(matches!(kind(&m, "list"), ValueKind::Array(a) if a.len() == 2));
+    let ValueKind::Map(outer) = kind(&m, "outer") else {
+        panic!()
+    };
+    let ValueKind::Map(inner) = kind(outer, "inner") else {
+        panic!()
+    };
+    assert_eq!(kind(inner, "y"), &ValueKind::Integer(1));
+    assert_eq!(kind(inner, "z"), &s("midge"));
+    assert_eq!(kind(&m, "hash"), &s("$2a$11$abc"));
+    assert!(m.get("NAME").unwrap().used_as_variable);
+    // The value carries the position of the reference.
+    assert_eq!(m.get("server_name").unwrap().value.pos.line, 2);
+}
+
+#[test]
+fn variable_errors() {
+    assert_eq!(
+        err("a: 1\nb: $MIDGE_SURELY_UNDEFINED_VAR\n"),
+        "test.conf:2:4: variable '$MIDGE_SURELY_UNDEFINED_VAR' is not defined"
+    );
+    // Defined later does not count.
+    assert!(err("b: $later\nlater: 1\n").contains("is not defined"));
+    std::env::set_var("MIDGE_TEST_CYCLE_A", "$MIDGE_TEST_CYCLE_B");
+    std::env::set_var("MIDGE_TEST_CYCLE_B", "$MIDGE_TEST_CYCLE_A");
+    assert!(err("x: $MIDGE_TEST_CYCLE_A\n").contains("cycle"));
+}
+
+#[test]
+fn includes_are_relative_to_the_including_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(
+        dir.path().join("main.conf"),
+        "port: 1\ninclude ./sub/auth.conf\nserver_name: main\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sub/auth.conf"),
+        "authorization { include 'token.conf' }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("sub/token.conf"), "token: secret\n").unwrap();
+    let m = parse_file(dir.path().join("main.conf")).unwrap();
+    let ValueKind::Map(auth) = kind(&m, "authorization") else {
+        panic!()
+    };
+    assert_eq!(kind(auth, "token"), &s("secret"));
+    let pos = &auth.get("token").unwrap().key_pos;
+    assert!(pos.file.ends_with("token.conf"), "{pos}");
+    let loaded = Options::from_file(dir.path().join("main.conf")).unwrap();
+    assert_eq!(loaded.options.auth.token.as_deref(), Some("secret"));
+    assert_eq!(
+        loaded.options.config_file,
+        Some(dir.path().join("main.conf"))
+    );
+}
+
+#[test]
+fn missing_include_names_the_directive() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("main.conf");
+    std::fs::write(&main, "port: 1\n\ninclude missing.conf\n").unwrap();
+    let e = parse_file(&main).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}:3:1: cannot read '", main.display())),
+        "{e}"
+    );
+    assert!(e.contains("missing.conf"), "{e}");
+}
+
+#[test]
+fn include_cycle_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.conf"), "include b.conf\n").unwrap();
+    std::fs::write(dir.path().join("b.conf"), "include a.conf\n").unwrap();
+    let e = parse_file(dir.path().join("a.conf"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nested more than"), "{e}");
+}
+
+#[test]
+fn syntax_errors_have_exact_positions() {
+    assert_eq!(
+        err("a: 1\nb: \"open\n"),
+        "test.conf:2:4: unterminated string"
+    );
+    assert_eq!(err("a: 'open"), "test.conf:1:4: unterminated string");
+    assert_eq!(
+        err("a {\n  b: 1\n"),
+        "test.conf:1:3: unterminated map: missing '}'"
+    );
+    assert_eq!(
+        err("a: [1, 2\n"),
+        "test.conf:1:4: unterminated array: missing ']'"
+    );
+    assert_eq!(
+        err("a: (\nno end\n"),
+        "test.conf:1:4: unterminated block: missing ')' line"
+    );
+    assert_eq!(
+        err("a: 1 2\n"),
+        "test.conf:1:6: expected a newline, ';', ',' after the value of 'a', found '2'"
+    );
+    assert_eq!(err("a:\n"), "test.conf:1:1: a: missing value");
+    assert_eq!(
+        err("a: \"\\q\"\n"),
+        "test.conf:1:5: invalid escape '\\q': only \\xXX, \\t, \\n, \\r, \\\" and \\\\ are allowed"
+    );
+    assert_eq!(
+        err("a: 1.5s\n"),
+        "test.conf:1:4: invalid number '1.5s' (quote it to make it a string)"
+    );
+    assert_eq!(
+        err("a: 10kbb\n"),
+        "test.conf:1:4: invalid size suffix 'kbb' in '10kbb'"
+    );
+    assert_eq!(err("a: [1,,2]\n"), "test.conf:1:7: unexpected ',' in array");
+    assert_eq!(
+        err("a: 99999999999999999999\n"),
+        "test.conf:1:4: integer '99999999999999999999' is out of range"
+    );
+    assert_eq!(
+        err("a: 2024-01-02\n"),
+        "test.conf:1:4: invalid datetime '2024-01-02': use the full Zulu form 2006-01-02T15:04:05Z"
+    );
+    assert_eq!(
+        err("{ a: 1 } b\n"),
+        "test.conf:1:10: unexpected 'b' after the closing '}'"
+    );
+}
+
+#[test]
+fn minimal_options() {
+    let loaded = load_ok("port: 4333\n");
+    assert_eq!(loaded.options.port, 4333);
+    assert!(loaded.warnings.is_empty());
+}
+
+#[test]
+fn all_supported_options() {
+    let loaded = load_ok(concat!(
+        "listen: 127.0.0.1:4333\n",
+        "server_name: n1\n",
+        "client_advertise: \"example.com:4222\"\n",
+        "http: 127.0.0.1:8333\n",
+        "max_payload: 2MB\n",
+        "max_control_line: 8kb\n",
+        "max_pending: 128MB\n",
+        "max_connections: 100\n",
+        "max_subs: 10\n",
+        "ping_interval: \"30s\"\n",
+        "ping_max: 3\n",
+        "write_deadline: \"5s\"\n",
+        "lame_duck_duration: \"1m\"\n",
+        "lame_duck_grace_period: \"5s\"\n",
+        "debug: true\ntrace: on\nlogtime: false\n",
+        "log_file: /tmp/midge.log\n",
+        "pid_file: '/tmp/midge.pid'\n",
+    ));
+    let o = loaded.options;
+    assert_eq!(o.host, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(o.port, 4333);
+    assert_eq!(o.server_name.as_deref(), Some("n1"));
+    assert_eq!(o.client_advertise.as_deref(), Some("example.com:4222"));
+    assert_eq!(o.http_host, Some(IpAddr::from([127, 0, 0, 1])));
+    assert_eq!(o.http_port, Some(8333));
+    assert_eq!(o.max_payload, 2 << 20);
+    assert_eq!(o.max_control_line, 8192);
+    assert_eq!(o.max_pending, 128 << 20);
+    assert_eq!(o.max_connections, 100);
+    assert_eq!(o.max_subscriptions, 10);
+    assert_eq!(o.ping_interval, Duration::from_secs(30));
+    assert_eq!(o.ping_max, 3);
+    assert_eq!(o.write_deadline, Duration::from_secs(5));
+    assert_eq!(o.lame_duck_duration, Duration::from_secs(60));
+    assert_eq!(o.lame_duck_grace_period, Duration::from_secs(5));
+    assert!(o.debug && o.trace && !o.logtime);
+    assert_eq!(o.log_file, Some(PathBuf::from("/tmp/midge.log")));
+    assert_eq!(o.pid_file, Some(PathBuf::from("/tmp/midge.pid")));
+}
+
+use std::net::IpAddr;
+
+#[test]
+fn aliases_and_case_insensitive_keys() {
+    let o = load_ok(
+        "Port: 1\nnet: 10.0.0.1\nmonitor_port: 8222\nmax_conn: 5\nLOGFILE: x\npidfile: y\n",
+    )
+    .options;
+    assert_eq!(o.port, 1);
+    assert_eq!(o.host, IpAddr::from([10, 0, 0, 1]));
+    assert_eq!(o.http_port, Some(8222));
+    assert_eq!(o.max_connections, 5);
+    assert!(o.log_file.is_some() && o.pid_file.is_some());
+    assert_eq!(load_ok("port: -1\n").options.port, 0);
+    assert_eq!(load_ok("listen: 4555\n").options.port, 4555);
+    assert_eq!(load_ok("http: 8555\n").options.http_port, Some(8555));
+    assert_eq!(load_ok("http_port: 0\n").options.http_port, None);
+}
+
+#[test]
+fn integer_seconds_are_accepted_with_a_warning() {
+    let loaded = load_ok("ping_interval: 120\nwrite_deadline: 3\n");
+    assert_eq!(loaded.options.ping_interval, Duration::from_secs(120));
+    assert_eq!(loaded.options.write_deadline, Duration::from_secs(3));
+    assert_eq!(loaded.warnings.len(), 2);
+    assert_eq!(
+        loaded.warnings[0].to_string(),
+        "test.conf:1:16: ping_interval: a number of seconds is deprecated, write \"120s\""
+    );
+}
+
+#[test]
+fn key_errors() {
+    assert_eq!(
+        load_err("port: 1\nbogus: 2\n"),
+        "test.conf:2:1: unknown key 'bogus'"
+    );
+    assert_eq!(
+        load_err("port: \"x\"\n"),
+        "test.conf:1:7: port: expected an integer, got string"
+    );
+    assert_eq!(
+        load_err("debug: 1\n"),
+        "test.conf:1:8: debug: expected a boolean, got integer"
+    );
+    assert_eq!(
+        load_err("ping_interval: \"2x\"\n"),
+        "test.conf:1:16: ping_interval: unknown unit \"x\" in duration \"2x\""
+    );
+    assert_eq!(
+        load_err("lame_duck_duration: \"10s\"\n"),
+        "test.conf:1:21: lame_duck_duration: 10s is too short, the minimum is 30s"
+    );
+    assert_eq!(
+        load_err("port: 70000\n"),
+        "test.conf:1:7: port: port must be -1 or 0..65535"
+    );
+    assert_eq!(
+        load_err("server_name: \"a b\"\n"),
+        "test.conf:1:14: server_name: server name cannot contain spaces"
+    );
+    assert_eq!(
+        load_err("host: example.com\n"),
+        "test.conf:1:7: host: \"example.com\" is not an IP address"
+    );
+    assert_eq!(
+        load_err("authorization { usr: a }\n"),
+        "test.conf:1:17: unknown key 'authorization.usr'"
+    );
+    // All errors are reported at once.
+    assert_eq!(
+        load_err("a: 1\nb: 2\n"),
+        "test.conf:1:1: unknown key 'a'\ntest.conf:2:1: unknown key 'b'"
+    );
+    // A key used as a variable is not an unknown option.
+    assert_eq!(load_ok("P: 4999\nport: $P\n").options.port, 4999);
+}
+
+#[test]
+fn unsupported_features_and_ignored_options() {
+    assert_eq!(
+        load_err("port: 1\njetstream {}\n"),
+        "test.conf:2: jetstream: not supported by midge yet"
+    );
+    assert_eq!(
+        load_err("jetstream: enabled\n"),
+        "test.conf:1: jetstream: not supported by midge yet"
+    );
+    for key in [
+        "accounts {}",
+        "leafnodes {}",
+        "cluster { port: 6222 }",
+        "tls {}",
+        "websocket {}",
+        "mqtt {}",
+        "gateway {}",
+    ] {
+        let e = load_err(key);
+        assert!(e.ends_with("not supported by midge yet"), "{e}");
+    }
+    match load("cluster { port: 6222 }\n") {
+        Err(ConfError::Unsupported { key, value, .. }) => {
+            assert_eq!(key, "cluster");
+            assert!(matches!(value.kind, ValueKind::Map(_)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(load_ok("jetstream: disabled\n").warnings.is_empty());
+    let loaded = load_ok("store_dir: /data\nsystem_account: SYS\n");
+    assert_eq!(loaded.warnings.len(), 2);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .starts_with("test.conf:1:12: store_dir: ignored"));
+}
+
+#[test]
+fn authorization_forms() {
+    let a = load_ok("authorization { user: u, password: p, timeout: 1.5 }\n")
+        .options
+        .auth;
+    assert_eq!(
+        (a.user.as_deref(), a.password.as_deref()),
+        (Some("u"), Some("p"))
+    );
+    assert_eq!(a.timeout, Duration::from_millis(1500));
+    assert!(a.required());
+    let a = load_ok("authorization { token: \"$2a$11$xyz\", timeout: \"3s\" }\n")
+        .options
+        .auth;
+    assert_eq!(a.token.as_deref(), Some("$2a$11$xyz"));
+    assert_eq!(a.timeout, Duration::from_secs(3));
+    assert_eq!(
+        load_ok("authorization { pass: x, user: y, timeout: 4 }\n")
+            .options
+            .auth
+            .timeout,
+        Duration::from_secs(4)
+    );
+}
+
+#[test]
+fn rejected_auth_combinations() {
+    assert_eq!(
+        load_err("authorization {\n token: t\n user: u\n}\n"),
+        "test.conf:1:15: authorization: cannot have a user/password and a token"
+    );
+    assert!(load_err("authorization { token: t, users: [{user: a}] }")
+        .contains("cannot have a token and a users array"));
+    assert!(load_err("authorization { user: t, users: [{user: a}] }")
+        .contains("cannot have a single user/password and a users array"));
+    assert!(load_err("authorization { users: [{user: a}, {user: a}] }")
+        .contains("duplicate user \"a\""));
+    assert!(
+        load_err("authorization { users: [{password: a}] }").contains("a user entry needs 'user'")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a}] }\nno_auth_user: b\n")
+            .contains("no_auth_user \"b\" is not one of")
+    );
+    assert_eq!(
+        load_ok("authorization { users: [{user: a}] }\nno_auth_user: a\n")
+            .options
+            .no_auth_user
+            .as_deref(),
+        Some("a")
+    );
+}
+
+#[test]
+fn permission_forms() {
+    let o = load_ok(concat!(
+        "authorization {\n",
+        "  default_permissions: { publish: \"_INBOX.>\" }\n",
+        "  users: [\n",
+        "    {user: a, password: pa, permissions: {publish: \"foo.*\", subscribe: [\"bar\", \"baz.> q\"]}}\n",
+        "    {user: b, password: pb, permissions: {publish: {allow: [\"x\"], deny: \"y\"}, subscribe: {deny: [\">\"]}, allow_responses: true}}\n",
+        "    {user: c, password: pc, permissions: {pub: {}, sub: x, allow_responses: {max: 5, expires: \"1m\"}}}\n",
+        "    {user: d, password: pd, permissions: {allow_responses: {max: -1, expires: \"-1s\"}}}\n",
+        "    {user: e, password: pe}\n",
+        "  ]\n",
+        "}\n",
+    ))
+    .options;
+    let users = &o.auth.users;
+    let perms = |i: usize| users[i].permissions.clone().unwrap();
+    let allow = |v: &[&str]| SubjectPermission {
+        allow: v.iter().map(|s| s.to_string()).collect(),
+        deny: vec![],
+    };
+    assert_eq!(perms(0).publish, Some(allow(&["foo.*"])));
+    assert_eq!(perms(0).subscribe, Some(allow(&["bar", "baz.> q"])));
+    assert_eq!(
+        perms(1).publish,
+        Some(SubjectPermission {
+            allow: vec!["x".into()],
+            deny: vec!["y".into()]
+        })
+    );
+    assert_eq!(
+        perms(1).subscribe,
+        Some(SubjectPermission {
+            allow: vec![],
+            deny: vec![">".into()]
+        })
+    );
+    assert_eq!(
+        perms(1).allow_responses,
+        Some(ResponsePermission::default())
+    );
+    assert_eq!(perms(2).publish, None);
+    assert_eq!(
+        perms(2).allow_responses,
+        Some(ResponsePermission {
+            max_msgs: 5,
+            expires: Duration::from_secs(60)
+        })
+    );
+    assert_eq!(
+        perms(3).allow_responses,
+        Some(ResponsePermission {
+            max_msgs: 0,
+            expires: Duration::ZERO
+        })
+    );
+    // Users without permissions get the defaults.
+    assert_eq!(perms(4).publish, Some(allow(&["_INBOX.>"])));
+
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {publish: \"a b\"}}] }")
+            .contains("subject \"a b\" is not a valid subject")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {publish: {allow: 1}}}] }")
+            .contains("expected a subject or an array of subjects, got integer")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {pubish: x}}] }")
+            .contains("unknown key 'authorization.users[0].permissions.pubish'")
+    );
+    assert!(
+        load_err("authorization { users: [{user: a, permissions: {allow_responses: 1}}] }")
+            .contains("expected a boolean or a map, got integer")
+    );
+}
+
+#[test]
+fn cross_option_validation() {
+    assert!(load_err("max_payload: 2MB\nmax_pending: 1MB\n")
+        .contains("max_payload (2097152) cannot be higher than max_pending (1048576)"));
+    assert!(
+        load_err("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"30s\"\n")
+            .contains("must be shorter")
+    );
+}
+
+fn sample_options() -> Options {
+    Options {
+        server_name: Some("n-1".into()),
+        host: IpAddr::from([127, 0, 0, 1]),
+        port: 0,
+        client_advertise: Some("a.example:4222".into()),
+        http_port: Some(8222),
+        http_host: Some("::1".parse().unwrap()),
+        max_payload: 123_456,
+        max_control_line: 1000,
+        max_pending: 1 << 30,
+        max_connections: 0,
+        max_subscriptions: 7,
+        ping_interval: Duration::from_millis(1500),
+        ping_max: 9,
+        write_deadline: Duration::from_secs(3),
+        lame_duck_duration: Duration::from_secs(3600),
+        lame_duck_grace_period: Duration::ZERO,
+        auth: Authorization {
+            users: vec![
+                User {
+                    user: "alice".into(),
+                    password: "$2a$11$hash\"with\\odd chars".into(),
+                    permissions: Some(Permissions {
+                        publish: Some(SubjectPermission {
+                            allow: vec!["a.>".into()],
+                            deny: vec!["a.b".into()],
+                        }),
+                        subscribe: Some(SubjectPermission {
+                            allow: vec![],
+                            deny: vec![],
+                        }),
+                        allow_responses: Some(ResponsePermission {
+                            max_msgs: 0,
+                            expires: Duration::ZERO,
+                        }),
+                    }),
+                },
+                User {
+                    user: "bob".into(),
+                    password: "true".into(),
+                    permissions: None,
+                },
+            ],
+            timeout: Duration::from_millis(2500),
+            ..Authorization::default()
+        },
+        no_auth_user: Some("bob".into()),
+        debug: true,
+        trace: false,
+        logtime: false,
+        log_file: Some("/var/log/midge log".into()),
+        pid_file: Some("C:\\midge.pid".into()),
+        config_file: None,
+    }
+}
+
+#[test]
+fn to_conf_string_round_trips() {
+    let cases = [
+        Options::default(),
+        sample_options(),
+        Options {
+            auth: Authorization {
+                token: Some("$secret".into()),
+                ..Authorization::default()
+            },
+            ..Options::default()
+        },
+        Options {
+            auth: Authorization {
+                user: Some("u".into()),
+                password: Some("p w".into()),
+                ..Authorization::default()
+            },
+            ..Options::default()
+        },
+    ];
+    for options in cases {
+        let text = options.to_conf_string();
+        let back = load(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back.options, options, "{text}");
+        assert!(back.warnings.is_empty(), "{:?}", back.warnings);
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn parser_never_panics(text in "\\PC{0,200}") {
+        let _ = parse_str(&text, "fuzz.conf").map(|m| Options::from_conf(&m));
+    }
+
+    #[test]
+    fn parser_never_panics_on_config_alphabet(text in "[a-z0-9 \t\n{}\\[\\]:=;,#/\"'()$.\\\\-]{0,200}") {
+        let _ = parse_str(&text, "fuzz.conf").map(|m| Options::from_conf(&m));
+    }
+}
