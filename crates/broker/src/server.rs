@@ -223,7 +223,7 @@ impl Server {
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
         });
-        info!("Starting nats-server");
+        info!("Starting midge (a nats-server compatible broker)");
         info!(
             "  Version:  {} (midge {})",
             NATS_COMPAT_VERSION,

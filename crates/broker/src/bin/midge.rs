@@ -1,28 +1,171 @@
-//! `midge`: the broker binary. Flags and config files follow nats-server's.
-fn main() -> anyhow::Result<()> {
-    midge::logging::init(midge::logging::LogTarget::stderr(), false, false, true);
-    let mut opts = midge::Options::default();
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "-p") {
-        let p: i32 = args
-            .get(i + 1)
-            .map(|s| s.parse())
-            .transpose()?
-            .unwrap_or(4222);
-        opts.port = if p < 0 { 0 } else { p as u16 };
-    }
-    if let Some(i) = args.iter().position(|a| a == "-a") {
-        if let Some(a) = args.get(i + 1) {
-            opts.host = a.parse()?;
+//! `midge`: the broker as a program. It reads nats-server's flags and config files, logs
+//! like nats-server, and handles the same signals.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use midge::flags::{self, Command, SignalCommand};
+use midge::logging::{self, LogTarget};
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("midge: {e:#}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let command = match flags::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => bail!("{e}\n{}", "run 'midge -h' for the list of options"),
+    };
+    let flags = match command {
+        Command::Help => {
+            print!("{}", flags::HELP);
+            return Ok(());
+        }
+        Command::Version => {
+            println!(
+                "midge: v{} (NATS protocol compatible with nats-server v{})",
+                env!("CARGO_PKG_VERSION"),
+                midge::NATS_COMPAT_VERSION
+            );
+            return Ok(());
+        }
+        Command::Signal { command, pid } => return send_signal(command, pid.as_deref()),
+        Command::Run(flags) => flags,
+    };
+    let check_only = flags.check_config;
+    // Everything is loaded and checked before anything starts: a bad file or flag stops
+    // here with its location, and nothing is half-configured.
+    let (opts, warnings) = flags.load_options()?;
+    if check_only {
+        let file = opts.config_file.as_deref().map(Path::display);
+        println!(
+            "midge: configuration file {} test is successful",
+            file.map(|f| f.to_string()).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let target = match &opts.log_file {
+        Some(path) => LogTarget::file(path)
+            .with_context(|| format!("cannot open log file {}", path.display()))?,
+        None => LogTarget::stderr(),
+    };
+    logging::init(target, opts.debug, opts.trace, opts.logtime);
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let pid_file = opts.pid_file.clone();
+    if let Some(path) = &pid_file {
+        std::fs::write(path, std::process::id().to_string())
+            .with_context(|| format!("cannot write pid file {}", path.display()))?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let server = midge::Server::start(opts).await?;
-        tokio::signal::ctrl_c().await?;
-        server.shutdown().await;
-        anyhow::Ok(())
-    })
+        .build()
+        .context("cannot start the runtime")?;
+    let result = rt.block_on(serve(opts));
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn serve(opts: midge::Options) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let server = match midge::Server::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return Err(e.into());
+        }
+    };
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    loop {
+        tokio::select! {
+            _ = int.recv() => { info!("Trapped \"interrupt\" signal"); break; }
+            _ = term.recv() => { info!("Trapped \"terminated\" signal"); break; }
+            _ = hup.recv() => warn!("Trapped \"hangup\" signal: config reload is not supported yet"),
+            _ = usr1.recv() => warn!("Trapped \"user defined signal 1\": log reopening is not supported yet"),
+            _ = usr2.recv() => {
+                warn!("Trapped \"user defined signal 2\": lame duck mode is not supported yet, shutting down");
+                break;
+            }
+        }
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// `--signal cmd[=pid|pidfile]`: find the server and send it the signal.
+fn send_signal(command: SignalCommand, target: Option<&str>) -> anyhow::Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = match target {
+        Some(t) => match t.parse::<i32>() {
+            Ok(p) => p,
+            Err(_) => {
+                let text = std::fs::read_to_string(t)
+                    .with_context(|| format!("cannot read pid file {t}"))?;
+                text.trim()
+                    .parse()
+                    .with_context(|| format!("pid file {t} does not hold a pid"))?
+            }
+        },
+        None => only_running_midge()?,
+    };
+    let signal = match command {
+        SignalCommand::Stop => Signal::KILL,
+        SignalCommand::Quit => Signal::INT,
+        SignalCommand::Term => Signal::TERM,
+        SignalCommand::Reopen => Signal::USR1,
+        SignalCommand::Reload => Signal::HUP,
+        SignalCommand::Ldm => Signal::USR2,
+    };
+    let pid = Pid::from_raw(pid).context("invalid pid")?;
+    kill_process(pid, signal)
+        .with_context(|| format!("cannot signal process {}", pid.as_raw_nonzero()))?;
+    Ok(())
+}
+
+/// The pid of the single other process named `midge`, as nats-server does for `--signal`
+/// without a pid.
+fn only_running_midge() -> anyhow::Result<i32> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .context("cannot list processes")?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let comm: PathBuf = entry.path().join("comm");
+        if std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == "midge") {
+            found.push(pid);
+        }
+    }
+    match found.as_slice() {
+        [pid] => Ok(*pid),
+        [] => bail!("no midge process is running"),
+        _ => bail!(
+            "multiple midge processes are running ({found:?}); give a pid: --signal <cmd>=<pid>"
+        ),
+    }
 }
