@@ -733,9 +733,17 @@ impl Conn {
         if target.is_closed() {
             return false;
         }
-        let max = sub.max.load(Ordering::Relaxed);
+        let perms = target.delivery_perms.get();
+        if let Some(dp) = perms {
+            if sub.is_wildcard && dp.denies(subj) {
+                return false;
+            }
+        }
+        // Counted for every subscription so that `UNSUB <sid> <max>` can tell whether
+        // `max` messages were already delivered.
+        let n = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
+        let max = sub.max.load(Ordering::Acquire);
         if max != 0 {
-            let n = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
             if n > max {
                 return false;
             }
@@ -743,13 +751,8 @@ impl Conn {
                 self.remove_sub(sub);
             }
         }
-        if let Some(dp) = target.delivery_perms.get() {
-            if sub.is_wildcard && dp.denies(subj) {
-                return false;
-            }
-            if let Some(r) = reply {
-                dp.record_reply(r);
-            }
+        if let (Some(dp), Some(r)) = (perms, reply) {
+            dp.record_reply(r);
         }
         let with_headers = headers.filter(|_| target.headers.load(Ordering::Relaxed));
         let size = (payload.len() + with_headers.map_or(0, <[u8]>::len)) as u64;
