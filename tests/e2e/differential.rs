@@ -24,11 +24,15 @@ async fn compare(script: Script) {
         ServerKind::Midge
     };
     let reference_server = TestServer::start(ServerKind::NatsServer, script.config).await;
-    let reference = record(&reference_server, &script.steps, Feed::Whole).await;
+    let reference =
+        without_reference_quirks(record(&reference_server, &script.steps, Feed::Whole).await);
     drop(reference_server);
     for feed in FEEDS {
         let server = TestServer::start(candidate, script.config).await;
-        let transcript = record(&server, &script.steps, feed).await;
+        let mut transcript = record(&server, &script.steps, feed).await;
+        if candidate == ServerKind::NatsServer {
+            transcript = without_reference_quirks(transcript);
+        }
         assert_eq!(
             transcript,
             reference,
@@ -38,6 +42,22 @@ async fn compare(script: Script) {
             transcript.join("\n"),
         );
     }
+}
+
+/// Removes what nats-server 2.9.10 sends nondeterministically, so that only midge is held
+/// to the exact transcript: a pedantic `-ERR 'Invalid Publish Subject'` is repeated when
+/// the PUB's payload arrives in a later read than its control line (the line is parsed
+/// again by clonePubArg).
+fn without_reference_quirks(transcript: Vec<String>) -> Vec<String> {
+    let invalid_publish = midge_tests::escaped(b"-ERR 'Invalid Publish Subject'\r\n");
+    let mut out: Vec<String> = Vec::with_capacity(transcript.len());
+    for entry in transcript {
+        if entry == invalid_publish && out.last() == Some(&entry) {
+            continue;
+        }
+        out.push(entry);
+    }
+    out
 }
 
 macro_rules! differential {

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use midge_tests::{both, connect, matrix, Feed, FrameRead, RawClient, TestServer};
+use midge_tests::{both, connect, matrix, Feed, FrameRead, RawClient, ServerKind, TestServer};
 
 const QUIET_CONNECT: &str = r#"{"verbose":false}"#;
 const HEADERS_CONNECT: &str = r#"{"verbose":false,"headers":true}"#;
@@ -570,6 +570,17 @@ async fn verbose_acknowledges_every_accepted_op() {
     .await;
 }
 
+/// Expects `-ERR 'Invalid Publish Subject'`. nats-server 2.9.10 parses the PUB line a
+/// second time when the payload arrives in a later read (clonePubArg) and then sends the
+/// error twice; only the reference is allowed that duplicate.
+async fn expect_invalid_publish_subject(client: &mut RawClient, kind: ServerKind) {
+    const ERR: &[u8] = b"-ERR 'Invalid Publish Subject'\r\n";
+    client.expect(ERR).await;
+    if kind == ServerKind::NatsServer {
+        client.skip_if_next(ERR).await;
+    }
+}
+
 #[tokio::test]
 async fn pedantic_flags_invalid_publish_subjects_but_still_delivers() {
     matrix(|kind, feed| async move {
@@ -578,23 +589,22 @@ async fn pedantic_flags_invalid_publish_subjects_but_still_delivers() {
         client
             .send(b"SUB foo.* 1\r\nPUB foo.* 1\r\nx\r\nPUB foo..bar 1\r\ny\r\nPING\r\n")
             .await;
-        client
-            .expect(b"-ERR 'Invalid Publish Subject'\r\nMSG foo.* 1 1\r\nx\r\n-ERR 'Invalid Publish Subject'\r\nPONG\r\n")
-            .await;
+        expect_invalid_publish_subject(&mut client, kind).await;
+        client.expect(b"MSG foo.* 1 1\r\nx\r\n").await;
+        expect_invalid_publish_subject(&mut client, kind).await;
+        client.expect(b"PONG\r\n").await;
 
         // Omitted pedantic means true, as nats-server's client defaults.
         let mut default = ready(&server, feed, QUIET_CONNECT).await;
         default.send(b"PUB foo.> 1\r\nx\r\nPING\r\n").await;
-        default
-            .expect(b"-ERR 'Invalid Publish Subject'\r\nPONG\r\n")
-            .await;
+        expect_invalid_publish_subject(&mut default, kind).await;
+        default.expect(b"PONG\r\n").await;
 
         // With verbose the PUB is still acknowledged, after the -ERR.
         let mut verbose = ready(&server, feed, r#"{"verbose":true,"pedantic":true}"#).await;
         verbose.send(b"PUB foo.* 1\r\nx\r\nPING\r\n").await;
-        verbose
-            .expect(b"-ERR 'Invalid Publish Subject'\r\n+OK\r\nPONG\r\n")
-            .await;
+        expect_invalid_publish_subject(&mut verbose, kind).await;
+        verbose.expect(b"+OK\r\nPONG\r\n").await;
     })
     .await;
 }

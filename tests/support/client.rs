@@ -210,6 +210,26 @@ impl RawClient {
         }
     }
 
+    /// Consumes `bytes` if they are what comes next and returns whether they were; waits
+    /// (up to the deadline) only until enough bytes arrived to decide.
+    pub async fn skip_if_next(&mut self, bytes: &[u8]) -> bool {
+        let until = Instant::now() + self.deadline;
+        loop {
+            let have = self.buf.len().min(bytes.len());
+            if self.buf[..have] != bytes[..have] {
+                return false;
+            }
+            if have == bytes.len() {
+                self.buf.drain(..have);
+                return true;
+            }
+            match self.fill(until).await {
+                Fill::Data => {}
+                Fill::Closed | Fill::TimedOut => return false,
+            }
+        }
+    }
+
     /// Reads up to and including the next `\r\n` and returns it (with the `\r\n`).
     pub async fn read_line(&mut self) -> Vec<u8> {
         let until = Instant::now() + self.deadline;
