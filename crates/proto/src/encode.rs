@@ -200,3 +200,98 @@ fn line_with_json(out: &mut Vec<u8>, op: &[u8], json: &[u8]) {
     out.extend_from_slice(json);
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        // Appenders must append, not overwrite.
+        let mut v = b"<".to_vec();
+        f(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+
+    #[test]
+    fn server_ops() {
+        assert_eq!(
+            out(|o| msg(o, b"foo.bar", b"9", None, b"hello")),
+            "<MSG foo.bar 9 5\r\nhello\r\n"
+        );
+        assert_eq!(
+            out(|o| msg(o, b"foo", b"1", Some(b"_INBOX.a"), b"")),
+            "<MSG foo 1 _INBOX.a 0\r\n\r\n"
+        );
+        assert_eq!(
+            out(|o| hmsg(o, b"foo", b"1", None, b"NATS/1.0\r\n\r\n", b"hi")),
+            "<HMSG foo 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"
+        );
+        assert_eq!(
+            out(|o| hmsg(o, b"foo", b"1", Some(b"r"), b"NATS/1.0\r\n\r\n", b"")),
+            "<HMSG foo 1 r 12 12\r\nNATS/1.0\r\n\r\n\r\n"
+        );
+        assert_eq!(
+            out(|o| err(o, "Unknown Protocol Operation")),
+            "<-ERR 'Unknown Protocol Operation'\r\n"
+        );
+        assert_eq!(
+            out(|o| err(o, r#"Permissions Violation for Publish to "x""#)),
+            "<-ERR 'Permissions Violation for Publish to \"x\"'\r\n"
+        );
+        assert_eq!(out(|o| info(o, b"{}")), "<INFO {}\r\n");
+        assert_eq!(PING, b"PING\r\n");
+        assert_eq!(PONG, b"PONG\r\n");
+        assert_eq!(OK, b"+OK\r\n");
+    }
+
+    #[test]
+    fn client_ops() {
+        assert_eq!(
+            out(|o| connect(o, br#"{"verbose":false}"#)),
+            "<CONNECT {\"verbose\":false}\r\n"
+        );
+        assert_eq!(
+            out(|o| publish(o, b"foo", None, b"hello")),
+            "<PUB foo 5\r\nhello\r\n"
+        );
+        assert_eq!(
+            out(|o| publish(o, b"foo", Some(b"bar"), b"")),
+            "<PUB foo bar 0\r\n\r\n"
+        );
+        assert_eq!(
+            out(|o| hpublish(o, b"foo", None, b"NATS/1.0\r\n\r\n", b"hi")),
+            "<HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"
+        );
+        assert_eq!(
+            out(|o| hpublish(o, b"foo", Some(b"r"), b"", b"hi")),
+            "<HPUB foo r 0 2\r\nhi\r\n"
+        );
+        assert_eq!(out(|o| sub(o, b"foo.*", None, b"1")), "<SUB foo.* 1\r\n");
+        assert_eq!(
+            out(|o| sub(o, b"foo.>", Some(b"q"), b"22")),
+            "<SUB foo.> q 22\r\n"
+        );
+        assert_eq!(out(|o| unsub(o, b"1", None)), "<UNSUB 1\r\n");
+        assert_eq!(
+            out(|o| unsub(o, b"1", Some(u64::MAX))),
+            "<UNSUB 1 18446744073709551615\r\n"
+        );
+    }
+
+    #[test]
+    fn reserves_exactly_once() {
+        let mut v = Vec::new();
+        hmsg(
+            &mut v,
+            b"a.b",
+            b"12",
+            Some(b"reply"),
+            b"NATS/1.0\r\n\r\n",
+            &[7; 300],
+        );
+        assert_eq!(v.len(), v.capacity());
+        let mut v = Vec::new();
+        publish(&mut v, b"a.b", Some(b"reply"), &[7; 1000]);
+        assert_eq!(v.len(), v.capacity());
+    }
+}

@@ -70,7 +70,10 @@ pub enum ClientOp<'a> {
         sid: &'a [u8],
     },
     /// `UNSUB <sid> [max]`.
-    Unsub { sid: &'a [u8], max: Option<u64> },
+    Unsub {
+        sid: &'a [u8],
+        max: Option<u64>,
+    },
     Ping,
     Pong,
     /// `INFO <json>` from a client: ignored by servers, but parsed.
@@ -155,21 +158,19 @@ pub fn parse_client_op<'a>(
                 _ => return Err(ParseError::BadArgs { op: "PUB" }),
             };
             let size = parse_size(size).ok_or(ParseError::BadArgs { op: "PUB" })?;
-            return Ok(
-                match payload(buf, next, 0, size, limits)? {
-                    Body::Complete {
-                        payload, consumed, ..
-                    } => Parsed::Op(
-                        ClientOp::Pub {
-                            subject,
-                            reply,
-                            payload,
-                        },
-                        consumed,
-                    ),
-                    Body::Incomplete { need } => Parsed::Incomplete { need },
-                },
-            );
+            return Ok(match payload(buf, next, 0, size, limits)? {
+                Body::Complete {
+                    payload, consumed, ..
+                } => Parsed::Op(
+                    ClientOp::Pub {
+                        subject,
+                        reply,
+                        payload,
+                    },
+                    consumed,
+                ),
+                Body::Incomplete { need } => Parsed::Incomplete { need },
+            });
         }
         Name::HPub => {
             let mut a = [&[][..]; 4];
