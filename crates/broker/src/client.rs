@@ -531,7 +531,8 @@ impl Conn {
                 payload,
             } => {
                 if !self.copts.headers {
-                    self.send_err("Unknown Protocol Operation");
+                    // As nats-server: a client that did not negotiate headers is closed
+                    // without an -ERR.
                     return Err(CloseReason::ProtocolViolation);
                 }
                 self.process_msg(subject, reply, Some(headers), payload);
@@ -808,11 +809,12 @@ impl Conn {
         self.queue_self_flush();
     }
 
+    /// SUB, checked in nats-server's order: the subscription limit, permissions, a duplicate
+    /// sid (silently accepted), then the subject itself.
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        if !subject::is_valid_subject(subj)
-            || queue.is_some_and(|q| !subject::is_valid_queue_name(q))
-        {
-            self.send_err("Invalid Subject");
+        let max_subs = self.srv.opts.max_subscriptions;
+        if max_subs > 0 && self.shared.subs.lock().len() >= max_subs {
+            self.send_err("maximum subscriptions exceeded");
             return;
         }
         if let Some(perms) = &self.perms {
@@ -836,12 +838,6 @@ impl Conn {
             let mut subs = self.shared.subs.lock();
             if subs.contains_key(sid) {
                 None
-            } else if self.srv.opts.max_subscriptions > 0
-                && subs.len() >= self.srv.opts.max_subscriptions
-            {
-                drop(subs);
-                self.send_err("maximum subscriptions exceeded");
-                return;
             } else {
                 let sub = Arc::new(Subscription {
                     client: self.shared.clone(),
@@ -857,6 +853,7 @@ impl Conn {
             }
         };
         if let Some(sub) = sub {
+            // The sublist validates the subject as it inserts it.
             if self.srv.sublist.insert(subj, queue, SubRef(sub)).is_err() {
                 self.shared.subs.lock().remove(sid);
                 self.send_err("Invalid Subject");

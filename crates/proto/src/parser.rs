@@ -457,17 +457,25 @@ fn control_line<'a>(
     recognize: fn(&[u8]) -> Recognized,
 ) -> Result<Line<'a>, ParseError> {
     let max = limits.max_control_line;
-    // A line of `max` bytes plus `\r\n` fits in `max + 2` bytes; looking further would
-    // only scan payload or garbage, so the search window is bounded.
-    let window = &buf[..buf.len().min(max.saturating_add(2))];
+    // As in nats-server, the limit applies to the arguments: the op name and the blanks
+    // after it do not count. The newline is searched for only as far as a line within the
+    // limit could reach, so a flood without newlines is refused early instead of buffered.
+    let window = &buf[..buf.len().min(max.saturating_add(NAME_SLACK + 2))];
     let Some(nl) = memchr::memchr(b'\n', window) else {
-        if recognize(buf) == Recognized::Unknown {
-            return Err(ParseError::UnknownOp);
-        }
+        let known_args = match recognize(buf) {
+            Recognized::Unknown => return Err(ParseError::UnknownOp),
+            Recognized::Known(_, start) => Some(trim_start(&buf[start..])),
+            Recognized::Partial => None,
+        };
         // Without a `\n` the line is at least this long; a trailing `\r` may still turn
         // out to be the one before the `\n`, so it does not count.
-        let at_least = buf.len() - usize::from(buf.last() == Some(&b'\r'));
-        if at_least > max {
+        if let Some(args) = known_args {
+            let at_least = args.len() - usize::from(args.last() == Some(&b'\r'));
+            if at_least > max {
+                return Err(ParseError::ControlLineTooLong);
+            }
+        }
+        if buf.len() > window.len() {
             return Err(ParseError::ControlLineTooLong);
         }
         return Ok(Line::Incomplete {
@@ -481,14 +489,23 @@ fn control_line<'a>(
     let Recognized::Known(name, name_len) = recognize(line) else {
         return Err(ParseError::UnknownOp);
     };
-    if line.len() > max {
+    let args = &line[name_len..];
+    if trim_start(args).len() > max {
         return Err(ParseError::ControlLineTooLong);
     }
     Ok(Line::Complete {
         name,
-        args: &line[name_len..],
+        args,
         next: nl + 1,
     })
+}
+
+/// Room for the longest op name and the blanks after it, beyond `max_control_line`.
+const NAME_SLACK: usize = 64;
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    &b[n..]
 }
 
 /// A payload located after its control line.

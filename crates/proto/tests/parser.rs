@@ -387,30 +387,32 @@ fn control_line_limit() {
         max_control_line: 16,
         max_payload: 1024,
     };
-    let at_limit = b"SUB abcdefghij 1\r\n"; // 16 bytes before CRLF
-    let over = b"SUB abcdefghijk 1\r\n";
+    // As in nats-server, only the arguments count: the op name and the blanks after it
+    // do not.
+    let at_limit = b"SUB  abcdefghijklmn 1\r\n"; // 16 argument bytes before CRLF
+    let over = b"SUB abcdefghijklmno 1\r\n";
     let ok = vec![c(ClientOp::Sub {
-        subject: b"abcdefghij",
+        subject: b"abcdefghijklmn",
         queue: None,
         sid: b"1",
     })];
     check(client, at_limit, &l, &ok, None);
-    check(client, b"SUB abcdefghij 1\n", &l, &ok, None);
+    check(client, b"SUB abcdefghijklmn 1\n", &l, &ok, None);
     check(client, over, &l, &[], Some(ParseError::ControlLineTooLong));
     check(
         client,
-        b"SUB abcdefghijk 1\n",
+        b"SUB abcdefghijklmno 1\n",
         &l,
         &[],
         Some(ParseError::ControlLineTooLong),
     );
     // Refused as soon as the line is known to be too long, before any newline.
-    assert_eq!(client(&over[..16], &l), Ok(Parsed::Incomplete { need: 17 }));
-    assert_eq!(client(&over[..17], &l), Err(ParseError::ControlLineTooLong));
+    assert_eq!(client(&over[..20], &l), Ok(Parsed::Incomplete { need: 21 }));
+    assert_eq!(client(&over[..21], &l), Err(ParseError::ControlLineTooLong));
     // A `\r` right after the limit may still be the end of the line.
     assert_eq!(
-        client(&at_limit[..17], &l),
-        Ok(Parsed::Incomplete { need: 18 })
+        client(&at_limit[..22], &l),
+        Ok(Parsed::Incomplete { need: 23 })
     );
     // A huge buffer without a newline is refused without scanning all of it.
     let mut long = b"PUB ".to_vec();
@@ -432,7 +434,7 @@ fn control_line_limit() {
     check(client, &input, &l, &[op], None);
     check(
         server,
-        b"INFO {\"a_long_key\":1}\r\n",
+        b"INFO {\"a_longer_key\":1}\r\n",
         &l,
         &[],
         Some(ParseError::ControlLineTooLong),
