@@ -265,7 +265,7 @@ pub struct AuthSpec {
 }
 
 /// One key of a Secret in the cluster's namespace.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeySelector {
     #[schemars(length(min = 1, max = 253))]

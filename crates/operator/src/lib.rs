@@ -9,4 +9,7 @@
 //! - [`controller`]: apply with server-side apply, delete what is no longer produced,
 //!   write the status.
 
+pub mod build;
 pub mod crd;
+pub mod render;
+pub mod validate;

@@ -1,0 +1,63 @@
+//! `midge-operator render`: manifests in, every child object out, no cluster needed.
+
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use crate::build::build;
+use crate::crd::NatsCluster;
+use crate::validate::{validate, ValidationError};
+
+/// Namespace assumed for manifests that do not set one, as `kubectl apply` would.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("document {index} is not a NatsCluster: {source}")]
+    Parse {
+        index: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("NatsCluster {name} is invalid: {source}")]
+    Invalid {
+        name: String,
+        #[source]
+        source: ValidationError,
+    },
+    #[error("cannot serialise objects: {0}")]
+    Serialise(#[from] serde_yaml::Error),
+}
+
+/// Reads every NatsCluster in a (multi-document) YAML stream.
+pub fn parse_manifests(yaml: &str) -> Result<Vec<NatsCluster>, RenderError> {
+    let mut clusters = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|source| RenderError::Parse { index, source })?;
+        // An empty document (a stray `---`) is not an error.
+        if value.is_null() {
+            continue;
+        }
+        let mut cluster: NatsCluster =
+            serde_yaml::from_value(value).map_err(|source| RenderError::Parse { index, source })?;
+        if cluster.namespace().is_none() {
+            cluster.metadata.namespace = Some(DEFAULT_NAMESPACE.to_string());
+        }
+        clusters.push(cluster);
+    }
+    Ok(clusters)
+}
+
+/// Renders every object the operator would apply for the clusters in `yaml`.
+pub fn render(yaml: &str) -> Result<String, RenderError> {
+    let mut out = String::new();
+    for cluster in parse_manifests(yaml)? {
+        let plan = validate(&cluster).map_err(|source| RenderError::Invalid {
+            name: cluster.name_any(),
+            source,
+        })?;
+        // No owner reference: a manifest read from a file has no uid yet.
+        out.push_str(&build(&plan, None).to_yaml()?);
+    }
+    Ok(out)
+}
