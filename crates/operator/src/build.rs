@@ -611,3 +611,390 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
         ..ContainerPort::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NatsCluster;
+    use crate::validate::validate;
+
+    fn plan(spec: &str) -> ClusterPlan {
+        let yaml = format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: demo, namespace: ns}}\nspec:\n{spec}"
+        );
+        let cluster: NatsCluster = serde_yaml::from_str(&yaml).expect("test manifest parses");
+        validate(&cluster).expect("test manifest is valid")
+    }
+
+    fn pod(sts: &StatefulSet) -> &PodSpec {
+        sts.spec.template.spec.as_ref().expect("pod spec")
+    }
+
+    fn container(sts: &StatefulSet) -> &Container {
+        &pod(sts).containers[0]
+    }
+
+    fn config(children: &Children) -> &str {
+        children
+            .config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(CONFIG_FILE))
+            .expect("midge.conf")
+    }
+
+    const TWO_POOLS: &str = "  pools:\n  - {name: a, replicas: 2}\n  - {name: b, replicas: 1}\n";
+
+    #[test]
+    fn routes_list_every_core_pod_of_every_pool() {
+        let children = build(&plan(TWO_POOLS), None);
+        let conf = config(&children);
+        let routes: Vec<&str> = conf
+            .lines()
+            .filter(|l| l.trim_start().starts_with("\"nats://"))
+            .map(|l| l.trim().trim_matches('"'))
+            .collect();
+        assert_eq!(
+            routes,
+            vec![
+                "nats://demo-a-0.demo-headless.ns.svc.cluster.local:6222",
+                "nats://demo-a-1.demo-headless.ns.svc.cluster.local:6222",
+                "nats://demo-b-0.demo-headless.ns.svc.cluster.local:6222",
+            ]
+        );
+        assert!(
+            conf.contains("cluster {\n  name: demo\n  port: 6222\n"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("server_name: $POD_NAME\nport: 4222\nhttp_port: 8222\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("no_advertise"), "{conf}");
+    }
+
+    #[test]
+    fn broker_settings_are_rendered() {
+        let children = build(
+            &plan("  broker: {maxPayload: 2048, maxConnections: 10, maxSubscriptions: 0, maxPending: 4096, pingInterval: 30s, pingMax: 3, writeDeadline: 5s, lameDuckDuration: 1m, lameDuckGracePeriod: 5s}\n  service: {type: LoadBalancer}\n"),
+            None,
+        );
+        let conf = config(&children);
+        for line in [
+            "max_payload: 2048",
+            "max_connections: 10",
+            "max_subscriptions: 0",
+            "max_pending: 4096",
+            "ping_max: 3",
+            "ping_interval: \"30s\"",
+            "write_deadline: \"5s\"",
+            "lame_duck_duration: \"1m\"",
+            "lame_duck_grace_period: \"5s\"",
+            "  no_advertise: true",
+        ] {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "missing {line:?} in\n{conf}"
+            );
+        }
+        // 60s + 5s of lame duck plus slack for the exit.
+        assert_eq!(
+            pod(&children.stateful_sets[0]).termination_grace_period_seconds,
+            Some(85)
+        );
+    }
+
+    #[test]
+    fn one_stateful_set_per_pool_with_stable_selector() {
+        let children = build(&plan(TWO_POOLS), None);
+        let names: Vec<_> = children
+            .stateful_sets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, vec!["demo-a", "demo-b"]);
+        let sts = &children.stateful_sets[1];
+        assert_eq!(sts.spec.replicas, Some(1));
+        assert_eq!(sts.spec.service_name.as_deref(), Some("demo-headless"));
+        assert_eq!(sts.spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let selector = sts.spec.selector.match_labels.clone().unwrap_or_default();
+        assert_eq!(
+            selector,
+            BTreeMap::from([
+                (LABEL_INSTANCE.to_string(), "demo".to_string()),
+                (LABEL_NAME.to_string(), "midge".to_string()),
+                (LABEL_POOL.to_string(), "b".to_string()),
+            ])
+        );
+        for svc in [&children.headless_service, &children.client_service] {
+            let selector = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
+            assert!(selector.keys().all(|k| !k.contains("version")));
+            assert_eq!(selector, cluster_selector(&plan(TWO_POOLS)));
+        }
+        let labels = sts.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(LABEL_MANAGED_BY).map(String::as_str),
+            Some("midge-operator")
+        );
+    }
+
+    #[test]
+    fn services_and_pdb() {
+        let children = build(
+            &plan("  replicas: 1\n  service: {type: NodePort}\n  monitoring: {port: 9000}\n"),
+            None,
+        );
+        let headless = children.headless_service.spec.as_ref().expect("spec");
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        let ports: Vec<_> = headless
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("client".into(), 4222),
+                ("cluster".into(), 6222),
+                ("monitor".into(), 9000)
+            ]
+        );
+        let client = children.client_service.spec.as_ref().expect("spec");
+        assert_eq!(client.type_.as_deref(), Some("NodePort"));
+        assert_eq!(
+            children.client_service.metadata.name.as_deref(),
+            Some("demo")
+        );
+        let pdb = children.pod_disruption_budget.spec.as_ref().expect("spec");
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn scheduling_is_passed_through_and_defaults_to_spreading() {
+        let children = build(
+            &plan("  pools:\n  - name: edge\n    replicas: 1\n    nodeSelector: {kubernetes.io/arch: arm64}\n    tolerations: [{key: edge, operator: Exists, effect: NoSchedule}]\n    resources: {limits: {memory: 128Mi}}\n    podAnnotations: {a: b}\n    podLabels: {site: pi}\n  - {name: cloud, replicas: 1}\n"),
+            None,
+        );
+        let edge = &children.stateful_sets[0];
+        let spec = pod(edge);
+        assert_eq!(
+            spec.node_selector
+                .clone()
+                .unwrap_or_default()
+                .get("kubernetes.io/arch")
+                .map(String::as_str),
+            Some("arm64")
+        );
+        assert_eq!(spec.tolerations.as_ref().map(Vec::len), Some(1));
+        assert!(container(edge).resources.is_some());
+        let meta = edge.spec.template.metadata.as_ref().expect("pod metadata");
+        assert_eq!(
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get("a"))
+                .map(String::as_str),
+            Some("b")
+        );
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get("site"))
+                .map(String::as_str),
+            Some("pi")
+        );
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_POOL))
+                .map(String::as_str),
+            Some("edge")
+        );
+        let spread = spec.topology_spread_constraints.clone().unwrap_or_default();
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+    }
+
+    #[test]
+    fn token_auth_comes_from_a_secret_env_var() {
+        let children = build(
+            &plan("  replicas: 1\n  auth: {token: {name: creds, key: token}}\n"),
+            None,
+        );
+        assert!(config(&children).contains("authorization {\n  token: $MIDGE_AUTH_TOKEN\n}"));
+        let env = container(&children.stateful_sets[0])
+            .env
+            .clone()
+            .unwrap_or_default();
+        let token = env.iter().find(|e| e.name == TOKEN_ENV).expect("token env");
+        let secret = token
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secret ref");
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("creds", "token")
+        );
+    }
+
+    #[test]
+    fn users_auth_and_tls_are_mounted_from_secrets() {
+        let children = build(
+            &plan("  replicas: 1\n  auth: {users: {name: users, key: auth.conf}}\n  tls:\n    client: {secretName: client-cert, verify: true}\n    routes: {secretName: route-cert}\n"),
+            None,
+        );
+        let conf = config(&children);
+        assert!(
+            conf.contains("include \"../midge-auth/users.conf\""),
+            "{conf}"
+        );
+        assert!(conf.contains("\ntls {\n  cert_file: \"/etc/midge-tls/client/tls.crt\"\n  key_file: \"/etc/midge-tls/client/tls.key\"\n  ca_file: \"/etc/midge-tls/client/ca.crt\"\n  verify: true\n}\n"), "{conf}");
+        assert!(
+            conf.contains("  tls {\n    cert_file: \"/etc/midge-tls/routes/tls.crt\""),
+            "{conf}"
+        );
+        let sts = &children.stateful_sets[0];
+        let volumes: Vec<(String, Option<String>)> = pod(sts)
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    v.secret.as_ref().and_then(|s| s.secret_name.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            volumes,
+            vec![
+                ("config".into(), None),
+                ("run".into(), None),
+                ("auth".into(), Some("users".into())),
+                ("tls-client".into(), Some("client-cert".into())),
+                ("tls-routes".into(), Some("route-cert".into())),
+            ]
+        );
+        let mounts: Vec<_> = container(sts)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                "/etc/midge",
+                "/var/run/midge",
+                "/etc/midge-auth",
+                "/etc/midge-tls/client",
+                "/etc/midge-tls/routes"
+            ]
+        );
+        assert_eq!(
+            client_url(&plan("  replicas: 1\n  tls: {client: {secretName: c}}\n")),
+            "tls://demo.ns.svc.cluster.local:4222"
+        );
+    }
+
+    #[test]
+    fn probes_lifecycle_and_security_context() {
+        let children = build(&plan("  replicas: 3\n"), None);
+        let sts = &children.stateful_sets[0];
+        let c = container(sts);
+        assert_eq!(
+            c.args.clone().unwrap_or_default(),
+            vec!["-c", "/etc/midge/midge.conf"]
+        );
+        for probe in [&c.startup_probe, &c.readiness_probe, &c.liveness_probe] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("http probe");
+            assert_eq!(get.path.as_deref(), Some("/healthz"));
+            assert_eq!(get.port, IntOrString::String("monitor".into()));
+        }
+        let liveness = c.liveness_probe.as_ref().expect("liveness");
+        let readiness = c.readiness_probe.as_ref().expect("readiness");
+        let tolerance =
+            |p: &Probe| p.period_seconds.unwrap_or(10) * p.failure_threshold.unwrap_or(3);
+        assert!(
+            tolerance(liveness) > 4 * tolerance(readiness),
+            "liveness must be lenient"
+        );
+        let pre_stop = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            pre_stop,
+            vec!["midge", "--signal", "ldm=/var/run/midge/midge.pid"]
+        );
+        assert!(config(&children).contains("pid_file: \"/var/run/midge/midge.pid\""));
+        // Default lame duck is 30s + 10s grace.
+        assert!(pod(sts).termination_grace_period_seconds.unwrap_or(0) > 40);
+
+        let sc = c
+            .security_context
+            .as_ref()
+            .expect("container security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        let psc = pod(sts)
+            .security_context
+            .as_ref()
+            .expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(10001));
+        assert_eq!(psc.run_as_group, Some(10001));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+    }
+
+    #[test]
+    fn restart_hash_ignores_reloadable_changes() {
+        let hash = |spec: &str| restart_hash(&plan(spec));
+        let base = hash("  replicas: 3\n");
+        assert_eq!(base, hash("  replicas: 5\n  broker: {maxPayload: 10, pingInterval: 1s}\n  auth: {token: {name: a, key: b}}\n"));
+        assert_ne!(base, hash("  replicas: 3\n  ports: {client: 4333}\n"));
+        assert_ne!(base, hash("  replicas: 3\n  monitoring: {port: 8333}\n"));
+    }
+
+    #[test]
+    fn output_is_deterministic_and_owned() {
+        let owner = OwnerReference {
+            api_version: "midge.dev/v1alpha1".into(),
+            kind: "NatsCluster".into(),
+            name: "demo".into(),
+            uid: "1234".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let a = build(&plan(TWO_POOLS), Some(&owner))
+            .to_yaml()
+            .expect("yaml");
+        let b = build(&plan(TWO_POOLS), Some(&owner))
+            .to_yaml()
+            .expect("yaml");
+        assert_eq!(a, b);
+        assert_eq!(a.matches("uid: '1234'").count(), 6, "{a}");
+        assert_eq!(a.matches("\n---\n").count() + 1, 6);
+    }
+}

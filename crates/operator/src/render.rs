@@ -61,3 +61,37 @@ pub fn render(yaml: &str) -> Result<String, RenderError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_renders() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/samples");
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("config/samples exists")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        entries.sort();
+        assert!(entries.len() >= 3, "{entries:?}");
+        for path in entries {
+            let yaml = std::fs::read_to_string(&path).expect("readable sample");
+            let out = render(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(out.contains("kind: StatefulSet"), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn invalid_manifest_reports_the_field() {
+        let err = render("apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: x}\nspec:\n  pools: [{name: e, replicas: 1, role: leaf}]\n")
+            .expect_err("leaf is rejected");
+        assert!(
+            err.to_string()
+                .contains("spec.pools[0].role: role leaf is reserved"),
+            "{err}"
+        );
+    }
+}

@@ -495,3 +495,194 @@ pub fn is_dns1035_label(s: &str) -> bool {
 pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(yaml: &str) -> NatsCluster {
+        let mut c: NatsCluster = serde_yaml::from_str(yaml).expect("test manifest parses");
+        c.metadata.namespace.get_or_insert_with(|| "ns".into());
+        c
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match validate(&cluster(yaml)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const HEAD: &str =
+        "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: demo}\n";
+
+    #[test]
+    fn replicas_shorthand_becomes_one_default_core_pool() {
+        let plan = validate(&cluster(&format!("{HEAD}spec: {{replicas: 5}}"))).expect("valid");
+        assert_eq!(plan.pools.len(), 1);
+        assert_eq!(plan.pools[0].name, "default");
+        assert_eq!(plan.pools[0].replicas, 5);
+        assert_eq!(plan.pools[0].role, PoolRole::Core);
+        assert_eq!(
+            plan.image,
+            format!("ghcr.io/midge-dev/midge:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            plan.ports,
+            Ports {
+                client: 4222,
+                cluster: 6222,
+                monitor: 8222
+            }
+        );
+        assert_eq!(plan.broker.lame_duck_duration.millis, 30_000);
+        assert!(plan.metrics);
+    }
+
+    #[test]
+    fn empty_spec_defaults_to_three_replicas() {
+        let plan = validate(&cluster(&format!("{HEAD}spec: {{}}"))).expect("valid");
+        assert_eq!(plan.pools[0].replicas, DEFAULT_REPLICAS);
+    }
+
+    #[test]
+    fn duplicate_and_malformed_pool_names_name_the_field() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 1}}\n  - {{name: a, replicas: 1}}\n  - {{name: Bad_Name, replicas: 1}}\n"
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "spec.pools[1].name: duplicate pool name \"a\" (also spec.pools[0].name)"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("spec.pools[2].name: \"Bad_Name\" must be a DNS-1123 label"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn leaf_role_is_rejected_and_a_core_pool_is_required() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: edge, replicas: 1, role: leaf}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.pools[0].role: role leaf is reserved until leaf nodes are supported",
+                "spec.pools: at least one pool must have role core",
+            ]
+        );
+    }
+
+    #[test]
+    fn negative_replicas_are_rejected() {
+        assert_eq!(
+            errors(&format!("{HEAD}spec: {{replicas: -1}}")),
+            vec!["spec.replicas: must be >= 0, got -1"]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  pools: [{{name: a, replicas: -2}}]\n"
+            )),
+            vec!["spec.pools[0].replicas: must be >= 0, got -2"]
+        );
+    }
+
+    #[test]
+    fn replicas_and_pools_are_mutually_exclusive() {
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  replicas: 3\n  pools: [{{name: a, replicas: 1}}]\n"
+            )),
+            vec!["spec.replicas: set either spec.replicas or spec.pools, not both"]
+        );
+    }
+
+    #[test]
+    fn ports_must_be_in_range_and_distinct() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  ports: {{client: 70000, cluster: 8222}}\n  monitoring: {{port: 8222}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.ports.client: must be between 1 and 65535, got 70000",
+                "spec.monitoring.port: 8222 is already the cluster port",
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_must_parse() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  broker: {{pingInterval: 2 minutes, writeDeadline: 0s, lameDuckDuration: 1h30m}}\n"
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("spec.broker.pingInterval: \"2 minutes\" is not a duration"));
+        assert_eq!(
+            errs[1],
+            "spec.broker.writeDeadline: \"0s\" must be longer than zero"
+        );
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+    }
+
+    #[test]
+    fn names_must_leave_room_for_pod_names() {
+        let long_pool = "p".repeat(40);
+        let errs = errors(&format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: a-rather-long-name}}\nspec:\n  pools: [{{name: {long_pool}, replicas: 1}}]\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.pools[0].name: StatefulSet name"),
+            "{errs:?}"
+        );
+
+        let long_name = format!("x{}", "y".repeat(50));
+        let errs = errors(&format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: {long_name}}}\nspec: {{replicas: 1}}\n"
+        ));
+        assert!(
+            errs[0].starts_with("metadata.name: StatefulSet name"),
+            "{errs:?}"
+        );
+
+        let errs = errors(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: 1abc}\nspec: {}\n",
+        );
+        assert!(
+            errs[0].starts_with("metadata.name: \"1abc\" must be a DNS-1035 label"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn reserved_pod_labels_and_double_auth_are_rejected() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - name: a\n    replicas: 1\n    podLabels: {{midge.dev/pool: b, team: x}}\n  auth:\n    token: {{name: s, key: t}}\n    users: {{name: s, key: u}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.pools[0].podLabels[\"midge.dev/pool\"]: is set by the operator and cannot be overridden",
+                "spec.auth: set either token or users, not both",
+            ]
+        );
+    }
+
+    #[test]
+    fn payload_larger_than_pending_is_rejected() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  broker: {{maxPayload: 2048, maxPending: 1024}}\n"
+        ));
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("spec.broker.maxPayload: 2048 exceeds"));
+    }
+}
