@@ -10,6 +10,7 @@
 //!   write the status.
 
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod render;
 pub mod validate;
