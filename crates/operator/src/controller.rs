@@ -502,3 +502,380 @@ fn paused_status(
         ..current.clone()
     }
 }
+
+/// Scenario tests against a scripted API server.
+///
+/// No real API server can run here (no container runtime, no etcd), and the point of these
+/// tests is the exact conversation with one: `tower_test::mock` stands in for the HTTP
+/// transport, each scenario lists the requests the reconciler must make (method, path,
+/// key parts of the body) with the answers, and a missing or extra request fails the test.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+    const UID: &str = "0a1b2c";
+
+    fn now() -> Timestamp {
+        NOW.parse().expect("valid timestamp")
+    }
+
+    fn cluster(spec: &str) -> NatsCluster {
+        let yaml = format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: demo, namespace: ns, uid: {UID}, generation: 2}}\nspec:\n{spec}"
+        );
+        serde_yaml::from_str(&yaml).expect("test manifest parses")
+    }
+
+    fn context() -> (Arc<Context>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Arc::new(Context::new(Client::new(service, "ns"))), handle)
+    }
+
+    /// The status the reconciler computes for `nc` when `ready` servers per pool are ready.
+    fn settled(nc: &NatsCluster, ready: i32) -> NatsClusterStatus {
+        let plan = validate(nc).expect("valid");
+        let sets: Vec<StatefulSet> = plan.pools.iter().map(|_| sts_with_ready(ready)).collect();
+        running_status(nc, &plan, &NatsClusterStatus::default(), &sets, now())
+    }
+
+    fn sts_with_ready(ready: i32) -> StatefulSet {
+        serde_json::from_value(json!({"spec": {"selector": {}, "template": {}}, "status": {"replicas": ready, "readyReplicas": ready}}))
+            .expect("statefulset")
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: Value) {
+        let bytes = serde_json::to_vec(&body).expect("json");
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(bytes))
+                .expect("response"),
+        );
+    }
+
+    /// Next request: checks method and path (query included) and returns the JSON body.
+    async fn expect(
+        handle: &mut Handle,
+        method: &str,
+        uri: &str,
+    ) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        assert_eq!(
+            request.method().as_str(),
+            method,
+            "method of {}",
+            request.uri()
+        );
+        assert_eq!(request.uri().to_string(), uri);
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        (body, send)
+    }
+
+    const APPLY: &str = "?&force=true&fieldManager=midge-operator";
+
+    /// Answers the five applies, echoing each body (StatefulSets with `ready` ready pods).
+    async fn expect_applies(handle: &mut Handle, sets: &[&str], ready: i32) -> Vec<Value> {
+        let mut bodies = Vec::new();
+        let mut paths = vec![
+            "/api/v1/namespaces/ns/configmaps/demo-config".to_string(),
+            "/api/v1/namespaces/ns/services/demo-headless".to_string(),
+            "/api/v1/namespaces/ns/services/demo".to_string(),
+        ];
+        paths.extend(
+            sets.iter()
+                .map(|s| format!("/apis/apps/v1/namespaces/ns/statefulsets/{s}")),
+        );
+        paths.push("/apis/policy/v1/namespaces/ns/poddisruptionbudgets/demo".to_string());
+        for path in paths {
+            let (mut body, send) = expect(handle, "PATCH", &format!("{path}{APPLY}")).await;
+            assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], UID, "{path}");
+            if path.contains("statefulsets") {
+                body["status"] = json!({"replicas": ready, "readyReplicas": ready});
+            }
+            respond(send, 200, body.clone());
+            bodies.push(body);
+        }
+        bodies
+    }
+
+    async fn expect_list(handle: &mut Handle, items: Vec<Value>) {
+        let (_, send) = expect(
+            handle,
+            "GET",
+            "/apis/apps/v1/namespaces/ns/statefulsets?&labelSelector=app.kubernetes.io%2Fname%3Dmidge%2Capp.kubernetes.io%2Finstance%3Ddemo%2Capp.kubernetes.io%2Fmanaged-by%3Dmidge-operator",
+        )
+        .await;
+        respond(
+            send,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": items}),
+        );
+    }
+
+    async fn expect_status(handle: &mut Handle, nc: &NatsCluster) -> Value {
+        let (body, send) = expect(
+            handle,
+            "PATCH",
+            &format!("/apis/midge.dev/v1alpha1/namespaces/ns/natsclusters/demo/status{APPLY}"),
+        )
+        .await;
+        let mut answer = serde_json::to_value(nc).expect("json");
+        answer["status"] = body["status"].clone();
+        respond(send, 200, answer);
+        body["status"].clone()
+    }
+
+    fn owned_sts(name: &str, uid: &str) -> Value {
+        json!({
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": [{
+                "apiVersion": "midge.dev/v1alpha1", "kind": "NatsCluster", "name": "demo",
+                "uid": uid, "controller": true}]},
+            "spec": {"selector": {}, "template": {}}
+        })
+    }
+
+    fn condition_of<'a>(status: &'a Value, type_: &str) -> &'a Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_))
+            .expect("condition present")
+    }
+
+    /// Runs one reconcile against the script, then checks the script saw no extra request.
+    async fn run<F>(nc: NatsCluster, script: impl FnOnce(Handle) -> F) -> Result<Action, Error>
+    where
+        F: std::future::Future<Output = Handle> + Send + 'static,
+    {
+        let (ctx, handle) = context();
+        let server = tokio::spawn(script(handle));
+        // An unscripted request is never answered, so the reconcile would wait forever:
+        // the timeout turns that into a failure that names the request.
+        let result =
+            tokio::time::timeout(Duration::from_secs(5), reconcile_inner(&nc, &ctx, now())).await;
+        let mut handle = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("script finished")
+            .expect("script did not panic");
+        drop(ctx);
+        let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+        if let Ok(Some((request, _))) = extra {
+            panic!(
+                "unexpected extra request: {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+        let Ok(result) = result else {
+            panic!("reconcile stalled on a request the script did not answer");
+        };
+        result
+    }
+
+    #[tokio::test]
+    async fn create_applies_everything_and_reports_progress() {
+        let nc = cluster("  replicas: 3\n");
+        let status_nc = nc.clone();
+        let action = run(nc, |mut h| async move {
+            let bodies = expect_applies(&mut h, &["demo-default"], 0).await;
+            assert_eq!(
+                bodies[0]["data"]["midge.conf"]
+                    .as_str()
+                    .map(|c| c.matches("nats://").count()),
+                Some(3)
+            );
+            assert_eq!(bodies[3]["spec"]["replicas"], 3);
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            assert_eq!(status["observedGeneration"], 2);
+            assert_eq!(status["replicas"], 3);
+            assert_eq!(status["readyReplicas"], 0);
+            assert_eq!(status["clientUrl"], "nats://demo.ns.svc.cluster.local:4222");
+            assert_eq!(
+                status["pools"],
+                json!([{"name": "default", "replicas": 3, "readyReplicas": 0}])
+            );
+            assert_eq!(condition_of(&status, "Ready")["status"], "False");
+            assert_eq!(condition_of(&status, "Progressing")["status"], "True");
+            assert_eq!(condition_of(&status, "Degraded")["status"], "False");
+            assert_eq!(condition_of(&status, "Ready")["lastTransitionTime"], NOW);
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(PROGRESS_POLL));
+    }
+
+    #[tokio::test]
+    async fn unchanged_cluster_writes_no_status() {
+        let mut nc = cluster("  replicas: 3\n");
+        nc.status = Some(settled(&nc, 3));
+        let action = run(nc, |mut h| async move {
+            expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(RESYNC));
+    }
+
+    #[tokio::test]
+    async fn scale_up_rerenders_routes_and_status() {
+        let mut nc = cluster("  replicas: 5\n");
+        nc.status = Some(settled(&cluster("  replicas: 3\n"), 3));
+        let status_nc = nc.clone();
+        run(nc, |mut h| async move {
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            let conf = bodies[0]["data"]["midge.conf"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                conf.contains("nats://demo-default-4.demo-headless.ns.svc.cluster.local:6222"),
+                "{conf}"
+            );
+            assert_eq!(bodies[3]["spec"]["replicas"], 5);
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            assert_eq!(status["replicas"], 5);
+            assert_eq!(condition_of(&status, "Ready")["reason"], "ServersNotReady");
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn removed_pool_is_deleted_but_foreign_objects_are_not() {
+        let mut nc = cluster("  pools: [{name: a, replicas: 1}]\n");
+        nc.status = Some(settled(&nc, 1));
+        run(nc, |mut h| async move {
+            expect_applies(&mut h, &["demo-a"], 1).await;
+            expect_list(
+                &mut h,
+                vec![
+                    owned_sts("demo-a", UID),
+                    owned_sts("demo-b", UID),
+                    owned_sts("demo-c", "someone-else"),
+                ],
+            )
+            .await;
+            let (body, send) = expect(
+                &mut h,
+                "DELETE",
+                "/apis/apps/v1/namespaces/ns/statefulsets/demo-b?",
+            )
+            .await;
+            assert_eq!(body["propagationPolicy"], "Background");
+            respond(send, 200, owned_sts("demo-b", UID));
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn invalid_spec_sets_degraded_and_touches_nothing() {
+        let nc = cluster("  pools: [{name: edge, replicas: 1, role: leaf}]\n");
+        let status_nc = nc.clone();
+        let action = run(nc.clone(), |mut h| async move {
+            let status = expect_status(&mut h, &status_nc).await;
+            let degraded = condition_of(&status, "Degraded");
+            assert_eq!(degraded["status"], "True");
+            assert_eq!(degraded["reason"], "InvalidSpec");
+            assert_eq!(
+                degraded["message"],
+                "spec.pools[0].role: role leaf is reserved until leaf nodes are supported; spec.pools: at least one pool must have role core"
+            );
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+
+        // Same invalid spec again: the status already says so, so no request at all.
+        let mut again = nc;
+        again.status = Some(invalid_status(
+            &again,
+            &NatsClusterStatus::default(),
+            &validate(&again).expect_err("invalid").to_string(),
+            now(),
+        ));
+        let action = run(again, |h| async move { h })
+            .await
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn paused_cluster_applies_nothing() {
+        let mut nc = cluster("  replicas: 3\n  paused: true\n");
+        nc.status = Some(settled(&nc, 3));
+        let status_nc = nc.clone();
+        let action = run(nc, |mut h| async move {
+            let status = expect_status(&mut h, &status_nc).await;
+            assert_eq!(condition_of(&status, "Progressing")["reason"], "Paused");
+            assert_eq!(
+                condition_of(&status, "Ready")["status"],
+                "True",
+                "running servers stay ready"
+            );
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn api_error_stops_the_pipeline_and_backs_off() {
+        let nc = cluster("  replicas: 3\n");
+        let error = run(nc.clone(), |mut h| async move {
+            let (_, send) = expect(&mut h, "PATCH", &format!("/api/v1/namespaces/ns/configmaps/demo-config{APPLY}")).await;
+            respond(
+                send,
+                500,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd unavailable", "reason": "InternalError", "code": 500}),
+            );
+            h
+        })
+        .await
+        .expect_err("reconcile fails");
+        assert_eq!(error.metric_label(), "apply");
+        assert!(
+            error
+                .to_string()
+                .starts_with("applying ConfigMap demo-config"),
+            "{error}"
+        );
+
+        let (ctx, _handle) = context();
+        let nc = Arc::new(nc);
+        let delays: Vec<Action> = (0..3)
+            .map(|_| error_policy(nc.clone(), &error, ctx.clone()))
+            .collect();
+        assert_eq!(
+            delays,
+            vec![
+                Action::requeue(Duration::from_secs(5)),
+                Action::requeue(Duration::from_secs(10)),
+                Action::requeue(Duration::from_secs(20)),
+            ]
+        );
+        assert!(ctx
+            .metrics
+            .render()
+            .contains("midge_operator_reconcile_errors_total{step=\"apply\"} 3"));
+    }
+}
