@@ -12,5 +12,6 @@
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod render;
 pub mod validate;
