@@ -1,0 +1,1000 @@
+//! Builds the Kubernetes objects for a validated [`ClusterPlan`]. Pure and deterministic:
+//! the same plan always yields byte-identical objects (maps are ordered, no clocks, no
+//! random names), so server-side apply of an unchanged spec is a no-op.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector as CoreSecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
+use crate::validate::{Auth, ClusterPlan, HEADLESS_SUFFIX};
+
+pub const FIELD_MANAGER: &str = "midge-operator";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_POOL: &str = "midge.dev/pool";
+pub const RESTART_HASH_ANNOTATION: &str = "midge.dev/restart-hash";
+
+pub const CONFIG_DIR: &str = "/etc/midge";
+pub const CONFIG_FILE: &str = "midge.conf";
+pub const RUN_DIR: &str = "/var/run/midge";
+pub const PID_FILE: &str = "/var/run/midge/midge.pid";
+const AUTH_DIR: &str = "/etc/midge-auth";
+const USERS_FILE: &str = "users.conf";
+const CLIENT_TLS_DIR: &str = "/etc/midge-tls/client";
+const ROUTE_TLS_DIR: &str = "/etc/midge-tls/routes";
+const TOKEN_ENV: &str = "MIDGE_AUTH_TOKEN";
+/// The image runs as this numeric user and group; numeric so `runAsNonRoot` can be
+/// verified by the kubelet without reading the image's passwd file.
+const RUN_AS: i64 = 10001;
+/// Time left after lame duck mode for the process to exit before SIGKILL.
+const SHUTDOWN_SLACK_SECONDS: u64 = 20;
+
+/// Everything reconcile applies for one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub client_service: Service,
+    /// One per pool, in spec order.
+    pub stateful_sets: Vec<StatefulSet>,
+    pub pod_disruption_budget: PodDisruptionBudget,
+}
+
+impl Children {
+    /// Every object as a multi-document YAML stream, in apply order.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        let mut docs = vec![
+            serde_yaml::to_string(&self.config_map)?,
+            serde_yaml::to_string(&self.headless_service)?,
+            serde_yaml::to_string(&self.client_service)?,
+        ];
+        for sts in &self.stateful_sets {
+            docs.push(serde_yaml::to_string(sts)?);
+        }
+        docs.push(serde_yaml::to_string(&self.pod_disruption_budget)?);
+        Ok(docs.iter().map(|d| format!("---\n{d}")).collect::<String>())
+    }
+}
+
+pub fn headless_service_name(cluster: &str) -> String {
+    format!("{cluster}{HEADLESS_SUFFIX}")
+}
+
+pub fn config_map_name(cluster: &str) -> String {
+    format!("{cluster}-config")
+}
+
+pub fn stateful_set_name(cluster: &str, pool: &str) -> String {
+    format!("{cluster}-{pool}")
+}
+
+/// The address clients inside the Kubernetes cluster use.
+pub fn client_url(plan: &ClusterPlan) -> String {
+    let scheme = if plan.client_tls.is_some() {
+        "tls"
+    } else {
+        "nats"
+    };
+    format!(
+        "{scheme}://{}.{}.svc.{}:{}",
+        plan.name, plan.namespace, plan.cluster_domain, plan.ports.client
+    )
+}
+
+/// Labels that select this cluster's pods (all pools). Never includes a version: a
+/// selector that changes on upgrade strands the old pods outside their Service.
+pub fn cluster_selector(plan: &ClusterPlan) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), "midge".to_string()),
+        (LABEL_INSTANCE.to_string(), plan.name.clone()),
+    ])
+}
+
+/// Label selector for every object this operator manages for one cluster.
+pub fn managed_selector(cluster: &str) -> String {
+    format!("{LABEL_NAME}=midge,{LABEL_INSTANCE}={cluster},{LABEL_MANAGED_BY}={FIELD_MANAGER}")
+}
+
+fn pool_selector(plan: &ClusterPlan, pool: &str) -> BTreeMap<String, String> {
+    let mut labels = cluster_selector(plan);
+    labels.insert(LABEL_POOL.to_string(), pool.to_string());
+    labels
+}
+
+fn labels(plan: &ClusterPlan, pool: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = match pool {
+        Some(pool) => pool_selector(plan, pool),
+        None => cluster_selector(plan),
+    };
+    labels.insert(LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string());
+    labels
+}
+
+fn metadata(
+    plan: &ClusterPlan,
+    name: String,
+    pool: Option<&str>,
+    owner: Option<&OwnerReference>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(plan.namespace.clone()),
+        labels: Some(labels(plan, pool)),
+        owner_references: owner.map(|o| vec![o.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Builds every child object. `owner` is the controller reference to the NatsCluster; it
+/// is absent when rendering a manifest that was never stored in a cluster (no uid yet).
+pub fn build(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Children {
+    let config = render_broker_config(plan, &plan.pools);
+    Children {
+        config_map: ConfigMap {
+            metadata: metadata(plan, config_map_name(&plan.name), None, owner),
+            data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), config)])),
+            ..ConfigMap::default()
+        },
+        headless_service: headless_service(plan, owner),
+        client_service: client_service(plan, owner),
+        stateful_sets: plan
+            .pools
+            .iter()
+            .map(|pool| stateful_set(plan, pool, owner))
+            .collect(),
+        pod_disruption_budget: PodDisruptionBudget {
+            metadata: metadata(plan, plan.name.clone(), None, owner),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(cluster_selector(plan)),
+                    ..LabelSelector::default()
+                }),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            ..PodDisruptionBudget::default()
+        },
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(name.to_string())),
+        protocol: Some("TCP".to_string()),
+        ..ServicePort::default()
+    }
+}
+
+fn headless_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Service {
+    Service {
+        metadata: metadata(plan, headless_service_name(&plan.name), None, owner),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            // Routes are dialled by pod DNS name before the peers are ready: a server only
+            // becomes ready once it can reach the mesh, so waiting for readiness would
+            // deadlock cluster formation.
+            publish_not_ready_addresses: Some(true),
+            selector: Some(cluster_selector(plan)),
+            ports: Some(vec![
+                service_port("client", plan.ports.client),
+                service_port("cluster", plan.ports.cluster),
+                service_port("monitor", plan.ports.monitor),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn client_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Service {
+    let mut meta = metadata(plan, plan.name.clone(), None, owner);
+    if !plan.service_annotations.is_empty() {
+        meta.annotations = Some(plan.service_annotations.clone());
+    }
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: Some(plan.service_type.as_str().to_string()),
+            selector: Some(cluster_selector(plan)),
+            ports: Some(vec![service_port("client", plan.ports.client)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// DNS name of one server's route endpoint.
+fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
+    format!(
+        "nats://{}-{ordinal}.{}.{}.svc.{}:{}",
+        stateful_set_name(&plan.name, pool),
+        headless_service_name(&plan.name),
+        plan.namespace,
+        plan.cluster_domain,
+        plan.ports.cluster
+    )
+}
+
+/// Renders `midge.conf` in nats-server config syntax.
+///
+/// Kept as the one place that knows the broker's config format: it will be replaced by
+/// serialising the broker's own config types once the operator can depend on the broker
+/// crate. The routes list names every core pod, the pod's own name included (the broker
+/// drops a route to itself), and is re-rendered on every scale so running servers learn
+/// new peers by reloading the file.
+pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
+    let mut out = String::new();
+    let b = &plan.broker;
+    // `write!` into a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(
+        out,
+        "# Generated by midge-operator for NatsCluster {}/{}; edits are overwritten.",
+        plan.namespace, plan.name
+    );
+    let _ = writeln!(out, "server_name: $POD_NAME");
+    let _ = writeln!(out, "port: {}", plan.ports.client);
+    let _ = writeln!(out, "http_port: {}", plan.ports.monitor);
+    let _ = writeln!(out, "pid_file: \"{PID_FILE}\"");
+    let numbers = [
+        ("max_payload", b.max_payload),
+        ("max_connections", b.max_connections),
+        ("max_subscriptions", b.max_subscriptions),
+        ("max_pending", b.max_pending),
+        ("ping_max", b.ping_max.map(i64::from)),
+    ];
+    for (key, value) in numbers {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{key}: {value}");
+        }
+    }
+    let durations = [
+        ("ping_interval", b.ping_interval.as_ref()),
+        ("write_deadline", b.write_deadline.as_ref()),
+        ("lame_duck_duration", Some(&b.lame_duck_duration)),
+        ("lame_duck_grace_period", Some(&b.lame_duck_grace_period)),
+    ];
+    for (key, value) in durations {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{key}: \"{}\"", value.text);
+        }
+    }
+    match &plan.auth {
+        Some(Auth::Token(_)) => {
+            let _ = writeln!(out, "\nauthorization {{\n  token: ${TOKEN_ENV}\n}}");
+        }
+        Some(Auth::Users(_)) => {
+            // Includes are resolved relative to this file (an absolute path would be
+            // joined onto its directory), and the Secret cannot be mounted below the
+            // ConfigMap's read-only directory, hence the `..`.
+            let _ = writeln!(out, "\ninclude \"../midge-auth/{USERS_FILE}\"");
+        }
+        None => {}
+    }
+    if let Some(tls) = &plan.client_tls {
+        out.push('\n');
+        render_tls(&mut out, "", CLIENT_TLS_DIR, tls.verify);
+    }
+    let _ = writeln!(out, "\ncluster {{");
+    let _ = writeln!(out, "  name: {}", plan.name);
+    let _ = writeln!(out, "  port: {}", plan.ports.cluster);
+    if plan.service_type != ServiceType::ClusterIP {
+        // Clients coming through a load balancer or node port cannot reach pod IPs, so
+        // the servers must not hand those out as reconnect URLs.
+        let _ = writeln!(out, "  no_advertise: true");
+    }
+    let _ = writeln!(out, "  routes: [");
+    for pool in pools.iter().filter(|p| p.role == PoolRole::Core) {
+        for ordinal in 0..pool.replicas {
+            let _ = writeln!(out, "    \"{}\"", route_url(plan, &pool.name, ordinal));
+        }
+    }
+    let _ = writeln!(out, "  ]");
+    if plan.route_tls.is_some() {
+        render_tls(&mut out, "  ", ROUTE_TLS_DIR, true);
+    }
+    let _ = writeln!(out, "}}");
+    out
+}
+
+fn render_tls(out: &mut String, indent: &str, dir: &str, verify: bool) {
+    let _ = writeln!(out, "{indent}tls {{");
+    let _ = writeln!(out, "{indent}  cert_file: \"{dir}/tls.crt\"");
+    let _ = writeln!(out, "{indent}  key_file: \"{dir}/tls.key\"");
+    if verify {
+        let _ = writeln!(out, "{indent}  ca_file: \"{dir}/ca.crt\"");
+        let _ = writeln!(out, "{indent}  verify: true");
+    }
+    let _ = writeln!(out, "{indent}}}");
+}
+
+/// Hash of the settings the broker cannot reload. It goes into a pod annotation so that
+/// changing one of them rolls the pods, while reloadable changes (limits, auth, routes)
+/// only update the ConfigMap and leave the pods running.
+pub fn restart_hash(plan: &ClusterPlan) -> String {
+    let input = format!(
+        "client_port={}\ncluster_port={}\nmonitor_port={}\ncluster_name={}\npid_file={PID_FILE}\n",
+        plan.ports.client, plan.ports.cluster, plan.ports.monitor, plan.name
+    );
+    let digest = Sha256::digest(input.as_bytes());
+    digest.iter().take(8).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Longer than lame duck grace + duration so clients have moved before SIGKILL.
+pub fn termination_grace_seconds(plan: &ClusterPlan) -> i64 {
+    let millis = plan.broker.lame_duck_duration.millis + plan.broker.lame_duck_grace_period.millis;
+    let seconds = millis.div_ceil(1000) + SHUTDOWN_SLACK_SECONDS;
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+fn http_probe(period: i32, timeout: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".to_string()),
+            port: IntOrString::String("monitor".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(timeout),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str, items: Option<Vec<KeyToPath>>) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            items,
+            // Group-readable so the non-root broker can read it through fsGroup.
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn tls_volume(name: &str, tls: &TlsSecret) -> Volume {
+    secret_volume(name, &tls.secret_name, None)
+}
+
+fn stateful_set(
+    plan: &ClusterPlan,
+    pool: &NodePool,
+    owner: Option<&OwnerReference>,
+) -> StatefulSet {
+    let name = stateful_set_name(&plan.name, &pool.name);
+
+    let mut pod_labels = pool.pod_labels.clone();
+    pod_labels.extend(labels(plan, Some(&pool.name)));
+    let mut annotations = pool.pod_annotations.clone();
+    if plan.metrics {
+        annotations.insert("prometheus.io/scrape".into(), "true".into());
+        annotations.insert("prometheus.io/port".into(), plan.ports.monitor.to_string());
+        annotations.insert("prometheus.io/path".into(), "/metrics".into());
+    }
+    annotations.insert(RESTART_HASH_ANNOTATION.into(), restart_hash(plan));
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            // Mounted as a directory, never with subPath: the kubelet only propagates
+            // ConfigMap updates into directory mounts, and the broker reloads on change.
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&plan.name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "run".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("run", RUN_DIR, false),
+    ];
+    let mut env = vec![EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }];
+    match &plan.auth {
+        Some(Auth::Token(token)) => env.push(EnvVar {
+            name: TOKEN_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(CoreSecretKeySelector {
+                    name: token.name.clone(),
+                    key: token.key.clone(),
+                    ..CoreSecretKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }),
+        Some(Auth::Users(users)) => {
+            volumes.push(secret_volume(
+                "auth",
+                &users.name,
+                Some(vec![KeyToPath {
+                    key: users.key.clone(),
+                    path: USERS_FILE.into(),
+                    ..KeyToPath::default()
+                }]),
+            ));
+            mounts.push(mount("auth", AUTH_DIR, true));
+        }
+        None => {}
+    }
+    if let Some(tls) = &plan.client_tls {
+        volumes.push(tls_volume("tls-client", tls));
+        mounts.push(mount("tls-client", CLIENT_TLS_DIR, true));
+    }
+    if let Some(tls) = &plan.route_tls {
+        volumes.push(tls_volume("tls-routes", tls));
+        mounts.push(mount("tls-routes", ROUTE_TLS_DIR, true));
+    }
+
+    let container = Container {
+        name: "midge".into(),
+        image: Some(plan.image.clone()),
+        image_pull_policy: plan.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(vec!["-c".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
+        env: Some(env),
+        ports: Some(vec![
+            container_port("client", plan.ports.client),
+            container_port("cluster", plan.ports.cluster),
+            container_port("monitor", plan.ports.monitor),
+        ]),
+        resources: pool.resources.clone(),
+        volume_mounts: Some(mounts),
+        lifecycle: Some(Lifecycle {
+            // Lame duck mode moves clients to the other servers before the pod dies.
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        "midge".into(),
+                        "--signal".into(),
+                        format!("ldm={PID_FILE}"),
+                    ]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        // Up to 3 minutes to start (image pull excluded), so a slow ARM node is not killed.
+        startup_probe: Some(http_probe(2, 2, 90)),
+        readiness_probe: Some(http_probe(5, 3, 3)),
+        // Lenient: a server busy with a burst must not be restarted, which would only
+        // move its load (and its clients) onto the others.
+        liveness_probe: Some(http_probe(30, 10, 6)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    // Without explicit placement, spread a pool over nodes when possible so a single
+    // node failure takes out as few servers as possible.
+    let topology_spread_constraints =
+        if pool.topology_spread_constraints.is_empty() && pool.affinity.is_none() {
+            vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "kubernetes.io/hostname".into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(pool_selector(plan, &pool.name)),
+                    ..LabelSelector::default()
+                }),
+                ..TopologySpreadConstraint::default()
+            }]
+        } else {
+            pool.topology_spread_constraints.clone()
+        };
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: (!pool.node_selector.is_empty()).then(|| pool.node_selector.clone()),
+        tolerations: (!pool.tolerations.is_empty()).then(|| pool.tolerations.clone()),
+        affinity: pool.affinity.clone(),
+        topology_spread_constraints: (!topology_spread_constraints.is_empty())
+            .then_some(topology_spread_constraints),
+        termination_grace_period_seconds: Some(termination_grace_seconds(plan)),
+        // The broker never talks to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: (!plan.image_pull_secrets.is_empty()).then(|| {
+            plan.image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        ..PodSpec::default()
+    };
+
+    StatefulSet {
+        metadata: metadata(plan, name, Some(&pool.name), owner),
+        spec: StatefulSetSpec {
+            replicas: Some(pool.replicas),
+            service_name: Some(headless_service_name(&plan.name)),
+            // All servers start together: each only needs DNS names of its peers, not
+            // their readiness, and ordered start-up would make cluster formation slow.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(pool_selector(plan, &pool.name)),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NatsCluster;
+    use crate::validate::validate;
+
+    fn plan(spec: &str) -> ClusterPlan {
+        let yaml = format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: demo, namespace: ns}}\nspec:\n{spec}"
+        );
+        let cluster: NatsCluster = serde_yaml::from_str(&yaml).expect("test manifest parses");
+        validate(&cluster).expect("test manifest is valid")
+    }
+
+    fn pod(sts: &StatefulSet) -> &PodSpec {
+        sts.spec.template.spec.as_ref().expect("pod spec")
+    }
+
+    fn container(sts: &StatefulSet) -> &Container {
+        &pod(sts).containers[0]
+    }
+
+    fn config(children: &Children) -> &str {
+        children
+            .config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(CONFIG_FILE))
+            .expect("midge.conf")
+    }
+
+    const TWO_POOLS: &str = "  pools:\n  - {name: a, replicas: 2}\n  - {name: b, replicas: 1}\n";
+
+    #[test]
+    fn routes_list_every_core_pod_of_every_pool() {
+        let children = build(&plan(TWO_POOLS), None);
+        let conf = config(&children);
+        let routes: Vec<&str> = conf
+            .lines()
+            .filter(|l| l.trim_start().starts_with("\"nats://"))
+            .map(|l| l.trim().trim_matches('"'))
+            .collect();
+        assert_eq!(
+            routes,
+            vec![
+                "nats://demo-a-0.demo-headless.ns.svc.cluster.local:6222",
+                "nats://demo-a-1.demo-headless.ns.svc.cluster.local:6222",
+                "nats://demo-b-0.demo-headless.ns.svc.cluster.local:6222",
+            ]
+        );
+        assert!(
+            conf.contains("cluster {\n  name: demo\n  port: 6222\n"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("server_name: $POD_NAME\nport: 4222\nhttp_port: 8222\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("no_advertise"), "{conf}");
+    }
+
+    #[test]
+    fn broker_settings_are_rendered() {
+        let children = build(
+            &plan("  broker: {maxPayload: 2048, maxConnections: 10, maxSubscriptions: 0, maxPending: 4096, pingInterval: 30s, pingMax: 3, writeDeadline: 5s, lameDuckDuration: 1m, lameDuckGracePeriod: 5s}\n  service: {type: LoadBalancer}\n"),
+            None,
+        );
+        let conf = config(&children);
+        for line in [
+            "max_payload: 2048",
+            "max_connections: 10",
+            "max_subscriptions: 0",
+            "max_pending: 4096",
+            "ping_max: 3",
+            "ping_interval: \"30s\"",
+            "write_deadline: \"5s\"",
+            "lame_duck_duration: \"1m\"",
+            "lame_duck_grace_period: \"5s\"",
+            "  no_advertise: true",
+        ] {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "missing {line:?} in\n{conf}"
+            );
+        }
+        // 60s + 5s of lame duck plus slack for the exit.
+        assert_eq!(
+            pod(&children.stateful_sets[0]).termination_grace_period_seconds,
+            Some(85)
+        );
+    }
+
+    #[test]
+    fn one_stateful_set_per_pool_with_stable_selector() {
+        let children = build(&plan(TWO_POOLS), None);
+        let names: Vec<_> = children
+            .stateful_sets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, vec!["demo-a", "demo-b"]);
+        let sts = &children.stateful_sets[1];
+        assert_eq!(sts.spec.replicas, Some(1));
+        assert_eq!(sts.spec.service_name.as_deref(), Some("demo-headless"));
+        assert_eq!(sts.spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let selector = sts.spec.selector.match_labels.clone().unwrap_or_default();
+        assert_eq!(
+            selector,
+            BTreeMap::from([
+                (LABEL_INSTANCE.to_string(), "demo".to_string()),
+                (LABEL_NAME.to_string(), "midge".to_string()),
+                (LABEL_POOL.to_string(), "b".to_string()),
+            ])
+        );
+        for svc in [&children.headless_service, &children.client_service] {
+            let selector = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
+            assert!(selector.keys().all(|k| !k.contains("version")));
+            assert_eq!(selector, cluster_selector(&plan(TWO_POOLS)));
+        }
+        let labels = sts.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(LABEL_MANAGED_BY).map(String::as_str),
+            Some("midge-operator")
+        );
+    }
+
+    #[test]
+    fn services_and_pdb() {
+        let children = build(
+            &plan("  replicas: 1\n  service: {type: NodePort}\n  monitoring: {port: 9000}\n"),
+            None,
+        );
+        let headless = children.headless_service.spec.as_ref().expect("spec");
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        let ports: Vec<_> = headless
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("client".into(), 4222),
+                ("cluster".into(), 6222),
+                ("monitor".into(), 9000)
+            ]
+        );
+        let client = children.client_service.spec.as_ref().expect("spec");
+        assert_eq!(client.type_.as_deref(), Some("NodePort"));
+        assert_eq!(
+            children.client_service.metadata.name.as_deref(),
+            Some("demo")
+        );
+        let pdb = children.pod_disruption_budget.spec.as_ref().expect("spec");
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn scheduling_is_passed_through_and_defaults_to_spreading() {
+        let children = build(
+            &plan("  pools:\n  - name: edge\n    replicas: 1\n    nodeSelector: {kubernetes.io/arch: arm64}\n    tolerations: [{key: edge, operator: Exists, effect: NoSchedule}]\n    resources: {limits: {memory: 128Mi}}\n    podAnnotations: {a: b}\n    podLabels: {site: pi}\n  - {name: cloud, replicas: 1}\n"),
+            None,
+        );
+        let edge = &children.stateful_sets[0];
+        let spec = pod(edge);
+        assert_eq!(
+            spec.node_selector
+                .clone()
+                .unwrap_or_default()
+                .get("kubernetes.io/arch")
+                .map(String::as_str),
+            Some("arm64")
+        );
+        assert_eq!(spec.tolerations.as_ref().map(Vec::len), Some(1));
+        assert!(container(edge).resources.is_some());
+        let meta = edge.spec.template.metadata.as_ref().expect("pod metadata");
+        assert_eq!(
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get("a"))
+                .map(String::as_str),
+            Some("b")
+        );
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get("site"))
+                .map(String::as_str),
+            Some("pi")
+        );
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_POOL))
+                .map(String::as_str),
+            Some("edge")
+        );
+        let spread = spec.topology_spread_constraints.clone().unwrap_or_default();
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+    }
+
+    #[test]
+    fn token_auth_comes_from_a_secret_env_var() {
+        let children = build(
+            &plan("  replicas: 1\n  auth: {token: {name: creds, key: token}}\n"),
+            None,
+        );
+        assert!(config(&children).contains("authorization {\n  token: $MIDGE_AUTH_TOKEN\n}"));
+        let env = container(&children.stateful_sets[0])
+            .env
+            .clone()
+            .unwrap_or_default();
+        let token = env.iter().find(|e| e.name == TOKEN_ENV).expect("token env");
+        let secret = token
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secret ref");
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("creds", "token")
+        );
+    }
+
+    #[test]
+    fn users_auth_and_tls_are_mounted_from_secrets() {
+        let children = build(
+            &plan("  replicas: 1\n  auth: {users: {name: users, key: auth.conf}}\n  tls:\n    client: {secretName: client-cert, verify: true}\n    routes: {secretName: route-cert}\n"),
+            None,
+        );
+        let conf = config(&children);
+        assert!(
+            conf.contains("include \"../midge-auth/users.conf\""),
+            "{conf}"
+        );
+        assert!(conf.contains("\ntls {\n  cert_file: \"/etc/midge-tls/client/tls.crt\"\n  key_file: \"/etc/midge-tls/client/tls.key\"\n  ca_file: \"/etc/midge-tls/client/ca.crt\"\n  verify: true\n}\n"), "{conf}");
+        assert!(
+            conf.contains("  tls {\n    cert_file: \"/etc/midge-tls/routes/tls.crt\""),
+            "{conf}"
+        );
+        let sts = &children.stateful_sets[0];
+        let volumes: Vec<(String, Option<String>)> = pod(sts)
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    v.secret.as_ref().and_then(|s| s.secret_name.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            volumes,
+            vec![
+                ("config".into(), None),
+                ("run".into(), None),
+                ("auth".into(), Some("users".into())),
+                ("tls-client".into(), Some("client-cert".into())),
+                ("tls-routes".into(), Some("route-cert".into())),
+            ]
+        );
+        let mounts: Vec<_> = container(sts)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                "/etc/midge",
+                "/var/run/midge",
+                "/etc/midge-auth",
+                "/etc/midge-tls/client",
+                "/etc/midge-tls/routes"
+            ]
+        );
+        assert_eq!(
+            client_url(&plan("  replicas: 1\n  tls: {client: {secretName: c}}\n")),
+            "tls://demo.ns.svc.cluster.local:4222"
+        );
+    }
+
+    #[test]
+    fn probes_lifecycle_and_security_context() {
+        let children = build(&plan("  replicas: 3\n"), None);
+        let sts = &children.stateful_sets[0];
+        let c = container(sts);
+        assert_eq!(
+            c.args.clone().unwrap_or_default(),
+            vec!["-c", "/etc/midge/midge.conf"]
+        );
+        for probe in [&c.startup_probe, &c.readiness_probe, &c.liveness_probe] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("http probe");
+            assert_eq!(get.path.as_deref(), Some("/healthz"));
+            assert_eq!(get.port, IntOrString::String("monitor".into()));
+        }
+        let liveness = c.liveness_probe.as_ref().expect("liveness");
+        let readiness = c.readiness_probe.as_ref().expect("readiness");
+        let tolerance =
+            |p: &Probe| p.period_seconds.unwrap_or(10) * p.failure_threshold.unwrap_or(3);
+        assert!(
+            tolerance(liveness) > 4 * tolerance(readiness),
+            "liveness must be lenient"
+        );
+        let pre_stop = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            pre_stop,
+            vec!["midge", "--signal", "ldm=/var/run/midge/midge.pid"]
+        );
+        assert!(config(&children).contains("pid_file: \"/var/run/midge/midge.pid\""));
+        // Default lame duck is 30s + 10s grace.
+        assert!(pod(sts).termination_grace_period_seconds.unwrap_or(0) > 40);
+
+        let sc = c
+            .security_context
+            .as_ref()
+            .expect("container security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        let psc = pod(sts)
+            .security_context
+            .as_ref()
+            .expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(10001));
+        assert_eq!(psc.run_as_group, Some(10001));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+    }
+
+    #[test]
+    fn restart_hash_ignores_reloadable_changes() {
+        let hash = |spec: &str| restart_hash(&plan(spec));
+        let base = hash("  replicas: 3\n");
+        assert_eq!(base, hash("  replicas: 5\n  broker: {maxPayload: 10, pingInterval: 1s}\n  auth: {token: {name: a, key: b}}\n"));
+        assert_ne!(base, hash("  replicas: 3\n  ports: {client: 4333}\n"));
+        assert_ne!(base, hash("  replicas: 3\n  monitoring: {port: 8333}\n"));
+    }
+
+    #[test]
+    fn output_is_deterministic_and_owned() {
+        let owner = OwnerReference {
+            api_version: "midge.dev/v1alpha1".into(),
+            kind: "NatsCluster".into(),
+            name: "demo".into(),
+            uid: "1234".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let a = build(&plan(TWO_POOLS), Some(&owner))
+            .to_yaml()
+            .expect("yaml");
+        let b = build(&plan(TWO_POOLS), Some(&owner))
+            .to_yaml()
+            .expect("yaml");
+        assert_eq!(a, b);
+        assert_eq!(a.matches("uid: '1234'").count(), 6, "{a}");
+        assert_eq!(a.matches("\n---\n").count() + 1, 6);
+    }
+}

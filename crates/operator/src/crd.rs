@@ -1,0 +1,357 @@
+//! The `NatsCluster` custom resource (`midge.dev/v1alpha1`).
+//!
+//! The Rust types are the single source of truth: the CRD YAML in `config/crd/` is
+//! generated from them (`midge-operator crd`) and CI fails when the two drift apart.
+//! Schema constraints here catch what the API server can check on its own (ranges,
+//! patterns, enums); cross-field rules (unique pool names, at least one core pool...)
+//! live in [`crate::validate`] because OpenAPI cannot express them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every midge resource.
+pub const GROUP: &str = "midge.dev";
+
+/// Image used when `spec.image` is empty: the broker released together with this
+/// operator, so an operator upgrade never silently pairs with an untested broker.
+pub fn default_image() -> String {
+    format!("ghcr.io/midge-dev/midge:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Desired state of a midge cluster.
+///
+/// The smallest useful manifest only sets `replicas`: that becomes one core pool named
+/// `default`. Larger deployments describe `pools` instead (the two are mutually exclusive).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "midge.dev",
+    version = "v1alpha1",
+    kind = "NatsCluster",
+    plural = "natsclusters",
+    shortname = "nc",
+    namespaced,
+    status = "NatsClusterStatus",
+    derive = "PartialEq",
+    doc = "A NATS-compatible midge cluster: one or more pools of broker servers joined by routes.",
+    // Raw JSON form: clippy's duplicated_attributes lint misfires on the structured form.
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Servers that pass their readiness probe"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.replicas","description":"Servers the spec asks for, over all pools"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsClusterSpec {
+    /// Shorthand for a single core pool named `default` with this many servers.
+    /// Mutually exclusive with `pools`. Defaults to 3 when neither is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+
+    /// Broker image. Defaults to the midge release matching this operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Image pull policy for the broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Names of Secrets in the cluster's namespace used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+
+    /// Node pools. Each becomes one StatefulSet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub pools: Vec<NodePool>,
+
+    /// Listening ports of every server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Ports>,
+
+    /// Broker limits and timers. Unset fields keep the broker's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerSettings>,
+
+    /// Client authentication, read from Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// TLS for clients and routes, from cert-manager compatible Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// HTTP monitoring endpoint (/healthz, /varz, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+
+    /// The Service clients connect through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ClientServiceSpec>,
+
+    /// DNS domain of the Kubernetes cluster, used in route URLs. Defaults to `cluster.local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ))]
+    pub cluster_domain: Option<String>,
+
+    /// Stop reconciling this cluster: running objects are left exactly as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// When the kubelet pulls the broker image.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// A group of servers sharing scheduling, resources and a role.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePool {
+    /// Pool name, part of the StatefulSet and pod names (a DNS-1123 label).
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Number of servers in this pool.
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// `core` servers form the full route mesh. `leaf` (edge sites joining as leaf
+    /// nodes) is reserved and rejected until the broker supports leaf nodes.
+    #[serde(default)]
+    pub role: PoolRole,
+
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Spread constraints for this pool's pods. When empty (and no affinity is set), pods
+    /// are spread over nodes on a best-effort basis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra annotations on this pool's pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Extra labels on this pool's pods (the operator's own labels cannot be overridden).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+/// What a pool's servers do in the cluster.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolRole {
+    /// Full-mesh route member.
+    #[default]
+    Core,
+    /// Edge server joining the core as a leaf node (reserved, not supported yet).
+    Leaf,
+}
+
+/// Listening ports shared by every server of the cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ports {
+    /// Client port. Defaults to 4222.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub client: Option<i32>,
+    /// Route (cluster) port. Defaults to 6222.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub cluster: Option<i32>,
+}
+
+/// Broker limits and timers, rendered into the broker config file.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSettings {
+    /// Largest message payload in bytes (broker default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67108864))]
+    pub max_payload: Option<i64>,
+    /// Most client connections per server (broker default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<i64>,
+    /// Most subscriptions per connection; 0 means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_subscriptions: Option<i64>,
+    /// Most bytes pending for one client before it is a slow consumer (broker default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pending: Option<i64>,
+    /// Interval between server PINGs, e.g. `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub ping_interval: Option<String>,
+    /// Unanswered PINGs before a connection is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub ping_max: Option<i32>,
+    /// How long a write to a client may block, e.g. `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub write_deadline: Option<String>,
+    /// Time over which a server in lame duck mode closes its clients. Defaults to `30s`
+    /// (shorter than the broker's 2m so a rolling restart of a pool stays reasonable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub lame_duck_duration: Option<String>,
+    /// Wait before a server in lame duck mode starts closing clients. Defaults to `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub lame_duck_grace_period: Option<String>,
+}
+
+/// Client authentication. Set at most one of `token` and `users`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// A shared token every client presents, read from a Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretKeySelector>,
+    /// A Secret key holding an `authorization { users: [...] }` config block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<SecretKeySelector>,
+}
+
+/// One key of a Secret in the cluster's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// TLS settings. Each Secret has the cert-manager layout: `tls.crt`, `tls.key`, `ca.crt`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// TLS on the client port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<TlsSecret>,
+    /// TLS between servers. Routes always verify the peer against `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<TlsSecret>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSecret {
+    /// Name of a `kubernetes.io/tls` Secret in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Require and verify client certificates against `ca.crt` (client TLS only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Port of the HTTP monitoring endpoint. Defaults to 8222.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Annotate pods for Prometheus scraping. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientServiceSpec {
+    /// Type of the client Service. Defaults to ClusterIP.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub type_: Option<ServiceType>,
+    /// Annotations on the client Service (load balancer settings, external DNS...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Observed state, written by the operator only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Desired servers over all pools.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ready servers over all pools.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
+    /// URL clients inside the Kubernetes cluster connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
+    /// `Ready`, `Progressing` and `Degraded`, in the standard metav1.Condition shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    pub name: String,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+}

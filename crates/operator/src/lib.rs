@@ -1,0 +1,20 @@
+//! midge-operator: reconciles `NatsCluster` resources into running midge clusters.
+//!
+//! The reconcile is a pipeline with one module per step, so that most of the logic is
+//! pure and tested without a Kubernetes API server:
+//!
+//! - [`crd`]: the custom resource types; the CRD YAML is generated from them.
+//! - [`validate`]: spec -> [`validate::ClusterPlan`] (pure), or every problem with its field path.
+//! - [`build`]: plan -> the Kubernetes objects to apply (pure, deterministic), including
+//!   the broker config file.
+//! - [`controller`]: apply with server-side apply, delete what is no longer produced,
+//!   write the status; error back-off and metrics.
+//! - [`render`]: the same validate + build for manifests on disk (`midge-operator render`).
+//! - [`http`]: the operator's `/healthz` and `/metrics`.
+
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod http;
+pub mod render;
+pub mod validate;

@@ -1,0 +1,688 @@
+//! Semantic validation: turns a `NatsCluster` into a [`ClusterPlan`] with every default
+//! resolved, or reports every problem at once, each with the exact field path.
+//!
+//! The CRD schema already rejects most malformed values at admission time, but the checks
+//! are repeated here because `render` reads manifests that never went through an API server,
+//! and because cross-field rules (unique names, distinct ports) cannot be expressed in
+//! OpenAPI. Pure: no client, no clock.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kube::ResourceExt;
+
+use crate::crd::{
+    default_image, NatsCluster, NodePool, PoolRole, PullPolicy, SecretKeySelector, ServiceType,
+    TlsSecret,
+};
+
+pub const DEFAULT_REPLICAS: i32 = 3;
+pub const DEFAULT_POOL: &str = "default";
+pub const DEFAULT_CLIENT_PORT: i32 = 4222;
+pub const DEFAULT_CLUSTER_PORT: i32 = 6222;
+pub const DEFAULT_MONITOR_PORT: i32 = 8222;
+pub const DEFAULT_LAME_DUCK_DURATION: &str = "30s";
+pub const DEFAULT_LAME_DUCK_GRACE: &str = "10s";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// A StatefulSet's pods carry a `controller-revision-hash` label `<sts>-<hash>` whose value
+/// must fit the 63-character label limit; the hash takes up to 11 characters.
+pub const MAX_STATEFULSET_NAME: usize = 52;
+/// Suffix of the headless Service name; a Service name is a 63-character DNS label.
+pub const HEADLESS_SUFFIX: &str = "-headless";
+
+/// Labels the operator owns on every pod; users may not override them through
+/// `podLabels` because the selectors depend on them.
+pub const RESERVED_LABELS: [&str; 4] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "midge.dev/pool",
+];
+
+/// One problem in the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the offending field, e.g. `spec.pools[1].name`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a spec, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for error in &self.0 {
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration as written in the spec, with its parsed length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duration {
+    /// Passed verbatim to the broker, which parses the same syntax.
+    pub text: String,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    pub client: i32,
+    pub cluster: i32,
+    pub monitor: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerLimits {
+    pub max_payload: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub max_subscriptions: Option<i64>,
+    pub max_pending: Option<i64>,
+    pub ping_interval: Option<Duration>,
+    pub ping_max: Option<i32>,
+    pub write_deadline: Option<Duration>,
+    pub lame_duck_duration: Duration,
+    pub lame_duck_grace_period: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Token(SecretKeySelector),
+    Users(SecretKeySelector),
+}
+
+/// A validated spec with every default filled in: what [`crate::build`] works from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterPlan {
+    pub name: String,
+    pub namespace: String,
+    pub image: String,
+    pub image_pull_policy: Option<PullPolicy>,
+    pub image_pull_secrets: Vec<String>,
+    /// In spec order; the shorthand `replicas` becomes one core pool named `default`.
+    pub pools: Vec<NodePool>,
+    pub ports: Ports,
+    pub broker: BrokerLimits,
+    pub auth: Option<Auth>,
+    pub client_tls: Option<TlsSecret>,
+    pub route_tls: Option<TlsSecret>,
+    pub metrics: bool,
+    pub service_type: ServiceType,
+    pub service_annotations: BTreeMap<String, String>,
+    pub cluster_domain: String,
+}
+
+impl ClusterPlan {
+    /// Pools whose servers are route mesh members.
+    pub fn core_pools(&self) -> impl Iterator<Item = &NodePool> {
+        self.pools.iter().filter(|p| p.role == PoolRole::Core)
+    }
+}
+
+/// Validates `cluster` and resolves its defaults.
+pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: String| {
+        errors.push(FieldError {
+            path: path.to_string(),
+            message,
+        })
+    };
+    let spec = &cluster.spec;
+
+    let name = cluster.name_any();
+    if name.is_empty() {
+        err("metadata.name", "is required".into());
+    } else if !is_dns1035_label(&name) {
+        err(
+            "metadata.name",
+            format!("{name:?} must be a DNS-1035 label (lower case letters, digits and '-', starting with a letter) because it names Services"),
+        );
+    } else if name.len() + HEADLESS_SUFFIX.len() > 63 {
+        err(
+            "metadata.name",
+            format!(
+                "{name:?} is {} characters; at most {} fit the headless Service name",
+                name.len(),
+                63 - HEADLESS_SUFFIX.len()
+            ),
+        );
+    }
+    let namespace = cluster.namespace().unwrap_or_default();
+    if namespace.is_empty() {
+        err("metadata.namespace", "is required".into());
+    }
+
+    let image = match &spec.image {
+        Some(image) if image.trim().is_empty() => {
+            err("spec.image", "must not be empty".into());
+            String::new()
+        }
+        Some(image) => image.clone(),
+        None => default_image(),
+    };
+    for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
+        if !is_dns1123_subdomain(secret) {
+            err(
+                &format!("spec.imagePullSecrets[{i}]"),
+                format!("{secret:?} is not a valid Secret name"),
+            );
+        }
+    }
+
+    let pools = if spec.pools.is_empty() {
+        let replicas = spec.replicas.unwrap_or(DEFAULT_REPLICAS);
+        if replicas < 0 {
+            err("spec.replicas", format!("must be >= 0, got {replicas}"));
+        }
+        vec![NodePool {
+            name: DEFAULT_POOL.into(),
+            replicas,
+            ..NodePool::default()
+        }]
+    } else {
+        if spec.replicas.is_some() {
+            err(
+                "spec.replicas",
+                "set either spec.replicas or spec.pools, not both".into(),
+            );
+        }
+        spec.pools.clone()
+    };
+
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, pool) in spec.pools.iter().enumerate() {
+        let path = format!("spec.pools[{i}]");
+        if !is_dns1123_label(&pool.name) {
+            err(
+                &format!("{path}.name"),
+                format!("{:?} must be a DNS-1123 label (lower case letters, digits and '-', starting and ending with a letter or digit)", pool.name),
+            );
+        } else if let Some(first) = seen.get(pool.name.as_str()) {
+            err(
+                &format!("{path}.name"),
+                format!(
+                    "duplicate pool name {:?} (also spec.pools[{first}].name)",
+                    pool.name
+                ),
+            );
+        } else {
+            seen.insert(&pool.name, i);
+        }
+        if pool.replicas < 0 {
+            err(
+                &format!("{path}.replicas"),
+                format!("must be >= 0, got {}", pool.replicas),
+            );
+        }
+        if pool.role == PoolRole::Leaf {
+            err(
+                &format!("{path}.role"),
+                "role leaf is reserved until leaf nodes are supported".into(),
+            );
+        }
+        for key in pool.pod_labels.keys() {
+            if RESERVED_LABELS.contains(&key.as_str()) {
+                err(
+                    &format!("{path}.podLabels[{key:?}]"),
+                    "is set by the operator and cannot be overridden".into(),
+                );
+            }
+        }
+    }
+    if !spec.pools.is_empty() && !spec.pools.iter().any(|p| p.role == PoolRole::Core) {
+        err("spec.pools", "at least one pool must have role core".into());
+    }
+    // Checked on the resolved pools so the shorthand `default` pool is covered too.
+    if !name.is_empty() {
+        for (i, pool) in pools.iter().enumerate() {
+            let sts = format!("{name}-{}", pool.name);
+            if sts.len() > MAX_STATEFULSET_NAME {
+                let path = if spec.pools.is_empty() {
+                    "metadata.name".to_string()
+                } else {
+                    format!("spec.pools[{i}].name")
+                };
+                err(
+                    &path,
+                    format!(
+                        "StatefulSet name {sts:?} is {} characters; cluster and pool names together must stay within {MAX_STATEFULSET_NAME} so pod names and revision labels fit",
+                        sts.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    let ports_spec = spec.ports.clone().unwrap_or_default();
+    let monitoring = spec.monitoring.clone().unwrap_or_default();
+    let ports = Ports {
+        client: ports_spec.client.unwrap_or(DEFAULT_CLIENT_PORT),
+        cluster: ports_spec.cluster.unwrap_or(DEFAULT_CLUSTER_PORT),
+        monitor: monitoring.port.unwrap_or(DEFAULT_MONITOR_PORT),
+    };
+    let named_ports = [
+        ("spec.ports.client", "client", ports.client),
+        ("spec.ports.cluster", "cluster", ports.cluster),
+        ("spec.monitoring.port", "monitoring", ports.monitor),
+    ];
+    for (i, (path, _, port)) in named_ports.iter().enumerate() {
+        if !(1..=65535).contains(port) {
+            err(path, format!("must be between 1 and 65535, got {port}"));
+        } else if let Some((_, other, _)) = named_ports[..i].iter().find(|(_, _, p)| p == port) {
+            err(path, format!("{port} is already the {other} port"));
+        }
+    }
+
+    let broker = spec.broker.clone().unwrap_or_default();
+    let mut duration = |path: &str, value: Option<&String>| -> Option<Duration> {
+        let text = value?;
+        match parse_duration(text) {
+            Some(millis) if millis > 0 => Some(Duration {
+                text: text.clone(),
+                millis,
+            }),
+            Some(_) => {
+                err(path, format!("{text:?} must be longer than zero"));
+                None
+            }
+            None => {
+                err(
+                    path,
+                    format!("{text:?} is not a duration such as \"10s\", \"2m\" or \"1h30m\" (units ms, s, m, h)"),
+                );
+                None
+            }
+        }
+    };
+    let ping_interval = duration("spec.broker.pingInterval", broker.ping_interval.as_ref());
+    let write_deadline = duration("spec.broker.writeDeadline", broker.write_deadline.as_ref());
+    let lame_duck_duration = duration(
+        "spec.broker.lameDuckDuration",
+        Some(
+            &broker
+                .lame_duck_duration
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LAME_DUCK_DURATION.into()),
+        ),
+    );
+    let lame_duck_grace_period = duration(
+        "spec.broker.lameDuckGracePeriod",
+        Some(
+            &broker
+                .lame_duck_grace_period
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LAME_DUCK_GRACE.into()),
+        ),
+    );
+    let limits = [
+        ("spec.broker.maxPayload", broker.max_payload, 1),
+        ("spec.broker.maxConnections", broker.max_connections, 1),
+        ("spec.broker.maxSubscriptions", broker.max_subscriptions, 0),
+        ("spec.broker.maxPending", broker.max_pending, 1),
+        ("spec.broker.pingMax", broker.ping_max.map(i64::from), 1),
+    ];
+    for (path, value, min) in limits {
+        if let Some(value) = value {
+            if value < min {
+                err(path, format!("must be >= {min}, got {value}"));
+            }
+        }
+    }
+    if let (Some(payload), Some(pending)) = (broker.max_payload, broker.max_pending) {
+        if payload > pending {
+            err(
+                "spec.broker.maxPayload",
+                format!("{payload} exceeds spec.broker.maxPending ({pending}): no message could ever be delivered"),
+            );
+        }
+    }
+
+    let auth = match spec.auth.clone().unwrap_or_default() {
+        crate::crd::AuthSpec {
+            token: Some(_),
+            users: Some(_),
+        } => {
+            err("spec.auth", "set either token or users, not both".into());
+            None
+        }
+        crate::crd::AuthSpec {
+            token: Some(token), ..
+        } => {
+            check_secret_name(&mut err, "spec.auth.token.name", &token.name);
+            Some(Auth::Token(token))
+        }
+        crate::crd::AuthSpec {
+            users: Some(users), ..
+        } => {
+            check_secret_name(&mut err, "spec.auth.users.name", &users.name);
+            Some(Auth::Users(users))
+        }
+        _ => None,
+    };
+    let tls = spec.tls.clone().unwrap_or_default();
+    if let Some(client) = &tls.client {
+        check_secret_name(&mut err, "spec.tls.client.secretName", &client.secret_name);
+    }
+    if let Some(routes) = &tls.routes {
+        check_secret_name(&mut err, "spec.tls.routes.secretName", &routes.secret_name);
+    }
+
+    let cluster_domain = spec
+        .cluster_domain
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.into());
+    if !is_dns1123_subdomain(&cluster_domain) {
+        err(
+            "spec.clusterDomain",
+            format!("{cluster_domain:?} is not a DNS domain"),
+        );
+    }
+    let service = spec.service.clone().unwrap_or_default();
+
+    if !errors.is_empty() {
+        return Err(ValidationError(errors));
+    }
+    // Only reachable when every duration parsed: errors were reported otherwise.
+    let (Some(lame_duck_duration), Some(lame_duck_grace_period)) =
+        (lame_duck_duration, lame_duck_grace_period)
+    else {
+        return Err(ValidationError(vec![FieldError {
+            path: "spec.broker".into(),
+            message: "lame duck timers are invalid".into(),
+        }]));
+    };
+
+    Ok(ClusterPlan {
+        name,
+        namespace,
+        image,
+        image_pull_policy: spec.image_pull_policy,
+        image_pull_secrets: spec.image_pull_secrets.clone(),
+        pools,
+        ports,
+        broker: BrokerLimits {
+            max_payload: broker.max_payload,
+            max_connections: broker.max_connections,
+            max_subscriptions: broker.max_subscriptions,
+            max_pending: broker.max_pending,
+            ping_interval,
+            ping_max: broker.ping_max,
+            write_deadline,
+            lame_duck_duration,
+            lame_duck_grace_period,
+        },
+        auth,
+        client_tls: tls.client,
+        route_tls: tls.routes,
+        metrics: monitoring.metrics.unwrap_or(true),
+        service_type: service.type_.unwrap_or_default(),
+        service_annotations: service.annotations,
+        cluster_domain,
+    })
+}
+
+fn check_secret_name(err: &mut impl FnMut(&str, String), path: &str, name: &str) {
+    if !is_dns1123_subdomain(name) {
+        err(path, format!("{name:?} is not a valid Secret name"));
+    }
+}
+
+/// Parses the broker's duration syntax (`500ms`, `10s`, `2m`, `1h30m`) into milliseconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let mut rest = text;
+    let mut total: u64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total = total.checked_add(value.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+/// RFC 1123 label: what Kubernetes accepts for most object names.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// RFC 1035 label: a DNS-1123 label that starts with a letter (required for Service names).
+pub fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters (Secret names).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(yaml: &str) -> NatsCluster {
+        let mut c: NatsCluster = serde_yaml::from_str(yaml).expect("test manifest parses");
+        c.metadata.namespace.get_or_insert_with(|| "ns".into());
+        c
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match validate(&cluster(yaml)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const HEAD: &str =
+        "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: demo}\n";
+
+    #[test]
+    fn replicas_shorthand_becomes_one_default_core_pool() {
+        let plan = validate(&cluster(&format!("{HEAD}spec: {{replicas: 5}}"))).expect("valid");
+        assert_eq!(plan.pools.len(), 1);
+        assert_eq!(plan.pools[0].name, "default");
+        assert_eq!(plan.pools[0].replicas, 5);
+        assert_eq!(plan.pools[0].role, PoolRole::Core);
+        assert_eq!(
+            plan.image,
+            format!("ghcr.io/midge-dev/midge:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            plan.ports,
+            Ports {
+                client: 4222,
+                cluster: 6222,
+                monitor: 8222
+            }
+        );
+        assert_eq!(plan.broker.lame_duck_duration.millis, 30_000);
+        assert!(plan.metrics);
+    }
+
+    #[test]
+    fn empty_spec_defaults_to_three_replicas() {
+        let plan = validate(&cluster(&format!("{HEAD}spec: {{}}"))).expect("valid");
+        assert_eq!(plan.pools[0].replicas, DEFAULT_REPLICAS);
+    }
+
+    #[test]
+    fn duplicate_and_malformed_pool_names_name_the_field() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 1}}\n  - {{name: a, replicas: 1}}\n  - {{name: Bad_Name, replicas: 1}}\n"
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "spec.pools[1].name: duplicate pool name \"a\" (also spec.pools[0].name)"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("spec.pools[2].name: \"Bad_Name\" must be a DNS-1123 label"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn leaf_role_is_rejected_and_a_core_pool_is_required() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: edge, replicas: 1, role: leaf}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.pools[0].role: role leaf is reserved until leaf nodes are supported",
+                "spec.pools: at least one pool must have role core",
+            ]
+        );
+    }
+
+    #[test]
+    fn negative_replicas_are_rejected() {
+        assert_eq!(
+            errors(&format!("{HEAD}spec: {{replicas: -1}}")),
+            vec!["spec.replicas: must be >= 0, got -1"]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  pools: [{{name: a, replicas: -2}}]\n"
+            )),
+            vec!["spec.pools[0].replicas: must be >= 0, got -2"]
+        );
+    }
+
+    #[test]
+    fn replicas_and_pools_are_mutually_exclusive() {
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  replicas: 3\n  pools: [{{name: a, replicas: 1}}]\n"
+            )),
+            vec!["spec.replicas: set either spec.replicas or spec.pools, not both"]
+        );
+    }
+
+    #[test]
+    fn ports_must_be_in_range_and_distinct() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  ports: {{client: 70000, cluster: 8222}}\n  monitoring: {{port: 8222}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.ports.client: must be between 1 and 65535, got 70000",
+                "spec.monitoring.port: 8222 is already the cluster port",
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_must_parse() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  broker: {{pingInterval: 2 minutes, writeDeadline: 0s, lameDuckDuration: 1h30m}}\n"
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("spec.broker.pingInterval: \"2 minutes\" is not a duration"));
+        assert_eq!(
+            errs[1],
+            "spec.broker.writeDeadline: \"0s\" must be longer than zero"
+        );
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+    }
+
+    #[test]
+    fn names_must_leave_room_for_pod_names() {
+        let long_pool = "p".repeat(40);
+        let errs = errors(&format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: a-rather-long-name}}\nspec:\n  pools: [{{name: {long_pool}, replicas: 1}}]\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.pools[0].name: StatefulSet name"),
+            "{errs:?}"
+        );
+
+        let long_name = format!("x{}", "y".repeat(50));
+        let errs = errors(&format!(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: {long_name}}}\nspec: {{replicas: 1}}\n"
+        ));
+        assert!(
+            errs[0].starts_with("metadata.name: StatefulSet name"),
+            "{errs:?}"
+        );
+
+        let errs = errors(
+            "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: 1abc}\nspec: {}\n",
+        );
+        assert!(
+            errs[0].starts_with("metadata.name: \"1abc\" must be a DNS-1035 label"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn reserved_pod_labels_and_double_auth_are_rejected() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - name: a\n    replicas: 1\n    podLabels: {{midge.dev/pool: b, team: x}}\n  auth:\n    token: {{name: s, key: t}}\n    users: {{name: s, key: u}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.pools[0].podLabels[\"midge.dev/pool\"]: is set by the operator and cannot be overridden",
+                "spec.auth: set either token or users, not both",
+            ]
+        );
+    }
+
+    #[test]
+    fn payload_larger_than_pending_is_rejected() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  broker: {{maxPayload: 2048, maxPending: 1024}}\n"
+        ));
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("spec.broker.maxPayload: 2048 exceeds"));
+    }
+}
