@@ -80,8 +80,11 @@ pub struct ClientPermissions {
 pub struct DeliveryPermissions {
     sub_deny: Vec<String>,
     responses: Option<ResponsePermission>,
-    replies: Mutex<FxHashMap<Box<[u8]>, (usize, Instant)>>,
+    replies: Mutex<Replies>,
 }
+
+/// Reply subjects a client may still answer: how many answers it sent, and since when.
+type Replies = FxHashMap<Box<[u8]>, (usize, Instant)>;
 
 const PUB_CACHE_MAX: usize = 512;
 const REPLIES_MAX: usize = 64 * 1024;
@@ -179,7 +182,7 @@ impl DeliveryPermissions {
         true
     }
 
-    fn prune(&self, replies: &mut FxHashMap<Box<[u8]>, (usize, Instant)>) {
+    fn prune(&self, replies: &mut Replies) {
         if let Some(rp) = &self.responses {
             let ttl = rp.expires;
             if ttl > Duration::ZERO {
