@@ -20,11 +20,12 @@ use midge_proto::sublist::MatchResult;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, trace, warn};
 
 use crate::auth::{self, ClientPermissions, DeliveryPermissions};
 use crate::info::ConnectOptions;
+use crate::options::Options;
 use crate::server::ServerInner;
 
 /// Why a connection ended; shown by monitoring and logs.
@@ -114,6 +115,8 @@ pub(crate) struct ClientShared {
     /// Set while this client sits in some publisher's list of writers to wake.
     flush_queued: AtomicBool,
     headers: AtomicBool,
+    /// Set once CONNECT said protocol >= 1: the client takes INFO updates (lame duck mode).
+    async_info: AtomicBool,
     delivery_perms: OnceLock<Arc<DeliveryPermissions>>,
     pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
     pub in_msgs: AtomicU64,
@@ -145,6 +148,7 @@ impl ClientShared {
             closed: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             headers: AtomicBool::new(false),
+            async_info: AtomicBool::new(false),
             delivery_perms: OnceLock::new(),
             subs: Mutex::new(FxHashMap::default()),
             in_msgs: AtomicU64::new(0),
@@ -169,6 +173,24 @@ impl ClientShared {
         self.closed.store(true, Ordering::Release);
         self.kill.notify_one();
         self.writer_wake.notify_one();
+    }
+
+    /// Queues protocol bytes from outside the connection's own task (an async INFO, an
+    /// -ERR before a close) and wakes its writer.
+    pub fn enqueue(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        {
+            let mut out = self.out.lock();
+            if out.close.is_some() {
+                return;
+            }
+            write(&mut out.buf);
+        }
+        self.writer_wake.notify_one();
+    }
+
+    /// Whether the client asked for INFO updates (CONNECT with protocol >= 1).
+    pub fn wants_async_info(&self) -> bool {
+        self.async_info.load(Ordering::Acquire)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -227,7 +249,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
     let over_limit = {
         let mut clients = srv.clients.lock();
         clients.insert(cid, shared.clone());
-        clients.len() > srv.opts.max_connections
+        clients.len() > srv.opts().max_connections
     };
     {
         let mut info = srv.info_template();
@@ -260,9 +282,14 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
 /// Writes whatever is queued for this client when a publisher could not write it
 /// directly, in as few syscalls as possible, and closes the socket at the end.
 async fn write_loop(srv: &ServerInner, shared: &ClientShared) {
-    let deadline = srv.opts.write_deadline;
+    let mut opts = srv.opts_tx.subscribe();
+    let mut deadline = opts.borrow_and_update().write_deadline;
     let mut batch: Vec<u8> = Vec::new();
     loop {
+        // A reload may change the write deadline: one check per write, not per message.
+        if opts.has_changed().unwrap_or(false) {
+            deadline = opts.borrow_and_update().write_deadline;
+        }
         let mut head = 0;
         {
             let mut out = shared.out.lock();
@@ -322,6 +349,9 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
 struct Conn {
     srv: Arc<ServerInner>,
     shared: Arc<ClientShared>,
+    /// The options this connection works with; replaced between reads after a reload.
+    opts: Arc<Options>,
+    opts_rx: watch::Receiver<Arc<Options>>,
     limits: Limits,
     max_pending: usize,
     auth_required: bool,
@@ -361,17 +391,22 @@ enum Event {
     Kill,
     Ping,
     AuthTimeout,
+    Reload,
 }
 
 impl Conn {
     fn new(srv: Arc<ServerInner>, shared: Arc<ClientShared>) -> Self {
+        let mut opts_rx = srv.opts_tx.subscribe();
+        let opts = opts_rx.borrow_and_update().clone();
         let limits = Limits {
-            max_control_line: srv.opts.max_control_line,
-            max_payload: srv.opts.max_payload,
+            max_control_line: opts.max_control_line,
+            max_payload: opts.max_payload,
         };
         Conn {
-            max_pending: srv.opts.max_pending,
-            auth_required: srv.opts.auth.required(),
+            max_pending: opts.max_pending,
+            auth_required: opts.auth.required(),
+            opts,
+            opts_rx,
             limits,
             connected: false,
             copts: ConnectOptions::default(),
@@ -398,10 +433,10 @@ impl Conn {
         let mut buf = vec![0u8; MIN_READ_BUF];
         let (mut start, mut end) = (0usize, 0usize);
         let mut short_reads = 0u32;
-        let ping_interval = self.srv.opts.ping_interval;
+        let mut ping_interval = self.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
-        let auth = tokio::time::sleep(self.srv.opts.auth.timeout);
+        let auth = tokio::time::sleep(self.opts.auth.timeout);
         tokio::pin!(auth);
         self.wake_writers();
         loop {
@@ -425,6 +460,11 @@ impl Conn {
                 },
                 _ = &mut ping => Event::Ping,
                 _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
+                r = self.opts_rx.changed() => match r {
+                    Ok(()) => Event::Reload,
+                    // The sender lives as long as the server this task holds: unreachable.
+                    Err(_) => Event::Kill,
+                },
             };
             let n = match event {
                 Event::Read(Ok(0)) => return CloseReason::ClientClosed,
@@ -440,6 +480,20 @@ impl Conn {
                 Event::AuthTimeout => {
                     self.send_err("Authentication Timeout");
                     return CloseReason::AuthenticationTimeout;
+                }
+                Event::Reload => {
+                    let new = self.opts_rx.borrow_and_update().clone();
+                    if let Err(reason) = self.apply_reload(new) {
+                        self.wake_writers();
+                        return reason;
+                    }
+                    if self.opts.ping_interval != ping_interval {
+                        ping_interval = self.opts.ping_interval;
+                        ping.as_mut()
+                            .reset(tokio::time::Instant::now() + ping_interval);
+                    }
+                    self.wake_writers();
+                    continue;
                 }
                 Event::Ping => {
                     if let Err(reason) = self.ping_timer() {
@@ -605,16 +659,8 @@ impl Conn {
             return Err(CloseReason::ProtocolViolation);
         }
         if !self.connected {
-            match auth::authenticate(&self.srv.opts.auth, &copts) {
-                Ok(perms) => {
-                    if let Some(p) = perms {
-                        let p = ClientPermissions::new(p);
-                        if p.delivery.is_active() {
-                            let _ = self.shared.delivery_perms.set(p.delivery.clone());
-                        }
-                        self.perms = Some(p);
-                    }
-                }
+            match auth::authenticate(&self.opts.auth, &copts) {
+                Ok(perms) => self.set_permissions(perms),
                 Err(()) => {
                     warn!(cid = self.shared.cid, peer = %self.shared.peer, user = copts.user.as_deref().unwrap_or(""), "authentication error");
                     self.send_err("Authorization Violation");
@@ -623,6 +669,9 @@ impl Conn {
             }
         }
         self.shared.headers.store(copts.headers, Ordering::Release);
+        self.shared
+            .async_info
+            .store(copts.protocol >= 1, Ordering::Release);
         self.copts = copts;
         self.connected = true;
         if self.copts.verbose {
@@ -812,7 +861,7 @@ impl Conn {
     /// SUB, checked in nats-server's order: the subscription limit, permissions, a duplicate
     /// sid (silently accepted), then the subject itself.
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        let max_subs = self.srv.opts.max_subscriptions;
+        let max_subs = self.opts.max_subscriptions;
         if max_subs > 0 && self.shared.subs.lock().len() >= max_subs {
             self.send_err("maximum subscriptions exceeded");
             return;
@@ -903,12 +952,97 @@ impl Conn {
         self.last_result = None;
     }
 
+    /// Switches to reloaded options between two reads: new limits apply to the next
+    /// operation; a connected client is checked against the new authorization and closed
+    /// with 'Authorization Violation' when its user was removed or its password changed,
+    /// and loses the subscriptions its new permissions deny (as nats-server).
+    fn apply_reload(&mut self, new: Arc<Options>) -> Result<(), CloseReason> {
+        let old = std::mem::replace(&mut self.opts, new);
+        let new = self.opts.clone();
+        self.limits = Limits {
+            max_control_line: new.max_control_line,
+            max_payload: new.max_payload,
+        };
+        self.max_pending = new.max_pending;
+        self.auth_required = new.auth.required();
+        if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
+            return Ok(());
+        }
+        match auth::authenticate(&new.auth, &self.copts) {
+            Ok(perms) => {
+                self.set_permissions(perms);
+                self.drop_denied_subs();
+                Ok(())
+            }
+            Err(()) => {
+                warn!(cid = self.shared.cid, peer = %self.shared.peer, user = self.copts.user.as_deref().unwrap_or(""), "Authorization Violation after config reload");
+                self.send_err("Authorization Violation");
+                Err(CloseReason::AuthenticationViolation)
+            }
+        }
+    }
+
+    /// Installs the permissions of the authenticated user (`None`: everything allowed),
+    /// updating in place the part other connections check while delivering.
+    fn set_permissions(&mut self, perms: Option<crate::options::Permissions>) {
+        let existing = self.shared.delivery_perms.get().cloned();
+        match perms {
+            Some(p) => {
+                let had = existing.is_some();
+                let p = ClientPermissions::with_delivery(p, existing);
+                if !had && p.delivery.is_active() {
+                    let _ = self.shared.delivery_perms.set(p.delivery.clone());
+                }
+                self.perms = Some(p);
+            }
+            None => {
+                if let Some(d) = existing {
+                    d.update(Vec::new(), None);
+                }
+                self.perms = None;
+            }
+        }
+    }
+
+    /// After a reload: removes the subscriptions the new permissions no longer allow and
+    /// tells the client about each.
+    fn drop_denied_subs(&mut self) {
+        let Some(perms) = &self.perms else {
+            return;
+        };
+        let denied: Vec<_> = self
+            .shared
+            .subs
+            .lock()
+            .values()
+            .filter(|s| !perms.can_subscribe(&s.subject))
+            .cloned()
+            .collect();
+        for sub in denied {
+            self.remove_sub(&sub);
+            let subject = String::from_utf8_lossy(&sub.subject).into_owned();
+            let sid = String::from_utf8_lossy(&sub.sid).into_owned();
+            let text = match &sub.queue {
+                Some(q) => format!(
+                    "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\" (sid \"{sid}\")",
+                    String::from_utf8_lossy(q)
+                ),
+                None => format!("Permissions Violation for Subscription to \"{subject}\" (sid \"{sid}\")"),
+            };
+            tracing::info!(
+                cid = self.shared.cid,
+                "Removed sub \"{subject}\" (sid \"{sid}\") - not authorized"
+            );
+            self.send_err(&text);
+        }
+    }
+
     /// Server PING timer: ask an idle client for a PONG; too many unanswered means stale.
     fn ping_timer(&mut self) -> Result<(), CloseReason> {
         if !self.connected {
             return Ok(());
         }
-        if self.pings_out + 1 > self.srv.opts.ping_max {
+        if self.pings_out + 1 > self.opts.ping_max {
             self.send_err("Stale Connection");
             return Err(CloseReason::StaleConnection);
         }

@@ -25,14 +25,18 @@ use crate::options::Options;
 /// without waiting; call [`Server::shutdown`] to flush pending data first.
 #[derive(Debug)]
 pub struct Server {
-    inner: Arc<ServerInner>,
+    pub(crate) inner: Arc<ServerInner>,
     client_addr: SocketAddr,
 }
 
 /// State shared by the accept loop and every connection.
 #[derive(Debug)]
 pub(crate) struct ServerInner {
-    pub opts: Arc<Options>,
+    /// The options in force. A reload replaces them; connections hold a receiver and pick
+    /// the new ones up between reads (see `reload.rs`). Read with [`ServerInner::opts`].
+    pub opts_tx: watch::Sender<Arc<Options>>,
+    /// Reload, lame duck mode and the config file watcher (see `reload.rs`, `lameduck.rs`).
+    pub ops: crate::reload::OpsState,
     pub id: String,
     pub name: String,
     pub sublist: Sublist<SubRef>,
@@ -42,10 +46,12 @@ pub(crate) struct ServerInner {
     pub start: SystemTime,
     pub client_addr: Mutex<Option<SocketAddr>>,
     pub shutting_down: AtomicBool,
+    /// Set once "Server Exiting.." was logged (lame duck mode and `shutdown` may both wait).
+    exited: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
-    active: AtomicUsize,
-    all_closed: Notify,
+    pub active: AtomicUsize,
+    pub all_closed: Notify,
 }
 
 /// Server-wide counters, as reported by `/varz`.
@@ -60,13 +66,19 @@ pub(crate) struct Stats {
 }
 
 impl ServerInner {
+    /// The options in force now (a reload may replace them).
+    pub fn opts(&self) -> Arc<Options> {
+        self.opts_tx.borrow().clone()
+    }
+
     /// The INFO a new client receives, before its own id and address are filled in.
     pub fn info_template(&self) -> ServerInfo {
-        let (host, port) = match &self.opts.client_advertise {
-            Some(adv) => split_host_port(adv, self.opts.port),
+        let opts = self.opts();
+        let (host, port) = match &opts.client_advertise {
+            Some(adv) => split_host_port(adv, opts.port),
             None => {
-                let addr = (*self.client_addr.lock())
-                    .unwrap_or(SocketAddr::new(self.opts.host, self.opts.port));
+                let addr =
+                    (*self.client_addr.lock()).unwrap_or(SocketAddr::new(opts.host, opts.port));
                 (addr.ip().to_string(), addr.port())
             }
         };
@@ -79,11 +91,11 @@ impl ServerInner {
             host,
             port,
             headers: true,
-            auth_required: self.opts.auth.required(),
+            auth_required: opts.auth.required(),
             tls_required: false,
             tls_verify: false,
             tls_available: false,
-            max_payload: self.opts.max_payload,
+            max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
             cluster: None,
@@ -143,6 +155,7 @@ fn new_server_id() -> String {
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder {
     opts: Options,
+    flags: Option<crate::flags::Flags>,
 }
 
 impl ServerBuilder {
@@ -184,9 +197,15 @@ impl ServerBuilder {
         self.opts.auth.password = Some(password.into());
         self
     }
+    /// The command line the options were built with: a reload re-reads the config file and
+    /// applies these flags on top again, so flags keep overriding the file (as nats-server).
+    pub fn command_line(mut self, flags: crate::flags::Flags) -> Self {
+        self.flags = Some(flags);
+        self
+    }
     /// Binds the listener and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Server, Error> {
-        Server::start(self.opts).await
+        Server::start_with(self.opts, self.flags).await
     }
 }
 
@@ -197,6 +216,13 @@ impl Server {
 
     /// Binds the client listener and starts accepting connections.
     pub async fn start(opts: Options) -> Result<Server, Error> {
+        Server::start_with(opts, None).await
+    }
+
+    async fn start_with(
+        opts: Options,
+        flags: Option<crate::flags::Flags>,
+    ) -> Result<Server, Error> {
         let opts = Arc::new(opts);
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
@@ -208,8 +234,11 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let (shutdown_tx, _) = watch::channel(false);
+        let ops = crate::reload::OpsState::new(&opts, flags);
+        let (opts_tx, _) = watch::channel(opts);
         let inner = Arc::new(ServerInner {
-            opts,
+            opts_tx,
+            ops,
             id,
             name,
             sublist: Sublist::new(),
@@ -219,6 +248,7 @@ impl Server {
             start: SystemTime::now(),
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -231,11 +261,13 @@ impl Server {
         );
         info!("  Name:     {}", inner.name);
         info!("  ID:       {}", inner.id);
-        if let Some(file) = &inner.opts.config_file {
+        if let Some(file) = &inner.opts().config_file {
             info!("Using configuration file: {}", file.display());
         }
         info!("Listening for client connections on {}", client_addr);
-        tokio::spawn(accept_loop(inner.clone(), listener));
+        let accept = tokio::spawn(accept_loop(inner.clone(), listener));
+        inner.ops.set_accept_task(accept);
+        crate::reload::spawn_config_watch(&inner);
         info!("Server is ready");
         Ok(Server { inner, client_addr })
     }
@@ -277,9 +309,20 @@ impl Server {
     /// Stops accepting, flushes what each client still has pending, closes every
     /// connection and waits (bounded by the write deadline) until they are gone.
     pub async fn shutdown(self) {
+        self.inner.shutdown_and_wait().await;
+    }
+
+    fn begin_shutdown(&self) {
+        self.inner.begin_shutdown();
+    }
+}
+
+impl ServerInner {
+    /// [`Server::shutdown`], also used at the end of lame duck mode.
+    pub(crate) async fn shutdown_and_wait(self: &Arc<Self>) {
         self.begin_shutdown();
-        let deadline = self.inner.opts.write_deadline + Duration::from_secs(1);
-        let inner = self.inner.clone();
+        let deadline = self.opts().write_deadline + Duration::from_secs(1);
+        let inner = self.clone();
         let wait = async move {
             loop {
                 let notified = inner.all_closed.notified();
@@ -292,16 +335,18 @@ impl Server {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             warn!("Shutdown: connections still open after {:?}", deadline);
         }
-        info!("Server Exiting..");
+        if !self.exited.swap(true, Ordering::AcqRel) {
+            info!("Server Exiting..");
+        }
     }
 
-    fn begin_shutdown(&self) {
-        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+    pub(crate) fn begin_shutdown(&self) {
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
         info!("Initiating Shutdown...");
-        let _ = self.inner.shutdown_tx.send(true);
-        let clients: Vec<_> = self.inner.clients.lock().values().cloned().collect();
+        let _ = self.shutdown_tx.send(true);
+        let clients: Vec<_> = self.clients.lock().values().cloned().collect();
         for c in clients {
             c.close(client::CloseReason::ServerShutdown);
         }
@@ -316,11 +361,14 @@ impl Drop for Server {
 
 async fn accept_loop(inner: Arc<ServerInner>, listener: TcpListener) {
     let mut shutdown = inner.shutdown_signal();
+    // Lame duck mode stops accepting; the listener closes when this loop returns.
+    let mut lame_duck = inner.ops.lame_duck_signal();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => break,
+            _ = lame_duck.changed() => break,
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -691,8 +691,10 @@ fn sample_options() -> Options {
         trace: false,
         logtime: false,
         log_file: Some("/var/log/midge log".into()),
+        log_json: true,
         pid_file: Some("C:\\midge.pid".into()),
         config_file: None,
+        config_watch: true,
     }
 }
 
