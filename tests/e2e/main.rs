@@ -4,4 +4,5 @@
 //! nats-server with `MIDGE_TESTS_REFERENCE_ONLY=1`; see the `midge_tests` support library.
 
 mod differential;
+mod ops;
 mod raw_protocol;

@@ -188,6 +188,11 @@ impl ClientShared {
         self.writer_wake.notify_one();
     }
 
+    /// Makes the reader look at the options again now, even when the client is idle.
+    pub fn wake_for_reload(&self) {
+        self.kill.notify_one();
+    }
+
     /// Whether the client asked for INFO updates (CONNECT with protocol >= 1).
     pub fn wants_async_info(&self) -> bool {
         self.async_info.load(Ordering::Acquire)
@@ -391,7 +396,6 @@ enum Event {
     Kill,
     Ping,
     AuthTimeout,
-    Reload,
 }
 
 impl Conn {
@@ -440,6 +444,22 @@ impl Conn {
         tokio::pin!(auth);
         self.wake_writers();
         loop {
+            // A reload wakes every reader (see `ClientShared::wake_for_reload`), so the
+            // new options apply before the next read, also on an idle connection. One
+            // atomic load per read.
+            if self.opts_rx.has_changed().unwrap_or(false) {
+                let new = self.opts_rx.borrow_and_update().clone();
+                let result = self.apply_reload(new);
+                self.wake_writers();
+                if let Err(reason) = result {
+                    return reason;
+                }
+                if self.opts.ping_interval != ping_interval {
+                    ping_interval = self.opts.ping_interval;
+                    ping.as_mut()
+                        .reset(tokio::time::Instant::now() + ping_interval);
+                }
+            }
             // Make room to read: compact, then grow when the buffer was filled.
             if end == buf.len() {
                 if start > 0 {
@@ -460,40 +480,20 @@ impl Conn {
                 },
                 _ = &mut ping => Event::Ping,
                 _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
-                r = self.opts_rx.changed() => match r {
-                    Ok(()) => Event::Reload,
-                    // The sender lives as long as the server this task holds: unreachable.
-                    Err(_) => Event::Kill,
-                },
             };
             let n = match event {
                 Event::Read(Ok(0)) => return CloseReason::ClientClosed,
                 Event::Read(Ok(n)) => n,
                 Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Event::Read(Err(_)) => return CloseReason::ReadError,
-                Event::Kill => {
-                    return self
-                        .shared
-                        .close_reason()
-                        .unwrap_or(CloseReason::ServerShutdown)
-                }
+                Event::Kill => match self.shared.close_reason() {
+                    Some(reason) => return reason,
+                    // Woken for a reload: applied at the top of the loop.
+                    None => continue,
+                },
                 Event::AuthTimeout => {
                     self.send_err("Authentication Timeout");
                     return CloseReason::AuthenticationTimeout;
-                }
-                Event::Reload => {
-                    let new = self.opts_rx.borrow_and_update().clone();
-                    if let Err(reason) = self.apply_reload(new) {
-                        self.wake_writers();
-                        return reason;
-                    }
-                    if self.opts.ping_interval != ping_interval {
-                        ping_interval = self.opts.ping_interval;
-                        ping.as_mut()
-                            .reset(tokio::time::Instant::now() + ping_interval);
-                    }
-                    self.wake_writers();
-                    continue;
                 }
                 Event::Ping => {
                     if let Err(reason) = self.ping_timer() {

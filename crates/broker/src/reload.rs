@@ -5,9 +5,10 @@
 //! `tokio::sync::watch` channel (`ServerInner::opts_tx`). A reload builds a complete new
 //! `Options` (file, then the command-line flags again, then validation), checks that only
 //! reloadable options differ, and sends the new `Arc`. Each connection's reader holds a
-//! receiver and a copy of the `Arc`; the channel wakes it between two reads, and it switches
-//! its limits and re-checks its authorization there (see `Conn::apply_reload`). Nothing is
-//! read per message: a connection works with its own copy until the next change.
+//! receiver and a copy of the `Arc`, checks the receiver (one atomic load) before each read,
+//! and is woken by the reload when idle; it then switches its limits and re-checks its
+//! authorization (see `Conn::apply_reload`). Nothing is read per message: a connection works
+//! with its own copy until the next change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -339,8 +340,13 @@ fn apply(
     if changed.iter().any(|c| LOGGING.contains(c)) {
         crate::logging::apply(new)?;
     }
-    // Every connection wakes up and switches between two reads.
+    // Every connection switches before its next read; idle ones are woken to do it now
+    // (to drop a removed user at once).
     inner.opts_tx.send_replace(new.clone());
+    let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
+    for c in &clients {
+        c.wake_for_reload();
+    }
     if new.max_connections < old.max_connections {
         enforce_max_connections(inner, new.max_connections);
     }
