@@ -81,6 +81,13 @@ fn run() -> anyhow::Result<()> {
 
 async fn serve(opts: midge::Options, command_line: flags::Flags) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Signals are trapped before the server says it is ready: a supervisor may signal it
+    // as soon as it reads "Server is ready", and the default action would kill it.
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     let started = midge::Server::builder()
         .options(opts)
         .command_line(command_line)
@@ -93,11 +100,6 @@ async fn serve(opts: midge::Options, command_line: flags::Flags) -> anyhow::Resu
             return Err(e.into());
         }
     };
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
     // Lame duck mode runs beside the signal loop (a reload or a log reopen still works
     // meanwhile, and INT/TERM cut it short); the server has shut down when it ends.
     let lame_duck_done = {
