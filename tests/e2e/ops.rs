@@ -327,6 +327,69 @@ async fn reload_adds_a_user_and_changes_permissions_without_dropping_connections
 }
 
 #[tokio::test]
+async fn reload_removes_subscriptions_a_new_deny_list_forbids() {
+    both(|kind| async move {
+        let conf = ConfigFile::new("authorization { users: [{user: a, password: pa}] }\n");
+        let server = conf.start(kind, &[]).await;
+        let mut a = login(server.addr(), Some(("a", "pa"))).await;
+        assert!(exchange(&mut a, b"SUB secret.x 1\r\nSUB open 2\r\n")
+            .await
+            .is_empty());
+
+        conf.write(
+            "authorization { users: [{user: a, password: pa, \
+             permissions: {subscribe: {deny: [\"secret.>\"]}}}] }\n",
+        );
+        signal(&server, "reload");
+        wait_for_log(&server, "Reloaded server configuration", 1).await;
+        assert_eq!(
+            exchange(&mut a, b"PUB secret.x 1\r\nx\r\nPUB open 1\r\ny\r\n").await,
+            [
+                "-ERR 'Permissions Violation for Subscription to \"secret.x\" (sid \"1\")'\r\n",
+                "MSG open 2 1\r\ny\r\n"
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reload_lowering_max_connections_closes_the_excess() {
+    both(|kind| async move {
+        let conf = ConfigFile::new("max_connections: 3\n");
+        let server = conf.start(kind, &[]).await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(login(server.addr(), None).await);
+        }
+        conf.write("max_connections: 1\n");
+        signal(&server, "reload");
+        wait_for_log(&server, "Reloaded server configuration", 1).await;
+        // Exactly one client stays; which ones go is the server's choice.
+        let mut open = 0;
+        for c in &mut clients {
+            c.send_until_closed(b"PING\r\n").await;
+            loop {
+                match c.read_frame(midge_tests::DEADLINE).await {
+                    FrameRead::Frame(f) if f == b"PONG\r\n" => {
+                        open += 1;
+                        break;
+                    }
+                    FrameRead::Frame(f) if f == b"-ERR 'maximum connections exceeded'\r\n" => {
+                        expect_closed_within(c, midge_tests::DEADLINE).await;
+                        break;
+                    }
+                    FrameRead::Frame(f) if f == b"PING\r\n" || f.starts_with(b"INFO ") => {}
+                    other => panic!("[{kind}] {other:?}"),
+                }
+            }
+        }
+        assert_eq!(open, 1, "[{kind}]");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_reloads_keep_the_running_configuration() {
     both(|kind| async move {
         let conf = ConfigFile::new(USERS_V1);
