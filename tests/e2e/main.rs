@@ -1,1 +1,4 @@
 //! e2e
+
+mod client;
+mod embedded;
