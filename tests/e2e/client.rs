@@ -10,9 +10,8 @@
 //! cut off while a healthy subscriber on the same subject keeps receiving everything.
 //!
 //! Every wait has a deadline. Nothing sleeps to synchronise: "not delivered" is proven by
-//! ordering (a later marker message arrives first) or by `flush()` round trips (the server
-//! answers PING only after it has processed, and queued the deliveries of, everything sent
-//! before it).
+//! ordering (a later marker message arrives first) or by round trips through the server (see
+//! `round_trip`).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -111,11 +110,24 @@ async fn next(sub: &mut Subscriber) -> Message {
         .expect("subscription still open")
 }
 
-async fn flush(client: &Client) {
-    timeout(WAIT, client.flush())
+/// A full round trip through the server: a request nobody listens to, answered by the
+/// server itself with a no-responders status. The server handles a connection's ops in
+/// order, so when the answer is here every op this client sent before has been processed
+/// (and the deliveries it caused are queued), and every message queued for this client
+/// before has been received. (`Client::flush` only writes the client's buffer to the socket;
+/// it is not a round trip.)
+async fn round_trip(client: &Client) {
+    round_trip_on(client, "midge.test.round_trip").await;
+}
+
+async fn round_trip_on(client: &Client, subject: &str) {
+    let reply = timeout(WAIT, client.request(subject.to_string(), Bytes::new()))
         .await
-        .expect("flush in time")
-        .expect("flush");
+        .expect("round trip in time");
+    match reply {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        other => panic!("round trip on {subject}: expected no responders, got {other:?}"),
+    }
 }
 
 /// Asserts that nothing is buffered for `sub` right now. Call it after the flushes that
@@ -135,7 +147,7 @@ async fn pub_sub_round_trip() {
     let sub_client = connect(&server).await;
     let pub_client = connect(&server).await;
     let mut sub = sub_client.subscribe("greet.joe").await.expect("subscribe");
-    flush(&sub_client).await;
+    round_trip(&sub_client).await;
     for i in 0..10 {
         pub_client
             .publish("greet.joe", format!("hello {i}").into())
@@ -171,7 +183,7 @@ async fn wildcards_match_and_do_not_match() {
         .await
         .expect("subscribe a.*.c");
     let mut tail = sub_client.subscribe("a.>").await.expect("subscribe a.>");
-    flush(&sub_client).await;
+    round_trip(&sub_client).await;
     // Published in this order; each subscription must see exactly its matches, in order.
     let subjects = [
         "a.b.c", "a.b", "a.b.c.d", "a", "b.b.c", "a.x.c", "A.b.c", "a.b.cc", "ab.c",
@@ -229,8 +241,8 @@ async fn queue_group_delivers_each_message_once_and_plain_subscriber_gets_all() 
         );
     }
     let mut plain = plain_client.subscribe("work").await.expect("subscribe");
-    flush(&members_client).await;
-    flush(&plain_client).await;
+    round_trip(&members_client).await;
+    round_trip(&plain_client).await;
 
     for i in 0..N {
         pub_client
@@ -238,7 +250,7 @@ async fn queue_group_delivers_each_message_once_and_plain_subscriber_gets_all() 
             .await
             .expect("publish");
     }
-    flush(&pub_client).await;
+    round_trip(&pub_client).await;
 
     // The plain subscriber gets every message, in order.
     for i in 0..N {
@@ -270,7 +282,7 @@ async fn queue_group_delivers_each_message_once_and_plain_subscriber_gets_all() 
         );
     }
     // The server queued everything for members_client before answering this PING.
-    flush(&members_client).await;
+    round_trip(&members_client).await;
     for (i, m) in members.iter_mut().enumerate() {
         assert_nothing_buffered(m, &format!("member {i} after all {N} were delivered"));
     }
@@ -289,7 +301,7 @@ async fn spawn_echo_responder(server: &Server) -> (Client, tokio::task::JoinHand
         .subscribe("svc.echo")
         .await
         .expect("responder subscribe");
-    flush(&responder).await;
+    round_trip(&responder).await;
     let r = responder.clone();
     let task = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
@@ -343,7 +355,7 @@ async fn headers_round_trip_with_multiple_values() {
     let server = start_default().await;
     let client = connect(&server).await;
     let mut sub = client.subscribe("hdr").await.expect("subscribe");
-    flush(&client).await;
+    round_trip(&client).await;
 
     let mut headers = HeaderMap::new();
     headers.insert("X-Trace", "abc-123");
@@ -603,7 +615,12 @@ async fn publish_permission_violation_is_reported_and_not_delivered() {
         .subscribe(">")
         .await
         .expect("admin watches everything");
-    flush(&admin).await;
+    // Admin's own message coming back proves the watch is registered.
+    admin
+        .publish("sync.admin", Bytes::new())
+        .await
+        .expect("publish");
+    assert_eq!(next(&mut watch).await.subject.as_str(), "sync.admin");
 
     alice
         .publish("forbidden.x", "no".into())
@@ -646,7 +663,7 @@ async fn subscribe_permission_violation_is_reported_and_not_delivered() {
         .await
         .expect("client-side subscribe succeeds");
     let mut public = alice.subscribe("public.news").await.expect("subscribe");
-    flush(&alice).await;
+    round_trip_on(&alice, "allowed.round_trip").await;
     wait_event(
         &mut events,
         "subscribe permissions violation",
@@ -679,11 +696,21 @@ async fn allow_responses_permits_one_reply_and_nothing_else() {
     let (opts, mut events) = with_events(login("svc"));
     let svc = connect_with(&server, opts).await.expect("svc");
     let mut requests = svc.subscribe("svc.q").await.expect("svc subscribes");
-    flush(&svc).await;
+    // svc may publish nothing but replies, so its round trip is a denied publish: the
+    // server answers it only after having processed the SUB before it.
+    svc.publish("svc.sync", Bytes::new())
+        .await
+        .expect("publish");
+    wait_event(
+        &mut events,
+        "violation for svc.sync",
+        server_error_containing("Permissions Violation for Publish to \"svc.sync\""),
+    )
+    .await;
     let mut watch = admin.subscribe("elsewhere").await.expect("watch");
     let inbox = admin.new_inbox();
     let mut replies = admin.subscribe(inbox.clone()).await.expect("inbox");
-    flush(&admin).await;
+    round_trip(&admin).await;
 
     admin
         .publish_with_reply("svc.q", inbox, "question".into())
@@ -712,10 +739,9 @@ async fn allow_responses_permits_one_reply_and_nothing_else() {
         server_error_containing("Permissions Violation for Publish to \"elsewhere\""),
     )
     .await;
-    // Every delivery svc's publishes caused is queued for admin before svc's PONG, and
-    // admin's PONG comes after them.
-    flush(&svc).await;
-    flush(&admin).await;
+    // The server handled svc's publishes in order, so the second reply has been handled
+    // too; admin's round trip then drains anything queued for admin.
+    round_trip(&admin).await;
     assert_nothing_buffered(&mut replies, "a second reply (max 1 per request)");
     assert_nothing_buffered(&mut watch, "a publish outside the reply subjects");
     server.shutdown().await;
@@ -774,14 +800,18 @@ async fn unsubscribe_after_n_messages() {
     let server = start_default().await;
     let sub_client = connect(&server).await;
     let pub_client = connect(&server).await;
+    // Round trips subscribe each client's request inbox; count from there.
+    round_trip(&sub_client).await;
+    round_trip(&pub_client).await;
+    let base = server.num_subscriptions();
     let mut limited = sub_client.subscribe("count").await.expect("subscribe");
     let mut unlimited = sub_client.subscribe("count").await.expect("subscribe");
     limited
         .unsubscribe_after(3)
         .await
         .expect("unsubscribe_after");
-    flush(&sub_client).await;
-    assert_eq!(server.num_subscriptions(), 2);
+    round_trip(&sub_client).await;
+    assert_eq!(server.num_subscriptions(), base + 2);
 
     for i in 0..5 {
         pub_client
@@ -789,7 +819,7 @@ async fn unsubscribe_after_n_messages() {
             .await
             .expect("publish");
     }
-    flush(&pub_client).await;
+    round_trip(&pub_client).await;
     for i in 0..3 {
         assert_eq!(next(&mut limited).await.payload, Bytes::from(i.to_string()));
     }
@@ -805,7 +835,7 @@ async fn unsubscribe_after_n_messages() {
     }
     assert_eq!(
         server.num_subscriptions(),
-        1,
+        base + 1,
         "the server removed the limited subscription"
     );
     server.shutdown().await;
@@ -824,8 +854,8 @@ async fn no_echo_suppresses_own_messages_only() {
     let other = connect(&server).await;
     let mut quiet_sub = quiet.subscribe("echo").await.expect("subscribe");
     let mut other_sub = other.subscribe("echo").await.expect("subscribe");
-    flush(&quiet).await;
-    flush(&other).await;
+    round_trip(&quiet).await;
+    round_trip(&other).await;
 
     quiet
         .publish("echo", "from quiet".into())
@@ -835,7 +865,7 @@ async fn no_echo_suppresses_own_messages_only() {
         next(&mut other_sub).await.payload,
         Bytes::from_static(b"from quiet")
     );
-    flush(&quiet).await;
+    round_trip(&quiet).await;
     assert_nothing_buffered(&mut quiet_sub, "no_echo client's own message");
 
     other
@@ -862,7 +892,7 @@ async fn flush_and_drain() {
     let sub_client = connect(&server).await;
     let pub_client = connect(&server).await;
     let mut sub = sub_client.subscribe("drain.me").await.expect("subscribe");
-    flush(&sub_client).await;
+    round_trip(&sub_client).await;
 
     for i in 0..N {
         pub_client
@@ -870,11 +900,16 @@ async fn flush_and_drain() {
             .await
             .expect("publish");
     }
-    // After flush the server has processed every publish.
-    flush(&pub_client).await;
+    // flush() writes everything out; the round trip after it proves the server has
+    // processed every publish.
+    timeout(WAIT, pub_client.flush())
+        .await
+        .expect("flush in time")
+        .expect("flush");
+    round_trip(&pub_client).await;
     assert!(
-        server.stats().in_msgs >= N,
-        "in_msgs {} after flush",
+        server.stats().in_msgs > N,
+        "in_msgs {} after the round trip",
         server.stats().in_msgs
     );
 
@@ -907,7 +942,7 @@ async fn flush_and_drain() {
             .await
             .expect("publish");
     }
-    flush(&client).await;
+    round_trip(&client).await;
     sub.drain().await.expect("subscriber drain");
     let mut got = 0;
     for _ in 0..=10 {
@@ -1020,7 +1055,7 @@ async fn slow_consumer_is_cut_off_while_healthy_subscriber_gets_everything() {
         .subscribe("firehose")
         .await
         .expect("subscribe");
-    flush(&healthy_client).await;
+    round_trip(&healthy_client).await;
     let publisher = connect(&server).await;
 
     let payload = Bytes::from(vec![b'x'; PAYLOAD]);
@@ -1038,7 +1073,7 @@ async fn slow_consumer_is_cut_off_while_healthy_subscriber_gets_everything() {
                 .expect("publish");
             sent += 1;
         }
-        flush(&publisher).await;
+        round_trip(&publisher).await;
         // Keep the healthy subscriber drained so that only the stalled one falls behind.
         while received < sent {
             let msg = next(&mut healthy).await;
@@ -1059,12 +1094,12 @@ async fn slow_consumer_is_cut_off_while_healthy_subscriber_gets_everything() {
             .expect("publish");
         sent += 1;
     }
-    flush(&publisher).await;
+    round_trip(&publisher).await;
     while received < sent {
         next(&mut healthy).await;
         received += 1;
     }
-    flush(&healthy_client).await;
+    round_trip(&healthy_client).await;
     assert_nothing_buffered(&mut healthy, "more messages than were published");
     assert_eq!(server.stats().slow_consumers, 1);
     // The stalled socket was closed by the server: past what the kernel buffered, EOF.

@@ -132,11 +132,16 @@ async fn graceful_shutdown_flushes_pending_messages_then_closes() {
             .await
             .expect("publish");
     }
-    // Once flushed, the server has processed (and queued for delivery) every message.
-    timeout(WAIT, client.flush())
+    // A round trip (a request nobody answers: the server itself replies "no responders")
+    // proves the server has processed, and queued for delivery, every message before it.
+    // (`Client::flush` only writes the client's buffer to the socket.)
+    let rt = timeout(WAIT, client.request("nobody.listens", Bytes::new()))
         .await
-        .expect("flush in time")
-        .expect("flush");
+        .expect("round trip in time");
+    assert!(
+        matches!(&rt, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+        "round trip: {rt:?}"
+    );
 
     // Read concurrently with shutdown: shutdown waits for pending data to be written.
     let reader = tokio::spawn(async move {
