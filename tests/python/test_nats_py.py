@@ -29,7 +29,7 @@ LISTEN_RE = re.compile(r"Listening for client connections on 127\.0\.0\.1:(\d+)"
 
 def midge_bin():
     if os.environ.get("MIDGE_BIN"):
-        return os.environ["MIDGE_BIN"]
+        return os.path.abspath(os.environ["MIDGE_BIN"])  # servers run in a temp dir
     target = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
     if not target.is_absolute():
         target = REPO / target
