@@ -23,6 +23,12 @@ if ! python3 -c 'import nats, pytest, pytest_asyncio' >/dev/null 2>&1; then
   python3 -m pip install --quiet nats-py pytest pytest-asyncio
 fi
 
+# Offline validation of the Kubernetes manifests the operator renders.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "deps: installing kubernetes-validate with pip"
+  python3 -m pip install --quiet kubernetes-validate
+fi
+
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

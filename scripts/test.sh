@@ -23,6 +23,9 @@ step "cargo test"
 cargo build --workspace --locked --bins
 cargo test --workspace --locked
 
+step "operator manifests: CRD drift, kubernetes-validate of rendered samples"
+scripts/validate-manifests.sh
+
 step "nats-py (official Python client) against midge and nats-server"
 # The tests start the debug `midge` built above, found through CARGO_TARGET_DIR (default
 # target/) unless MIDGE_BIN is set.
