@@ -120,7 +120,11 @@ impl ServerInner {
 /// options did not come from a file (nothing to compare a reload against).
 fn config_digest(opts: &Options) -> String {
     use sha2::{Digest, Sha256};
-    let Some(bytes) = opts.config_file.as_ref().and_then(|f| std::fs::read(f).ok()) else {
+    let Some(bytes) = opts
+        .config_file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+    else {
         return String::new();
     };
     let mut hex = String::from("sha256:");

@@ -278,7 +278,11 @@ enum SubsLevel {
 
 /// Builds the `/connz` answer for these query parameters.
 pub(crate) fn connz(srv: &ServerInner, q: &Query) -> Result<Connz, QueryError> {
-    let sort = q.get("sort").map(Sort::parse).transpose()?.unwrap_or(Sort::Cid);
+    let sort = q
+        .get("sort")
+        .map(Sort::parse)
+        .transpose()?
+        .unwrap_or(Sort::Cid);
     let auth = q.bool("auth")?;
     let subs = match q.get("subs") {
         Some(v) if v.eq_ignore_ascii_case("detail") => SubsLevel::Detail,

@@ -268,14 +268,9 @@ fn is_js_identifier(s: &str) -> bool {
 }
 
 fn index() -> Reply {
-    let mut html = String::from(
-        "<html lang=\"en\">\n<head><title>midge monitoring</title></head>\n<body>\n",
-    );
-    html.push_str(concat!(
-        "<h1>midge ",
-        env!("CARGO_PKG_VERSION"),
-        "</h1>\n"
-    ));
+    let mut html =
+        String::from("<html lang=\"en\">\n<head><title>midge monitoring</title></head>\n<body>\n");
+    html.push_str(concat!("<h1>midge ", env!("CARGO_PKG_VERSION"), "</h1>\n"));
     for (path, what) in [
         ("varz", "General"),
         ("connz", "Connections"),

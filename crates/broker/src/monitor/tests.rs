@@ -84,7 +84,10 @@ async fn jsonp_callback() {
 async fn healthz_turns_503_on_shutdown() {
     let (_server, st) = state().await;
     let r = get(&st, "/healthz", "");
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"{\"status\":\"ok\"}"[..]));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"{\"status\":\"ok\"}"[..])
+    );
     st.srv.shutting_down.store(true, Ordering::Release);
     let r = get(&st, "/healthz", "");
     assert_eq!(r.status, 503);
@@ -105,7 +108,11 @@ async fn bad_parameters_are_400_with_a_message() {
         ("/connz", "subs=2", "Error decoding boolean for 'subs'"),
         ("/connz", "state=gone", "Error decoding state for gone"),
         ("/connz", "sort=stop", "sort by stop only valid on closed"),
-        ("/connz", "sort=reason&state=all", "sort by reason only valid on closed"),
+        (
+            "/connz",
+            "sort=reason&state=all",
+            "sort by reason only valid on closed",
+        ),
         ("/connz", "limit=%zz", "Error decoding query string"),
         ("/subsz", "subs=x", "Error decoding boolean for 'subs'"),
         ("/subsz", "subs=1&test=foo.*", "invalid test subject"),

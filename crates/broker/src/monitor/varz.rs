@@ -186,7 +186,10 @@ fn cpu_percent(state: &MonitorState) -> f64 {
         return 0.0;
     };
     let now = Instant::now();
-    let prev = state.cpu_sample.lock().replace(CpuSample { at: now, ticks });
+    let prev = state
+        .cpu_sample
+        .lock()
+        .replace(CpuSample { at: now, ticks });
     let (elapsed, used) = match prev {
         Some(p) => (
             now.duration_since(p.at).as_secs_f64(),
