@@ -4,6 +4,7 @@
 //! (default 1024), `cid`, `state=open|closed|all`. Only the `cid` sort is ascending (and
 //! `uptime` and `reason`, as in nats-server); every other sort puts the largest first.
 
+use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -322,7 +323,7 @@ pub(crate) fn connz(srv: &ServerInner, q: &Query) -> Result<Connz, QueryError> {
         rows.extend(open.iter().map(|c| open_row(c, now, auth, subs)));
     }
     // A cid found open is not looked for among the closed (nats-server does the same).
-    if state != State::Open && !(cid > 0 && !rows.is_empty()) {
+    if state != State::Open && (cid == 0 || rows.is_empty()) {
         let mut closed = srv.closed.snapshot();
         if cid > 0 {
             closed.retain(|c| c.cid == cid);
@@ -453,18 +454,18 @@ fn sort_rows(rows: &mut [Row], sort: Sort, now: SystemTime) {
     let up = |r: &Row| since(r.stop.unwrap_or(now), r.start);
     match sort {
         Sort::Cid => {}
-        Sort::Subs => rows.sort_by(|a, b| b.info.subscriptions.cmp(&a.info.subscriptions)),
-        Sort::Pending => rows.sort_by(|a, b| b.info.pending_bytes.cmp(&a.info.pending_bytes)),
-        Sort::MsgsTo => rows.sort_by(|a, b| b.info.out_msgs.cmp(&a.info.out_msgs)),
-        Sort::MsgsFrom => rows.sort_by(|a, b| b.info.in_msgs.cmp(&a.info.in_msgs)),
-        Sort::BytesTo => rows.sort_by(|a, b| b.info.out_bytes.cmp(&a.info.out_bytes)),
-        Sort::BytesFrom => rows.sort_by(|a, b| b.info.in_bytes.cmp(&a.info.in_bytes)),
-        Sort::Last => rows.sort_by(|a, b| b.last.cmp(&a.last)),
-        Sort::Idle => rows.sort_by(|a, b| since(now, b.last).cmp(&since(now, a.last))),
+        Sort::Subs => rows.sort_by_key(|r| Reverse(r.info.subscriptions)),
+        Sort::Pending => rows.sort_by_key(|r| Reverse(r.info.pending_bytes)),
+        Sort::MsgsTo => rows.sort_by_key(|r| Reverse(r.info.out_msgs)),
+        Sort::MsgsFrom => rows.sort_by_key(|r| Reverse(r.info.in_msgs)),
+        Sort::BytesTo => rows.sort_by_key(|r| Reverse(r.info.out_bytes)),
+        Sort::BytesFrom => rows.sort_by_key(|r| Reverse(r.info.in_bytes)),
+        Sort::Last => rows.sort_by_key(|r| Reverse(r.last)),
+        Sort::Idle => rows.sort_by_key(|r| Reverse(since(now, r.last))),
         Sort::Uptime => rows.sort_by_key(|r| up(r)),
-        Sort::Stop => rows.sort_by(|a, b| b.stop.cmp(&a.stop)),
+        Sort::Stop => rows.sort_by_key(|r| Reverse(r.stop)),
         Sort::Reason => rows.sort_by(|a, b| a.info.reason.cmp(&b.info.reason)),
-        Sort::Rtt => rows.sort_by(|a, b| b.rtt.cmp(&a.rtt)),
+        Sort::Rtt => rows.sort_by_key(|r| Reverse(r.rtt)),
     }
 }
 

@@ -139,9 +139,9 @@ async fn accept_loop(state: Arc<MonitorState>, listener: TcpListener) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc);
-            match tokio::time::timeout(MAX_HTTP_CONN_LIFE, conn).await {
-                Ok(Err(e)) => debug!("monitoring connection error: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            // Reaching the life limit is the normal end of an idle keep-alive client.
+            if let Ok(Err(e)) = tokio::time::timeout(MAX_HTTP_CONN_LIFE, conn).await {
+                debug!("monitoring connection error: {e}");
             }
         });
     }
