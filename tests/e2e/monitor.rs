@@ -713,3 +713,62 @@ async fn json_shapes_match_nats_server() {
     }
     midge.shutdown().await;
 }
+
+/// `<target>/debug/midge`, beside the `deps/` directory holding this test executable
+/// (`CARGO_BIN_EXE_midge` exists only for the `midge` package's own tests).
+fn midge_binary() -> Option<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("MIDGE_BIN") {
+        return Some(bin.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("midge");
+    bin.is_file().then_some(bin)
+}
+
+/// Tools find the monitor from this log line: the binary must print it, `-m -1` included.
+#[tokio::test]
+async fn binary_logs_the_monitor_line() {
+    let Some(bin) = midge_binary() else {
+        eprintln!("skipped: the midge binary is not built (cargo build -p midge)");
+        return;
+    };
+    let mut child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("midge runs");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let ready = line.contains("Server is ready");
+            lines.push(line);
+            if ready {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(TIMEOUT, lines).await;
+    let lines = match lines {
+        Ok(Ok(lines)) => lines,
+        _ => {
+            let _ = child.kill();
+            panic!("midge did not get ready");
+        }
+    };
+    let monitor: Option<SocketAddr> = lines.iter().find_map(|l| {
+        l.split_once("Starting http monitor on ")
+            .and_then(|(_, a)| a.trim().parse().ok())
+    });
+    let health = match monitor {
+        Some(addr) => Some(get(addr, "/healthz").await),
+        None => None,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let health = health.unwrap_or_else(|| panic!("no monitor line in {lines:#?}"));
+    assert_eq!(health.status, 200);
+}
