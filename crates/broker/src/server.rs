@@ -235,6 +235,8 @@ impl Server {
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let (shutdown_tx, _) = watch::channel(false);
         let config_digest = config_digest(&opts);
+        // One instant for both: `config_load_time` after `start` is how tools see a reload.
+        let start = SystemTime::now();
         let inner = Arc::new(ServerInner {
             opts,
             id,
@@ -243,11 +245,11 @@ impl Server {
             clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
             stats: Stats::default(),
-            start: SystemTime::now(),
+            start,
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
             closed: ClosedRing::default(),
-            config_load_time: SystemTime::now(),
+            config_load_time: start,
             config_digest,
             shutdown_tx,
             active: AtomicUsize::new(0),
