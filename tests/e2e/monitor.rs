@@ -15,13 +15,13 @@ const NATS_SERVER: &str = "/usr/sbin/nats-server";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn start_midge() -> midge::Server {
-    let opts = midge::Options {
-        host: [127, 0, 0, 1].into(),
-        port: 0,
-        http_port: Some(0),
-        ..Default::default()
-    };
-    midge::Server::start(opts).await.expect("midge starts")
+    midge::Server::builder()
+        .host([127, 0, 0, 1])
+        .port(0)
+        .http_port(0)
+        .start()
+        .await
+        .expect("midge starts")
 }
 
 fn monitor(server: &midge::Server) -> SocketAddr {

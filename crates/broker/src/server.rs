@@ -187,6 +187,12 @@ impl ServerBuilder {
         self.opts.port = port;
         self
     }
+    /// Serves HTTP monitoring (`/varz`, `/connz`, `/healthz`, `/metrics`, ...) on this
+    /// port; `0` picks a free one (see [`Server::monitor_addr`]).
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.opts.http_port = Some(port);
+        self
+    }
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.opts.server_name = Some(name.into());
         self
