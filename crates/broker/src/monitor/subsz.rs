@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use midge_proto::subject;
 use serde::Serialize;
 
 use super::connz::{sub_details, SubDetail};
@@ -42,7 +43,7 @@ pub(crate) fn subsz(srv: &ServerInner, q: &Query) -> Result<Subsz, QueryError> {
     }
     let test = q.get("test");
     if let Some(t) = test {
-        if !is_literal_subject(t) {
+        if !subject::is_valid_literal_subject(t.as_bytes()) {
             return Err(QueryError::TestSubject(t.to_string()));
         }
     }
@@ -55,7 +56,7 @@ pub(crate) fn subsz(srv: &ServerInner, q: &Query) -> Result<Subsz, QueryError> {
         let mut all: Vec<SubDetail> = clients
             .iter()
             .flat_map(|c| sub_details(c))
-            .filter(|d| test.is_none_or(|t| matches(&d.subject, t)))
+            .filter(|d| test.is_none_or(|t| subject::matches(d.subject.as_bytes(), t.as_bytes())))
             .collect();
         for d in &mut all {
             d.account = GLOBAL_ACCOUNT;
@@ -81,52 +82,4 @@ pub(crate) fn subsz(srv: &ServerInner, q: &Query) -> Result<Subsz, QueryError> {
         limit,
         subs,
     })
-}
-
-/// A subject a message could be published to: non-empty tokens, no wildcards, no spaces.
-fn is_literal_subject(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.').all(|t| {
-            !t.is_empty() && t != "*" && t != ">" && !t.contains(|c: char| c.is_whitespace())
-        })
-}
-
-/// Whether a message on the literal `subject` reaches a subscription on `pattern`.
-fn matches(pattern: &str, subject: &str) -> bool {
-    let mut subj = subject.split('.');
-    for p in pattern.split('.') {
-        match (p, subj.next()) {
-            (">", Some(_)) => return true,
-            ("*", Some(_)) => {}
-            (p, Some(s)) if p == s => {}
-            _ => return false,
-        }
-    }
-    subj.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcard_matching() {
-        assert!(matches("foo.bar", "foo.bar"));
-        assert!(matches("foo.*", "foo.bar"));
-        assert!(matches("foo.>", "foo.bar.baz"));
-        assert!(matches(">", "foo"));
-        assert!(!matches("foo.>", "foo"));
-        assert!(!matches("foo.*", "foo.bar.baz"));
-        assert!(!matches("foo.bar", "foo"));
-        assert!(!matches("foo", "foo.bar"));
-    }
-
-    #[test]
-    fn literal_subjects() {
-        assert!(is_literal_subject("foo.bar"));
-        assert!(!is_literal_subject("foo.*"));
-        assert!(!is_literal_subject("foo..bar"));
-        assert!(!is_literal_subject(""));
-        assert!(!is_literal_subject("foo bar"));
-    }
 }
