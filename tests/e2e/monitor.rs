@@ -379,6 +379,57 @@ async fn connz_sorts_and_pages() {
     server.shutdown().await;
 }
 
+/// An RFC 3339 UTC time with its fraction padded to nanoseconds, so that string order is
+/// time order (Go trims trailing zeros: `…:05.5Z` is later than `…:05.45Z`).
+fn sortable_time(v: &Value) -> String {
+    let t = v.as_str().expect("a time string");
+    let t = t.strip_suffix('Z').expect("UTC");
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    format!("{secs}.{frac:0<9}")
+}
+
+/// As nats-server: messages and interest changes are activity, PINGs are not, and a
+/// receiver is active when something is delivered to it.
+#[tokio::test]
+async fn last_activity_follows_messages_not_pings() {
+    let server = start_midge().await;
+    let m = monitor(&server);
+    let mut receiver = RawClient::connect(server.client_addr(), CONNECT).await;
+    receiver.sync("SUB news 1\r\n").await;
+    let mut sender = RawClient::connect(server.client_addr(), CONNECT).await;
+    sender.sync("").await;
+    let last = |v: &Value, i: usize| sortable_time(&v["connections"][i]["last_activity"]);
+    let before = get_json(m, "/connz").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sender.sync("").await;
+    receiver.sync("").await;
+    let after_pings = get_json(m, "/connz").await;
+    assert_eq!(
+        last(&after_pings, 0),
+        last(&before, 0),
+        "PING is not activity"
+    );
+    assert_eq!(
+        last(&after_pings, 1),
+        last(&before, 1),
+        "PING is not activity"
+    );
+    sender.sync("PUB news 2\r\nhi\r\n").await;
+    receiver.read_until(b"hi\r\n").await;
+    let after_msg = get_json(m, "/connz").await;
+    assert!(
+        last(&after_msg, 1) > last(&before, 1),
+        "publishing is activity"
+    );
+    assert!(
+        last(&after_msg, 0) > last(&before, 0),
+        "a delivery is activity"
+    );
+    let v = get_json(m, "/connz?sort=last").await;
+    assert_eq!(v["connections"].as_array().map(Vec::len), Some(2));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn connz_remembers_closed_connections_and_why() {
     let server = start_midge().await;

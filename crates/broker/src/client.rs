@@ -354,6 +354,8 @@ struct Conn {
     /// Whether the client sent anything since the last ping timer; an active client is not pinged.
     active: bool,
     rtt_known: bool,
+    /// A SUB or UNSUB in the current read: activity for monitoring.
+    interest_changed: bool,
     /// When the last server PING went out, to measure the round trip at its PONG.
     ping_sent_at: Option<Instant>,
     rng: u64,
@@ -401,6 +403,7 @@ impl Conn {
             pings_out: 0,
             active: false,
             rtt_known: false,
+            interest_changed: false,
             ping_sent_at: None,
             rng: shared.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             batch_in_msgs: 0,
@@ -647,6 +650,9 @@ impl Conn {
             // Like nats-server, a first estimate of the round trip: INFO went out on
             // accept and this CONNECT answers it. Server PINGs refine it later.
             self.set_rtt(self.shared.start.elapsed().unwrap_or_default());
+            self.shared
+                .last_activity
+                .store(monitor::unix_nanos(SystemTime::now()), Ordering::Relaxed);
         }
         *self.shared.meta.lock() = ConnMeta {
             name: copts.name.clone().unwrap_or_default(),
@@ -841,6 +847,7 @@ impl Conn {
     }
 
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        self.interest_changed = true;
         if !subject::is_valid_subject(subj)
             || queue.is_some_and(|q| !subject::is_valid_queue_name(q))
         {
@@ -901,6 +908,7 @@ impl Conn {
     }
 
     fn process_unsub(&mut self, sid: &[u8], max: Option<u64>) {
+        self.interest_changed = true;
         let sub = self.shared.subs.lock().get(sid).cloned();
         if let Some(sub) = sub {
             match max {
@@ -975,6 +983,25 @@ impl Conn {
         }
     }
 
+    /// `/connz` `last_activity` as nats-server keeps it: a read that carried messages or
+    /// changed interest, and a delivery to a receiver. Once per read, not per message:
+    /// one vDSO clock read and plain atomic stores, no lock.
+    fn record_activity(&mut self) {
+        let own = self.batch_in_msgs > 0 || std::mem::take(&mut self.interest_changed);
+        if !own && self.to_wake.is_empty() {
+            return;
+        }
+        let now = monitor::unix_nanos(SystemTime::now());
+        if own {
+            self.shared.last_activity.store(now, Ordering::Relaxed);
+        }
+        for c in &self.to_wake {
+            if !Arc::ptr_eq(c, &self.shared) {
+                c.last_activity.store(now, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn set_rtt(&self, rtt: Duration) {
         let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.shared.rtt_nanos.store(nanos, Ordering::Relaxed);
@@ -982,10 +1009,7 @@ impl Conn {
 
     /// Called after each read has been processed: publish counters, wake receivers once.
     fn end_of_read(&mut self) {
-        // Once per read, not per message: one vDSO clock read, no lock.
-        self.shared
-            .last_activity
-            .store(monitor::unix_nanos(SystemTime::now()), Ordering::Relaxed);
+        self.record_activity();
         // A read that carried few messages is latency-bound (requests, replies, chat): write
         // them out now. A busy read is throughput-bound: leave the writes to the receivers'
         // writers, which then coalesce several reads' worth into each syscall.
