@@ -561,8 +561,14 @@ impl Conn {
                 subject,
                 queue,
                 sid,
-            } => self.process_sub(subject, queue, sid),
-            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
+            } => {
+                self.interest_changed = true;
+                self.process_sub(subject, queue, sid)
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.interest_changed = true;
+                self.process_unsub(sid, max)
+            }
             ClientOp::Ping => {
                 self.send(encode::PONG);
             }
@@ -847,7 +853,6 @@ impl Conn {
     }
 
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        self.interest_changed = true;
         if !subject::is_valid_subject(subj)
             || queue.is_some_and(|q| !subject::is_valid_queue_name(q))
         {
@@ -908,7 +913,6 @@ impl Conn {
     }
 
     fn process_unsub(&mut self, sid: &[u8], max: Option<u64>) {
-        self.interest_changed = true;
         let sub = self.shared.subs.lock().get(sid).cloned();
         if let Some(sub) = sub {
             match max {
