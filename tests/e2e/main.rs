@@ -4,8 +4,11 @@
 //!   processes and compare bytes; `MIDGE_TESTS_REFERENCE_ONLY=1` runs only nats-server.
 //! - `client` and `embedded` use the official `async-nats` client against midge started
 //!   in-process through its library API.
+//! - `monitor` checks the HTTP monitoring endpoints, and their JSON shapes against
+//!   nats-server's.
 
 mod client;
 mod differential;
 mod embedded;
+mod monitor;
 mod raw_protocol;

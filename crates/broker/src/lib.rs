@@ -25,6 +25,7 @@ mod error;
 pub mod flags;
 mod info;
 pub mod logging;
+mod monitor;
 pub mod options;
 mod server;
 

@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 use crate::client::{self, ClientShared, SubRef};
 use crate::error::Error;
 use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
+use crate::monitor::{self, ClosedRing, Monitor};
 use crate::options::Options;
 
 /// A running server. Dropping it stops the accept loop and closes every connection
@@ -27,6 +28,8 @@ use crate::options::Options;
 pub struct Server {
     inner: Arc<ServerInner>,
     client_addr: SocketAddr,
+    /// Kept until the handle goes, so `/healthz` reports the shutdown while it runs.
+    monitor: Option<Monitor>,
 }
 
 /// State shared by the accept loop and every connection.
@@ -42,6 +45,11 @@ pub(crate) struct ServerInner {
     pub start: SystemTime,
     pub client_addr: Mutex<Option<SocketAddr>>,
     pub shutting_down: AtomicBool,
+    /// Recently closed connections, for `/connz?state=closed`.
+    pub closed: ClosedRing,
+    /// When the configuration in force was loaded, and a digest of it (`/varz`).
+    pub config_load_time: SystemTime,
+    pub config_digest: String,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     active: AtomicUsize,
@@ -108,6 +116,24 @@ impl ServerInner {
     }
 }
 
+/// `sha256:<hex>` of the config file's bytes, as `/varz` `config_digest`; empty when the
+/// options did not come from a file (nothing to compare a reload against).
+fn config_digest(opts: &Options) -> String {
+    use sha2::{Digest, Sha256};
+    let Some(bytes) = opts
+        .config_file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+    else {
+        return String::new();
+    };
+    let mut hex = String::from("sha256:");
+    for b in Sha256::digest(&bytes) {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
 fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => match p.parse() {
@@ -161,6 +187,12 @@ impl ServerBuilder {
         self.opts.port = port;
         self
     }
+    /// Serves HTTP monitoring (`/varz`, `/connz`, `/healthz`, `/metrics`, ...) on this
+    /// port; `0` picks a free one (see [`Server::monitor_addr`]).
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.opts.http_port = Some(port);
+        self
+    }
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.opts.server_name = Some(name.into());
         self
@@ -208,6 +240,9 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let (shutdown_tx, _) = watch::channel(false);
+        let config_digest = config_digest(&opts);
+        // One instant for both: `config_load_time` after `start` is how tools see a reload.
+        let start = SystemTime::now();
         let inner = Arc::new(ServerInner {
             opts,
             id,
@@ -216,9 +251,12 @@ impl Server {
             clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
             stats: Stats::default(),
-            start: SystemTime::now(),
+            start,
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
+            closed: ClosedRing::default(),
+            config_load_time: start,
+            config_digest,
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -234,10 +272,16 @@ impl Server {
         if let Some(file) = &inner.opts.config_file {
             info!("Using configuration file: {}", file.display());
         }
+        // nats-server starts the monitor before the client listener; keep the log order.
+        let monitor = monitor::start(&inner).await?;
         info!("Listening for client connections on {}", client_addr);
         tokio::spawn(accept_loop(inner.clone(), listener));
         info!("Server is ready");
-        Ok(Server { inner, client_addr })
+        Ok(Server {
+            inner,
+            client_addr,
+            monitor,
+        })
     }
 
     /// The address clients connect to (with the real port when port 0 was asked for).
@@ -252,6 +296,17 @@ impl Server {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("nats://{addr}")
+    }
+
+    /// The HTTP monitoring address (with the real port when port 0 was asked for), if
+    /// `http_port` is set.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().map(Monitor::addr)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<ServerInner> {
+        &self.inner
     }
 
     /// The generated server id.
