@@ -115,6 +115,23 @@ async fn expect_closed_within(client: &mut RawClient, deadline: Duration) {
     }
 }
 
+/// `GET path` over HTTP/1.1 with `Connection: close`; the whole response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    tokio::time::timeout(midge_tests::DEADLINE, exchange)
+        .await
+        .expect("HTTP GET timed out")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
 /// A config file the test owns (given with a second `-c`, which wins over the harness's).
 struct ConfigFile {
     _dir: tempfile::TempDir,
@@ -214,7 +231,16 @@ async fn lame_duck_from_the_library_spreads_closes_over_the_duration() {
         lame_duck_grace_period: Duration::from_millis(200),
         ..midge::Options::default()
     };
-    let server = midge::Server::start(opts).await.expect("start");
+    let server = midge::Server::builder()
+        .options(opts)
+        .http_port(0)
+        .start()
+        .await
+        .expect("start");
+    let monitor = server.monitor_addr().expect("monitor address");
+    assert!(http_get(monitor, "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
     let mut clients = Vec::new();
     for _ in 0..5 {
         clients.push(login(server.client_addr(), None).await);
@@ -229,6 +255,9 @@ async fn lame_duck_from_the_library_spreads_closes_over_the_duration() {
         assert!(tokio::net::TcpStream::connect(server.client_addr())
             .await
             .is_err());
+        // As nats-server 2.9.10: not ready for connections, so not healthy.
+        let health = http_get(monitor, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
         // Each client watched on its own, so each close is timed when it happens.
         futures::future::join_all(clients.iter_mut().map(|c| async move {
             expect_closed_within(c, Duration::from_secs(5)).await;

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
 use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
@@ -25,6 +25,7 @@ use tracing::{debug, trace, warn};
 
 use crate::auth::{self, ClientPermissions, DeliveryPermissions};
 use crate::info::ConnectOptions;
+use crate::monitor::{self, ClosedConn, ConnMeta};
 use crate::options::Options;
 use crate::server::ServerInner;
 
@@ -121,6 +122,12 @@ pub(crate) struct ClientShared {
     pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
+    /// What CONNECT said (name, lang, version, user), for monitoring.
+    pub meta: Mutex<ConnMeta>,
+    /// Unix nanoseconds of the last read from this client (`/connz` `last_activity`).
+    pub last_activity: AtomicU64,
+    /// Last measured round trip in nanoseconds; 0 until known.
+    pub rtt_nanos: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -137,11 +144,12 @@ struct Outbound {
 
 impl ClientShared {
     fn new(cid: u64, peer: SocketAddr, stream: TcpStream) -> Self {
+        let start = SystemTime::now();
         ClientShared {
             cid,
             stream,
             peer,
-            start: SystemTime::now(),
+            start,
             out: Mutex::new(Outbound::default()),
             writer_wake: Notify::new(),
             kill: Notify::new(),
@@ -153,6 +161,9 @@ impl ClientShared {
             subs: Mutex::new(FxHashMap::default()),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
+            meta: Mutex::new(ConnMeta::default()),
+            last_activity: AtomicU64::new(monitor::unix_nanos(start)),
+            rtt_nanos: AtomicU64::new(0),
         }
     }
 
@@ -273,13 +284,17 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             };
             conn.wake_writers();
             conn.shared.close(reason);
+            // Taken before the subscriptions go, for `/connz?state=closed&subs=1`.
+            let subs = monitor::sub_details(&conn.shared);
             conn.remove_all_subs();
+            subs
         };
         let writer = write_loop(&srv, &shared);
-        tokio::join!(reader, writer);
+        let (subs, ()) = tokio::join!(reader, writer);
         if let Some(r) = shared.close_reason() {
             debug!(cid, %peer, "Client connection closed: {r}");
         }
+        srv.closed.push(ClosedConn::new(&shared, subs));
         srv.connection_closed(cid);
     });
 }
@@ -374,6 +389,10 @@ struct Conn {
     /// Whether the client sent anything since the last ping timer; an active client is not pinged.
     active: bool,
     rtt_known: bool,
+    /// A SUB or UNSUB in the current read: activity for monitoring.
+    interest_changed: bool,
+    /// When the last server PING went out, to measure the round trip at its PONG.
+    ping_sent_at: Option<Instant>,
     rng: u64,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
@@ -423,6 +442,8 @@ impl Conn {
             pings_out: 0,
             active: false,
             rtt_known: false,
+            interest_changed: false,
+            ping_sent_at: None,
             rng: shared.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             batch_in_msgs: 0,
             batch_in_bytes: 0,
@@ -595,14 +616,23 @@ impl Conn {
                 subject,
                 queue,
                 sid,
-            } => self.process_sub(subject, queue, sid),
-            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
+            } => {
+                self.interest_changed = true;
+                self.process_sub(subject, queue, sid)
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.interest_changed = true;
+                self.process_unsub(sid, max)
+            }
             ClientOp::Ping => {
                 self.send(encode::PONG);
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
                 self.rtt_known = true;
+                if let Some(sent) = self.ping_sent_at.take() {
+                    self.set_rtt(sent.elapsed());
+                }
             }
             ClientOp::Connect(json) => return self.process_connect(json),
             ClientOp::Info(_) | ClientOp::Ok => {}
@@ -672,6 +702,20 @@ impl Conn {
         self.shared
             .async_info
             .store(copts.protocol >= 1, Ordering::Release);
+        if !self.connected {
+            // Like nats-server, a first estimate of the round trip: INFO went out on
+            // accept and this CONNECT answers it. Server PINGs refine it later.
+            self.set_rtt(self.shared.start.elapsed().unwrap_or_default());
+            self.shared
+                .last_activity
+                .store(monitor::unix_nanos(SystemTime::now()), Ordering::Relaxed);
+        }
+        *self.shared.meta.lock() = ConnMeta {
+            name: copts.name.clone().unwrap_or_default(),
+            lang: copts.lang.clone().unwrap_or_default(),
+            version: copts.version.clone().unwrap_or_default(),
+            user: copts.user.clone().unwrap_or_default(),
+        };
         self.copts = copts;
         self.connected = true;
         if self.copts.verbose {
@@ -1049,6 +1093,7 @@ impl Conn {
         // The first PING goes out regardless of activity: its PONG tells us the round trip.
         if !std::mem::take(&mut self.active) || !self.rtt_known {
             self.pings_out += 1;
+            self.ping_sent_at = Some(Instant::now());
             self.send(encode::PING);
         }
         Ok(())
@@ -1073,8 +1118,33 @@ impl Conn {
         }
     }
 
+    /// `/connz` `last_activity` as nats-server keeps it: a read that carried messages or
+    /// changed interest, and a delivery to a receiver. Once per read, not per message:
+    /// one vDSO clock read and plain atomic stores, no lock.
+    fn record_activity(&mut self) {
+        let own = self.batch_in_msgs > 0 || std::mem::take(&mut self.interest_changed);
+        if !own && self.to_wake.is_empty() {
+            return;
+        }
+        let now = monitor::unix_nanos(SystemTime::now());
+        if own {
+            self.shared.last_activity.store(now, Ordering::Relaxed);
+        }
+        for c in &self.to_wake {
+            if !Arc::ptr_eq(c, &self.shared) {
+                c.last_activity.store(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn set_rtt(&self, rtt: Duration) {
+        let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.shared.rtt_nanos.store(nanos, Ordering::Relaxed);
+    }
+
     /// Called after each read has been processed: publish counters, wake receivers once.
     fn end_of_read(&mut self) {
+        self.record_activity();
         // A read that carried few messages is latency-bound (requests, replies, chat): write
         // them out now. A busy read is throughput-bound: leave the writes to the receivers'
         // writers, which then coalesce several reads' worth into each syscall.

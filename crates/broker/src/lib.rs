@@ -28,6 +28,7 @@ pub mod flags;
 mod info;
 mod lameduck;
 pub mod logging;
+mod monitor;
 pub mod options;
 mod reload;
 mod server;

@@ -139,17 +139,24 @@ pub(crate) struct OpsState {
 }
 
 impl OpsState {
-    pub(crate) fn new(opts: &Options, flags: Option<Flags>) -> Self {
+    pub(crate) fn new(opts: &Options, flags: Option<Flags>, loaded_at: SystemTime) -> Self {
         OpsState {
             flags,
             version: Mutex::new(ConfigVersion {
                 digest: digest(opts),
-                loaded_at: SystemTime::now(),
+                loaded_at,
             }),
             reload_lock: tokio::sync::Mutex::new(()),
             lame_duck_tx: watch::channel(false).0,
             accept_task: Mutex::new(None),
         }
+    }
+
+    /// The digest of the configuration in force and when it was loaded (`/varz`
+    /// `config_digest`, `config_load_time`).
+    pub(crate) fn config_version(&self) -> (String, SystemTime) {
+        let v = self.version.lock();
+        (v.digest.clone(), v.loaded_at)
     }
 
     pub(crate) fn set_accept_task(&self, task: JoinHandle<()>) {
@@ -176,8 +183,12 @@ impl OpsState {
 }
 
 /// `sha256:<hex>` of the effective options written as a config file, so equal
-/// configurations have equal digests whatever their formatting, includes or flags.
+/// configurations have equal digests whatever their formatting, includes or flags. Empty
+/// when the options did not come from a file, as nats-server (nothing to reload).
 fn digest(opts: &Options) -> String {
+    if opts.config_file.is_none() {
+        return String::new();
+    }
     let hash = Sha256::digest(opts.to_conf_string().as_bytes());
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
@@ -558,13 +569,17 @@ mod tests {
 
     #[test]
     fn digest_is_stable_and_tracks_content() {
-        let a = Options::default();
+        assert_eq!(digest(&Options::default()), "");
+        let a = Options {
+            config_file: Some("x.conf".into()),
+            ..Options::default()
+        };
         assert_eq!(digest(&a), digest(&a.clone()));
         assert!(digest(&a).starts_with("sha256:"));
         assert_eq!(digest(&a).len(), 7 + 64);
         let b = Options {
             debug: true,
-            ..Options::default()
+            ..a.clone()
         };
         assert_ne!(digest(&a), digest(&b));
     }

@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 use crate::client::{self, ClientShared, SubRef};
 use crate::error::Error;
 use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
+use crate::monitor::{self, ClosedRing, Monitor};
 use crate::options::Options;
 
 /// A running server. Dropping it stops the accept loop and closes every connection
@@ -27,6 +28,8 @@ use crate::options::Options;
 pub struct Server {
     pub(crate) inner: Arc<ServerInner>,
     client_addr: SocketAddr,
+    /// Kept until the handle goes, so `/healthz` reports the shutdown while it runs.
+    monitor: Option<Monitor>,
 }
 
 /// State shared by the accept loop and every connection.
@@ -48,6 +51,8 @@ pub(crate) struct ServerInner {
     pub shutting_down: AtomicBool,
     /// Set once "Server Exiting.." was logged (lame duck mode and `shutdown` may both wait).
     exited: AtomicBool,
+    /// Recently closed connections, for `/connz?state=closed`.
+    pub closed: ClosedRing,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -174,6 +179,12 @@ impl ServerBuilder {
         self.opts.port = port;
         self
     }
+    /// Serves HTTP monitoring (`/varz`, `/connz`, `/healthz`, `/metrics`, ...) on this
+    /// port; `0` picks a free one (see [`Server::monitor_addr`]).
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.opts.http_port = Some(port);
+        self
+    }
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.opts.server_name = Some(name.into());
         self
@@ -234,7 +245,9 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let (shutdown_tx, _) = watch::channel(false);
-        let ops = crate::reload::OpsState::new(&opts, flags);
+        // One instant for both: `config_load_time` after `start` is how tools see a reload.
+        let start = SystemTime::now();
+        let ops = crate::reload::OpsState::new(&opts, flags, start);
         let (opts_tx, _) = watch::channel(opts);
         let inner = Arc::new(ServerInner {
             opts_tx,
@@ -245,10 +258,11 @@ impl Server {
             clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
             stats: Stats::default(),
-            start: SystemTime::now(),
+            start,
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
             exited: AtomicBool::new(false),
+            closed: ClosedRing::default(),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -264,12 +278,18 @@ impl Server {
         if let Some(file) = &inner.opts().config_file {
             info!("Using configuration file: {}", file.display());
         }
+        // nats-server starts the monitor before the client listener; keep the log order.
+        let monitor = monitor::start(&inner).await?;
         info!("Listening for client connections on {}", client_addr);
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.ops.set_accept_task(accept);
         crate::reload::spawn_config_watch(&inner);
         info!("Server is ready");
-        Ok(Server { inner, client_addr })
+        Ok(Server {
+            inner,
+            client_addr,
+            monitor,
+        })
     }
 
     /// The address clients connect to (with the real port when port 0 was asked for).
@@ -284,6 +304,17 @@ impl Server {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("nats://{addr}")
+    }
+
+    /// The HTTP monitoring address (with the real port when port 0 was asked for), if
+    /// `http_port` is set.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().map(Monitor::addr)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<ServerInner> {
+        &self.inner
     }
 
     /// The generated server id.
