@@ -463,32 +463,46 @@ async fn bad_reloads_keep_the_running_configuration() {
 
 #[tokio::test]
 async fn library_reload_reports_changes_and_refuses_a_port_change() {
-    let conf = ConfigFile::new("listen: 127.0.0.1:0\nmax_payload: 1000\n");
+    // Monitoring comes from the file too: a reload rebuilds the options from the file (and
+    // the command line), not from what the program set in code.
+    let conf = ConfigFile::new("listen: 127.0.0.1:0\nhttp_port: -1\nmax_payload: 1000\n");
     let loaded = midge::Options::from_file(&conf.path).expect("load config");
-    let server = midge::Server::start(loaded.options).await.expect("start");
+    let server = midge::Server::builder()
+        .options(loaded.options)
+        .start()
+        .await
+        .expect("start");
+    let monitor = server.monitor_addr().expect("monitor address");
     let digest = server.config_digest();
     let loaded_at = server.config_loaded_at();
     assert!(digest.starts_with("sha256:"), "{digest}");
     let mut c = login(server.client_addr(), None).await;
 
-    conf.write("listen: 127.0.0.1:0\nmax_payload: 10\n");
+    conf.write("listen: 127.0.0.1:0\nhttp_port: -1\nmax_payload: 10\n");
     let report = server.reload().await.expect("reload");
     assert_eq!(report.changed, ["max_payload"]);
     assert_ne!(report.digest, digest);
     assert_eq!(server.config_digest(), report.digest);
     assert!(server.config_loaded_at() >= loaded_at);
     assert_eq!(server.options().max_payload, 10);
+    // /varz shows the configuration in force.
+    let varz = http_get(monitor, "/varz").await;
+    let body = varz.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let varz: serde_json::Value = serde_json::from_str(body).expect("varz JSON");
+    assert_eq!(varz["config_digest"], report.digest.as_str());
+    assert_eq!(varz["max_payload"], 10);
+    assert_ne!(varz["config_load_time"], varz["start"]);
     // The open connection enforces the new limit.
     c.send(b"PUB foo 11\r\n01234567890\r\n").await;
     c.expect(b"-ERR 'Maximum Payload Violation'\r\n").await;
 
-    conf.write("listen: 127.0.0.1:4333\nmax_payload: 10\n");
+    conf.write("listen: 127.0.0.1:4333\nhttp_port: -1\nmax_payload: 10\n");
     let e = server.reload().await.expect_err("port change must fail");
     assert!(
         matches!(&e, midge::ReloadError::NotReloadable { option, .. } if option == "port"),
         "{e}"
     );
-    conf.write("listen: 127.0.0.1:0\nmax_payload: [\n");
+    conf.write("listen: 127.0.0.1:0\nhttp_port: -1\nmax_payload: [\n");
     assert!(matches!(
         server.reload().await,
         Err(midge::ReloadError::Invalid(_))

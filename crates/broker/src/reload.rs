@@ -224,6 +224,11 @@ impl Server {
     /// up the new limits and permissions; clients whose user was removed or whose password
     /// changed are closed with 'Authorization Violation'. On any error the running
     /// configuration stays in force.
+    ///
+    /// The new options come from the file and the command line
+    /// ([`ServerBuilder::command_line`](crate::ServerBuilder::command_line)) only: an option a
+    /// program set in code and the file does not name goes back to its default (and the
+    /// reload fails if that option is not reloadable).
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         reload(&self.inner).await
     }
