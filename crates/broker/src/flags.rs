@@ -594,6 +594,13 @@ mod tests {
         assert_eq!(run(&["-T=false"]).logtime, Some(false));
         assert_eq!(run(&["-T"]).logtime, Some(true));
         assert_eq!(run(&["--DV=false"]).debug, Some(false));
+        let f = run(&["--log_json", "--config_watch=false"]);
+        assert_eq!((f.log_json, f.config_watch), (Some(true), Some(false)));
+        let mut opts = Options::default();
+        run(&["--log_json", "--config_watch"])
+            .apply(&mut opts)
+            .unwrap();
+        assert!(opts.log_json && opts.config_watch);
         assert!(fail(&["-T=maybe"]).contains("invalid value \"maybe\" for flag -T"));
         // A bool flag does not take the next argument: it is a stray command.
         assert_eq!(fail(&["-D", "false"]), "unrecognized command: \"false\"");
