@@ -17,11 +17,11 @@ cd "$ROOT"
 die() { echo "build-dist.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
-# Docker arch -> Rust target, linker, cc-rs compiler, what `file` calls the machine.
-declare -A TRIPLE=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl
+# Docker arch -> Rust target, linker, what `file` calls the machine. All three link glibc
+# statically (see .cargo/config.toml and the commit that chose glibc over musl).
+declare -A TRIPLE=([amd64]=x86_64-unknown-linux-gnu [arm64]=aarch64-unknown-linux-gnu
                    [arm]=armv7-unknown-linux-gnueabihf)
 declare -A LINKER=([amd64]=cc [arm64]=aarch64-linux-gnu-gcc [arm]=arm-linux-gnueabihf-gcc)
-declare -A CCOMP=([amd64]=musl-gcc [arm64]=aarch64-linux-gnu-gcc [arm]=arm-linux-gnueabihf-gcc)
 declare -A MACHINE=([amd64]="x86-64" [arm64]="ARM aarch64" [arm]="ARM, EABI5")
 
 targets="amd64 arm64 arm"
@@ -61,13 +61,18 @@ for arch in $targets; do
   if ! grep -qx "$triple" <<<"$installed" && [[ ! -d $sysroot/lib/rustlib/$triple ]]; then
     problems+=("Rust target $triple is not installed (rustup target add $triple)")
   fi
-  for tool in "${LINKER[$arch]}" "${CCOMP[$arch]}"; do
-    command -v "$tool" >/dev/null || problems+=("$tool (for $arch) is not on PATH")
-  done
+  if ! command -v "${LINKER[$arch]}" >/dev/null; then
+    problems+=("${LINKER[$arch]} (for $arch) is not on PATH")
+  elif [[ $("${LINKER[$arch]}" -print-file-name=libc.a) != /* ]]; then
+    problems+=("${LINKER[$arch]} finds no static glibc (libc.a) for $arch")
+  fi
 done
 for b in $bins; do
   [[ -n ${PKG_OF[$b]:-} ]] || problems+=("no binary '$b' in the workspace (have: ${!PKG_OF[*]})")
 done
+# They would replace the per-target flags below, and with them crt-static.
+[[ -z ${RUSTFLAGS:-}${CARGO_ENCODED_RUSTFLAGS:-} ]] ||
+  problems+=("RUSTFLAGS/CARGO_ENCODED_RUSTFLAGS are set and would drop -C target-feature=+crt-static")
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] ||
   problems+=("/etc/ssl/certs/ca-certificates.crt is missing (Debian package ca-certificates)")
 if ((${#problems[@]})); then
@@ -90,7 +95,9 @@ for arch in $targets; do
   triple=${TRIPLE[$arch]}
   echo "==> $arch ($triple): $bins [profile $profile]"
   start=$SECONDS
-  cargo build --locked --profile "$profile" --target "$triple" "${pkgs[@]}" "${bin_args[@]}"
+  flags_var=CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$triple")_RUSTFLAGS
+  env "$flags_var=${!flags_var:-} -C target-feature=+crt-static" \
+    cargo build --locked --profile "$profile" --target "$triple" "${pkgs[@]}" "${bin_args[@]}"
   mkdir -p "dist/$arch"
   for b in $bins; do
     out=$target_dir/$triple/$profile/$b

@@ -59,6 +59,7 @@ for arch in "${ARCHES[@]}"; do
   start=$SECONDS
   timeout 30 "$qemu" "dist/$arch/midge" --version
   # -p -1: midge takes a free port and logs it, so no port is guessed in advance.
+  : >"$log"
   "$qemu" "dist/$arch/midge" -a 127.0.0.1 -p -1 >"$log" 2>&1 &
   PID=$!
   deadline=$((SECONDS + 30))

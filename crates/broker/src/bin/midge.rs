@@ -9,12 +9,6 @@ use midge::flags::{self, Command, SignalCommand};
 use midge::logging::{self, LogTarget};
 use tracing::{error, info, warn};
 
-// The shipped static binaries are built for musl, whose malloc costs a large share of the
-// broker's throughput (numbers in scripts/build-dist.sh's commit); glibc's is fine.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
