@@ -85,6 +85,7 @@ storage:
 http:
   addr: 127.0.0.1:0
 EOF
+: >"$WORK/registry.log"
 docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 REGISTRY_PID=$!
 registry_addr() {
@@ -105,12 +106,22 @@ for arch in "${ARCHES[@]}"; do
   start=$SECONDS
   # --no-cache: the classic builder's cache ignores the platform and would hand the amd64
   # layers to the arm64 build. TARGETARCH is passed because only BuildKit sets it.
-  DOCKER_BUILDKIT=0 docker build --no-cache --quiet --platform "$platform" \
+  if ! DOCKER_BUILDKIT=0 docker build --no-cache --platform "$platform" \
     --build-arg TARGETARCH="$arch" --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
-    -t "$image" . >/dev/null
+    -t "$image" . >"$WORK/build-$arch.log" 2>&1; then
+    cat "$WORK/build-$arch.log" >&2
+    die "docker build for $platform failed"
+  fi
   IMAGES+=("$image")
   got=$(docker image inspect "$image" --format '{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}}')
   [[ $got == "$platform" ]] || die "$image was built for $got, not $platform"
+  docker image inspect "$image" --format '{{json .Config.Labels}}' |
+    jq -e --arg v "$VERSION" --arg r "$REVISION" '. as $l
+      | ($l["org.opencontainers.image.version"] == $v)
+      and ($l["org.opencontainers.image.revision"] == $r)
+      and (["source", "licenses", "title", "description"]
+           | all(($l["org.opencontainers.image." + .] // "") != ""))' >/dev/null ||
+    die "$image lacks the OCI labels"
   user=$(docker image inspect "$image" --format '{{.Config.User}}')
   [[ $user == 65532:65532 ]] || die "$image runs as '$user', not 65532:65532"
   echo "built $image ($got, $(docker image inspect "$image" --format '{{.Size}}') bytes) in $((SECONDS - start)) s"

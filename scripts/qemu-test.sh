@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the arm64 and armv7 `midge` from dist/ (scripts/build-dist.sh) under qemu-user on
-# loopback and passes a pub/sub exchange through each with the host's midge-bench.
+# loopback and passes a pub/sub exchange through each with the host's midge-bench, then with
+# that architecture's own midge-bench (also under qemu) when dist/ has it.
 #
 #   scripts/qemu-test.sh [arm64] [arm]        (default: both)
 #
@@ -72,6 +73,13 @@ for arch in "${ARCHES[@]}"; do
   [[ -n $port ]] || die "no client port in midge's log"
   echo "midge ($arch) ready on 127.0.0.1:$port after $((SECONDS - start)) s"
   timeout 120 "$BENCH" pubsub --msgs "$MSGS" --timeout 90 --url "nats://127.0.0.1:$port"
+  # The architecture's own client too, by name: a static glibc resolves through the NSS
+  # modules built into libc.a, with no shared library of that architecture on this host.
+  if [[ -x dist/$arch/midge-bench ]]; then
+    echo "dist/$arch/midge-bench under $qemu, to nats://localhost:$port"
+    timeout 120 "$qemu" "dist/$arch/midge-bench" pubsub --msgs "$MSGS" --timeout 90 --json \
+      --url "nats://localhost:$port"
+  fi
   stop_midge
   echo "$arch passed in $((SECONDS - start)) s"
 done
