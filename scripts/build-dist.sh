@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 die() { echo "build-dist.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 # Docker arch -> Rust target, linker, what `file` calls the machine. All three link glibc
 # statically (see .cargo/config.toml and the commit that chose glibc over musl).
@@ -76,9 +76,9 @@ done
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] ||
   problems+=("/etc/ssl/certs/ca-certificates.crt is missing (Debian package ca-certificates)")
 if ((${#problems[@]})); then
-  printf 'build-dist.sh: missing prerequisites:\n' >&2
+  printf 'build-dist.sh: cannot build:\n' >&2
   printf '  - %s\n' "${problems[@]}" >&2
-  printf 'run scripts/dist-deps.sh to install them\n' >&2
+  printf 'scripts/dist-deps.sh installs the targets, linkers and tools\n' >&2
   exit 1
 fi
 
