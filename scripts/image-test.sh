@@ -36,6 +36,7 @@ done
 
 WORK=$(mktemp -d /tmp/midge-image-test.XXXXXX)
 REGISTRY_PID=""
+REGISTRY_UP=""
 CONTAINER=""
 IMAGES=()
 LIST=""
@@ -51,7 +52,7 @@ cleanup() {
     kill "$REGISTRY_PID" 2>/dev/null || true
     wait "$REGISTRY_PID" 2>/dev/null || true
   fi
-  if ((rc != 0)) && [[ -s $WORK/registry.log ]]; then
+  if ((rc != 0)) && [[ -z $REGISTRY_UP && -s $WORK/registry.log ]]; then
     tail -20 "$WORK/registry.log" | sed 's/^/  registry: /' >&2
   fi
   rm -rf "$WORK"
@@ -95,6 +96,7 @@ registry_addr() {
 wait_for 20 "docker-registry to listen" registry_addr
 REGISTRY=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$WORK/registry.log" | head -1 | cut -d' ' -f3)
 wait_for 20 "the registry API at $REGISTRY" curl -fsS -o /dev/null "http://$REGISTRY/v2/"
+REGISTRY_UP=1
 echo "registry at $REGISTRY (storage $WORK/storage)"
 
 REPO=$REGISTRY/midge
@@ -192,5 +194,6 @@ else
 fi
 
 step "pub/sub through the container"
-timeout 60 "$BENCH" pubsub --msgs 1000 --timeout 30 --url "nats://127.0.0.1:$CLIENT_PORT"
+timeout 60 "$BENCH" pubsub --msgs 1000 --timeout 30 --url "nats://127.0.0.1:$CLIENT_PORT" ||
+  die "the pub/sub exchange through the container failed"
 echo "image-test.sh: all checks passed"

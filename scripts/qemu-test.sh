@@ -72,13 +72,14 @@ for arch in "${ARCHES[@]}"; do
   port=$(grep -o 'Listening for client connections on 127\.0\.0\.1:[0-9]*' "$log" | head -1 | sed 's/.*://')
   [[ -n $port ]] || die "no client port in midge's log"
   echo "midge ($arch) ready on 127.0.0.1:$port after $((SECONDS - start)) s"
-  timeout 120 "$BENCH" pubsub --msgs "$MSGS" --timeout 90 --url "nats://127.0.0.1:$port"
+  timeout 120 "$BENCH" pubsub --msgs "$MSGS" --timeout 90 --url "nats://127.0.0.1:$port" ||
+    die "the host's midge-bench failed against midge ($arch)"
   # The architecture's own client too, by name: a static glibc resolves through the NSS
   # modules built into libc.a, with no shared library of that architecture on this host.
   if [[ -x dist/$arch/midge-bench ]]; then
     echo "dist/$arch/midge-bench under $qemu, to nats://localhost:$port"
     timeout 120 "$qemu" "dist/$arch/midge-bench" pubsub --msgs "$MSGS" --timeout 90 --json \
-      --url "nats://localhost:$port"
+      --url "nats://localhost:$port" || die "midge-bench ($arch) failed against midge ($arch)"
   fi
   stop_midge
   echo "$arch passed in $((SECONDS - start)) s"
