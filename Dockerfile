@@ -14,7 +14,9 @@ FROM scratch
 COPY dist/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 
 ARG TARGETARCH
-COPY dist/${TARGETARCH}/midge /midge
+# midge (the broker, the entrypoint), midge-operator (the chart runs `/midge-operator run`)
+# and midge-bench: one image for every role, so one manifest schedules anywhere.
+COPY dist/${TARGETARCH}/ /
 
 ARG VERSION=dev
 ARG REVISION=unknown
