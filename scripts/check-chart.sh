@@ -39,6 +39,13 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 helm template midge-operator $CHART --namespace midge-system > "$out/chart-default.yaml"
 helm template midge-operator $CHART --namespace midge-system -f $HA_VALUES > "$out/chart-ha.yaml"
+# Leader election follows the replica count, and its Lease Role exists only with it.
+leader_elect() { grep -A1 'name: MIDGE_OPERATOR_LEADER_ELECT' "$1" | sed -n 's/ *value: "\(.*\)"/\1/p'; }
+if [[ $(leader_elect "$out/chart-default.yaml") != false || $(leader_elect "$out/chart-ha.yaml") != true ]] \
+    || grep -q '^kind: Role$' "$out/chart-default.yaml" || ! grep -q '^kind: Role$' "$out/chart-ha.yaml"; then
+  echo "error: leader election must be off (no Lease Role) for 1 replica and on for 2" >&2
+  exit 1
+fi
 if helm template midge-operator $CHART --set replicaCount=2 --set leaderElection.enabled=false >/dev/null 2>&1; then
   echo "error: two replicas without leader election must be refused" >&2
   exit 1

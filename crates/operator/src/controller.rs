@@ -971,6 +971,85 @@ mod tests {
         .await
         .expect("reconcile succeeds");
         assert_eq!(action, Action::await_change());
+
+        // Still paused, status already says so: no status write and no second event.
+        let mut again = cluster("  replicas: 3\n  paused: true\n");
+        again.status = Some(paused_status(&again, &settled(&again, 3), now()));
+        let action = run(again, |h| async move { h })
+            .await
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+    }
+
+    /// The ClusterRole users install (config/rbac is the chart rendered) must grant every
+    /// call this controller makes: a new child kind without its rule fails here rather
+    /// than with 403 in a cluster. Verbs are kept to what is used, so extras fail too.
+    #[test]
+    fn shipped_cluster_role_grants_exactly_what_the_controller_uses() {
+        use k8s_openapi::api::rbac::v1::ClusterRole;
+        use serde::Deserialize as _;
+
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rbac/rbac.yaml");
+        let text = std::fs::read_to_string(path).expect("config/rbac/rbac.yaml");
+        let role: ClusterRole = serde_yaml::Deserializer::from_str(&text)
+            .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+            .find(|doc| doc["kind"] == "ClusterRole")
+            .map(|doc| serde_yaml::from_value(doc).expect("a valid ClusterRole"))
+            .expect("a ClusterRole in config/rbac");
+        let mut granted: Vec<String> = Vec::new();
+        for rule in role.rules.iter().flatten() {
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    for verb in &rule.verbs {
+                        granted.push(format!("{group}/{resource}:{verb}"));
+                    }
+                }
+            }
+        }
+        granted.sort();
+
+        // Every kind the build step produces is applied (server-side apply creating an
+        // object is authorised as create too). Kinds map to resources by plural: all of
+        // ours are regular (+s).
+        let sample = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/samples/natscluster-production.yaml"
+        );
+        let nc = crate::render::parse_manifests(&std::fs::read_to_string(sample).expect("sample"))
+            .expect("sample parses")
+            .remove(0);
+        let plan = validate(&nc).expect("valid sample");
+        let yaml = build(&plan, None).to_yaml().expect("yaml");
+        let mut needed: Vec<String> = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&yaml) {
+            let doc = serde_yaml::Value::deserialize(doc).expect("object");
+            let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let resource = format!(
+                "{}s",
+                doc["kind"].as_str().unwrap_or_default().to_lowercase()
+            );
+            for verb in ["create", "patch"] {
+                needed.push(format!("{group}/{resource}:{verb}"));
+            }
+        }
+        // Watched by the controller (main.rs), status written, pools deleted, Events.
+        for watched in [
+            "midge.dev/natsclusters",
+            "apps/statefulsets",
+            "/configmaps",
+            "/services",
+        ] {
+            needed.push(format!("{watched}:list"));
+            needed.push(format!("{watched}:watch"));
+        }
+        needed.push("midge.dev/natsclusters/status:patch".into());
+        needed.push("apps/statefulsets:delete".into());
+        needed.push("events.k8s.io/events:create".into());
+        needed.push("events.k8s.io/events:patch".into());
+        needed.sort();
+        needed.dedup();
+        assert_eq!(granted, needed);
     }
 
     #[tokio::test]
