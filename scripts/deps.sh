@@ -29,6 +29,16 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet kubernetes-validate
 fi
 
+# The chart and manifest checks (scripts/check-chart.sh) in their own virtualenv: checkov
+# pins old versions of common packages (botocore, packaging) that would break other
+# Python tools if installed beside them. helm-python-sdk is Helm's SDK as a library.
+tools=${MIDGE_PY_TOOLS:-$HOME/.cache/midge-py-tools}
+if ! [[ -x $tools/bin/checkov ]] || ! "$tools/bin/python" -c 'import helm_python, jsonschema, yaml' >/dev/null 2>&1; then
+  echo "deps: installing helm-python-sdk, checkov, jsonschema into $tools"
+  python3 -m venv "$tools"
+  "$tools/bin/python" -m pip install --quiet helm-python-sdk checkov jsonschema pyyaml
+fi
+
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Offline checks of what the operator deploys: the committed CRD matches the Rust types,
 # and every object `midge-operator render` produces for the samples is valid for each
-# supported Kubernetes version (strict: unknown fields are errors). No cluster needed.
-# Needs the PyPI package kubernetes-validate (scripts/deps.sh installs it).
+# supported Kubernetes version (strict: unknown fields are errors); then the Helm chart
+# and the plain manifests (scripts/check-chart.sh). No cluster needed.
+# Needs kubernetes-validate and the tools virtualenv (scripts/deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,3 +27,5 @@ for v in $VERSIONS; do
   kubernetes-validate --strict --quiet -k "$v" "$out"/*.yaml config/crd/*.yaml
   echo "validate-manifests: rendered samples and CRD valid for Kubernetes $v"
 done
+
+scripts/check-chart.sh

@@ -4,6 +4,10 @@
 //! the operator owns exactly the fields it renders and an unchanged spec produces no
 //! change in the cluster. The status is written only when it differs from the stored one:
 //! writing it unconditionally would trigger a new watch event and a reconcile loop.
+//!
+//! Transitions a user should see in `kubectl describe` (created, scaled, pool removed,
+//! invalid spec, paused) are also published as Kubernetes Events. They are derived from
+//! the stored status, so a re-reconcile of an unchanged cluster publishes nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -117,13 +122,16 @@ impl Metrics {
 pub struct Context {
     pub client: Client,
     pub metrics: Metrics,
+    recorder: Recorder,
     /// Consecutive failures per object, for exponential back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    /// `reporter` names this operator instance (its pod) in the Events it publishes.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics: Metrics::default(),
             failures: Mutex::new(HashMap::new()),
@@ -185,6 +193,10 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     if nc.spec.paused {
         let status = paused_status(nc, &current, now);
         write_status(client, nc, &ns, &current, status).await?;
+        if !has_reason(&current, "Progressing", "Paused") {
+            let note = "spec.paused is set: changes are not applied until it is cleared";
+            publish(ctx, nc, EventType::Normal, "Paused", "Pause", note.into()).await;
+        }
         return Ok(Action::await_change());
     }
 
@@ -192,8 +204,24 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
         Ok(plan) => plan,
         Err(invalid) => {
             tracing::info!(cluster = %object_key(nc), error = %invalid, "invalid spec");
-            let status = invalid_status(nc, &current, &invalid.to_string(), now);
+            let message = invalid.to_string();
+            let status = invalid_status(nc, &current, &message, now);
             write_status(client, nc, &ns, &current, status).await?;
+            let known = current
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "True" && c.message == message);
+            if !known {
+                publish(
+                    ctx,
+                    nc,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    message,
+                )
+                .await;
+            }
             // Nothing can fix this but a new spec, and a spec change triggers a reconcile.
             return Ok(Action::await_change());
         }
@@ -208,12 +236,67 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
         applied_sets.push(apply(client, &ns, sts).await?);
     }
     apply(client, &ns, &children.pod_disruption_budget).await?;
-    delete_removed_pools(client, nc, &ns, &children.stateful_sets).await?;
+    delete_removed_pools(ctx, nc, &ns, &children.stateful_sets).await?;
 
     let status = running_status(nc, &plan, &current, &applied_sets, now);
     let ready = status.ready_replicas == status.replicas;
+    let change = if current.pools.is_empty() {
+        // No pool was ever recorded: this is the first time the objects were applied.
+        Some((
+            "Created",
+            "Create",
+            format!(
+                "created {} servers in {} pools",
+                status.replicas,
+                status.pools.len()
+            ),
+        ))
+    } else if current.replicas != status.replicas {
+        Some((
+            "Scaled",
+            "Scale",
+            format!(
+                "scaled from {} to {} servers",
+                current.replicas, status.replicas
+            ),
+        ))
+    } else {
+        None
+    };
     write_status(client, nc, &ns, &current, status).await?;
+    if let Some((reason, action, note)) = change {
+        publish(ctx, nc, EventType::Normal, reason, action, note).await;
+    }
     Ok(Action::requeue(if ready { RESYNC } else { PROGRESS_POLL }))
+}
+
+fn has_reason(status: &NatsClusterStatus, type_: &str, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.reason == reason)
+}
+
+/// Publishes an Event on the NatsCluster. Events only inform: failing to publish one is
+/// logged and does not fail the reconcile, which would retry work that succeeded.
+async fn publish(
+    ctx: &Context,
+    nc: &NatsCluster,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &nc.object_ref(&())).await {
+        tracing::warn!(cluster = %object_key(nc), %error, reason, "could not publish event");
+    }
 }
 
 async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<K, Error>
@@ -244,12 +327,12 @@ where
 /// orphans: every other child has one fixed name per cluster. Objects are matched by
 /// label *and* owner uid, so a look-alike created by someone else is never touched.
 async fn delete_removed_pools(
-    client: &Client,
+    ctx: &Context,
     nc: &NatsCluster,
     ns: &str,
     desired: &[StatefulSet],
 ) -> Result<(), Error> {
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let existing = api
         .list(&ListParams::default().labels(&managed_selector(&nc.name_any())))
         .await
@@ -268,7 +351,20 @@ async fn delete_removed_pools(
             tracing::info!(cluster = %object_key(nc), statefulset = %name, "deleting removed pool");
             api.delete(&name, &DeleteParams::background())
                 .await
-                .map_err(|source| Error::Delete { name, source })?;
+                .map_err(|source| Error::Delete {
+                    name: name.clone(),
+                    source,
+                })?;
+            let note = format!("deleted StatefulSet {name}: its pool is no longer in the spec");
+            publish(
+                ctx,
+                nc,
+                EventType::Normal,
+                "PoolRemoved",
+                "DeletePool",
+                note,
+            )
+            .await;
         }
     }
     Ok(())
@@ -534,7 +630,14 @@ mod tests {
 
     fn context() -> (Arc<Context>, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (Arc::new(Context::new(Client::new(service, "ns"))), handle)
+        let reporter = Reporter {
+            controller: "midge-operator".into(),
+            instance: Some("midge-operator-0".into()),
+        };
+        (
+            Arc::new(Context::new(Client::new(service, "ns"), reporter)),
+            handle,
+        )
     }
 
     /// The status the reconciler computes for `nc` when `ready` servers per pool are ready.
@@ -636,6 +739,24 @@ mod tests {
         body["status"].clone()
     }
 
+    /// Answers the next request, which must publish an Event on the cluster; returns it.
+    async fn expect_event(handle: &mut Handle, reason: &str) -> Value {
+        let (body, send) = expect(
+            handle,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/ns/events?",
+        )
+        .await;
+        assert_eq!(body["reason"], reason, "{body}");
+        assert_eq!(body["regarding"]["kind"], "NatsCluster");
+        assert_eq!(body["regarding"]["name"], "demo");
+        assert_eq!(body["regarding"]["uid"], UID);
+        assert_eq!(body["reportingController"], "midge-operator");
+        assert_eq!(body["reportingInstance"], "midge-operator-0");
+        respond(send, 201, body.clone());
+        body
+    }
+
     fn owned_sts(name: &str, uid: &str) -> Value {
         json!({
             "metadata": {"name": name, "namespace": "ns", "ownerReferences": [{
@@ -709,6 +830,9 @@ mod tests {
             assert_eq!(condition_of(&status, "Progressing")["status"], "True");
             assert_eq!(condition_of(&status, "Degraded")["status"], "False");
             assert_eq!(condition_of(&status, "Ready")["lastTransitionTime"], NOW);
+            let event = expect_event(&mut h, "Created").await;
+            assert_eq!(event["type"], "Normal");
+            assert_eq!(event["note"], "created 3 servers in 1 pools");
             h
         })
         .await
@@ -750,6 +874,8 @@ mod tests {
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["replicas"], 5);
             assert_eq!(condition_of(&status, "Ready")["reason"], "ServersNotReady");
+            let event = expect_event(&mut h, "Scaled").await;
+            assert_eq!(event["note"], "scaled from 3 to 5 servers");
             h
         })
         .await
@@ -779,6 +905,11 @@ mod tests {
             .await;
             assert_eq!(body["propagationPolicy"], "Background");
             respond(send, 200, owned_sts("demo-b", UID));
+            let event = expect_event(&mut h, "PoolRemoved").await;
+            assert_eq!(
+                event["note"],
+                "deleted StatefulSet demo-b: its pool is no longer in the spec"
+            );
             h
         })
         .await
@@ -798,6 +929,9 @@ mod tests {
                 degraded["message"],
                 "spec.pools[0].role: role leaf is reserved until leaf nodes are supported; spec.pools: at least one pool must have role core"
             );
+            let event = expect_event(&mut h, "InvalidSpec").await;
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["note"], degraded["message"]);
             h
         })
         .await
@@ -831,11 +965,91 @@ mod tests {
                 "True",
                 "running servers stay ready"
             );
+            expect_event(&mut h, "Paused").await;
             h
         })
         .await
         .expect("reconcile succeeds");
         assert_eq!(action, Action::await_change());
+
+        // Still paused, status already says so: no status write and no second event.
+        let mut again = cluster("  replicas: 3\n  paused: true\n");
+        again.status = Some(paused_status(&again, &settled(&again, 3), now()));
+        let action = run(again, |h| async move { h })
+            .await
+            .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+    }
+
+    /// The ClusterRole users install (config/rbac is the chart rendered) must grant every
+    /// call this controller makes: a new child kind without its rule fails here rather
+    /// than with 403 in a cluster. Verbs are kept to what is used, so extras fail too.
+    #[test]
+    fn shipped_cluster_role_grants_exactly_what_the_controller_uses() {
+        use k8s_openapi::api::rbac::v1::ClusterRole;
+        use serde::Deserialize as _;
+
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rbac/rbac.yaml");
+        let text = std::fs::read_to_string(path).expect("config/rbac/rbac.yaml");
+        let role: ClusterRole = serde_yaml::Deserializer::from_str(&text)
+            .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+            .find(|doc| doc["kind"] == "ClusterRole")
+            .map(|doc| serde_yaml::from_value(doc).expect("a valid ClusterRole"))
+            .expect("a ClusterRole in config/rbac");
+        let mut granted: Vec<String> = Vec::new();
+        for rule in role.rules.iter().flatten() {
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    for verb in &rule.verbs {
+                        granted.push(format!("{group}/{resource}:{verb}"));
+                    }
+                }
+            }
+        }
+        granted.sort();
+
+        // Every kind the build step produces is applied (server-side apply creating an
+        // object is authorised as create too). Kinds map to resources by plural: all of
+        // ours are regular (+s).
+        let sample = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/samples/natscluster-production.yaml"
+        );
+        let nc = crate::render::parse_manifests(&std::fs::read_to_string(sample).expect("sample"))
+            .expect("sample parses")
+            .remove(0);
+        let plan = validate(&nc).expect("valid sample");
+        let yaml = build(&plan, None).to_yaml().expect("yaml");
+        let mut needed: Vec<String> = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&yaml) {
+            let doc = serde_yaml::Value::deserialize(doc).expect("object");
+            let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let resource = format!(
+                "{}s",
+                doc["kind"].as_str().unwrap_or_default().to_lowercase()
+            );
+            for verb in ["create", "patch"] {
+                needed.push(format!("{group}/{resource}:{verb}"));
+            }
+        }
+        // Watched by the controller (main.rs), status written, pools deleted, Events.
+        for watched in [
+            "midge.dev/natsclusters",
+            "apps/statefulsets",
+            "/configmaps",
+            "/services",
+        ] {
+            needed.push(format!("{watched}:list"));
+            needed.push(format!("{watched}:watch"));
+        }
+        needed.push("midge.dev/natsclusters/status:patch".into());
+        needed.push("apps/statefulsets:delete".into());
+        needed.push("events.k8s.io/events:create".into());
+        needed.push("events.k8s.io/events:patch".into());
+        needed.sort();
+        needed.dedup();
+        assert_eq!(granted, needed);
     }
 
     #[tokio::test]

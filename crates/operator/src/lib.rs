@@ -11,10 +11,12 @@
 //!   write the status; error back-off and metrics.
 //! - [`render`]: the same validate + build for manifests on disk (`midge-operator render`).
 //! - [`http`]: the operator's `/healthz` and `/metrics`.
+//! - [`leader`]: leader election through a Lease, so that several replicas can run.
 
 pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod leader;
 pub mod render;
 pub mod validate;

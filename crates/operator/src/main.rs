@@ -1,36 +1,53 @@
 use std::io::Read as _;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::events::Reporter;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, CustomResourceExt};
 use midge_operator::controller::{error_policy, reconcile, Context};
 use midge_operator::crd::NatsCluster;
+use midge_operator::leader::{run_while_leader, LeaderElector, LeaseConfig};
 
 const USAGE: &str = "usage: midge-operator <command>
 
 environment (run):
-  MIDGE_OPERATOR_HTTP_ADDR  address of /healthz and /metrics (default 0.0.0.0:8080)
-  RUST_LOG                  log filter (default info)
+  MIDGE_OPERATOR_HTTP_ADDR     address of /healthz and /metrics (default 0.0.0.0:8080)
+  MIDGE_OPERATOR_LEADER_ELECT  true: reconcile only while holding the Lease (default false)
+  MIDGE_OPERATOR_LEASE_NAME    name of that Lease (default midge-operator)
+  POD_NAME                     this replica's identity in the Lease and in Events
+  POD_NAMESPACE                namespace of the Lease (default: the client's namespace)
+  RUST_LOG                     log filter (default info)
 
 commands:
-  run                  reconcile NatsCluster resources (in a cluster or with a kubeconfig)
+  run [--leader-elect] reconcile NatsCluster resources (in a cluster or with a kubeconfig)
   crd                  print the NatsCluster CustomResourceDefinition as YAML
   render -f <file|->   print every object the operator would apply for a manifest
 ";
 
+/// Name of the operator in Events and the default name of its Lease.
+const OPERATOR: &str = "midge-operator";
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("run") => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the tokio runtime")?
-            .block_on(run()),
+        Some("run") => {
+            let leader_elect = match &args[1..] {
+                [] => env_flag("MIDGE_OPERATOR_LEADER_ELECT")?,
+                [flag] if flag == "--leader-elect" => true,
+                _ => bail!("unknown arguments to run\n\n{USAGE}"),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(run(leader_elect))
+        }
         Some("crd") => {
             print!(
                 "{}",
@@ -63,8 +80,43 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C, then lets in-flight reconciles finish.
-async fn run() -> anyhow::Result<()> {
+/// A boolean setting: unset or empty is false; anything but true/false/1/0 is an error
+/// rather than a silent default, so a typo cannot disable leader election unnoticed.
+fn env_flag(name: &str) -> anyhow::Result<bool> {
+    match std::env::var(name).unwrap_or_default().as_str() {
+        "" | "false" | "0" => Ok(false),
+        "true" | "1" => Ok(true),
+        other => bail!("{name}={other}: expected true or false"),
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Completes on SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the operator");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs the controller until shutdown (or, with leader election, while this replica
+/// leads), then lets in-flight reconciles finish.
+async fn run(leader_elect: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -74,7 +126,12 @@ async fn run() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
-    let ctx = Arc::new(Context::new(client.clone()));
+    let pod_name = non_empty_env("POD_NAME");
+    let reporter = Reporter {
+        controller: OPERATOR.to_string(),
+        instance: pod_name.clone(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), reporter));
 
     let addr =
         std::env::var("MIDGE_OPERATOR_HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".to_string());
@@ -82,8 +139,43 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "serving /healthz and /metrics");
+    // A standby replica serves /healthz too: it is healthy while it waits for the Lease.
     let http = tokio::spawn(midge_operator::http::serve(listener, ctx.clone()));
 
+    let shutdown = shutdown_signal().shared();
+    if leader_elect {
+        let Some(identity) = pod_name else {
+            bail!(
+                "leader election needs POD_NAME (set it from metadata.name with the downward API)"
+            );
+        };
+        let namespace = non_empty_env("POD_NAMESPACE")
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let lease_name =
+            non_empty_env("MIDGE_OPERATOR_LEASE_NAME").unwrap_or_else(|| OPERATOR.into());
+        tracing::info!(%identity, %namespace, lease = %lease_name, "leader election enabled");
+        let elector = LeaderElector::new(
+            Api::namespaced(client.clone(), &namespace),
+            LeaseConfig::new(lease_name, identity),
+        );
+        run_while_leader(elector, shutdown, |stop| {
+            run_controller(client.clone(), ctx.clone(), stop)
+        })
+        .await;
+    } else {
+        run_controller(client, ctx, shutdown).await;
+    }
+    http.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The controller, until `stop` completes; in-flight reconciles finish first.
+async fn run_controller(
+    client: Client,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     // Children are watched only through our label so unrelated objects cause no work.
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=midge-operator");
     Controller::new(
@@ -93,7 +185,7 @@ async fn run() -> anyhow::Result<()> {
     .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
     .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
     .owns(Api::<Service>::all(client), children)
-    .shutdown_on_signal()
+    .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {
         match result {
@@ -102,7 +194,4 @@ async fn run() -> anyhow::Result<()> {
         }
     })
     .await;
-    http.abort();
-    tracing::info!("stopped");
-    Ok(())
 }
