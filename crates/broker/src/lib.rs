@@ -20,16 +20,19 @@
 
 mod auth;
 mod client;
+mod cluster;
 pub mod conf;
 mod error;
 pub mod flags;
 mod info;
 pub mod logging;
 pub mod options;
+mod route;
 mod server;
 
 pub use client::CloseReason;
+pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use options::Options;
-pub use server::{ConnectionStats, Server, ServerBuilder, ServerStats};
+pub use server::{ClusterStats, ConnectionStats, Server, ServerBuilder, ServerStats};
