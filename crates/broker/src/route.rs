@@ -212,7 +212,7 @@ async fn run_route(
             encode::info(out, &json);
         }
     });
-    info!("{peer} - rid:{rid} - Route connection created");
+    debug!("{peer} - rid:{rid} - Route connection created");
     let mut reader = RouteReader {
         deliver: Conn::new(srv.clone(), conn.clone()),
         srv: srv.clone(),
