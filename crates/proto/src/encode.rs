@@ -331,7 +331,7 @@ mod route_tests {
         rs_sub(&mut out, b"$G", b"foo", Some((b"q", 12)));
         rs_unsub(&mut out, b"$G", b"foo", Some(b"q"));
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out).expect("ascii"),
             "RMSG $G foo 2\r\nhi\r\nRMSG $G foo r 2\r\nhi\r\nRMSG $G foo + r q1 q2 2\r\nhi\r\n\
              HMSG $G foo | q1 q2 5 7\r\nH\r\n\r\nhi\r\nRS+ $G foo\r\nRS+ $G foo q 12\r\nRS- $G foo q\r\n"
         );
