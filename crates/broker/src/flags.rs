@@ -558,11 +558,19 @@ Authorization:
         --pass <password>            Their password
         --auth <token>               Token clients must present
 
+Cluster:
+        --cluster <url>              Listen for routes (nats://[user:pass@]host:port; port
+                                     -1 picks a free one; user:pass are required of peers)
+        --routes <url,...>           Routes to solicit (host names are resolved on every try)
+        --cluster_name <name>        Cluster name (every member must use the same)
+        --cluster_advertise <host:port> Route address given to the other servers
+        --no_advertise               Do not tell clients about the other servers
+        --connect_retries <n>        Attempts for routes learned by gossip
+
 Not supported by midge yet (accepted so that scripts keep working; asking for the feature
 fails, tuning it is ignored with a warning):
-        --cluster <url>, --routes <url,...>, --cluster_name, --cluster_advertise,
-        --no_advertise, --connect_retries, --tls, --tlscert, --tlskey, --tlscacert,
-        --tlsverify, -js/--jetstream, -sd/--store_dir
+        --tls, --tlscert, --tlskey, --tlscacert, --tlsverify, -js/--jetstream,
+        -sd/--store_dir
 
 Other:
     -h, --help                       Show this help

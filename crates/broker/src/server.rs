@@ -235,6 +235,9 @@ impl Server {
             }
             None => None,
         };
+        if !opts.cluster.enabled() && !opts.cluster.routes.is_empty() {
+            warn!("Cluster routes are ignored: no cluster port (cluster {{ listen }} or --cluster)");
+        }
         let cluster = route_listener
             .as_ref()
             .map(|(_, addr)| Arc::new(crate::cluster::Cluster::new(&opts, *addr, client_addr)));
