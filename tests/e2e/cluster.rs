@@ -398,3 +398,181 @@ async fn midge_joins_a_nats_server_seed_by_gossip() {
     let c = start(NatsServer, "c", m[2], &[m[0].route]).await;
     full_mesh(&[&seed, &b, &c]).await;
 }
+
+/// Waits until the server's log has a line containing `needle`.
+async fn wait_log(server: &TestServer, needle: &str) {
+    let deadline = Instant::now() + MESH_DEADLINE;
+    while !server.log_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never logged {needle:?}:\n{}",
+            server.kind(),
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn host_names_are_resolved_and_missing_ones_do_not_block_the_mesh() {
+    let m = members(3);
+    // Kubernetes style: names, one of which does not resolve (a pod not created yet).
+    let routes = |name: &str, me: Member| {
+        format!(
+            "server_name: {name}\ncluster {{\n  name: t\n  listen: 127.0.0.1:{}\n  routes: [{}, \"nats://no-such-pod.invalid:6222\"]\n}}\n",
+            me.route,
+            m.iter()
+                .map(|o| format!("\"nats://localhost:{}\"", o.route))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut servers = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        servers.push(
+            TestServer::builder(Midge)
+                .config(&routes(name, m[i]))
+                .arg("-p")
+                .arg(&m[i].client.to_string())
+                .start()
+                .await,
+        );
+    }
+    full_mesh(&servers.iter().collect::<Vec<_>>()).await;
+}
+
+#[tokio::test]
+async fn route_credentials_and_cluster_names_are_checked() {
+    let m = members(4);
+    let a = TestServer::builder(Midge)
+        .config(&format!(
+            "cluster {{ name: t, listen: 127.0.0.1:{}, authorization {{ user: ru, password: rp }} }}\n",
+            m[0].route
+        ))
+        .start()
+        .await;
+    let with = |name: &str, me: Member, url: String| {
+        format!("server_name: {name}\ncluster {{ name: {name}x, listen: 127.0.0.1:{}, routes: [\"{url}\"] }}\n", me.route)
+            .replace(&format!("name: {name}x"), if name == "other" { "name: other" } else { "name: t" })
+    };
+    let good = TestServer::builder(Midge)
+        .config(&with(
+            "good",
+            m[1],
+            format!("nats://ru:rp@127.0.0.1:{}", m[0].route),
+        ))
+        .start()
+        .await;
+    full_mesh(&[&a, &good]).await;
+    let _bad_pass = TestServer::builder(Midge)
+        .config(&with(
+            "bad",
+            m[2],
+            format!("nats://ru:wrong@127.0.0.1:{}", m[0].route),
+        ))
+        .start()
+        .await;
+    wait_log(&a, "Route authentication error").await;
+    let _other = TestServer::builder(Midge)
+        .config(&with(
+            "other",
+            m[3],
+            format!("nats://ru:rp@127.0.0.1:{}", m[0].route),
+        ))
+        .start()
+        .await;
+    wait_log(
+        &a,
+        "Rejecting connection, cluster name \"other\" does not match \"t\"",
+    )
+    .await;
+    assert_eq!(
+        a.log_text().matches("registered").count(),
+        1,
+        "only the good peer is a route:\n{}",
+        a.log_text()
+    );
+}
+
+#[tokio::test]
+async fn clients_get_members_connect_urls_and_async_info_on_change() {
+    for kind in [Midge, NatsServer] {
+        if kind == Midge && midge_tests::reference_only() {
+            continue;
+        }
+        let m = members(2);
+        let a = start(kind, "a", m[0], &[]).await;
+        let mut raw = midge_tests::RawClient::connect(a.addr()).await;
+        let info = raw.handshake(r#"{"verbose":false,"protocol":1}"#).await;
+        let own = format!("127.0.0.1:{}", m[0].client);
+        // A lone server lists nobody.
+        assert_eq!(info.get("connect_urls"), None, "{kind}");
+        let _b = start(kind, "b", m[1], &[m[0].route]).await;
+        let want = format!("127.0.0.1:{}", m[1].client);
+        loop {
+            match raw.read_frame(MESH_DEADLINE).await {
+                midge_tests::FrameRead::Frame(f) if f.starts_with(b"INFO ") => {
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&f[5..]).expect("INFO json");
+                    let urls = json["connect_urls"].as_array().cloned().unwrap_or_default();
+                    if urls.iter().any(|u| u == &serde_json::json!(want)) {
+                        assert!(urls.iter().any(|u| u == &serde_json::json!(own)));
+                        break;
+                    }
+                }
+                midge_tests::FrameRead::Frame(f) if f == b"PING\r\n" => {
+                    raw.send(b"PONG\r\n").await;
+                }
+                other => panic!("{kind}: waiting for an async INFO: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn embedded_servers_report_their_routes() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut opts = midge::Options {
+            host: [127, 0, 0, 1].into(),
+            port: 0,
+            server_name: Some("one".into()),
+            ..Default::default()
+        };
+        opts.cluster.name = Some("emb".into());
+        opts.cluster.host = [127, 0, 0, 1].into();
+        opts.cluster.port = Some(0);
+        let one = midge::Server::start(opts.clone()).await.expect("start one");
+        let seed = one.cluster_addr().expect("cluster listener");
+        opts.server_name = Some("two".into());
+        opts.cluster.routes = vec![format!("nats://{seed}")];
+        let two = midge::Server::start(opts).await.expect("start two");
+        let deadline = Instant::now() + MESH_DEADLINE;
+        while one.routes().is_empty() || two.routes().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no route between embedded servers"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = &two.routes()[0];
+        assert_eq!(
+            (r.remote_id.as_str(), r.remote_name.as_str()),
+            (one.id(), "one")
+        );
+        assert!(r.did_solicit && r.is_configured);
+        assert_eq!(r.port, seed.port());
+        let r = &one.routes()[0];
+        assert!(!r.did_solicit && !r.is_configured);
+        assert_eq!(r.remote_name, "two");
+        let stats = one.stats().cluster.expect("cluster stats");
+        assert_eq!((stats.name.as_str(), stats.routes), ("emb", 1));
+        two.shutdown().await;
+        let deadline = Instant::now() + MESH_DEADLINE;
+        while !one.routes().is_empty() {
+            assert!(Instant::now() < deadline, "route outlived its peer");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        one.shutdown().await;
+    });
+}

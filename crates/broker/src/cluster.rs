@@ -216,12 +216,10 @@ impl Cluster {
         self.num_routes.load(Ordering::Acquire) > 0
     }
 
-    /// Client URLs of every member (this server first), for clients' `connect_urls`.
-    pub fn connect_urls(&self, no_advertise: bool) -> Vec<String> {
+    /// Client URLs of every member (this server first), for clients' `connect_urls`. Empty
+    /// while no other member is known, as nats-server (a lone server lists nothing).
+    pub fn connect_urls(&self) -> Vec<String> {
         let mut urls = self.own_client_urls.clone();
-        if no_advertise {
-            return urls;
-        }
         let state = self.state.lock();
         for route in state.routes.values() {
             for url in route.connect_urls.lock().iter() {
@@ -229,6 +227,9 @@ impl Cluster {
                     urls.push(url.clone());
                 }
             }
+        }
+        if urls.len() == self.own_client_urls.len() {
+            urls.clear();
         }
         urls
     }

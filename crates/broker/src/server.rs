@@ -100,7 +100,7 @@ impl ServerInner {
             client_ip: String::new(),
             cluster: self.cluster.as_ref().map(|c| c.name()),
             connect_urls: match &self.cluster {
-                Some(c) if !self.opts.cluster.no_advertise => c.connect_urls(false),
+                Some(c) if !self.opts.cluster.no_advertise => c.connect_urls(),
                 _ => Vec::new(),
             },
             ldm: false,
@@ -236,7 +236,9 @@ impl Server {
             None => None,
         };
         if !opts.cluster.enabled() && !opts.cluster.routes.is_empty() {
-            warn!("Cluster routes are ignored: no cluster port (cluster {{ listen }} or --cluster)");
+            warn!(
+                "Cluster routes are ignored: no cluster port (cluster {{ listen }} or --cluster)"
+            );
         }
         let cluster = route_listener
             .as_ref()
