@@ -576,3 +576,40 @@ fn embedded_servers_report_their_routes() {
         one.shutdown().await;
     });
 }
+
+#[tokio::test]
+async fn headers_replies_and_large_payloads_cross_routes_both_ways() {
+    let kinds = if midge_tests::reference_only() {
+        [NatsServer, NatsServer]
+    } else {
+        [Midge, NatsServer]
+    };
+    let m = members(2);
+    let all: Vec<u16> = m.iter().map(|m| m.route).collect();
+    let a = start(kinds[0], "a", m[0], &all).await;
+    let b = start(Midge, "b", m[1], &all).await;
+    full_mesh(&[&a, &b]).await;
+    let (ca, cb) = (client(&a).await, client(&b).await);
+    for (from, to, what) in [(&ca, &cb, "a -> b"), (&cb, &ca, "b -> a")] {
+        let subject = format!("big.{}", rand_token());
+        let mut sub = to.subscribe(subject.clone()).await.expect("sub");
+        to.flush().await.expect("flush");
+        crosses(from, to, what).await;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("X-Trace", "t-1");
+        let big = bytes::Bytes::from(vec![b'x'; 900 * 1024]);
+        from.publish_with_reply_and_headers(subject.clone(), "re.ply", headers, big.clone())
+            .await
+            .expect("publish");
+        from.flush().await.expect("flush");
+        let msg = next(&mut sub).await;
+        assert_eq!(msg.payload.len(), big.len(), "{what}");
+        assert_eq!(
+            msg.reply.as_ref().map(|r| r.as_str()),
+            Some("re.ply"),
+            "{what}"
+        );
+        let trace = msg.headers.as_ref().and_then(|h| h.get("X-Trace"));
+        assert_eq!(trace.map(|v| v.as_str()), Some("t-1"), "{what}");
+    }
+}

@@ -129,14 +129,20 @@ async fn connect_loop(srv: &Arc<ServerInner>, url: RouteUrl, configured: bool) {
             if candidates.is_empty() && !addrs.is_empty() {
                 return Err(std::io::Error::other(SelfRoute));
             }
-            let addr = *candidates
-                .get(rand::random_range(0..candidates.len().max(1)))
-                .ok_or_else(|| std::io::Error::other("no address"))?;
-            trace!("Trying to connect to route on {target} ({addr})");
-            let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-            Ok((stream, addr))
+            // Every address in turn, from a random one: a name may resolve to several
+            // (`localhost` to ::1 and 127.0.0.1) and not all of them listen.
+            let mut last = std::io::Error::other("no address");
+            let first = rand::random_range(0..candidates.len().max(1));
+            for i in 0..candidates.len() {
+                let addr = candidates[(first + i) % candidates.len()];
+                trace!("Trying to connect to route on {target} ({addr})");
+                match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(stream)) => return Ok((stream, addr)),
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = std::io::ErrorKind::TimedOut.into(),
+                }
+            }
+            Err(last)
         }
         .await;
         match result {
