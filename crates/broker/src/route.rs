@@ -726,9 +726,12 @@ impl RouteReader {
             }
         }
         // A random pause so that two servers that dropped each other do not meet again
-        // in lock step (nats-server does the same).
+        // in lock step (nats-server does the same). A handshake that failed (a cluster name
+        // conflict, bad credentials) waits longer: it will most likely fail again.
         let mut delay = Duration::from_millis(rand::random_range(0..100));
-        if configured {
+        if self.route.is_none() {
+            delay += Duration::from_secs(1);
+        } else if configured {
             delay += Duration::from_millis(200);
         }
         debug!(
