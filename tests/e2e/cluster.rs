@@ -267,11 +267,24 @@ async fn queue_groups_request_reply_and_no_responders_across_servers() {
 
 #[tokio::test]
 async fn killed_server_restarts_and_the_mesh_heals_under_load() {
+    kill_and_restart([Midge, Midge, Midge]).await;
+}
+
+#[tokio::test]
+async fn killed_midge_in_a_nats_server_cluster_rejoins() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    kill_and_restart([NatsServer, Midge, NatsServer]).await;
+}
+
+/// Kills the second server (SIGKILL) under a steady publish load and restarts it.
+async fn kill_and_restart(kinds: [ServerKind; 3]) {
     let m = members(3);
     let all: Vec<u16> = m.iter().map(|m| m.route).collect();
-    let a = start(Midge, "a", m[0], &all).await;
-    let b = start(Midge, "b", m[1], &all).await;
-    let c = start(Midge, "c", m[2], &all).await;
+    let a = start(kinds[0], "a", m[0], &all).await;
+    let b = start(kinds[1], "b", m[1], &all).await;
+    let c = start(kinds[2], "c", m[2], &all).await;
     full_mesh(&[&a, &b, &c]).await;
 
     // Publisher on a; one subscriber on c (a survivor) and one that only knows b's URL
@@ -335,7 +348,7 @@ async fn killed_server_restarts_and_the_mesh_heals_under_load() {
     }
 
     // b comes back on its ports; every route is re-established.
-    let b = start(Midge, "b", m[1], &all).await;
+    let b = start(kinds[1], "b", m[1], &all).await;
     full_mesh(&[&a, &b, &c]).await;
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
