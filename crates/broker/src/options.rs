@@ -431,3 +431,33 @@ pub fn check_permission_subject(text: &str, allow_queue: bool) -> Result<(), Str
         _ => Err(format!("subject \"{text}\" is not a valid subject")),
     }
 }
+
+#[cfg(test)]
+mod route_url_tests {
+    use super::RouteUrl;
+
+    #[test]
+    fn forms() {
+        let u = RouteUrl::parse("nats://ru:rp@demo-0.demo-headless.ns.svc:6222").expect("url");
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("ru"), Some("rp"))
+        );
+        assert_eq!(u.host_port(), "demo-0.demo-headless.ns.svc:6222");
+        assert_eq!(
+            RouteUrl::parse("nats-route://10.0.0.1:7/")
+                .expect("url")
+                .host_port(),
+            "10.0.0.1:7"
+        );
+        assert_eq!(RouteUrl::parse("host").expect("url").port, 6222);
+        let v6 = RouteUrl::parse("nats://[::1]:6222").expect("url");
+        assert_eq!(
+            (v6.host.as_str(), v6.host_port().as_str()),
+            ("::1", "[::1]:6222")
+        );
+        for bad in ["http://x:1", "nats://:1", "nats://x:port", "nats://[::1"] {
+            assert!(RouteUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
