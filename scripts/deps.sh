@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine: Debian's nats-server (the
-# reference peer the tests compare midge with), jq (bench script), and the Rust components
-# the checks use. Safe to run again; it only installs what is missing.
+# reference peer the tests compare midge with), jq (bench script), nats-py with pytest
+# (tests/python), and the Rust components the checks use. Safe to run again; it only
+# installs what is missing.
 set -euo pipefail
 
 SUDO=""
@@ -14,6 +15,18 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]} from Debian"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# The official Python client and pytest, for tests/python.
+if ! python3 -c 'import nats, pytest, pytest_asyncio' >/dev/null 2>&1; then
+  echo "deps: installing nats-py, pytest, pytest-asyncio with pip"
+  python3 -m pip install --quiet nats-py pytest pytest-asyncio
+fi
+
+# Offline validation of the Kubernetes manifests the operator renders.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "deps: installing kubernetes-validate with pip"
+  python3 -m pip install --quiet kubernetes-validate
 fi
 
 if command -v rustup >/dev/null 2>&1; then

@@ -22,3 +22,11 @@ step "cargo test"
 # One build shared by all test binaries; the e2e tests start the debug `midge` binary.
 cargo build --workspace --locked --bins
 cargo test --workspace --locked
+
+step "operator manifests: CRD drift, kubernetes-validate of rendered samples"
+scripts/validate-manifests.sh
+
+step "nats-py (official Python client) against midge and nats-server"
+# The tests start the debug `midge` built above, found through CARGO_TARGET_DIR (default
+# target/) unless MIDGE_BIN is set.
+python3 -m pytest -q tests/python

@@ -1,8 +1,18 @@
-//! End-to-end tests: real server processes spoken to over real sockets.
+//! End-to-end tests: real servers spoken to over real sockets by real clients.
 //!
-//! Every test runs against nats-server (the reference) and midge, or only against
-//! nats-server with `MIDGE_TESTS_REFERENCE_ONLY=1`; see the `midge_tests` support library.
+//! - `raw_protocol` and `differential` run `midge` and nats-server (the reference) as
+//!   processes and compare bytes; `MIDGE_TESTS_REFERENCE_ONLY=1` runs only nats-server.
+//! - `client` and `embedded` use the official `async-nats` client against midge started
+//!   in-process through its library API.
+//! - `monitor` checks the HTTP monitoring endpoints, and their JSON shapes against
+//!   nats-server's.
+//! - `cluster` runs clusters of midge and nats-server processes (mesh, gossip, queues,
+//!   request/reply, kill and restart, mixed clusters).
 
+mod client;
 mod cluster;
 mod differential;
+mod embedded;
+mod monitor;
+mod ops;
 mod raw_protocol;

@@ -1,9 +1,10 @@
 //! Client authentication and per-user publish/subscribe permissions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use midge_proto::subject;
 use rustc_hash::FxHashMap;
@@ -76,21 +77,35 @@ pub struct ClientPermissions {
 
 /// What other connections check when they deliver to a client with permissions:
 /// subjects denied to its wildcard subscriptions, and reply subjects it may answer.
+///
+/// A config reload can change both in place (the client keeps its connection). The flags
+/// let deliveries skip the locks when a rule is absent; a client without any permissions has
+/// no `DeliveryPermissions` at all, so deliveries to it check nothing.
 #[derive(Debug)]
 pub struct DeliveryPermissions {
-    sub_deny: Vec<String>,
-    responses: Option<ResponsePermission>,
-    replies: Mutex<Replies>,
+    has_deny: AtomicBool,
+    sub_deny: RwLock<Vec<String>>,
+    has_responses: AtomicBool,
+    replies: Mutex<ReplyState>,
 }
 
-/// Reply subjects a client may still answer: how many answers it sent, and since when.
+#[derive(Debug, Default)]
+struct ReplyState {
+    responses: Option<ResponsePermission>,
+    /// Reply subjects the client may still answer: how many answers it sent, and since when.
+    map: Replies,
+}
+
 type Replies = FxHashMap<Box<[u8]>, (usize, Instant)>;
 
 const PUB_CACHE_MAX: usize = 512;
 const REPLIES_MAX: usize = 64 * 1024;
 
 impl ClientPermissions {
-    pub fn new(p: Permissions) -> Self {
+    /// The checks for permissions `p`. `delivery`, when given, is the part other connections
+    /// already hold: it is updated and kept, which is how a reload changes a connected
+    /// client's rules.
+    pub fn with_delivery(p: Permissions, delivery: Option<Arc<DeliveryPermissions>>) -> Self {
         let mut publish = p.publish;
         // As in nats-server: allowing responses without publish rules means the client may
         // publish nothing but responses.
@@ -105,15 +120,18 @@ impl ClientPermissions {
             .as_ref()
             .map(|s| s.deny.clone())
             .unwrap_or_default();
+        let delivery = match delivery {
+            Some(d) => {
+                d.update(sub_deny, p.allow_responses);
+                d
+            }
+            None => Arc::new(DeliveryPermissions::new(sub_deny, p.allow_responses)),
+        };
         ClientPermissions {
             publish,
             subscribe: p.subscribe,
             pub_cache: FxHashMap::default(),
-            delivery: Arc::new(DeliveryPermissions {
-                sub_deny,
-                responses: p.allow_responses,
-                replies: Mutex::new(FxHashMap::default()),
-            }),
+            delivery,
         }
     }
 
@@ -138,59 +156,100 @@ impl ClientPermissions {
 }
 
 impl DeliveryPermissions {
+    fn new(sub_deny: Vec<String>, responses: Option<ResponsePermission>) -> Self {
+        DeliveryPermissions {
+            has_deny: AtomicBool::new(!sub_deny.is_empty()),
+            sub_deny: RwLock::new(sub_deny),
+            has_responses: AtomicBool::new(responses.is_some()),
+            replies: Mutex::new(ReplyState {
+                responses,
+                map: FxHashMap::default(),
+            }),
+        }
+    }
+
+    /// Replaces the rules (a reload). Replies already recorded stay answerable while
+    /// responses are still allowed.
+    pub fn update(&self, sub_deny: Vec<String>, responses: Option<ResponsePermission>) {
+        self.has_deny.store(!sub_deny.is_empty(), Ordering::Release);
+        *self.sub_deny.write() = sub_deny;
+        let mut replies = self.replies.lock();
+        if responses.is_none() {
+            replies.map = FxHashMap::default();
+        }
+        self.has_responses
+            .store(responses.is_some(), Ordering::Release);
+        replies.responses = responses;
+    }
+
     /// Whether this client needs any check at delivery time.
     pub fn is_active(&self) -> bool {
-        !self.sub_deny.is_empty() || self.responses.is_some()
+        self.has_deny.load(Ordering::Acquire) || self.has_responses.load(Ordering::Acquire)
     }
 
     /// True when a message on `subj` must not reach a wildcard subscription of this client
     /// because the subject is explicitly denied to it.
     pub fn denies(&self, subj: &[u8]) -> bool {
+        if !self.has_deny.load(Ordering::Relaxed) {
+            return false;
+        }
         self.sub_deny
+            .read()
             .iter()
             .any(|d| subject::matches(d.as_bytes(), subj))
     }
 
     /// Records that a request with reply subject `reply` was delivered to this client.
     pub fn record_reply(&self, reply: &[u8]) {
-        if self.responses.is_none() {
+        if !self.has_responses.load(Ordering::Relaxed) {
             return;
         }
         let mut replies = self.replies.lock();
-        if replies.len() >= REPLIES_MAX {
-            self.prune(&mut replies);
+        if replies.responses.is_none() {
+            return;
         }
-        replies.entry(reply.into()).or_insert((0, Instant::now()));
+        if replies.map.len() >= REPLIES_MAX {
+            replies.prune();
+        }
+        replies
+            .map
+            .entry(reply.into())
+            .or_insert((0, Instant::now()));
     }
 
     fn use_reply(&self, subj: &[u8]) -> bool {
-        let Some(rp) = &self.responses else {
+        if !self.has_responses.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut replies = self.replies.lock();
+        let Some(rp) = replies.responses.clone() else {
             return false;
         };
-        let mut replies = self.replies.lock();
-        let Some((count, at)) = replies.get_mut(subj) else {
+        let Some((count, at)) = replies.map.get_mut(subj) else {
             return false;
         };
         if rp.expires > Duration::ZERO && at.elapsed() > rp.expires {
-            replies.remove(subj);
+            replies.map.remove(subj);
             return false;
         }
         *count += 1;
         if rp.max_msgs > 0 && *count >= rp.max_msgs {
-            replies.remove(subj);
+            replies.map.remove(subj);
         }
         true
     }
+}
 
-    fn prune(&self, replies: &mut Replies) {
+impl ReplyState {
+    fn prune(&mut self) {
         if let Some(rp) = &self.responses {
             let ttl = rp.expires;
             if ttl > Duration::ZERO {
-                replies.retain(|_, (_, at)| at.elapsed() <= ttl);
+                self.map.retain(|_, (_, at)| at.elapsed() <= ttl);
             }
         }
-        if replies.len() >= REPLIES_MAX {
-            replies.clear();
+        if self.map.len() >= REPLIES_MAX {
+            self.map.clear();
         }
     }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
 use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
@@ -20,11 +20,13 @@ use midge_proto::sublist::MatchResult;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, trace, warn};
 
 use crate::auth::{self, ClientPermissions, DeliveryPermissions};
 use crate::info::ConnectOptions;
+use crate::monitor::{self, ClosedConn, ConnMeta};
+use crate::options::Options;
 use crate::server::ServerInner;
 
 /// Why a connection ended; shown by monitoring and logs.
@@ -114,12 +116,18 @@ pub(crate) struct ClientShared {
     /// Set while this client sits in some publisher's list of writers to wake.
     flush_queued: AtomicBool,
     headers: AtomicBool,
+    /// Set once CONNECT said protocol >= 1: the client takes INFO updates (lame duck mode).
+    async_info: AtomicBool,
     delivery_perms: OnceLock<Arc<DeliveryPermissions>>,
     pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
-    /// The client takes asynchronous INFO updates (protocol >= 1, past its first PING).
-    pub(crate) async_info: AtomicBool,
+    /// What CONNECT said (name, lang, version, user), for monitoring.
+    pub meta: Mutex<ConnMeta>,
+    /// Unix nanoseconds of the last read from this client (`/connz` `last_activity`).
+    pub last_activity: AtomicU64,
+    /// Last measured round trip in nanoseconds; 0 until known.
+    pub rtt_nanos: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -136,22 +144,26 @@ struct Outbound {
 
 impl ClientShared {
     pub(crate) fn new(cid: u64, peer: SocketAddr, stream: TcpStream) -> Self {
+        let start = SystemTime::now();
         ClientShared {
             cid,
             stream,
             peer,
-            start: SystemTime::now(),
+            start,
             out: Mutex::new(Outbound::default()),
             writer_wake: Notify::new(),
             kill: Notify::new(),
             closed: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             headers: AtomicBool::new(false),
+            async_info: AtomicBool::new(false),
             delivery_perms: OnceLock::new(),
             subs: Mutex::new(FxHashMap::default()),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
-            async_info: AtomicBool::new(false),
+            meta: Mutex::new(ConnMeta::default()),
+            last_activity: AtomicU64::new(monitor::unix_nanos(start)),
+            rtt_nanos: AtomicU64::new(0),
         }
     }
 
@@ -200,6 +212,29 @@ impl ClientShared {
         self.closed.store(true, Ordering::Release);
         self.kill.notify_one();
         self.writer_wake.notify_one();
+    }
+
+    /// Queues protocol bytes from outside the connection's own task (an async INFO, an
+    /// -ERR before a close) and wakes its writer.
+    pub fn enqueue(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        {
+            let mut out = self.out.lock();
+            if out.close.is_some() {
+                return;
+            }
+            write(&mut out.buf);
+        }
+        self.writer_wake.notify_one();
+    }
+
+    /// Makes the reader look at the options again now, even when the client is idle.
+    pub fn wake_for_reload(&self) {
+        self.kill.notify_one();
+    }
+
+    /// Whether the client asked for INFO updates (CONNECT with protocol >= 1).
+    pub fn wants_async_info(&self) -> bool {
+        self.async_info.load(Ordering::Acquire)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -258,7 +293,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
     let over_limit = {
         let mut clients = srv.clients.lock();
         clients.insert(cid, shared.clone());
-        clients.len() > srv.opts.max_connections
+        clients.len() > srv.opts().max_connections
     };
     {
         let mut info = srv.info_template();
@@ -277,27 +312,34 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             };
             conn.wake_writers();
             conn.shared.close(reason);
+            // Taken before the subscriptions go, for `/connz?state=closed&subs=1`.
+            let subs = monitor::sub_details(&conn.shared);
             conn.remove_all_subs();
+            subs
         };
-        let writer = write_loop(&srv, &shared, Some(srv.opts.write_deadline));
-        tokio::join!(reader, writer);
+        let writer = write_loop(&srv, &shared, false);
+        let (subs, ()) = tokio::join!(reader, writer);
         if let Some(r) = shared.close_reason() {
             debug!(cid, %peer, "Client connection closed: {r}");
         }
+        srv.closed.push(ClosedConn::new(&shared, subs));
         srv.connection_closed(cid);
     });
 }
 
 /// Writes whatever is queued for this client when a publisher could not write it
 /// directly, in as few syscalls as possible, and closes the socket at the end.
-/// `deadline: None` (routes) never gives up on a slow write.
-pub(crate) async fn write_loop(
-    srv: &ServerInner,
-    shared: &ClientShared,
-    deadline: Option<Duration>,
-) {
+/// A route (`route: true`) is never closed for a slow write, as in nats-server; its pending
+/// data is bounded by the forwarder instead.
+pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: bool) {
+    let mut opts = srv.opts_tx.subscribe();
+    let mut deadline = opts.borrow_and_update().write_deadline;
     let mut batch: Vec<u8> = Vec::new();
     loop {
+        // A reload may change the write deadline: one check per write, not per message.
+        if opts.has_changed().unwrap_or(false) {
+            deadline = opts.borrow_and_update().write_deadline;
+        }
         let mut head = 0;
         {
             let mut out = shared.out.lock();
@@ -318,9 +360,10 @@ pub(crate) async fn write_loop(
             continue;
         }
         let write = write_all(&shared.stream, &batch[head..]);
-        let written = match deadline {
-            Some(deadline) => tokio::time::timeout(deadline, write).await,
-            None => Ok(write.await),
+        let written = if route {
+            Ok(write.await)
+        } else {
+            tokio::time::timeout(deadline, write).await
         };
         match written {
             Ok(Ok(())) => {}
@@ -330,7 +373,7 @@ pub(crate) async fn write_loop(
                 break;
             }
             Err(_) => {
-                warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline.unwrap_or_default());
+                warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
                 srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 shared.close(CloseReason::SlowConsumerWriteDeadline);
                 break;
@@ -363,6 +406,9 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
 pub(crate) struct Conn {
     srv: Arc<ServerInner>,
     shared: Arc<ClientShared>,
+    /// The options this connection works with; replaced between reads after a reload.
+    opts: Arc<Options>,
+    opts_rx: watch::Receiver<Arc<Options>>,
     limits: Limits,
     max_pending: usize,
     auth_required: bool,
@@ -380,6 +426,10 @@ pub(crate) struct Conn {
     /// Whether the client sent anything since the last ping timer; an active client is not pinged.
     active: bool,
     rtt_known: bool,
+    /// A SUB or UNSUB in the current read: activity for monitoring.
+    interest_changed: bool,
+    /// When the last server PING went out, to measure the round trip at its PONG.
+    ping_sent_at: Option<Instant>,
     rng: u64,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
@@ -408,13 +458,18 @@ enum Event {
 
 impl Conn {
     pub(crate) fn new(srv: Arc<ServerInner>, shared: Arc<ClientShared>) -> Self {
+        let mut opts_rx = srv.opts_tx.subscribe();
+        let opts = opts_rx.borrow_and_update().clone();
         let limits = Limits {
-            max_control_line: srv.opts.max_control_line,
-            max_payload: srv.opts.max_payload,
+            max_control_line: opts.max_control_line,
+            max_payload: opts.max_payload,
         };
+        let fwd = crate::cluster::Forwarder::new(shared.cid, opts.max_pending);
         Conn {
-            max_pending: srv.opts.max_pending,
-            auth_required: srv.opts.auth.required(),
+            max_pending: opts.max_pending,
+            auth_required: opts.auth.required(),
+            opts,
+            opts_rx,
             limits,
             connected: false,
             copts: ConnectOptions::default(),
@@ -427,12 +482,14 @@ impl Conn {
             pings_out: 0,
             active: false,
             rtt_known: false,
+            interest_changed: false,
+            ping_sent_at: None,
             rng: shared.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             batch_in_msgs: 0,
             batch_in_bytes: 0,
             batch_out_msgs: 0,
             batch_out_bytes: 0,
-            fwd: crate::cluster::Forwarder::new(shared.cid, srv.opts.max_pending),
+            fwd,
             srv,
             shared,
         }
@@ -442,13 +499,29 @@ impl Conn {
         let mut buf = vec![0u8; MIN_READ_BUF];
         let (mut start, mut end) = (0usize, 0usize);
         let mut short_reads = 0u32;
-        let ping_interval = self.srv.opts.ping_interval;
+        let mut ping_interval = self.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
-        let auth = tokio::time::sleep(self.srv.opts.auth.timeout);
+        let auth = tokio::time::sleep(self.opts.auth.timeout);
         tokio::pin!(auth);
         self.wake_writers();
         loop {
+            // A reload wakes every reader (see `ClientShared::wake_for_reload`), so the
+            // new options apply before the next read, also on an idle connection. One
+            // atomic load per read.
+            if self.opts_rx.has_changed().unwrap_or(false) {
+                let new = self.opts_rx.borrow_and_update().clone();
+                let result = self.apply_reload(new);
+                self.wake_writers();
+                if let Err(reason) = result {
+                    return reason;
+                }
+                if self.opts.ping_interval != ping_interval {
+                    ping_interval = self.opts.ping_interval;
+                    ping.as_mut()
+                        .reset(tokio::time::Instant::now() + ping_interval);
+                }
+            }
             // Make room to read: compact, then grow when the buffer was filled.
             if end == buf.len() {
                 if start > 0 {
@@ -475,12 +548,11 @@ impl Conn {
                 Event::Read(Ok(n)) => n,
                 Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Event::Read(Err(_)) => return CloseReason::ReadError,
-                Event::Kill => {
-                    return self
-                        .shared
-                        .close_reason()
-                        .unwrap_or(CloseReason::ServerShutdown)
-                }
+                Event::Kill => match self.shared.close_reason() {
+                    Some(reason) => return reason,
+                    // Woken for a reload: applied at the top of the loop.
+                    None => continue,
+                },
                 Event::AuthTimeout => {
                     self.send_err("Authentication Timeout");
                     return CloseReason::AuthenticationTimeout;
@@ -585,17 +657,23 @@ impl Conn {
                 subject,
                 queue,
                 sid,
-            } => self.process_sub(subject, queue, sid),
-            ClientOp::Unsub { sid, max } => self.process_unsub(sid, max),
+            } => {
+                self.interest_changed = true;
+                self.process_sub(subject, queue, sid)
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.interest_changed = true;
+                self.process_unsub(sid, max)
+            }
             ClientOp::Ping => {
                 self.send(encode::PONG);
-                if self.copts.protocol >= 1 {
-                    self.shared.async_info.store(true, Ordering::Release);
-                }
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
                 self.rtt_known = true;
+                if let Some(sent) = self.ping_sent_at.take() {
+                    self.set_rtt(sent.elapsed());
+                }
             }
             ClientOp::Connect(json) => return self.process_connect(json),
             ClientOp::Info(_) | ClientOp::Ok => {}
@@ -652,16 +730,8 @@ impl Conn {
             return Err(CloseReason::ProtocolViolation);
         }
         if !self.connected {
-            match auth::authenticate(&self.srv.opts.auth, &copts) {
-                Ok(perms) => {
-                    if let Some(p) = perms {
-                        let p = ClientPermissions::new(p);
-                        if p.delivery.is_active() {
-                            let _ = self.shared.delivery_perms.set(p.delivery.clone());
-                        }
-                        self.perms = Some(p);
-                    }
-                }
+            match auth::authenticate(&self.opts.auth, &copts) {
+                Ok(perms) => self.set_permissions(perms),
                 Err(()) => {
                     warn!(cid = self.shared.cid, peer = %self.shared.peer, user = copts.user.as_deref().unwrap_or(""), "authentication error");
                     self.send_err("Authorization Violation");
@@ -670,6 +740,23 @@ impl Conn {
             }
         }
         self.shared.headers.store(copts.headers, Ordering::Release);
+        self.shared
+            .async_info
+            .store(copts.protocol >= 1, Ordering::Release);
+        if !self.connected {
+            // Like nats-server, a first estimate of the round trip: INFO went out on
+            // accept and this CONNECT answers it. Server PINGs refine it later.
+            self.set_rtt(self.shared.start.elapsed().unwrap_or_default());
+            self.shared
+                .last_activity
+                .store(monitor::unix_nanos(SystemTime::now()), Ordering::Relaxed);
+        }
+        *self.shared.meta.lock() = ConnMeta {
+            name: copts.name.clone().unwrap_or_default(),
+            lang: copts.lang.clone().unwrap_or_default(),
+            version: copts.version.clone().unwrap_or_default(),
+            user: copts.user.clone().unwrap_or_default(),
+        };
         self.copts = copts;
         self.connected = true;
         if self.copts.verbose {
@@ -919,7 +1006,7 @@ impl Conn {
     /// SUB, checked in nats-server's order: the subscription limit, permissions, a duplicate
     /// sid (silently accepted), then the subject itself.
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        let max_subs = self.srv.opts.max_subscriptions;
+        let max_subs = self.opts.max_subscriptions;
         if max_subs > 0 && self.shared.subs.lock().len() >= max_subs {
             self.send_err("maximum subscriptions exceeded");
             return;
@@ -1013,18 +1100,104 @@ impl Conn {
         self.last_result = None;
     }
 
+    /// Switches to reloaded options between two reads: new limits apply to the next
+    /// operation; a connected client is checked against the new authorization and closed
+    /// with 'Authorization Violation' when its user was removed or its password changed,
+    /// and loses the subscriptions its new permissions deny (as nats-server).
+    fn apply_reload(&mut self, new: Arc<Options>) -> Result<(), CloseReason> {
+        let old = std::mem::replace(&mut self.opts, new);
+        let new = self.opts.clone();
+        self.limits = Limits {
+            max_control_line: new.max_control_line,
+            max_payload: new.max_payload,
+        };
+        self.max_pending = new.max_pending;
+        self.auth_required = new.auth.required();
+        if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
+            return Ok(());
+        }
+        match auth::authenticate(&new.auth, &self.copts) {
+            Ok(perms) => {
+                self.set_permissions(perms);
+                self.drop_denied_subs();
+                Ok(())
+            }
+            Err(()) => {
+                warn!(cid = self.shared.cid, peer = %self.shared.peer, user = self.copts.user.as_deref().unwrap_or(""), "Authorization Violation after config reload");
+                self.send_err("Authorization Violation");
+                Err(CloseReason::AuthenticationViolation)
+            }
+        }
+    }
+
+    /// Installs the permissions of the authenticated user (`None`: everything allowed),
+    /// updating in place the part other connections check while delivering.
+    fn set_permissions(&mut self, perms: Option<crate::options::Permissions>) {
+        let existing = self.shared.delivery_perms.get().cloned();
+        match perms {
+            Some(p) => {
+                let had = existing.is_some();
+                let p = ClientPermissions::with_delivery(p, existing);
+                if !had && p.delivery.is_active() {
+                    let _ = self.shared.delivery_perms.set(p.delivery.clone());
+                }
+                self.perms = Some(p);
+            }
+            None => {
+                if let Some(d) = existing {
+                    d.update(Vec::new(), None);
+                }
+                self.perms = None;
+            }
+        }
+    }
+
+    /// After a reload: removes the subscriptions the new permissions no longer allow and
+    /// tells the client about each.
+    fn drop_denied_subs(&mut self) {
+        let Some(perms) = &self.perms else {
+            return;
+        };
+        let denied: Vec<_> = self
+            .shared
+            .subs
+            .lock()
+            .values()
+            .filter(|s| !perms.can_subscribe(&s.subject))
+            .cloned()
+            .collect();
+        for sub in denied {
+            self.remove_sub(&sub);
+            let subject = String::from_utf8_lossy(&sub.subject).into_owned();
+            let sid = String::from_utf8_lossy(&sub.sid).into_owned();
+            let text = match &sub.queue {
+                Some(q) => format!(
+                    "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\" (sid \"{sid}\")",
+                    String::from_utf8_lossy(q)
+                ),
+                None => format!("Permissions Violation for Subscription to \"{subject}\" (sid \"{sid}\")"),
+            };
+            tracing::info!(
+                cid = self.shared.cid,
+                "Removed sub \"{subject}\" (sid \"{sid}\") - not authorized"
+            );
+            self.send_err(&text);
+        }
+    }
+
     /// Server PING timer: ask an idle client for a PONG; too many unanswered means stale.
     fn ping_timer(&mut self) -> Result<(), CloseReason> {
         if !self.connected {
             return Ok(());
         }
-        if self.pings_out + 1 > self.srv.opts.ping_max {
+        if self.pings_out + 1 > self.opts.ping_max {
             self.send_err("Stale Connection");
             return Err(CloseReason::StaleConnection);
         }
         // The first PING goes out regardless of activity: its PONG tells us the round trip.
         if !std::mem::take(&mut self.active) || !self.rtt_known {
             self.pings_out += 1;
+            self.ping_sent_at = Some(Instant::now());
             self.send(encode::PING);
         }
         Ok(())
@@ -1049,8 +1222,33 @@ impl Conn {
         }
     }
 
+    /// `/connz` `last_activity` as nats-server keeps it: a read that carried messages or
+    /// changed interest, and a delivery to a receiver. Once per read, not per message:
+    /// one vDSO clock read and plain atomic stores, no lock.
+    fn record_activity(&mut self) {
+        let own = self.batch_in_msgs > 0 || std::mem::take(&mut self.interest_changed);
+        if !own && self.to_wake.is_empty() {
+            return;
+        }
+        let now = monitor::unix_nanos(SystemTime::now());
+        if own {
+            self.shared.last_activity.store(now, Ordering::Relaxed);
+        }
+        for c in &self.to_wake {
+            if !Arc::ptr_eq(c, &self.shared) {
+                c.last_activity.store(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn set_rtt(&self, rtt: Duration) {
+        let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.shared.rtt_nanos.store(nanos, Ordering::Relaxed);
+    }
+
     /// Called after each read has been processed: publish counters, wake receivers once.
     pub(crate) fn end_of_read(&mut self) {
+        self.record_activity();
         // A read that carried few messages is latency-bound (requests, replies, chat): write
         // them out now. A busy read is throughput-bound: leave the writes to the receivers'
         // writers, which then coalesce several reads' worth into each syscall.

@@ -612,12 +612,12 @@ pub(crate) fn route_info(srv: &ServerInner, cluster: &Cluster) -> RouteInfo {
         host: cluster.info_host.clone(),
         port: cluster.info_port,
         headers: true,
-        auth_required: srv.opts.cluster.user.is_some(),
-        max_payload: srv.opts.max_payload,
+        auth_required: srv.opts().cluster.user.is_some(),
+        max_payload: srv.opts().max_payload,
         ip: cluster.info_ip.clone(),
         cluster: cluster.name(),
         dynamic: cluster.dynamic.load(Ordering::Relaxed),
-        connect_urls: if srv.opts.cluster.no_advertise {
+        connect_urls: if srv.opts().cluster.no_advertise {
             Vec::new()
         } else {
             cluster.own_client_urls.clone()
@@ -629,7 +629,7 @@ pub(crate) fn route_info(srv: &ServerInner, cluster: &Cluster) -> RouteInfo {
 /// Sends the current INFO (with the members' `connect_urls`) to every client that can take
 /// an asynchronous INFO (protocol >= 1, past its first PING), so it knows where to fail over.
 pub(crate) fn send_async_info(srv: &ServerInner) {
-    if srv.opts.cluster.no_advertise {
+    if srv.opts().cluster.no_advertise {
         return;
     }
     let mut bytes = Vec::new();
@@ -638,11 +638,29 @@ pub(crate) fn send_async_info(srv: &ServerInner) {
         .clients
         .lock()
         .values()
-        .filter(|c| c.async_info.load(Ordering::Acquire))
+        .filter(|c| c.wants_async_info())
         .cloned()
         .collect();
     for c in clients {
         c.append(0, 0, |out| out.extend_from_slice(&bytes));
         c.wake();
+    }
+}
+
+/// Lame duck mode: tell every route (`INFO` with `ldm: true`), so that the other servers
+/// stop giving this server's client URLs to their clients.
+pub(crate) fn announce_lame_duck(srv: &ServerInner) {
+    let Some(cluster) = &srv.cluster else {
+        return;
+    };
+    let mut info = route_info(srv, cluster);
+    info.ldm = true;
+    let Ok(json) = serde_json::to_vec(&info) else {
+        return;
+    };
+    let routes: Vec<Arc<Route>> = cluster.state.lock().routes.values().cloned().collect();
+    for route in routes {
+        route.conn.append(0, 0, |out| encode::info(out, &json));
+        route.conn.wake();
     }
 }

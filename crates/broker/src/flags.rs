@@ -61,6 +61,10 @@ pub struct Flags {
     pub debug: Option<bool>,
     pub trace: Option<bool>,
     pub logtime: Option<bool>,
+    /// `--log_json` (midge only): JSON log lines.
+    pub log_json: Option<bool>,
+    /// `--config_watch` (midge only): reload when the config file changes.
+    pub config_watch: Option<bool>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub auth: Option<String>,
@@ -134,6 +138,8 @@ const FLAGS: &[(&[&str], Kind)] = &[
     (&["DV", "DVV"], Kind::Bool),
     (&["T", "logtime"], Kind::Bool),
     (&["logtime_utc"], Kind::Bool),
+    (&["log_json"], Kind::Bool),
+    (&["config_watch"], Kind::Bool),
     (&["user"], Kind::Value),
     (&["pass"], Kind::Value),
     (&["auth"], Kind::Value),
@@ -236,6 +242,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, FlagErro
                     }
                     "T" => flags.logtime = Some(on),
                     "logtime_utc" => flags.logtime_utc = Some(on),
+                    "log_json" => flags.log_json = Some(on),
+                    "config_watch" => flags.config_watch = Some(on),
                     "t" => flags.check_config = on,
                     "s" => flags.syslog = Some(on),
                     "no_advertise" => flags.no_advertise = Some(on),
@@ -469,6 +477,12 @@ impl Flags {
         if let Some(logtime) = self.logtime {
             opts.logtime = logtime;
         }
+        if let Some(json) = self.log_json {
+            opts.log_json = json;
+        }
+        if let Some(watch) = self.config_watch {
+            opts.config_watch = watch;
+        }
         if let Some(user) = self.user {
             opts.auth.user = Some(user);
         }
@@ -542,9 +556,15 @@ Server:
     -m, --http_port <port>           Serve monitoring (/varz, /connz, ...) on this port
     -c, --config <file>              Read options from this config file
     -t                               Check the config file and exit
+        --config_watch               Reload by itself when the config file changes (checked
+                                     every second; follows Kubernetes ConfigMap updates)
     -P, --pid <file>                 Write the process id to this file
         --signal <cmd>[=<pid|file>]  Send stop, quit, term, reopen, reload or ldm to a
                                      running server
+
+Signals: HUP reloads the config file, USR1 reopens the log file, USR2 enters lame duck
+mode (stop accepting, tell clients, close them over lame_duck_duration, exit), INT and
+TERM shut down.
 
 Logging:
     -l, --log <file>                 Log to this file instead of standard error
@@ -552,6 +572,7 @@ Logging:
     -D, --debug                      Log debug messages
     -V, --trace                      Log every protocol message
     -DV                              Both of the above
+        --log_json                   Log JSON objects, one a line, instead of text lines
 
 Authorization:
         --user <user>                User clients must log in as
@@ -634,6 +655,13 @@ mod tests {
         assert_eq!(run(&["-T=false"]).logtime, Some(false));
         assert_eq!(run(&["-T"]).logtime, Some(true));
         assert_eq!(run(&["--DV=false"]).debug, Some(false));
+        let f = run(&["--log_json", "--config_watch=false"]);
+        assert_eq!((f.log_json, f.config_watch), (Some(true), Some(false)));
+        let mut opts = Options::default();
+        run(&["--log_json", "--config_watch"])
+            .apply(&mut opts)
+            .unwrap();
+        assert!(opts.log_json && opts.config_watch);
         assert!(fail(&["-T=maybe"]).contains("invalid value \"maybe\" for flag -T"));
         // A bool flag does not take the next argument: it is a stray command.
         assert_eq!(fail(&["-D", "false"]), "unrecognized command: \"false\"");

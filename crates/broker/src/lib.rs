@@ -16,7 +16,9 @@
 //! Layout: [`options`] holds every setting; [`conf`] and [`flags`] read them from
 //! nats-server style config files and command lines; [`Server`] owns the listener and the
 //! subscription table; each connection is served by one task (see `client.rs`); the wire
-//! protocol itself lives in the IO-free `midge-proto` crate.
+//! protocol itself lives in the IO-free `midge-proto` crate. Operations: [`Server::reload`]
+//! (live config reload, also driven by the `config_watch` file watcher) and
+//! [`Server::lame_duck_mode`].
 
 mod auth;
 mod client;
@@ -25,8 +27,11 @@ pub mod conf;
 mod error;
 pub mod flags;
 mod info;
+mod lameduck;
 pub mod logging;
+mod monitor;
 pub mod options;
+mod reload;
 mod route;
 mod server;
 
@@ -35,4 +40,5 @@ pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use options::Options;
+pub use reload::{ReloadError, ReloadReport};
 pub use server::{ClusterStats, ConnectionStats, Server, ServerBuilder, ServerStats};

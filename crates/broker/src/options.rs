@@ -44,11 +44,17 @@ pub struct Options {
     pub trace: bool,
     pub logtime: bool,
     pub log_file: Option<PathBuf>,
+    /// Log lines as JSON objects instead of nats-server's text lines (midge only:
+    /// `log_json` / `--log_json`).
+    pub log_json: bool,
     pub pid_file: Option<PathBuf>,
     /// The config file these options came from, if any (for reload).
     pub config_file: Option<PathBuf>,
     /// Routes to other servers (the `cluster {}` block); off unless a port is set.
     pub cluster: ClusterOptions,
+    /// Reload by itself when the config file changes, including a Kubernetes ConfigMap
+    /// volume's `..data` symlink swap (midge only: `config_watch` / `--config_watch`).
+    pub config_watch: bool,
 }
 
 impl Default for Options {
@@ -76,8 +82,10 @@ impl Default for Options {
             trace: false,
             logtime: true,
             log_file: None,
+            log_json: false,
             pid_file: None,
             config_file: None,
+            config_watch: false,
             cluster: ClusterOptions::default(),
         }
     }

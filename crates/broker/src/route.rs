@@ -67,7 +67,8 @@ pub(crate) async fn accept_loop(srv: Arc<ServerInner>, listener: TcpListener) {
 
 /// Starts soliciting every configured route (each retried forever).
 pub(crate) fn solicit_configured(srv: &Arc<ServerInner>) {
-    for text in &srv.opts.cluster.routes {
+    let opts = srv.opts();
+    for text in &opts.cluster.routes {
         match RouteUrl::parse(text) {
             Ok(url) => spawn_connect(srv.clone(), url, true, None, Duration::ZERO),
             Err(e) => error!("{e}"),
@@ -162,7 +163,7 @@ async fn connect_loop(srv: &Arc<ServerInner>, url: RouteUrl, configured: bool) {
                 } else {
                     debug!("Error trying to connect to route {target} (attempt {attempts}): {e}");
                 }
-                if !configured && attempts > srv.opts.cluster.connect_retries {
+                if !configured && attempts > srv.opts().cluster.connect_retries {
                     return;
                 }
             }
@@ -237,7 +238,7 @@ async fn run_route(
         reader.conn.close(reason);
         reason
     };
-    let write = client::write_loop(&srv, &conn, None);
+    let write = client::write_loop(&srv, &conn, true);
     let (reason, ()) = tokio::join!(read, write);
     reader.finish(reason);
 }
@@ -267,17 +268,17 @@ enum Event {
 impl RouteReader {
     async fn read_loop(&mut self) -> CloseReason {
         let limits = Limits {
-            max_control_line: self.srv.opts.max_control_line.max(64 * 1024),
-            max_payload: self.srv.opts.max_payload.max(64 * 1024 * 1024),
+            max_control_line: self.srv.opts().max_control_line.max(64 * 1024),
+            max_payload: self.srv.opts().max_payload.max(64 * 1024 * 1024),
         };
         let mut buf = vec![0u8; MIN_READ_BUF];
         let (mut start, mut end) = (0usize, 0usize);
-        let ping_interval = self.srv.opts.ping_interval;
+        let ping_interval = self.srv.opts().ping_interval;
         let ping = tokio::time::sleep(ping_interval);
         tokio::pin!(ping);
-        let auth_timeout = tokio::time::sleep(self.srv.opts.cluster.auth_timeout);
+        let auth_timeout = tokio::time::sleep(self.srv.opts().cluster.auth_timeout);
         tokio::pin!(auth_timeout);
-        let needs_auth = self.solicited.is_none() && self.srv.opts.cluster.user.is_some();
+        let needs_auth = self.solicited.is_none() && self.srv.opts().cluster.user.is_some();
         let mut shutdown = self.srv.shutdown_signal();
         self.conn.wake();
         loop {
@@ -317,7 +318,7 @@ impl RouteReader {
                     return CloseReason::AuthenticationTimeout;
                 }
                 Event::Ping => {
-                    if self.pings_out + 1 > self.srv.opts.ping_max {
+                    if self.pings_out + 1 > self.srv.opts().ping_max {
                         self.send_err("Stale Connection");
                         return CloseReason::StaleConnection;
                     }
@@ -445,7 +446,8 @@ impl RouteReader {
             self.send_err("attempted to connect to route port");
             return Err(CloseReason::ProtocolViolation);
         }
-        let opts = &self.srv.opts.cluster;
+        let all_opts = self.srv.opts();
+        let opts = &all_opts.cluster;
         if opts.user.is_some() {
             let auth = crate::options::Authorization {
                 user: opts.user.clone(),
@@ -619,7 +621,7 @@ impl RouteReader {
                 }
             }
         }
-        if !info.connect_urls.is_empty() && !self.srv.opts.cluster.no_advertise {
+        if !info.connect_urls.is_empty() && !self.srv.opts().cluster.no_advertise {
             cluster::send_async_info(&self.srv);
         }
         Ok(())
@@ -759,7 +761,7 @@ fn process_implicit(srv: &Arc<ServerInner>, cluster: &Cluster, info: &RouteInfo)
     };
     let host_port = url.host_port().to_ascii_lowercase();
     let configured =
-        srv.opts.cluster.routes.iter().any(|r| {
+        srv.opts().cluster.routes.iter().any(|r| {
             RouteUrl::parse(r).is_ok_and(|r| r.host_port().to_ascii_lowercase() == host_port)
         });
     if configured {
@@ -774,8 +776,8 @@ fn process_implicit(srv: &Arc<ServerInner>, cluster: &Cluster, info: &RouteInfo)
         state.connecting.insert(info.server_id.clone());
     }
     if info.auth_required {
-        url.user = srv.opts.cluster.user.clone();
-        url.password = srv.opts.cluster.password.clone();
+        url.user = srv.opts().cluster.user.clone();
+        url.password = srv.opts().cluster.password.clone();
     }
     debug!(
         "Connecting to implicit route {host_port} ({})",

@@ -19,14 +19,17 @@ use tracing::{debug, error, info, warn};
 use crate::client::{self, ClientShared, SubRef};
 use crate::error::Error;
 use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
+use crate::monitor::{self, ClosedRing, Monitor};
 use crate::options::Options;
 
 /// A running server. Dropping it stops the accept loop and closes every connection
 /// without waiting; call [`Server::shutdown`] to flush pending data first.
 #[derive(Debug)]
 pub struct Server {
-    inner: Arc<ServerInner>,
+    pub(crate) inner: Arc<ServerInner>,
     client_addr: SocketAddr,
+    /// Kept until the handle goes, so `/healthz` reports the shutdown while it runs.
+    monitor: Option<Monitor>,
 }
 
 /// Cluster part of [`ServerStats`].
@@ -42,7 +45,11 @@ pub struct ClusterStats {
 /// State shared by the accept loop and every connection.
 #[derive(Debug)]
 pub(crate) struct ServerInner {
-    pub opts: Arc<Options>,
+    /// The options in force. A reload replaces them; connections hold a receiver and pick
+    /// the new ones up between reads (see `reload.rs`). Read with [`ServerInner::opts`].
+    pub opts_tx: watch::Sender<Arc<Options>>,
+    /// Reload, lame duck mode and the config file watcher (see `reload.rs`, `lameduck.rs`).
+    pub ops: crate::reload::OpsState,
     pub id: String,
     pub name: String,
     pub sublist: Sublist<SubRef>,
@@ -54,10 +61,14 @@ pub(crate) struct ServerInner {
     pub shutting_down: AtomicBool,
     /// Routes and remote interest; `None` without a `cluster` port.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Set once "Server Exiting.." was logged (lame duck mode and `shutdown` may both wait).
+    exited: AtomicBool,
+    /// Recently closed connections, for `/connz?state=closed`.
+    pub closed: ClosedRing,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
-    active: AtomicUsize,
-    all_closed: Notify,
+    pub active: AtomicUsize,
+    pub all_closed: Notify,
 }
 
 /// Server-wide counters, as reported by `/varz`.
@@ -72,13 +83,19 @@ pub(crate) struct Stats {
 }
 
 impl ServerInner {
+    /// The options in force now (a reload may replace them).
+    pub fn opts(&self) -> Arc<Options> {
+        self.opts_tx.borrow().clone()
+    }
+
     /// The INFO a new client receives, before its own id and address are filled in.
     pub fn info_template(&self) -> ServerInfo {
-        let (host, port) = match &self.opts.client_advertise {
-            Some(adv) => split_host_port(adv, self.opts.port),
+        let opts = self.opts();
+        let (host, port) = match &opts.client_advertise {
+            Some(adv) => split_host_port(adv, opts.port),
             None => {
-                let addr = (*self.client_addr.lock())
-                    .unwrap_or(SocketAddr::new(self.opts.host, self.opts.port));
+                let addr =
+                    (*self.client_addr.lock()).unwrap_or(SocketAddr::new(opts.host, opts.port));
                 (addr.ip().to_string(), addr.port())
             }
         };
@@ -91,16 +108,16 @@ impl ServerInner {
             host,
             port,
             headers: true,
-            auth_required: self.opts.auth.required(),
+            auth_required: opts.auth.required(),
             tls_required: false,
             tls_verify: false,
             tls_available: false,
-            max_payload: self.opts.max_payload,
+            max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
             cluster: self.cluster.as_ref().map(|c| c.name()),
             connect_urls: match &self.cluster {
-                Some(c) if !self.opts.cluster.no_advertise => c.connect_urls(),
+                Some(c) if !opts.cluster.no_advertise => c.connect_urls(),
                 _ => Vec::new(),
             },
             ldm: false,
@@ -158,6 +175,7 @@ fn new_server_id() -> String {
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder {
     opts: Options,
+    flags: Option<crate::flags::Flags>,
 }
 
 impl ServerBuilder {
@@ -174,6 +192,12 @@ impl ServerBuilder {
     /// Client port; `0` picks a free one (see [`Server::client_addr`]).
     pub fn port(mut self, port: u16) -> Self {
         self.opts.port = port;
+        self
+    }
+    /// Serves HTTP monitoring (`/varz`, `/connz`, `/healthz`, `/metrics`, ...) on this
+    /// port; `0` picks a free one (see [`Server::monitor_addr`]).
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.opts.http_port = Some(port);
         self
     }
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
@@ -199,9 +223,15 @@ impl ServerBuilder {
         self.opts.auth.password = Some(password.into());
         self
     }
+    /// The command line the options were built with: a reload re-reads the config file and
+    /// applies these flags on top again, so flags keep overriding the file (as nats-server).
+    pub fn command_line(mut self, flags: crate::flags::Flags) -> Self {
+        self.flags = Some(flags);
+        self
+    }
     /// Binds the listener and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Server, Error> {
-        Server::start(self.opts).await
+        Server::start_with(self.opts, self.flags).await
     }
 }
 
@@ -212,6 +242,13 @@ impl Server {
 
     /// Binds the client listener and starts accepting connections.
     pub async fn start(opts: Options) -> Result<Server, Error> {
+        Server::start_with(opts, None).await
+    }
+
+    async fn start_with(
+        opts: Options,
+        flags: Option<crate::flags::Flags>,
+    ) -> Result<Server, Error> {
         let opts = Arc::new(opts);
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
@@ -244,18 +281,25 @@ impl Server {
             .as_ref()
             .map(|(_, addr)| Arc::new(crate::cluster::Cluster::new(&opts, *addr, client_addr)));
         let (shutdown_tx, _) = watch::channel(false);
+        // One instant for both: `config_load_time` after `start` is how tools see a reload.
+        let start = SystemTime::now();
+        let ops = crate::reload::OpsState::new(&opts, flags, start);
+        let (opts_tx, _) = watch::channel(opts);
         let inner = Arc::new(ServerInner {
-            opts,
+            opts_tx,
+            ops,
             id,
             name,
             sublist: Sublist::new(),
             clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
             stats: Stats::default(),
-            start: SystemTime::now(),
+            start,
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
             cluster,
+            exited: AtomicBool::new(false),
+            closed: ClosedRing::default(),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -268,11 +312,15 @@ impl Server {
         );
         info!("  Name:     {}", inner.name);
         info!("  ID:       {}", inner.id);
-        if let Some(file) = &inner.opts.config_file {
+        if let Some(file) = &inner.opts().config_file {
             info!("Using configuration file: {}", file.display());
         }
+        // nats-server starts the monitor before the client listener; keep the log order.
+        let monitor = monitor::start(&inner).await?;
         info!("Listening for client connections on {}", client_addr);
-        tokio::spawn(accept_loop(inner.clone(), listener));
+        let accept = tokio::spawn(accept_loop(inner.clone(), listener));
+        inner.ops.set_accept_task(accept);
+        crate::reload::spawn_config_watch(&inner);
         if let (Some((l, addr)), Some(cluster)) = (route_listener, &inner.cluster) {
             info!("Cluster name is {}", cluster.name());
             if cluster.dynamic.load(Ordering::Relaxed) {
@@ -283,7 +331,11 @@ impl Server {
             crate::route::solicit_configured(&inner);
         }
         info!("Server is ready");
-        Ok(Server { inner, client_addr })
+        Ok(Server {
+            inner,
+            client_addr,
+            monitor,
+        })
     }
 
     /// The address clients connect to (with the real port when port 0 was asked for).
@@ -315,6 +367,17 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// The HTTP monitoring address (with the real port when port 0 was asked for), if
+    /// `http_port` is set.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().map(Monitor::addr)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<ServerInner> {
+        &self.inner
+    }
+
     /// The generated server id.
     pub fn id(&self) -> &str {
         &self.inner.id
@@ -338,9 +401,20 @@ impl Server {
     /// Stops accepting, flushes what each client still has pending, closes every
     /// connection and waits (bounded by the write deadline) until they are gone.
     pub async fn shutdown(self) {
+        self.inner.shutdown_and_wait().await;
+    }
+
+    fn begin_shutdown(&self) {
+        self.inner.begin_shutdown();
+    }
+}
+
+impl ServerInner {
+    /// [`Server::shutdown`], also used at the end of lame duck mode.
+    pub(crate) async fn shutdown_and_wait(self: &Arc<Self>) {
         self.begin_shutdown();
-        let deadline = self.inner.opts.write_deadline + Duration::from_secs(1);
-        let inner = self.inner.clone();
+        let deadline = self.opts().write_deadline + Duration::from_secs(1);
+        let inner = self.clone();
         let wait = async move {
             loop {
                 let notified = inner.all_closed.notified();
@@ -353,16 +427,18 @@ impl Server {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             warn!("Shutdown: connections still open after {:?}", deadline);
         }
-        info!("Server Exiting..");
+        if !self.exited.swap(true, Ordering::AcqRel) {
+            info!("Server Exiting..");
+        }
     }
 
-    fn begin_shutdown(&self) {
-        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+    pub(crate) fn begin_shutdown(&self) {
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
         info!("Initiating Shutdown...");
-        let _ = self.inner.shutdown_tx.send(true);
-        let clients: Vec<_> = self.inner.clients.lock().values().cloned().collect();
+        let _ = self.shutdown_tx.send(true);
+        let clients: Vec<_> = self.clients.lock().values().cloned().collect();
         for c in clients {
             c.close(client::CloseReason::ServerShutdown);
         }
@@ -377,11 +453,14 @@ impl Drop for Server {
 
 async fn accept_loop(inner: Arc<ServerInner>, listener: TcpListener) {
     let mut shutdown = inner.shutdown_signal();
+    // Lame duck mode stops accepting; the listener closes when this loop returns.
+    let mut lame_duck = inner.ops.lame_duck_signal();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => break,
+            _ = lame_duck.changed() => break,
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -43,6 +43,8 @@ fn run() -> anyhow::Result<()> {
     let check_only = flags.check_config;
     // Everything is loaded and checked before anything starts: a bad file or flag stops
     // here with its location, and nothing is half-configured.
+    // Kept for reloads: the flags keep overriding the file, as in nats-server.
+    let command_line = flags.clone();
     let (opts, warnings) = flags.load_options()?;
     if check_only {
         let file = opts.config_file.as_deref().map(Path::display);
@@ -57,7 +59,7 @@ fn run() -> anyhow::Result<()> {
             .with_context(|| format!("cannot open log file {}", path.display()))?,
         None => LogTarget::stderr(),
     };
-    logging::init(target, opts.debug, opts.trace, opts.logtime);
+    logging::init_from(target, &opts);
     for w in &warnings {
         warn!("{w}");
     }
@@ -70,41 +72,78 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let result = rt.block_on(serve(opts));
+    let result = rt.block_on(serve(opts, command_line));
     if let Some(path) = &pid_file {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-async fn serve(opts: midge::Options) -> anyhow::Result<()> {
+async fn serve(opts: midge::Options, command_line: flags::Flags) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let server = match midge::Server::start(opts).await {
+    // Signals are trapped before the server says it is ready: a supervisor may signal it
+    // as soon as it reads "Server is ready", and the default action would kill it.
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let started = midge::Server::builder()
+        .options(opts)
+        .command_line(command_line)
+        .start()
+        .await;
+    let server = match started {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
             return Err(e.into());
         }
     };
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
-    loop {
-        tokio::select! {
-            _ = int.recv() => { info!("Trapped \"interrupt\" signal"); break; }
-            _ = term.recv() => { info!("Trapped \"terminated\" signal"); break; }
-            _ = hup.recv() => warn!("Trapped \"hangup\" signal: config reload is not supported yet"),
-            _ = usr1.recv() => warn!("Trapped \"user defined signal 1\": log reopening is not supported yet"),
-            _ = usr2.recv() => {
-                warn!("Trapped \"user defined signal 2\": lame duck mode is not supported yet, shutting down");
-                break;
+    // Lame duck mode runs beside the signal loop (a reload or a log reopen still works
+    // meanwhile, and INT/TERM cut it short); the server has shut down when it ends.
+    let lame_duck_done = {
+        let mut lame_duck = std::pin::pin!(lame_duck_or_never(None));
+        loop {
+            tokio::select! {
+                _ = int.recv() => { info!("Trapped \"interrupt\" signal"); break false; }
+                _ = term.recv() => { info!("Trapped \"terminated\" signal"); break false; }
+                _ = hup.recv() => {
+                    info!("Trapped \"hangup\" signal");
+                    // Success and failure are both logged by the server.
+                    let _ = server.reload().await;
+                }
+                _ = usr1.recv() => {
+                    info!("Trapped \"user defined signal 1\" signal");
+                    match logging::reopen() {
+                        Ok(true) => info!("File log re-opened"),
+                        Ok(false) => info!("File log re-open ignored, not a file logger"),
+                        Err(e) => error!("{e}"),
+                    }
+                }
+                _ = usr2.recv() => {
+                    info!("Trapped \"user defined signal 2\" signal");
+                    // A second USR2 must not restart (and so cut short) the first.
+                    if !server.is_lame_duck() {
+                        lame_duck.set(lame_duck_or_never(Some(&server)));
+                    }
+                }
+                () = &mut lame_duck => break true,
             }
         }
+    };
+    if !lame_duck_done {
+        server.shutdown().await;
     }
-    server.shutdown().await;
     Ok(())
+}
+
+/// Lame duck mode of `server`, or a future that never completes.
+async fn lame_duck_or_never(server: Option<&midge::Server>) {
+    match server {
+        Some(s) => s.lame_duck_mode().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `--signal cmd[=pid|pidfile]`: find the server and send it the signal.

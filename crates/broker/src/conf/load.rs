@@ -271,6 +271,8 @@ impl Options {
             }
             "logtime" => self.logtime = v.as_bool(key)?,
             "logfile" | "log_file" => self.log_file = Some(PathBuf::from(v.as_str(key)?)),
+            "log_json" => self.log_json = v.as_bool(key)?,
+            "config_watch" => self.config_watch = v.as_bool(key)?,
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
             "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),

@@ -50,6 +50,12 @@ impl Options {
         if let Some(path) = &self.log_file {
             line("logfile", quote(&path.to_string_lossy()));
         }
+        if self.log_json {
+            line("log_json", "true".to_string());
+        }
+        if self.config_watch {
+            line("config_watch", "true".to_string());
+        }
         if let Some(path) = &self.pid_file {
             line("pid_file", quote(&path.to_string_lossy()));
         }

@@ -722,6 +722,7 @@ fn sample_options() -> Options {
         trace: false,
         logtime: false,
         log_file: Some("/var/log/midge log".into()),
+        log_json: true,
         pid_file: Some("C:\\midge.pid".into()),
         config_file: None,
         cluster: crate::options::ClusterOptions {
@@ -739,6 +740,7 @@ fn sample_options() -> Options {
             no_advertise: true,
             connect_retries: 7,
         },
+        config_watch: true,
     }
 }
 

@@ -1,0 +1,188 @@
+//! `/metrics`: Prometheus text exposition format 0.0.4, so a scrape needs no sidecar.
+//!
+//! Names: the server counters use the prometheus-nats-exporter's names
+//! (`gnatsd_varz_*`, `gnatsd_subsz_*`, `gnatsd_connz_*`, `gnatsd_routez_*`, labelled
+//! `server_id`), so the Grafana dashboards and alert rules written for nats-server work
+//! on midge unchanged. Cumulative values are typed `counter` and current ones `gauge`
+//! (the exporter types them all as gauges; PromQL treats both alike for `rate()` on
+//! monotonic series, and the honest type lets Prometheus detect resets). What the exporter
+//! has no name for lives in the `midge_*` family: `midge_build_info` and
+//! `midge_uptime_seconds`.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use super::varz::resident_memory;
+use super::MonitorState;
+use crate::info::NATS_COMPAT_VERSION;
+
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+struct Out {
+    text: String,
+    labels: String,
+}
+
+impl Out {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        // Writing into a String cannot fail.
+        let _ = write!(
+            self.text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{}}} {value}\n",
+            self.labels
+        );
+    }
+}
+
+/// Label values escape `\`, `"` and newlines, per the exposition format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub(crate) fn render(state: &MonitorState) -> String {
+    let srv = &state.srv;
+    let st = &srv.stats;
+    let routes = srv.cluster.as_ref().map_or(0, |c| {
+        c.num_routes.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut o = Out {
+        text: String::with_capacity(4096),
+        labels: format!("server_id=\"{}\"", escape(&srv.id)),
+    };
+    o.metric(
+        "gnatsd_varz_connections",
+        "gauge",
+        "Open client connections.",
+        srv.num_connections(),
+    );
+    o.metric(
+        "gnatsd_varz_total_connections",
+        "counter",
+        "Client connections accepted since start.",
+        load(&st.total_connections),
+    );
+    o.metric(
+        "gnatsd_varz_subscriptions",
+        "gauge",
+        "Subscriptions across all clients.",
+        srv.sublist.count(),
+    );
+    o.metric(
+        "gnatsd_varz_in_msgs",
+        "counter",
+        "Messages received from clients.",
+        load(&st.in_msgs),
+    );
+    o.metric(
+        "gnatsd_varz_out_msgs",
+        "counter",
+        "Messages delivered to clients.",
+        load(&st.out_msgs),
+    );
+    o.metric(
+        "gnatsd_varz_in_bytes",
+        "counter",
+        "Payload bytes received from clients.",
+        load(&st.in_bytes),
+    );
+    o.metric(
+        "gnatsd_varz_out_bytes",
+        "counter",
+        "Payload bytes delivered to clients.",
+        load(&st.out_bytes),
+    );
+    o.metric(
+        "gnatsd_varz_slow_consumers",
+        "counter",
+        "Clients closed as slow consumers since start.",
+        load(&st.slow_consumers),
+    );
+    o.metric(
+        "gnatsd_varz_routes",
+        "gauge",
+        "Connected cluster routes.",
+        routes,
+    );
+    o.metric(
+        "gnatsd_varz_mem",
+        "gauge",
+        "Resident memory in bytes.",
+        resident_memory(),
+    );
+    o.metric(
+        "gnatsd_varz_max_connections",
+        "gauge",
+        "Configured connection limit.",
+        srv.opts().max_connections,
+    );
+    o.metric(
+        "gnatsd_varz_max_payload",
+        "gauge",
+        "Configured payload limit in bytes.",
+        srv.opts().max_payload,
+    );
+    let sl = srv.sublist.stats();
+    o.metric(
+        "gnatsd_subsz_num_cache",
+        "gauge",
+        "Entries in the subscription match cache.",
+        sl.num_cache,
+    );
+    o.metric(
+        "gnatsd_subsz_num_inserts",
+        "counter",
+        "Subscriptions inserted since start.",
+        sl.num_inserts,
+    );
+    o.metric(
+        "gnatsd_subsz_num_removes",
+        "counter",
+        "Subscriptions removed since start.",
+        sl.num_removes,
+    );
+    o.metric(
+        "gnatsd_subsz_num_matches",
+        "counter",
+        "Subscription table lookups since start.",
+        sl.num_matches,
+    );
+    o.metric(
+        "gnatsd_subsz_cache_hit_rate",
+        "gauge",
+        "Share of lookups answered from the cache.",
+        sl.cache_hit_rate,
+    );
+    o.metric(
+        "gnatsd_routez_num_routes",
+        "gauge",
+        "Connected cluster routes.",
+        routes,
+    );
+    let uptime = SystemTime::now()
+        .duration_since(srv.start)
+        .unwrap_or_default()
+        .as_secs_f64();
+    o.metric(
+        "midge_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        uptime,
+    );
+    o.labels = format!(
+        "server_id=\"{}\",version=\"{}\",nats_version=\"{}\"",
+        escape(&srv.id),
+        env!("CARGO_PKG_VERSION"),
+        NATS_COMPAT_VERSION
+    );
+    o.metric(
+        "midge_build_info",
+        "gauge",
+        "Always 1; the labels tell the midge version and the nats-server version it implements.",
+        1,
+    );
+    o.text
+}

@@ -1,0 +1,505 @@
+//! HTTP monitoring, compatible with nats-server's, so the tools operators already run
+//! against nats-server (the Prometheus exporter, nats-top, dashboards, Kubernetes probes)
+//! work against midge unchanged.
+//!
+//! Endpoints: `/` (index), `/healthz`, `/varz`, `/connz`, `/subsz`, `/routez`, `/leafz`
+//! (JSON, field names, JSON types and units as nats-server's) and `/metrics` (Prometheus
+//! text, see [`metrics`]). Every handler is a pure function from the server state and the
+//! query to a [`Reply`], so they are tested without sockets; this file only adds HTTP.
+//!
+//! The HTTP/1.1 layer is hyper: request parsing, keep-alive, pipelining, `HEAD` and header
+//! timeouts are exactly where a hand-written server gets things subtly wrong, and a monitor
+//! port is often exposed further than the client port (ingress, scrapers), so it should
+//! face arbitrary input with a parser that has been fuzzed and used in production.
+
+mod connz;
+mod metrics;
+mod query;
+mod subsz;
+mod varz;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, error, info};
+
+pub(crate) use connz::{sub_details, ClosedConn, ClosedRing, ConnMeta};
+
+use crate::error::Error;
+use crate::server::ServerInner;
+use query::{Query, QueryError};
+
+/// Monitoring connections served at once; more wait in the kernel's accept queue.
+const MAX_HTTP_CONNS: usize = 128;
+/// A monitoring connection is closed after this long, so an idle keep-alive client cannot
+/// hold one of the slots forever (scrapers simply reconnect).
+const MAX_HTTP_CONN_LIFE: Duration = Duration::from_secs(60);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The running monitor; dropping it stops the listener and every monitoring connection.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Monitor {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the handlers read besides the server itself.
+#[derive(Debug)]
+pub(crate) struct MonitorState {
+    srv: Arc<ServerInner>,
+    http_addr: SocketAddr,
+    /// Requests per endpoint, reported as `/varz` `http_req_stats`.
+    req_stats: Mutex<BTreeMap<&'static str, u64>>,
+    /// The previous CPU sample, so `/varz` `cpu` is the usage since the last request.
+    cpu_sample: Mutex<Option<varz::CpuSample>>,
+}
+
+/// Binds the monitoring port when `http_port` is set and starts serving it.
+pub(crate) async fn start(srv: &Arc<ServerInner>) -> Result<Option<Monitor>, Error> {
+    let opts = srv.opts();
+    let Some(port) = opts.http_port else {
+        return Ok(None);
+    };
+    let bind = SocketAddr::new(opts.http_host.unwrap_or(opts.host), port);
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr: bind, source })?;
+    // nats-server's exact line: tools and test harnesses parse the port out of it.
+    info!("Starting http monitor on {}", addr);
+    let state = Arc::new(MonitorState {
+        srv: srv.clone(),
+        http_addr: addr,
+        req_stats: Mutex::new(BTreeMap::new()),
+        cpu_sample: Mutex::new(None),
+    });
+    let task = tokio::spawn(accept_loop(state, listener));
+    Ok(Some(Monitor { addr, task }))
+}
+
+async fn accept_loop(state: Arc<MonitorState>, listener: TcpListener) {
+    // Owning the connections here means aborting this task ends them all.
+    let mut conns = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNS));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                stream
+            }
+            Err(e) => {
+                error!("Error accepting monitoring connection: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let state = state.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let reply = handle(&state, req.method(), req.uri().path(), req.uri().query());
+                async move { Ok::<_, Infallible>(reply.into_response()) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            // Reaching the life limit is the normal end of an idle keep-alive client.
+            if let Ok(Err(e)) = tokio::time::timeout(MAX_HTTP_CONN_LIFE, conn).await {
+                debug!("monitoring connection error: {e}");
+            }
+        });
+    }
+}
+
+/// One HTTP answer, before it becomes a hyper response.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// Sent with 405 so clients learn what is allowed.
+    pub allow: bool,
+}
+
+impl Reply {
+    fn json<T: Serialize>(status: u16, value: &T, callback: Option<&str>) -> Reply {
+        match serde_json::to_vec_pretty(value) {
+            Ok(json) => match callback {
+                // JSONP, as nats-server offers it, for dashboards that cannot use CORS.
+                Some(cb) => {
+                    let mut body = Vec::with_capacity(json.len() + cb.len() + 2);
+                    body.extend_from_slice(cb.as_bytes());
+                    body.push(b'(');
+                    body.extend_from_slice(&json);
+                    body.push(b')');
+                    Reply::new(status, "application/javascript", body)
+                }
+                None => Reply::new(status, "application/json", json),
+            },
+            Err(e) => Reply::text(500, format!("cannot encode JSON: {e}")),
+        }
+    }
+
+    fn text(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body,
+            allow: false,
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        // hyper leaves the body out of HEAD answers but keeps its Content-Length.
+        let mut resp = Response::new(Full::new(Bytes::from(self.body)));
+        *resp.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        // Browser dashboards fetch these from other origins.
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        if self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        resp
+    }
+}
+
+const ENDPOINTS: [&str; 8] = [
+    "/varz", "/connz", "/routez", "/leafz", "/subsz", "/healthz", "/metrics", "/",
+];
+
+/// Routes one request. Only the method, the path and the query matter.
+pub(crate) fn handle(
+    state: &MonitorState,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Reply {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = Reply::text(405, "method not allowed: use GET or HEAD\n");
+        r.allow = true;
+        return r;
+    }
+    let Some(endpoint) = ENDPOINTS.iter().copied().find(|e| *e == path) else {
+        return Reply::text(404, "404 page not found\n");
+    };
+    *state.req_stats.lock().entry(endpoint).or_insert(0) += 1;
+    let query = match Query::parse(query.unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return Reply::text(400, e.to_string()),
+    };
+    let callback = query.get("callback");
+    if let Some(cb) = callback {
+        if !is_js_identifier(cb) {
+            return Reply::text(400, format!("invalid callback name: {cb}"));
+        }
+    }
+    let result: Result<Reply, QueryError> = match endpoint {
+        "/" => Ok(index()),
+        "/healthz" => Ok(healthz(&state.srv, callback)),
+        "/varz" => Ok(Reply::json(200, &varz::varz(state), callback)),
+        "/connz" => connz::connz(&state.srv, &query).map(|c| Reply::json(200, &c, callback)),
+        "/subsz" => subsz::subsz(&state.srv, &query).map(|s| Reply::json(200, &s, callback)),
+        "/routez" => Ok(Reply::json(200, &routez(&state.srv), callback)),
+        "/leafz" => Ok(Reply::json(200, &leafz(&state.srv), callback)),
+        "/metrics" => Ok(Reply::new(
+            200,
+            metrics::CONTENT_TYPE,
+            metrics::render(state).into_bytes(),
+        )),
+        _ => Ok(Reply::text(404, "404 page not found\n")),
+    };
+    result.unwrap_or_else(|e| Reply::text(400, e.to_string()))
+}
+
+/// JSONP callbacks are echoed into a script: allow only names, never markup.
+fn is_js_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'.'))
+}
+
+fn index() -> Reply {
+    let mut html =
+        String::from("<html lang=\"en\">\n<head><title>midge monitoring</title></head>\n<body>\n");
+    html.push_str(concat!("<h1>midge ", env!("CARGO_PKG_VERSION"), "</h1>\n"));
+    for (path, what) in [
+        ("varz", "General"),
+        ("connz", "Connections"),
+        ("routez", "Routes"),
+        ("leafz", "Leaf Nodes"),
+        ("subsz", "Subscriptions"),
+        ("healthz", "Health"),
+        ("metrics", "Prometheus metrics"),
+    ] {
+        html.push_str(&format!("<a href=./{path}>{what}</a><br/>\n"));
+    }
+    html.push_str("</body>\n</html>\n");
+    Reply::new(200, "text/html; charset=utf-8", html.into_bytes())
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+/// Kubernetes probes only look at the status code; bodies are nats-server's.
+fn healthz(srv: &ServerInner, callback: Option<&str>) -> Reply {
+    if srv.shutting_down.load(Ordering::Acquire) {
+        let h = Health {
+            status: "unavailable",
+            error: Some("server is shutting down"),
+        };
+        return Reply::json(503, &h, callback);
+    }
+    if srv.ops.is_lame_duck() {
+        // As nats-server: lame duck mode closed the client listener, so the server is not
+        // ready for connections, and a readiness probe takes it out of rotation.
+        let h = Health {
+            status: "error",
+            error: Some("failed to be ready for connections: server is in lame duck mode"),
+        };
+        tracing::warn!("Healthcheck failed: server is in lame duck mode");
+        return Reply::json(503, &h, callback);
+    }
+    let ok = Health {
+        status: "ok",
+        error: None,
+    };
+    // nats-server answers health on one line; probes and scripts grep for it as is.
+    match (serde_json::to_vec(&ok), callback) {
+        (Ok(body), None) => Reply::new(200, "application/json", body),
+        _ => Reply::json(200, &ok, callback),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Routez {
+    server_id: String,
+    now: String,
+    num_routes: usize,
+    routes: Vec<RouteInfo>,
+}
+
+/// One route, with nats-server's `/routez` field names (`remote_name` as in 2.10+).
+#[derive(Debug, Serialize)]
+struct RouteInfo {
+    rid: u64,
+    remote_id: String,
+    remote_name: String,
+    did_solicit: bool,
+    is_configured: bool,
+    ip: String,
+    port: u16,
+    start: String,
+    last_activity: String,
+    uptime: String,
+    idle: String,
+    pending_size: usize,
+    in_msgs: u64,
+    out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    subscriptions: usize,
+}
+
+fn routez(srv: &ServerInner) -> Routez {
+    let now = SystemTime::now();
+    let routes: Vec<RouteInfo> = srv
+        .cluster
+        .as_ref()
+        .map(|c| crate::cluster::route_stats(c))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| RouteInfo {
+            rid: r.rid,
+            remote_id: r.remote_id,
+            remote_name: r.remote_name,
+            did_solicit: r.did_solicit,
+            is_configured: r.is_configured,
+            ip: r.ip,
+            port: r.port,
+            start: rfc3339(r.start),
+            // Routes are busy or pinged every ping_interval; the start stands in for the
+            // last activity, which is not tracked per route yet.
+            last_activity: rfc3339(r.start),
+            uptime: uptime(now.duration_since(r.start).unwrap_or_default()),
+            idle: uptime(Duration::ZERO),
+            pending_size: r.pending_size,
+            in_msgs: r.in_msgs,
+            out_msgs: r.out_msgs,
+            in_bytes: r.in_bytes,
+            out_bytes: r.out_bytes,
+            subscriptions: r.subscriptions.len(),
+        })
+        .collect();
+    Routez {
+        server_id: srv.id.clone(),
+        now: rfc3339(now),
+        num_routes: routes.len(),
+        routes,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Leafz {
+    server_id: String,
+    now: String,
+    leafnodes: usize,
+    leafs: Vec<serde_json::Value>,
+}
+
+fn leafz(srv: &ServerInner) -> Leafz {
+    Leafz {
+        server_id: srv.id.clone(),
+        now: rfc3339(SystemTime::now()),
+        leafnodes: 0,
+        leafs: Vec::new(),
+    }
+}
+
+/// Go's `time.Time` JSON form (RFC 3339 with nanoseconds, trailing zeros trimmed, UTC),
+/// which is what tools parse.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = crate::logging::civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    let mut out = format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    let nanos = d.subsec_nanos();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// nats-server's uptime form: whole seconds as `1y2d3h4m5s`, leading zero units left out.
+pub(crate) fn uptime(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
+    let years = days / 365;
+    if years > 0 {
+        format!(
+            "{years}y{}d{}h{}m{}s",
+            days % 365,
+            hours % 24,
+            mins % 60,
+            secs % 60
+        )
+    } else if days > 0 {
+        format!("{days}d{}h{}m{}s", hours % 24, mins % 60, secs % 60)
+    } else if hours > 0 {
+        format!("{hours}h{}m{}s", mins % 60, secs % 60)
+    } else if mins > 0 {
+        format!("{mins}m{}s", secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Go's `time.Duration.String()`, the form of `/connz` `rtt` (e.g. `363µs`, `1.5ms`).
+pub(crate) fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    fn frac(value: u128, unit: u128, digits: usize) -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let f = format!("{rest:0digits$}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", frac(nanos, 1_000, 3));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", frac(nanos, 1_000_000, 6));
+    }
+    let secs = nanos / 1_000_000_000;
+    let (h, m) = (secs / 3600, secs / 60 % 60);
+    let s = frac(nanos % 60_000_000_000, 1_000_000_000, 9);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Nanoseconds since the Unix epoch, for timestamps kept in atomics.
+pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_unix_nanos(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(n)
+}
+
+#[cfg(test)]
+mod tests;

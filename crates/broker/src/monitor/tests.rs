@@ -1,0 +1,152 @@
+//! Handler tests without HTTP: pure functions over a real (idle) server's state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use hyper::Method;
+use parking_lot::Mutex;
+
+use super::*;
+use crate::Server;
+
+async fn state() -> (Server, MonitorState) {
+    let server = Server::builder()
+        .host([127, 0, 0, 1])
+        .port(0)
+        .start()
+        .await
+        .expect("server starts");
+    let state = MonitorState {
+        srv: server.inner().clone(),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 8222)),
+        req_stats: Mutex::new(BTreeMap::new()),
+        cpu_sample: Mutex::new(None),
+    };
+    (server, state)
+}
+
+fn get(state: &MonitorState, path: &str, query: &str) -> Reply {
+    handle(state, &Method::GET, path, Some(query))
+}
+
+fn json(r: &Reply) -> serde_json::Value {
+    serde_json::from_slice(&r.body).expect("JSON body")
+}
+
+#[test]
+fn time_forms_are_go_s() {
+    let t = UNIX_EPOCH + Duration::new(1_795_329_258, 700_787_982);
+    assert_eq!(rfc3339(t), "2026-11-22T06:34:18.700787982Z");
+    assert_eq!(
+        rfc3339(UNIX_EPOCH + Duration::new(1_795_329_258, 500_000_000)),
+        "2026-11-22T06:34:18.5Z"
+    );
+    assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    assert_eq!(uptime(Duration::from_secs(7)), "7s");
+    assert_eq!(uptime(Duration::from_secs(3 * 3600 + 4 * 60 + 5)), "3h4m5s");
+    assert_eq!(uptime(Duration::from_secs(86_400 + 1)), "1d0h0m1s");
+    assert_eq!(uptime(Duration::from_secs(366 * 86_400)), "1y1d0h0m0s");
+    assert_eq!(go_duration(Duration::ZERO), "0s");
+    assert_eq!(go_duration(Duration::from_nanos(999)), "999ns");
+    assert_eq!(go_duration(Duration::from_micros(363)), "363µs");
+    assert_eq!(go_duration(Duration::from_nanos(363_500)), "363.5µs");
+    assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+    assert_eq!(go_duration(Duration::from_millis(2500)), "2.5s");
+    assert_eq!(go_duration(Duration::from_secs(3661)), "1h1m1s");
+    assert_eq!(go_duration(Duration::from_secs(61)), "1m1s");
+}
+
+#[tokio::test]
+async fn methods_paths_and_headers() {
+    let (_server, st) = state().await;
+    let r = handle(&st, &Method::POST, "/varz", None);
+    assert_eq!((r.status, r.allow), (405, true));
+    assert_eq!(get(&st, "/nope", "").status, 404);
+    let r = get(&st, "/varz", "");
+    assert_eq!((r.status, r.content_type), (200, "application/json"));
+    assert!(r.body.starts_with(b"{\n  \"server_id\""), "pretty-printed");
+    let r = get(&st, "/", "");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("./connz"));
+}
+
+#[tokio::test]
+async fn jsonp_callback() {
+    let (_server, st) = state().await;
+    let r = get(&st, "/routez", "callback=cb");
+    assert_eq!(r.content_type, "application/javascript");
+    assert!(r.body.starts_with(b"cb({") && r.body.ends_with(b"})"));
+    assert_eq!(get(&st, "/routez", "callback=%3Cscript%3E").status, 400);
+}
+
+#[tokio::test]
+async fn healthz_turns_503_on_shutdown() {
+    let (_server, st) = state().await;
+    let r = get(&st, "/healthz", "");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"{\"status\":\"ok\"}"[..])
+    );
+    st.srv.shutting_down.store(true, Ordering::Release);
+    let r = get(&st, "/healthz", "");
+    assert_eq!(r.status, 503);
+    let v = json(&r);
+    assert_eq!(v["status"], "unavailable");
+    assert!(v["error"].is_string());
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_with_a_message() {
+    let (_server, st) = state().await;
+    for (path, q, text) in [
+        ("/connz", "sort=bogus", "invalid sorting option: bogus"),
+        ("/connz", "limit=x", "Error decoding int for 'limit'"),
+        ("/connz", "offset=1.5", "Error decoding int for 'offset'"),
+        ("/connz", "cid=-1", "Error decoding uint64 for 'cid'"),
+        ("/connz", "auth=maybe", "Error decoding boolean for 'auth'"),
+        ("/connz", "subs=2", "Error decoding boolean for 'subs'"),
+        ("/connz", "state=gone", "Error decoding state for gone"),
+        ("/connz", "sort=stop", "sort by stop only valid on closed"),
+        (
+            "/connz",
+            "sort=reason&state=all",
+            "sort by reason only valid on closed",
+        ),
+        ("/connz", "limit=%zz", "Error decoding query string"),
+        ("/subsz", "subs=x", "Error decoding boolean for 'subs'"),
+        ("/subsz", "subs=1&test=foo.*", "invalid test subject"),
+    ] {
+        let r = get(&st, path, q);
+        assert_eq!(r.status, 400, "{path}?{q}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains(text), "{path}?{q}: {body}");
+    }
+    assert_eq!(get(&st, "/connz", "sort=stop&state=closed").status, 200);
+    assert_eq!(get(&st, "/connz", "subs=detail&state=ANY").status, 200);
+}
+
+#[tokio::test]
+async fn request_counts_show_in_varz() {
+    let (_server, st) = state().await;
+    get(&st, "/connz", "");
+    get(&st, "/connz", "");
+    let v = json(&get(&st, "/varz", ""));
+    assert_eq!(v["http_req_stats"]["/connz"], 2);
+    assert_eq!(v["http_req_stats"]["/varz"], 1);
+}
+
+#[test]
+fn closed_ring_is_bounded() {
+    let ring = ClosedRing::with_capacity(2);
+    let (a, b, c) = (sample_closed(1), sample_closed(2), sample_closed(3));
+    ring.push(a);
+    ring.push(b);
+    ring.push(c);
+    let cids: Vec<u64> = ring.snapshot_cids();
+    assert_eq!(cids, vec![2, 3]);
+}
+
+fn sample_closed(cid: u64) -> ClosedConn {
+    ClosedConn::for_test(cid)
+}

@@ -1,0 +1,621 @@
+//! Live configuration: reload (SIGHUP, `--signal reload`, [`Server::reload`]), the config
+//! file watcher (`config_watch`), and the digest and load time of the configuration in force.
+//!
+//! How options are swapped: the options in force are an `Arc<Options>` in a
+//! `tokio::sync::watch` channel (`ServerInner::opts_tx`). A reload builds a complete new
+//! `Options` (file, then the command-line flags again, then validation), checks that only
+//! reloadable options differ, and sends the new `Arc`. Each connection's reader holds a
+//! receiver and a copy of the `Arc`, checks the receiver (one atomic load) before each read,
+//! and is woken by the reload when idle; it then switches its limits and re-checks its
+//! authorization (see `Conn::apply_reload`). Nothing is read per message: a connection works
+//! with its own copy until the next change.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::client::CloseReason;
+use crate::flags::Flags;
+use crate::info::ConnectOptions;
+use crate::options::Options;
+use crate::server::{Server, ServerInner};
+
+/// Why a reload was refused. The running configuration is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("config reload needs a config file: start the server with -c <file>")]
+    NoConfigFile,
+    /// The file cannot be read or parsed, a value is invalid, or the options conflict.
+    #[error("{0}")]
+    Invalid(String),
+    /// An option that only takes effect at start-up differs from the running one.
+    #[error("config reload not supported for {option}: running {running}, new {new}")]
+    NotReloadable {
+        option: String,
+        running: String,
+        new: String,
+    },
+    /// The new logging options cannot be applied (e.g. the new log file cannot be opened).
+    #[error(transparent)]
+    Logging(#[from] crate::logging::LogError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    /// Names of the options that changed (config file spelling: `authorization`,
+    /// `max_payload`, ...); empty when the file changed nothing.
+    pub changed: Vec<&'static str>,
+    /// The digest of the configuration now in force (see [`Server::config_digest`]).
+    pub digest: String,
+    pub loaded_at: SystemTime,
+    /// The options before and after, for whoever applies changes beyond the connections
+    /// (cluster routes diff `previous` and `current`).
+    pub previous: Arc<Options>,
+    pub current: Arc<Options>,
+}
+
+type CopyOption = fn(&mut Options, &Options);
+
+/// Options a reload may change, by config file name, with how to copy each one. Everything
+/// else must be equal or the reload fails, so an option added to `Options` is safely
+/// non-reloadable until it is listed here (clustering lists `cluster.routes` here and
+/// applies it in [`apply`]).
+const RELOADABLE: &[(&str, CopyOption)] = &[
+    ("authorization", |o, n| o.auth = n.auth.clone()),
+    ("no_auth_user", |o, n| {
+        o.no_auth_user = n.no_auth_user.clone()
+    }),
+    ("client_advertise", |o, n| {
+        o.client_advertise = n.client_advertise.clone()
+    }),
+    ("max_payload", |o, n| o.max_payload = n.max_payload),
+    ("max_control_line", |o, n| {
+        o.max_control_line = n.max_control_line
+    }),
+    ("max_pending", |o, n| o.max_pending = n.max_pending),
+    ("max_connections", |o, n| {
+        o.max_connections = n.max_connections
+    }),
+    ("max_subscriptions", |o, n| {
+        o.max_subscriptions = n.max_subscriptions
+    }),
+    ("ping_interval", |o, n| o.ping_interval = n.ping_interval),
+    ("ping_max", |o, n| o.ping_max = n.ping_max),
+    ("write_deadline", |o, n| o.write_deadline = n.write_deadline),
+    ("lame_duck_duration", |o, n| {
+        o.lame_duck_duration = n.lame_duck_duration
+    }),
+    ("lame_duck_grace_period", |o, n| {
+        o.lame_duck_grace_period = n.lame_duck_grace_period
+    }),
+    ("debug", |o, n| o.debug = n.debug),
+    ("trace", |o, n| o.trace = n.trace),
+    ("logtime", |o, n| o.logtime = n.logtime),
+    ("logfile", |o, n| o.log_file = n.log_file.clone()),
+    ("log_json", |o, n| o.log_json = n.log_json),
+    ("config_watch", |o, n| o.config_watch = n.config_watch),
+];
+
+const LOGGING: &[&str] = &["debug", "trace", "logtime", "logfile", "log_json"];
+
+type ShowOption = fn(&Options) -> String;
+
+/// Options that cannot change while running, named in the error when they do.
+const FIXED: &[(&str, ShowOption)] = &[
+    ("server_name", |o| format!("{:?}", o.server_name)),
+    ("host", |o| o.host.to_string()),
+    ("port", |o| o.port.to_string()),
+    ("http_port", |o| format!("{:?}", o.http_port)),
+    ("http_host", |o| format!("{:?}", o.http_host)),
+    ("pid_file", |o| format!("{:?}", o.pid_file)),
+    // Adding and removing routes on reload is still to be built (issue 4).
+    ("cluster", |o| format!("{:?}", o.cluster)),
+];
+
+/// The configuration in force: its digest and when it was loaded.
+#[derive(Debug, Clone)]
+struct ConfigVersion {
+    digest: String,
+    loaded_at: SystemTime,
+}
+
+/// Reload and lame duck state of a server (a field of `ServerInner`).
+#[derive(Debug)]
+pub(crate) struct OpsState {
+    /// The command line, applied again on top of the file at each reload.
+    flags: Option<Flags>,
+    version: Mutex<ConfigVersion>,
+    /// One reload at a time.
+    reload_lock: tokio::sync::Mutex<()>,
+    lame_duck_tx: watch::Sender<bool>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl OpsState {
+    pub(crate) fn new(opts: &Options, flags: Option<Flags>, loaded_at: SystemTime) -> Self {
+        OpsState {
+            flags,
+            version: Mutex::new(ConfigVersion {
+                digest: digest(opts),
+                loaded_at,
+            }),
+            reload_lock: tokio::sync::Mutex::new(()),
+            lame_duck_tx: watch::channel(false).0,
+            accept_task: Mutex::new(None),
+        }
+    }
+
+    /// The digest of the configuration in force and when it was loaded (`/varz`
+    /// `config_digest`, `config_load_time`).
+    pub(crate) fn config_version(&self) -> (String, SystemTime) {
+        let v = self.version.lock();
+        (v.digest.clone(), v.loaded_at)
+    }
+
+    pub(crate) fn set_accept_task(&self, task: JoinHandle<()>) {
+        *self.accept_task.lock() = Some(task);
+    }
+
+    pub(crate) fn take_accept_task(&self) -> Option<JoinHandle<()>> {
+        self.accept_task.lock().take()
+    }
+
+    pub(crate) fn lame_duck_signal(&self) -> watch::Receiver<bool> {
+        self.lame_duck_tx.subscribe()
+    }
+
+    pub(crate) fn is_lame_duck(&self) -> bool {
+        *self.lame_duck_tx.borrow()
+    }
+
+    /// Enters lame duck mode; false when already in it.
+    pub(crate) fn enter_lame_duck(&self) -> bool {
+        self.lame_duck_tx
+            .send_if_modified(|ldm| !std::mem::replace(ldm, true))
+    }
+}
+
+/// `sha256:<hex>` of the effective options written as a config file, so equal
+/// configurations have equal digests whatever their formatting, includes or flags. Empty
+/// when the options did not come from a file, as nats-server (nothing to reload).
+fn digest(opts: &Options) -> String {
+    if opts.config_file.is_none() {
+        return String::new();
+    }
+    let hash = Sha256::digest(opts.to_conf_string().as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Whether a client's credentials give the same result under `new` as under `old`, so
+/// the (possibly bcrypt-expensive) check need not run again.
+pub(crate) fn same_credentials(old: &Options, new: &Options, copts: &ConnectOptions) -> bool {
+    let (a, b) = (&old.auth, &new.auth);
+    if a == b && old.no_auth_user == new.no_auth_user {
+        return true;
+    }
+    if a.token != b.token || a.user != b.user || a.password != b.password {
+        return false;
+    }
+    if a.users.is_empty() != b.users.is_empty() || old.no_auth_user != new.no_auth_user {
+        return false;
+    }
+    let name = copts.user.as_deref();
+    let entry = |auth: &crate::options::Authorization| {
+        name.and_then(|n| auth.users.iter().find(|u| u.user == n).cloned())
+    };
+    entry(a) == entry(b)
+}
+
+impl Server {
+    /// Re-reads the config file, applies the command-line flags on top again, and switches
+    /// to the result when only reloadable options changed: connections stay open and pick
+    /// up the new limits and permissions; clients whose user was removed or whose password
+    /// changed are closed with 'Authorization Violation'. On any error the running
+    /// configuration stays in force.
+    ///
+    /// The new options come from the file and the command line
+    /// ([`ServerBuilder::command_line`](crate::ServerBuilder::command_line)) only: an option a
+    /// program set in code and the file does not name goes back to its default (and the
+    /// reload fails if that option is not reloadable).
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        reload(&self.inner).await
+    }
+
+    /// `sha256:<hex>` of the configuration in force (what `/varz` shows as `config_digest`).
+    pub fn config_digest(&self) -> String {
+        self.inner.ops.version.lock().digest.clone()
+    }
+
+    /// When the configuration in force was loaded (start-up or the last reload).
+    pub fn config_loaded_at(&self) -> SystemTime {
+        self.inner.ops.version.lock().loaded_at
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> Arc<Options> {
+        self.inner.opts()
+    }
+}
+
+/// Reads the config file and the flags into complete, validated options.
+fn load(path: &Path, flags: Option<&Flags>) -> Result<Options, ReloadError> {
+    let invalid = |e: &dyn std::fmt::Display| ReloadError::Invalid(e.to_string());
+    let map = crate::conf::parse_file(path).map_err(|e| invalid(&e))?;
+    let mut opts = Options {
+        config_file: Some(path.to_path_buf()),
+        ..Options::default()
+    };
+    for w in opts.apply_conf(&map).map_err(|e| invalid(&e))? {
+        warn!("{w}");
+    }
+    if let Some(flags) = flags {
+        flags.clone().apply(&mut opts).map_err(|e| invalid(&e))?;
+    }
+    opts.validate().map_err(|e| invalid(&e))?;
+    Ok(opts)
+}
+
+/// Fails with the first non-reloadable option that differs.
+fn check_reloadable(old: &Options, new: &Options) -> Result<Vec<&'static str>, ReloadError> {
+    let mut probe = new.clone();
+    for (_, copy) in RELOADABLE {
+        copy(&mut probe, old);
+    }
+    probe.config_file.clone_from(&old.config_file);
+    if probe != *old {
+        for (option, show) in FIXED {
+            let (running, new) = (show(old), show(&probe));
+            if running != new {
+                return Err(ReloadError::NotReloadable {
+                    option: (*option).to_string(),
+                    running,
+                    new,
+                });
+            }
+        }
+        return Err(ReloadError::NotReloadable {
+            option: "an option that only takes effect at start-up".to_string(),
+            running: "-".into(),
+            new: "changed".into(),
+        });
+    }
+    let mut changed = Vec::new();
+    for (name, copy) in RELOADABLE {
+        let mut probe = old.clone();
+        copy(&mut probe, new);
+        if probe != *old {
+            changed.push(*name);
+        }
+    }
+    Ok(changed)
+}
+
+pub(crate) async fn reload(inner: &Arc<ServerInner>) -> Result<ReloadReport, ReloadError> {
+    let result = try_reload(inner).await;
+    if let Err(e) = &result {
+        error!("Failed to reload server configuration, keeping the running one: {e}");
+    }
+    result
+}
+
+async fn try_reload(inner: &Arc<ServerInner>) -> Result<ReloadReport, ReloadError> {
+    let _one_at_a_time = inner.ops.reload_lock.lock().await;
+    if inner
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(ReloadError::ShuttingDown);
+    }
+    let old = inner.opts();
+    let path = old.config_file.clone().ok_or(ReloadError::NoConfigFile)?;
+    let flags = inner.ops.flags.clone();
+    let new = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || load(&path, flags.as_ref()))
+            .await
+            .map_err(|e| ReloadError::Invalid(format!("reload task failed: {e}")))??
+    };
+    let changed = check_reloadable(&old, &new)?;
+    let new = Arc::new(new);
+    apply(inner, &old, &new, &changed)?;
+    let version = ConfigVersion {
+        digest: digest(&new),
+        loaded_at: SystemTime::now(),
+    };
+    *inner.ops.version.lock() = version.clone();
+    info!("Reloaded server configuration ({})", version.digest);
+    Ok(ReloadReport {
+        changed,
+        digest: version.digest,
+        loaded_at: version.loaded_at,
+        previous: old,
+        current: new,
+    })
+}
+
+/// Puts checked options in force. Logging goes first: it is the only step that can fail,
+/// and it changes nothing when it does.
+fn apply(
+    inner: &Arc<ServerInner>,
+    old: &Options,
+    new: &Arc<Options>,
+    changed: &[&'static str],
+) -> Result<(), ReloadError> {
+    if changed.iter().any(|c| LOGGING.contains(c)) {
+        crate::logging::apply(new)?;
+    }
+    // Every connection switches before its next read; idle ones are woken to do it now
+    // (to drop a removed user at once).
+    inner.opts_tx.send_replace(new.clone());
+    let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
+    for c in &clients {
+        c.wake_for_reload();
+    }
+    if new.max_connections < old.max_connections {
+        enforce_max_connections(inner, new.max_connections);
+    }
+    for name in changed {
+        info!("Reloaded: {name}{}", shown_value(name, new));
+    }
+    Ok(())
+}
+
+fn shown_value(name: &str, o: &Options) -> String {
+    let value = match name {
+        "max_payload" => o.max_payload.to_string(),
+        "max_control_line" => o.max_control_line.to_string(),
+        "max_pending" => o.max_pending.to_string(),
+        "max_connections" => o.max_connections.to_string(),
+        "max_subscriptions" => o.max_subscriptions.to_string(),
+        "ping_interval" => crate::conf::format_duration(o.ping_interval),
+        "ping_max" => o.ping_max.to_string(),
+        "write_deadline" => crate::conf::format_duration(o.write_deadline),
+        "lame_duck_duration" => crate::conf::format_duration(o.lame_duck_duration),
+        "lame_duck_grace_period" => crate::conf::format_duration(o.lame_duck_grace_period),
+        "debug" => o.debug.to_string(),
+        "trace" => o.trace.to_string(),
+        "logtime" => o.logtime.to_string(),
+        "log_json" => o.log_json.to_string(),
+        "config_watch" => o.config_watch.to_string(),
+        "logfile" => o
+            .log_file
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        _ => return String::new(),
+    };
+    format!(" = {value}")
+}
+
+/// A lowered `max_connections` closes the newest connections over the limit.
+fn enforce_max_connections(inner: &ServerInner, max: usize) {
+    let mut clients: Vec<_> = inner.clients.lock().values().cloned().collect();
+    if clients.len() <= max {
+        return;
+    }
+    clients.sort_by_key(|c| std::cmp::Reverse(c.cid));
+    let excess = clients.len() - max;
+    for c in clients.iter().take(excess) {
+        c.enqueue(|buf| midge_proto::encode::err(buf, "maximum connections exceeded"));
+        c.close(CloseReason::MaxConnectionsExceeded);
+    }
+    info!("Closed {excess} connections to fall within max_connections");
+}
+
+/// How often the config file watcher looks at the file.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Config files larger than this are not hashed (nor reloaded by the watcher).
+const WATCH_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What the watcher compares between two looks: the file the path resolves to (a
+/// ConfigMap update repoints the `..data` symlink, so the path stays and the target
+/// changes), its modification time and size, and the hash of its content.
+#[derive(Debug, Clone, PartialEq)]
+struct Fingerprint {
+    resolved: PathBuf,
+    modified: Option<SystemTime>,
+    len: u64,
+    hash: [u8; 32],
+}
+
+/// Blocking file IO: run it off the async workers.
+fn fingerprint(path: &Path, previous: Option<&Fingerprint>) -> std::io::Result<Fingerprint> {
+    let resolved = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&resolved)?;
+    let modified = meta.modified().ok();
+    let len = meta.len();
+    // Cheap checks first: the content is only read when something about the file moved.
+    if let Some(p) = previous {
+        if p.resolved == resolved && p.modified == modified && p.len == len {
+            return Ok(p.clone());
+        }
+    }
+    if len > WATCH_MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {WATCH_MAX_BYTES} bytes"
+        )));
+    }
+    let content = std::fs::read(&resolved)?;
+    Ok(Fingerprint {
+        resolved,
+        modified,
+        len,
+        hash: Sha256::digest(&content).into(),
+    })
+}
+
+/// Starts the config file watcher when the server has a config file. It polls once a
+/// second (bounded work: a stat, and a read only when the file moved) while `config_watch`
+/// is on, and reloads once a change has stayed the same for one more look, so that an
+/// editor's or kubelet's multi-step write is read complete.
+pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
+    let Some(path) = inner.opts().config_file.clone() else {
+        return;
+    };
+    let weak = Arc::downgrade(inner);
+    let mut shutdown = inner.shutdown_signal();
+    tokio::spawn(async move {
+        let look = |previous: Option<Fingerprint>| {
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking(move || fingerprint(&path, previous.as_ref()))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+        };
+        let mut applied = look(None).await.ok();
+        let mut pending: Option<Fingerprint> = None;
+        let mut failing = false;
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            if inner
+                .shutting_down
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return;
+            }
+            if !inner.opts().config_watch {
+                continue;
+            }
+            let seen = match look(pending.clone().or_else(|| applied.clone())).await {
+                Ok(f) => {
+                    failing = false;
+                    f
+                }
+                Err(e) => {
+                    // Mid-swap, or deleted: keep serving, say it once, look again.
+                    if !failing {
+                        warn!("Config watch: cannot read {}: {e}", path.display());
+                        failing = true;
+                    }
+                    continue;
+                }
+            };
+            if applied.as_ref().is_some_and(|a| a.hash == seen.hash) {
+                // Touched, or changed back: nothing to load.
+                applied = Some(seen);
+                pending = None;
+                continue;
+            }
+            if pending.as_ref() != Some(&seen) {
+                pending = Some(seen);
+                continue;
+            }
+            info!(
+                "Config watch: {} changed (now {}), reloading",
+                path.display(),
+                seen.resolved.display()
+            );
+            // A failed reload is logged by `reload`; the file is not tried again until it
+            // changes again.
+            let _ = reload(&inner).await;
+            applied = pending.take();
+        }
+    });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::options::{Authorization, User};
+
+    #[test]
+    fn reloadable_changes_are_named() {
+        let old = Options::default();
+        let mut new = old.clone();
+        new.max_payload = 1000;
+        new.debug = true;
+        new.auth.users.push(User {
+            user: "a".into(),
+            password: "p".into(),
+            permissions: None,
+        });
+        let changed = check_reloadable(&old, &new).unwrap();
+        assert_eq!(changed, ["authorization", "max_payload", "debug"]);
+        assert!(check_reloadable(&old, &old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn fixed_options_fail_by_name() {
+        let old = Options::default();
+        let mut new = old.clone();
+        new.port = 4333;
+        new.debug = true;
+        let e = check_reloadable(&old, &new).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config reload not supported for port: running 4222, new 4333"
+        );
+        let mut new = old.clone();
+        new.server_name = Some("x".into());
+        assert!(check_reloadable(&old, &new)
+            .unwrap_err()
+            .to_string()
+            .contains("server_name"));
+    }
+
+    #[test]
+    fn digest_is_stable_and_tracks_content() {
+        assert_eq!(digest(&Options::default()), "");
+        let a = Options {
+            config_file: Some("x.conf".into()),
+            ..Options::default()
+        };
+        assert_eq!(digest(&a), digest(&a.clone()));
+        assert!(digest(&a).starts_with("sha256:"));
+        assert_eq!(digest(&a).len(), 7 + 64);
+        let b = Options {
+            debug: true,
+            ..a.clone()
+        };
+        assert_ne!(digest(&a), digest(&b));
+    }
+
+    #[test]
+    fn credentials_recheck_only_when_the_user_changed() {
+        let user = |name: &str, pass: &str| User {
+            user: name.into(),
+            password: pass.into(),
+            permissions: None,
+        };
+        let with = |users: Vec<User>| Options {
+            auth: Authorization {
+                users,
+                ..Authorization::default()
+            },
+            ..Options::default()
+        };
+        let copts = ConnectOptions {
+            user: Some("a".into()),
+            ..ConnectOptions::default()
+        };
+        let old = with(vec![user("a", "p")]);
+        assert!(same_credentials(
+            &old,
+            &with(vec![user("a", "p"), user("b", "q")]),
+            &copts
+        ));
+        assert!(!same_credentials(&old, &with(vec![user("a", "x")]), &copts));
+        assert!(!same_credentials(&old, &with(vec![user("b", "q")]), &copts));
+    }
+}
