@@ -626,3 +626,74 @@ async fn headers_replies_and_large_payloads_cross_routes_both_ways() {
         assert_eq!(trace.map(|v| v.as_str()), Some("t-1"), "{what}");
     }
 }
+
+/// Reads frames until an INFO whose `connect_urls` satisfies `want`, answering PINGs.
+async fn await_info(
+    raw: &mut midge_tests::RawClient,
+    what: &str,
+    want: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + MESH_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match raw.read_frame(left).await {
+            midge_tests::FrameRead::Frame(f) if f.starts_with(b"INFO ") => {
+                let json: serde_json::Value = serde_json::from_slice(&f[5..]).expect("INFO json");
+                let urls: Vec<String> = json["connect_urls"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|u| u.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if want(&urls) {
+                    return;
+                }
+            }
+            midge_tests::FrameRead::Frame(f) if f == b"PING\r\n" => raw.send(b"PONG\r\n").await,
+            midge_tests::FrameRead::Frame(_) => {}
+            other => panic!("waiting for an INFO {what}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_in_lame_duck_mode_leaves_the_others_connect_urls() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    for kind in [Midge, NatsServer] {
+        let m = members(2);
+        let a = start(kind, "a", m[0], &[]).await;
+        let b = start(Midge, "b", m[1], &[m[0].route]).await;
+        // A client on b keeps b in lame duck mode for its grace period (a server without
+        // clients shuts down at once).
+        let b_client = client(&b).await;
+        crosses(&client(&a).await, &b_client, "a -> b").await;
+        let b_url = format!("127.0.0.1:{}", m[1].client);
+        let mut raw = midge_tests::RawClient::connect(a.addr()).await;
+        let info = raw.handshake(r#"{"verbose":false,"protocol":1}"#).await;
+        assert!(
+            info["connect_urls"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|u| u == &serde_json::json!(b_url))),
+            "{kind}: {info}"
+        );
+        let status = std::process::Command::new("kill")
+            .args(["-USR2", &b.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        // b keeps its routes for its grace period (10s): losing its URL this early is the
+        // doing of the ldm INFO b sent to its routes.
+        let started = Instant::now();
+        await_info(&mut raw, "without b", |urls| !urls.contains(&b_url)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{kind}: too late for ldm"
+        );
+        assert!(b.log_text().contains("lame duck"), "{}", b.log_text());
+        drop(b_client);
+    }
+}
