@@ -549,6 +549,7 @@ fn embedded_servers_report_their_routes() {
         let mut opts = midge::Options {
             host: [127, 0, 0, 1].into(),
             port: 0,
+            http_port: Some(0),
             server_name: Some("one".into()),
             ..Default::default()
         };
@@ -580,6 +581,15 @@ fn embedded_servers_report_their_routes() {
         assert_eq!(r.remote_name, "two");
         let stats = one.stats().cluster.expect("cluster stats");
         assert_eq!((stats.name.as_str(), stats.routes), ("emb", 1));
+        let monitor = one.monitor_addr().expect("monitoring on");
+        let routez = http_json(monitor, "/routez").await;
+        assert_eq!(routez["num_routes"], 1, "{routez}");
+        assert_eq!(routez["routes"][0]["remote_name"], "two", "{routez}");
+        assert_eq!(routez["routes"][0]["remote_id"], two.id(), "{routez}");
+        let varz = http_json(monitor, "/varz").await;
+        assert_eq!(varz["routes"], 1, "{varz}");
+        assert_eq!(varz["cluster"]["name"], "emb", "{varz}");
+        assert_eq!(varz["cluster"]["cluster_port"], seed.port(), "{varz}");
         two.shutdown().await;
         let deadline = Instant::now() + MESH_DEADLINE;
         while !one.routes().is_empty() {
@@ -696,4 +706,23 @@ async fn a_server_in_lame_duck_mode_leaves_the_others_connect_urls() {
         assert!(b.log_text().contains("lame duck"), "{}", b.log_text());
         drop(b_client);
     }
+}
+
+/// A bare HTTP/1.0 GET of a monitoring endpoint's JSON (the server closes after the body).
+async fn http_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect monitor");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut body = Vec::new();
+    tokio::time::timeout(MSG_DEADLINE, s.read_to_end(&mut body))
+        .await
+        .expect("monitor answers")
+        .expect("read reply");
+    let text = String::from_utf8_lossy(&body);
+    let (_, json) = text.split_once("\r\n\r\n").expect("headers end");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
 }
