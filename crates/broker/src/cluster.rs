@@ -54,6 +54,8 @@ pub(crate) struct Route {
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     pub start: SystemTime,
+    /// Unix nanoseconds of the last read from this route.
+    pub last_activity: AtomicU64,
 }
 
 /// Interest of one route in one subject (and queue group, with its member count).
@@ -550,6 +552,7 @@ pub struct RouteStats {
     pub ip: String,
     pub port: u16,
     pub start: SystemTime,
+    pub last_activity: SystemTime,
     pub pending_size: usize,
     pub in_msgs: u64,
     pub in_bytes: u64,
@@ -587,6 +590,9 @@ pub(crate) fn route_stats(cluster: &Cluster) -> Vec<RouteStats> {
                 ip: r.conn.peer.ip().to_string(),
                 port: r.conn.peer.port(),
                 start: r.start,
+                last_activity: crate::monitor::from_unix_nanos(
+                    r.last_activity.load(Ordering::Relaxed),
+                ),
                 pending_size,
                 in_msgs: r.in_msgs.load(Ordering::Relaxed),
                 in_bytes: r.in_bytes.load(Ordering::Relaxed),

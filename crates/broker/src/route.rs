@@ -330,6 +330,12 @@ impl RouteReader {
                 }
             };
             end += n;
+            if let Some(route) = &self.route {
+                route.last_activity.store(
+                    crate::monitor::unix_nanos(SystemTime::now()),
+                    Ordering::Relaxed,
+                );
+            }
             loop {
                 match parse_route_op(&buf[start..end], &limits) {
                     Ok(Parsed::Op(op, used)) => {
@@ -558,6 +564,7 @@ impl RouteReader {
             in_msgs: Default::default(),
             in_bytes: Default::default(),
             start: SystemTime::now(),
+            last_activity: crate::monitor::unix_nanos(SystemTime::now()).into(),
         });
         let others: Vec<Arc<Route>> = {
             let mut state = self.cluster.state.lock();

@@ -371,11 +371,9 @@ fn routez(srv: &ServerInner) -> Routez {
             ip: r.ip,
             port: r.port,
             start: rfc3339(r.start),
-            // Routes are busy or pinged every ping_interval; the start stands in for the
-            // last activity, which is not tracked per route yet.
-            last_activity: rfc3339(r.start),
+            last_activity: rfc3339(r.last_activity),
             uptime: uptime(now.duration_since(r.start).unwrap_or_default()),
-            idle: uptime(Duration::ZERO),
+            idle: uptime(now.duration_since(r.last_activity).unwrap_or_default()),
             pending_size: r.pending_size,
             in_msgs: r.in_msgs,
             out_msgs: r.out_msgs,
