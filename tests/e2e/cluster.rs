@@ -401,6 +401,19 @@ async fn mixed_cluster_one_midge_two_nats_server() {
 }
 
 #[tokio::test]
+async fn nats_servers_join_a_midge_seed_by_gossip() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let m = members(3);
+    let seed = start(Midge, "seed", m[0], &[]).await;
+    let b = start(NatsServer, "b", m[1], &[m[0].route]).await;
+    let c = start(NatsServer, "c", m[2], &[m[0].route]).await;
+    // b <-> c exists only if midge forwarded each one's INFO to the other.
+    full_mesh(&[&seed, &b, &c]).await;
+}
+
+#[tokio::test]
 async fn midge_joins_a_nats_server_seed_by_gossip() {
     if midge_tests::reference_only() {
         return;
