@@ -10,6 +10,8 @@
 #   SERVER_ARGS      extra flags given to both servers, after `-a 127.0.0.1 -p PORT`
 #   BENCH_ARGS       extra flags given to every midge-bench run (e.g. --window 0)
 #   SKIP_BUILD=1     use the binaries as they are
+#   CLUSTER=1        two routed servers per side: the publisher (and requester) on the
+#                    first, subscribers (and responder) on the second (midge-bench --sub-url)
 # Plumbing check with nats-server on both sides:
 #   MIDGE_BIN=/usr/sbin/nats-server scripts/bench.sh
 set -euo pipefail
@@ -24,6 +26,7 @@ SCENARIOS=${SCENARIOS:-pub pubsub fanout queue reqrep idle}
 SERVER_ARGS=${SERVER_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-}
 READY_SECS=${READY_SECS:-15}
+CLUSTER=${CLUSTER:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -75,15 +78,24 @@ ready() {
     | grep -q '^INFO'
 }
 
-# start_server WHO BIN: starts it on a free port, waits for readiness, sets PID/PORT[WHO].
+# A free port below the usual ephemeral range (32768+), where client sockets would collide.
+free_port() {
+  local port
+  while :; do
+    port=$(( 10000 + RANDOM % 20000 ))
+    port_free "$port" && { echo "$port"; return; }
+  done
+}
+
+# start_server WHO BIN [FLAGS...]: starts it on a free port, waits for readiness, sets
+# PID/PORT[WHO].
 start_server() {
   local who=$1 bin=$2 attempt port deadline
+  shift 2
   for attempt in 1 2 3 4 5; do
-    # Below the usual ephemeral range (32768+), where client sockets would collide.
-    port=$(( 10000 + RANDOM % 20000 ))
-    port_free "$port" || continue
+    port=$(free_port)
     # shellcheck disable=SC2086
-    "$bin" -a 127.0.0.1 -p "$port" $SERVER_ARGS >"$LOGDIR/$who.log" 2>&1 &
+    "$bin" -a 127.0.0.1 -p "$port" $SERVER_ARGS "$@" >"$LOGDIR/$who.log" 2>&1 &
     PID[$who]=$!
     PORT[$who]=$port
     deadline=$(( $(now_ms) + READY_SECS * 1000 ))
@@ -141,6 +153,7 @@ measure() {
     url=nats://127.0.0.1:${PORT[$who-idle]}
   else
     url=nats://127.0.0.1:${PORT[$who]}
+    [[ -n $CLUSTER ]] && extra="--sub-url nats://127.0.0.1:${PORT[$who-2]}"
   fi
   # shellcheck disable=SC2046,SC2086
   if out=$("$BENCH" "$scenario" --url "$url" --json $(bench_args_for "$scenario") $extra $BENCH_ARGS \
@@ -177,10 +190,27 @@ echo "- A (midge): $A_BIN $(timeout 2 "$A_BIN" --version 2>&1 | head -1 || true)
 echo "- B (nats-server): $B_BIN $(timeout 2 "$B_BIN" --version 2>&1 | head -1 || true)"
 echo "- servers: -a 127.0.0.1 -p <free port> $SERVER_ARGS; bench: $BENCH <scenario> --json $BENCH_ARGS"
 echo "- git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); logs: $LOGDIR"
+[[ -n $CLUSTER ]] && echo "- cluster: two routed servers per side; publisher on the first, subscribers on the second"
 echo
 
-start_server A "$A_BIN"
-start_server B "$B_BIN"
+# start_pair WHO BIN: two servers routed to each other (WHO and WHO-2).
+start_pair() {
+  local who=$1 bin=$2 r1 r2
+  r1=$(free_port)
+  r2=$(free_port)
+  start_server "$who" "$bin" --cluster_name bench --cluster "nats://127.0.0.1:$r1" \
+    --routes "nats://127.0.0.1:$r2"
+  start_server "$who-2" "$bin" --cluster_name bench --cluster "nats://127.0.0.1:$r2" \
+    --routes "nats://127.0.0.1:$r1"
+}
+
+if [[ -n $CLUSTER ]]; then
+  start_pair A "$A_BIN"
+  start_pair B "$B_BIN"
+else
+  start_server A "$A_BIN"
+  start_server B "$B_BIN"
+fi
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   for scenario in $SCENARIOS; do

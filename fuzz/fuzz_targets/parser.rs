@@ -1,9 +1,11 @@
-//! Feeds arbitrary bytes to both parsers: they must never panic, must make progress on
+//! Feeds arbitrary bytes to every parser (client, server, route): they must never panic, must make progress on
 //! every op, and must give the same answer whether the bytes arrive whole or split.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use midge_proto::parser::{parse_client_op, parse_server_op, Limits, ParseError, Parsed};
+use midge_proto::parser::{
+    parse_client_op, parse_route_op, parse_server_op, Limits, ParseError, Parsed,
+};
 
 /// Small limits so that the limit paths are reached by short inputs.
 const SMALL: Limits = Limits {
@@ -23,6 +25,13 @@ fn client(buf: &[u8], limits: &Limits) -> Result<Parsed<String>, ParseError> {
 
 fn server(buf: &[u8], limits: &Limits) -> Result<Parsed<String>, ParseError> {
     parse_server_op(buf, limits).map(|p| match p {
+        Parsed::Op(op, n) => Parsed::Op(format!("{op:?}"), n),
+        Parsed::Incomplete { need } => Parsed::Incomplete { need },
+    })
+}
+
+fn route(buf: &[u8], limits: &Limits) -> Result<Parsed<String>, ParseError> {
+    parse_route_op(buf, limits).map(|p| match p {
         Parsed::Op(op, n) => Parsed::Op(format!("{op:?}"), n),
         Parsed::Incomplete { need } => Parsed::Incomplete { need },
     })
@@ -95,6 +104,12 @@ fuzz_target!(|data: &[u8]| {
             run_split(input, cut, &limits, server),
             (ends, end.err()),
             "server parse depends on the split"
+        );
+        let (ends, end) = run(input, &limits, route);
+        assert_eq!(
+            run_split(input, cut, &limits, route),
+            (ends, end.err()),
+            "route parse depends on the split"
         );
     }
 });

@@ -6,8 +6,11 @@
 //!   in-process through its library API.
 //! - `monitor` checks the HTTP monitoring endpoints, and their JSON shapes against
 //!   nats-server's.
+//! - `cluster` runs clusters of midge and nats-server processes (mesh, gossip, queues,
+//!   request/reply, kill and restart, mixed clusters).
 
 mod client;
+mod cluster;
 mod differential;
 mod embedded;
 mod monitor;

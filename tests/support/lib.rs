@@ -22,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 
 pub use client::{escaped, Feed, FrameRead, RawClient, DEADLINE, QUIET};
-pub use server::{ServerBuilder, ServerKind, TestServer};
+pub use server::{free_port, ServerBuilder, ServerKind, TestServer};
 
 /// Whether `MIDGE_TESTS_REFERENCE_ONLY` asks to skip midge.
 pub fn reference_only() -> bool {

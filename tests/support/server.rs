@@ -132,11 +132,13 @@ impl ServerBuilder {
             move || watch_log(stderr, &log, &events)
         });
 
+        let mut cluster_port = None;
         let port = tokio::time::timeout(STARTUP_DEADLINE, async {
             let mut port = None;
             while let Some(event) = ready.recv().await {
                 match event {
                     LogEvent::Listening(p) => port = Some(p),
+                    LogEvent::ListeningRoutes(p) => cluster_port = Some(p),
                     LogEvent::Ready => return port,
                 }
             }
@@ -148,6 +150,7 @@ impl ServerBuilder {
             kind: self.kind,
             child,
             port: 0,
+            cluster_port,
             log,
             _dir: dir,
         };
@@ -170,6 +173,7 @@ impl ServerBuilder {
 
 enum LogEvent {
     Listening(u16),
+    ListeningRoutes(u16),
     Ready,
 }
 
@@ -183,6 +187,9 @@ fn watch_log(
         if let Some(port) = listening_port(&line) {
             let _ = events.send(LogEvent::Listening(port));
         }
+        if let Some(port) = port_after(&line, "Listening for route connections on ") {
+            let _ = events.send(LogEvent::ListeningRoutes(port));
+        }
         if line.contains("Server is ready") {
             let _ = events.send(LogEvent::Ready);
         }
@@ -191,8 +198,20 @@ fn watch_log(
 }
 
 fn listening_port(line: &str) -> Option<u16> {
-    let (_, addr) = line.split_once("Listening for client connections on ")?;
+    port_after(line, "Listening for client connections on ")
+}
+
+fn port_after(line: &str, marker: &str) -> Option<u16> {
+    let (_, addr) = line.split_once(marker)?;
     addr.trim().rsplit_once(':')?.1.parse().ok()
+}
+
+/// A port that was free a moment ago, for servers that must come back on the same port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
 }
 
 /// A running broker process, killed when dropped.
@@ -201,6 +220,7 @@ pub struct TestServer {
     kind: ServerKind,
     child: Child,
     port: u16,
+    cluster_port: Option<u16>,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -226,6 +246,11 @@ impl TestServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The route port, when the server logged `Listening for route connections on`.
+    pub fn cluster_port(&self) -> Option<u16> {
+        self.cluster_port
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -19,6 +19,8 @@ SCENARIOS:
 
 OPTIONS:
   --url URL          nats://host:port              [default: nats://127.0.0.1:4222]
+  --sub-url URL      subscribers and responder connect here instead (another server
+                     of the same cluster: measures forwarding over a route) [default: --url]
   --msgs N           messages (reqrep: requests)   [default: 1000000; reqrep 20000]
   --size BYTES       payload size                  [default: 16]
   --subs N           subscribers for fanout/queue  [default: 4]
@@ -70,6 +72,8 @@ impl Scenario {
 pub struct Args {
     pub scenario: Scenario,
     pub url: String,
+    /// Where subscribers and the responder connect (`None`: `url`).
+    pub sub_url: Option<String>,
     pub msgs: u64,
     pub size: usize,
     pub subs: usize,
@@ -85,6 +89,7 @@ pub struct Args {
 pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     let mut scenario = None;
     let mut url = "nats://127.0.0.1:4222".to_string();
+    let mut sub_url = None;
     let mut msgs = None;
     let mut size = 16;
     let mut subs = 4;
@@ -111,6 +116,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "-h" | "--help" => return Ok(None),
             "--scenario" => scenario = Some(Scenario::parse(&value()?)?),
             "--url" => url = value()?,
+            "--sub-url" => sub_url = Some(value()?),
             "--msgs" => msgs = Some(number(&flag, &value()?)?),
             "--size" => size = number(&flag, &value()?)?,
             "--subs" => subs = number(&flag, &value()?)?,
@@ -139,6 +145,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     Ok(Some(Args {
         scenario,
         url,
+        sub_url,
         msgs,
         size,
         subs,

@@ -37,14 +37,64 @@ const IDLE_BATCH: usize = 256;
 
 pub fn run(args: &Args) -> Result<Report> {
     let addr = host_port(&args.url)?;
+    let sub_addr = match &args.sub_url {
+        Some(url) => host_port(url)?,
+        None => addr.clone(),
+    };
     let deadline = Instant::now() + args.timeout;
+    let addrs = Addrs {
+        publisher: &addr,
+        subscribers: &sub_addr,
+    };
     match args.scenario {
-        Scenario::Pub => throughput(args, &addr, 0, false, deadline),
-        Scenario::PubSub => throughput(args, &addr, 1, false, deadline),
-        Scenario::Fanout => throughput(args, &addr, args.subs, false, deadline),
-        Scenario::Queue => throughput(args, &addr, args.subs, true, deadline),
-        Scenario::ReqRep => reqrep(args, &addr, deadline),
+        Scenario::Pub => throughput(args, addrs, 0, false, deadline),
+        Scenario::PubSub => throughput(args, addrs, 1, false, deadline),
+        Scenario::Fanout => throughput(args, addrs, args.subs, false, deadline),
+        Scenario::Queue => throughput(args, addrs, args.subs, true, deadline),
+        Scenario::ReqRep => reqrep(args, addrs, deadline),
         Scenario::Idle => idle(args, &addr, deadline),
+    }
+}
+
+/// Where the publishing side and the receiving side connect (two servers of a cluster, or
+/// the same server twice).
+#[derive(Debug, Clone, Copy)]
+struct Addrs<'a> {
+    publisher: &'a str,
+    subscribers: &'a str,
+}
+
+/// When the receivers are on another server, their interest reaches the sending server over
+/// a route some time after their SUBs: waits until a probe subscribed on `to` after them (so
+/// announced after them, on the same ordered route) receives what a connection on `from`
+/// publishes.
+fn await_route_interest(from: &str, to: &str, subject: &str, deadline: Instant) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    let probe_subject = format!("{subject}.probe");
+    let mut probe = Conn::open(
+        to,
+        format!("SUB {probe_subject} 1\r\n").as_bytes(),
+        Scanner::new(),
+        deadline,
+    )?;
+    let mut sender = Conn::open(from, b"", Scanner::new(), deadline)?;
+    let frame = format!("PUB {probe_subject} 0\r\n\r\n");
+    loop {
+        check_deadline(deadline, "waiting for route interest")?;
+        sender.write_all(frame.as_bytes())?;
+        sender.flush(deadline, &mut |_| {})?;
+        let mut seen = false;
+        probe.flush(deadline, &mut |ev| {
+            if matches!(ev, Event::Msg { .. }) {
+                seen = true;
+            }
+        })?;
+        if seen {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -84,7 +134,7 @@ struct SubResult {
 
 fn throughput(
     args: &Args,
-    addr: &str,
+    addrs: Addrs<'_>,
     subs: usize,
     queue: bool,
     deadline: Instant,
@@ -116,9 +166,17 @@ fn throughput(
         } else {
             Scanner::new()
         };
-        sub_conns.push(Conn::open(addr, sub.as_bytes(), scanner, deadline)?);
+        sub_conns.push(Conn::open(
+            addrs.subscribers,
+            sub.as_bytes(),
+            scanner,
+            deadline,
+        )?);
     }
-    let mut publisher = Conn::open(addr, b"", Scanner::new(), deadline)?;
+    let mut publisher = Conn::open(addrs.publisher, b"", Scanner::new(), deadline)?;
+    if subs > 0 {
+        await_route_interest(addrs.publisher, addrs.subscribers, &subject, deadline)?;
+    }
 
     let shared = Arc::new(Shared {
         progress: (0..subs).map(|_| AtomicU64::new(0)).collect(),
@@ -378,7 +436,7 @@ fn rate(n: u64, secs: f64) -> f64 {
     n as f64 / secs
 }
 
-fn reqrep(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
+fn reqrep(args: &Args, addrs: Addrs<'_>, deadline: Instant) -> Result<Report> {
     let size = args.size;
     let total = args.msgs + REQREP_WARMUP;
     let service = format!("{}.reqrep", args.subject);
@@ -386,15 +444,24 @@ fn reqrep(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
     let payload = vec![b'x'; size];
 
     let responder = Conn::open(
-        addr,
+        addrs.subscribers,
         format!("SUB {service} 1\r\n").as_bytes(),
         Scanner::new(),
         deadline,
     )?;
     let mut requester = Conn::open(
-        addr,
+        addrs.publisher,
         format!("SUB {inbox}.* 1\r\n").as_bytes(),
         Scanner::new(),
+        deadline,
+    )?;
+    // Requests travel one way and replies the other: wait for interest in both directions.
+    await_route_interest(addrs.publisher, addrs.subscribers, &service, deadline)?;
+    // (Two tokens after the inbox: the requester's `<inbox>.*` must not see the probes.)
+    await_route_interest(
+        addrs.subscribers,
+        addrs.publisher,
+        &format!("{inbox}.probe"),
         deadline,
     )?;
     let responder = thread::Builder::new()

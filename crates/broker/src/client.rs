@@ -106,12 +106,12 @@ pub(crate) struct ClientShared {
     pub cid: u64,
     /// Shared so that a publisher can write straight to this socket after its read (no
     /// task wake-up on the common path); the writer task takes over when that would block.
-    stream: TcpStream,
+    pub(crate) stream: TcpStream,
     pub peer: SocketAddr,
     pub start: SystemTime,
     out: Mutex<Outbound>,
     writer_wake: Notify,
-    kill: Notify,
+    pub(crate) kill: Notify,
     closed: AtomicBool,
     /// Set while this client sits in some publisher's list of writers to wake.
     flush_queued: AtomicBool,
@@ -143,7 +143,7 @@ struct Outbound {
 }
 
 impl ClientShared {
-    fn new(cid: u64, peer: SocketAddr, stream: TcpStream) -> Self {
+    pub(crate) fn new(cid: u64, peer: SocketAddr, stream: TcpStream) -> Self {
         let start = SystemTime::now();
         ClientShared {
             cid,
@@ -165,6 +165,34 @@ impl ClientShared {
             last_activity: AtomicU64::new(monitor::unix_nanos(start)),
             rtt_nanos: AtomicU64::new(0),
         }
+    }
+
+    /// Appends to the outbound buffer (routes and async INFO use this), counting `msgs` and
+    /// `bytes` as delivered. Returns the pending byte count, or `None` once closed.
+    pub(crate) fn append(
+        &self,
+        msgs: u64,
+        bytes: u64,
+        f: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<usize> {
+        let mut out = self.out.lock();
+        if out.close.is_some() {
+            return None;
+        }
+        f(&mut out.buf);
+        out.out_msgs += msgs;
+        out.out_bytes += bytes;
+        Some(out.buf.len() - out.head + out.in_flight)
+    }
+
+    /// True when the caller must put this connection on its list of writers to wake.
+    pub(crate) fn claim_flush(&self) -> bool {
+        !self.flush_queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes the writer task now.
+    pub(crate) fn wake(&self) {
+        self.writer_wake.notify_one();
     }
 
     /// Ends the connection: the writer flushes what is queued (nothing, for a slow
@@ -289,7 +317,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             conn.remove_all_subs();
             subs
         };
-        let writer = write_loop(&srv, &shared);
+        let writer = write_loop(&srv, &shared, false);
         let (subs, ()) = tokio::join!(reader, writer);
         if let Some(r) = shared.close_reason() {
             debug!(cid, %peer, "Client connection closed: {r}");
@@ -301,7 +329,9 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
 
 /// Writes whatever is queued for this client when a publisher could not write it
 /// directly, in as few syscalls as possible, and closes the socket at the end.
-async fn write_loop(srv: &ServerInner, shared: &ClientShared) {
+/// A route (`route: true`) is never closed for a slow write, as in nats-server; its pending
+/// data is bounded by the forwarder instead.
+pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: bool) {
     let mut opts = srv.opts_tx.subscribe();
     let mut deadline = opts.borrow_and_update().write_deadline;
     let mut batch: Vec<u8> = Vec::new();
@@ -329,7 +359,13 @@ async fn write_loop(srv: &ServerInner, shared: &ClientShared) {
             shared.writer_wake.notified().await;
             continue;
         }
-        match tokio::time::timeout(deadline, write_all(&shared.stream, &batch[head..])).await {
+        let write = write_all(&shared.stream, &batch[head..]);
+        let written = if route {
+            Ok(write.await)
+        } else {
+            tokio::time::timeout(deadline, write).await
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 trace!(cid = shared.cid, "write error: {e}");
@@ -365,8 +401,9 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reader-side state of one connection; only its own task touches it.
-struct Conn {
+/// Reader-side state of one connection; only its own task touches it. A route's reader
+/// uses one too, for its local deliveries.
+pub(crate) struct Conn {
     srv: Arc<ServerInner>,
     shared: Arc<ClientShared>,
     /// The options this connection works with; replaced between reads after a reload.
@@ -398,6 +435,8 @@ struct Conn {
     batch_in_bytes: u64,
     batch_out_msgs: u64,
     batch_out_bytes: u64,
+    /// Forwarding to routes (idle without a cluster).
+    fwd: crate::cluster::Forwarder,
 }
 
 const CACHE_MAX: usize = 256;
@@ -418,13 +457,14 @@ enum Event {
 }
 
 impl Conn {
-    fn new(srv: Arc<ServerInner>, shared: Arc<ClientShared>) -> Self {
+    pub(crate) fn new(srv: Arc<ServerInner>, shared: Arc<ClientShared>) -> Self {
         let mut opts_rx = srv.opts_tx.subscribe();
         let opts = opts_rx.borrow_and_update().clone();
         let limits = Limits {
             max_control_line: opts.max_control_line,
             max_payload: opts.max_payload,
         };
+        let fwd = crate::cluster::Forwarder::new(shared.cid, opts.max_pending);
         Conn {
             max_pending: opts.max_pending,
             auth_required: opts.auth.required(),
@@ -449,6 +489,7 @@ impl Conn {
             batch_in_bytes: 0,
             batch_out_msgs: 0,
             batch_out_bytes: 0,
+            fwd,
             srv,
             shared,
         }
@@ -766,6 +807,10 @@ impl Conn {
         };
         let echo = self.copts.echo;
         let mut delivered = false;
+        let routed = match &self.srv.cluster {
+            Some(cluster) => self.fwd.begin(cluster, subj),
+            None => false,
+        };
         for s in &result.psubs {
             if !echo && Arc::ptr_eq(&s.0.client, &self.shared) {
                 continue;
@@ -775,6 +820,11 @@ impl Conn {
         for group in &result.qsubs {
             let n = group.subs.len();
             if n == 0 {
+                continue;
+            }
+            // With members on other servers too, one of all of them is chosen, weighted
+            // by each server's member count (a route then carries the queue name).
+            if routed && !self.fwd.choose_queue(&group.name, n) {
                 continue;
             }
             let first = self.next_random() as usize % n;
@@ -790,9 +840,60 @@ impl Conn {
             }
         }
         self.last_result = Some(result);
+        if routed {
+            delivered |= self.fwd.finish(
+                subj,
+                reply,
+                headers,
+                payload,
+                &mut self.to_wake,
+                &mut self.batch_out_msgs,
+                &mut self.batch_out_bytes,
+            );
+        }
         if !delivered && self.copts.no_responders {
             if let Some(reply) = reply {
                 self.no_responders(subj, reply);
+            }
+        }
+    }
+
+    /// Delivers a message that came over a route to local subscribers only (one hop): every
+    /// plain subscriber, plus one member of each queue group named in `queues` (a routed
+    /// message without queue names skips local queue groups: another server served them).
+    pub(crate) fn deliver_routed(
+        &mut self,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        queues: &[u8],
+    ) {
+        self.batch_in_msgs += 1;
+        self.batch_in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        let result = self.lookup(subj);
+        for s in &result.psubs {
+            self.deliver(&s.0, subj, reply, headers, payload);
+        }
+        if queues.is_empty() {
+            return;
+        }
+        for group in &result.qsubs {
+            let n = group.subs.len();
+            if n == 0 || !midge_proto::parser::queue_names(queues).any(|q| q == &*group.name) {
+                continue;
+            }
+            let first = self.next_random() as usize % n;
+            for i in 0..n {
+                if self.deliver(
+                    &group.subs[(first + i) % n].0,
+                    subj,
+                    reply,
+                    headers,
+                    payload,
+                ) {
+                    break;
+                }
             }
         }
     }
@@ -952,6 +1053,7 @@ impl Conn {
                 self.send_err("Invalid Subject");
                 return;
             }
+            crate::cluster::local_interest(&self.srv, subj, queue, true);
         }
         if self.copts.verbose {
             self.send(encode::OK);
@@ -981,6 +1083,7 @@ impl Conn {
                 self.srv
                     .sublist
                     .remove(&sub.subject, sub.queue.as_deref(), &SubRef(sub.clone()));
+            crate::cluster::local_interest(&self.srv, &sub.subject, sub.queue.as_deref(), false);
         }
     }
 
@@ -991,6 +1094,7 @@ impl Conn {
                 .srv
                 .sublist
                 .remove(&s.subject, s.queue.as_deref(), &SubRef(s.clone()));
+            crate::cluster::local_interest(&self.srv, &s.subject, s.queue.as_deref(), false);
         }
         self.cache.clear();
         self.last_result = None;
@@ -1143,7 +1247,7 @@ impl Conn {
     }
 
     /// Called after each read has been processed: publish counters, wake receivers once.
-    fn end_of_read(&mut self) {
+    pub(crate) fn end_of_read(&mut self) {
         self.record_activity();
         // A read that carried few messages is latency-bound (requests, replies, chat): write
         // them out now. A busy read is throughput-bound: leave the writes to the receivers'

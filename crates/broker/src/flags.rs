@@ -333,6 +333,26 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, FlagErro
     Ok(Command::Run(flags))
 }
 
+/// `--cluster nats://[user:pass@]host:port`: the route listener, `-1` for a random port.
+type ClusterListen = (std::net::IpAddr, u16, Option<String>, Option<String>);
+
+fn cluster_listen(url: &str) -> Result<ClusterListen, FlagError> {
+    let invalid = |reason: String| FlagError::InvalidValue {
+        flag: "--cluster".into(),
+        value: url.to_string(),
+        reason,
+    };
+    // RouteUrl does not know nats-server's "-1 means random".
+    let (text, random) = match url.strip_suffix(":-1") {
+        Some(rest) => (format!("{rest}:0"), true),
+        None => (url.to_string(), false),
+    };
+    let parsed = crate::options::RouteUrl::parse(&text).map_err(invalid)?;
+    let host = crate::options::parse_host(&parsed.host).map_err(invalid)?;
+    let port = if random { 0 } else { parsed.port };
+    Ok((host, port, parsed.user, parsed.password))
+}
+
 fn parse_signal(text: &str) -> Result<(SignalCommand, Option<String>), String> {
     let (name, pid) = match text.split_once('=') {
         Some((n, p)) if !p.contains('=') => (n, Some(p.to_string())),
@@ -361,12 +381,33 @@ impl Flags {
             })
         };
         let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
-        if given(&self.cluster) {
-            return unsupported("--cluster");
+        // Checked before anything changes, like the unsupported flags below.
+        let cluster_listen = match self.cluster.as_deref().filter(|s| !s.is_empty()) {
+            Some(url) => Some(cluster_listen(url)?),
+            None => None,
+        };
+        let routes: Option<Vec<String>> = self.routes.as_deref().map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect()
+        });
+        for route in routes.iter().flatten() {
+            crate::options::RouteUrl::parse(route).map_err(|reason| FlagError::InvalidValue {
+                flag: "--routes".into(),
+                value: route.clone(),
+                reason,
+            })?;
         }
-        if given(&self.routes) {
-            return unsupported("--routes");
-        }
+        let connect_retries = match self.connect_retries {
+            Some(n) => Some(u32::try_from(n).map_err(|_| FlagError::InvalidValue {
+                flag: "--connect_retries".into(),
+                value: n.to_string(),
+                reason: "not a valid number of retries".into(),
+            })?),
+            None => None,
+        };
         if self.tls == Some(true) || self.tls_verify == Some(true) {
             return unsupported("--tls");
         }
@@ -398,17 +439,6 @@ impl Flags {
         let mut ignore = |flag: &str, why: &str| warnings.push(format!("{flag}: ignored: {why}"));
         if self.store_dir.is_some() {
             ignore("--store_dir", "JetStream is not supported by midge yet");
-        }
-        let cluster_only = [
-            ("--cluster_name", self.cluster_name.is_some()),
-            ("--cluster_advertise", self.cluster_advertise.is_some()),
-            ("--no_advertise", self.no_advertise.is_some()),
-            ("--connect_retries", self.connect_retries.is_some()),
-        ];
-        for (flag, set) in cluster_only {
-            if set {
-                ignore(flag, "clustering is not supported by midge yet");
-            }
         }
         if self.max_traced_msg_len.is_some() {
             ignore("--max_traced_msg_len", "not implemented");
@@ -464,6 +494,29 @@ impl Flags {
         }
         if let Some(path) = self.config {
             opts.config_file = Some(path);
+        }
+        if let Some((host, port, user, password)) = cluster_listen {
+            opts.cluster.host = host;
+            opts.cluster.port = Some(port);
+            if user.is_some() {
+                opts.cluster.user = user;
+                opts.cluster.password = password;
+            }
+        }
+        if let Some(routes) = routes {
+            opts.cluster.routes = routes;
+        }
+        if let Some(name) = self.cluster_name {
+            opts.cluster.name = Some(name);
+        }
+        if let Some(advertise) = self.cluster_advertise {
+            opts.cluster.advertise = Some(advertise);
+        }
+        if let Some(no_advertise) = self.no_advertise {
+            opts.cluster.no_advertise = no_advertise;
+        }
+        if let Some(n) = connect_retries {
+            opts.cluster.connect_retries = n;
         }
         Ok(warnings)
     }
@@ -526,11 +579,19 @@ Authorization:
         --pass <password>            Their password
         --auth <token>               Token clients must present
 
+Cluster:
+        --cluster <url>              Listen for routes (nats://[user:pass@]host:port; port
+                                     -1 picks a free one; user:pass are required of peers)
+        --routes <url,...>           Routes to solicit (host names are resolved on every try)
+        --cluster_name <name>        Cluster name (every member must use the same)
+        --cluster_advertise <host:port> Route address given to the other servers
+        --no_advertise               Do not tell clients about the other servers
+        --connect_retries <n>        Attempts for routes learned by gossip
+
 Not supported by midge yet (accepted so that scripts keep working; asking for the feature
 fails, tuning it is ignored with a warning):
-        --cluster <url>, --routes <url,...>, --cluster_name, --cluster_advertise,
-        --no_advertise, --connect_retries, --tls, --tlscert, --tlskey, --tlscacert,
-        --tlsverify, -js/--jetstream, -sd/--store_dir
+        --tls, --tlscert, --tlskey, --tlscacert, --tlsverify, -js/--jetstream,
+        -sd/--store_dir
 
 Other:
     -h, --help                       Show this help
@@ -667,9 +728,7 @@ mod tests {
     #[test]
     fn unsupported_features_fail_and_tuning_warns() {
         for args in [
-            &["--cluster", "nats://0.0.0.0:6222"][..],
-            &["--routes", "nats://a:6222"],
-            &["--tls"],
+            &["--tls"][..],
             &["--tlscert", "c.pem"],
             &["-js"],
             &["--jetstream"],
@@ -683,11 +742,52 @@ mod tests {
         assert!(run(&["-js=false", "--tls=false", "--tlscert", "c.pem"])
             .apply(&mut opts)
             .is_ok());
-        let warnings = run(&["--sd", "/data", "--cluster_name", "c"])
+        let warnings = run(&["--sd", "/data"]).apply(&mut opts).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("--store_dir: ignored"));
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let mut opts = Options::default();
+        let warnings = run(&[
+            "--cluster",
+            "nats://ru:rp@127.0.0.1:-1",
+            "--routes",
+            "nats://a:6222, nats://b.demo-headless:6222",
+            "--cluster_name",
+            "demo",
+            "--cluster_advertise",
+            "10.0.0.1:6222",
+            "--no_advertise",
+            "--connect_retries",
+            "3",
+        ])
+        .apply(&mut opts)
+        .unwrap();
+        assert!(warnings.is_empty());
+        let c = &opts.cluster;
+        assert_eq!((c.host, c.port), (IpAddr::from([127, 0, 0, 1]), Some(0)));
+        assert_eq!(
+            (c.user.as_deref(), c.password.as_deref()),
+            (Some("ru"), Some("rp"))
+        );
+        assert_eq!(c.routes, ["nats://a:6222", "nats://b.demo-headless:6222"]);
+        assert_eq!(c.name.as_deref(), Some("demo"));
+        assert_eq!(c.advertise.as_deref(), Some("10.0.0.1:6222"));
+        assert!(c.no_advertise);
+        assert_eq!(c.connect_retries, 3);
+        let mut opts = Options::default();
+        run(&["--cluster", "nats://0.0.0.0:6222"])
             .apply(&mut opts)
             .unwrap();
-        assert_eq!(warnings.len(), 2);
-        assert!(warnings[0].starts_with("--store_dir: ignored"));
+        assert_eq!(opts.cluster.port, Some(6222));
+        for bad in [
+            &["--cluster", "http://x:1"][..],
+            &["--routes", "nats://a:x"],
+        ] {
+            assert!(run(bad).apply(&mut Options::default()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -109,16 +109,21 @@ pub(crate) async fn lame_duck_mode(inner: &Arc<ServerInner>) {
 }
 
 /// Routes learn about lame duck mode first, so that the cluster stops sending this server's
-/// URL to clients. There are no routes yet; clustering sends its `INFO {"ldm":true}` to
-/// each route from here.
-fn notify_routes(_inner: &ServerInner) {}
+/// URL to clients.
+fn notify_routes(inner: &ServerInner) {
+    crate::cluster::announce_lame_duck(inner);
+}
 
 /// An async INFO with `"ldm":true` to every client that takes INFO updates (CONNECT with
 /// protocol >= 1). Its `connect_urls` list only the other servers: none without a cluster.
 fn notify_clients(inner: &ServerInner, clients: &[Arc<crate::client::ClientShared>]) {
     let mut info = inner.info_template();
     info.ldm = true;
-    info.connect_urls.clear();
+    // Only the other servers: this one is going away.
+    match &inner.cluster {
+        Some(c) => info.connect_urls.retain(|u| !c.own_client_urls.contains(u)),
+        None => info.connect_urls.clear(),
+    }
     for c in clients.iter().filter(|c| c.wants_async_info()) {
         info.client_id = c.cid;
         info.client_ip = c.peer.ip().to_string();

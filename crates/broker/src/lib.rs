@@ -22,6 +22,7 @@
 
 mod auth;
 mod client;
+mod cluster;
 pub mod conf;
 mod error;
 pub mod flags;
@@ -31,11 +32,13 @@ pub mod logging;
 mod monitor;
 pub mod options;
 mod reload;
+mod route;
 mod server;
 
 pub use client::CloseReason;
+pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use options::Options;
 pub use reload::{ReloadError, ReloadReport};
-pub use server::{ConnectionStats, Server, ServerBuilder, ServerStats};
+pub use server::{ClusterStats, ConnectionStats, Server, ServerBuilder, ServerStats};

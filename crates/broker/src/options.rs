@@ -50,6 +50,8 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
     /// The config file these options came from, if any (for reload).
     pub config_file: Option<PathBuf>,
+    /// Routes to other servers (the `cluster {}` block); off unless a port is set.
+    pub cluster: ClusterOptions,
     /// Reload by itself when the config file changes, including a Kubernetes ConfigMap
     /// volume's `..data` symlink swap (midge only: `config_watch` / `--config_watch`).
     pub config_watch: bool,
@@ -84,6 +86,132 @@ impl Default for Options {
             pid_file: None,
             config_file: None,
             config_watch: false,
+            cluster: ClusterOptions::default(),
+        }
+    }
+}
+
+/// Default route port, as nats-server (used when a route URL has no port).
+pub const DEFAULT_ROUTE_PORT: u16 = 6222;
+
+/// The `cluster {}` block. As in nats-server, clustering is on only when a port is set
+/// (`port: None`); `Some(0)` picks a free port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOptions {
+    /// Cluster name; every member must use the same. `None`: generated, and (as nats-server's
+    /// "dynamic" name) replaced by the name of the first peer that has one configured.
+    pub name: Option<String>,
+    pub host: IpAddr,
+    pub port: Option<u16>,
+    /// Route URLs to solicit, as written (`nats://[user:pass@]host:port`); host names are
+    /// resolved on every connection attempt.
+    pub routes: Vec<String>,
+    /// Credentials peers must send in their route CONNECT.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// How long an accepted route has to send CONNECT when credentials are required.
+    pub auth_timeout: Duration,
+    /// `host:port` other servers should use to reach this one (gossiped to them).
+    pub advertise: Option<String>,
+    /// Do not tell clients about the other servers' client URLs.
+    pub no_advertise: bool,
+    /// Connection attempts for routes learned by gossip (configured routes retry forever).
+    pub connect_retries: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            name: None,
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: None,
+            routes: Vec::new(),
+            user: None,
+            password: None,
+            auth_timeout: Duration::from_secs(2),
+            advertise: None,
+            no_advertise: false,
+            connect_retries: 0,
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// True when this server listens for routes (and solicits its configured ones).
+    pub fn enabled(&self) -> bool {
+        self.port.is_some()
+    }
+}
+
+/// A route URL: `nats://[user[:pass]@]host[:port]` (also `nats-route://`, or no scheme).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A DNS name or an IP address (without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl RouteUrl {
+    pub fn parse(text: &str) -> Result<RouteUrl, String> {
+        let bad = |why: &str| format!("invalid route URL \"{text}\": {why}");
+        let rest = match text.split_once("://") {
+            Some((scheme, rest)) => {
+                let scheme = scheme.to_ascii_lowercase();
+                if !matches!(scheme.as_str(), "nats" | "nats-route" | "route" | "tcp") {
+                    return Err(bad("the scheme must be nats://"));
+                }
+                rest
+            }
+            None => text,
+        };
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (Some(user.to_string()), Some(pass.to_string())),
+                None => (Some(u.to_string()), None),
+            },
+            None => (None, None),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if after.is_empty() => (host, None),
+                None => return Err(bad("garbage after ]")),
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', ' ', '?', '#']) {
+            return Err(bad("missing or malformed host"));
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("invalid port"))?,
+            None => DEFAULT_ROUTE_PORT,
+        };
+        Ok(RouteUrl {
+            user,
+            password,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `host:port` with brackets around IPv6 addresses, for dialing and comparisons.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
         }
     }
 }
@@ -186,6 +314,8 @@ pub enum OptionsError {
     UnknownNoAuthUser(String),
     #[error("invalid permissions for user \"{user}\": {message}")]
     Permissions { user: String, message: String },
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl Options {
@@ -234,6 +364,17 @@ impl Options {
             if !self.auth.users.iter().any(|u| &u.user == name) {
                 return Err(OptionsError::UnknownNoAuthUser(name.clone()));
             }
+        }
+        for route in &self.cluster.routes {
+            RouteUrl::parse(route).map_err(OptionsError::Cluster)?;
+        }
+        if self
+            .cluster
+            .name
+            .as_deref()
+            .is_some_and(|n| n.contains(' '))
+        {
+            return Err(OptionsError::Cluster("name cannot contain spaces".into()));
         }
         Ok(())
     }
@@ -296,5 +437,35 @@ pub fn check_permission_subject(text: &str, allow_queue: bool) -> Result<(), Str
             }
         }
         _ => Err(format!("subject \"{text}\" is not a valid subject")),
+    }
+}
+
+#[cfg(test)]
+mod route_url_tests {
+    use super::RouteUrl;
+
+    #[test]
+    fn forms() {
+        let u = RouteUrl::parse("nats://ru:rp@demo-0.demo-headless.ns.svc:6222").expect("url");
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("ru"), Some("rp"))
+        );
+        assert_eq!(u.host_port(), "demo-0.demo-headless.ns.svc:6222");
+        assert_eq!(
+            RouteUrl::parse("nats-route://10.0.0.1:7/")
+                .expect("url")
+                .host_port(),
+            "10.0.0.1:7"
+        );
+        assert_eq!(RouteUrl::parse("host").expect("url").port, 6222);
+        let v6 = RouteUrl::parse("nats://[::1]:6222").expect("url");
+        assert_eq!(
+            (v6.host.as_str(), v6.host_port().as_str()),
+            ("::1", "[::1]:6222")
+        );
+        for bad in ["http://x:1", "nats://:1", "nats://x:port", "nats://[::1"] {
+            assert!(RouteUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -32,6 +32,16 @@ pub struct Server {
     monitor: Option<Monitor>,
 }
 
+/// Cluster part of [`ServerStats`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterStats {
+    pub name: String,
+    /// Where the server listens for routes.
+    pub addr: Option<SocketAddr>,
+    /// Registered routes.
+    pub routes: usize,
+}
+
 /// State shared by the accept loop and every connection.
 #[derive(Debug)]
 pub(crate) struct ServerInner {
@@ -49,6 +59,8 @@ pub(crate) struct ServerInner {
     pub start: SystemTime,
     pub client_addr: Mutex<Option<SocketAddr>>,
     pub shutting_down: AtomicBool,
+    /// Routes and remote interest; `None` without a `cluster` port.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Set once "Server Exiting.." was logged (lame duck mode and `shutdown` may both wait).
     exited: AtomicBool,
     /// Recently closed connections, for `/connz?state=closed`.
@@ -103,8 +115,11 @@ impl ServerInner {
             max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
-            cluster: None,
-            connect_urls: Vec::new(),
+            cluster: self.cluster.as_ref().map(|c| c.name()),
+            connect_urls: match &self.cluster {
+                Some(c) if !opts.cluster.no_advertise => c.connect_urls(),
+                _ => Vec::new(),
+            },
             ldm: false,
         }
     }
@@ -244,6 +259,27 @@ impl Server {
         let client_addr = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr: bind, source })?;
+        let route_listener = match opts.cluster.port {
+            Some(port) => {
+                let bind = SocketAddr::new(opts.cluster.host, port);
+                let l = TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| Error::Bind { addr: bind, source })?;
+                let addr = l
+                    .local_addr()
+                    .map_err(|source| Error::Bind { addr: bind, source })?;
+                Some((l, addr))
+            }
+            None => None,
+        };
+        if !opts.cluster.enabled() && !opts.cluster.routes.is_empty() {
+            warn!(
+                "Cluster routes are ignored: no cluster port (cluster {{ listen }} or --cluster)"
+            );
+        }
+        let cluster = route_listener
+            .as_ref()
+            .map(|(_, addr)| Arc::new(crate::cluster::Cluster::new(&opts, *addr, client_addr)));
         let (shutdown_tx, _) = watch::channel(false);
         // One instant for both: `config_load_time` after `start` is how tools see a reload.
         let start = SystemTime::now();
@@ -261,6 +297,7 @@ impl Server {
             start,
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
+            cluster,
             exited: AtomicBool::new(false),
             closed: ClosedRing::default(),
             shutdown_tx,
@@ -284,6 +321,15 @@ impl Server {
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.ops.set_accept_task(accept);
         crate::reload::spawn_config_watch(&inner);
+        if let (Some((l, addr)), Some(cluster)) = (route_listener, &inner.cluster) {
+            info!("Cluster name is {}", cluster.name());
+            if cluster.dynamic.load(Ordering::Relaxed) {
+                warn!("Cluster name was dynamically generated, consider setting one");
+            }
+            info!("Listening for route connections on {}", addr);
+            tokio::spawn(crate::route::accept_loop(inner.clone(), l));
+            crate::route::solicit_configured(&inner);
+        }
         info!("Server is ready");
         Ok(Server {
             inner,
@@ -304,6 +350,21 @@ impl Server {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("nats://{addr}")
+    }
+
+    /// The address routes connect to, when clustering is on (the real port when a random
+    /// one was asked for).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.inner.cluster.as_ref().map(|c| c.listen_addr)
+    }
+
+    /// Registered routes, ordered by route id (what `/routez` reports).
+    pub fn routes(&self) -> Vec<crate::cluster::RouteStats> {
+        self.inner
+            .cluster
+            .as_ref()
+            .map(|c| crate::cluster::route_stats(c))
+            .unwrap_or_default()
     }
 
     /// The HTTP monitoring address (with the real port when port 0 was asked for), if
@@ -446,6 +507,8 @@ pub struct ServerStats {
     pub out_msgs: u64,
     pub out_bytes: u64,
     pub slow_consumers: u64,
+    /// Cluster name, route address and route count (`None` without clustering).
+    pub cluster: Option<ClusterStats>,
 }
 
 /// A snapshot of one client connection (what `/connz` reports).
@@ -476,6 +539,11 @@ impl Server {
             out_msgs: s.out_msgs.load(Ordering::Relaxed),
             out_bytes: s.out_bytes.load(Ordering::Relaxed),
             slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
+            cluster: self.inner.cluster.as_ref().map(|c| ClusterStats {
+                name: c.name(),
+                addr: Some(c.listen_addr),
+                routes: c.num_routes.load(Ordering::Relaxed),
+            }),
         }
     }
 

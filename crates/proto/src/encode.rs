@@ -85,6 +85,103 @@ pub fn hmsg(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends a routed message: `RMSG <account> <subject> [reply] <#bytes>`, or with queue names
+/// `RMSG <account> <subject> + <reply> <q>... <#bytes>` / `... | <q>... <#bytes>`; with
+/// `headers`, `HMSG` with the same forms and `<#hdr> <#total>`.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsg<'q>(
+    out: &mut Vec<u8>,
+    account: &[u8],
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: impl Iterator<Item = &'q [u8]> + Clone,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
+    let queue_len: usize = queues.clone().map(|q| q.len() + 1).sum();
+    let mut hdr = itoa::Buffer::new();
+    let hdr = headers.map(|h| hdr.format(h.len()).as_bytes());
+    let mut total = itoa::Buffer::new();
+    let total = total
+        .format(headers.map_or(0, <[u8]>::len) + payload.len())
+        .as_bytes();
+    out.reserve(
+        5 + account.len()
+            + 1
+            + subject.len()
+            + 2
+            + reply.map_or(0, |r| r.len() + 1)
+            + queue_len
+            + hdr.map_or(0, |h| h.len() + 1)
+            + 1
+            + total.len()
+            + 2
+            + headers.map_or(0, <[u8]>::len)
+            + payload.len()
+            + 2,
+    );
+    out.extend_from_slice(if headers.is_some() {
+        b"HMSG "
+    } else {
+        b"RMSG "
+    });
+    out.extend_from_slice(account);
+    out.push(b' ');
+    out.extend_from_slice(subject);
+    if queue_len > 0 {
+        match reply {
+            Some(r) => {
+                out.extend_from_slice(b" + ");
+                out.extend_from_slice(r);
+            }
+            None => out.extend_from_slice(b" |"),
+        }
+        for q in queues {
+            out.push(b' ');
+            out.extend_from_slice(q);
+        }
+    } else {
+        push_optional(out, reply);
+    }
+    out.push(b' ');
+    if let Some(h) = hdr {
+        out.extend_from_slice(h);
+        out.push(b' ');
+    }
+    out.extend_from_slice(total);
+    out.extend_from_slice(b"\r\n");
+    if let Some(h) = headers {
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `RS+ <account> <subject>[ <queue> <weight>]\r\n`.
+pub fn rs_sub(out: &mut Vec<u8>, account: &[u8], subject: &[u8], queue: Option<(&[u8], u32)>) {
+    out.extend_from_slice(b"RS+ ");
+    out.extend_from_slice(account);
+    out.push(b' ');
+    out.extend_from_slice(subject);
+    if let Some((q, weight)) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q);
+        out.push(b' ');
+        out.extend_from_slice(itoa::Buffer::new().format(weight).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `RS- <account> <subject>[ <queue>]\r\n`.
+pub fn rs_unsub(out: &mut Vec<u8>, account: &[u8], subject: &[u8], queue: Option<&[u8]>) {
+    out.extend_from_slice(b"RS- ");
+    out.extend_from_slice(account);
+    out.push(b' ');
+    out.extend_from_slice(subject);
+    push_optional(out, queue);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `-ERR '<text>'\r\n`, the exact form clients match on (some compare the quotes).
 pub fn err(out: &mut Vec<u8>, text: &str) {
     out.reserve(6 + text.len() + 3);
@@ -199,6 +296,46 @@ fn line_with_json(out: &mut Vec<u8>, op: &[u8], json: &[u8]) {
     out.extend_from_slice(op);
     out.extend_from_slice(json);
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn routed_forms() {
+        let none = std::iter::empty::<&[u8]>();
+        let mut out = Vec::new();
+        rmsg(&mut out, b"$G", b"foo", None, none.clone(), None, b"hi");
+        rmsg(&mut out, b"$G", b"foo", Some(b"r"), none, None, b"hi");
+        let qs = [&b"q1"[..], b"q2"];
+        rmsg(
+            &mut out,
+            b"$G",
+            b"foo",
+            Some(b"r"),
+            qs.iter().copied(),
+            None,
+            b"hi",
+        );
+        rmsg(
+            &mut out,
+            b"$G",
+            b"foo",
+            None,
+            qs.iter().copied(),
+            Some(b"H\r\n\r\n"),
+            b"hi",
+        );
+        rs_sub(&mut out, b"$G", b"foo", None);
+        rs_sub(&mut out, b"$G", b"foo", Some((b"q", 12)));
+        rs_unsub(&mut out, b"$G", b"foo", Some(b"q"));
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "RMSG $G foo 2\r\nhi\r\nRMSG $G foo r 2\r\nhi\r\nRMSG $G foo + r q1 q2 2\r\nhi\r\n\
+             HMSG $G foo | q1 q2 5 7\r\nH\r\n\r\nhi\r\nRS+ $G foo\r\nRS+ $G foo q 12\r\nRS- $G foo q\r\n"
+        );
+    }
 }
 
 #[cfg(test)]

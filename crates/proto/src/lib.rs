@@ -14,5 +14,6 @@ pub mod subject;
 pub mod sublist;
 
 pub use parser::{
-    parse_client_op, parse_server_op, ClientOp, Limits, ParseError, Parsed, ServerOp,
+    parse_client_op, parse_route_op, parse_server_op, ClientOp, Limits, ParseError, Parsed,
+    RouteOp, ServerOp,
 };

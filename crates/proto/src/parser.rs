@@ -234,7 +234,9 @@ pub fn parse_client_op<'a>(
         Name::Ok => ClientOp::Ok,
         Name::Err => ClientOp::Err(trim(args)),
         // `recognize_client` never yields server-only names.
-        Name::Msg | Name::HMsg => return Err(ParseError::UnknownOp),
+        Name::Msg | Name::HMsg | Name::RSub | Name::RUnsub | Name::RMsg => {
+            return Err(ParseError::UnknownOp)
+        }
     };
     Ok(Parsed::Op(op, next))
 }
@@ -307,7 +309,192 @@ pub fn parse_server_op<'a>(
         Name::Ok => ServerOp::Ok,
         Name::Err => ServerOp::Err(trim(args)),
         // `recognize_server` never yields client-only names.
-        Name::Connect | Name::Pub | Name::HPub | Name::Sub | Name::Unsub => {
+        Name::Connect
+        | Name::Pub
+        | Name::HPub
+        | Name::Sub
+        | Name::Unsub
+        | Name::RSub
+        | Name::RUnsub
+        | Name::RMsg => return Err(ParseError::UnknownOp),
+    };
+    Ok(Parsed::Op(op, next))
+}
+
+/// One operation a route (another server of the cluster) sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOp<'a> {
+    Connect(&'a [u8]),
+    Info(&'a [u8]),
+    Ping,
+    Pong,
+    Ok,
+    Err(&'a [u8]),
+    /// `RS+ <account> <subject> [<queue> <weight>]`.
+    Sub {
+        account: &'a [u8],
+        subject: &'a [u8],
+        /// Queue name and its weight (members on the remote server).
+        queue: Option<(&'a [u8], u32)>,
+    },
+    /// `RS- <account> <subject> [<queue>]`.
+    Unsub {
+        account: &'a [u8],
+        subject: &'a [u8],
+        queue: Option<&'a [u8]>,
+    },
+    /// `RMSG`/`HMSG <account> <subject> [reply | + reply queues | \| queues] <sizes>`.
+    Msg {
+        account: &'a [u8],
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        /// Queue names separated by blanks (see [`queue_names`]); empty when none.
+        queues: &'a [u8],
+        /// The header block of an `HMSG`.
+        headers: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
+}
+
+/// The queue names of a routed message, from [`RouteOp::Msg`]'s `queues`.
+pub fn queue_names(queues: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+    queues.split(|&b| is_blank(b)).filter(|q| !q.is_empty())
+}
+
+/// Splits off the last blank-separated token: `(rest, last)`.
+fn split_last(args: &[u8]) -> Option<(&[u8], &[u8])> {
+    let args = trim(args);
+    if args.is_empty() {
+        return None;
+    }
+    let start = args.iter().rposition(|&b| is_blank(b)).map_or(0, |i| i + 1);
+    Some((&args[..start], &args[start..]))
+}
+
+/// Splits off the first blank-separated token: `(first, rest)`.
+fn split_first(args: &[u8]) -> Option<(&[u8], &[u8])> {
+    let args = trim_start(args);
+    if args.is_empty() {
+        return None;
+    }
+    let end = find_blank(args).unwrap_or(args.len());
+    Some((&args[..end], &args[end..]))
+}
+
+/// `<acc> <subj> [reply] ...` or `<acc> <subj> + <reply> <q>...` or `<acc> <subj> | <q>...`
+/// once the sizes have been taken off the end (nats-server's `processRoutedMsgArgs`).
+#[allow(clippy::type_complexity)]
+fn routed_msg_head(mid: &[u8]) -> Option<(&[u8], &[u8], Option<&[u8]>, &[u8])> {
+    let (account, rest) = split_first(mid)?;
+    let (subject, rest) = split_first(rest)?;
+    let Some((third, rest)) = split_first(rest) else {
+        return Some((account, subject, None, &[]));
+    };
+    if split_first(rest).is_none() {
+        return Some((account, subject, Some(third), &[]));
+    }
+    match third {
+        b"+" => {
+            let (reply, queues) = split_first(rest)?;
+            Some((account, subject, Some(reply), trim(queues)))
+        }
+        b"|" => Some((account, subject, None, trim(rest))),
+        _ => None,
+    }
+}
+
+/// Parses one route operation from the start of `buf`. `limits.max_payload` should be
+/// generous: a peer may allow bigger messages than this server's clients.
+pub fn parse_route_op<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Parsed<RouteOp<'a>>, ParseError> {
+    let (name, args, next) = match control_line(buf, limits, recognize_route)? {
+        Line::Complete { name, args, next } => (name, args, next),
+        Line::Incomplete { need } => return Ok(Parsed::Incomplete { need }),
+    };
+    let op = match name {
+        Name::RMsg | Name::HMsg => {
+            let op_name = if name == Name::RMsg { "RMSG" } else { "HMSG" };
+            let bad = ParseError::BadArgs { op: op_name };
+            let (mid, total) = split_last(args).ok_or(bad.clone())?;
+            let (mid, hdr) = if name == Name::HMsg {
+                let (mid, hdr) = split_last(mid).ok_or(bad.clone())?;
+                (mid, Some(hdr))
+            } else {
+                (mid, None)
+            };
+            let (account, subject, reply, queues) = routed_msg_head(mid).ok_or(bad.clone())?;
+            let (hdr, total) = match hdr {
+                Some(h) => {
+                    let (h, t) = header_sizes(h, total, op_name)?;
+                    (Some(h), t)
+                }
+                None => (None, parse_size(total).ok_or(bad)?),
+            };
+            return Ok(match payload(buf, next, hdr.unwrap_or(0), total, limits)? {
+                Body::Complete {
+                    headers,
+                    payload,
+                    consumed,
+                } => Parsed::Op(
+                    RouteOp::Msg {
+                        account,
+                        subject,
+                        reply,
+                        queues,
+                        headers: hdr.map(|_| headers),
+                        payload,
+                    },
+                    consumed,
+                ),
+                Body::Incomplete { need } => Parsed::Incomplete { need },
+            });
+        }
+        Name::RSub => {
+            let mut a = [&[][..]; 4];
+            match split_args(args, &mut a) {
+                Some(2) => RouteOp::Sub {
+                    account: a[0],
+                    subject: a[1],
+                    queue: None,
+                },
+                Some(4) => {
+                    let weight = parse_u64(a[3])
+                        .and_then(|w| u32::try_from(w).ok())
+                        .ok_or(ParseError::BadArgs { op: "RS+" })?;
+                    RouteOp::Sub {
+                        account: a[0],
+                        subject: a[1],
+                        queue: Some((a[2], weight)),
+                    }
+                }
+                _ => return Err(ParseError::BadArgs { op: "RS+" }),
+            }
+        }
+        Name::RUnsub => {
+            let mut a = [&[][..]; 3];
+            match split_args(args, &mut a) {
+                Some(2) => RouteOp::Unsub {
+                    account: a[0],
+                    subject: a[1],
+                    queue: None,
+                },
+                Some(3) => RouteOp::Unsub {
+                    account: a[0],
+                    subject: a[1],
+                    queue: Some(a[2]),
+                },
+                _ => return Err(ParseError::BadArgs { op: "RS-" }),
+            }
+        }
+        Name::Ping => RouteOp::Ping,
+        Name::Pong => RouteOp::Pong,
+        Name::Connect => RouteOp::Connect(trim(args)),
+        Name::Info => RouteOp::Info(trim(args)),
+        Name::Ok => RouteOp::Ok,
+        Name::Err => RouteOp::Err(trim(args)),
+        Name::Pub | Name::HPub | Name::Sub | Name::Unsub | Name::Msg => {
             return Err(ParseError::UnknownOp)
         }
     };
@@ -329,6 +516,9 @@ enum Name {
     Err,
     Msg,
     HMsg,
+    RSub,
+    RUnsub,
+    RMsg,
 }
 
 /// What the first bytes of an op say about it.
@@ -423,6 +613,34 @@ fn recognize_server(head: &[u8]) -> Recognized {
         b'm' => match_name(head, b"msg", Separator, Name::Msg),
         b'h' => match_name(head, b"hmsg", Separator, Name::HMsg),
         b'p' => recognize_p(head, false),
+        b'i' => match_name(head, b"info", Anything, Name::Info),
+        b'+' => match_name(head, b"+ok", Anything, Name::Ok),
+        b'-' => match_name(head, b"-err", Separator, Name::Err),
+        _ => Recognized::Unknown,
+    }
+}
+
+fn recognize_route(head: &[u8]) -> Recognized {
+    use After::{Anything, Separator};
+    let Some(&first) = head.first() else {
+        return Recognized::Partial;
+    };
+    match first.to_ascii_lowercase() {
+        // `+` and `-` already have bit 5 set, so `match_name`'s case fold keeps them exact.
+        b'r' => match head.get(1).map(|&b| b | 0x20) {
+            Some(b's') => match head.get(2) {
+                Some(b'+') => match_name(head, b"rs+", Separator, Name::RSub),
+                Some(b'-') => match_name(head, b"rs-", Separator, Name::RUnsub),
+                Some(_) => Recognized::Unknown,
+                None => Recognized::Partial,
+            },
+            Some(b'm') => match_name(head, b"rmsg", Separator, Name::RMsg),
+            Some(_) => Recognized::Unknown,
+            None => Recognized::Partial,
+        },
+        b'h' => match_name(head, b"hmsg", Separator, Name::HMsg),
+        b'p' => recognize_p(head, false),
+        b'c' => match_name(head, b"connect", Anything, Name::Connect),
         b'i' => match_name(head, b"info", Anything, Name::Info),
         b'+' => match_name(head, b"+ok", Anything, Name::Ok),
         b'-' => match_name(head, b"-err", Separator, Name::Err),
@@ -671,6 +889,127 @@ fn trim(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    fn one(input: &[u8]) -> RouteOp<'_> {
+        let limits = Limits::default();
+        // Every split of the input must give the same answer: incomplete, then the op.
+        for cut in 0..input.len() {
+            match parse_route_op(&input[..cut], &limits) {
+                Ok(Parsed::Incomplete { .. }) => {}
+                other => panic!("{:?} at {cut}: {other:?}", String::from_utf8_lossy(input)),
+            }
+        }
+        match parse_route_op(input, &limits) {
+            Ok(Parsed::Op(op, used)) if used == input.len() => op,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn routed_message_forms() {
+        let m = |account: &'static [u8],
+                 subject: &'static [u8],
+                 reply: Option<&'static [u8]>,
+                 queues: &'static [u8],
+                 headers: Option<&'static [u8]>,
+                 payload: &'static [u8]| RouteOp::Msg {
+            account,
+            subject,
+            reply,
+            queues,
+            headers,
+            payload,
+        };
+        assert_eq!(
+            one(b"RMSG $G foo 5\r\nhello\r\n"),
+            m(b"$G", b"foo", None, b"", None, b"hello")
+        );
+        assert_eq!(
+            one(b"RMSG $G foo bar 2\r\nhi\r\n"),
+            m(b"$G", b"foo", Some(b"bar"), b"", None, b"hi")
+        );
+        assert_eq!(
+            one(b"RMSG $G foo + _INBOX.1 q1 q2 2\r\nhi\r\n"),
+            m(b"$G", b"foo", Some(b"_INBOX.1"), b"q1 q2", None, b"hi")
+        );
+        assert_eq!(
+            one(b"rmsg $G foo | q1 0\r\n\r\n"),
+            m(b"$G", b"foo", None, b"q1", None, b"")
+        );
+        assert_eq!(
+            one(b"HMSG $G foo | q1 q2 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
+            m(
+                b"$G",
+                b"foo",
+                None,
+                b"q1 q2",
+                Some(b"NATS/1.0\r\n\r\n"),
+                b"hi"
+            )
+        );
+        assert_eq!(
+            one(b"HMSG $G foo r 12 12\r\nNATS/1.0\r\n\r\n\r\n"),
+            m(
+                b"$G",
+                b"foo",
+                Some(b"r"),
+                b"",
+                Some(b"NATS/1.0\r\n\r\n"),
+                b""
+            )
+        );
+        let names: Vec<&[u8]> = queue_names(b"q1  q2\tq3").collect();
+        assert_eq!(names, [&b"q1"[..], b"q2", b"q3"]);
+        let limits = Limits::default();
+        for bad in [&b"RMSG $G foo x q1 2\r\n"[..], b"RMSG $G 2\r\n"] {
+            assert!(parse_route_op(bad, &limits).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interest_and_control_ops() {
+        assert_eq!(
+            one(b"RS+ $G foo.*\r\n"),
+            RouteOp::Sub {
+                account: b"$G",
+                subject: b"foo.*",
+                queue: None
+            }
+        );
+        assert_eq!(
+            one(b"RS+ $G foo q 3\r\n"),
+            RouteOp::Sub {
+                account: b"$G",
+                subject: b"foo",
+                queue: Some((b"q", 3))
+            }
+        );
+        assert_eq!(
+            one(b"RS- $G foo q\r\n"),
+            RouteOp::Unsub {
+                account: b"$G",
+                subject: b"foo",
+                queue: Some(b"q")
+            }
+        );
+        assert_eq!(one(b"PING\r\n"), RouteOp::Ping);
+        assert_eq!(one(b"CONNECT {}\r\n"), RouteOp::Connect(b"{}"));
+        assert_eq!(one(b"INFO {\"a\":1}\r\n"), RouteOp::Info(b"{\"a\":1}"));
+        let limits = Limits::default();
+        for bad in [
+            &b"PUB foo 1\r\n"[..],
+            b"RS* $G foo\r\n",
+            b"RS+ $G foo q\r\n",
+            b"MSG a 1 1\r\n",
+        ] {
+            assert!(parse_route_op(bad, &limits).is_err(), "{bad:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! one byte at a time, plus a property test over random streams split at random points.
 
 use midge_proto::parser::{
-    parse_client_op, parse_server_op, ClientOp, Limits, ParseError, Parsed, ServerOp,
+    parse_client_op, parse_route_op, parse_server_op, ClientOp, Limits, ParseError, Parsed,
+    RouteOp, ServerOp,
 };
 use proptest::prelude::*;
 
@@ -19,6 +20,13 @@ fn client(buf: &[u8], limits: &Limits) -> Result<Parsed<String>, ParseError> {
 
 fn server(buf: &[u8], limits: &Limits) -> Result<Parsed<String>, ParseError> {
     parse_server_op(buf, limits).map(|p| match p {
+        Parsed::Op(op, n) => Parsed::Op(format!("{op:?}"), n),
+        Parsed::Incomplete { need } => Parsed::Incomplete { need },
+    })
+}
+
+fn route(buf: &[u8], limits: &Limits) -> Result<Parsed<String>, ParseError> {
+    parse_route_op(buf, limits).map(|p| match p {
         Parsed::Op(op, n) => Parsed::Op(format!("{op:?}"), n),
         Parsed::Incomplete { need } => Parsed::Incomplete { need },
     })
@@ -838,12 +846,53 @@ proptest! {
         prop_assert_eq!(parse_chunked(server, &input, &limits, &chunks), (want, None));
     }
 
+    /// Routed messages in every form (reply, `+ reply queues`, `| queues`, headers) and
+    /// interest ops, as the encoder writes them, come back whole however they are split.
+    #[test]
+    fn random_route_streams_split_anywhere(
+        ops in prop::collection::vec(
+            (
+                token(),
+                prop::option::of(token()),
+                prop::collection::vec(token(), 0..3),
+                prop::option::of(bytes()),
+                bytes(),
+            ),
+            1..10,
+        ),
+        chunks in prop::collection::vec(1usize..64, 1..8),
+    ) {
+        let mut input = Vec::new();
+        let mut want = Vec::new();
+        for (subject, reply, queues, headers, payload) in &ops {
+            let qs = queues.iter().map(|q| q.as_slice());
+            midge_proto::encode::rmsg(
+                &mut input, b"$G", subject, reply.as_deref(), qs, headers.as_deref(), payload,
+            );
+            let joined = queues.join(&b' ');
+            want.push(format!("{:?}", RouteOp::Msg {
+                account: b"$G",
+                subject,
+                reply: reply.as_deref(),
+                queues: &joined,
+                headers: headers.as_deref(),
+                payload,
+            }));
+            let queue = queues.first().map(|q| (q.as_slice(), 3));
+            midge_proto::encode::rs_sub(&mut input, b"$G", subject, queue);
+            want.push(format!("{:?}", RouteOp::Sub { account: b"$G", subject, queue }));
+        }
+        let limits = Limits::default();
+        prop_assert_eq!(parse_whole(route, &input, &limits), (want.clone(), None));
+        prop_assert_eq!(parse_chunked(route, &input, &limits, &chunks), (want, None));
+    }
+
     /// Whatever the input, feeding it in pieces never changes what comes out.
     #[test]
     fn arbitrary_bytes_split_anywhere_agree(
         input in prop::collection::vec(
             prop_oneof![
-                4 => prop::sample::select(b"PUBSHMGINFOCTRK+-\r\n 0123456789\t.".to_vec()),
+                4 => prop::sample::select(b"PUBSHMGINFOCTRK+-|$\r\n 0123456789\t.".to_vec()),
                 1 => any::<u8>(),
             ],
             0..80,
@@ -851,7 +900,7 @@ proptest! {
         chunks in prop::collection::vec(1usize..16, 1..8),
     ) {
         let limits = Limits { max_control_line: 24, max_payload: 16 };
-        for parse in [client as ParseFn, server] {
+        for parse in [client as ParseFn, server, route] {
             let whole = parse_whole_or_partial(parse, &input, &limits);
             let (ops, err) = parse_chunked(parse, &input, &limits, &chunks);
             prop_assert_eq!(&ops, &whole.0);

@@ -11,7 +11,8 @@ use std::time::Duration;
 use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
-    Authorization, Options, Permissions, ResponsePermission, SubjectPermission, User,
+    Authorization, ClusterOptions, Options, Permissions, ResponsePermission, RouteUrl,
+    SubjectPermission, User,
 };
 
 /// Options read from a config file, with what was accepted but ignored.
@@ -41,7 +42,6 @@ const UNSUPPORTED: &[&str] = &[
     "accounts",
     "leafnodes",
     "leaf",
-    "cluster",
     "gateway",
     "tls",
     "websocket",
@@ -276,6 +276,7 @@ impl Options {
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
             "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),
+            "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
             lower if UNSUPPORTED.contains(&lower) => {
                 if v.kind != ValueKind::Bool(false) {
@@ -487,6 +488,91 @@ fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorizat
         return Err(v.invalid(key, message));
     }
     Ok(auth)
+}
+
+/// The `cluster {}` block, with nats-server's rules: no tokens or users lists in its
+/// authorization, and `tls` is refused because midge has no TLS yet.
+fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, ConfError> {
+    let map = v.as_map(key)?;
+    let mut cluster = ClusterOptions::default();
+    let mut errors = Vec::new();
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let v = &entry.value;
+        let result = (|| {
+            match entry.key.to_ascii_lowercase().as_str() {
+                "name" => {
+                    let name = v.as_str(&k)?;
+                    if name.contains(' ') {
+                        return Err(v.invalid(&k, "cluster name cannot contain spaces"));
+                    }
+                    cluster.name = Some(name.to_string());
+                }
+                "listen" => {
+                    let (host, port) = parse_host_port(v, &k)?;
+                    if let Some(host) = host {
+                        cluster.host = host;
+                    }
+                    cluster.port = Some(port);
+                }
+                "port" => cluster.port = Some(parse_port(v, &k)?),
+                "host" | "net" => cluster.host = parse_ip(v.as_str(&k)?, v, &k)?,
+                "authorization" => {
+                    let auth = parse_authorization(v, &k, ctx)?;
+                    if !auth.users.is_empty() {
+                        return Err(
+                            v.invalid(&k, "Cluster authorization does not allow multiple users")
+                        );
+                    }
+                    if auth.token.is_some() {
+                        return Err(v.invalid(&k, "Cluster authorization does not support tokens"));
+                    }
+                    cluster.user = auth.user;
+                    cluster.password = auth.password;
+                    cluster.auth_timeout = auth.timeout;
+                }
+                "routes" => {
+                    let urls: Vec<&Value> = match &v.kind {
+                        ValueKind::String(_) => vec![v],
+                        _ => v.as_array(&k)?.iter().collect(),
+                    };
+                    for url in urls {
+                        let text = url.as_str(&k)?;
+                        RouteUrl::parse(text).map_err(|message| url.invalid(&k, message))?;
+                        cluster.routes.push(text.to_string());
+                    }
+                }
+                "cluster_advertise" | "advertise" => {
+                    cluster.advertise = Some(v.as_str(&k)?.to_string());
+                }
+                "no_advertise" => cluster.no_advertise = v.as_bool(&k)?,
+                "connect_retries" => cluster.connect_retries = v.as_unsigned(&k)?,
+                "pool_size" | "compression" | "accounts" => {
+                    ctx.warn(
+                        &v.pos,
+                        &k,
+                        "ignored: midge uses one route per server pair (nats-server 2.9 style)",
+                    );
+                }
+                "tls" | "permissions" => return Err(unsupported(entry)),
+                _ if entry.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: entry.key_pos.clone(),
+                        key: k.clone(),
+                    })
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    match ConfError::collect(errors) {
+        Some(e) => Err(e),
+        None => Ok(cluster),
+    }
 }
 
 /// Seconds as an integer or float, or a duration string.

@@ -63,8 +63,44 @@ impl Options {
             line("no_auth_user", quote(user));
         }
         render_auth(self, &mut out);
+        render_cluster(self, &mut out);
         out
     }
+}
+
+/// The `cluster {}` block, written only when clustering is on or something in it is set, so
+/// a plain server's file stays free of it.
+fn render_cluster(options: &Options, out: &mut String) {
+    let c = &options.cluster;
+    if *c == crate::options::ClusterOptions::default() {
+        return;
+    }
+    out.push_str("cluster {\n");
+    if let Some(name) = &c.name {
+        let _ = writeln!(out, "  name: {}", quote(name));
+    }
+    let _ = writeln!(out, "  host: {}", quote(&c.host.to_string()));
+    if let Some(port) = c.port {
+        let _ = writeln!(out, "  port: {port}");
+    }
+    if !c.routes.is_empty() {
+        let _ = writeln!(out, "  routes: {}", list(&c.routes));
+    }
+    out.push_str("  authorization {\n");
+    if let Some(user) = &c.user {
+        let _ = writeln!(out, "    user: {}", quote(user));
+    }
+    if let Some(password) = &c.password {
+        let _ = writeln!(out, "    password: {}", quote(password));
+    }
+    let _ = writeln!(out, "    timeout: {}", duration(c.auth_timeout));
+    out.push_str("  }\n");
+    if let Some(advertise) = &c.advertise {
+        let _ = writeln!(out, "  advertise: {}", quote(advertise));
+    }
+    let _ = writeln!(out, "  no_advertise: {}", c.no_advertise);
+    let _ = writeln!(out, "  connect_retries: {}", c.connect_retries);
+    out.push_str("}\n");
 }
 
 fn render_auth(options: &Options, out: &mut String) {

@@ -475,7 +475,7 @@ fn unsupported_features_and_ignored_options() {
     for key in [
         "accounts {}",
         "leafnodes {}",
-        "cluster { port: 6222 }",
+        "cluster { port: 6222, tls {} }",
         "tls {}",
         "websocket {}",
         "mqtt {}",
@@ -484,9 +484,9 @@ fn unsupported_features_and_ignored_options() {
         let e = load_err(key);
         assert!(e.ends_with("not supported by midge yet"), "{e}");
     }
-    match load("cluster { port: 6222 }\n") {
+    match load("gateway { port: 7222 }\n") {
         Err(ConfError::Unsupported { key, value, .. }) => {
-            assert_eq!(key, "cluster");
+            assert_eq!(key, "gateway");
             assert!(matches!(value.kind, ValueKind::Map(_)));
         }
         other => panic!("{other:?}"),
@@ -497,6 +497,37 @@ fn unsupported_features_and_ignored_options() {
     assert!(loaded.warnings[0]
         .to_string()
         .starts_with("test.conf:1:12: store_dir: ignored"));
+}
+
+#[test]
+fn cluster_block() {
+    let c = load_ok(
+        "cluster {\n  name: demo\n  listen: 127.0.0.1:-1\n  routes: [nats://a:6222, \"nats://u:p@b.demo-headless\"]\n  authorization { user: ru, password: rp, timeout: 3 }\n  advertise: \"10.0.0.1:6222\"\n  no_advertise: true\n  connect_retries: 5\n}\n",
+    )
+    .options
+    .cluster;
+    assert_eq!(c.name.as_deref(), Some("demo"));
+    assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(c.port, Some(0));
+    assert_eq!(c.routes, ["nats://a:6222", "nats://u:p@b.demo-headless"]);
+    assert_eq!(
+        (c.user.as_deref(), c.password.as_deref()),
+        (Some("ru"), Some("rp"))
+    );
+    assert_eq!(c.auth_timeout, Duration::from_secs(3));
+    assert_eq!(c.advertise.as_deref(), Some("10.0.0.1:6222"));
+    assert!(c.no_advertise && c.enabled());
+    assert_eq!(c.connect_retries, 5);
+    assert!(!load_ok("cluster { routes: [] }\n")
+        .options
+        .cluster
+        .enabled());
+    assert!(
+        load_err("cluster { port: 1, authorization { token: t } }\n")
+            .contains("does not support tokens")
+    );
+    assert!(load_err("cluster { port: 1, routes: [\"http://x:1\"] }\n").contains("scheme"));
+    assert!(load_err("cluster { port: 1, bogus: 1 }\n").contains("unknown key 'cluster.bogus'"));
 }
 
 #[test]
@@ -694,6 +725,21 @@ fn sample_options() -> Options {
         log_json: true,
         pid_file: Some("C:\\midge.pid".into()),
         config_file: None,
+        cluster: crate::options::ClusterOptions {
+            name: Some("demo".into()),
+            host: IpAddr::from([10, 0, 0, 1]),
+            port: Some(6222),
+            routes: vec![
+                "nats://demo-0.demo-headless:6222".into(),
+                "nats://u:p@[::1]:7".into(),
+            ],
+            user: Some("ru".into()),
+            password: Some("r p".into()),
+            auth_timeout: Duration::from_secs(3),
+            advertise: Some("demo-0:6222".into()),
+            no_advertise: true,
+            connect_retries: 7,
+        },
         config_watch: true,
     }
 }

@@ -45,6 +45,9 @@ fn escape(v: &str) -> String {
 pub(crate) fn render(state: &MonitorState) -> String {
     let srv = &state.srv;
     let st = &srv.stats;
+    let routes = srv.cluster.as_ref().map_or(0, |c| {
+        c.num_routes.load(std::sync::atomic::Ordering::Relaxed)
+    });
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut o = Out {
         text: String::with_capacity(4096),
@@ -102,7 +105,7 @@ pub(crate) fn render(state: &MonitorState) -> String {
         "gnatsd_varz_routes",
         "gauge",
         "Connected cluster routes.",
-        0,
+        routes,
     );
     o.metric(
         "gnatsd_varz_mem",
@@ -157,7 +160,7 @@ pub(crate) fn render(state: &MonitorState) -> String {
         "gnatsd_routez_num_routes",
         "gauge",
         "Connected cluster routes.",
-        0,
+        routes,
     );
     let uptime = SystemTime::now()
         .duration_since(srv.start)

@@ -329,16 +329,64 @@ struct Routez {
     server_id: String,
     now: String,
     num_routes: usize,
-    routes: Vec<serde_json::Value>,
+    routes: Vec<RouteInfo>,
 }
 
-/// No clustering yet: the shape tools expect, with nothing in it.
+/// One route, with nats-server's `/routez` field names (`remote_name` as in 2.10+).
+#[derive(Debug, Serialize)]
+struct RouteInfo {
+    rid: u64,
+    remote_id: String,
+    remote_name: String,
+    did_solicit: bool,
+    is_configured: bool,
+    ip: String,
+    port: u16,
+    start: String,
+    last_activity: String,
+    uptime: String,
+    idle: String,
+    pending_size: usize,
+    in_msgs: u64,
+    out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    subscriptions: usize,
+}
+
 fn routez(srv: &ServerInner) -> Routez {
+    let now = SystemTime::now();
+    let routes: Vec<RouteInfo> = srv
+        .cluster
+        .as_ref()
+        .map(|c| crate::cluster::route_stats(c))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| RouteInfo {
+            rid: r.rid,
+            remote_id: r.remote_id,
+            remote_name: r.remote_name,
+            did_solicit: r.did_solicit,
+            is_configured: r.is_configured,
+            ip: r.ip,
+            port: r.port,
+            start: rfc3339(r.start),
+            last_activity: rfc3339(r.last_activity),
+            uptime: uptime(now.duration_since(r.start).unwrap_or_default()),
+            idle: uptime(now.duration_since(r.last_activity).unwrap_or_default()),
+            pending_size: r.pending_size,
+            in_msgs: r.in_msgs,
+            out_msgs: r.out_msgs,
+            in_bytes: r.in_bytes,
+            out_bytes: r.out_bytes,
+            subscriptions: r.subscriptions.len(),
+        })
+        .collect();
     Routez {
         server_id: srv.id.clone(),
-        now: rfc3339(SystemTime::now()),
-        num_routes: 0,
-        routes: Vec::new(),
+        now: rfc3339(now),
+        num_routes: routes.len(),
+        routes,
     }
 }
 

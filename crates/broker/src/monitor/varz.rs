@@ -36,7 +36,7 @@ pub(crate) struct Varz {
     max_control_line: usize,
     max_payload: usize,
     max_pending: usize,
-    cluster: Empty,
+    cluster: ClusterVarz,
     gateway: Empty,
     leaf: Empty,
     mqtt: Empty,
@@ -70,6 +70,21 @@ pub(crate) struct Varz {
 /// An unconfigured section: `{}`.
 #[derive(Debug, Serialize)]
 struct Empty {}
+
+/// nats-server's `ClusterOptsVarz`: empty (`{}`) without clustering.
+#[derive(Debug, Serialize, Default)]
+struct ClusterVarz {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<String>,
+}
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -108,7 +123,16 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
         max_pending: opts.max_pending,
-        cluster: Empty {},
+        cluster: match &srv.cluster {
+            Some(c) => ClusterVarz {
+                name: Some(c.name()),
+                addr: Some(opts.cluster.host.to_string()),
+                cluster_port: Some(c.listen_addr.port()),
+                auth_timeout: Some(opts.cluster.auth_timeout.as_secs_f64()),
+                urls: opts.cluster.routes.clone(),
+            },
+            None => ClusterVarz::default(),
+        },
         gateway: Empty {},
         leaf: Empty {},
         mqtt: Empty {},
@@ -127,8 +151,14 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
         cpu: cpu_percent(state),
         connections: srv.num_connections(),
         total_connections: stats.total_connections.load(Ordering::Relaxed),
-        routes: 0,
-        remotes: 0,
+        routes: srv
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.num_routes.load(Ordering::Relaxed)),
+        remotes: srv
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.num_routes.load(Ordering::Relaxed)),
         leafnodes: 0,
         in_msgs: stats.in_msgs.load(Ordering::Relaxed),
         out_msgs: stats.out_msgs.load(Ordering::Relaxed),

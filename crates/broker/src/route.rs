@@ -1,0 +1,800 @@
+//! Route connections: the listener, soliciting (with DNS re-resolution and back-off), the
+//! handshake, and one task per route that reads interest and messages from a peer.
+//!
+//! Handshake, as nats-server: the accepting side sends INFO at once; the soliciting side
+//! sends CONNECT then INFO. A route is registered when the peer's INFO arrives; a second
+//! connection to an already registered server id is closed without touching the first, and
+//! a connection to ourselves (same server id) is closed and its address never dialled again.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use midge_proto::encode;
+use midge_proto::parser::{parse_route_op, Limits, Parsed, RouteOp};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, error, info, trace, warn};
+
+use crate::client::{self, ClientShared, CloseReason, Conn};
+use crate::cluster::{
+    self, join_host_port, Cluster, Route, RouteConnect, RouteInfo, RouteSub, RouteSubRef,
+    GLOBAL_ACCOUNT,
+};
+use crate::options::RouteUrl;
+use crate::server::ServerInner;
+
+/// How long a route dial may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Back-off between attempts to reach a route: doubled after each failure up to the cap,
+/// with jitter so that pods started together do not dial in lock step.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+/// Log a failing configured route at warn level on these attempts only; the rest go to
+/// debug (a StatefulSet's peers are often missing for a while, that is not news).
+const REPORT_EVERY: u32 = 30;
+const MIN_READ_BUF: usize = 32 * 1024;
+
+/// Accepts route connections until shutdown.
+pub(crate) async fn accept_loop(srv: Arc<ServerInner>, listener: TcpListener) {
+    let mut shutdown = srv.shutdown_signal();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(run_route(srv.clone(), stream, peer, None));
+            }
+            Err(e) => {
+                error!("Error accepting route connection: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    debug!("route accept loop stopped");
+}
+
+/// Starts soliciting every configured route (each retried forever).
+pub(crate) fn solicit_configured(srv: &Arc<ServerInner>) {
+    let opts = srv.opts();
+    for text in &opts.cluster.routes {
+        match RouteUrl::parse(text) {
+            Ok(url) => spawn_connect(srv.clone(), url, true, None, Duration::ZERO),
+            Err(e) => error!("{e}"),
+        }
+    }
+}
+
+fn spawn_connect(
+    srv: Arc<ServerInner>,
+    url: RouteUrl,
+    configured: bool,
+    implicit_id: Option<String>,
+    delay: Duration,
+) {
+    tokio::spawn(async move {
+        let mut shutdown = srv.shutdown_signal();
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        connect_loop(&srv, url, configured).await;
+        if let (Some(id), Some(cluster)) = (implicit_id, &srv.cluster) {
+            cluster.state.lock().connecting.remove(&id);
+        }
+    });
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.5..1.5))
+}
+
+/// Dials `url` until connected: host names are resolved again on every attempt (a
+/// StatefulSet pod's name only resolves once the pod exists). Configured routes retry
+/// forever; gossiped ones `connect_retries` times.
+async fn connect_loop(srv: &Arc<ServerInner>, url: RouteUrl, configured: bool) {
+    let Some(cluster) = &srv.cluster else {
+        return;
+    };
+    let mut shutdown = srv.shutdown_signal();
+    let mut attempts: u32 = 0;
+    let mut delay = FIRST_RETRY;
+    let target = url.host_port();
+    loop {
+        if srv.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let result: std::io::Result<(TcpStream, SocketAddr)> = async {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target).await?.collect();
+            let candidates: Vec<SocketAddr> = {
+                let selves = cluster.routes_to_self.lock();
+                addrs
+                    .iter()
+                    .filter(|a| !selves.contains(a))
+                    .copied()
+                    .collect()
+            };
+            if candidates.is_empty() && !addrs.is_empty() {
+                return Err(std::io::Error::other(SelfRoute));
+            }
+            // Every address in turn, from a random one: a name may resolve to several
+            // (`localhost` to ::1 and 127.0.0.1) and not all of them listen.
+            let mut last = std::io::Error::other("no address");
+            let first = rand::random_range(0..candidates.len().max(1));
+            for i in 0..candidates.len() {
+                let addr = candidates[(first + i) % candidates.len()];
+                trace!("Trying to connect to route on {target} ({addr})");
+                match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(stream)) => return Ok((stream, addr)),
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = std::io::ErrorKind::TimedOut.into(),
+                }
+            }
+            Err(last)
+        }
+        .await;
+        match result {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                run_route(srv.clone(), stream, addr, Some((url, configured))).await;
+                return;
+            }
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<SelfRoute>()) => {
+                debug!("Route {target} is this server, ignoring it");
+                return;
+            }
+            Err(e) => {
+                attempts += 1;
+                if configured && (attempts == 1 || attempts % REPORT_EVERY == 0) {
+                    warn!("Error trying to connect to route {target} (attempt {attempts}): {e}");
+                } else {
+                    debug!("Error trying to connect to route {target} (attempt {attempts}): {e}");
+                }
+                if !configured && attempts > srv.opts().cluster.connect_retries {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(delay)) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(MAX_RETRY);
+    }
+}
+
+/// Marker error: every address of a route URL is this server.
+#[derive(Debug, thiserror::Error)]
+#[error("route to self")]
+struct SelfRoute;
+
+/// Serves one route connection, from handshake to close, then decides whether to dial again.
+async fn run_route(
+    srv: Arc<ServerInner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    solicited: Option<(RouteUrl, bool)>,
+) {
+    let Some(cluster) = srv.cluster.clone() else {
+        return;
+    };
+    if srv.shutting_down.load(Ordering::Acquire) {
+        return;
+    }
+    let rid = cluster.next_rid.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(ClientShared::new(rid, peer, stream));
+    conn.append(0, 0, |out| {
+        if let Some((url, _)) = &solicited {
+            let connect = RouteConnect {
+                echo: true,
+                verbose: false,
+                pedantic: false,
+                user: url.user.clone(),
+                pass: url.password.clone(),
+                tls_required: false,
+                headers: true,
+                name: srv.id.clone(),
+                cluster: cluster.name(),
+                dynamic: cluster.dynamic.load(Ordering::Relaxed),
+                lang: None,
+            };
+            if let Ok(json) = serde_json::to_vec(&connect) {
+                encode::connect(out, &json);
+            }
+        }
+        if let Ok(json) = serde_json::to_vec(&cluster::route_info(&srv, &cluster)) {
+            encode::info(out, &json);
+        }
+    });
+    debug!("{peer} - rid:{rid} - Route connection created");
+    let mut reader = RouteReader {
+        deliver: Conn::new(srv.clone(), conn.clone()),
+        srv: srv.clone(),
+        cluster: cluster.clone(),
+        conn: conn.clone(),
+        solicited,
+        connected: false,
+        route: None,
+        self_route: false,
+        duplicate: false,
+        pings_out: 0,
+    };
+    let read = async {
+        let reason = reader.read_loop().await;
+        reader.deliver.end_of_read();
+        reader.conn.close(reason);
+        reason
+    };
+    let write = client::write_loop(&srv, &conn, true);
+    let (reason, ()) = tokio::join!(read, write);
+    reader.finish(reason);
+}
+
+struct RouteReader {
+    srv: Arc<ServerInner>,
+    cluster: Arc<Cluster>,
+    conn: Arc<ClientShared>,
+    /// Local delivery of routed messages, batched like a client's.
+    deliver: Conn,
+    solicited: Option<(RouteUrl, bool)>,
+    /// The accepting side got a valid CONNECT.
+    connected: bool,
+    route: Option<Arc<Route>>,
+    self_route: bool,
+    duplicate: bool,
+    pings_out: u32,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Kill,
+    Ping,
+    AuthTimeout,
+}
+
+impl RouteReader {
+    async fn read_loop(&mut self) -> CloseReason {
+        let limits = Limits {
+            max_control_line: self.srv.opts().max_control_line.max(64 * 1024),
+            max_payload: self.srv.opts().max_payload.max(64 * 1024 * 1024),
+        };
+        let mut buf = vec![0u8; MIN_READ_BUF];
+        let (mut start, mut end) = (0usize, 0usize);
+        let ping_interval = self.srv.opts().ping_interval;
+        let ping = tokio::time::sleep(ping_interval);
+        tokio::pin!(ping);
+        let auth_timeout = tokio::time::sleep(self.srv.opts().cluster.auth_timeout);
+        tokio::pin!(auth_timeout);
+        let needs_auth = self.solicited.is_none() && self.srv.opts().cluster.user.is_some();
+        let mut shutdown = self.srv.shutdown_signal();
+        self.conn.wake();
+        loop {
+            if end == buf.len() {
+                if start > 0 {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                } else {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            let event = tokio::select! {
+                biased;
+                _ = self.conn.kill.notified() => Event::Kill,
+                _ = shutdown.changed() => Event::Kill,
+                r = self.conn.stream.readable() => match r {
+                    Ok(()) => Event::Read(self.conn.stream.try_read(&mut buf[end..])),
+                    Err(e) => Event::Read(Err(e)),
+                },
+                _ = &mut ping => Event::Ping,
+                _ = &mut auth_timeout, if needs_auth && !self.connected => Event::AuthTimeout,
+            };
+            let n = match event {
+                Event::Read(Ok(0)) => return CloseReason::ClientClosed,
+                Event::Read(Ok(n)) => n,
+                Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Event::Read(Err(_)) => return CloseReason::ReadError,
+                Event::Kill => {
+                    return self
+                        .conn
+                        .close_reason()
+                        .unwrap_or(CloseReason::ServerShutdown)
+                }
+                Event::AuthTimeout => {
+                    self.send_err("Authentication Timeout");
+                    return CloseReason::AuthenticationTimeout;
+                }
+                Event::Ping => {
+                    if self.pings_out + 1 > self.srv.opts().ping_max {
+                        self.send_err("Stale Connection");
+                        return CloseReason::StaleConnection;
+                    }
+                    self.pings_out += 1;
+                    self.send(encode::PING);
+                    ping.as_mut()
+                        .reset(tokio::time::Instant::now() + ping_interval);
+                    continue;
+                }
+            };
+            end += n;
+            if let Some(route) = &self.route {
+                route.last_activity.store(
+                    crate::monitor::unix_nanos(SystemTime::now()),
+                    Ordering::Relaxed,
+                );
+            }
+            loop {
+                match parse_route_op(&buf[start..end], &limits) {
+                    Ok(Parsed::Op(op, used)) => {
+                        start += used;
+                        if let Err(reason) = self.process(op) {
+                            return reason;
+                        }
+                    }
+                    Ok(Parsed::Incomplete { need }) => {
+                        if start + need > buf.len() {
+                            buf.copy_within(start..end, 0);
+                            end -= start;
+                            start = 0;
+                            if need > buf.len() {
+                                buf.resize(need.next_power_of_two(), 0);
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        error!(rid = self.conn.cid, peer = %self.conn.peer, "Route parser error: {e}");
+                        return CloseReason::ProtocolViolation;
+                    }
+                }
+            }
+            if start == end {
+                start = 0;
+                end = 0;
+                // A burst is over: give back a buffer that grew for one large message.
+                if buf.len() > 4 * MIN_READ_BUF {
+                    buf = vec![0u8; MIN_READ_BUF];
+                }
+            }
+            self.deliver.end_of_read();
+        }
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        self.conn.append(0, 0, |out| out.extend_from_slice(bytes));
+        self.conn.wake();
+    }
+
+    fn send_err(&self, text: &str) {
+        self.conn.append(0, 0, |out| encode::err(out, text));
+        self.conn.wake();
+    }
+
+    fn process(&mut self, op: RouteOp<'_>) -> Result<(), CloseReason> {
+        // As nats-server: an accepted route must start with CONNECT.
+        if self.solicited.is_none() && !self.connected && !matches!(op, RouteOp::Connect(_)) {
+            self.send_err("Authorization Violation");
+            return Err(CloseReason::AuthenticationViolation);
+        }
+        match op {
+            RouteOp::Msg {
+                account,
+                subject,
+                reply,
+                queues,
+                headers,
+                payload,
+            } => {
+                let Some(route) = &self.route else {
+                    return Ok(());
+                };
+                route.in_msgs.fetch_add(1, Ordering::Relaxed);
+                route.in_bytes.fetch_add(
+                    (payload.len() + headers.map_or(0, <[u8]>::len)) as u64,
+                    Ordering::Relaxed,
+                );
+                if account == GLOBAL_ACCOUNT {
+                    self.deliver
+                        .deliver_routed(subject, reply, headers, payload, queues);
+                }
+            }
+            RouteOp::Sub {
+                account,
+                subject,
+                queue,
+            } => self.remote_sub(account, subject, queue),
+            RouteOp::Unsub {
+                account,
+                subject,
+                queue,
+            } => self.remote_unsub(account, subject, queue),
+            RouteOp::Ping => self.send(encode::PONG),
+            RouteOp::Pong => self.pings_out = 0,
+            RouteOp::Connect(json) => return self.process_connect(json),
+            RouteOp::Info(json) => return self.process_info(json),
+            RouteOp::Ok => {}
+            RouteOp::Err(text) => {
+                let text = String::from_utf8_lossy(text);
+                if self.route.is_some() {
+                    error!(rid = self.conn.cid, "Route error: {text}");
+                } else {
+                    debug!(rid = self.conn.cid, "Route error: {text}");
+                }
+                return Err(CloseReason::ClientClosed);
+            }
+        }
+        Ok(())
+    }
+
+    fn process_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        if self.solicited.is_some() {
+            // We dialled: the peer is not supposed to send CONNECT; ignore it.
+            return Ok(());
+        }
+        let c: RouteConnect = serde_json::from_slice(json).map_err(|e| {
+            debug!(rid = self.conn.cid, "bad route CONNECT json: {e}");
+            CloseReason::ProtocolViolation
+        })?;
+        if c.lang.as_deref().is_some_and(|l| !l.is_empty()) {
+            self.send_err("attempted to connect to route port");
+            return Err(CloseReason::ProtocolViolation);
+        }
+        let all_opts = self.srv.opts();
+        let opts = &all_opts.cluster;
+        if opts.user.is_some() {
+            let auth = crate::options::Authorization {
+                user: opts.user.clone(),
+                password: opts.password.clone(),
+                ..Default::default()
+            };
+            let copts = crate::info::ConnectOptions {
+                user: c.user.clone(),
+                pass: c.pass.clone(),
+                ..Default::default()
+            };
+            if crate::auth::authenticate(&auth, &copts).is_err() {
+                warn!(peer = %self.conn.peer, "Route authentication error");
+                self.send_err("Authorization Violation");
+                return Err(CloseReason::AuthenticationViolation);
+            }
+        }
+        self.check_cluster_name(&c.cluster, c.dynamic, true)?;
+        self.connected = true;
+        Ok(())
+    }
+
+    /// A peer with another cluster name is refused, unless our name was generated: then,
+    /// as nats-server, we take a configured name, or the greater of two generated ones.
+    fn check_cluster_name(
+        &mut self,
+        theirs: &str,
+        their_dynamic: bool,
+        tell: bool,
+    ) -> Result<(), CloseReason> {
+        if theirs.is_empty() {
+            return Ok(());
+        }
+        let mut ours = self.cluster.name.lock();
+        if *ours == theirs {
+            return Ok(());
+        }
+        if self.cluster.dynamic.load(Ordering::Relaxed)
+            && (!their_dynamic || ours.as_str() < theirs)
+        {
+            info!("Cluster name updated to {theirs}");
+            *ours = theirs.to_string();
+            if !their_dynamic {
+                self.cluster.dynamic.store(false, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        let text =
+            format!("Rejecting connection, cluster name \"{theirs}\" does not match \"{ours}\"");
+        drop(ours);
+        error!(peer = %self.conn.peer, "{text}");
+        if tell {
+            self.send_err(&text);
+        }
+        Err(CloseReason::ProtocolViolation)
+    }
+
+    fn process_info(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let raw: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
+            debug!(rid = self.conn.cid, "bad route INFO json: {e}");
+            CloseReason::ProtocolViolation
+        })?;
+        let info: RouteInfo = serde_json::from_value(raw.clone()).map_err(|e| {
+            debug!(rid = self.conn.cid, "bad route INFO json: {e}");
+            CloseReason::ProtocolViolation
+        })?;
+        if let Some(route) = self.route.clone() {
+            if info.server_id != route.remote_id {
+                // Gossip: a peer tells us about a server it just met.
+                process_implicit(&self.srv, &self.cluster, &info);
+            } else if info.ldm {
+                route.connect_urls.lock().clear();
+                cluster::send_async_info(&self.srv);
+            } else if *route.connect_urls.lock() != info.connect_urls {
+                *route.connect_urls.lock() = info.connect_urls.clone();
+                cluster::send_async_info(&self.srv);
+            }
+            return Ok(());
+        }
+        if info.server_id == self.srv.id {
+            // Our own routes list names us (a StatefulSet gives every pod the same list):
+            // remember the address so it is never dialled again, and say nothing.
+            self.self_route = true;
+            if self.solicited.is_some() {
+                self.cluster.routes_to_self.lock().insert(self.conn.peer);
+            }
+            debug!(peer = %self.conn.peer, "Detected route to self, ignoring");
+            return Err(CloseReason::ClientClosed);
+        }
+        self.check_cluster_name(&info.cluster, info.dynamic, false)?;
+        if self.solicited.is_none() && info.server_name == self.srv.name {
+            error!(peer = %self.conn.peer, "Remote server has a duplicate name: {:?}", info.server_name);
+            return Err(CloseReason::ProtocolViolation);
+        }
+        self.register(info, raw)
+    }
+
+    fn register(&mut self, info: RouteInfo, mut raw: serde_json::Value) -> Result<(), CloseReason> {
+        let route = Arc::new(Route {
+            rid: self.conn.cid,
+            conn: self.conn.clone(),
+            remote_id: info.server_id.clone(),
+            remote_name: info.server_name.clone(),
+            did_solicit: self.solicited.is_some(),
+            reconnect: Mutex::new(self.solicited.clone()),
+            connect_urls: Mutex::new(info.connect_urls.clone()),
+            subs: Mutex::new(FxHashMap::default()),
+            in_msgs: Default::default(),
+            in_bytes: Default::default(),
+            start: SystemTime::now(),
+            last_activity: crate::monitor::unix_nanos(SystemTime::now()).into(),
+        });
+        let others: Vec<Arc<Route>> = {
+            let mut state = self.cluster.state.lock();
+            if let Some(existing) = state
+                .remotes
+                .get(&info.server_id)
+                .and_then(|rid| state.routes.get(rid))
+            {
+                // Keep the first connection; let it inherit our URL so that a configured
+                // peer is still retried forever if that connection drops.
+                if let Some((url, configured)) = &self.solicited {
+                    let mut r = existing.reconnect.lock();
+                    if r.as_ref().is_none_or(|(_, c)| !c && *configured) {
+                        *r = Some((url.clone(), *configured));
+                    }
+                }
+                self.duplicate = true;
+                debug!(
+                    rid = self.conn.cid,
+                    "Detected duplicate remote route {:?}", info.server_id
+                );
+                return Err(CloseReason::ClientClosed);
+            }
+            state.remotes.insert(info.server_id.clone(), route.rid);
+            state.routes.insert(route.rid, route.clone());
+            self.cluster
+                .num_routes
+                .store(state.routes.len(), Ordering::Release);
+            cluster::send_all_interest(&state, &self.conn);
+            state
+                .routes
+                .values()
+                .filter(|r| r.rid != route.rid && r.remote_id != info.server_id)
+                .cloned()
+                .collect()
+        };
+        self.conn.wake();
+        self.route = Some(route.clone());
+        info!(
+            rid = route.rid,
+            "Route to {} ({}) registered, {} route(s)",
+            info.server_name,
+            self.conn.peer,
+            others.len() + 1
+        );
+        // Gossip: tell the other members about the new one so they connect to it. When it
+        // did not advertise an address, the one it connected from (with its route port) is
+        // what the others should dial.
+        if !others.is_empty() {
+            if info.ip.is_empty() {
+                let ip = format!(
+                    "nats-route://{}/",
+                    join_host_port(&self.conn.peer.ip().to_string(), info.port)
+                );
+                raw["ip"] = serde_json::Value::String(ip);
+            }
+            if let Ok(json) = serde_json::to_vec(&raw) {
+                for other in &others {
+                    other.conn.append(0, 0, |out| encode::info(out, &json));
+                    other.conn.wake();
+                }
+            }
+        }
+        if !info.connect_urls.is_empty() && !self.srv.opts().cluster.no_advertise {
+            cluster::send_async_info(&self.srv);
+        }
+        Ok(())
+    }
+
+    fn remote_sub(&mut self, account: &[u8], subject: &[u8], queue: Option<(&[u8], u32)>) {
+        let Some(route) = &self.route else {
+            return;
+        };
+        if account != GLOBAL_ACCOUNT {
+            return;
+        }
+        let key = (subject.into(), queue.map(|(q, _)| q.into()));
+        let weight = queue.map_or(0, |(_, w)| w);
+        let mut subs = route.subs.lock();
+        if let Some(existing) = subs.get(&key) {
+            // A queue's new member count: the shared entry changes in place, so cached match
+            // results see it too.
+            existing.weight.store(weight, Ordering::Relaxed);
+            return;
+        }
+        let sub = Arc::new(RouteSub {
+            route: route.clone(),
+            weight: weight.into(),
+        });
+        if self
+            .cluster
+            .sublist
+            .insert(subject, queue.map(|(q, _)| q), RouteSubRef(sub.clone()))
+            .is_ok()
+        {
+            subs.insert(key, sub);
+        } else {
+            debug!(
+                rid = route.rid,
+                "invalid remote subscription {:?}",
+                String::from_utf8_lossy(subject)
+            );
+        }
+    }
+
+    fn remote_unsub(&mut self, account: &[u8], subject: &[u8], queue: Option<&[u8]>) {
+        let Some(route) = &self.route else {
+            return;
+        };
+        if account != GLOBAL_ACCOUNT {
+            return;
+        }
+        let key: cluster::InterestKey = (subject.into(), queue.map(Into::into));
+        if let Some(sub) = route.subs.lock().remove(&key) {
+            let _ = self
+                .cluster
+                .sublist
+                .remove(subject, queue, &RouteSubRef(sub));
+        }
+    }
+
+    /// After the connection ended: forget the route and its interest, then dial again
+    /// when it was ours to dial and the peer is not connected some other way.
+    fn finish(self, reason: CloseReason) {
+        let srv = self.srv;
+        let cluster = self.cluster;
+        let mut reconnect = None;
+        let mut remote_id = None;
+        if let Some(route) = &self.route {
+            {
+                let mut state = cluster.state.lock();
+                if state.remotes.get(&route.remote_id) == Some(&route.rid) {
+                    state.remotes.remove(&route.remote_id);
+                }
+                state.routes.remove(&route.rid);
+                cluster
+                    .num_routes
+                    .store(state.routes.len(), Ordering::Release);
+            }
+            let subs: Vec<_> = route.subs.lock().drain().collect();
+            for ((subject, queue), sub) in subs {
+                let _ = cluster
+                    .sublist
+                    .remove(&subject, queue.as_deref(), &RouteSubRef(sub));
+            }
+            info!(
+                rid = route.rid,
+                "Route to {} ({}) closed: {reason}", route.remote_name, self.conn.peer
+            );
+            if !route.connect_urls.lock().is_empty() {
+                cluster::send_async_info(&srv);
+            }
+            reconnect = route.reconnect.lock().clone();
+            remote_id = Some(route.remote_id.clone());
+        } else if !self.self_route && !self.duplicate {
+            debug!(rid = self.conn.cid, peer = %self.conn.peer, "Route connection closed before registering: {reason}");
+            reconnect = self.solicited.clone();
+        }
+        let Some((url, configured)) = reconnect else {
+            return;
+        };
+        if srv.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(id) = remote_id {
+            if cluster.state.lock().remotes.contains_key(&id) {
+                return;
+            }
+        }
+        // A random pause so that two servers that dropped each other do not meet again
+        // in lock step (nats-server does the same). A handshake that failed (a cluster name
+        // conflict, bad credentials) waits longer: it will most likely fail again.
+        let mut delay = Duration::from_millis(rand::random_range(0..100));
+        if self.route.is_none() {
+            delay += Duration::from_secs(1);
+        } else if configured {
+            delay += Duration::from_millis(200);
+        }
+        debug!(
+            "Attempting reconnect for solicited route {}",
+            url.host_port()
+        );
+        spawn_connect(srv, url, configured, None, delay);
+    }
+}
+
+/// A peer told us about a server: connect to it unless it is us, already connected, being
+/// connected to, or one of our configured routes (which are being dialled anyway).
+fn process_implicit(srv: &Arc<ServerInner>, cluster: &Cluster, info: &RouteInfo) {
+    if info.server_id == srv.id {
+        return;
+    }
+    let url_text = if info.ip.is_empty() {
+        join_host_port(&info.host, info.port)
+    } else {
+        info.ip.clone()
+    };
+    let Ok(mut url) = RouteUrl::parse(&url_text) else {
+        debug!("Error parsing URL from INFO: {url_text}");
+        return;
+    };
+    let host_port = url.host_port().to_ascii_lowercase();
+    let configured =
+        srv.opts().cluster.routes.iter().any(|r| {
+            RouteUrl::parse(r).is_ok_and(|r| r.host_port().to_ascii_lowercase() == host_port)
+        });
+    if configured {
+        return;
+    }
+    {
+        let mut state = cluster.state.lock();
+        if state.remotes.contains_key(&info.server_id) || state.connecting.contains(&info.server_id)
+        {
+            return;
+        }
+        state.connecting.insert(info.server_id.clone());
+    }
+    if info.auth_required {
+        url.user = srv.opts().cluster.user.clone();
+        url.password = srv.opts().cluster.password.clone();
+    }
+    debug!(
+        "Connecting to implicit route {host_port} ({})",
+        info.server_id
+    );
+    spawn_connect(
+        srv.clone(),
+        url,
+        false,
+        Some(info.server_id.clone()),
+        Duration::from_millis(rand::random_range(0..50)),
+    );
+}
