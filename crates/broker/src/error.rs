@@ -12,4 +12,6 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }

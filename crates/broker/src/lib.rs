@@ -27,9 +27,10 @@ mod info;
 pub mod logging;
 pub mod options;
 mod server;
+pub mod tls;
 
 pub use client::CloseReason;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
-pub use options::Options;
+pub use options::{Options, TlsOptions};
 pub use server::{ConnectionStats, Server, ServerBuilder, ServerStats};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use midge_proto::sublist::Sublist;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -19,7 +19,8 @@ use tracing::{debug, error, info, warn};
 use crate::client::{self, ClientShared, SubRef};
 use crate::error::Error;
 use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
-use crate::options::Options;
+use crate::options::{Options, TlsOptions};
+use crate::tls::{TlsError, TlsSettings};
 
 /// A running server. Dropping it stops the accept loop and closes every connection
 /// without waiting; call [`Server::shutdown`] to flush pending data first.
@@ -42,6 +43,8 @@ pub(crate) struct ServerInner {
     pub start: SystemTime,
     pub client_addr: Mutex<Option<SocketAddr>>,
     pub shutting_down: AtomicBool,
+    /// Client TLS for new connections; a reload swaps it (existing sessions keep theirs).
+    pub tls: RwLock<Option<TlsSettings>>,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     active: AtomicUsize,
@@ -70,6 +73,10 @@ impl ServerInner {
                 (addr.ip().to_string(), addr.port())
             }
         };
+        let (tls_required, tls_verify) = match &*self.tls.read() {
+            Some(tls) => (true, tls.verify),
+            None => (false, false),
+        };
         ServerInfo {
             server_id: self.id.clone(),
             server_name: self.name.clone(),
@@ -80,8 +87,8 @@ impl ServerInner {
             port,
             headers: true,
             auth_required: self.opts.auth.required(),
-            tls_required: false,
-            tls_verify: false,
+            tls_required,
+            tls_verify,
             tls_available: false,
             max_payload: self.opts.max_payload,
             client_id: 0,
@@ -184,6 +191,11 @@ impl ServerBuilder {
         self.opts.auth.password = Some(password.into());
         self
     }
+    /// Serves clients over TLS only.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.opts.tls = Some(tls);
+        self
+    }
     /// Binds the listener and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Server, Error> {
         Server::start(self.opts).await
@@ -198,6 +210,8 @@ impl Server {
     /// Binds the client listener and starts accepting connections.
     pub async fn start(opts: Options) -> Result<Server, Error> {
         let opts = Arc::new(opts);
+        // Certificates first: a bad file should fail start-up before the port is taken.
+        let tls = opts.tls.as_ref().map(TlsSettings::load).transpose()?;
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
         let bind = SocketAddr::new(opts.host, opts.port);
@@ -219,6 +233,7 @@ impl Server {
             start: SystemTime::now(),
             client_addr: Mutex::new(Some(client_addr)),
             shutting_down: AtomicBool::new(false),
+            tls: RwLock::new(tls),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -235,6 +250,9 @@ impl Server {
             info!("Using configuration file: {}", file.display());
         }
         info!("Listening for client connections on {}", client_addr);
+        if inner.tls.read().is_some() {
+            info!("TLS required for client connections");
+        }
         tokio::spawn(accept_loop(inner.clone(), listener));
         info!("Server is ready");
         Ok(Server { inner, client_addr })
@@ -252,6 +270,16 @@ impl Server {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("nats://{addr}")
+    }
+
+    /// Re-reads the TLS certificate, key and CA and uses them for new client connections;
+    /// established sessions keep the certificate they were set up with. On error nothing
+    /// changes. This is what certificate rotation by a config reload calls.
+    pub fn reload_tls(&self, opts: &TlsOptions) -> Result<(), TlsError> {
+        let settings = TlsSettings::load(opts)?;
+        *self.inner.tls.write() = Some(settings);
+        info!("Reloaded TLS certificate {}", opts.cert_file.display());
+        Ok(())
     }
 
     /// The generated server id.
