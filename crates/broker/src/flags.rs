@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::conf::ConfError;
-use crate::options::{parse_host, Options};
+use crate::options::{parse_host, Options, TlsOptions};
 
 /// What the command line asks for.
 // Built once per process, so the size of `Run` does not matter; boxing would only make
@@ -64,7 +64,7 @@ pub struct Flags {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub auth: Option<String>,
-    // Clustering, TLS, JetStream and the rest below are parsed so that they exist for later
+    // Clustering, JetStream and the rest below are parsed so that they exist for later
     // work, but `apply` refuses the ones that ask for a missing feature.
     pub cluster: Option<String>,
     pub routes: Option<String>,
@@ -114,6 +114,11 @@ pub enum FlagError {
     Config(#[from] ConfError),
     #[error("{0}")]
     Invalid(#[from] crate::options::OptionsError),
+    #[error("{flag}: {source}")]
+    Tls {
+        flag: String,
+        source: crate::tls::TlsError,
+    },
 }
 
 enum Kind {
@@ -325,6 +330,56 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, FlagErro
     Ok(Command::Run(flags))
 }
 
+impl Flags {
+    /// The TLS settings the `--tls*` flags ask for, as nats-server reads them: `--tls=false`
+    /// turns TLS off whatever the config file says; any other `--tls*` flag replaces the file's
+    /// `tls {}` block (keeping its timeout) and then needs both `--tlscert` and `--tlskey`.
+    /// `None`: no TLS flag, keep the file's. The files are loaded to report problems now.
+    fn tls_override(&self, opts: &Options) -> Result<Option<Option<TlsOptions>>, FlagError> {
+        if self.tls == Some(false) {
+            return Ok(Some(None));
+        }
+        let any = self.tls.is_some()
+            || self.tls_verify.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_ca_cert.is_some();
+        if !any {
+            return Ok(None);
+        }
+        let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) else {
+            return Err(FlagError::Requires {
+                flag: "--tls".into(),
+                needs: "--tlscert and --tlskey".into(),
+            });
+        };
+        let tls = TlsOptions {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            ca_file: self.tls_ca_cert.clone(),
+            verify: self.tls_verify.unwrap_or(false),
+            timeout: opts
+                .tls
+                .as_ref()
+                .map_or(TlsOptions::DEFAULT_TIMEOUT, |t| t.timeout),
+        };
+        crate::tls::load(&tls).map_err(|source| {
+            let flag = match source.source_option() {
+                crate::tls::TlsErrorSource::CertFile => "--tlscert",
+                crate::tls::TlsErrorSource::KeyFile => "--tlskey",
+                crate::tls::TlsErrorSource::CaFile => "--tlscacert",
+                crate::tls::TlsErrorSource::Verify => "--tlsverify",
+                crate::tls::TlsErrorSource::Other => "--tls",
+            };
+            FlagError::Tls {
+                flag: flag.into(),
+                source,
+            }
+        })?;
+        Ok(Some(Some(tls)))
+    }
+}
+
 fn parse_signal(text: &str) -> Result<(SignalCommand, Option<String>), String> {
     let (name, pid) = match text.split_once('=') {
         Some((n, p)) if !p.contains('=') => (n, Some(p.to_string())),
@@ -359,14 +414,7 @@ impl Flags {
         if given(&self.routes) {
             return unsupported("--routes");
         }
-        if self.tls == Some(true) || self.tls_verify == Some(true) {
-            return unsupported("--tls");
-        }
-        if self.tls != Some(false)
-            && (self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_ca_cert.is_some())
-        {
-            return unsupported("--tlscert/--tlskey/--tlscacert");
-        }
+        let tls = self.tls_override(opts)?;
         if self.jetstream == Some(true) {
             return unsupported("--jetstream");
         }
@@ -409,6 +457,9 @@ impl Flags {
             ignore("--logtime_utc", "not implemented");
         }
 
+        if let Some(tls) = tls {
+            opts.tls = tls;
+        }
         if let Some(host) = self.host {
             opts.host = host;
         }
@@ -505,11 +556,18 @@ Authorization:
         --pass <password>            Their password
         --auth <token>               Token clients must present
 
+TLS (clients):
+        --tls[=false]                Require TLS (needs --tlscert and --tlskey);
+                                     --tls=false turns off the config file's tls {}
+        --tlscert <file>             Server certificate chain (PEM)
+        --tlskey <file>              Its private key (PEM)
+        --tlscacert <file>           CA that client certificates must chain to (PEM)
+        --tlsverify                  Require and verify client certificates
+
 Not supported by midge yet (accepted so that scripts keep working; asking for the feature
 fails, tuning it is ignored with a warning):
         --cluster <url>, --routes <url,...>, --cluster_name, --cluster_advertise,
-        --no_advertise, --connect_retries, --tls, --tlscert, --tlskey, --tlscacert,
-        --tlsverify, -js/--jetstream, -sd/--store_dir
+        --no_advertise, --connect_retries, -js/--jetstream, -sd/--store_dir
 
 Other:
     -h, --help                       Show this help
