@@ -699,8 +699,6 @@ mod tests {
         for args in [
             &["--cluster", "nats://0.0.0.0:6222"][..],
             &["--routes", "nats://a:6222"],
-            &["--tls"],
-            &["--tlscert", "c.pem"],
             &["-js"],
             &["--jetstream"],
         ] {
@@ -718,6 +716,58 @@ mod tests {
             .unwrap();
         assert_eq!(warnings.len(), 2);
         assert!(warnings[0].starts_with("--store_dir: ignored"));
+    }
+
+    #[test]
+    fn tls_flags() {
+        let pki = crate::tls::test_pki::generate();
+        let (cert, key, ca) = (
+            pki.cert.to_str().unwrap(),
+            pki.key.to_str().unwrap(),
+            pki.ca.to_str().unwrap(),
+        );
+        let mut opts = Options::default();
+        run(&[
+            "--tlscert",
+            cert,
+            "--tlskey",
+            key,
+            "--tlscacert",
+            ca,
+            "--tlsverify",
+        ])
+        .apply(&mut opts)
+        .unwrap();
+        let tls = opts.tls.clone().unwrap();
+        assert_eq!(
+            (tls.cert_file.as_path(), tls.key_file.as_path()),
+            (pki.cert.as_path(), pki.key.as_path())
+        );
+        assert_eq!(tls.ca_file.as_deref(), Some(pki.ca.as_path()));
+        assert!(tls.verify);
+        // --tls=false turns TLS off again, whatever else is given.
+        run(&["--tls=false", "--tlscert", cert])
+            .apply(&mut opts)
+            .unwrap();
+        assert_eq!(opts.tls, None);
+        // --tls alone needs the certificate and key.
+        let e = run(&["--tls"]).apply(&mut opts).unwrap_err().to_string();
+        assert!(e.contains("--tlscert and --tlskey"), "{e}");
+        // Bad files fail before anything changes, naming the flag and the file.
+        let e = run(&["--tls", "--tlscert", cert, "--tlskey", "/nonexistent/k.pem"])
+            .apply(&mut opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--tlskey: cannot read key file '/nonexistent/k.pem'"),
+            "{e}"
+        );
+        assert_eq!(opts.tls, None);
+        let e = run(&["--tlscert", cert, "--tlskey", key, "--tlsverify"])
+            .apply(&mut opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--tlsverify: verify needs ca_file"), "{e}");
     }
 
     #[test]

@@ -418,3 +418,119 @@ impl Session {
         let _ = tokio::time::timeout(limit, self.write_all(stream, &[])).await;
     }
 }
+
+/// Certificates for unit tests: a CA, a server certificate and key signed by it, and a second
+/// key that matches nothing, as PEM files in a temporary directory.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_pki {
+    use std::path::PathBuf;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    pub struct Files {
+        pub dir: tempfile::TempDir,
+        pub ca: PathBuf,
+        pub cert: PathBuf,
+        pub key: PathBuf,
+        pub other_key: PathBuf,
+    }
+
+    pub fn generate() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(
+            path("other-key.pem"),
+            KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        Files {
+            ca: path("ca.pem"),
+            cert: path("cert.pem"),
+            key: path("key.pem"),
+            other_key: path("other-key.pem"),
+            dir,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_reports_each_file_problem() {
+        let pki = test_pki::generate();
+        let ok = TlsOptions {
+            ca_file: Some(pki.ca.clone()),
+            verify: true,
+            ..TlsOptions::new(&pki.cert, &pki.key)
+        };
+        load(&ok).unwrap();
+        load(&TlsOptions::new(&pki.cert, &pki.key)).unwrap();
+
+        let missing = pki.dir.path().join("missing.pem");
+        let cases = [
+            (
+                TlsOptions::new(&missing, &pki.key),
+                TlsErrorSource::CertFile,
+            ),
+            (
+                TlsOptions::new(&pki.key, &pki.key),
+                TlsErrorSource::CertFile,
+            ),
+            (
+                TlsOptions::new(&pki.cert, &missing),
+                TlsErrorSource::KeyFile,
+            ),
+            (
+                TlsOptions::new(&pki.cert, &pki.cert),
+                TlsErrorSource::KeyFile,
+            ),
+            (
+                TlsOptions::new(&pki.cert, &pki.other_key),
+                TlsErrorSource::KeyFile,
+            ),
+            (
+                TlsOptions {
+                    ca_file: Some(missing.clone()),
+                    ..TlsOptions::new(&pki.cert, &pki.key)
+                },
+                TlsErrorSource::CaFile,
+            ),
+            (
+                TlsOptions {
+                    ca_file: Some(pki.key.clone()),
+                    ..TlsOptions::new(&pki.cert, &pki.key)
+                },
+                TlsErrorSource::CaFile,
+            ),
+            (
+                TlsOptions {
+                    verify: true,
+                    ..TlsOptions::new(&pki.cert, &pki.key)
+                },
+                TlsErrorSource::Verify,
+            ),
+        ];
+        for (opts, source) in cases {
+            let e = load(&opts).unwrap_err();
+            assert_eq!(e.source_option(), source, "{e}");
+        }
+        let e = load(&TlsOptions::new(&pki.cert, &pki.other_key)).unwrap_err();
+        assert!(e.to_string().contains("other-key.pem"), "{e}");
+        assert!(e.to_string().contains("cert.pem"), "{e}");
+    }
+}
