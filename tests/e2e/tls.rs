@@ -240,7 +240,17 @@ async fn pub_sub(
                 .unwrap_or_else(|_| panic!("message {i} of {count} in time"))
                 .expect("subscription open");
             assert_eq!(msg.payload.len(), size, "message {i}");
-            assert!(msg.payload == payload(i), "message {i} intact and in order");
+            if msg.payload != payload(i) {
+                let got = msg.payload.get(..8).map(|b| {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(b);
+                    u64::from_be_bytes(n)
+                });
+                panic!(
+                    "message {i}: got message {got:?} (intact: {})",
+                    msg.payload.get(8..) == payload(i).get(8..)
+                );
+            }
         }
     };
     tokio::join!(send, receive);
@@ -486,23 +496,52 @@ async fn bad_certificate_files_stop_start_up_with_the_file_named() {
 }
 
 /// A rough TLS throughput figure: one async-nats publisher, one subscriber, both over TLS.
+/// The subscriber reads in its own task; the publisher has no flow control, so the server's
+/// max_pending is raised to let it buffer a whole run instead of cutting the subscriber off
+/// as a slow consumer (which is what nats-server would do too).
 /// `cargo test --release -p midge-tests --test e2e tls::throughput -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check"]
 async fn throughput() {
     let pki = Pki::new("midge test CA");
     let cert = pki.server("server");
-    let server = start(tls_options(&pki, &cert, false)).await;
-    let publisher = connect(&server, client_options(&pki))
-        .await
-        .expect("connect");
-    let subscriber = connect(&server, client_options(&pki))
-        .await
-        .expect("connect");
+    let opts = Options {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        tls: Some(tls_options(&pki, &cert, false)),
+        max_pending: 1 << 30,
+        ..Options::default()
+    };
+    let server = Server::start(opts).await.expect("midge starts");
+    let client = || client_options(&pki).subscription_capacity(1 << 20);
+    let publisher = connect(&server, client()).await.expect("connect");
+    let subscriber = connect(&server, client()).await.expect("connect");
     for (count, size) in [(500_000usize, 128usize), (20_000, 16 * 1024)] {
+        let mut sub = subscriber.subscribe("bench").await.expect("sub");
+        subscriber.flush().await.expect("flush");
         let started = Instant::now();
-        pub_sub(&publisher, &subscriber, "bench", count, size).await;
+        let receiver = tokio::spawn(async move {
+            let mut bytes = 0;
+            for _ in 0..count {
+                match timeout(WAIT, sub.next()).await {
+                    Ok(Some(m)) => bytes += m.payload.len(),
+                    _ => break,
+                }
+            }
+            bytes
+        });
+        let payload = Bytes::from(vec![7u8; size]);
+        for _ in 0..count {
+            publisher
+                .publish("bench", payload.clone())
+                .await
+                .expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+        let bytes = receiver.await.expect("receiver");
         let secs = started.elapsed().as_secs_f64();
+        assert_eq!(bytes, count * size, "everything arrived");
+        assert_eq!(server.stats().slow_consumers, 0);
         println!(
             "TLS pub/sub {count} x {size} B: {:.0} msgs/s, {:.1} MiB/s",
             count as f64 / secs,

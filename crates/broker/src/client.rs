@@ -588,7 +588,10 @@ impl Conn {
 impl Conn {
     /// Sends INFO in plain text and performs the TLS handshake the client then starts, within
     /// the TLS timeout. A client that speaks plain NATS instead, or sends nothing in time, gets
-    /// a plain-text `-ERR 'Secure Connection - TLS Required'`.
+    /// a plain-text `-ERR 'Secure Connection - TLS Required'`. (nats-server 2.9/2.10 closes
+    /// such clients with no readable error: Go's TLS layer rejects the plain bytes, and its
+    /// timeout -ERR goes into the unfinished TLS session. The explicit text tells a
+    /// misconfigured client what is wrong, and clients already know it as a closing error.)
     async fn tls_handshake(
         &mut self,
         tls: tls::TlsSettings,
