@@ -12,6 +12,7 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("tls: {0}")]
+    /// Its messages name the file at fault already.
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }

@@ -114,10 +114,11 @@ pub enum FlagError {
     Config(#[from] ConfError),
     #[error("{0}")]
     Invalid(#[from] crate::options::OptionsError),
-    #[error("{flag}: {source}")]
+    /// Not a chained source: the message already says it all once.
+    #[error("{flag}: {error}")]
     Tls {
         flag: String,
-        source: crate::tls::TlsError,
+        error: crate::tls::TlsError,
     },
 }
 
@@ -363,8 +364,8 @@ impl Flags {
                 .as_ref()
                 .map_or(TlsOptions::DEFAULT_TIMEOUT, |t| t.timeout),
         };
-        crate::tls::load(&tls).map_err(|source| {
-            let flag = match source.source_option() {
+        crate::tls::load(&tls).map_err(|error| {
+            let flag = match error.source_option() {
                 crate::tls::TlsErrorSource::CertFile => "--tlscert",
                 crate::tls::TlsErrorSource::KeyFile => "--tlskey",
                 crate::tls::TlsErrorSource::CaFile => "--tlscacert",
@@ -373,7 +374,7 @@ impl Flags {
             };
             FlagError::Tls {
                 flag: flag.into(),
-                source,
+                error,
             }
         })?;
         Ok(Some(Some(tls)))

@@ -27,19 +27,21 @@ use tokio::net::TcpStream;
 
 use crate::options::TlsOptions;
 
-/// A TLS configuration that cannot be used. Each variant names the file at fault.
+/// A TLS configuration that cannot be used. Each variant names the file at fault. The IO
+/// error is part of the message rather than a chained source, so printing the chain (as the
+/// binary does) does not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read certificate file '{}': {source}", path.display())]
-    ReadCert { path: PathBuf, source: io::Error },
+    #[error("cannot read certificate file '{}': {error}", path.display())]
+    ReadCert { path: PathBuf, error: io::Error },
     #[error("certificate file '{}': {reason}", path.display())]
     BadCert { path: PathBuf, reason: String },
-    #[error("cannot read key file '{}': {source}", path.display())]
-    ReadKey { path: PathBuf, source: io::Error },
+    #[error("cannot read key file '{}': {error}", path.display())]
+    ReadKey { path: PathBuf, error: io::Error },
     #[error("key file '{}': {reason}", path.display())]
     BadKey { path: PathBuf, reason: String },
-    #[error("cannot read CA file '{}': {source}", path.display())]
-    ReadCa { path: PathBuf, source: io::Error },
+    #[error("cannot read CA file '{}': {error}", path.display())]
+    ReadCa { path: PathBuf, error: io::Error },
     #[error("CA file '{}': {reason}", path.display())]
     BadCa { path: PathBuf, reason: String },
     #[error("certificate '{}' and key '{}' cannot be used together: {reason}", cert.display(), key.display())]
@@ -121,9 +123,9 @@ pub fn load(opts: &TlsOptions) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::ReadCert {
+    let pem = std::fs::read(path).map_err(|error| TlsError::ReadCert {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let bad = |reason: String| TlsError::BadCert {
         path: path.to_path_buf(),
@@ -139,9 +141,9 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::ReadKey {
+    let pem = std::fs::read(path).map_err(|error| TlsError::ReadKey {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadKey {
         path: path.to_path_buf(),
@@ -155,9 +157,9 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::ReadCa {
+    let pem = std::fs::read(path).map_err(|error| TlsError::ReadCa {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let bad = |reason: String| TlsError::BadCa {
         path: path.to_path_buf(),
