@@ -2,6 +2,7 @@
 //!
 //! - `raw_protocol` and `differential` run `midge` and nats-server (the reference) as
 //!   processes and compare bytes; `MIDGE_TESTS_REFERENCE_ONLY=1` runs only nats-server.
+//! - `tls` runs midge in-process with client TLS (rcgen certificates, async-nats and raw rustls).
 //! - `client` and `embedded` use the official `async-nats` client against midge started
 //!   in-process through its library API.
 //! - `monitor` checks the HTTP monitoring endpoints, and their JSON shapes against
@@ -16,3 +17,4 @@ mod embedded;
 mod monitor;
 mod ops;
 mod raw_protocol;
+mod tls;

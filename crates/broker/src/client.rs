@@ -28,6 +28,7 @@ use crate::info::ConnectOptions;
 use crate::monitor::{self, ClosedConn, ConnMeta};
 use crate::options::Options;
 use crate::server::ServerInner;
+use crate::tls::{self, HandshakeError};
 
 /// Why a connection ended; shown by monitoring and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,7 @@ pub enum CloseReason {
     MaxPayloadExceeded,
     MaxControlLineExceeded,
     MaxConnectionsExceeded,
+    TlsHandshakeError,
 }
 
 impl CloseReason {
@@ -73,6 +75,7 @@ impl fmt::Display for CloseReason {
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::TlsHandshakeError => "TLS Handshake Failure",
         })
     }
 }
@@ -107,6 +110,10 @@ pub(crate) struct ClientShared {
     /// Shared so that a publisher can write straight to this socket after its read (no
     /// task wake-up on the common path); the writer task takes over when that would block.
     pub(crate) stream: TcpStream,
+    /// The TLS session once the handshake is done; unset for plain connections (and for TLS
+    /// ones until then, while INFO or a plain-text -ERR go out as they are). Checked once per
+    /// read or write, never per message.
+    tls: OnceLock<tls::Session>,
     pub peer: SocketAddr,
     pub start: SystemTime,
     out: Mutex<Outbound>,
@@ -148,6 +155,7 @@ impl ClientShared {
         ClientShared {
             cid,
             stream,
+            tls: OnceLock::new(),
             peer,
             start,
             out: Mutex::new(Outbound::default()),
@@ -258,21 +266,46 @@ impl ClientShared {
             return true;
         }
         let head = out.head;
-        match self.stream.try_write(&out.buf[head..]) {
-            Ok(n) if head + n == out.buf.len() => {
-                out.buf.clear();
-                out.head = 0;
-                if out.buf.capacity() > MAX_IDLE_OUT_BUF {
-                    out.buf = Vec::new();
+        // (bytes taken, whether nothing is left for the writer once they are)
+        let (n, sent) = match self.tls.get() {
+            None => match self.stream.try_write(&out.buf[head..]) {
+                Ok(n) => (n, true),
+                Err(_) => return false,
+            },
+            // Plaintext rustls took is encrypted and its own; records the socket did not
+            // take yet are left to the writer.
+            Some(tls) => match tls.try_write(&self.stream, &out.buf[head..]) {
+                Some(r) => r,
+                None => return false,
+            },
+        };
+        if head + n == out.buf.len() {
+            out.buf.clear();
+            out.head = 0;
+            if out.buf.capacity() > MAX_IDLE_OUT_BUF {
+                out.buf = Vec::new();
+            }
+            sent
+        } else {
+            // Remember the progress instead of moving the rest of the buffer.
+            out.head += n;
+            false
+        }
+    }
+
+    /// Reads what the client sent into `dst` (decrypted, with TLS). `more` is set when
+    /// decrypted bytes may be left over, to be read before waiting for the socket again.
+    fn read(&self, dst: &mut [u8], more: &mut bool) -> std::io::Result<usize> {
+        match self.tls.get() {
+            None => self.stream.try_read(dst),
+            Some(tls) => {
+                let r = tls.read(&self.stream, dst);
+                if r.wants_write {
+                    self.writer_wake.notify_one();
                 }
-                true
+                *more = r.more;
+                r.result
             }
-            Ok(n) => {
-                // Remember the progress instead of moving the rest of the buffer.
-                out.head += n;
-                false
-            }
-            Err(_) => false,
         }
     }
 
@@ -295,11 +328,24 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         clients.insert(cid, shared.clone());
         clients.len() > srv.opts().max_connections
     };
+    // With TLS, INFO is still plain text (the client upgrades after reading it), but the
+    // reader sends it itself right before the handshake so that no plain byte can be left in
+    // the outbound buffer once the session is installed. A refused client (over the limit)
+    // gets INFO and its -ERR in plain text, as from nats-server.
+    let tls = if over_limit {
+        None
+    } else {
+        srv.tls.read().clone()
+    };
+    let mut tls_info = Vec::new();
     {
         let mut info = srv.info_template();
         info.client_id = cid;
         info.client_ip = peer.ip().to_string();
-        info.encode(&mut shared.out.lock().buf);
+        match tls {
+            Some(_) => info.encode(&mut tls_info),
+            None => info.encode(&mut shared.out.lock().buf),
+        }
     }
     tokio::spawn(async move {
         let mut conn = Conn::new(srv.clone(), shared.clone());
@@ -307,6 +353,11 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
                 CloseReason::MaxConnectionsExceeded
+            } else if let Some(tls) = tls {
+                match conn.tls_handshake(tls, &tls_info).await {
+                    Ok(()) => conn.read_loop().await,
+                    Err(reason) => reason,
+                }
             } else {
                 conn.read_loop().await
             };
@@ -356,10 +407,14 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
             }
         }
         if batch.is_empty() {
-            shared.writer_wake.notified().await;
-            continue;
+            // Encrypted records a direct write or a read left behind when the socket was full.
+            let tls_pending = shared.tls.get().is_some_and(tls::Session::wants_write);
+            if !tls_pending {
+                shared.writer_wake.notified().await;
+                continue;
+            }
         }
-        let write = write_all(&shared.stream, &batch[head..]);
+        let write = write_all(shared, &batch[head..]);
         let written = if route {
             Ok(write.await)
         } else {
@@ -386,10 +441,25 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
             batch = Vec::new();
         }
     }
+    if let Some(tls) = shared.tls.get() {
+        // close_notify lets the client tell a clean close from a cut connection; a slow
+        // consumer or a broken socket gets none.
+        if matches!(shared.close_reason(), Some(r) if !r.is_slow_consumer() && r != CloseReason::WriteError)
+        {
+            tls.close(&shared.stream, deadline).await;
+        }
+    }
     let _ = rustix::net::shutdown(&shared.stream, rustix::net::Shutdown::Both);
 }
 
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+async fn write_all(shared: &ClientShared, data: &[u8]) -> std::io::Result<()> {
+    match shared.tls.get() {
+        None => write_all_plain(&shared.stream, data).await,
+        Some(tls) => tls.write_all(&shared.stream, data).await,
+    }
+}
+
+async fn write_all_plain(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         match stream.try_write(data) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -502,9 +572,11 @@ impl Conn {
         let mut ping_interval = self.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
-        let auth = tokio::time::sleep(self.opts.auth.timeout);
+        let auth = tokio::time::sleep(self.opts.auth_timeout());
         tokio::pin!(auth);
         self.wake_writers();
+        // TLS: the handshake's last read may already hold the client's first ops.
+        let mut tls_more = self.shared.tls.get().is_some();
         loop {
             // A reload wakes every reader (see `ClientShared::wake_for_reload`), so the
             // new options apply before the next read, also on an idle connection. One
@@ -533,15 +605,20 @@ impl Conn {
                 }
             }
             let room = buf.len() - end;
-            let event = tokio::select! {
-                biased;
-                _ = self.shared.kill.notified() => Event::Kill,
-                r = self.shared.stream.readable() => match r {
-                    Ok(()) => Event::Read(self.shared.stream.try_read(&mut buf[end..])),
-                    Err(e) => Event::Read(Err(e)),
-                },
-                _ = &mut ping => Event::Ping,
-                _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
+            let event = if std::mem::take(&mut tls_more) {
+                // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
+                Event::Read(self.shared.read(&mut buf[end..], &mut tls_more))
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = self.shared.kill.notified() => Event::Kill,
+                    r = self.shared.stream.readable() => match r {
+                        Ok(()) => Event::Read(self.shared.read(&mut buf[end..], &mut tls_more)),
+                        Err(e) => Event::Read(Err(e)),
+                    },
+                    _ = &mut ping => Event::Ping,
+                    _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
+                }
             };
             let n = match event {
                 Event::Read(Ok(0)) => return CloseReason::ClientClosed,
@@ -625,6 +702,56 @@ impl Conn {
 }
 
 impl Conn {
+    /// Sends INFO in plain text and performs the TLS handshake the client then starts, within
+    /// the TLS timeout. A client that speaks plain NATS instead, or sends nothing in time, gets
+    /// a plain-text `-ERR 'Secure Connection - TLS Required'`. (nats-server 2.9/2.10 closes
+    /// such clients with no readable error: Go's TLS layer rejects the plain bytes, and its
+    /// timeout -ERR goes into the unfinished TLS session. The explicit text tells a
+    /// misconfigured client what is wrong, and clients already know it as a closing error.)
+    async fn tls_handshake(
+        &mut self,
+        tls: tls::TlsSettings,
+        info: &[u8],
+    ) -> Result<(), CloseReason> {
+        let shared = self.shared.clone();
+        let mut started = false;
+        let result = tokio::select! {
+            biased;
+            _ = shared.kill.notified() => {
+                return Err(shared.close_reason().unwrap_or(CloseReason::ServerShutdown));
+            }
+            r = tokio::time::timeout(
+                tls.timeout,
+                tls::handshake(&shared.stream, tls.config, info, &mut started),
+            ) => r,
+        };
+        let cid = shared.cid;
+        match result {
+            Ok(Ok(session)) => {
+                let _ = shared.tls.set(tls::Session::new(session));
+                Ok(())
+            }
+            Ok(Err(HandshakeError::NotTls)) => {
+                debug!(cid, peer = %shared.peer, "TLS handshake error: client sent plain text");
+                self.send_err("Secure Connection - TLS Required");
+                Err(CloseReason::TlsHandshakeError)
+            }
+            Ok(Err(HandshakeError::Closed)) => Err(CloseReason::ClientClosed),
+            Ok(Err(e)) => {
+                debug!(cid, peer = %shared.peer, "TLS handshake error: {e}");
+                Err(CloseReason::TlsHandshakeError)
+            }
+            Err(_) => {
+                debug!(cid, peer = %shared.peer, "TLS handshake timeout");
+                // Mid-handshake, a plain-text error would only garble the client's records.
+                if !started {
+                    self.send_err("Secure Connection - TLS Required");
+                }
+                Err(CloseReason::TlsHandshakeError)
+            }
+        }
+    }
+
     /// Handles one parsed operation. `Err` closes the connection with that reason (after
     /// flushing whatever was queued for the client, such as an `-ERR`).
     fn process(&mut self, op: ClientOp<'_>) -> Result<(), CloseReason> {

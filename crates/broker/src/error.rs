@@ -12,4 +12,7 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Its messages name the file at fault already.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }

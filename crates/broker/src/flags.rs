@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::conf::ConfError;
-use crate::options::{parse_host, Options};
+use crate::options::{parse_host, Options, TlsOptions};
 
 /// What the command line asks for.
 // Built once per process, so the size of `Run` does not matter; boxing would only make
@@ -68,7 +68,7 @@ pub struct Flags {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub auth: Option<String>,
-    // Clustering, TLS, JetStream and the rest below are parsed so that they exist for later
+    // Clustering, JetStream and the rest below are parsed so that they exist for later
     // work, but `apply` refuses the ones that ask for a missing feature.
     pub cluster: Option<String>,
     pub routes: Option<String>,
@@ -118,6 +118,12 @@ pub enum FlagError {
     Config(#[from] ConfError),
     #[error("{0}")]
     Invalid(#[from] crate::options::OptionsError),
+    /// Not a chained source: the message already says it all once.
+    #[error("{flag}: {error}")]
+    Tls {
+        flag: String,
+        error: crate::tls::TlsError,
+    },
 }
 
 enum Kind {
@@ -353,6 +359,56 @@ fn cluster_listen(url: &str) -> Result<ClusterListen, FlagError> {
     Ok((host, port, parsed.user, parsed.password))
 }
 
+impl Flags {
+    /// The TLS settings the `--tls*` flags ask for, as nats-server reads them: `--tls=false`
+    /// turns TLS off whatever the config file says; any other `--tls*` flag replaces the file's
+    /// `tls {}` block (keeping its timeout) and then needs both `--tlscert` and `--tlskey`.
+    /// `None`: no TLS flag, keep the file's. The files are loaded to report problems now.
+    fn tls_override(&self, opts: &Options) -> Result<Option<Option<TlsOptions>>, FlagError> {
+        if self.tls == Some(false) {
+            return Ok(Some(None));
+        }
+        let any = self.tls.is_some()
+            || self.tls_verify.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_ca_cert.is_some();
+        if !any {
+            return Ok(None);
+        }
+        let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) else {
+            return Err(FlagError::Requires {
+                flag: "--tls".into(),
+                needs: "--tlscert and --tlskey".into(),
+            });
+        };
+        let tls = TlsOptions {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            ca_file: self.tls_ca_cert.clone(),
+            verify: self.tls_verify.unwrap_or(false),
+            timeout: opts
+                .tls
+                .as_ref()
+                .map_or(TlsOptions::DEFAULT_TIMEOUT, |t| t.timeout),
+        };
+        crate::tls::load(&tls).map_err(|error| {
+            let flag = match error.source_option() {
+                crate::tls::TlsErrorSource::CertFile => "--tlscert",
+                crate::tls::TlsErrorSource::KeyFile => "--tlskey",
+                crate::tls::TlsErrorSource::CaFile => "--tlscacert",
+                crate::tls::TlsErrorSource::Verify => "--tlsverify",
+                crate::tls::TlsErrorSource::Other => "--tls",
+            };
+            FlagError::Tls {
+                flag: flag.into(),
+                error,
+            }
+        })?;
+        Ok(Some(Some(tls)))
+    }
+}
+
 fn parse_signal(text: &str) -> Result<(SignalCommand, Option<String>), String> {
     let (name, pid) = match text.split_once('=') {
         Some((n, p)) if !p.contains('=') => (n, Some(p.to_string())),
@@ -408,14 +464,7 @@ impl Flags {
             })?),
             None => None,
         };
-        if self.tls == Some(true) || self.tls_verify == Some(true) {
-            return unsupported("--tls");
-        }
-        if self.tls != Some(false)
-            && (self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_ca_cert.is_some())
-        {
-            return unsupported("--tlscert/--tlskey/--tlscacert");
-        }
+        let tls = self.tls_override(opts)?;
         if self.jetstream == Some(true) {
             return unsupported("--jetstream");
         }
@@ -447,6 +496,9 @@ impl Flags {
             ignore("--logtime_utc", "not implemented");
         }
 
+        if let Some(tls) = tls {
+            opts.tls = tls;
+        }
         if let Some(host) = self.host {
             opts.host = host;
         }
@@ -588,10 +640,17 @@ Cluster:
         --no_advertise               Do not tell clients about the other servers
         --connect_retries <n>        Attempts for routes learned by gossip
 
+TLS (clients):
+        --tls[=false]                Require TLS (needs --tlscert and --tlskey);
+                                     --tls=false turns off the config file's tls {}
+        --tlscert <file>             Server certificate chain (PEM)
+        --tlskey <file>              Its private key (PEM)
+        --tlscacert <file>           CA that client certificates must chain to (PEM)
+        --tlsverify                  Require and verify client certificates
+
 Not supported by midge yet (accepted so that scripts keep working; asking for the feature
 fails, tuning it is ignored with a warning):
-        --tls, --tlscert, --tlskey, --tlscacert, --tlsverify, -js/--jetstream,
-        -sd/--store_dir
+        -js/--jetstream, -sd/--store_dir
 
 Other:
     -h, --help                       Show this help
@@ -727,12 +786,7 @@ mod tests {
 
     #[test]
     fn unsupported_features_fail_and_tuning_warns() {
-        for args in [
-            &["--tls"][..],
-            &["--tlscert", "c.pem"],
-            &["-js"],
-            &["--jetstream"],
-        ] {
+        for args in [&["-js"], &["--jetstream"]] {
             let mut opts = Options::default();
             let e = run(args).apply(&mut opts).unwrap_err().to_string();
             assert!(e.ends_with("not supported by midge yet"), "{args:?}: {e}");
@@ -788,6 +842,58 @@ mod tests {
         ] {
             assert!(run(bad).apply(&mut Options::default()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tls_flags() {
+        let pki = crate::tls::test_pki::generate();
+        let (cert, key, ca) = (
+            pki.cert.to_str().unwrap(),
+            pki.key.to_str().unwrap(),
+            pki.ca.to_str().unwrap(),
+        );
+        let mut opts = Options::default();
+        run(&[
+            "--tlscert",
+            cert,
+            "--tlskey",
+            key,
+            "--tlscacert",
+            ca,
+            "--tlsverify",
+        ])
+        .apply(&mut opts)
+        .unwrap();
+        let tls = opts.tls.clone().unwrap();
+        assert_eq!(
+            (tls.cert_file.as_path(), tls.key_file.as_path()),
+            (pki.cert.as_path(), pki.key.as_path())
+        );
+        assert_eq!(tls.ca_file.as_deref(), Some(pki.ca.as_path()));
+        assert!(tls.verify);
+        // --tls=false turns TLS off again, whatever else is given.
+        run(&["--tls=false", "--tlscert", cert])
+            .apply(&mut opts)
+            .unwrap();
+        assert_eq!(opts.tls, None);
+        // --tls alone needs the certificate and key.
+        let e = run(&["--tls"]).apply(&mut opts).unwrap_err().to_string();
+        assert!(e.contains("--tlscert and --tlskey"), "{e}");
+        // Bad files fail before anything changes, naming the flag and the file.
+        let e = run(&["--tls", "--tlscert", cert, "--tlskey", "/nonexistent/k.pem"])
+            .apply(&mut opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--tlskey: cannot read key file '/nonexistent/k.pem'"),
+            "{e}"
+        );
+        assert_eq!(opts.tls, None);
+        let e = run(&["--tlscert", cert, "--tlskey", key, "--tlsverify"])
+            .apply(&mut opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--tlsverify: verify needs ca_file"), "{e}");
     }
 
     #[test]

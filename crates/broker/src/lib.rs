@@ -34,11 +34,12 @@ pub mod options;
 mod reload;
 mod route;
 mod server;
+pub mod tls;
 
 pub use client::CloseReason;
 pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
-pub use options::Options;
+pub use options::{Options, TlsOptions};
 pub use reload::{ReloadError, ReloadReport};
 pub use server::{ClusterStats, ConnectionStats, Server, ServerBuilder, ServerStats};

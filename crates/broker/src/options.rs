@@ -38,6 +38,8 @@ pub struct Options {
     pub lame_duck_duration: Duration,
     pub lame_duck_grace_period: Duration,
     pub auth: Authorization,
+    /// Client TLS (`tls {}`, `--tls*`); `None`: plain connections.
+    pub tls: Option<TlsOptions>,
     /// Clients that send no credentials are logged in as this user of `auth.users`.
     pub no_auth_user: Option<String>,
     pub debug: bool,
@@ -77,6 +79,7 @@ impl Default for Options {
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             auth: Authorization::default(),
+            tls: None,
             no_auth_user: None,
             debug: false,
             trace: false,
@@ -212,6 +215,51 @@ impl RouteUrl {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Options {
+    /// How long a client has to send CONNECT. As nats-server: with TLS and no timeout of its
+    /// own, the TLS timeout plus one second, so a slow handshake does not eat the auth time.
+    /// (An explicit timeout equal to the 2s default cannot be told apart from none.)
+    pub fn auth_timeout(&self) -> Duration {
+        match &self.tls {
+            Some(tls) if self.auth.timeout == Authorization::default().timeout => {
+                tls.timeout + Duration::from_secs(1)
+            }
+            _ => self.auth.timeout,
+        }
+    }
+}
+
+/// Client TLS settings: the `tls {}` block of a config file or the `--tls*` flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    /// PEM certificate chain presented to clients, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (required with `verify`).
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify a client certificate.
+    pub verify: bool,
+    /// How long a client has for the TLS handshake (nats-server's default: 2s).
+    pub timeout: Duration,
+}
+
+impl TlsOptions {
+    /// Default TLS timeout, as nats-server.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// TLS with this certificate and key, no client verification.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        TlsOptions {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            ca_file: None,
+            verify: false,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 }

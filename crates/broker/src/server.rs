@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use midge_proto::sublist::Sublist;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -20,7 +20,8 @@ use crate::client::{self, ClientShared, SubRef};
 use crate::error::Error;
 use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
 use crate::monitor::{self, ClosedRing, Monitor};
-use crate::options::Options;
+use crate::options::{Options, TlsOptions};
+use crate::tls::{TlsError, TlsSettings};
 
 /// A running server. Dropping it stops the accept loop and closes every connection
 /// without waiting; call [`Server::shutdown`] to flush pending data first.
@@ -65,6 +66,8 @@ pub(crate) struct ServerInner {
     exited: AtomicBool,
     /// Recently closed connections, for `/connz?state=closed`.
     pub closed: ClosedRing,
+    /// Client TLS for new connections; a reload swaps it (existing sessions keep theirs).
+    pub tls: RwLock<Option<TlsSettings>>,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -99,6 +102,10 @@ impl ServerInner {
                 (addr.ip().to_string(), addr.port())
             }
         };
+        let (tls_required, tls_verify) = match &*self.tls.read() {
+            Some(tls) => (true, tls.verify),
+            None => (false, false),
+        };
         ServerInfo {
             server_id: self.id.clone(),
             server_name: self.name.clone(),
@@ -109,8 +116,8 @@ impl ServerInner {
             port,
             headers: true,
             auth_required: opts.auth.required(),
-            tls_required: false,
-            tls_verify: false,
+            tls_required,
+            tls_verify,
             tls_available: false,
             max_payload: opts.max_payload,
             client_id: 0,
@@ -229,6 +236,12 @@ impl ServerBuilder {
         self.flags = Some(flags);
         self
     }
+
+    /// Serves clients over TLS only.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.opts.tls = Some(tls);
+        self
+    }
     /// Binds the listener and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Server, Error> {
         Server::start_with(self.opts, self.flags).await
@@ -250,6 +263,8 @@ impl Server {
         flags: Option<crate::flags::Flags>,
     ) -> Result<Server, Error> {
         let opts = Arc::new(opts);
+        // Certificates first: a bad file should fail start-up before the port is taken.
+        let tls = opts.tls.as_ref().map(TlsSettings::load).transpose()?;
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
         let bind = SocketAddr::new(opts.host, opts.port);
@@ -300,6 +315,7 @@ impl Server {
             cluster,
             exited: AtomicBool::new(false),
             closed: ClosedRing::default(),
+            tls: RwLock::new(tls),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -318,6 +334,9 @@ impl Server {
         // nats-server starts the monitor before the client listener; keep the log order.
         let monitor = monitor::start(&inner).await?;
         info!("Listening for client connections on {}", client_addr);
+        if inner.tls.read().is_some() {
+            info!("TLS required for client connections");
+        }
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.ops.set_accept_task(accept);
         crate::reload::spawn_config_watch(&inner);
@@ -376,6 +395,16 @@ impl Server {
     #[cfg(test)]
     pub(crate) fn inner(&self) -> &Arc<ServerInner> {
         &self.inner
+    }
+
+    /// Re-reads the TLS certificate, key and CA and uses them for new client connections;
+    /// established sessions keep the certificate they were set up with. On error nothing
+    /// changes. This is what certificate rotation by a config reload calls.
+    pub fn reload_tls(&self, opts: &TlsOptions) -> Result<(), TlsError> {
+        let settings = TlsSettings::load(opts)?;
+        *self.inner.tls.write() = Some(settings);
+        info!("Reloaded TLS certificate {}", opts.cert_file.display());
+        Ok(())
     }
 
     /// The generated server id.

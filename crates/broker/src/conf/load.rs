@@ -12,8 +12,9 @@ use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
     Authorization, ClusterOptions, Options, Permissions, ResponsePermission, RouteUrl,
-    SubjectPermission, User,
+    SubjectPermission, TlsOptions, User,
 };
+use crate::tls::TlsErrorSource;
 
 /// Options read from a config file, with what was accepted but ignored.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +44,6 @@ const UNSUPPORTED: &[&str] = &[
     "leafnodes",
     "leaf",
     "gateway",
-    "tls",
     "websocket",
     "ws",
     "mqtt",
@@ -275,6 +275,7 @@ impl Options {
             "config_watch" => self.config_watch = v.as_bool(key)?,
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
+            "tls" => self.tls = Some(parse_tls(v, key, ctx)?),
             "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
@@ -573,6 +574,107 @@ fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, 
         Some(e) => Err(e),
         None => Ok(cluster),
     }
+}
+
+/// `tls { cert_file, key_file, ca_file, verify, timeout }` for client connections. The files
+/// are loaded here, as nats-server does, so a bad path or a key that does not match its
+/// certificate is reported at the line that names it (and `-t` catches it).
+fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfError> {
+    let map = v.as_map(key)?;
+    let (mut cert, mut key_file, mut ca) = (None, None, None);
+    let mut verify: Option<(bool, &Value)> = None;
+    let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let ev = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "cert_file" => cert = Some((PathBuf::from(ev.as_str(&k)?), ev)),
+            "key_file" => key_file = Some((PathBuf::from(ev.as_str(&k)?), ev)),
+            "ca_file" => ca = Some((PathBuf::from(ev.as_str(&k)?), ev)),
+            "verify" => verify = Some((ev.as_bool(&k)?, ev)),
+            "timeout" => timeout = parse_auth_timeout(ev, &k)?,
+            "verify_and_map" => {
+                if ev.as_bool(&k)? {
+                    return Err(unsupported(entry));
+                }
+            }
+            "insecure" => {
+                ev.as_bool(&k)?;
+                ctx.warn(
+                    &ev.pos,
+                    &k,
+                    "ignored: it only applies to connections a server makes (routes, leaf nodes)",
+                );
+            }
+            // Accepted so nats-server files load; rustls' defaults are already the modern,
+            // safe set (TLS 1.2 ECDHE with AEAD ciphers, and TLS 1.3), and Go's suite and curve
+            // names do not map one to one.
+            "cipher_suites" | "curve_preferences" => {
+                ev.as_array(&k)?;
+                ctx.warn(
+                    &ev.pos,
+                    &k,
+                    "ignored: midge uses rustls' safe defaults (TLS 1.2 ECDHE+AEAD and TLS 1.3)",
+                );
+            }
+            "min_version" => {
+                if ev.as_str(&k)? != "1.2" {
+                    return Err(ev.invalid(
+                        &k,
+                        "midge supports only \"1.2\" (TLS 1.2 and 1.3 are both allowed)",
+                    ));
+                }
+            }
+            "handshake_first"
+            | "first"
+            | "immediate"
+            | "pinned_certs"
+            | "cert_store"
+            | "cert_match_by"
+            | "cert_match"
+            | "ca_certs_match"
+            | "cert_match_skip_invalid"
+            | "ocsp_peer"
+            | "certs"
+            | "certificates"
+            | "connection_rate_limit"
+            | "verify_cert_and_check_known_urls"
+            | "allow_insecure_cipher_suites" => return Err(unsupported(entry)),
+            _ if entry.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: entry.key_pos.clone(),
+                    key: k,
+                })
+            }
+        }
+    }
+    let (Some((cert_file, cert_v)), Some((key_path, key_v))) = (cert, key_file) else {
+        return Err(v.invalid(key, "cert_file and key_file are both required"));
+    };
+    let opts = TlsOptions {
+        cert_file,
+        key_file: key_path,
+        ca_file: ca.as_ref().map(|(p, _)| p.clone()),
+        verify: verify.is_some_and(|(b, _)| b),
+        timeout,
+    };
+    if let Err(e) = crate::tls::load(&opts) {
+        let (at, name) = match e.source_option() {
+            TlsErrorSource::CertFile => (cert_v, "cert_file"),
+            TlsErrorSource::KeyFile => (key_v, "key_file"),
+            TlsErrorSource::CaFile => ca.map_or((v, ""), |(_, ev)| (ev, "ca_file")),
+            TlsErrorSource::Verify => verify.map_or((v, ""), |(_, ev)| (ev, "verify")),
+            TlsErrorSource::Other => (v, ""),
+        };
+        let k = if name.is_empty() {
+            key.to_string()
+        } else {
+            format!("{key}.{name}")
+        };
+        return Err(at.invalid(&k, e.to_string()));
+    }
+    Ok(opts)
 }
 
 /// Seconds as an integer or float, or a duration string.

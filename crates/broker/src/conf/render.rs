@@ -64,6 +64,25 @@ impl Options {
         }
         render_auth(self, &mut out);
         render_cluster(self, &mut out);
+        if let Some(tls) = &self.tls {
+            out.push_str("tls {\n");
+            let _ = writeln!(
+                out,
+                "  cert_file: {}",
+                quote(&tls.cert_file.to_string_lossy())
+            );
+            let _ = writeln!(
+                out,
+                "  key_file: {}",
+                quote(&tls.key_file.to_string_lossy())
+            );
+            if let Some(ca) = &tls.ca_file {
+                let _ = writeln!(out, "  ca_file: {}", quote(&ca.to_string_lossy()));
+            }
+            let _ = writeln!(out, "  verify: {}", tls.verify);
+            let _ = writeln!(out, "  timeout: {}", duration(tls.timeout));
+            out.push_str("}\n");
+        }
         out
     }
 }

@@ -476,7 +476,6 @@ fn unsupported_features_and_ignored_options() {
         "accounts {}",
         "leafnodes {}",
         "cluster { port: 6222, tls {} }",
-        "tls {}",
         "websocket {}",
         "mqtt {}",
         "gateway {}",
@@ -718,6 +717,7 @@ fn sample_options() -> Options {
             ..Authorization::default()
         },
         no_auth_user: Some("bob".into()),
+        tls: None,
         debug: true,
         trace: false,
         logtime: false,
@@ -771,6 +771,70 @@ fn to_conf_string_round_trips() {
         assert_eq!(back.options, options, "{text}");
         assert!(back.warnings.is_empty(), "{:?}", back.warnings);
     }
+}
+
+#[test]
+fn tls_block() {
+    let pki = crate::tls::test_pki::generate();
+    let (cert, key, ca) = (
+        pki.cert.display().to_string(),
+        pki.key.display().to_string(),
+        pki.ca.display().to_string(),
+    );
+    let text = format!(
+        "tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\n  ca_file: \"{ca}\"\n  \
+         verify: true\n  timeout: 0.5\n  cipher_suites: [\"TLS_AES_128_GCM_SHA256\"]\n}}\n"
+    );
+    let loaded = load_ok(&text);
+    let tls = loaded.options.tls.clone().unwrap();
+    assert_eq!(tls.cert_file, pki.cert);
+    assert_eq!(tls.ca_file.as_ref(), Some(&pki.ca));
+    assert!(tls.verify);
+    assert_eq!(tls.timeout, Duration::from_millis(500));
+    // nats-server: with TLS, the auth timeout defaults to the TLS timeout plus a second.
+    assert_eq!(loaded.options.auth_timeout(), Duration::from_millis(1500));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .contains("cipher_suites: ignored"));
+    let rendered = loaded.options.to_conf_string();
+    assert_eq!(load_ok(&rendered).options, loaded.options, "{rendered}");
+
+    // File problems point at the line that names the file, and name it.
+    let e = load_err(&format!(
+        "tls {{\n  cert_file: \"{cert}\"\n  key_file: \"/nonexistent/k.pem\"\n}}\n"
+    ));
+    assert!(e.starts_with("test.conf:3:"), "{e}");
+    assert!(
+        e.contains("tls.key_file: cannot read key file '/nonexistent/k.pem'"),
+        "{e}"
+    );
+    let other = pki.other_key.display().to_string();
+    let e = load_err(&format!(
+        "tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{other}\"\n}}\n"
+    ));
+    assert!(
+        e.starts_with("test.conf:3:") && e.contains("cannot be used together"),
+        "{e}"
+    );
+    let e = load_err(&format!(
+        "tls {{\n  cert_file: \"{key}\"\n  key_file: \"{key}\"\n}}\n"
+    ));
+    assert!(
+        e.starts_with("test.conf:2:") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = load_err(&format!(
+        "tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\n  verify: true\n}}\n"
+    ));
+    assert!(
+        e.starts_with("test.conf:4:") && e.contains("verify needs ca_file"),
+        "{e}"
+    );
+    assert!(load_err("tls {}\n").contains("cert_file and key_file are both required"));
+    assert!(load_err("tls { verify_and_map: true }\n").ends_with("not supported by midge yet"));
+    assert!(load_err("tls { handshake_first: true }\n").ends_with("not supported by midge yet"));
+    assert!(load_err("tls { colour: red }\n").contains("unknown key 'tls.colour'"));
 }
 
 proptest::proptest! {
