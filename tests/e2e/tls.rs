@@ -550,3 +550,47 @@ async fn throughput() {
     }
     server.shutdown().await;
 }
+
+/// Rotation the way Kubernetes does it: the certificate files are replaced in place (same
+/// paths, so the config file does not change) and the server is told to reload. New
+/// connections must see the new certificate; the established one keeps working.
+#[tokio::test]
+async fn config_reload_rereads_certificates_replaced_in_place() {
+    let pki = Pki::new("midge test CA");
+    let old = pki.server("server-old");
+    let new = pki.server("server-new");
+    let live_cert = pki.dir.path().join("live.pem");
+    let live_key = pki.dir.path().join("live-key.pem");
+    std::fs::copy(&old.cert, &live_cert).expect("copy cert");
+    std::fs::copy(&old.key, &live_key).expect("copy key");
+    let conf = pki.dir.path().join("midge.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:-1\ntls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+            live_cert.display().to_string(),
+            live_key.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let opts = Options::from_file(&conf).expect("config parses").options;
+    let server = Server::start(opts).await.expect("start");
+    assert_eq!(raw_tls_session(&server, &pki).await, old.der);
+    let established = connect(&server, client_options(&pki))
+        .await
+        .expect("connect");
+
+    std::fs::copy(&new.cert, &live_cert).expect("replace cert");
+    std::fs::copy(&new.key, &live_key).expect("replace key");
+    server.reload().await.expect("reload");
+    assert_eq!(
+        raw_tls_session(&server, &pki).await,
+        new.der,
+        "new connections see the replaced certificate"
+    );
+    let fresh = connect(&server, client_options(&pki))
+        .await
+        .expect("connect after rotation");
+    pub_sub(&fresh, &established, "rotated.by.reload", 50, 1024).await;
+    server.shutdown().await;
+}

@@ -103,6 +103,8 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("logfile", |o, n| o.log_file = n.log_file.clone()),
     ("log_json", |o, n| o.log_json = n.log_json),
     ("config_watch", |o, n| o.config_watch = n.config_watch),
+    // New connections use the new certificates; established sessions keep theirs.
+    ("tls", |o, n| o.tls = n.tls.clone()),
 ];
 
 const LOGGING: &[&str] = &["debug", "trace", "logtime", "logfile", "log_json"];
@@ -347,16 +349,28 @@ async fn try_reload(inner: &Arc<ServerInner>) -> Result<ReloadReport, ReloadErro
     })
 }
 
-/// Puts checked options in force. Logging goes first: it is the only step that can fail,
-/// and it changes nothing when it does.
+/// Puts checked options in force. The steps that can fail come first and change nothing
+/// when they do: reading the TLS files, then logging.
 fn apply(
     inner: &Arc<ServerInner>,
     old: &Options,
     new: &Arc<Options>,
     changed: &[&'static str],
 ) -> Result<(), ReloadError> {
+    // Certificates are read again on every reload, changed paths or not: rotating a
+    // certificate usually replaces the files in place (a Secret volume update).
+    let tls = match &new.tls {
+        Some(t) => Some(
+            crate::tls::TlsSettings::load(t)
+                .map_err(|e| ReloadError::Invalid(format!("tls: {e}")))?,
+        ),
+        None => None,
+    };
     if changed.iter().any(|c| LOGGING.contains(c)) {
         crate::logging::apply(new)?;
+    }
+    if tls.is_some() || old.tls.is_some() {
+        *inner.tls.write() = tls;
     }
     // Every connection switches before its next read; idle ones are woken to do it now
     // (to drop a removed user at once).
