@@ -45,6 +45,8 @@ pub enum CloseReason {
     MaxPayloadExceeded,
     MaxControlLineExceeded,
     MaxConnectionsExceeded,
+    /// A route whose URL a config reload removed.
+    RouteRemoved,
 }
 
 impl CloseReason {
@@ -73,6 +75,7 @@ impl fmt::Display for CloseReason {
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::RouteRemoved => "Route Removed",
         })
     }
 }
