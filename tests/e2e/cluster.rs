@@ -701,6 +701,20 @@ fn embedded_servers_report_their_routes() {
         assert_eq!(routez["num_routes"], 1, "{routez}");
         assert_eq!(routez["routes"][0]["remote_name"], "two", "{routez}");
         assert_eq!(routez["routes"][0]["remote_id"], two.id(), "{routez}");
+        // The PING sent at registration gives an RTT soon, not after a ping interval.
+        let deadline = Instant::now() + MESH_DEADLINE;
+        loop {
+            let routez = http_json(monitor, "/routez").await;
+            if routez["routes"][0]["rtt"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no route rtt: {routez}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!two.routes()[0].rtt.is_zero());
         let varz = http_json(monitor, "/varz").await;
         assert_eq!(varz["routes"], 1, "{varz}");
         assert_eq!(varz["cluster"]["name"], "emb", "{varz}");

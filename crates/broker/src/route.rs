@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
 use midge_proto::parser::{parse_route_op, Limits, Parsed, RouteOp};
@@ -305,6 +305,7 @@ async fn run_route(
         self_route: false,
         duplicate: false,
         pings_out: 0,
+        ping_sent: None,
     };
     let read = async {
         let reason = reader.read_loop().await;
@@ -330,6 +331,8 @@ struct RouteReader {
     self_route: bool,
     duplicate: bool,
     pings_out: u32,
+    /// When the oldest unanswered PING went out: its PONG gives the route's RTT (`/routez`).
+    ping_sent: Option<Instant>,
 }
 
 enum Event {
@@ -397,6 +400,7 @@ impl RouteReader {
                         return CloseReason::StaleConnection;
                     }
                     self.pings_out += 1;
+                    self.ping_sent.get_or_insert_with(Instant::now);
                     self.send(encode::PING);
                     ping.as_mut()
                         .reset(tokio::time::Instant::now() + ping_interval);
@@ -496,7 +500,14 @@ impl RouteReader {
                 queue,
             } => self.remote_unsub(account, subject, queue),
             RouteOp::Ping => self.send(encode::PONG),
-            RouteOp::Pong => self.pings_out = 0,
+            RouteOp::Pong => {
+                self.pings_out = 0;
+                if let Some(sent) = self.ping_sent.take() {
+                    let nanos = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    // 0 means "not measured yet".
+                    self.conn.rtt_nanos.store(nanos.max(1), Ordering::Relaxed);
+                }
+            }
             RouteOp::Connect(json) => return self.process_connect(json),
             RouteOp::Info(json) => return self.process_info(json),
             RouteOp::Ok => {}
@@ -675,7 +686,10 @@ impl RouteReader {
                 .cloned()
                 .collect()
         };
-        self.conn.wake();
+        // A first PING right away, so `/routez` has an RTT before the first ping interval
+        // (minutes by default) has passed; any NATS peer answers it.
+        self.ping_sent = Some(Instant::now());
+        self.send(encode::PING);
         self.route = Some(route.clone());
         info!(
             rid = route.rid,
