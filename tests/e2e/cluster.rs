@@ -425,6 +425,108 @@ async fn midge_joins_a_nats_server_seed_by_gossip() {
     full_mesh(&[&seed, &b, &c]).await;
 }
 
+/// Rewrites `server`'s config file, sends SIGHUP, and waits until the `nth` reload (from
+/// the start) is logged as done.
+async fn reload_config(server: &TestServer, text: &str, nth: usize) {
+    std::fs::write(server.config_path(), text).expect("rewrite config");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + MESH_DEADLINE;
+    while server
+        .log_text()
+        .matches("Reloaded server configuration")
+        .count()
+        < nth
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reload {nth} not done:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn reload_adding_a_route_grows_the_mesh_without_restarts() {
+    let m = members(3);
+    let a_conf = |routes: &[u16]| config("a", m[0], routes);
+    let a = start(Midge, "a", m[0], &[m[1].route]).await;
+    let b = start(Midge, "b", m[1], &[m[0].route]).await;
+    let c = start(Midge, "c", m[2], &[]).await;
+    full_mesh(&[&a, &b]).await;
+    // A client connected before the reload stays connected through it.
+    let on_a = client(&a).await;
+    let on_c = client(&c).await;
+    reload_config(&a, &a_conf(&[m[1].route, m[2].route]), 1).await;
+    assert!(
+        a.log_text().contains("Added route 127.0.0.1:"),
+        "{}",
+        a.log_text()
+    );
+    crosses(&on_a, &on_c, "a -> c after the reload").await;
+    crosses(&on_c, &on_a, "c -> a after the reload").await;
+    // b <-> c: neither lists the other; a gossips each to the other.
+    full_mesh(&[&a, &b, &c]).await;
+    for s in [&a, &b, &c] {
+        assert_quiet_log(s);
+    }
+}
+
+#[tokio::test]
+async fn reload_removing_a_route_stops_soliciting_it() {
+    let m = members(3);
+    let all: Vec<u16> = m.iter().map(|m| m.route).collect();
+    let a = start(Midge, "a", m[0], &all).await;
+    let b = start(Midge, "b", m[1], &all).await;
+    let c = start(Midge, "c", m[2], &all).await;
+    full_mesh(&[&a, &b, &c]).await;
+    // Scale down: c leaves a's and b's lists, then stops. (c still lists a and b until it
+    // stops, so it may dial them again in between: those routes are not configured on a
+    // and b, so nobody retries them once c is gone.)
+    let kept = [m[0].route, m[1].route];
+    reload_config(&a, &config("a", m[0], &kept), 1).await;
+    reload_config(&b, &config("b", m[1], &kept), 1).await;
+    let c_route = format!("127.0.0.1:{}", m[2].route);
+    drop(c);
+    let (log_a, log_b) = (a.log_text().len(), b.log_text().len());
+
+    // a and b keep delivering: a steady stream from a to b (and one probe back) arrives
+    // in full while c's routes close. Its ~1 s also covers the first retry a configured
+    // route would make (well under a second after a close), which would log a warning.
+    let (ca, cb) = (client(&a).await, client(&b).await);
+    crosses(&cb, &ca, "b -> a").await;
+    let subject = format!("steady.{}", rand_token());
+    let mut sub = cb.subscribe(subject.clone()).await.expect("sub");
+    cb.flush().await.expect("flush");
+    crosses(&ca, &cb, "a -> b").await;
+    const N: u64 = 100;
+    for n in 0..N {
+        ca.publish(subject.clone(), n.to_string().into())
+            .await
+            .expect("publish");
+        ca.flush().await.expect("flush");
+        let msg = next(&mut sub).await;
+        assert_eq!(&msg.payload[..], n.to_string().as_bytes());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (s, from) in [(&a, log_a), (&b, log_b)] {
+        let log = s.log_text();
+        let retries: Vec<&str> = log[from..]
+            .lines()
+            .filter(|l| l.contains(&c_route) && l.contains("connect to route"))
+            .collect();
+        assert!(
+            retries.is_empty(),
+            "removed route still dialled: {retries:#?}"
+        );
+        assert_quiet_log(s);
+    }
+}
+
 /// Waits until the server's log has a line containing `needle`.
 async fn wait_log(server: &TestServer, needle: &str) {
     let deadline = Instant::now() + MESH_DEADLINE;
@@ -599,6 +701,20 @@ fn embedded_servers_report_their_routes() {
         assert_eq!(routez["num_routes"], 1, "{routez}");
         assert_eq!(routez["routes"][0]["remote_name"], "two", "{routez}");
         assert_eq!(routez["routes"][0]["remote_id"], two.id(), "{routez}");
+        // The PING sent at registration gives an RTT soon, not after a ping interval.
+        let deadline = Instant::now() + MESH_DEADLINE;
+        loop {
+            let routez = http_json(monitor, "/routez").await;
+            if routez["routes"][0]["rtt"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no route rtt: {routez}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!two.routes()[0].rtt.is_zero());
         let varz = http_json(monitor, "/varz").await;
         assert_eq!(varz["routes"], 1, "{varz}");
         assert_eq!(varz["cluster"]["name"], "emb", "{varz}");

@@ -265,6 +265,11 @@ impl TestServer {
         self.child.id()
     }
 
+    /// The config file the server was started with (rewrite it, then signal a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("server.conf")
+    }
+
     /// Everything the server has logged so far.
     pub fn log_text(&self) -> String {
         self.log

@@ -47,6 +47,8 @@ pub enum CloseReason {
     MaxControlLineExceeded,
     MaxConnectionsExceeded,
     TlsHandshakeError,
+    /// A route whose URL a config reload removed.
+    RouteRemoved,
 }
 
 impl CloseReason {
@@ -76,6 +78,7 @@ impl fmt::Display for CloseReason {
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::TlsHandshakeError => "TLS Handshake Failure",
+            CloseReason::RouteRemoved => "Route Removed",
         })
     }
 }

@@ -554,6 +554,8 @@ pub struct RouteStats {
     pub start: SystemTime,
     pub last_activity: SystemTime,
     pub pending_size: usize,
+    /// Round trip of the last answered route PING; zero until one was answered.
+    pub rtt: std::time::Duration,
     pub in_msgs: u64,
     pub in_bytes: u64,
     pub out_msgs: u64,
@@ -594,6 +596,7 @@ pub(crate) fn route_stats(cluster: &Cluster) -> Vec<RouteStats> {
                     r.last_activity.load(Ordering::Relaxed),
                 ),
                 pending_size,
+                rtt: std::time::Duration::from_nanos(r.conn.rtt_nanos.load(Ordering::Relaxed)),
                 in_msgs: r.in_msgs.load(Ordering::Relaxed),
                 in_bytes: r.in_bytes.load(Ordering::Relaxed),
                 out_msgs,

@@ -67,8 +67,11 @@ type CopyOption = fn(&mut Options, &Options);
 
 /// Options a reload may change, by config file name, with how to copy each one. Everything
 /// else must be equal or the reload fails, so an option added to `Options` is safely
-/// non-reloadable until it is listed here (clustering lists `cluster.routes` here and
-/// applies it in [`apply`]).
+/// non-reloadable until it is listed here. Of the cluster options only `cluster.routes`
+/// is: the listener, name, credentials and advertised address stay as they started
+/// (changing them means every peer must change too), while a StatefulSet scaled up or down
+/// only changes the routes list; [`apply`] has the route code dial the added URLs and close
+/// the removed ones.
 const RELOADABLE: &[(&str, CopyOption)] = &[
     ("authorization", |o, n| o.auth = n.auth.clone()),
     ("no_auth_user", |o, n| {
@@ -105,6 +108,9 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("config_watch", |o, n| o.config_watch = n.config_watch),
     // New connections use the new certificates; established sessions keep theirs.
     ("tls", |o, n| o.tls = n.tls.clone()),
+    ("cluster.routes", |o, n| {
+        o.cluster.routes = n.cluster.routes.clone()
+    }),
 ];
 
 const LOGGING: &[&str] = &["debug", "trace", "logtime", "logfile", "log_json"];
@@ -119,7 +125,8 @@ const FIXED: &[(&str, ShowOption)] = &[
     ("http_port", |o| format!("{:?}", o.http_port)),
     ("http_host", |o| format!("{:?}", o.http_host)),
     ("pid_file", |o| format!("{:?}", o.pid_file)),
-    // Adding and removing routes on reload is still to be built (issue 4).
+    // Everything in the `cluster {}` block but `routes` (reloadable, so equal in the probe
+    // this is shown from).
     ("cluster", |o| format!("{:?}", o.cluster)),
 ];
 
@@ -382,6 +389,10 @@ fn apply(
     if new.max_connections < old.max_connections {
         enforce_max_connections(inner, new.max_connections);
     }
+    if changed.contains(&"cluster.routes") {
+        // After the new options are in force: a loop dialling a removed URL checks them.
+        crate::route::reload_routes(inner, old, new);
+    }
     for name in changed {
         info!("Reloaded: {name}{}", shown_value(name, new));
     }
@@ -405,6 +416,15 @@ fn shown_value(name: &str, o: &Options) -> String {
         "logtime" => o.logtime.to_string(),
         "log_json" => o.log_json.to_string(),
         "config_watch" => o.config_watch.to_string(),
+        // host:port only: a route URL may carry credentials.
+        "cluster.routes" => format!(
+            "{:?}",
+            o.cluster
+                .routes
+                .iter()
+                .map(|r| crate::options::RouteUrl::parse(r).map_or_else(|e| e, |u| u.host_port()))
+                .collect::<Vec<_>>()
+        ),
         "logfile" => o
             .log_file
             .as_deref()
@@ -567,6 +587,21 @@ mod tests {
         let changed = check_reloadable(&old, &new).unwrap();
         assert_eq!(changed, ["authorization", "max_payload", "debug"]);
         assert!(check_reloadable(&old, &old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_routes_of_the_cluster_block_reload() {
+        let mut old = Options::default();
+        old.cluster.port = Some(6222);
+        let mut new = old.clone();
+        new.cluster.routes = vec!["nats://b:6222".into()];
+        assert_eq!(check_reloadable(&old, &new).unwrap(), ["cluster.routes"]);
+        new.cluster.name = Some("other".into());
+        let e = check_reloadable(&old, &new).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config reload not supported for cluster"),
+            "{e}"
+        );
     }
 
     #[test]

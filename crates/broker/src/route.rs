@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
 use midge_proto::parser::{parse_route_op, Limits, Parsed, RouteOp};
@@ -76,6 +76,76 @@ pub(crate) fn solicit_configured(srv: &Arc<ServerInner>) {
     }
 }
 
+/// Whether two route URLs name the same route: host names compare case-insensitively;
+/// credentials count, so a changed password is a removed route plus an added one.
+fn same_route(a: &RouteUrl, b: &RouteUrl) -> bool {
+    a.port == b.port
+        && a.host.eq_ignore_ascii_case(&b.host)
+        && a.user == b.user
+        && a.password == b.password
+}
+
+/// Whether `url` is still in the configured routes list (a reload may have removed it).
+fn still_configured(srv: &ServerInner, url: &RouteUrl) -> bool {
+    srv.opts()
+        .cluster
+        .routes
+        .iter()
+        .any(|t| RouteUrl::parse(t).is_ok_and(|u| same_route(&u, url)))
+}
+
+/// A reload changed `cluster.routes` (scale up or down): dial the added URLs as configured
+/// routes (retried forever), and close the registered routes that were dialled through a
+/// removed one without dialling them again, as nats-server does. Loops still trying a
+/// removed URL stop at their next attempt (`connect_loop` checks the options in force,
+/// which the reload has already switched). The other end of a closed route may still
+/// come back: a peer that has us in its own routes list dials us again, and a removed
+/// server that another member still knows is gossiped to us and connected to as an
+/// implicit route, exactly as with nats-server; removing a server from the cluster means
+/// removing it from every member's list (or stopping it).
+pub(crate) fn reload_routes(
+    srv: &Arc<ServerInner>,
+    old: &crate::options::Options,
+    new: &crate::options::Options,
+) {
+    let Some(cluster) = &srv.cluster else {
+        return;
+    };
+    // Validation parsed every URL already; an unparsable one cannot be in force.
+    let parse = |list: &[String]| -> Vec<RouteUrl> {
+        list.iter()
+            .filter_map(|t| RouteUrl::parse(t).ok())
+            .collect()
+    };
+    let (before, after) = (parse(&old.cluster.routes), parse(&new.cluster.routes));
+    let removed: Vec<&RouteUrl> = before
+        .iter()
+        .filter(|b| !after.iter().any(|a| same_route(a, b)))
+        .collect();
+    if !removed.is_empty() {
+        let routes: Vec<Arc<Route>> = cluster.state.lock().routes.values().cloned().collect();
+        for route in routes {
+            let mut reconnect = route.reconnect.lock();
+            let gone = matches!(&*reconnect, Some((url, true)) if removed.iter().any(|r| same_route(r, url)));
+            if !gone {
+                continue;
+            }
+            if let Some((url, _)) = reconnect.take() {
+                info!(rid = route.rid, "Removed route {}", url.host_port());
+            }
+            drop(reconnect);
+            route.conn.close(CloseReason::RouteRemoved);
+        }
+    }
+    for url in after
+        .iter()
+        .filter(|a| !before.iter().any(|b| same_route(a, b)))
+    {
+        info!("Added route {}", url.host_port());
+        spawn_connect(srv.clone(), url.clone(), true, None, Duration::ZERO);
+    }
+}
+
 fn spawn_connect(
     srv: Arc<ServerInner>,
     url: RouteUrl,
@@ -115,6 +185,10 @@ async fn connect_loop(srv: &Arc<ServerInner>, url: RouteUrl, configured: bool) {
     let target = url.host_port();
     loop {
         if srv.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        if configured && !still_configured(srv, &url) {
+            debug!("Route {target} was removed from the configuration, no longer soliciting it");
             return;
         }
         let result: std::io::Result<(TcpStream, SocketAddr)> = async {
@@ -231,6 +305,7 @@ async fn run_route(
         self_route: false,
         duplicate: false,
         pings_out: 0,
+        ping_sent: None,
     };
     let read = async {
         let reason = reader.read_loop().await;
@@ -256,6 +331,8 @@ struct RouteReader {
     self_route: bool,
     duplicate: bool,
     pings_out: u32,
+    /// When the oldest unanswered PING went out: its PONG gives the route's RTT (`/routez`).
+    ping_sent: Option<Instant>,
 }
 
 enum Event {
@@ -323,6 +400,7 @@ impl RouteReader {
                         return CloseReason::StaleConnection;
                     }
                     self.pings_out += 1;
+                    self.ping_sent.get_or_insert_with(Instant::now);
                     self.send(encode::PING);
                     ping.as_mut()
                         .reset(tokio::time::Instant::now() + ping_interval);
@@ -422,7 +500,14 @@ impl RouteReader {
                 queue,
             } => self.remote_unsub(account, subject, queue),
             RouteOp::Ping => self.send(encode::PONG),
-            RouteOp::Pong => self.pings_out = 0,
+            RouteOp::Pong => {
+                self.pings_out = 0;
+                if let Some(sent) = self.ping_sent.take() {
+                    let nanos = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    // 0 means "not measured yet".
+                    self.conn.rtt_nanos.store(nanos.max(1), Ordering::Relaxed);
+                }
+            }
             RouteOp::Connect(json) => return self.process_connect(json),
             RouteOp::Info(json) => return self.process_info(json),
             RouteOp::Ok => {}
@@ -601,7 +686,10 @@ impl RouteReader {
                 .cloned()
                 .collect()
         };
-        self.conn.wake();
+        // A first PING right away, so `/routez` has an RTT before the first ping interval
+        // (minutes by default) has passed; any NATS peer answers it.
+        self.ping_sent = Some(Instant::now());
+        self.send(encode::PING);
         self.route = Some(route.clone());
         info!(
             rid = route.rid,

@@ -346,6 +346,9 @@ struct RouteInfo {
     last_activity: String,
     uptime: String,
     idle: String,
+    /// Go duration text, absent until a route PING was answered (nats-server omits it too).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    rtt: String,
     pending_size: usize,
     in_msgs: u64,
     out_msgs: u64,
@@ -374,6 +377,11 @@ fn routez(srv: &ServerInner) -> Routez {
             last_activity: rfc3339(r.last_activity),
             uptime: uptime(now.duration_since(r.start).unwrap_or_default()),
             idle: uptime(now.duration_since(r.last_activity).unwrap_or_default()),
+            rtt: if r.rtt.is_zero() {
+                String::new()
+            } else {
+                go_duration(r.rtt)
+            },
             pending_size: r.pending_size,
             in_msgs: r.in_msgs,
             out_msgs: r.out_msgs,
