@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
@@ -19,6 +20,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use midge::options::ClusterOptions;
+use midge::Options;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
@@ -234,85 +237,139 @@ fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
     )
 }
 
-/// Renders `midge.conf` in nats-server config syntax.
+/// The broker options every server of the cluster runs with, as the broker's own type.
 ///
-/// Kept as the one place that knows the broker's config format: it will be replaced by
-/// serialising the broker's own config types once the operator can depend on the broker
-/// crate. The routes list names every core pod, the pod's own name included (the broker
-/// drops a route to itself), and is re-rendered on every scale so running servers learn
-/// new peers by reloading the file.
-pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
-    let mut out = String::new();
+/// What `Options` cannot hold is added by [`render_broker_config`]: the per-pod server
+/// name, the auth token (an environment variable), the users file (an include) and TLS
+/// (the broker has no TLS yet). The routes list names every core pod, the pod's own name
+/// included (the broker drops a route to itself), and is re-rendered on every scale so
+/// running servers learn new peers from the file.
+pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
     let b = &plan.broker;
+    let mut options = Options {
+        // Each pod sets its own name from `$POD_NAME` (see render_broker_config).
+        server_name: None,
+        port: port(plan.ports.client),
+        http_port: Some(port(plan.ports.monitor)),
+        // Explicit (the default listen address) because the file always names the
+        // monitoring host, so the file reads back as exactly these options.
+        http_host: Some(Options::default().host),
+        pid_file: Some(PID_FILE.into()),
+        // The kubelet swaps the ConfigMap's `..data` symlink on every update; watching it
+        // is how running servers pick up new limits and routes without a restart.
+        config_watch: true,
+        lame_duck_duration: Duration::from_millis(b.lame_duck_duration.millis),
+        lame_duck_grace_period: Duration::from_millis(b.lame_duck_grace_period.millis),
+        cluster: ClusterOptions {
+            name: Some(plan.name.clone()),
+            port: Some(port(plan.ports.cluster)),
+            routes: pools
+                .iter()
+                .filter(|p| p.role == PoolRole::Core)
+                .flat_map(|pool| {
+                    (0..pool.replicas).map(|ordinal| route_url(plan, &pool.name, ordinal))
+                })
+                .collect(),
+            // Clients coming through a load balancer or node port cannot reach pod IPs, so
+            // the servers must not hand those out as reconnect URLs.
+            no_advertise: plan.service_type != ServiceType::ClusterIP,
+            ..ClusterOptions::default()
+        },
+        ..Options::default()
+    };
+    // Validation guarantees these are positive (and max_subscriptions >= 0); saturating
+    // keeps a value the platform cannot represent at the platform's largest instead.
+    let limit = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
+    if let Some(v) = b.max_payload {
+        options.max_payload = limit(v);
+    }
+    if let Some(v) = b.max_connections {
+        options.max_connections = limit(v);
+    }
+    if let Some(v) = b.max_subscriptions {
+        options.max_subscriptions = limit(v);
+    }
+    if let Some(v) = b.max_pending {
+        options.max_pending = limit(v);
+    }
+    if let Some(v) = b.ping_max {
+        options.ping_max = u32::try_from(v).unwrap_or(u32::MAX);
+    }
+    if let Some(d) = &b.ping_interval {
+        options.ping_interval = Duration::from_millis(d.millis);
+    }
+    if let Some(d) = &b.write_deadline {
+        options.write_deadline = Duration::from_millis(d.millis);
+    }
+    options
+}
+
+/// A port from the plan; validation keeps ports within 1..=65535.
+fn port(value: i32) -> u16 {
+    u16::try_from(value).unwrap_or(0)
+}
+
+/// Renders `midge.conf`: [`broker_options`] written by the broker itself
+/// ([`Options::to_conf_string`], so the file always reads back as those options), plus the
+/// few things a shared `Options` value cannot say. Those rely on the config format's rule
+/// that a repeated key replaces the earlier value, so they come after the broker's text.
+pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
+    let options = broker_options(plan, pools);
+    let mut out = String::new();
     // `write!` into a String cannot fail; the results are ignored for that reason.
     let _ = writeln!(
         out,
         "# Generated by midge-operator for NatsCluster {}/{}; edits are overwritten.",
         plan.namespace, plan.name
     );
+    // One ConfigMap serves every pod, so the name comes from the pod's environment (the
+    // downward API sets POD_NAME); `Options::server_name` could only hold one literal.
     let _ = writeln!(out, "server_name: $POD_NAME");
-    let _ = writeln!(out, "port: {}", plan.ports.client);
-    let _ = writeln!(out, "http_port: {}", plan.ports.monitor);
-    let _ = writeln!(out, "pid_file: \"{PID_FILE}\"");
-    let numbers = [
-        ("max_payload", b.max_payload),
-        ("max_connections", b.max_connections),
-        ("max_subscriptions", b.max_subscriptions),
-        ("max_pending", b.max_pending),
-        ("ping_max", b.ping_max.map(i64::from)),
-    ];
-    for (key, value) in numbers {
-        if let Some(value) = value {
-            let _ = writeln!(out, "{key}: {value}");
-        }
+    let mut body = options.to_conf_string();
+    if plan.route_tls.is_some() {
+        let mut tls = String::new();
+        render_tls(&mut tls, "  ", ROUTE_TLS_DIR, true);
+        insert_into_cluster_block(&mut body, &tls);
     }
-    let durations = [
-        ("ping_interval", b.ping_interval.as_ref()),
-        ("write_deadline", b.write_deadline.as_ref()),
-        ("lame_duck_duration", Some(&b.lame_duck_duration)),
-        ("lame_duck_grace_period", Some(&b.lame_duck_grace_period)),
-    ];
-    for (key, value) in durations {
-        if let Some(value) = value {
-            let _ = writeln!(out, "{key}: \"{}\"", value.text);
-        }
-    }
+    out.push_str(&body);
     match &plan.auth {
         Some(Auth::Token(_)) => {
-            let _ = writeln!(out, "\nauthorization {{\n  token: ${TOKEN_ENV}\n}}");
+            // The token is a Secret exposed as an environment variable; written into
+            // `Options` it would be quoted as a literal. Replaces the broker's block.
+            let _ = writeln!(
+                out,
+                "authorization {{\n  token: ${TOKEN_ENV}\n  timeout: \"{}\"\n}}",
+                midge::conf::format_duration(options.auth.timeout)
+            );
         }
         Some(Auth::Users(_)) => {
-            // Includes are resolved relative to this file (an absolute path would be
-            // joined onto its directory), and the Secret cannot be mounted below the
-            // ConfigMap's read-only directory, hence the `..`.
-            let _ = writeln!(out, "\ninclude \"../midge-auth/{USERS_FILE}\"");
+            // The users file (a Secret) holds an `authorization {}` block that replaces
+            // the broker's. Includes are resolved relative to this file (an absolute path
+            // would be joined onto its directory), and the Secret cannot be mounted below
+            // the ConfigMap's read-only directory, hence the `..`.
+            let _ = writeln!(out, "include \"../midge-auth/{USERS_FILE}\"");
         }
         None => {}
     }
     if let Some(tls) = &plan.client_tls {
-        out.push('\n');
+        // midge has no TLS yet (it refuses `tls`), so `Options` has no field for it; the
+        // block is written for the broker that will, and the tests pin the refusal.
         render_tls(&mut out, "", CLIENT_TLS_DIR, tls.verify);
     }
-    let _ = writeln!(out, "\ncluster {{");
-    let _ = writeln!(out, "  name: {}", plan.name);
-    let _ = writeln!(out, "  port: {}", plan.ports.cluster);
-    if plan.service_type != ServiceType::ClusterIP {
-        // Clients coming through a load balancer or node port cannot reach pod IPs, so
-        // the servers must not hand those out as reconnect URLs.
-        let _ = writeln!(out, "  no_advertise: true");
-    }
-    let _ = writeln!(out, "  routes: [");
-    for pool in pools.iter().filter(|p| p.role == PoolRole::Core) {
-        for ordinal in 0..pool.replicas {
-            let _ = writeln!(out, "    \"{}\"", route_url(plan, &pool.name, ordinal));
-        }
-    }
-    let _ = writeln!(out, "  ]");
-    if plan.route_tls.is_some() {
-        render_tls(&mut out, "  ", ROUTE_TLS_DIR, true);
-    }
-    let _ = writeln!(out, "}}");
     out
+}
+
+/// Puts `block` at the end of the `cluster {}` block, which `Options::to_conf_string`
+/// writes last (the operator always enables clustering). Should that order change, the
+/// block lands after it instead, which the config tests catch as a parse difference.
+fn insert_into_cluster_block(conf: &mut String, block: &str) {
+    match conf.strip_suffix("}\n") {
+        Some(head) if head.contains("\ncluster {\n") => {
+            let at = head.len();
+            conf.insert_str(at, block);
+        }
+        _ => conf.push_str(block),
+    }
 }
 
 fn render_tls(out: &mut String, indent: &str, dir: &str, verify: bool) {
@@ -328,10 +385,12 @@ fn render_tls(out: &mut String, indent: &str, dir: &str, verify: bool) {
 
 /// Hash of the settings the broker cannot reload. It goes into a pod annotation so that
 /// changing one of them rolls the pods, while reloadable changes (limits, auth, routes)
-/// only update the ConfigMap and leave the pods running.
+/// only update the ConfigMap and leave the pods running. `config_watch` is reloadable, but
+/// a server started without it never reloads, so pods from before the operator rendered
+/// it roll once.
 pub fn restart_hash(plan: &ClusterPlan) -> String {
     let input = format!(
-        "client_port={}\ncluster_port={}\nmonitor_port={}\ncluster_name={}\npid_file={PID_FILE}\n",
+        "client_port={}\ncluster_port={}\nmonitor_port={}\ncluster_name={}\npid_file={PID_FILE}\nconfig_watch=true\n",
         plan.ports.client, plan.ports.cluster, plan.ports.monitor, plan.name
     );
     let digest = Sha256::digest(input.as_bytes());
@@ -643,34 +702,83 @@ mod tests {
             .expect("midge.conf")
     }
 
+    /// The users file a Secret would hold, for the configs that include it.
+    const USERS_FILE_TEXT: &str =
+        "authorization {\n  users: [{user: alice, password: secret}]\n}\n";
+
+    /// Parses a rendered config the way the broker in pod `demo-a-0` does: from
+    /// `/etc/midge/midge.conf` with the users Secret in `/etc/midge-auth`, and with the
+    /// pod's environment variables defined as variables in front of the file (only those
+    /// the file uses: an unused key would be an unknown option).
+    fn parse(conf: &str) -> Result<midge::conf::Map, midge::conf::ConfError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config_dir = dir.path().join("midge");
+        let auth_dir = dir.path().join("midge-auth");
+        std::fs::create_dir(&config_dir).expect("config dir");
+        std::fs::create_dir(&auth_dir).expect("auth dir");
+        std::fs::write(auth_dir.join(USERS_FILE), USERS_FILE_TEXT).expect("users file");
+        let mut text = "POD_NAME: \"demo-a-0\"\n".to_string();
+        if conf.contains(&format!("${TOKEN_ENV}")) {
+            text.push_str(&format!("{TOKEN_ENV}: \"s3cret\"\n"));
+        }
+        text.push_str(conf);
+        let path = config_dir.join(CONFIG_FILE);
+        std::fs::write(&path, text).expect("config file");
+        midge::conf::parse_file(&path)
+    }
+
+    fn load(conf: &str) -> Result<Options, midge::conf::ConfError> {
+        Ok(Options::from_conf(&parse(conf)?)?.options)
+    }
+
+    /// Where the rendered config has `tls` blocks: (top level, inside `cluster {}`).
+    fn tls_blocks(conf: &str) -> (bool, bool) {
+        let map = parse(conf).expect("the config parses");
+        let in_cluster = map
+            .get("cluster")
+            .and_then(|c| c.value.as_map("cluster").ok())
+            .is_some_and(|c| c.get("tls").is_some());
+        (map.get("tls").is_some(), in_cluster)
+    }
+
+    fn loaded(children: &Children) -> Options {
+        let conf = config(children);
+        load(conf).unwrap_or_else(|e| panic!("{e}\n{conf}"))
+    }
+
+    /// Every error in `err`, nested lists flattened.
+    fn flatten(err: &midge::conf::ConfError) -> Vec<&midge::conf::ConfError> {
+        match err {
+            midge::conf::ConfError::Many(all) => all.iter().flat_map(flatten).collect(),
+            other => vec![other],
+        }
+    }
+
     const TWO_POOLS: &str = "  pools:\n  - {name: a, replicas: 2}\n  - {name: b, replicas: 1}\n";
 
     #[test]
     fn routes_list_every_core_pod_of_every_pool() {
         let children = build(&plan(TWO_POOLS), None);
-        let conf = config(&children);
-        let routes: Vec<&str> = conf
-            .lines()
-            .filter(|l| l.trim_start().starts_with("\"nats://"))
-            .map(|l| l.trim().trim_matches('"'))
-            .collect();
+        let opts = loaded(&children);
         assert_eq!(
-            routes,
+            opts.cluster.routes,
             vec![
                 "nats://demo-a-0.demo-headless.ns.svc.cluster.local:6222",
                 "nats://demo-a-1.demo-headless.ns.svc.cluster.local:6222",
                 "nats://demo-b-0.demo-headless.ns.svc.cluster.local:6222",
             ]
         );
+        assert_eq!(opts.cluster.name.as_deref(), Some("demo"));
+        assert_eq!(opts.cluster.port, Some(6222));
+        assert_eq!(opts.server_name.as_deref(), Some("demo-a-0"));
+        assert_eq!((opts.port, opts.http_port), (4222, Some(8222)));
+        assert!(!opts.cluster.no_advertise);
+        assert!(opts.config_watch, "the ConfigMap is reloaded live");
         assert!(
-            conf.contains("cluster {\n  name: demo\n  port: 6222\n"),
-            "{conf}"
+            config(&children).contains("server_name: $POD_NAME\n"),
+            "{}",
+            config(&children)
         );
-        assert!(
-            conf.contains("server_name: $POD_NAME\nport: 4222\nhttp_port: 8222\n"),
-            "{conf}"
-        );
-        assert!(!conf.contains("no_advertise"), "{conf}");
     }
 
     #[test]
@@ -679,29 +787,102 @@ mod tests {
             &plan("  broker: {maxPayload: 2048, maxConnections: 10, maxSubscriptions: 0, maxPending: 4096, pingInterval: 30s, pingMax: 3, writeDeadline: 5s, lameDuckDuration: 1m, lameDuckGracePeriod: 5s}\n  service: {type: LoadBalancer}\n"),
             None,
         );
-        let conf = config(&children);
-        for line in [
-            "max_payload: 2048",
-            "max_connections: 10",
-            "max_subscriptions: 0",
-            "max_pending: 4096",
-            "ping_max: 3",
-            "ping_interval: \"30s\"",
-            "write_deadline: \"5s\"",
-            "lame_duck_duration: \"1m\"",
-            "lame_duck_grace_period: \"5s\"",
-            "  no_advertise: true",
-        ] {
-            assert!(
-                conf.lines().any(|l| l == line),
-                "missing {line:?} in\n{conf}"
-            );
-        }
+        let opts = loaded(&children);
+        assert_eq!(
+            (
+                opts.max_payload,
+                opts.max_connections,
+                opts.max_subscriptions,
+                opts.max_pending,
+                opts.ping_max
+            ),
+            (2048, 10, 0, 4096, 3)
+        );
+        let secs = Duration::from_secs;
+        assert_eq!(
+            (
+                opts.ping_interval,
+                opts.write_deadline,
+                opts.lame_duck_duration,
+                opts.lame_duck_grace_period
+            ),
+            (secs(30), secs(5), secs(60), secs(5))
+        );
+        assert!(opts.cluster.no_advertise);
         // 60s + 5s of lame duck plus slack for the exit.
         assert_eq!(
             pod(&children.stateful_sets[0]).termination_grace_period_seconds,
             Some(85)
         );
+    }
+
+    /// The drift check: every rendered ConfigMap reads back, through the broker's own
+    /// parser, as exactly [`broker_options`] plus what the operator adds around them.
+    #[test]
+    fn every_rendered_config_reads_back_as_the_broker_options() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/samples");
+        let mut manifests: Vec<String> = [
+            "  replicas: 1\n",
+            TWO_POOLS,
+            "  broker: {maxPayload: 2048, maxPending: 4096, pingInterval: 30s, pingMax: 3, writeDeadline: 5s, lameDuckDuration: 1m, lameDuckGracePeriod: 5s}\n  service: {type: NodePort}\n  ports: {client: 4000, cluster: 5000}\n  monitoring: {port: 9000}\n",
+            "  replicas: 2\n  auth: {token: {name: creds, key: token}}\n",
+            "  replicas: 2\n  auth: {users: {name: users, key: auth.conf}}\n",
+        ]
+        .iter()
+        .map(|spec| {
+            format!("apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {{name: demo, namespace: ns}}\nspec:\n{spec}")
+        })
+        .collect();
+        for entry in std::fs::read_dir(dir).expect("config/samples exists") {
+            let path = entry.expect("directory entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                manifests.push(std::fs::read_to_string(&path).expect("readable sample"));
+            }
+        }
+        let mut with_tls = 0;
+        for manifest in &manifests {
+            for cluster in crate::render::parse_manifests(manifest).expect("manifest parses") {
+                let plan = validate(&cluster).expect("manifest is valid");
+                let conf = render_broker_config(&plan, &plan.pools);
+                let result = load(&conf);
+                if plan.client_tls.is_some() || plan.route_tls.is_some() {
+                    // midge has no TLS yet and refuses `tls` rather than run in clear
+                    // text: the only errors are the TLS blocks, each where it belongs.
+                    // This flips to a plain comparison once the broker supports TLS.
+                    with_tls += 1;
+                    let err = result.expect_err("the broker refuses tls");
+                    let keys: Vec<String> = flatten(&err)
+                        .iter()
+                        .map(|e| match e {
+                            midge::conf::ConfError::Unsupported { key, .. } => key.clone(),
+                            other => panic!("unexpected error {other}\n{conf}"),
+                        })
+                        .collect();
+                    let blocks = (plan.client_tls.is_some(), plan.route_tls.is_some());
+                    assert_eq!(tls_blocks(&conf), blocks, "{conf}");
+                    let expected =
+                        vec!["tls".to_string(); usize::from(blocks.0) + usize::from(blocks.1)];
+                    assert_eq!(keys, expected, "{conf}");
+                    continue;
+                }
+                let got = result.unwrap_or_else(|e| panic!("{e}\n{conf}"));
+                let mut expected = broker_options(&plan, &plan.pools);
+                expected.server_name = Some("demo-a-0".into());
+                match &plan.auth {
+                    Some(Auth::Token(_)) => expected.auth.token = Some("s3cret".into()),
+                    Some(Auth::Users(_)) => {
+                        expected.auth.users = vec![midge::options::User {
+                            user: "alice".into(),
+                            password: "secret".into(),
+                            permissions: None,
+                        }];
+                    }
+                    None => {}
+                }
+                assert_eq!(got, expected, "{conf}");
+            }
+        }
+        assert!(with_tls >= 1, "a sample exercises TLS");
     }
 
     #[test]
@@ -827,7 +1008,9 @@ mod tests {
             &plan("  replicas: 1\n  auth: {token: {name: creds, key: token}}\n"),
             None,
         );
-        assert!(config(&children).contains("authorization {\n  token: $MIDGE_AUTH_TOKEN\n}"));
+        let conf = config(&children);
+        assert!(conf.contains("  token: $MIDGE_AUTH_TOKEN\n"), "{conf}");
+        assert_eq!(loaded(&children).auth.token.as_deref(), Some("s3cret"));
         let env = container(&children.stateful_sets[0])
             .env
             .clone()
@@ -854,6 +1037,16 @@ mod tests {
         assert!(
             conf.contains("include \"../midge-auth/users.conf\""),
             "{conf}"
+        );
+        // The route TLS block sits inside `cluster {}`, the client one at the top level;
+        // the broker refuses both (no TLS yet) and nothing else.
+        assert_eq!(tls_blocks(conf), (true, true), "{conf}");
+        let err = load(conf).expect_err("the broker has no TLS yet");
+        assert!(
+            flatten(&err).iter().all(
+                |e| matches!(e, midge::conf::ConfError::Unsupported { key, .. } if key == "tls")
+            ),
+            "{err}"
         );
         assert!(conf.contains("\ntls {\n  cert_file: \"/etc/midge-tls/client/tls.crt\"\n  key_file: \"/etc/midge-tls/client/tls.key\"\n  ca_file: \"/etc/midge-tls/client/ca.crt\"\n  verify: true\n}\n"), "{conf}");
         assert!(
@@ -940,7 +1133,10 @@ mod tests {
             pre_stop,
             vec!["midge", "--signal", "ldm=/var/run/midge/midge.pid"]
         );
-        assert!(config(&children).contains("pid_file: \"/var/run/midge/midge.pid\""));
+        assert_eq!(
+            loaded(&children).pid_file,
+            Some(std::path::PathBuf::from("/var/run/midge/midge.pid"))
+        );
         // Default lame duck is 30s + 10s grace.
         assert!(pod(sts).termination_grace_period_seconds.unwrap_or(0) > 40);
 

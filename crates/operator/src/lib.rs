@@ -11,6 +11,8 @@
 //!   write the status; error back-off and metrics.
 //! - [`render`]: the same validate + build for manifests on disk (`midge-operator render`).
 //! - [`http`]: the operator's `/healthz` and `/metrics`.
+//! - [`local`]: the same rendered broker config run as in-process servers on loopback
+//!   (`midge-operator local`).
 //! - [`leader`]: leader election through a Lease, so that several replicas can run.
 
 pub mod build;
@@ -18,5 +20,6 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod leader;
+pub mod local;
 pub mod render;
 pub mod validate;

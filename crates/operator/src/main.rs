@@ -28,6 +28,8 @@ commands:
   run [--leader-elect] reconcile NatsCluster resources (in a cluster or with a kubeconfig)
   crd                  print the NatsCluster CustomResourceDefinition as YAML
   render -f <file|->   print every object the operator would apply for a manifest
+  local -f <file|->    run the manifest's clusters on this machine (loopback ports, no
+                       Kubernetes) until Ctrl-C; RUST_LOG=info shows the servers' logs
 ";
 
 /// Name of the operator in Events and the default name of its Lease.
@@ -56,21 +58,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("render") => {
-            let path = match &args[1..] {
-                [flag, path] if flag == "-f" || flag == "--filename" => path,
-                _ => bail!("render needs -f <file> (or -f - for stdin)\n\n{USAGE}"),
-            };
-            let yaml = if path == "-" {
-                let mut buf = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut buf)
-                    .context("reading stdin")?;
-                buf
-            } else {
-                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
-            };
+            let yaml = read_manifest("render", &args[1..])?;
             print!("{}", midge_operator::render::render(&yaml)?);
             Ok(())
+        }
+        Some("local") => {
+            let yaml = read_manifest("local", &args[1..])?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(local(&yaml))
         }
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -78,6 +76,59 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!("{USAGE}"),
     }
+}
+
+/// The manifest named by `-f <file>` (`-f -`: stdin).
+fn read_manifest(command: &str, args: &[String]) -> anyhow::Result<String> {
+    let path = match args {
+        [flag, path] if flag == "-f" || flag == "--filename" => path,
+        _ => bail!("{command} needs -f <file> (or -f - for stdin)\n\n{USAGE}"),
+    };
+    if path == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading stdin")?;
+        Ok(buf)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+    }
+}
+
+/// `local`: starts the servers, prints where they listen, and stops them on Ctrl-C or
+/// SIGTERM.
+async fn local(yaml: &str) -> anyhow::Result<()> {
+    // Quiet by default: three servers' start-up lines would bury the URLs printed below.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let clusters = midge_operator::local::start(yaml).await?;
+    for s in &clusters.servers {
+        println!(
+            "{:<24} client {:<24} monitor {}",
+            s.name,
+            s.client_url(),
+            s.monitor_url().unwrap_or_else(|| "-".into())
+        );
+    }
+    let mut names: Vec<&str> = clusters
+        .servers
+        .iter()
+        .map(|s| s.cluster.as_str())
+        .collect();
+    names.dedup();
+    println!(
+        "{} server(s) of NatsCluster {} running on loopback; Ctrl-C stops them",
+        clusters.servers.len(),
+        names.join(", ")
+    );
+    shutdown_signal().await;
+    clusters.shutdown().await;
+    println!("stopped");
+    Ok(())
 }
 
 /// A boolean setting: unset or empty is false; anything but true/false/1/0 is an error
