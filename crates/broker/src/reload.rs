@@ -118,6 +118,7 @@ const FIXED: &[(&str, ShowOption)] = &[
     ("port", |o| o.port.to_string()),
     ("http_port", |o| format!("{:?}", o.http_port)),
     ("http_host", |o| format!("{:?}", o.http_host)),
+    ("https_port", |o| format!("{:?}", o.https_port)),
     ("pid_file", |o| format!("{:?}", o.pid_file)),
     // Adding and removing routes on reload is still to be built (issue 4).
     ("cluster", |o| format!("{:?}", o.cluster)),
