@@ -6,7 +6,8 @@
 //! `-ERR 'Secure Connection - TLS Required'` (whether it speaks NATS or says nothing);
 //! client certificate verification (no certificate or one from another CA is rejected);
 //! certificate rotation through `Server::reload_tls` (new connections see the new
-//! certificate, existing ones keep working, a bad reload changes nothing).
+//! certificate, existing ones keep working, a bad reload changes nothing); HTTPS monitoring
+//! (`https_port`) with the same certificate, its rotation, and its config errors.
 //!
 //! Every wait has a deadline; nothing sleeps to synchronise.
 
@@ -593,4 +594,181 @@ async fn config_reload_rereads_certificates_replaced_in_place() {
         .expect("connect after rotation");
     pub_sub(&fresh, &established, "rotated.by.reload", 50, 1024).await;
     server.shutdown().await;
+}
+
+/// One request over `stream` with `Connection: close`; everything the server sent back until
+/// it closed (or reset) the connection.
+async fn http_exchange<S>(mut stream: S, target: &str) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    // A write may fail when the server has already given up on the connection.
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return Vec::new();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("server answers and closes in time")
+        {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// `GET target` over HTTPS trusting the test CA: the status code, the JSON body and the
+/// certificate the server presented.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    target: &str,
+) -> (u16, serde_json::Value, CertificateDer<'static>) {
+    let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+    let tls = timeout(WAIT, rustls_client(pki).connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("HTTPS handshake");
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first().cloned())
+        .expect("server certificate")
+        .into_owned();
+    let reply = http_exchange(tls, target).await;
+    let text = String::from_utf8(reply).expect("UTF-8 reply");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let json = serde_json::from_str(body).expect("JSON body");
+    (status, json, cert)
+}
+
+async fn start_https(tls: TlsOptions) -> Server {
+    let opts = Options {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        https_port: Some(0),
+        tls: Some(tls),
+        ..Options::default()
+    };
+    opts.validate().expect("test options are valid");
+    Server::start(opts).await.expect("midge starts")
+}
+
+#[tokio::test]
+async fn https_monitor_serves_the_handlers_with_the_tls_certificate() {
+    let pki = Pki::new("midge test CA");
+    let cert = pki.server("server");
+    let server = start_https(tls_options(&pki, &cert, false)).await;
+    assert!(server.monitor_is_https());
+    let addr = server.monitor_addr().expect("monitor address");
+    assert_ne!(addr.port(), 0);
+
+    let (status, health, presented) = https_get(addr, &pki, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(presented, cert.der);
+
+    let (status, varz, _) = https_get(addr, &pki, "/varz").await;
+    assert_eq!(status, 200);
+    assert_eq!(varz["https_port"], addr.port());
+    assert_eq!(varz["http_port"], 0);
+    assert_eq!(varz["server_id"].as_str().map(str::len), Some(56));
+
+    // Plain HTTP on the HTTPS port gets no HTTP answer: the handshake fails and it closes.
+    let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    let reply = http_exchange(tcp, "/healthz").await;
+    assert!(!reply.starts_with(b"HTTP/"), "{reply:?}");
+
+    // The certificate is read per connection: after a reload, new ones see the new one.
+    let rotated = pki.server("rotated");
+    server
+        .reload_tls(&tls_options(&pki, &rotated, false))
+        .expect("reload");
+    let (status, _, presented) = https_get(addr, &pki, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(presented, rotated.der);
+}
+
+#[tokio::test]
+async fn https_monitor_asks_no_client_certificate_even_with_verify() {
+    let pki = Pki::new("midge test CA");
+    let cert = pki.server("server");
+    let server = start_https(tls_options(&pki, &cert, true)).await;
+    let addr = server.monitor_addr().expect("monitor address");
+    let (status, health, _) = https_get(addr, &pki, "/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test]
+async fn https_port_config_errors_name_the_key() {
+    let pki = Pki::new("midge test CA");
+    let cert = pki.server("server");
+    let tls_block = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let load = |name: &str, text: &str| {
+        let path = pki.dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        Options::from_file(&path)
+    };
+    for (name, text) in [
+        ("no-tls.conf", "https_port: -1\n".to_string()),
+        (
+            "no-tls-hostport.conf",
+            "https: \"127.0.0.1:0\"\n".to_string(),
+        ),
+    ] {
+        let err = load(name, &text).expect_err("https without tls");
+        let err = format!("{err:#}");
+        assert!(err.contains("https_port") && err.contains("tls"), "{err}");
+    }
+    let err = load(
+        "both.conf",
+        &format!("http_port: 8222\nhttps_port: 8443\n{tls_block}"),
+    )
+    .expect_err("http and https together");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("http_port") && err.contains("https_port"),
+        "{err}"
+    );
+
+    // Read back: the file form, and `to_conf_string` round-trips it.
+    let loaded = load(
+        "ok.conf",
+        &format!("https: \"127.0.0.1:8443\"\n{tls_block}"),
+    )
+    .expect("https with tls loads");
+    assert_eq!(loaded.options.https_port, Some(8443));
+    assert_eq!(loaded.options.http_port, None);
+    let again = load("again.conf", &loaded.options.to_conf_string()).expect("round trip");
+    assert_eq!(again.options.https_port, Some(8443));
+
+    // A program that skips `validate` still gets a clear start-up error.
+    let err = Server::start(Options {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        https_port: Some(0),
+        ..Options::default()
+    })
+    .await
+    .expect_err("https without tls does not start");
+    assert!(err.to_string().contains("https_port"), "{err}");
 }

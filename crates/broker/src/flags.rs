@@ -83,7 +83,8 @@ pub struct Flags {
     pub tls_ca_cert: Option<PathBuf>,
     pub jetstream: Option<bool>,
     pub store_dir: Option<PathBuf>,
-    pub https_port: Option<i64>,
+    /// As `http_port`: `Some(None)` is `-ms 0` (off), `-ms -1` is `Some(Some(0))`.
+    pub https_port: Option<Option<u16>>,
     pub syslog: Option<bool>,
     pub remote_syslog: Option<String>,
     pub profile_port: Option<i64>,
@@ -295,7 +296,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, FlagErro
                             _ => Some(port(&value)?),
                         });
                     }
-                    "ms" => flags.https_port = Some(int(&value)?),
+                    "ms" => {
+                        flags.https_port = Some(match int(&value)? {
+                            0 => None,
+                            _ => Some(port(&value)?),
+                        });
+                    }
                     "c" => flags.config = Some(PathBuf::from(value)),
                     "sl" => signal = Some(parse_signal(&value).map_err(|r| invalid(&value, &r))?),
                     "P" => flags.pid_file = Some(PathBuf::from(value)),
@@ -468,9 +474,6 @@ impl Flags {
         if self.jetstream == Some(true) {
             return unsupported("--jetstream");
         }
-        if self.https_port.is_some_and(|p| p != 0) {
-            return unsupported("--https_port");
-        }
         if self.syslog == Some(true) || given(&self.remote_syslog) {
             return unsupported("--syslog");
         }
@@ -513,6 +516,9 @@ impl Flags {
         }
         if let Some(http_port) = self.http_port {
             opts.http_port = http_port;
+        }
+        if let Some(https_port) = self.https_port {
+            opts.https_port = https_port;
         }
         if let Some(path) = self.pid_file {
             opts.pid_file = Some(path);
@@ -606,6 +612,7 @@ Server:
     -n, --name, --server_name <name> Server name (default: the server id)
         --client_advertise <host:port> Address given to clients instead of the listen one
     -m, --http_port <port>           Serve monitoring (/varz, /connz, ...) on this port
+    -ms, --https_port <port>         Serve monitoring over HTTPS (needs --tls* or tls {})
     -c, --config <file>              Read options from this config file
     -t                               Check the config file and exit
         --config_watch               Reload by itself when the config file changes (checked
@@ -688,6 +695,9 @@ mod tests {
         assert_eq!(run(&["-m", "8222"]).http_port, Some(Some(8222)));
         assert_eq!(run(&["--http_port=-1"]).http_port, Some(Some(0)));
         assert_eq!(run(&["-m", "0"]).http_port, Some(None));
+        assert_eq!(run(&["-ms", "8443"]).https_port, Some(Some(8443)));
+        assert_eq!(run(&["--https_port=-1"]).https_port, Some(Some(0)));
+        assert_eq!(run(&["--https_port", "0"]).https_port, Some(None));
         let f = run(&["-a", "127.0.0.1", "-n", "s1", "--client_advertise", "h:1"]);
         assert_eq!(f.host, Some(IpAddr::from([127, 0, 0, 1])));
         assert_eq!(f.server_name.as_deref(), Some("s1"));

@@ -23,8 +23,11 @@ pub struct Options {
     pub client_advertise: Option<String>,
     /// Monitoring port (`None`: monitoring off).
     pub http_port: Option<u16>,
-    /// Monitoring listen address (defaults to `host`).
+    /// Monitoring listen address, for HTTP or HTTPS (defaults to `host`).
     pub http_host: Option<IpAddr>,
+    /// HTTPS monitoring port (`None`: off), with the `tls {}` certificate; `0` picks a free
+    /// port. Cannot be set together with `http_port`, as in nats-server.
+    pub https_port: Option<u16>,
     pub max_payload: usize,
     pub max_control_line: usize,
     pub max_pending: usize,
@@ -68,6 +71,7 @@ impl Default for Options {
             client_advertise: None,
             http_port: None,
             http_host: None,
+            https_port: None,
             max_payload: 1024 * 1024,
             max_control_line: 4096,
             max_pending: 64 * 1024 * 1024,
@@ -364,6 +368,10 @@ pub enum OptionsError {
     Permissions { user: String, message: String },
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("https_port requires TLS: a tls {{}} block with cert_file and key_file")]
+    HttpsWithoutTls,
+    #[error("http_port ({http}) and https_port ({https}) cannot both be set: choose one")]
+    HttpAndHttps { http: u16, https: u16 },
 }
 
 impl Options {
@@ -388,6 +396,12 @@ impl Options {
             return Err(OptionsError::ServerNameSpaces);
         }
         self.auth.check_combination().map_err(OptionsError::Auth)?;
+        if let (Some(http), Some(https)) = (self.http_port, self.https_port) {
+            return Err(OptionsError::HttpAndHttps { http, https });
+        }
+        if self.https_port.is_some() && self.tls.is_none() {
+            return Err(OptionsError::HttpsWithoutTls);
+        }
         for user in &self.auth.users {
             let Some(perms) = &user.permissions else {
                 continue;

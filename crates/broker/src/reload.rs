@@ -124,6 +124,7 @@ const FIXED: &[(&str, ShowOption)] = &[
     ("port", |o| o.port.to_string()),
     ("http_port", |o| format!("{:?}", o.http_port)),
     ("http_host", |o| format!("{:?}", o.http_host)),
+    ("https_port", |o| format!("{:?}", o.https_port)),
     ("pid_file", |o| format!("{:?}", o.pid_file)),
     // Everything in the `cluster {}` block but `routes` (reloadable, so equal in the probe
     // this is shown from).

@@ -207,6 +207,12 @@ impl ServerBuilder {
         self.opts.http_port = Some(port);
         self
     }
+    /// Serves monitoring over HTTPS on this port instead, with the certificate of
+    /// [`ServerBuilder::tls`] (required); `0` picks a free one.
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.opts.https_port = Some(port);
+        self
+    }
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.opts.server_name = Some(name.into());
         self
@@ -386,10 +392,16 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// The HTTP monitoring address (with the real port when port 0 was asked for), if
-    /// `http_port` is set.
+    /// The monitoring address (with the real port when port 0 was asked for), if
+    /// `http_port` or `https_port` is set; [`Server::monitor_is_https`] tells which.
     pub fn monitor_addr(&self) -> Option<SocketAddr> {
         self.monitor.as_ref().map(Monitor::addr)
+    }
+
+    /// True when monitoring is served over HTTPS (`https_port`, with the `tls {}`
+    /// certificate); false when it is plain HTTP or off.
+    pub fn monitor_is_https(&self) -> bool {
+        self.monitor.as_ref().is_some_and(Monitor::is_https)
     }
 
     #[cfg(test)]

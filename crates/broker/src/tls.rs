@@ -84,6 +84,13 @@ impl TlsError {
 /// Builds the rustls server config for client connections: reads the certificate chain, the
 /// private key and (with `verify`) the CA that client certificates must chain to.
 pub fn load(opts: &TlsOptions) -> Result<Arc<ServerConfig>, TlsError> {
+    load_both(opts).map(|(clients, _)| clients)
+}
+
+/// The client config and the HTTPS monitoring one, from one read of the files. As
+/// nats-server, the monitor presents the same certificate but never asks for a client
+/// certificate, so probes and scrapers work with `verify` on.
+fn load_both(opts: &TlsOptions) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), TlsError> {
     let certs = read_certs(&opts.cert_file)?;
     let key = read_key(&opts.key_file)?;
     // The CA file is read even without `verify`, so a broken path is reported at start-up
@@ -95,31 +102,37 @@ pub fn load(opts: &TlsOptions) -> Result<Arc<ServerConfig>, TlsError> {
     // An explicit provider: the process-wide default depends on which rustls features the
     // whole binary enables, which an embedding program controls, not us.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if opts.verify {
+    let builder = || {
+        ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))
+    };
+    let mismatch = |e: rustls::Error| TlsError::KeyMismatch {
+        cert: opts.cert_file.clone(),
+        key: opts.key_file.clone(),
+        reason: e.to_string(),
+    };
+    let clients = if opts.verify {
         let (Some(roots), Some(ca)) = (roots, &opts.ca_file) else {
             return Err(TlsError::VerifyWithoutCa);
         };
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| TlsError::BadCa {
-                path: ca.clone(),
-                reason: e.to_string(),
-            })?;
-        builder.with_client_cert_verifier(verifier)
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| TlsError::BadCa {
+                    path: ca.clone(),
+                    reason: e.to_string(),
+                })?;
+        builder()?.with_client_cert_verifier(verifier)
     } else {
-        builder.with_no_client_auth()
+        builder()?.with_no_client_auth()
     };
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::KeyMismatch {
-            cert: opts.cert_file.clone(),
-            key: opts.key_file.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(Arc::new(config))
+    let monitor = builder()?
+        .with_no_client_auth()
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(mismatch)?;
+    let clients = clients.with_single_cert(certs, key).map_err(mismatch)?;
+    Ok((Arc::new(clients), Arc::new(monitor)))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -182,14 +195,18 @@ fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 #[derive(Debug, Clone)]
 pub(crate) struct TlsSettings {
     pub config: Arc<ServerConfig>,
+    /// For the HTTPS monitor (`https_port`): same certificate, no client certificate asked.
+    pub monitor_config: Arc<ServerConfig>,
     pub verify: bool,
     pub timeout: Duration,
 }
 
 impl TlsSettings {
     pub fn load(opts: &TlsOptions) -> Result<Self, TlsError> {
+        let (config, monitor_config) = load_both(opts)?;
         Ok(TlsSettings {
-            config: load(opts)?,
+            config,
+            monitor_config,
             verify: opts.verify,
             timeout: opts.timeout,
         })

@@ -47,8 +47,6 @@ const UNSUPPORTED: &[&str] = &[
     "websocket",
     "ws",
     "mqtt",
-    "https",
-    "https_port",
     "operator",
     "operators",
     "roots",
@@ -222,6 +220,18 @@ impl Options {
             "http_port" | "monitor_port" => {
                 // nats-server: 0 leaves monitoring off, -1 picks a free port.
                 self.http_port = match v.as_i64(key)? {
+                    0 => None,
+                    _ => Some(parse_port(v, key)?),
+                };
+            }
+            "https" => {
+                let (host, port) = parse_host_port(v, key)?;
+                self.http_host = host;
+                self.https_port = Some(port);
+            }
+            "https_port" => {
+                // As http_port: 0 leaves HTTPS monitoring off, -1 picks a free port.
+                self.https_port = match v.as_i64(key)? {
                     0 => None,
                     _ => Some(parse_port(v, key)?),
                 };

@@ -11,7 +11,7 @@ use crate::options::{Options, Permissions, ResponsePermission, SubjectPermission
 impl Options {
     /// A config file that [`Options::from_conf`] reads back as these options (except
     /// `config_file`, which says where options came from rather than what they are, and an
-    /// `http_host` without `http_port`, which a config file cannot express).
+    /// `http_host` without `http_port` or `https_port`, which a config file cannot express).
     pub fn to_conf_string(&self) -> String {
         let mut out = String::new();
         let mut line = |key: &str, value: String| {
@@ -28,6 +28,12 @@ impl Options {
         if let Some(port) = self.http_port {
             line(
                 "http",
+                quote(&host_port(self.http_host.unwrap_or(self.host), port)),
+            );
+        }
+        if let Some(port) = self.https_port {
+            line(
+                "https",
                 quote(&host_port(self.http_host.unwrap_or(self.host), port)),
             );
         }

@@ -677,6 +677,7 @@ fn sample_options() -> Options {
         client_advertise: Some("a.example:4222".into()),
         http_port: Some(8222),
         http_host: Some("::1".parse().unwrap()),
+        https_port: None,
         max_payload: 123_456,
         max_control_line: 1000,
         max_pending: 1 << 30,

@@ -11,6 +11,10 @@
 //! timeouts are exactly where a hand-written server gets things subtly wrong, and a monitor
 //! port is often exposed further than the client port (ingress, scrapers), so it should
 //! face arbitrary input with a parser that has been fuzzed and used in production.
+//!
+//! With `https_port` instead of `http_port` the same service runs over tokio-rustls, with the
+//! `tls {}` certificate as it is when each connection is accepted (so a reload's new
+//! certificate serves new connections) and, as nats-server, no client certificate asked.
 
 mod connz;
 mod metrics;
@@ -34,9 +38,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info};
 
 pub(crate) use connz::{sub_details, ClosedConn, ClosedRing, ConnMeta};
@@ -56,12 +62,18 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Monitor {
     addr: SocketAddr,
+    https: bool,
     task: JoinHandle<()>,
 }
 
 impl Monitor {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// True when served over HTTPS (`https_port`).
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 }
 
@@ -76,18 +88,32 @@ impl Drop for Monitor {
 pub(crate) struct MonitorState {
     srv: Arc<ServerInner>,
     http_addr: SocketAddr,
+    /// Served over HTTPS: `/varz` reports the port as `https_port`.
+    https: bool,
     /// Requests per endpoint, reported as `/varz` `http_req_stats`.
     req_stats: Mutex<BTreeMap<&'static str, u64>>,
     /// The previous CPU sample, so `/varz` `cpu` is the usage since the last request.
     cpu_sample: Mutex<Option<varz::CpuSample>>,
 }
 
-/// Binds the monitoring port when `http_port` is set and starts serving it.
+/// Binds the monitoring port when `http_port` or `https_port` is set and starts serving it.
 pub(crate) async fn start(srv: &Arc<ServerInner>) -> Result<Option<Monitor>, Error> {
     let opts = srv.opts();
-    let Some(port) = opts.http_port else {
-        return Ok(None);
+    let (port, https) = match (opts.http_port, opts.https_port) {
+        (Some(http), Some(https)) => {
+            return Err(Error::Config(format!(
+                "http_port ({http}) and https_port ({https}) cannot both be set: choose one"
+            )))
+        }
+        (Some(port), None) => (port, false),
+        (None, Some(port)) => (port, true),
+        (None, None) => return Ok(None),
     };
+    if https && srv.tls.read().is_none() {
+        return Err(Error::Config(
+            "https_port requires TLS: a tls {} block with cert_file and key_file".into(),
+        ));
+    }
     let bind = SocketAddr::new(opts.http_host.unwrap_or(opts.host), port);
     let listener = TcpListener::bind(bind)
         .await
@@ -95,16 +121,21 @@ pub(crate) async fn start(srv: &Arc<ServerInner>) -> Result<Option<Monitor>, Err
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr: bind, source })?;
-    // nats-server's exact line: tools and test harnesses parse the port out of it.
-    info!("Starting http monitor on {}", addr);
+    // nats-server's exact lines: tools and test harnesses parse the port out of them.
+    if https {
+        info!("Starting https monitor on {}", addr);
+    } else {
+        info!("Starting http monitor on {}", addr);
+    }
     let state = Arc::new(MonitorState {
         srv: srv.clone(),
         http_addr: addr,
+        https,
         req_stats: Mutex::new(BTreeMap::new()),
         cpu_sample: Mutex::new(None),
     });
     let task = tokio::spawn(accept_loop(state, listener));
-    Ok(Some(Monitor { addr, task }))
+    Ok(Some(Monitor { addr, https, task }))
 }
 
 async fn accept_loop(state: Arc<MonitorState>, listener: TcpListener) {
@@ -129,22 +160,50 @@ async fn accept_loop(state: Arc<MonitorState>, listener: TcpListener) {
                 continue;
             }
         };
+        // Read at accept time, so a reload's new certificate serves new connections.
+        let tls = if state.https {
+            match &*state.srv.tls.read() {
+                Some(t) => Some((TlsAcceptor::from(t.monitor_config.clone()), t.timeout)),
+                // TLS cannot be removed while https_port is set (reload refuses it), but a
+                // connection without it must never be served in plain text.
+                None => continue,
+            }
+        } else {
+            None
+        };
         let state = state.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let reply = handle(&state, req.method(), req.uri().path(), req.uri().query());
-                async move { Ok::<_, Infallible>(reply.into_response()) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
-            // Reaching the life limit is the normal end of an idle keep-alive client.
-            if let Ok(Err(e)) = tokio::time::timeout(MAX_HTTP_CONN_LIFE, conn).await {
-                debug!("monitoring connection error: {e}");
+            match tls {
+                None => serve(state, stream).await,
+                Some((acceptor, handshake)) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve(state, stream).await,
+                        Ok(Err(e)) => debug!("monitoring TLS handshake failed: {e}"),
+                        Err(_) => debug!("monitoring TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until the client leaves or its time is up.
+async fn serve<S>(state: Arc<MonitorState>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let reply = handle(&state, req.method(), req.uri().path(), req.uri().query());
+        async move { Ok::<_, Infallible>(reply.into_response()) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc);
+    // Reaching the life limit is the normal end of an idle keep-alive client.
+    if let Ok(Err(e)) = tokio::time::timeout(MAX_HTTP_CONN_LIFE, conn).await {
+        debug!("monitoring connection error: {e}");
     }
 }
 

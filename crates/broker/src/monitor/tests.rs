@@ -20,6 +20,7 @@ async fn state() -> (Server, MonitorState) {
     let state = MonitorState {
         srv: server.inner().clone(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 8222)),
+        https: false,
         req_stats: Mutex::new(BTreeMap::new()),
         cpu_sample: Mutex::new(None),
     };

@@ -116,9 +116,17 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
         ping_interval: nanos(opts.ping_interval),
         ping_max: opts.ping_max,
         http_host: state.http_addr.ip().to_string(),
-        http_port: state.http_addr.port(),
+        http_port: if state.https {
+            0
+        } else {
+            state.http_addr.port()
+        },
         http_base_path: "",
-        https_port: 0,
+        https_port: if state.https {
+            state.http_addr.port()
+        } else {
+            0
+        },
         auth_timeout: opts.auth.timeout.as_secs_f64(),
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
