@@ -832,7 +832,12 @@ async fn a_server_in_lame_duck_mode_leaves_the_others_connect_urls() {
             started.elapsed() < Duration::from_secs(8),
             "{kind}: too late for ldm"
         );
-        assert!(b.log_text().contains("lame duck"), "{}", b.log_text());
+        // The log is read by another thread: wait for the line rather than race it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !b.log_text().contains("lame duck") {
+            assert!(Instant::now() < deadline, "{}", b.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         drop(b_client);
     }
 }
