@@ -27,6 +27,7 @@ use crate::auth::{self, ClientPermissions, DeliveryPermissions};
 use crate::info::ConnectOptions;
 use crate::monitor::{self, ClosedConn, ConnMeta};
 use crate::options::Options;
+use crate::readbuf::ReadBuf;
 use crate::server::ServerInner;
 use crate::tls::{self, HandshakeError};
 
@@ -569,9 +570,7 @@ impl Conn {
     }
 
     async fn read_loop(&mut self) -> CloseReason {
-        let mut buf = vec![0u8; MIN_READ_BUF];
-        let (mut start, mut end) = (0usize, 0usize);
-        let mut short_reads = 0u32;
+        let mut rb = ReadBuf::new(MIN_READ_BUF, MAX_READ_BUF);
         let mut ping_interval = self.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
@@ -597,26 +596,16 @@ impl Conn {
                         .reset(tokio::time::Instant::now() + ping_interval);
                 }
             }
-            // Make room to read: compact, then grow when the buffer was filled.
-            if end == buf.len() {
-                if start > 0 {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                } else if buf.len() < MAX_READ_BUF {
-                    buf.resize(buf.len() * 2, 0);
-                }
-            }
-            let room = buf.len() - end;
+            let room = rb.make_room();
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
-                Event::Read(self.shared.read(&mut buf[end..], &mut tls_more))
+                Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
             } else {
                 tokio::select! {
                     biased;
                     _ = self.shared.kill.notified() => Event::Kill,
                     r = self.shared.stream.readable() => match r {
-                        Ok(()) => Event::Read(self.shared.read(&mut buf[end..], &mut tls_more)),
+                        Ok(()) => Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more)),
                         Err(e) => Event::Read(Err(e)),
                     },
                     _ = &mut ping => Event::Ping,
@@ -648,57 +637,26 @@ impl Conn {
                 }
             };
             self.active = true;
-            end += n;
+            rb.end += n;
             loop {
-                match parse_client_op(&buf[start..end], &self.limits) {
+                match parse_client_op(&rb.buf[rb.start..rb.end], &self.limits) {
                     Ok(Parsed::Op(op, used)) => {
-                        start += used;
+                        rb.start += used;
                         if let Err(reason) = self.process(op) {
                             return reason;
                         }
                     }
                     Ok(Parsed::Incomplete { need }) => {
-                        if start + need > buf.len() {
-                            buf.copy_within(start..end, 0);
-                            end -= start;
-                            start = 0;
-                            if need > buf.len() {
-                                buf.resize(need.next_power_of_two().max(MIN_READ_BUF), 0);
-                            }
-                        }
+                        rb.reserve(need);
                         break;
                     }
                     Err(e) => {
-                        let first = buf.get(start).copied();
+                        let first = rb.buf.get(rb.start).copied();
                         return self.parse_error(e, first);
                     }
                 }
             }
-            // Size the buffer to the traffic: a read that filled all the room there was
-            // means more is waiting, so double (fewer syscalls under load); a run of short
-            // reads means the burst is over, so halve (idle connections stay small).
-            if n == room && buf.len() < MAX_READ_BUF {
-                short_reads = 0;
-                if start == end {
-                    start = 0;
-                    end = 0;
-                    buf = vec![0u8; buf.len() * 2];
-                } else {
-                    buf.resize(buf.len() * 2, 0);
-                }
-            } else if n < buf.len() / 4 && buf.len() > MIN_READ_BUF {
-                short_reads += 1;
-                if short_reads > 2 && start == end {
-                    short_reads = 0;
-                    buf = vec![0u8; buf.len() / 2];
-                }
-            } else {
-                short_reads = 0;
-            }
-            if start == end {
-                start = 0;
-                end = 0;
-            }
+            rb.settle(n, room);
             self.end_of_read();
         }
     }

@@ -31,6 +31,7 @@ mod lameduck;
 pub mod logging;
 mod monitor;
 pub mod options;
+mod readbuf;
 mod reload;
 mod route;
 mod server;

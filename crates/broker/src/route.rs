@@ -24,6 +24,7 @@ use crate::cluster::{
     GLOBAL_ACCOUNT,
 };
 use crate::options::RouteUrl;
+use crate::readbuf::ReadBuf;
 use crate::server::ServerInner;
 
 /// How long a route dial may take.
@@ -36,6 +37,8 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// debug (a StatefulSet's peers are often missing for a while, that is not news).
 const REPORT_EVERY: u32 = 30;
 const MIN_READ_BUF: usize = 32 * 1024;
+/// Routes carry many clients' traffic: let full reads grow the buffer further than a client's.
+const MAX_READ_BUF: usize = 256 * 1024;
 
 /// Accepts route connections until shutdown.
 pub(crate) async fn accept_loop(srv: Arc<ServerInner>, listener: TcpListener) {
@@ -348,8 +351,7 @@ impl RouteReader {
             max_control_line: self.srv.opts().max_control_line.max(64 * 1024),
             max_payload: self.srv.opts().max_payload.max(64 * 1024 * 1024),
         };
-        let mut buf = vec![0u8; MIN_READ_BUF];
-        let (mut start, mut end) = (0usize, 0usize);
+        let mut rb = ReadBuf::new(MIN_READ_BUF, MAX_READ_BUF);
         let ping_interval = self.srv.opts().ping_interval;
         let ping = tokio::time::sleep(ping_interval);
         tokio::pin!(ping);
@@ -359,21 +361,13 @@ impl RouteReader {
         let mut shutdown = self.srv.shutdown_signal();
         self.conn.wake();
         loop {
-            if end == buf.len() {
-                if start > 0 {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                } else {
-                    buf.resize(buf.len() * 2, 0);
-                }
-            }
+            let room = rb.make_room();
             let event = tokio::select! {
                 biased;
                 _ = self.conn.kill.notified() => Event::Kill,
                 _ = shutdown.changed() => Event::Kill,
                 r = self.conn.stream.readable() => match r {
-                    Ok(()) => Event::Read(self.conn.stream.try_read(&mut buf[end..])),
+                    Ok(()) => Event::Read(self.conn.stream.try_read(&mut rb.buf[rb.end..])),
                     Err(e) => Event::Read(Err(e)),
                 },
                 _ = &mut ping => Event::Ping,
@@ -407,7 +401,7 @@ impl RouteReader {
                     continue;
                 }
             };
-            end += n;
+            rb.end += n;
             if let Some(route) = &self.route {
                 route.last_activity.store(
                     crate::monitor::unix_nanos(SystemTime::now()),
@@ -415,22 +409,15 @@ impl RouteReader {
                 );
             }
             loop {
-                match parse_route_op(&buf[start..end], &limits) {
+                match parse_route_op(&rb.buf[rb.start..rb.end], &limits) {
                     Ok(Parsed::Op(op, used)) => {
-                        start += used;
+                        rb.start += used;
                         if let Err(reason) = self.process(op) {
                             return reason;
                         }
                     }
                     Ok(Parsed::Incomplete { need }) => {
-                        if start + need > buf.len() {
-                            buf.copy_within(start..end, 0);
-                            end -= start;
-                            start = 0;
-                            if need > buf.len() {
-                                buf.resize(need.next_power_of_two(), 0);
-                            }
-                        }
+                        rb.reserve(need);
                         break;
                     }
                     Err(e) => {
@@ -439,14 +426,7 @@ impl RouteReader {
                     }
                 }
             }
-            if start == end {
-                start = 0;
-                end = 0;
-                // A burst is over: give back a buffer that grew for one large message.
-                if buf.len() > 4 * MIN_READ_BUF {
-                    buf = vec![0u8; MIN_READ_BUF];
-                }
-            }
+            rb.settle(n, room);
             self.deliver.end_of_read();
         }
     }
