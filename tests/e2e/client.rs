@@ -513,6 +513,7 @@ async fn bcrypt_hashed_passwords() {
                 user: "alice".into(),
                 password: hash.clone(),
                 permissions: None,
+                account: None,
             }],
             ..Default::default()
         },
@@ -586,6 +587,7 @@ async fn start_with_permissions() -> Server {
         user: name.into(),
         password: "pw".into(),
         permissions,
+        account: None,
     };
     start(Options {
         auth: midge::options::Authorization {

@@ -10,6 +10,7 @@
 //! - `cluster` runs clusters of midge and nats-server processes (mesh, gossip, queues,
 //!   request/reply, kill and restart, mixed clusters).
 
+mod accounts;
 mod client;
 mod cluster;
 mod differential;

@@ -12,25 +12,44 @@ use rustc_hash::FxHashMap;
 use crate::info::ConnectOptions;
 use crate::options::{Authorization, Permissions, ResponsePermission, SubjectPermission};
 
-/// Checks the credentials in `CONNECT` against the configured authorization.
-/// Returns the permissions of the authenticated user (None = everything allowed),
-/// or `Err(())` when the client must be rejected with 'Authorization Violation'.
+/// Who a client turned out to be: its permissions (None = everything allowed) and the
+/// account it is bound to (None = the global account).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Authenticated {
+    pub permissions: Option<Permissions>,
+    pub account: Option<String>,
+}
+
+/// Checks the credentials in `CONNECT` against the configured authorization. A client that
+/// gives no credentials at all is `no_auth_user` when one is configured (as nats-server).
+/// `Err(())` means the client must be rejected with 'Authorization Violation'.
 #[allow(clippy::result_unit_err)]
-pub fn authenticate(auth: &Authorization, c: &ConnectOptions) -> Result<Option<Permissions>, ()> {
+pub fn authenticate(
+    auth: &Authorization,
+    no_auth_user: Option<&str>,
+    c: &ConnectOptions,
+) -> Result<Authenticated, ()> {
     if !auth.required() {
-        return Ok(None);
+        return Ok(Authenticated::default());
+    }
+    let anonymous = c.user.is_none() && c.pass.is_none() && c.auth_token.is_none();
+    if let (true, Some(name)) = (anonymous, no_auth_user) {
+        return match auth.users.iter().find(|u| u.user == name) {
+            Some(user) => Ok(user_identity(user)),
+            None => Err(()),
+        };
     }
     if let Some(token) = &auth.token {
         return match &c.auth_token {
-            Some(given) if password_ok(token, given) => Ok(None),
+            Some(given) if password_ok(token, given) => Ok(Authenticated::default()),
             _ => Err(()),
         };
     }
     if let Some(user) = &auth.user {
         let pass = auth.password.as_deref().unwrap_or("");
         return match (&c.user, &c.pass) {
-            (Some(u), Some(p)) if u == user && password_ok(pass, p) => Ok(None),
-            (Some(u), None) if u == user && pass.is_empty() => Ok(None),
+            (Some(u), Some(p)) if u == user && password_ok(pass, p) => Ok(Authenticated::default()),
+            (Some(u), None) if u == user && pass.is_empty() => Ok(Authenticated::default()),
             _ => Err(()),
         };
     }
@@ -42,7 +61,14 @@ pub fn authenticate(auth: &Authorization, c: &ConnectOptions) -> Result<Option<P
     if !password_ok(&user.password, given) {
         return Err(());
     }
-    Ok(user.permissions.clone())
+    Ok(user_identity(user))
+}
+
+fn user_identity(user: &crate::options::User) -> Authenticated {
+    Authenticated {
+        permissions: user.permissions.clone(),
+        account: user.account.clone(),
+    }
 }
 
 /// Compares a configured password (plain text or bcrypt hash) with the one a client gave.

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 use midge_proto::encode;
 use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
 use midge_proto::subject;
-use midge_proto::sublist::MatchResult;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
@@ -24,6 +23,8 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, trace, warn};
 
 use crate::auth::{self, ClientPermissions, DeliveryPermissions};
+use crate::core::router::{self, MatchCache, Origin, Router};
+use crate::core::{Account, Subscriber, Subscription};
 use crate::info::ConnectOptions;
 use crate::monitor::{self, ClosedConn, ConnMeta};
 use crate::options::Options;
@@ -84,29 +85,6 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// A subscription, shared by its owner's subscription table and the sublist.
-#[derive(Debug)]
-pub(crate) struct Subscription {
-    pub client: Arc<ClientShared>,
-    pub subject: Box<[u8]>,
-    pub queue: Option<Box<[u8]>>,
-    pub sid: Box<[u8]>,
-    /// Auto-unsubscribe after this many deliveries; 0 = never.
-    pub max: AtomicU64,
-    pub delivered: AtomicU64,
-    pub is_wildcard: bool,
-}
-
-/// Sublist entry: subscriptions are compared by identity, not by value.
-#[derive(Debug, Clone)]
-pub(crate) struct SubRef(pub Arc<Subscription>);
-
-impl PartialEq for SubRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
 /// The part of a connection other connections touch while delivering to it.
 #[derive(Debug)]
 pub(crate) struct ClientShared {
@@ -131,6 +109,8 @@ pub(crate) struct ClientShared {
     async_info: AtomicBool,
     delivery_perms: OnceLock<Arc<DeliveryPermissions>>,
     pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
+    /// Name of the account the client is bound to (set at CONNECT), for monitoring.
+    pub account: Mutex<Arc<str>>,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     /// What CONNECT said (name, lang, version, user), for monitoring.
@@ -139,6 +119,13 @@ pub(crate) struct ClientShared {
     pub last_activity: AtomicU64,
     /// Last measured round trip in nanoseconds; 0 until known.
     pub rtt_nanos: AtomicU64,
+}
+
+/// What [`ClientShared::queue_msg`] queued: pending bytes after it, and its size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Queued {
+    pub pending: usize,
+    pub size: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +158,7 @@ impl ClientShared {
             async_info: AtomicBool::new(false),
             delivery_perms: OnceLock::new(),
             subs: Mutex::new(FxHashMap::default()),
+            account: Mutex::new(crate::core::GLOBAL_ACCOUNT.into()),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             meta: Mutex::new(ConnMeta::default()),
@@ -255,6 +243,58 @@ impl ClientShared {
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.out.lock().close
+    }
+
+    /// Delivery permissions other connections check when delivering to this client.
+    pub(crate) fn delivery_perms(&self) -> Option<&Arc<DeliveryPermissions>> {
+        self.delivery_perms.get()
+    }
+
+    /// Appends one `MSG` (or `HMSG`, when the client negotiated headers and the message
+    /// has them) for subscription `sid`. `None` once the connection is closing.
+    pub(crate) fn queue_msg(
+        &self,
+        sid: &[u8],
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Option<Queued> {
+        let with_headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
+        let size = (payload.len() + with_headers.map_or(0, <[u8]>::len)) as u64;
+        let mut out = self.out.lock();
+        if out.close.is_some() {
+            return None;
+        }
+        match with_headers {
+            Some(h) => encode::hmsg(&mut out.buf, subj, sid, reply, h, payload),
+            None => encode::msg(&mut out.buf, subj, sid, reply, payload),
+        }
+        out.out_msgs += 1;
+        out.out_bytes += size;
+        Some(Queued {
+            pending: out.buf.len() - out.head + out.in_flight,
+            size,
+        })
+    }
+
+    /// Called once per publisher read for a receiver that got data: write it out now when
+    /// `direct` and the socket takes it without blocking, else wake the writer task.
+    pub(crate) fn flush_or_wake(&self, direct: bool) {
+        // Clear first: data queued after this point queues the client again.
+        self.flush_queued.store(false, Ordering::Release);
+        if !direct || !self.try_flush_now() {
+            self.writer_wake.notify_one();
+        }
+    }
+
+    /// Drops `sub` from this client's table; false when it was not there (any more).
+    pub(crate) fn forget_sub(&self, sub: &Arc<Subscription>) -> bool {
+        let mut subs = self.subs.lock();
+        match subs.get(&sub.sid) {
+            Some(s) if Arc::ptr_eq(s, sub) => subs.remove(&sub.sid).is_some(),
+            _ => false,
+        }
     }
 
     /// Writes queued data now if that cannot block: the socket takes it, no write is in
@@ -370,6 +410,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             // Taken before the subscriptions go, for `/connz?state=closed&subs=1`.
             let subs = monitor::sub_details(&conn.shared);
             conn.remove_all_subs();
+            conn.matches.account().client_left();
             subs
         };
         let writer = write_loop(&srv, &shared, false);
@@ -484,18 +525,14 @@ pub(crate) struct Conn {
     opts: Arc<Options>,
     opts_rx: watch::Receiver<Arc<Options>>,
     limits: Limits,
-    max_pending: usize,
     auth_required: bool,
     connected: bool,
     copts: ConnectOptions,
     perms: Option<ClientPermissions>,
-    /// This connection's own cache of sublist results, valid for one sublist generation.
-    cache: FxHashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
-    cache_gen: u64,
-    last_subject: Vec<u8>,
-    last_result: Option<Arc<MatchResult<SubRef>>>,
-    /// Receivers that got data during the current read and must be woken once after it.
-    to_wake: Vec<Arc<ClientShared>>,
+    /// Match results of this connection's account (the account is the cache's).
+    matches: MatchCache,
+    /// Fan-out of this connection's messages to every kind of subscriber.
+    router: Router,
     pings_out: u32,
     /// Whether the client sent anything since the last ping timer; an active client is not pinged.
     active: bool,
@@ -504,17 +541,10 @@ pub(crate) struct Conn {
     interest_changed: bool,
     /// When the last server PING went out, to measure the round trip at its PONG.
     ping_sent_at: Option<Instant>,
-    rng: u64,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
-    batch_out_msgs: u64,
-    batch_out_bytes: u64,
-    /// Forwarding to routes (idle without a cluster).
-    fwd: crate::cluster::Forwarder,
 }
 
-const CACHE_MAX: usize = 256;
-const MAX_DIRECT_FLUSHES: usize = 16;
 const DIRECT_FLUSH_MAX_MSGS: u64 = 4;
 /// Outbound buffers larger than this are released once written.
 const MAX_IDLE_OUT_BUF: usize = 1 << 20;
@@ -538,9 +568,17 @@ impl Conn {
             max_control_line: opts.max_control_line,
             max_payload: opts.max_payload,
         };
-        let fwd = crate::cluster::Forwarder::new(shared.cid, opts.max_pending);
+        // Before CONNECT (allowed when no authentication is required) a client is in the
+        // account of `no_auth_user`, or the global one.
+        let account = srv.accounts.for_user(
+            opts.no_auth_user
+                .as_deref()
+                .and_then(|u| opts.auth.users.iter().find(|x| x.user == u))
+                .and_then(|u| u.account.as_deref()),
+        );
+        account.client_joined();
+        *shared.account.lock() = account.name.clone();
         Conn {
-            max_pending: opts.max_pending,
             auth_required: opts.auth.required(),
             opts,
             opts_rx,
@@ -548,22 +586,15 @@ impl Conn {
             connected: false,
             copts: ConnectOptions::default(),
             perms: None,
-            cache: FxHashMap::default(),
-            cache_gen: 0,
-            last_subject: Vec::new(),
-            last_result: None,
-            to_wake: Vec::new(),
+            matches: MatchCache::new(account),
+            router: Router::new(srv.clone(), shared.cid),
             pings_out: 0,
             active: false,
             rtt_known: false,
             interest_changed: false,
             ping_sent_at: None,
-            rng: shared.cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             batch_in_msgs: 0,
             batch_in_bytes: 0,
-            batch_out_msgs: 0,
-            batch_out_bytes: 0,
-            fwd,
             srv,
             shared,
         }
@@ -818,8 +849,11 @@ impl Conn {
             return Err(CloseReason::ProtocolViolation);
         }
         if !self.connected {
-            match auth::authenticate(&self.opts.auth, &copts) {
-                Ok(perms) => self.set_permissions(perms),
+            match auth::authenticate(&self.opts.auth, self.opts.no_auth_user.as_deref(), &copts) {
+                Ok(who) => {
+                    self.set_permissions(who.permissions);
+                    self.bind_account(who.account.as_deref());
+                }
                 Err(()) => {
                     warn!(cid = self.shared.cid, peer = %self.shared.peer, user = copts.user.as_deref().unwrap_or(""), "authentication error");
                     self.send_err("Authorization Violation");
@@ -878,67 +912,21 @@ impl Conn {
         if self.copts.verbose {
             self.send(encode::OK);
         }
-        // Publishers often repeat one subject: reuse the last result without hashing, and
-        // move it out and back in instead of cloning the Arc.
-        let result = match self.last_result.take() {
-            Some(r)
-                if self.last_subject == subj && self.srv.sublist.generation() == self.cache_gen =>
-            {
-                r
-            }
-            _ => {
-                let r = self.lookup(subj);
-                self.last_subject.clear();
-                self.last_subject.extend_from_slice(subj);
-                r
-            }
+        let result = self.matches.take(subj);
+        let origin = Origin::Client {
+            conn: &self.shared,
+            echo: self.copts.echo,
         };
-        let echo = self.copts.echo;
-        let mut delivered = false;
-        let routed = match &self.srv.cluster {
-            Some(cluster) => self.fwd.begin(cluster, subj),
-            None => false,
-        };
-        for s in &result.psubs {
-            if !echo && Arc::ptr_eq(&s.0.client, &self.shared) {
-                continue;
-            }
-            delivered |= self.deliver(&s.0, subj, reply, headers, payload);
-        }
-        for group in &result.qsubs {
-            let n = group.subs.len();
-            if n == 0 {
-                continue;
-            }
-            // With members on other servers too, one of all of them is chosen, weighted
-            // by each server's member count (a route then carries the queue name).
-            if routed && !self.fwd.choose_queue(&group.name, n) {
-                continue;
-            }
-            let first = self.next_random() as usize % n;
-            for i in 0..n {
-                let s = &group.subs[(first + i) % n].0;
-                if !echo && Arc::ptr_eq(&s.client, &self.shared) {
-                    continue;
-                }
-                if self.deliver(s, subj, reply, headers, payload) {
-                    delivered = true;
-                    break;
-                }
-            }
-        }
-        self.last_result = Some(result);
-        if routed {
-            delivered |= self.fwd.finish(
-                subj,
-                reply,
-                headers,
-                payload,
-                &mut self.to_wake,
-                &mut self.batch_out_msgs,
-                &mut self.batch_out_bytes,
-            );
-        }
+        let delivered = self.router.route(
+            self.matches.account(),
+            &result,
+            origin,
+            subj,
+            reply,
+            headers,
+            payload,
+        );
+        self.matches.restore(result);
         if !delivered && self.copts.no_responders {
             if let Some(reply) = reply {
                 self.no_responders(subj, reply);
@@ -946,137 +934,14 @@ impl Conn {
         }
     }
 
-    /// Delivers a message that came over a route to local subscribers only (one hop): every
-    /// plain subscriber, plus one member of each queue group named in `queues` (a routed
-    /// message without queue names skips local queue groups: another server served them).
-    pub(crate) fn deliver_routed(
-        &mut self,
-        subj: &[u8],
-        reply: Option<&[u8]>,
-        headers: Option<&[u8]>,
-        payload: &[u8],
-        queues: &[u8],
-    ) {
-        self.batch_in_msgs += 1;
-        self.batch_in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
-        let result = self.lookup(subj);
-        for s in &result.psubs {
-            self.deliver(&s.0, subj, reply, headers, payload);
-        }
-        if queues.is_empty() {
-            return;
-        }
-        for group in &result.qsubs {
-            let n = group.subs.len();
-            if n == 0 || !midge_proto::parser::queue_names(queues).any(|q| q == &*group.name) {
-                continue;
-            }
-            let first = self.next_random() as usize % n;
-            for i in 0..n {
-                if self.deliver(
-                    &group.subs[(first + i) % n].0,
-                    subj,
-                    reply,
-                    headers,
-                    payload,
-                ) {
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Sublist result for `subj`, from this connection's cache when still valid.
-    fn lookup(&mut self, subj: &[u8]) -> Arc<MatchResult<SubRef>> {
-        let gen = self.srv.sublist.generation();
-        if gen != self.cache_gen {
-            self.cache.clear();
-            self.cache_gen = gen;
-        } else if let Some(r) = self.cache.get(subj) {
-            return r.clone();
-        }
-        let r = self.srv.sublist.matches(subj);
-        if self.cache.len() >= CACHE_MAX {
-            self.cache.clear();
-        }
-        self.cache.insert(subj.into(), r.clone());
-        r
-    }
-
-    /// Queues one message for one subscription. False when nothing was queued.
-    fn deliver(
-        &mut self,
-        sub: &Arc<Subscription>,
-        subj: &[u8],
-        reply: Option<&[u8]>,
-        headers: Option<&[u8]>,
-        payload: &[u8],
-    ) -> bool {
-        let target = &sub.client;
-        if target.is_closed() {
-            return false;
-        }
-        let perms = target.delivery_perms.get();
-        if let Some(dp) = perms {
-            if sub.is_wildcard && dp.denies(subj) {
-                return false;
-            }
-        }
-        // Counted for every subscription so that `UNSUB <sid> <max>` can tell whether
-        // `max` messages were already delivered.
-        let n = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
-        let max = sub.max.load(Ordering::Acquire);
-        if max != 0 {
-            if n > max {
-                return false;
-            }
-            if n == max {
-                self.remove_sub(sub);
-            }
-        }
-        if let (Some(dp), Some(r)) = (perms, reply) {
-            dp.record_reply(r);
-        }
-        let with_headers = headers.filter(|_| target.headers.load(Ordering::Relaxed));
-        let size = (payload.len() + with_headers.map_or(0, <[u8]>::len)) as u64;
-        let pending = {
-            let mut out = target.out.lock();
-            if out.close.is_some() {
-                return false;
-            }
-            match with_headers {
-                Some(h) => encode::hmsg(&mut out.buf, subj, &sub.sid, reply, h, payload),
-                None => encode::msg(&mut out.buf, subj, &sub.sid, reply, payload),
-            }
-            out.out_msgs += 1;
-            out.out_bytes += size;
-            out.buf.len() - out.head + out.in_flight
-        };
-        self.batch_out_msgs += 1;
-        self.batch_out_bytes += size;
-        if pending > self.max_pending {
-            warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
-            self.srv
-                .stats
-                .slow_consumers
-                .fetch_add(1, Ordering::Relaxed);
-            target.close(CloseReason::SlowConsumerPendingBytes);
-            return true;
-        }
-        if !target.flush_queued.swap(true, Ordering::AcqRel) {
-            self.to_wake.push(target.clone());
-        }
-        true
-    }
-
     /// Tells a requester nobody is listening: an empty message with status 503 on the reply
     /// subject, for the requester's own subscription that matches it.
     fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {
-        let result = self.lookup(reply);
+        let result = self.matches.lookup(reply);
         let Some(sub) = result
             .psubs
             .iter()
-            .find(|s| Arc::ptr_eq(&s.0.client, &self.shared))
+            .find(|s| matches!(&s.0.owner, Subscriber::Client(c) if Arc::ptr_eq(c, &self.shared)))
         else {
             return;
         };
@@ -1121,27 +986,24 @@ impl Conn {
             if subs.contains_key(sid) {
                 None
             } else {
-                let sub = Arc::new(Subscription {
-                    client: self.shared.clone(),
-                    subject: subj.into(),
-                    queue: queue.map(Into::into),
-                    sid: sid.into(),
-                    max: AtomicU64::new(0),
-                    delivered: AtomicU64::new(0),
-                    is_wildcard: !subject::is_literal(subj),
-                });
+                let sub = Subscription::new(
+                    Subscriber::Client(self.shared.clone()),
+                    self.matches.account().clone(),
+                    subj,
+                    queue,
+                    sid,
+                );
                 subs.insert(sid.into(), sub.clone());
                 Some(sub)
             }
         };
         if let Some(sub) = sub {
             // The sublist validates the subject as it inserts it.
-            if self.srv.sublist.insert(subj, queue, SubRef(sub)).is_err() {
+            if router::subscribe(&self.srv, &sub).is_err() {
                 self.shared.subs.lock().remove(sid);
                 self.send_err("Invalid Subject");
                 return;
             }
-            crate::cluster::local_interest(&self.srv, subj, queue, true);
         }
         if self.copts.verbose {
             self.send(encode::OK);
@@ -1163,29 +1025,17 @@ impl Conn {
         }
     }
 
-    /// Removes a subscription from the sublist and from its owner's table.
+    /// Removes a subscription from the account and from its owner's table.
     fn remove_sub(&self, sub: &Arc<Subscription>) {
-        let removed = sub.client.subs.lock().remove(&sub.sid);
-        if removed.is_some() {
-            let _ =
-                self.srv
-                    .sublist
-                    .remove(&sub.subject, sub.queue.as_deref(), &SubRef(sub.clone()));
-            crate::cluster::local_interest(&self.srv, &sub.subject, sub.queue.as_deref(), false);
-        }
+        router::unsubscribe(&self.srv, sub);
     }
 
     fn remove_all_subs(&mut self) {
         let subs: Vec<_> = self.shared.subs.lock().drain().map(|(_, s)| s).collect();
         for s in subs {
-            let _ = self
-                .srv
-                .sublist
-                .remove(&s.subject, s.queue.as_deref(), &SubRef(s.clone()));
-            crate::cluster::local_interest(&self.srv, &s.subject, s.queue.as_deref(), false);
+            router::remove_from_account(&self.srv, &s);
         }
-        self.cache.clear();
-        self.last_result = None;
+        self.matches.clear();
     }
 
     /// Switches to reloaded options between two reads: new limits apply to the next
@@ -1199,21 +1049,60 @@ impl Conn {
             max_control_line: new.max_control_line,
             max_payload: new.max_payload,
         };
-        self.max_pending = new.max_pending;
+        self.router.set_max_pending(new.max_pending);
         self.auth_required = new.auth.required();
         if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
             return Ok(());
         }
-        match auth::authenticate(&new.auth, &self.copts) {
-            Ok(perms) => {
-                self.set_permissions(perms);
+        let who = auth::authenticate(&new.auth, new.no_auth_user.as_deref(), &self.copts);
+        // A client whose user moved to another account is closed like one whose user went:
+        // its subscriptions live in the old account's subject space.
+        let same_account = |a: &Option<String>| {
+            Arc::ptr_eq(
+                self.matches.account(),
+                &self.srv.accounts.for_user(a.as_deref()),
+            )
+        };
+        match who {
+            Ok(who) if same_account(&who.account) => {
+                self.set_permissions(who.permissions);
                 self.drop_denied_subs();
                 Ok(())
             }
-            Err(()) => {
+            _ => {
                 warn!(cid = self.shared.cid, peer = %self.shared.peer, user = self.copts.user.as_deref().unwrap_or(""), "Authorization Violation after config reload");
                 self.send_err("Authorization Violation");
                 Err(CloseReason::AuthenticationViolation)
+            }
+        }
+    }
+
+    /// Binds the client to the account its user belongs to (the global one for `None`).
+    fn bind_account(&mut self, name: Option<&str>) {
+        let account = self.srv.accounts.for_user(name);
+        if Arc::ptr_eq(&account, self.matches.account()) {
+            return;
+        }
+        // Subscriptions made before CONNECT stay where they are: move them first.
+        let subs: Vec<_> = self.shared.subs.lock().values().cloned().collect();
+        for s in &subs {
+            router::remove_from_account(&self.srv, s);
+        }
+        self.matches.account().client_left();
+        account.client_joined();
+        *self.shared.account.lock() = account.name.clone();
+        self.matches.set_account(account.clone());
+        let mut table = self.shared.subs.lock();
+        for s in subs {
+            let moved = Subscription::new(
+                s.owner.clone(),
+                account.clone(),
+                &s.subject,
+                s.queue.as_deref(),
+                &s.sid,
+            );
+            if router::subscribe(&self.srv, &moved).is_ok() {
+                table.insert(moved.sid.clone(), moved);
             }
         }
     }
@@ -1305,9 +1194,7 @@ impl Conn {
     }
 
     fn queue_self_flush(&mut self) {
-        if !self.shared.flush_queued.swap(true, Ordering::AcqRel) {
-            self.to_wake.push(self.shared.clone());
-        }
+        self.router.queue_wake(&self.shared);
     }
 
     /// `/connz` `last_activity` as nats-server keeps it: a read that carried messages or
@@ -1315,14 +1202,14 @@ impl Conn {
     /// one vDSO clock read and plain atomic stores, no lock.
     fn record_activity(&mut self) {
         let own = self.batch_in_msgs > 0 || std::mem::take(&mut self.interest_changed);
-        if !own && self.to_wake.is_empty() {
+        if !own && self.router.pending_wakes().is_empty() {
             return;
         }
         let now = monitor::unix_nanos(SystemTime::now());
         if own {
             self.shared.last_activity.store(now, Ordering::Relaxed);
         }
-        for c in &self.to_wake {
+        for c in self.router.pending_wakes() {
             if !Arc::ptr_eq(c, &self.shared) {
                 c.last_activity.store(now, Ordering::Relaxed);
             }
@@ -1358,43 +1245,10 @@ impl Conn {
             self.batch_in_msgs = 0;
             self.batch_in_bytes = 0;
         }
-        if self.batch_out_msgs > 0 {
-            let stats = &self.srv.stats;
-            stats
-                .out_msgs
-                .fetch_add(self.batch_out_msgs, Ordering::Relaxed);
-            stats
-                .out_bytes
-                .fetch_add(self.batch_out_bytes, Ordering::Relaxed);
-            self.batch_out_msgs = 0;
-            self.batch_out_bytes = 0;
-        }
-        self.flush_receivers(direct);
+        self.router.flush(direct);
     }
 
     fn wake_writers(&mut self) {
-        self.flush_receivers(true);
-    }
-
-    fn flush_receivers(&mut self, direct: bool) {
-        for (i, c) in self.to_wake.drain(..).enumerate() {
-            // Clear first: data queued after this point queues the client again.
-            c.flush_queued.store(false, Ordering::Release);
-            // Writing for a few receivers in place saves a task wake-up each; past that the
-            // publisher would spend its time writing for others, so their writers do it.
-            if !direct || i >= MAX_DIRECT_FLUSHES || !c.try_flush_now() {
-                c.writer_wake.notify_one();
-            }
-        }
-    }
-
-    /// xorshift: picks queue members without a shared RNG on the hot path.
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
+        self.router.flush(true);
     }
 }

@@ -1,12 +1,10 @@
 //! Cluster state shared by every connection: the routes, the interest learned from them,
 //! the interest this server announces, and the per-publisher forwarding of messages.
 //!
-//! Interest learned from routes lives in its own [`Sublist`] (`Cluster::sublist`), separate
-//! from the local one, so that the client delivery path stays as it was when there is no
-//! cluster and a route never sees interest that came from another route (one hop only).
-//! A publishing connection asks its [`Forwarder`] which routes want a message, and the
-//! forwarder appends one `RMSG`/`HMSG` per route to that route's outbound buffer, to be
-//! flushed with the same once-per-read wake-up as local receivers.
+//! Interest learned from a route (`RS+ <account> <subject> [<queue> <weight>]`) is a
+//! subscription of kind [`Subscriber::Route`] in that account's sublist, next to the local
+//! ones, so a publish is one lookup and the router (`core::router`) decides per subscriber
+//! kind: a route gets one `RMSG` per message, never for a message that came over a route.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -14,26 +12,23 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use midge_proto::encode;
-use midge_proto::sublist::{MatchResult, Sublist};
 use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientShared;
+use crate::core::{Account, Subscriber, Subscription};
 use crate::info::NATS_COMPAT_VERSION;
 use crate::options::RouteUrl;
 use crate::server::ServerInner;
-
-/// The only account midge has: core NATS clients live in nats-server's global account.
-pub(crate) const GLOBAL_ACCOUNT: &[u8] = b"$G";
 
 /// Routes are never closed for a slow write (nats-server), but their pending data is
 /// bounded so that a dead peer cannot take all memory; past this the route is closed and
 /// solicited again.
 pub(crate) const ROUTE_MIN_MAX_PENDING: usize = 256 * 1024 * 1024;
 
-/// Key of an interest entry: subject and optional queue name.
-pub(crate) type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
+/// Key of an interest entry: account, subject and optional queue name.
+pub(crate) type InterestKey = (Arc<str>, Box<[u8]>, Option<Box<[u8]>>);
 
 /// One server of the cluster we have a registered route to.
 #[derive(Debug)]
@@ -49,8 +44,9 @@ pub(crate) struct Route {
     pub reconnect: Mutex<Option<(RouteUrl, bool)>>,
     /// Client URLs of the remote server (its INFO `connect_urls`).
     pub connect_urls: Mutex<Vec<String>>,
-    /// Interest this remote announced, by subject and queue.
-    pub subs: Mutex<FxHashMap<InterestKey, Arc<RouteSub>>>,
+    /// Interest this remote announced, by account, subject and queue: subscriptions of
+    /// kind [`Subscriber::Route`] in the accounts' sublists.
+    pub subs: Mutex<FxHashMap<InterestKey, Arc<Subscription>>>,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     pub start: SystemTime,
@@ -58,21 +54,19 @@ pub(crate) struct Route {
     pub last_activity: AtomicU64,
 }
 
-/// Interest of one route in one subject (and queue group, with its member count).
-#[derive(Debug)]
-pub(crate) struct RouteSub {
-    pub route: Arc<Route>,
-    /// Queue members on the remote server; 0 for a plain subscription.
-    pub weight: AtomicU32,
-}
-
-/// Sublist entry for remote interest, compared by identity.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteSubRef(pub Arc<RouteSub>);
-
-impl PartialEq for RouteSubRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+impl Route {
+    /// Drops `sub` from this route's interest; false when it was not there (any more).
+    pub(crate) fn forget_sub(&self, sub: &Arc<Subscription>) -> bool {
+        let key: InterestKey = (
+            sub.account.name.clone(),
+            sub.subject.clone(),
+            sub.queue.clone(),
+        );
+        let mut subs = self.subs.lock();
+        match subs.get(&key) {
+            Some(s) if Arc::ptr_eq(s, sub) => subs.remove(&key).is_some(),
+            _ => false,
+        }
     }
 }
 
@@ -154,7 +148,6 @@ pub(crate) struct Cluster {
     pub info_host: String,
     pub info_port: u16,
     pub info_ip: String,
-    pub sublist: Sublist<RouteSubRef>,
     pub state: Mutex<ClusterState>,
     pub num_routes: AtomicUsize,
     pub next_rid: AtomicU64,
@@ -201,7 +194,6 @@ impl Cluster {
             info_host,
             info_port,
             info_ip,
-            sublist: Sublist::new(),
             state: Mutex::new(ClusterState::default()),
             num_routes: AtomicUsize::new(0),
             next_rid: AtomicU64::new(1),
@@ -293,12 +285,18 @@ fn own_client_urls(opts: &crate::options::Options, client_addr: SocketAddr) -> V
 /// A local subscription was added (`added`) or removed: tell every route when the
 /// interest it announces changes (plain: on 0->1 and 1->0; queue: the new weight on every
 /// change, RS- at 0), as nats-server does.
-pub(crate) fn local_interest(srv: &ServerInner, subject: &[u8], queue: Option<&[u8]>, added: bool) {
+pub(crate) fn local_interest(
+    srv: &ServerInner,
+    account: &Account,
+    subject: &[u8],
+    queue: Option<&[u8]>,
+    added: bool,
+) {
     let Some(cluster) = &srv.cluster else {
         return;
     };
     let mut state = cluster.state.lock();
-    let key: InterestKey = (subject.into(), queue.map(Into::into));
+    let key: InterestKey = (account.name.clone(), subject.into(), queue.map(Into::into));
     let count = state.interest.entry(key.clone()).or_insert(0);
     let before = *count;
     if added {
@@ -317,12 +315,13 @@ pub(crate) fn local_interest(srv: &ServerInner, subject: &[u8], queue: Option<&[
     if !send || state.routes.is_empty() {
         return;
     }
+    let acc = account.name.as_bytes();
     for route in state.routes.values() {
         route.conn.append(0, 0, |out| {
             if after > 0 {
-                encode::rs_sub(out, GLOBAL_ACCOUNT, subject, queue.map(|q| (q, after)));
+                encode::rs_sub(out, acc, subject, queue.map(|q| (q, after)));
             } else {
-                encode::rs_unsub(out, GLOBAL_ACCOUNT, subject, queue);
+                encode::rs_unsub(out, acc, subject, queue);
             }
         });
         route.conn.wake();
@@ -332,209 +331,15 @@ pub(crate) fn local_interest(srv: &ServerInner, subject: &[u8], queue: Option<&[
 /// Appends the whole local interest to a new route's buffer. The caller holds the state lock.
 pub(crate) fn send_all_interest(state: &ClusterState, conn: &ClientShared) {
     conn.append(0, 0, |out| {
-        for ((subject, queue), &n) in &state.interest {
+        for ((account, subject, queue), &n) in &state.interest {
             encode::rs_sub(
                 out,
-                GLOBAL_ACCOUNT,
+                account.as_bytes(),
                 subject,
                 queue.as_deref().map(|q| (q, n)),
             );
         }
     });
-}
-
-// ---------------------------------------------------------------------------------------
-// Forwarding published messages to routes
-// ---------------------------------------------------------------------------------------
-
-/// Per-publisher forwarding state, reused message after message so forwarding allocates
-/// nothing once warmed up.
-#[derive(Debug)]
-pub(crate) struct Forwarder {
-    gen: u64,
-    subject: Vec<u8>,
-    result: Option<Arc<MatchResult<RouteSubRef>>>,
-    /// Routes this message goes to, once each.
-    targets: Vec<Arc<Route>>,
-    /// (index in `targets`, index of the queue group in `result.qsubs`).
-    target_queues: Vec<(usize, usize)>,
-    /// Queue groups of `result` already decided while choosing local members.
-    handled: Vec<bool>,
-    rng: u64,
-    /// Pending-bytes limit of a route.
-    max_pending: usize,
-}
-
-impl Forwarder {
-    pub fn new(seed: u64, max_pending: usize) -> Self {
-        Forwarder {
-            gen: u64::MAX,
-            subject: Vec::new(),
-            result: None,
-            targets: Vec::new(),
-            target_queues: Vec::new(),
-            handled: Vec::new(),
-            rng: seed | 1,
-            max_pending: max_pending.max(ROUTE_MIN_MAX_PENDING),
-        }
-    }
-
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-
-    /// Looks up which routes are interested in `subject`. False when none is, which is
-    /// the only thing a server without routes pays for.
-    pub fn begin(&mut self, cluster: &Cluster, subject: &[u8]) -> bool {
-        self.targets.clear();
-        self.target_queues.clear();
-        if !cluster.has_routes() {
-            return false;
-        }
-        let gen = cluster.sublist.generation();
-        let fresh = gen == self.gen && self.subject == subject && self.result.is_some();
-        if !fresh {
-            self.result = Some(cluster.sublist.matches(subject));
-            self.gen = gen;
-            self.subject.clear();
-            self.subject.extend_from_slice(subject);
-        }
-        let Some(result) = &self.result else {
-            return false;
-        };
-        if result.psubs.is_empty() && result.qsubs.is_empty() {
-            return false;
-        }
-        self.handled.clear();
-        self.handled.resize(result.qsubs.len(), false);
-        let result = result.clone();
-        for s in &result.psubs {
-            self.target(&s.0.route);
-        }
-        true
-    }
-
-    fn target(&mut self, route: &Arc<Route>) -> usize {
-        match self.targets.iter().position(|t| Arc::ptr_eq(t, route)) {
-            Some(i) => i,
-            None => {
-                self.targets.push(route.clone());
-                self.targets.len() - 1
-            }
-        }
-    }
-
-    /// Picks a member of queue group `group` across the cluster, weighting each server by
-    /// its member count. Returns `true` when one of the `local` members should get it;
-    /// otherwise a route was chosen and will carry the queue name.
-    pub fn choose_queue(&mut self, group: &[u8], local: usize) -> bool {
-        let Some(result) = self.result.clone() else {
-            return true;
-        };
-        let Some(gi) = result.qsubs.iter().position(|g| &*g.name == group) else {
-            return true;
-        };
-        self.handled[gi] = true;
-        let remote: u64 = result.qsubs[gi]
-            .subs
-            .iter()
-            .map(|s| u64::from(s.0.weight.load(Ordering::Relaxed).max(1)))
-            .sum();
-        let pick = self.next_random() % (local as u64 + remote);
-        if pick < local as u64 {
-            return true;
-        }
-        self.pick_remote(&result, gi, pick - local as u64);
-        false
-    }
-
-    fn pick_remote(&mut self, result: &MatchResult<RouteSubRef>, gi: usize, mut pick: u64) {
-        for s in &result.qsubs[gi].subs {
-            let w = u64::from(s.0.weight.load(Ordering::Relaxed).max(1));
-            if pick < w {
-                let t = self.target(&s.0.route);
-                self.target_queues.push((t, gi));
-                return;
-            }
-            pick -= w;
-        }
-    }
-
-    /// Chooses routes for the queue groups with no local members, then appends one routed
-    /// message per target route. Routes that got data are added to `to_wake` (once per
-    /// read, like local receivers). True when at least one route got the message.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish(
-        &mut self,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        headers: Option<&[u8]>,
-        payload: &[u8],
-        to_wake: &mut Vec<Arc<ClientShared>>,
-        out_msgs: &mut u64,
-        out_bytes: &mut u64,
-    ) -> bool {
-        let Some(result) = self.result.clone() else {
-            return false;
-        };
-        for gi in 0..result.qsubs.len() {
-            if self.handled[gi] {
-                continue;
-            }
-            let total: u64 = result.qsubs[gi]
-                .subs
-                .iter()
-                .map(|s| u64::from(s.0.weight.load(Ordering::Relaxed).max(1)))
-                .sum();
-            if total == 0 {
-                continue;
-            }
-            let pick = self.next_random() % total;
-            self.pick_remote(&result, gi, pick);
-        }
-        let size = (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
-        let mut sent = false;
-        for (ti, route) in self.targets.iter().enumerate() {
-            let queues = self
-                .target_queues
-                .iter()
-                .filter(move |(t, _)| *t == ti)
-                .map(|&(_, gi)| &*result.qsubs[gi].name);
-            let pending = route.conn.append(1, size, |out| {
-                encode::rmsg(
-                    out,
-                    GLOBAL_ACCOUNT,
-                    subject,
-                    reply,
-                    queues,
-                    headers,
-                    payload,
-                )
-            });
-            let Some(pending) = pending else {
-                continue;
-            };
-            sent = true;
-            *out_msgs += 1;
-            *out_bytes += size;
-            if pending > self.max_pending {
-                tracing::warn!(rid = route.rid, remote = %route.remote_name, "Route pending data over {} bytes, closing the route", self.max_pending);
-                route
-                    .conn
-                    .close(crate::client::CloseReason::SlowConsumerPendingBytes);
-                continue;
-            }
-            if route.conn.claim_flush() {
-                to_wake.push(route.conn.clone());
-            }
-        }
-        sent
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -574,7 +379,7 @@ pub(crate) fn route_stats(cluster: &Cluster) -> Vec<RouteStats> {
                 .subs
                 .lock()
                 .keys()
-                .map(|(s, q)| match q {
+                .map(|(_, s, q)| match q {
                     Some(q) => format!(
                         "{} {}",
                         String::from_utf8_lossy(s),

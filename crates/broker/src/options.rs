@@ -45,6 +45,9 @@ pub struct Options {
     pub tls: Option<TlsOptions>,
     /// Clients that send no credentials are logged in as this user of `auth.users`.
     pub no_auth_user: Option<String>,
+    /// Accounts (`accounts {}`): isolated subject spaces. Their users are in `auth.users`
+    /// with [`User::account`] set. Empty: every client is in the global account `$G`.
+    pub accounts: Vec<AccountOptions>,
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
@@ -85,6 +88,7 @@ impl Default for Options {
             auth: Authorization::default(),
             tls: None,
             no_auth_user: None,
+            accounts: Vec::new(),
             debug: false,
             trace: false,
             logtime: true,
@@ -306,6 +310,14 @@ pub struct User {
     /// Plain text or a bcrypt hash.
     pub password: String,
     pub permissions: Option<Permissions>,
+    /// The account the user belongs to (`accounts { A: { users: [...] } }`); `None`: `$G`.
+    pub account: Option<String>,
+}
+
+/// One account of `accounts {}`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountOptions {
+    pub name: String,
 }
 
 /// Publish and subscribe permissions of a user.
@@ -368,6 +380,10 @@ pub enum OptionsError {
     Permissions { user: String, message: String },
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("user \"{user}\" is in account \"{account}\", which is not defined")]
+    UnknownAccount { user: String, account: String },
+    #[error("invalid account name \"{0}\": it must be a non-empty subject token")]
+    AccountName(String),
     #[error("https_port requires TLS: a tls {{}} block with cert_file and key_file")]
     HttpsWithoutTls,
     #[error("http_port ({http}) and https_port ({https}) cannot both be set: choose one")]
@@ -375,6 +391,11 @@ pub enum OptionsError {
 }
 
 impl Options {
+    /// Names of the configured accounts (the global account is always there too).
+    pub fn account_names(&self) -> impl Iterator<Item = &str> {
+        self.accounts.iter().map(|a| a.name.as_str())
+    }
+
     /// Checks the rules that span several options; run it after the config file and the
     /// command-line flags have both been applied.
     pub fn validate(&self) -> Result<(), OptionsError> {
@@ -419,6 +440,28 @@ impl Options {
                             message: format!("{what}: {message}"),
                         }
                     })?;
+                }
+            }
+        }
+        for acc in &self.accounts {
+            let bad = acc.name.is_empty()
+                || acc
+                    .name
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || matches!(b, b'.' | b'*' | b'>'));
+            if bad {
+                return Err(OptionsError::AccountName(acc.name.clone()));
+            }
+        }
+        for user in &self.auth.users {
+            if let Some(account) = &user.account {
+                let known = account == crate::core::GLOBAL_ACCOUNT
+                    || self.accounts.iter().any(|a| &a.name == account);
+                if !known {
+                    return Err(OptionsError::UnknownAccount {
+                        user: user.user.clone(),
+                        account: account.clone(),
+                    });
                 }
             }
         }

@@ -74,6 +74,9 @@ type CopyOption = fn(&mut Options, &Options);
 /// the removed ones.
 const RELOADABLE: &[(&str, CopyOption)] = &[
     ("authorization", |o, n| o.auth = n.auth.clone()),
+    // New accounts are created before the options switch; clients whose user changed
+    // account are closed (see `client::Conn::apply_reload`).
+    ("accounts", |o, n| o.accounts = n.accounts.clone()),
     ("no_auth_user", |o, n| {
         o.no_auth_user = n.no_auth_user.clone()
     }),
@@ -223,7 +226,12 @@ pub(crate) fn same_credentials(old: &Options, new: &Options, copts: &ConnectOpti
     if a.users.is_empty() != b.users.is_empty() || old.no_auth_user != new.no_auth_user {
         return false;
     }
-    let name = copts.user.as_deref();
+    // An anonymous client is the no_auth_user (unchanged here, checked above).
+    let anonymous = copts.user.is_none() && copts.pass.is_none() && copts.auth_token.is_none();
+    let name = match (anonymous, new.no_auth_user.as_deref()) {
+        (true, Some(n)) => Some(n),
+        _ => copts.user.as_deref(),
+    };
     let entry = |auth: &crate::options::Authorization| {
         name.and_then(|n| auth.users.iter().find(|u| u.user == n).cloned())
     };
@@ -382,6 +390,7 @@ fn apply(
     }
     // Every connection switches before its next read; idle ones are woken to do it now
     // (to drop a removed user at once).
+    inner.accounts.sync(&new);
     inner.opts_tx.send_replace(new.clone());
     let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
     for c in &clients {
@@ -584,6 +593,7 @@ mod tests {
             user: "a".into(),
             password: "p".into(),
             permissions: None,
+            account: None,
         });
         let changed = check_reloadable(&old, &new).unwrap();
         assert_eq!(changed, ["authorization", "max_payload", "debug"]);
@@ -647,6 +657,7 @@ mod tests {
             user: name.into(),
             password: pass.into(),
             permissions: None,
+            account: None,
         };
         let with = |users: Vec<User>| Options {
             auth: Authorization {

@@ -18,11 +18,10 @@ use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info, trace, warn};
 
-use crate::client::{self, ClientShared, CloseReason, Conn};
-use crate::cluster::{
-    self, join_host_port, Cluster, Route, RouteConnect, RouteInfo, RouteSub, RouteSubRef,
-    GLOBAL_ACCOUNT,
-};
+use crate::client::{self, ClientShared, CloseReason};
+use crate::cluster::{self, join_host_port, Cluster, Route, RouteConnect, RouteInfo};
+use crate::core::router::{self, MatchCache, Origin, Router};
+use crate::core::{Subscriber, Subscription};
 use crate::options::RouteUrl;
 use crate::readbuf::ReadBuf;
 use crate::server::ServerInner;
@@ -37,6 +36,8 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// debug (a StatefulSet's peers are often missing for a while, that is not news).
 const REPORT_EVERY: u32 = 30;
 const MIN_READ_BUF: usize = 32 * 1024;
+/// Accounts whose match caches a route reader keeps at once.
+const MAX_ACCOUNT_CACHES: usize = 64;
 /// Routes carry many clients' traffic: let full reads grow the buffer further than a client's.
 const MAX_READ_BUF: usize = 256 * 1024;
 
@@ -298,7 +299,10 @@ async fn run_route(
     });
     debug!("{peer} - rid:{rid} - Route connection created");
     let mut reader = RouteReader {
-        deliver: Conn::new(srv.clone(), conn.clone()),
+        router: Router::new(srv.clone(), rid),
+        matches: FxHashMap::default(),
+        batch_in_msgs: 0,
+        batch_in_bytes: 0,
         srv: srv.clone(),
         cluster: cluster.clone(),
         conn: conn.clone(),
@@ -312,7 +316,7 @@ async fn run_route(
     };
     let read = async {
         let reason = reader.read_loop().await;
-        reader.deliver.end_of_read();
+        reader.end_of_read();
         reader.conn.close(reason);
         reason
     };
@@ -326,7 +330,11 @@ struct RouteReader {
     cluster: Arc<Cluster>,
     conn: Arc<ClientShared>,
     /// Local delivery of routed messages, batched like a client's.
-    deliver: Conn,
+    router: Router,
+    /// Match results per account this route carries messages for.
+    matches: FxHashMap<Box<[u8]>, MatchCache>,
+    batch_in_msgs: u64,
+    batch_in_bytes: u64,
     solicited: Option<(RouteUrl, bool)>,
     /// The accepting side got a valid CONNECT.
     connected: bool,
@@ -427,8 +435,76 @@ impl RouteReader {
                 }
             }
             rb.settle(n, room);
-            self.deliver.end_of_read();
+            self.end_of_read();
         }
+    }
+
+    /// After each read: the read's inbound counters, and every receiver woken once.
+    fn end_of_read(&mut self) {
+        if self.batch_in_msgs > 0 {
+            let stats = &self.srv.stats;
+            stats
+                .in_msgs
+                .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
+            stats
+                .in_bytes
+                .fetch_add(self.batch_in_bytes, Ordering::Relaxed);
+            if let Some(route) = &self.route {
+                route
+                    .in_msgs
+                    .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
+                route
+                    .in_bytes
+                    .fetch_add(self.batch_in_bytes, Ordering::Relaxed);
+            }
+            self.batch_in_msgs = 0;
+            self.batch_in_bytes = 0;
+        }
+        self.router.flush(false);
+    }
+
+    /// Delivers a routed message to this server's subscribers in `account` (one hop).
+    fn deliver(
+        &mut self,
+        account: &[u8],
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        queues: &[u8],
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        self.batch_in_msgs += 1;
+        self.batch_in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        let cache = match self.matches.get_mut(account) {
+            Some(c) => c,
+            None => {
+                let Some(acc) = self.srv.accounts.get_bytes(account) else {
+                    trace!(
+                        rid = self.conn.cid,
+                        "message for unknown account {:?}",
+                        String::from_utf8_lossy(account)
+                    );
+                    return;
+                };
+                if self.matches.len() >= MAX_ACCOUNT_CACHES {
+                    self.matches.clear();
+                }
+                self.matches
+                    .entry(account.into())
+                    .or_insert_with(|| MatchCache::new(acc))
+            }
+        };
+        let result = cache.lookup(subject);
+        let acc = cache.account().clone();
+        self.router.route(
+            &acc,
+            &result,
+            Origin::Route { queues },
+            subject,
+            reply,
+            headers,
+            payload,
+        );
     }
 
     fn send(&self, bytes: &[u8]) {
@@ -456,17 +532,8 @@ impl RouteReader {
                 headers,
                 payload,
             } => {
-                let Some(route) = &self.route else {
-                    return Ok(());
-                };
-                route.in_msgs.fetch_add(1, Ordering::Relaxed);
-                route.in_bytes.fetch_add(
-                    (payload.len() + headers.map_or(0, <[u8]>::len)) as u64,
-                    Ordering::Relaxed,
-                );
-                if account == GLOBAL_ACCOUNT {
-                    self.deliver
-                        .deliver_routed(subject, reply, headers, payload, queues);
+                if self.route.is_some() {
+                    self.deliver(account, subject, reply, queues, headers, payload);
                 }
             }
             RouteOp::Sub {
@@ -530,7 +597,7 @@ impl RouteReader {
                 pass: c.pass.clone(),
                 ..Default::default()
             };
-            if crate::auth::authenticate(&auth, &copts).is_err() {
+            if crate::auth::authenticate(&auth, None, &copts).is_err() {
                 warn!(peer = %self.conn.peer, "Route authentication error");
                 self.send_err("Authorization Violation");
                 return Err(CloseReason::AuthenticationViolation);
@@ -706,11 +773,22 @@ impl RouteReader {
         let Some(route) = &self.route else {
             return;
         };
-        if account != GLOBAL_ACCOUNT {
+        let Some(acc) = self.srv.accounts.get_bytes(account) else {
+            // As nats-server with static accounts: interest in an account this server
+            // does not have is of no use here.
+            debug!(
+                rid = route.rid,
+                "remote subscription for unknown account {:?}",
+                String::from_utf8_lossy(account)
+            );
             return;
-        }
-        let key = (subject.into(), queue.map(|(q, _)| q.into()));
-        let weight = queue.map_or(0, |(_, w)| w);
+        };
+        let key = (
+            acc.name.clone(),
+            subject.into(),
+            queue.map(|(q, _)| q.into()),
+        );
+        let weight = queue.map_or(1, |(_, w)| w);
         let mut subs = route.subs.lock();
         if let Some(existing) = subs.get(&key) {
             // A queue's new member count: the shared entry changes in place, so cached match
@@ -718,16 +796,15 @@ impl RouteReader {
             existing.weight.store(weight, Ordering::Relaxed);
             return;
         }
-        let sub = Arc::new(RouteSub {
-            route: route.clone(),
-            weight: weight.into(),
-        });
-        if self
-            .cluster
-            .sublist
-            .insert(subject, queue.map(|(q, _)| q), RouteSubRef(sub.clone()))
-            .is_ok()
-        {
+        let sub = Subscription::new(
+            Subscriber::Route(route.clone()),
+            acc,
+            subject,
+            queue.map(|(q, _)| q),
+            b"",
+        );
+        sub.weight.store(weight, Ordering::Relaxed);
+        if router::subscribe(&self.srv, &sub).is_ok() {
             subs.insert(key, sub);
         } else {
             debug!(
@@ -742,15 +819,13 @@ impl RouteReader {
         let Some(route) = &self.route else {
             return;
         };
-        if account != GLOBAL_ACCOUNT {
+        let Some(acc) = self.srv.accounts.get_bytes(account) else {
             return;
-        }
-        let key: cluster::InterestKey = (subject.into(), queue.map(Into::into));
-        if let Some(sub) = route.subs.lock().remove(&key) {
-            let _ = self
-                .cluster
-                .sublist
-                .remove(subject, queue, &RouteSubRef(sub));
+        };
+        let key: cluster::InterestKey = (acc.name.clone(), subject.into(), queue.map(Into::into));
+        let removed = route.subs.lock().remove(&key);
+        if let Some(sub) = removed {
+            router::remove_from_account(&self.srv, &sub);
         }
     }
 
@@ -772,11 +847,9 @@ impl RouteReader {
                     .num_routes
                     .store(state.routes.len(), Ordering::Release);
             }
-            let subs: Vec<_> = route.subs.lock().drain().collect();
-            for ((subject, queue), sub) in subs {
-                let _ = cluster
-                    .sublist
-                    .remove(&subject, queue.as_deref(), &RouteSubRef(sub));
+            let subs: Vec<_> = route.subs.lock().drain().map(|(_, s)| s).collect();
+            for sub in subs {
+                router::remove_from_account(&srv, &sub);
             }
             info!(
                 rid = route.rid,

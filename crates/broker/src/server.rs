@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use midge_proto::sublist::Sublist;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
-use crate::client::{self, ClientShared, SubRef};
+use crate::client::{self, ClientShared};
+use crate::core::Accounts;
 use crate::error::Error;
 use crate::info::{ServerInfo, NATS_COMPAT_VERSION};
 use crate::monitor::{self, ClosedRing, Monitor};
@@ -53,7 +53,8 @@ pub(crate) struct ServerInner {
     pub ops: crate::reload::OpsState,
     pub id: String,
     pub name: String,
-    pub sublist: Sublist<SubRef>,
+    /// Every account and its subscriptions (see `core`).
+    pub accounts: Accounts,
     pub clients: Mutex<FxHashMap<u64, Arc<ClientShared>>>,
     pub next_cid: AtomicU64,
     pub stats: Stats,
@@ -305,13 +306,14 @@ impl Server {
         // One instant for both: `config_load_time` after `start` is how tools see a reload.
         let start = SystemTime::now();
         let ops = crate::reload::OpsState::new(&opts, flags, start);
+        let accounts = Accounts::new(&opts);
         let (opts_tx, _) = watch::channel(opts);
         let inner = Arc::new(ServerInner {
             opts_tx,
             ops,
             id,
             name,
-            sublist: Sublist::new(),
+            accounts,
             clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
             stats: Stats::default(),
@@ -436,7 +438,7 @@ impl Server {
 
     /// Subscriptions across all clients.
     pub fn num_subscriptions(&self) -> usize {
-        self.inner.sublist.count()
+        self.inner.accounts.num_subscriptions()
     }
 
     /// Stops accepting, flushes what each client still has pending, closes every
@@ -574,7 +576,7 @@ impl Server {
             start: self.inner.start,
             connections: self.inner.num_connections(),
             total_connections: s.total_connections.load(Ordering::Relaxed),
-            subscriptions: self.inner.sublist.count(),
+            subscriptions: self.inner.accounts.num_subscriptions(),
             in_msgs: s.in_msgs.load(Ordering::Relaxed),
             in_bytes: s.in_bytes.load(Ordering::Relaxed),
             out_msgs: s.out_msgs.load(Ordering::Relaxed),

@@ -891,6 +891,7 @@ mod tests {
                             user: "alice".into(),
                             password: "secret".into(),
                             permissions: None,
+                            account: None,
                         }];
                     }
                     None => {}

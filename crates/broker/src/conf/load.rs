@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
-    Authorization, ClusterOptions, Options, Permissions, ResponsePermission, RouteUrl,
-    SubjectPermission, TlsOptions, User,
+    AccountOptions, Authorization, ClusterOptions, Options, Permissions, ResponsePermission,
+    RouteUrl, SubjectPermission, TlsOptions, User,
 };
 use crate::tls::TlsErrorSource;
 
@@ -40,7 +40,6 @@ impl fmt::Display for ConfWarning {
 /// Top-level keys of nats-server features midge does not implement: asking for them fails.
 const UNSUPPORTED: &[&str] = &[
     "jetstream",
-    "accounts",
     "leafnodes",
     "leaf",
     "gateway",
@@ -181,14 +180,73 @@ impl Options {
                 message: "config has no values".into(),
             });
         }
-        for entry in map.entries() {
+        // Accounts last: their users join the `authorization` users wherever the blocks are.
+        let is_accounts = |e: &&Entry| e.key.eq_ignore_ascii_case("accounts");
+        for entry in map.entries().iter().filter(|e| !is_accounts(e)) {
             let result = self.apply_top_level(entry, &mut ctx);
+            ctx.check(result);
+        }
+        for entry in map.entries().iter().filter(is_accounts) {
+            let result = self.apply_accounts(entry);
             ctx.check(result);
         }
         match ConfError::collect(ctx.errors) {
             Some(e) => Err(e),
             None => Ok(ctx.warnings),
         }
+    }
+
+    /// `accounts { NAME: { users: [...] } }`: the accounts, and their users added to the
+    /// authorization users with their account set.
+    fn apply_accounts(&mut self, entry: &Entry) -> Result<(), ConfError> {
+        let key = entry.key.as_str();
+        self.accounts.clear();
+        self.auth.users.retain(|u| u.account.is_none());
+        for acc in entry.value.as_map(key)?.entries() {
+            let k = format!("{key}.{}", acc.key);
+            if acc.used_as_variable {
+                continue;
+            }
+            self.accounts.push(AccountOptions {
+                name: acc.key.clone(),
+            });
+            // `NAME: {}` and `NAME: { users: [...] }`.
+            for field in acc.value.as_map(&k)?.entries() {
+                let fk = format!("{k}.{}", field.key);
+                match field.key.to_ascii_lowercase().as_str() {
+                    "users" => {
+                        for mut user in parse_users(&field.value, &fk)? {
+                            if self.auth.users.iter().any(|u| u.user == user.user) {
+                                return Err(field
+                                    .value
+                                    .invalid(&fk, format!("duplicate user \"{}\"", user.user)));
+                            }
+                            user.account = Some(acc.key.clone());
+                            self.auth.users.push(user);
+                        }
+                    }
+                    "exports"
+                    | "imports"
+                    | "jetstream"
+                    | "limits"
+                    | "mappings"
+                    | "nkey"
+                    | "default_permissions"
+                    | "max_connections"
+                    | "max_subscriptions"
+                    | "max_payload"
+                    | "max_leafnodes" => return Err(unsupported(field)),
+                    _ if field.used_as_variable => {}
+                    _ => {
+                        return Err(ConfError::UnknownKey {
+                            pos: field.key_pos.clone(),
+                            key: fk,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn apply_top_level(&mut self, entry: &Entry, ctx: &mut Ctx) -> Result<(), ConfError> {

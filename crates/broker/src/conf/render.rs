@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::format_duration;
-use crate::options::{Options, Permissions, ResponsePermission, SubjectPermission};
+use crate::options::{Options, Permissions, ResponsePermission, SubjectPermission, User};
 
 impl Options {
     /// A config file that [`Options::from_conf`] reads back as these options (except
@@ -140,24 +140,58 @@ fn render_auth(options: &Options, out: &mut String) {
     field("password", auth.password.as_ref());
     field("token", auth.token.as_ref());
     let _ = writeln!(out, "  timeout: {}", duration(auth.timeout));
-    if !auth.users.is_empty() {
+    let global: Vec<&User> = auth.users.iter().filter(|u| u.account.is_none()).collect();
+    if !global.is_empty() {
         out.push_str("  users: [\n");
-        for user in &auth.users {
-            let _ = write!(
-                out,
-                "    {{user: {}, password: {}",
-                quote(&user.user),
-                quote(&user.password)
-            );
-            if let Some(perms) = &user.permissions {
-                out.push_str(", permissions: ");
-                render_permissions(perms, out);
-            }
-            out.push_str("}\n");
-        }
+        render_users(&global, "    ", out);
         out.push_str("  ]\n");
     }
     out.push_str("}\n");
+    if options.accounts.is_empty() {
+        return;
+    }
+    out.push_str("accounts {\n");
+    for acc in &options.accounts {
+        let users: Vec<&User> = auth
+            .users
+            .iter()
+            .filter(|u| u.account.as_deref() == Some(acc.name.as_str()))
+            .collect();
+        // A plain name as a bare key; anything else quoted.
+        let simple = acc
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key = if simple {
+            acc.name.clone()
+        } else {
+            quote(&acc.name)
+        };
+        let _ = writeln!(out, "  {key}: {{");
+        if !users.is_empty() {
+            out.push_str("    users: [\n");
+            render_users(&users, "      ", out);
+            out.push_str("    ]\n");
+        }
+        out.push_str("  }\n");
+    }
+    out.push_str("}\n");
+}
+
+fn render_users(users: &[&User], indent: &str, out: &mut String) {
+    for user in users {
+        let _ = write!(
+            out,
+            "{indent}{{user: {}, password: {}",
+            quote(&user.user),
+            quote(&user.password)
+        );
+        if let Some(perms) = &user.permissions {
+            out.push_str(", permissions: ");
+            render_permissions(perms, out);
+        }
+        out.push_str("}\n");
+    }
 }
 
 fn render_permissions(perms: &Permissions, out: &mut String) {

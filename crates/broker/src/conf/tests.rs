@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::options::{
-    Authorization, Options, Permissions, ResponsePermission, SubjectPermission, User,
+    AccountOptions, Authorization, Options, Permissions, ResponsePermission, SubjectPermission,
+    User,
 };
 
 fn parse(text: &str) -> Map {
@@ -473,7 +474,7 @@ fn unsupported_features_and_ignored_options() {
         "test.conf:1: jetstream: not supported by midge yet"
     );
     for key in [
-        "accounts {}",
+        "accounts { A: { exports: [] } }",
         "leafnodes {}",
         "cluster { port: 6222, tls {} }",
         "websocket {}",
@@ -707,17 +708,25 @@ fn sample_options() -> Options {
                             expires: Duration::ZERO,
                         }),
                     }),
+                    account: None,
                 },
                 User {
                     user: "bob".into(),
                     password: "true".into(),
                     permissions: None,
+                    account: Some("B".into()),
                 },
             ],
             timeout: Duration::from_millis(2500),
             ..Authorization::default()
         },
         no_auth_user: Some("bob".into()),
+        accounts: vec![
+            AccountOptions { name: "B".into() },
+            AccountOptions {
+                name: "empty".into(),
+            },
+        ],
         tls: None,
         debug: true,
         trace: false,
@@ -848,4 +857,39 @@ proptest::proptest! {
     fn parser_never_panics_on_config_alphabet(text in "[a-z0-9 \t\n{}\\[\\]:=;,#/\"'()$.\\\\-]{0,200}") {
         let _ = parse_str(&text, "fuzz.conf").map(|m| Options::from_conf(&m));
     }
+}
+
+#[test]
+fn accounts_and_their_users() {
+    let loaded = load_ok(
+        "no_auth_user: guest\n\
+         authorization { users: [{user: admin, password: a}] }\n\
+         accounts {\n  A: { users: [{user: alice, password: a1}, {user: guest, password: g}] }\n  B: {}\n}\n",
+    );
+    let o = &loaded.options;
+    let names: Vec<&str> = o.account_names().collect();
+    assert_eq!(names, ["A", "B"]);
+    let account_of = |name: &str| {
+        o.auth
+            .users
+            .iter()
+            .find(|u| u.user == name)
+            .map(|u| u.account.clone())
+    };
+    assert_eq!(account_of("admin"), Some(None));
+    assert_eq!(account_of("alice"), Some(Some("A".into())));
+    assert_eq!(account_of("guest"), Some(Some("A".into())));
+}
+
+#[test]
+fn account_errors_name_the_place() {
+    let e = load_err("authorization { users: [{user: a, password: x}] }\naccounts { A: { users: [{user: a, password: y}] } }\n");
+    assert!(
+        e.contains("test.conf:2") && e.contains("duplicate user \"a\""),
+        "{e}"
+    );
+    let e = load_err("accounts { A: { users: [{user: a, password: y}], colour: red } }\n");
+    assert!(e.contains("accounts.A.colour"), "{e}");
+    let e = load_err("accounts { \"a b\": {} }\n");
+    assert!(e.contains("invalid account name"), "{e}");
 }

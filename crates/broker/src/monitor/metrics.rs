@@ -69,7 +69,7 @@ pub(crate) fn render(state: &MonitorState) -> String {
         "gnatsd_varz_subscriptions",
         "gauge",
         "Subscriptions across all clients.",
-        srv.sublist.count(),
+        srv.accounts.num_subscriptions(),
     );
     o.metric(
         "gnatsd_varz_in_msgs",
@@ -125,7 +125,7 @@ pub(crate) fn render(state: &MonitorState) -> String {
         "Configured payload limit in bytes.",
         srv.opts().max_payload,
     );
-    let sl = srv.sublist.stats();
+    let sl = srv.accounts.sublist_stats();
     o.metric(
         "gnatsd_subsz_num_cache",
         "gauge",

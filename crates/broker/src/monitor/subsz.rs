@@ -47,7 +47,7 @@ pub(crate) fn subsz(srv: &ServerInner, q: &Query) -> Result<Subsz, QueryError> {
             return Err(QueryError::TestSubject(t.to_string()));
         }
     }
-    let st = srv.sublist.stats();
+    let st = srv.accounts.sublist_stats();
     let mut total = 0;
     let mut subs = None;
     if list {

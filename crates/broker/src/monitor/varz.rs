@@ -173,7 +173,7 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
         in_bytes: stats.in_bytes.load(Ordering::Relaxed),
         out_bytes: stats.out_bytes.load(Ordering::Relaxed),
         slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
-        subscriptions: u32::try_from(srv.sublist.count()).unwrap_or(u32::MAX),
+        subscriptions: u32::try_from(srv.accounts.num_subscriptions()).unwrap_or(u32::MAX),
         http_req_stats: state.req_stats.lock().clone(),
         config_load_time: rfc3339(config_load_time),
         config_digest,

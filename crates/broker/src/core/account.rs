@@ -1,0 +1,153 @@
+//! Accounts: each is an isolated subject space with its own subscription table.
+//!
+//! Every subscriber of an account, whatever its kind (a client, a route's remote interest,
+//! an internal handler), sits in the account's one [`Sublist`], so a publish is one lookup
+//! and the router sees every interested party at once. Configs without `accounts {}` have
+//! only the global account `$G`, as in nats-server.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use midge_proto::sublist::Sublist;
+use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
+
+use super::sub::SubRef;
+use crate::options::Options;
+
+/// The account of clients in a config without accounts (nats-server's global account).
+pub(crate) const GLOBAL_ACCOUNT: &str = "$G";
+
+/// One account: its name and its subscription table.
+pub(crate) struct Account {
+    pub name: Arc<str>,
+    pub sublist: Sublist<SubRef>,
+    /// Client connections bound to the account now (`/accountz`, limits).
+    pub num_clients: AtomicU32,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("subscriptions", &self.sublist.count())
+            .finish()
+    }
+}
+
+impl Account {
+    pub fn new(name: &str) -> Arc<Account> {
+        Arc::new(Account {
+            name: name.into(),
+            sublist: Sublist::new(),
+            num_clients: AtomicU32::new(0),
+        })
+    }
+
+    pub fn client_joined(&self) {
+        self.num_clients.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn client_left(&self) {
+        self.num_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every account of the server, by name. The global account always exists.
+#[derive(Debug)]
+pub(crate) struct Accounts {
+    by_name: RwLock<FxHashMap<Arc<str>, Arc<Account>>>,
+    global: Arc<Account>,
+}
+
+impl Accounts {
+    /// The accounts a configuration names, plus `$G`.
+    pub fn new(opts: &Options) -> Accounts {
+        let global = Account::new(GLOBAL_ACCOUNT);
+        let accounts = Accounts {
+            by_name: RwLock::new(FxHashMap::default()),
+            global: global.clone(),
+        };
+        accounts.by_name.write().insert(global.name.clone(), global);
+        accounts.sync(opts);
+        accounts
+    }
+
+    /// Adds the accounts a (reloaded) configuration names that do not exist yet. Accounts
+    /// the configuration no longer names stay until their last subscriber goes: clients in
+    /// them are closed by the reload (their user is gone), and routes may still carry their
+    /// interest.
+    pub fn sync(&self, opts: &Options) {
+        let mut map = self.by_name.write();
+        for name in opts.account_names() {
+            if !map.contains_key(name) {
+                let acc = Account::new(name);
+                map.insert(acc.name.clone(), acc);
+            }
+        }
+    }
+
+    pub fn global(&self) -> &Arc<Account> {
+        &self.global
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Account>> {
+        self.by_name.read().get(name).cloned()
+    }
+
+    /// Looks an account up by the bytes a route sent.
+    pub fn get_bytes(&self, name: &[u8]) -> Option<Arc<Account>> {
+        if name == GLOBAL_ACCOUNT.as_bytes() {
+            return Some(self.global.clone());
+        }
+        std::str::from_utf8(name).ok().and_then(|n| self.get(n))
+    }
+
+    /// The account a user of the configuration belongs to (`$G` when it names none).
+    pub fn for_user(&self, account: Option<&str>) -> Arc<Account> {
+        account
+            .and_then(|n| self.get(n))
+            .unwrap_or_else(|| self.global.clone())
+    }
+
+    /// Every account, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        let mut v: Vec<_> = self.by_name.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Subscriptions of every kind in every account (`/varz` `subscriptions`).
+    pub fn num_subscriptions(&self) -> usize {
+        self.by_name
+            .read()
+            .values()
+            .map(|a| a.sublist.count())
+            .sum()
+    }
+
+    /// `/subsz` counters summed over the accounts (rates and means weighted).
+    pub fn sublist_stats(&self) -> midge_proto::sublist::SublistStats {
+        let mut total = midge_proto::sublist::SublistStats::default();
+        let (mut hits, mut fanout_sum) = (0.0, 0.0);
+        for acc in self.by_name.read().values() {
+            let s = acc.sublist.stats();
+            total.num_subscriptions += s.num_subscriptions;
+            total.num_cache += s.num_cache;
+            total.num_inserts += s.num_inserts;
+            total.num_removes += s.num_removes;
+            total.num_matches += s.num_matches;
+            total.max_fanout = total.max_fanout.max(s.max_fanout);
+            hits += s.cache_hit_rate * s.num_matches as f64;
+            fanout_sum += s.avg_fanout * f64::from(s.num_cache);
+        }
+        if total.num_matches > 0 {
+            total.cache_hit_rate = hits / total.num_matches as f64;
+        }
+        if total.num_cache > 0 {
+            total.avg_fanout = fanout_sum / f64::from(total.num_cache);
+        }
+        total
+    }
+}

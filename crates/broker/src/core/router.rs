@@ -1,0 +1,689 @@
+//! The router: the one publisher-side path from a published message to every interested
+//! subscriber of any kind, whoever published it (a client, a route, the server itself).
+//!
+//! It is nats-server's `processMsgResults` in shape: the account's match result holds
+//! subscribers of every kind, and each is served by its kind:
+//! - a client gets a `MSG`/`HMSG` appended to its outbound buffer (headers stripped when it
+//!   did not negotiate them, its delivery permissions and auto-unsubscribe honoured);
+//! - a route collects the message once per route, with the queue names it was chosen for,
+//!   and gets one `RMSG` at the end; never for a message that came over a route;
+//! - an internal subscriber gets an owned copy on its channel.
+//!
+//! Each queue group gets the message once: one member is drawn with every member
+//! weighted by what it stands for (a client 1, a route the member count its server
+//! announced), so the choice is uniform over all members in the cluster. A local member
+//! that cannot take it (closed, over its limit) passes it to the next local member, then
+//! to a route. A message from a route is given to local members of the groups it names only.
+//!
+//! Receivers are woken once per read of the publisher (see [`Router::flush`]), and
+//! written to directly when the read carried few messages (latency) or by their own writer
+//! tasks when it carried many (throughput).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use midge_proto::encode;
+use midge_proto::parser::queue_names;
+use midge_proto::sublist::{MatchResult, SublistError};
+use rustc_hash::FxHashMap;
+use tracing::warn;
+
+use super::{Account, InternalSub, SubRef, Subscriber, Subscription};
+use crate::client::{ClientShared, CloseReason, Queued};
+use crate::cluster::{self, Route};
+use crate::server::ServerInner;
+
+/// Who published a message, which decides where it may go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// A client; `echo: false` keeps its own subscriptions out.
+    Client {
+        conn: &'a Arc<ClientShared>,
+        echo: bool,
+    },
+    /// A route, with the queue groups the sending server chose this server for.
+    Route { queues: &'a [u8] },
+    /// The server itself (system events, service replies): goes everywhere.
+    Internal,
+}
+
+impl Origin<'_> {
+    fn is_route(&self) -> bool {
+        matches!(self, Origin::Route { .. })
+    }
+
+    /// True when `c` is the publishing client and it asked not to get its own messages.
+    fn skips(&self, c: &Arc<ClientShared>) -> bool {
+        matches!(self, Origin::Client { conn, echo: false } if Arc::ptr_eq(conn, c))
+    }
+}
+
+/// A publisher's match results for one account, valid for one generation of the account's
+/// sublist. The last subject is kept apart: publishers often repeat one, and then the
+/// lookup costs neither hashing nor a reference count.
+#[derive(Debug)]
+pub(crate) struct MatchCache {
+    account: Arc<Account>,
+    gen: u64,
+    map: FxHashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    last_subject: Vec<u8>,
+    /// The result for `last_subject`, computed in generation `last_gen`.
+    last: Option<Arc<MatchResult<SubRef>>>,
+    last_gen: u64,
+}
+
+const CACHE_MAX: usize = 256;
+
+impl MatchCache {
+    pub fn new(account: Arc<Account>) -> Self {
+        MatchCache {
+            account,
+            gen: u64::MAX,
+            map: FxHashMap::default(),
+            last_subject: Vec::new(),
+            last: None,
+            last_gen: u64::MAX,
+        }
+    }
+
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+
+    /// Moves the cache to another account (a client's account changed at CONNECT).
+    pub fn set_account(&mut self, account: Arc<Account>) {
+        if !Arc::ptr_eq(&account, &self.account) {
+            *self = MatchCache::new(account);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.last = None;
+        self.gen = u64::MAX;
+        self.last_gen = u64::MAX;
+    }
+
+    /// The result for a subject about to be published; give it back with
+    /// [`MatchCache::restore`] once delivered.
+    pub fn take(&mut self, subj: &[u8]) -> Arc<MatchResult<SubRef>> {
+        if let Some(r) = self.last.take() {
+            if self.last_subject == subj && self.account.sublist.generation() == self.last_gen {
+                return r;
+            }
+        }
+        let r = self.lookup(subj);
+        self.last_subject.clear();
+        self.last_subject.extend_from_slice(subj);
+        self.last_gen = self.gen;
+        r
+    }
+
+    pub fn restore(&mut self, r: Arc<MatchResult<SubRef>>) {
+        self.last = Some(r);
+    }
+
+    /// The result for any subject, from the cache while the sublist has not changed.
+    pub fn lookup(&mut self, subj: &[u8]) -> Arc<MatchResult<SubRef>> {
+        let gen = self.account.sublist.generation();
+        if gen != self.gen {
+            self.map.clear();
+            self.gen = gen;
+        } else if let Some(r) = self.map.get(subj) {
+            return r.clone();
+        }
+        let r = self.account.sublist.matches(subj);
+        if self.map.len() >= CACHE_MAX {
+            self.map.clear();
+        }
+        self.map.insert(subj.into(), r.clone());
+        r
+    }
+}
+
+/// Delivery state of one publisher (a connection's reader task), reused message after
+/// message so routing allocates nothing once warmed up.
+#[derive(Debug)]
+pub(crate) struct Router {
+    srv: Arc<ServerInner>,
+    /// Receivers that got data during the current read, woken once after it.
+    to_wake: Vec<Arc<ClientShared>>,
+    rng: u64,
+    max_pending: usize,
+    route_max_pending: usize,
+    /// Routes the current message goes to, once each.
+    targets: Vec<Arc<Route>>,
+    /// (index in `targets`, index of the queue group in the match result).
+    target_queues: Vec<(usize, usize)>,
+    pub batch_out_msgs: u64,
+    pub batch_out_bytes: u64,
+}
+
+/// Writing for a few receivers in place saves a task wake-up each; past that the publisher
+/// would spend its time writing for others, so their writers do it.
+const MAX_DIRECT_FLUSHES: usize = 16;
+
+impl Router {
+    pub fn new(srv: Arc<ServerInner>, seed: u64) -> Self {
+        let max_pending = srv.opts().max_pending;
+        Router {
+            srv,
+            to_wake: Vec::new(),
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            max_pending,
+            route_max_pending: max_pending.max(cluster::ROUTE_MIN_MAX_PENDING),
+            targets: Vec::new(),
+            target_queues: Vec::new(),
+            batch_out_msgs: 0,
+            batch_out_bytes: 0,
+        }
+    }
+
+    pub fn srv(&self) -> &Arc<ServerInner> {
+        &self.srv
+    }
+
+    /// A reload changed `max_pending`.
+    pub fn set_max_pending(&mut self, max_pending: usize) {
+        self.max_pending = max_pending;
+        self.route_max_pending = max_pending.max(cluster::ROUTE_MIN_MAX_PENDING);
+    }
+
+    /// Receivers waiting to be woken at the end of this read.
+    pub fn pending_wakes(&self) -> &[Arc<ClientShared>] {
+        &self.to_wake
+    }
+
+    /// Puts a connection on the list of writers to wake after this read (its own replies).
+    pub fn queue_wake(&mut self, c: &Arc<ClientShared>) {
+        if c.claim_flush() {
+            self.to_wake.push(c.clone());
+        }
+    }
+
+    /// xorshift: picks queue members without a shared RNG on the hot path.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Delivers one message published in `account` to everything in `result` (the account's
+    /// match for `subj`). True when at least one subscriber got it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route(
+        &mut self,
+        account: &Account,
+        result: &MatchResult<SubRef>,
+        origin: Origin<'_>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let mut delivered = false;
+        let from_route = origin.is_route();
+        for s in &result.psubs {
+            match &s.0.owner {
+                Subscriber::Client(c) => {
+                    if !origin.skips(c) {
+                        delivered |= self.deliver_client(&s.0, c, subj, reply, headers, payload);
+                    }
+                }
+                Subscriber::Route(r) => {
+                    if !from_route {
+                        self.target(r);
+                    }
+                }
+                Subscriber::Internal(i) => {
+                    delivered |= self.deliver_internal(&s.0, i, subj, reply, headers, payload);
+                }
+            }
+        }
+        for (gi, group) in result.qsubs.iter().enumerate() {
+            if let Origin::Route { queues } = origin {
+                if !queue_names(queues).any(|q| q == &*group.name) {
+                    continue;
+                }
+            }
+            delivered |= self.deliver_queue(gi, &group.subs, origin, subj, reply, headers, payload);
+        }
+        if !self.targets.is_empty() {
+            delivered |= self.send_to_routes(account, result, subj, reply, headers, payload);
+        }
+        delivered
+    }
+
+    /// One member of a queue group: drawn with weights, then the local members from there
+    /// on until one takes it, then any route.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_queue(
+        &mut self,
+        gi: usize,
+        members: &[SubRef],
+        origin: Origin<'_>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let n = members.len();
+        if n == 0 {
+            return false;
+        }
+        let from_route = origin.is_route();
+        let start = if from_route {
+            self.next_random() as usize % n
+        } else {
+            let total: u64 = members.iter().map(|s| s.0.weight()).sum();
+            let mut pick = self.next_random() % total;
+            let mut chosen = 0;
+            for (i, s) in members.iter().enumerate() {
+                let w = s.0.weight();
+                if pick < w {
+                    chosen = i;
+                    break;
+                }
+                pick -= w;
+            }
+            if let Subscriber::Route(r) = &members[chosen].0.owner {
+                let t = self.target(r);
+                self.target_queues.push((t, gi));
+                return true;
+            }
+            chosen
+        };
+        let mut fallback: Option<&Arc<Route>> = None;
+        for i in 0..n {
+            let s = &members[(start + i) % n].0;
+            let ok = match &s.owner {
+                Subscriber::Client(c) => {
+                    !origin.skips(c) && self.deliver_client(s, c, subj, reply, headers, payload)
+                }
+                Subscriber::Internal(h) => {
+                    self.deliver_internal(s, h, subj, reply, headers, payload)
+                }
+                Subscriber::Route(r) => {
+                    fallback.get_or_insert(r);
+                    false
+                }
+            };
+            if ok {
+                return true;
+            }
+        }
+        match fallback {
+            Some(r) if !from_route => {
+                let t = self.target(r);
+                self.target_queues.push((t, gi));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn target(&mut self, route: &Arc<Route>) -> usize {
+        match self.targets.iter().position(|t| Arc::ptr_eq(t, route)) {
+            Some(i) => i,
+            None => {
+                self.targets.push(route.clone());
+                self.targets.len() - 1
+            }
+        }
+    }
+
+    /// Counts a delivery against the subscription's auto-unsubscribe limit. False when the
+    /// limit was already reached; the delivery that reaches it removes the subscription.
+    fn count_delivery(&self, sub: &Arc<Subscription>) -> bool {
+        // Counted for every subscription so that `UNSUB <sid> <max>` can tell whether
+        // `max` messages were already delivered.
+        let n = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
+        let max = sub.max.load(Ordering::Acquire);
+        if max != 0 {
+            if n > max {
+                return false;
+            }
+            if n == max {
+                unsubscribe(&self.srv, sub);
+            }
+        }
+        true
+    }
+
+    /// Queues one message for one client subscription. False when nothing was queued.
+    fn deliver_client(
+        &mut self,
+        sub: &Arc<Subscription>,
+        target: &Arc<ClientShared>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        if target.is_closed() {
+            return false;
+        }
+        let perms = target.delivery_perms();
+        if let Some(dp) = perms {
+            if sub.is_wildcard && dp.denies(subj) {
+                return false;
+            }
+        }
+        if !self.count_delivery(sub) {
+            return false;
+        }
+        if let (Some(dp), Some(r)) = (perms, reply) {
+            dp.record_reply(r);
+        }
+        let Queued { pending, size } =
+            match target.queue_msg(&sub.sid, subj, reply, headers, payload) {
+                Some(q) => q,
+                None => return false,
+            };
+        self.batch_out_msgs += 1;
+        self.batch_out_bytes += size;
+        if pending > self.max_pending {
+            warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
+            self.srv
+                .stats
+                .slow_consumers
+                .fetch_add(1, Ordering::Relaxed);
+            target.close(CloseReason::SlowConsumerPendingBytes);
+            return true;
+        }
+        self.queue_wake(target);
+        true
+    }
+
+    fn deliver_internal(
+        &mut self,
+        sub: &Arc<Subscription>,
+        handler: &InternalSub,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        self.count_delivery(sub) && handler.deliver(subj, reply, headers, payload)
+    }
+
+    /// One `RMSG` per target route, naming the queue groups it was chosen for.
+    fn send_to_routes(
+        &mut self,
+        account: &Account,
+        result: &MatchResult<SubRef>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let size = (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        let mut sent = false;
+        let targets = std::mem::take(&mut self.targets);
+        for (ti, route) in targets.iter().enumerate() {
+            let queues = self
+                .target_queues
+                .iter()
+                .filter(move |(t, _)| *t == ti)
+                .map(|&(_, gi)| &*result.qsubs[gi].name);
+            let pending = route.conn.append(1, size, |out| {
+                encode::rmsg(
+                    out,
+                    account.name.as_bytes(),
+                    subj,
+                    reply,
+                    queues,
+                    headers,
+                    payload,
+                )
+            });
+            let Some(pending) = pending else {
+                continue;
+            };
+            sent = true;
+            self.batch_out_msgs += 1;
+            self.batch_out_bytes += size;
+            if pending > self.route_max_pending {
+                warn!(rid = route.rid, remote = %route.remote_name, "Route pending data over {} bytes, closing the route", self.route_max_pending);
+                route.conn.close(CloseReason::SlowConsumerPendingBytes);
+                continue;
+            }
+            self.queue_wake(&route.conn);
+        }
+        self.targets = targets;
+        self.targets.clear();
+        self.target_queues.clear();
+        sent
+    }
+
+    /// Publishes the read's outbound counters and wakes every receiver once. `direct`:
+    /// the read carried few messages, so write for the first receivers in place.
+    pub fn flush(&mut self, direct: bool) {
+        if self.batch_out_msgs > 0 {
+            let stats = &self.srv.stats;
+            stats
+                .out_msgs
+                .fetch_add(self.batch_out_msgs, Ordering::Relaxed);
+            stats
+                .out_bytes
+                .fetch_add(self.batch_out_bytes, Ordering::Relaxed);
+            self.batch_out_msgs = 0;
+            self.batch_out_bytes = 0;
+        }
+        for (i, c) in self.to_wake.drain(..).enumerate() {
+            c.flush_or_wake(direct && i < MAX_DIRECT_FLUSHES);
+        }
+    }
+}
+
+/// Adds a subscription to its account, announcing new interest to the routes when it is
+/// local (a client's or an internal one).
+pub(crate) fn subscribe(srv: &ServerInner, sub: &Arc<Subscription>) -> Result<(), SublistError> {
+    sub.account
+        .sublist
+        .insert(&sub.subject, sub.queue.as_deref(), SubRef(sub.clone()))?;
+    if !matches!(sub.owner, Subscriber::Route(_)) {
+        cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), true);
+    }
+    Ok(())
+}
+
+/// Removes a subscription from its owner's table and its account. Safe to call twice.
+pub(crate) fn unsubscribe(srv: &ServerInner, sub: &Arc<Subscription>) {
+    let owned = match &sub.owner {
+        Subscriber::Client(c) => c.forget_sub(sub),
+        Subscriber::Route(r) => r.forget_sub(sub),
+        Subscriber::Internal(_) => true,
+    };
+    if owned {
+        remove_from_account(srv, sub);
+    }
+}
+
+/// Takes a subscription out of its account's sublist (its owner already forgot it).
+pub(crate) fn remove_from_account(srv: &ServerInner, sub: &Arc<Subscription>) {
+    if sub
+        .account
+        .sublist
+        .remove(&sub.subject, sub.queue.as_deref(), &SubRef(sub.clone()))
+        .is_ok()
+        && !matches!(sub.owner, Subscriber::Route(_))
+    {
+        cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), false);
+    }
+}
+
+/// The router without client sockets: an embedded server (its listener bound on loopback,
+/// never connected to) with internal subscribers, driven through `Server::publish`.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::core::sub::InternalSub;
+    use crate::options::{AccountOptions, Options};
+    use crate::Server;
+
+    async fn server(accounts: &[&str]) -> Server {
+        let opts = Options {
+            host: [127, 0, 0, 1].into(),
+            port: 0,
+            accounts: accounts
+                .iter()
+                .map(|a| AccountOptions {
+                    name: (*a).to_string(),
+                })
+                .collect(),
+            ..Options::default()
+        };
+        match Server::start(opts).await {
+            Ok(s) => s,
+            Err(e) => panic!("server starts: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_and_wildcard_subscribers_each_get_a_copy() {
+        let srv = server(&[]).await;
+        let mut exact = srv.subscribe(None, "a.b", None).expect("subscribe");
+        let mut star = srv.subscribe(None, "a.*", None).expect("subscribe");
+        let mut tail = srv.subscribe(None, ">", None).expect("subscribe");
+        let mut other = srv.subscribe(None, "c.>", None).expect("subscribe");
+        assert!(srv
+            .publish(
+                None,
+                "a.b",
+                Some("r.1"),
+                Some(b"NATS/1.0\r\nk: v\r\n\r\n"),
+                b"hi"
+            )
+            .expect("publish"));
+        for sub in [&mut exact, &mut star, &mut tail] {
+            let m = sub.try_next().expect("delivered");
+            assert_eq!(&m.subject[..], b"a.b");
+            assert_eq!(m.reply.as_deref(), Some(&b"r.1"[..]));
+            // Internal subscribers always get the headers.
+            assert_eq!(m.headers.as_deref(), Some(&b"NATS/1.0\r\nk: v\r\n\r\n"[..]));
+            assert_eq!(&m.payload[..], b"hi");
+            assert!(sub.try_next().is_none(), "exactly one copy");
+        }
+        assert!(other.try_next().is_none());
+        srv.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_reported_for_no_responders() {
+        let srv = server(&[]).await;
+        assert!(!srv
+            .publish(None, "nobody.home", Some("r"), None, b"")
+            .expect("publish"));
+        let sub = srv.subscribe(None, "nobody.home", None).expect("subscribe");
+        assert!(srv
+            .publish(None, "nobody.home", None, None, b"")
+            .expect("publish"));
+        drop(sub);
+        assert!(
+            !srv.publish(None, "nobody.home", None, None, b"")
+                .expect("publish"),
+            "dropping the subscription unsubscribes"
+        );
+        srv.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn queue_group_members_share_each_message_once() {
+        let srv = server(&[]).await;
+        let mut members: Vec<_> = (0..3)
+            .map(|_| srv.subscribe(None, "work", Some("q")).expect("subscribe"))
+            .collect();
+        let mut plain = srv.subscribe(None, "work", None).expect("subscribe");
+        const N: usize = 3000;
+        for i in 0..N {
+            srv.publish(None, "work", None, None, i.to_string().as_bytes())
+                .expect("publish");
+        }
+        let mut seen = HashMap::new();
+        let mut shares = Vec::new();
+        for m in &mut members {
+            let mut n = 0;
+            while let Some(msg) = m.try_next() {
+                *seen.entry(msg.payload).or_insert(0) += 1;
+                n += 1;
+            }
+            shares.push(n);
+        }
+        assert_eq!(seen.len(), N, "every message reached the group");
+        assert!(seen.values().all(|&c| c == 1), "and exactly one member");
+        // Uniform choice: each of 3 members gets ~1000 of 3000; below 700 has a
+        // probability far under 1e-20.
+        assert!(shares.iter().all(|&n| n > 700), "shares {shares:?}");
+        let mut plain_count = 0;
+        while plain.try_next().is_some() {
+            plain_count += 1;
+        }
+        assert_eq!(plain_count, N, "a plain subscriber still gets everything");
+        srv.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn accounts_are_separate_subject_spaces() {
+        let srv = server(&["A", "B"]).await;
+        let mut a = srv.subscribe(Some("A"), "x", None).expect("subscribe");
+        let mut g = srv.subscribe(None, "x", None).expect("subscribe");
+        assert!(!srv
+            .publish(Some("B"), "x", None, None, b"b")
+            .expect("publish"));
+        assert!(srv
+            .publish(Some("A"), "x", None, None, b"a")
+            .expect("publish"));
+        assert_eq!(a.try_next().map(|m| m.payload), Some("a".into()));
+        assert!(a.try_next().is_none());
+        assert!(g.try_next().is_none(), "the global account saw nothing");
+        assert_eq!(
+            srv.subscribe(Some("C"), "x", None).err(),
+            Some(crate::PubSubError::UnknownAccount("C".into()))
+        );
+        srv.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_internal_subscriber_drops_and_counts() {
+        let srv = server(&[]).await;
+        let mut sub = srv
+            .subscribe_with_capacity(None, "burst", None, 4)
+            .expect("subscribe");
+        for _ in 0..10 {
+            srv.publish(None, "burst", None, None, b"")
+                .expect("publish");
+        }
+        assert_eq!(sub.dropped(), 6);
+        let mut n = 0;
+        while sub.try_next().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 4);
+        srv.shutdown().await;
+    }
+
+    /// Regression: a lookup of another subject (the no-responders check looks up the reply
+    /// subject) after a sublist change must not make the cached result for the last
+    /// published subject look current.
+    #[test]
+    fn the_last_subject_result_follows_sublist_changes() {
+        let acc = Account::new("T");
+        let mut cache = MatchCache::new(acc.clone());
+        let r = cache.take(b"a");
+        assert!(r.psubs.is_empty());
+        cache.restore(r);
+        let (handler, _rx) = InternalSub::new(1);
+        let sub = Subscription::new(Subscriber::Internal(handler), acc.clone(), b"a", None, b"");
+        acc.sublist.insert(b"a", None, SubRef(sub)).expect("insert");
+        // Another subject looked up in the new generation.
+        let _ = cache.lookup(b"reply.inbox");
+        let r = cache.take(b"a");
+        assert_eq!(r.psubs.len(), 1, "the new subscription is seen");
+    }
+}
