@@ -24,7 +24,7 @@ use tracing::{debug, trace, warn};
 
 use crate::auth::{self, ClientPermissions, DeliveryPermissions};
 use crate::core::router::{self, MatchCache, Origin, Router};
-use crate::core::{Account, Subscriber, Subscription};
+use crate::core::{Subscriber, Subscription};
 use crate::info::ConnectOptions;
 use crate::monitor::{self, ClosedConn, ConnMeta};
 use crate::options::Options;

@@ -7,7 +7,7 @@
 //! kind: a route gets one `RMSG` per message, never for a message that came over a route.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,7 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientShared;
-use crate::core::{Account, Subscriber, Subscription};
+use crate::core::{Account, Subscription};
 use crate::info::NATS_COMPAT_VERSION;
 use crate::options::RouteUrl;
 use crate::server::ServerInner;
@@ -204,10 +204,6 @@ impl Cluster {
 
     pub fn name(&self) -> String {
         self.name.lock().clone()
-    }
-
-    pub fn has_routes(&self) -> bool {
-        self.num_routes.load(Ordering::Acquire) > 0
     }
 
     /// Client URLs of every member (this server first), for clients' `connect_urls`. Empty

@@ -111,13 +111,6 @@ impl Accounts {
             .unwrap_or_else(|| self.global.clone())
     }
 
-    /// Every account, sorted by name.
-    pub fn all(&self) -> Vec<Arc<Account>> {
-        let mut v: Vec<_> = self.by_name.read().values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
     /// Subscriptions of every kind in every account (`/varz` `subscriptions`).
     pub fn num_subscriptions(&self) -> usize {
         self.by_name

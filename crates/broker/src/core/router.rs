@@ -179,10 +179,6 @@ impl Router {
         }
     }
 
-    pub fn srv(&self) -> &Arc<ServerInner> {
-        &self.srv
-    }
-
     /// A reload changed `max_pending`.
     pub fn set_max_pending(&mut self, max_pending: usize) {
         self.max_pending = max_pending;
