@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use midge_proto::sublist::Sublist;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
@@ -147,6 +147,26 @@ impl ServerInner {
     }
 }
 
+/// Accept queue length of every listener (clients, routes, monitoring), as nats-server.
+/// The kernel caps it at `net.core.somaxconn`.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener the way `TcpListener::bind` does (`SO_REUSEADDR` on Unix, so a
+/// restarted server can rebind while old connections linger in TIME_WAIT), but with
+/// [`LISTEN_BACKLOG`] instead of std's 128: a burst of connects (a fleet reconnecting after
+/// a restart) otherwise overflows the queue and clients wait for SYN retransmits.
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => match p.parse() {
@@ -274,18 +294,14 @@ impl Server {
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
         let bind = SocketAddr::new(opts.host, opts.port);
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let listener = listen(bind).map_err(|source| Error::Bind { addr: bind, source })?;
         let client_addr = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let route_listener = match opts.cluster.port {
             Some(port) => {
                 let bind = SocketAddr::new(opts.cluster.host, port);
-                let l = TcpListener::bind(bind)
-                    .await
-                    .map_err(|source| Error::Bind { addr: bind, source })?;
+                let l = listen(bind).map_err(|source| Error::Bind { addr: bind, source })?;
                 let addr = l
                     .local_addr()
                     .map_err(|source| Error::Bind { addr: bind, source })?;

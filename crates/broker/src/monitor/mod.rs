@@ -115,9 +115,8 @@ pub(crate) async fn start(srv: &Arc<ServerInner>) -> Result<Option<Monitor>, Err
         ));
     }
     let bind = SocketAddr::new(opts.http_host.unwrap_or(opts.host), port);
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let listener =
+        crate::server::listen(bind).map_err(|source| Error::Bind { addr: bind, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr: bind, source })?;
