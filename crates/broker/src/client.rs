@@ -367,8 +367,13 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             };
             conn.wake_writers();
             conn.shared.close(reason);
-            // Taken before the subscriptions go, for `/connz?state=closed&subs=1`.
-            let subs = monitor::sub_details(&conn.shared);
+            // Taken before the subscriptions go, for `/connz?state=closed&subs=1`; without
+            // a monitoring port nobody can ask, so the ring keeps no copy.
+            let subs = if conn.opts.monitoring() {
+                monitor::sub_details(&conn.shared)
+            } else {
+                Vec::new()
+            };
             conn.remove_all_subs();
             subs
         };
