@@ -1279,8 +1279,11 @@ impl Conn {
     }
 
     /// Server PING timer: ask an idle client for a PONG; too many unanswered means stale.
+    /// As in nats-server it also runs before CONNECT, so a socket that never speaks is closed
+    /// after about `ping_interval * ping_max` even without authorization; with it, the auth
+    /// timer closes such a client first, and PINGs would only garble its transcript.
     fn ping_timer(&mut self) -> Result<(), CloseReason> {
-        if !self.connected {
+        if !self.connected && self.auth_required {
             return Ok(());
         }
         if self.pings_out + 1 > self.opts.ping_max {
