@@ -83,3 +83,119 @@ async fn a_silent_socket_without_auth_is_closed_by_the_ping_timer() {
     })
     .await;
 }
+
+/// Wrong bcrypt passwords must not starve other connections. Before the fix every
+/// verification (tens of ms of CPU at cost 10) ran on an async worker: 50 clients sending
+/// wrong passwords in a loop pushed a bystander's median round trip past a second.
+///
+/// A starvation regression test, not a timed benchmark: the bound (50 ms for a median
+/// round trip on loopback that takes well under 1 ms on an idle server) is generous; a
+/// starved runtime misses it by orders of magnitude. The storm users' auth timeout is long
+/// so that every storm login gets its verdict however long it queued for a bcrypt permit.
+#[tokio::test]
+async fn a_bcrypt_storm_does_not_starve_other_clients() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+
+    const STORM_CLIENTS: usize = 50;
+    const STORM_FOR: Duration = Duration::from_secs(3);
+    const MEDIAN_BOUND: Duration = Duration::from_millis(50);
+
+    let hash = bcrypt::hash("right", 10).expect("bcrypt hash");
+    let config = format!(
+        "authorization {{\n  timeout: 120\n  users: [\n    {{user: storm, password: \"{hash}\"}}\n    {{user: canary, password: canary}}\n  ]\n}}\n"
+    );
+    let server = midge_tests::TestServer::start(midge_tests::ServerKind::Midge, &config).await;
+    let canary = || {
+        async_nats::ConnectOptions::with_user_and_password("canary".into(), "canary".into())
+            .connect(server.url())
+    };
+    let responder = canary().await.expect("responder connects");
+    let requester = canary().await.expect("requester connects");
+    let mut service = responder.subscribe("rtt").await.expect("subscribe");
+    responder.flush().await.expect("flush");
+    let answering = tokio::spawn(async move {
+        while let Some(m) = service.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+
+    let started = Arc::new(AtomicUsize::new(0));
+    let addr = server.addr();
+    let storm_end = tokio::time::Instant::now() + STORM_FOR;
+    let storm: Vec<_> = (0..STORM_CLIENTS)
+        .map(|i| {
+            let started = started.clone();
+            tokio::spawn(async move {
+                let mut verdicts = Vec::new();
+                loop {
+                    let mut c = midge_tests::RawClient::connect(addr)
+                        .await
+                        .labelled(format!("storm {i}"))
+                        .with_deadline(Duration::from_secs(120));
+                    c.read_info().await;
+                    c.send(b"CONNECT {\"user\":\"storm\",\"pass\":\"wrong\",\"verbose\":false}\r\nPING\r\n")
+                        .await;
+                    if verdicts.is_empty() {
+                        started.fetch_add(1, Ordering::AcqRel);
+                    }
+                    let line = c.read_line().await;
+                    verdicts.push(String::from_utf8_lossy(&line).trim_end().to_owned());
+                    if tokio::time::Instant::now() >= storm_end {
+                        return verdicts;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Measure only once every storm client has its first wrong password in flight.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while started.load(Ordering::Acquire) < STORM_CLIENTS {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "storm clients did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut rtts = Vec::new();
+    while tokio::time::Instant::now() < storm_end || rtts.len() < 5 {
+        let sent = std::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            requester.request("rtt", "ping".into()),
+        )
+        .await
+        .expect("a round trip within 30 s")
+        .expect("reply");
+        rtts.push(sent.elapsed());
+    }
+    rtts.sort();
+    let median = rtts[rtts.len() / 2];
+
+    let mut attempts = 0;
+    for task in storm {
+        let verdicts = task.await.expect("storm task");
+        for v in &verdicts {
+            assert_eq!(
+                v, "-ERR 'Authorization Violation'",
+                "a storm login's verdict"
+            );
+        }
+        attempts += verdicts.len();
+    }
+    answering.abort();
+    eprintln!(
+        "bcrypt storm: {attempts} wrong logins; canary: {} round trips, median {median:?}, max {:?}",
+        rtts.len(),
+        rtts[rtts.len() - 1]
+    );
+    assert!(
+        median < MEDIAN_BOUND,
+        "canary median round trip {median:?} during the storm (bound {MEDIAN_BOUND:?}); all: {rtts:?}"
+    );
+}

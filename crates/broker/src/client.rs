@@ -590,7 +590,7 @@ impl Conn {
             // atomic load per read.
             if self.opts_rx.has_changed().unwrap_or(false) {
                 let new = self.opts_rx.borrow_and_update().clone();
-                let result = self.apply_reload(new);
+                let result = self.apply_reload(new).await;
                 self.wake_writers();
                 if let Err(reason) = result {
                     return reason;
@@ -647,7 +647,15 @@ impl Conn {
                 match parse_client_op(&rb.buf[rb.start..rb.end], &self.limits) {
                     Ok(Parsed::Op(op, used)) => {
                         rb.start += used;
-                        if let Err(reason) = self.process(op) {
+                        let result = match op {
+                            // Checking the credentials may wait for bcrypt: nothing after
+                            // this CONNECT is processed until they are decided.
+                            ClientOp::Connect(json) if self.auth_required && !self.connected => {
+                                self.connect_with_auth(json, auth.as_mut()).await
+                            }
+                            op => self.process(op),
+                        };
+                        if let Err(reason) = result {
                             return reason;
                         }
                     }
@@ -806,7 +814,36 @@ impl Conn {
         }
     }
 
+    /// A CONNECT that needs no authentication: without authorization, or a repeated one
+    /// (credentials are checked once; see `connect_with_auth`).
     fn process_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let copts = self.parse_connect(json)?;
+        self.finish_connect(copts, Ok(None))
+    }
+
+    /// The first CONNECT when authorization is required. The check runs while the read loop
+    /// waits (bcrypt runs on the blocking pool, see `auth::Verifier`), bounded by what is
+    /// left of the auth timeout.
+    async fn connect_with_auth(
+        &mut self,
+        json: &[u8],
+        auth_deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), CloseReason> {
+        let copts = self.parse_connect(json)?;
+        let srv = self.srv.clone();
+        let opts = self.opts.clone();
+        let verdict = tokio::select! {
+            v = auth::authenticate(&srv.verifier, &opts.auth, &copts) => Some(v),
+            _ = auth_deadline => None,
+        };
+        let Some(verdict) = verdict else {
+            self.send_err("Authentication Timeout");
+            return Err(CloseReason::AuthenticationTimeout);
+        };
+        self.finish_connect(copts, verdict)
+    }
+
+    fn parse_connect(&mut self, json: &[u8]) -> Result<ConnectOptions, CloseReason> {
         let copts: ConnectOptions = match serde_json::from_slice(json) {
             Ok(c) => c,
             Err(e) => {
@@ -822,8 +859,18 @@ impl Conn {
             self.send_err("no responders requires headers support");
             return Err(CloseReason::ProtocolViolation);
         }
+        Ok(copts)
+    }
+
+    /// Applies a parsed CONNECT; `verdict` is the authentication result, used only for the
+    /// first one.
+    fn finish_connect(
+        &mut self,
+        copts: ConnectOptions,
+        verdict: Result<Option<crate::options::Permissions>, ()>,
+    ) -> Result<(), CloseReason> {
         if !self.connected {
-            match auth::authenticate(&self.opts.auth, &copts) {
+            match verdict {
                 Ok(perms) => self.set_permissions(perms),
                 Err(()) => {
                     warn!(cid = self.shared.cid, peer = %self.shared.peer, user = copts.user.as_deref().unwrap_or(""), "authentication error");
@@ -1197,7 +1244,7 @@ impl Conn {
     /// operation; a connected client is checked against the new authorization and closed
     /// with 'Authorization Violation' when its user was removed or its password changed,
     /// and loses the subscriptions its new permissions deny (as nats-server).
-    fn apply_reload(&mut self, new: Arc<Options>) -> Result<(), CloseReason> {
+    async fn apply_reload(&mut self, new: Arc<Options>) -> Result<(), CloseReason> {
         let old = std::mem::replace(&mut self.opts, new);
         let new = self.opts.clone();
         self.limits = Limits {
@@ -1209,7 +1256,8 @@ impl Conn {
         if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
             return Ok(());
         }
-        match auth::authenticate(&new.auth, &self.copts) {
+        let srv = self.srv.clone();
+        match auth::authenticate(&srv.verifier, &new.auth, &self.copts).await {
             Ok(perms) => {
                 self.set_permissions(perms);
                 self.drop_denied_subs();

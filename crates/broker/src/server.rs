@@ -68,6 +68,8 @@ pub(crate) struct ServerInner {
     pub closed: ClosedRing,
     /// Client TLS for new connections; a reload swaps it (existing sessions keep theirs).
     pub tls: RwLock<Option<TlsSettings>>,
+    /// Password checks for clients and routes (bcrypt off the async workers).
+    pub verifier: crate::auth::Verifier,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -338,6 +340,7 @@ impl Server {
             exited: AtomicBool::new(false),
             closed: ClosedRing::default(),
             tls: RwLock::new(tls),
+            verifier: crate::auth::Verifier::default(),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
