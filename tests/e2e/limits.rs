@@ -271,3 +271,133 @@ async fn healthz_answers_while_idle_and_slow_connections_are_open() {
     drop(idle);
     server.shutdown().await;
 }
+
+/// A bare HTTP/1.0 GET of a monitoring endpoint's JSON.
+async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect monitor");
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("send request");
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.expect("read reply");
+        body
+    };
+    let body = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("monitor answers");
+    let text = String::from_utf8_lossy(&body);
+    let (_, json) = text.split_once("\r\n\r\n").expect("headers end");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
+}
+
+/// One slow consumer is one in `/varz` `slow_consumers`. Before the fix a receiver closed
+/// for its pending bytes was counted again when its writer, still stuck on the full
+/// socket, ran into the write deadline (and once more by every publisher that saw it over
+/// the limit before the close). Whether the writer holds a batch when the limit is crossed
+/// is up to the scheduler, so the old code failed this in about half the runs (4 of 10
+/// here); the fixed code cannot count twice.
+#[tokio::test]
+async fn a_slow_consumer_is_counted_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A process, so that the writer runs on its own worker while publishers append: the
+    // double count needed a writer stuck on the full socket when the limit was crossed.
+    let http_port = midge_tests::free_port();
+    let server = midge_tests::TestServer::start(
+        midge_tests::ServerKind::Midge,
+        &format!("http_port: {http_port}\nmax_pending: 8388608\nwrite_deadline: \"1s\"\n"),
+    )
+    .await;
+    let monitor = SocketAddr::from(([127, 0, 0, 1], http_port));
+
+    // A subscriber with a small receive buffer that stops reading after its PONG.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let mut sub = socket.connect(server.addr()).await.expect("connect");
+    sub.write_all(b"CONNECT {\"verbose\":false}\r\nSUB flood 1\r\nPING\r\n")
+        .await
+        .expect("subscribe");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"PONG\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), sub.read(&mut buf))
+            .await
+            .expect("PONG in time")
+            .expect("read");
+        assert!(n > 0, "subscriber closed before PONG");
+        seen.extend_from_slice(&buf[..n]);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect publisher");
+    let flooding = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let payload = vec![b'x'; 32 * 1024];
+            let mut frame = format!("PUB flood {}\r\n", payload.len()).into_bytes();
+            frame.extend_from_slice(&payload);
+            // One message per round trip: the subscriber's writer gets woken and takes a
+            // batch (then sits on the full socket) long before the pending limit is crossed.
+            frame.extend_from_slice(b"\r\nPING\r\n");
+            if publisher
+                .write_all(b"CONNECT {\"verbose\":false}\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut pongs = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                if publisher.write_all(&frame).await.is_err() {
+                    return;
+                }
+                pongs.clear();
+                while !pongs.ends_with(b"PONG\r\n") {
+                    let mut buf = [0u8; 64];
+                    match publisher.read(&mut buf).await {
+                        Ok(n) if n > 0 => pongs.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+            }
+        }
+    });
+
+    // The subscriber's task ends once its writer gave up too (the write deadline).
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let varz = loop {
+        let varz = get_json(monitor, "/varz").await;
+        if varz["slow_consumers"].as_u64() > Some(0) && varz["connections"] == 1 {
+            break varz;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the slow subscriber was not closed: {varz}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, Ordering::Release);
+    let _ = flooding.await;
+    assert_eq!(varz["slow_consumers"], 1, "{varz}");
+    let closed = get_json(monitor, "/connz?state=closed").await;
+    let slow: Vec<_> = closed["connections"]
+        .as_array()
+        .expect("closed connections")
+        .iter()
+        .filter(|c| {
+            c["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Slow Consumer"))
+        })
+        .collect();
+    assert_eq!(slow.len(), 1, "{closed}");
+    drop(sub);
+}

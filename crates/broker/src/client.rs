@@ -208,12 +208,13 @@ impl ClientShared {
     }
 
     /// Ends the connection: the writer flushes what is queued (nothing, for a slow
-    /// consumer) and closes the socket; the reader stops.
-    pub fn close(&self, reason: CloseReason) {
+    /// consumer) and closes the socket; the reader stops. True for the call that closed it
+    /// (the one that records and counts the reason); false when it was already closed.
+    pub fn close(&self, reason: CloseReason) -> bool {
         {
             let mut out = self.out.lock();
             if out.close.is_some() {
-                return;
+                return false;
             }
             out.close = Some(reason);
             if reason.is_slow_consumer() {
@@ -224,6 +225,7 @@ impl ClientShared {
         self.closed.store(true, Ordering::Release);
         self.kill.notify_one();
         self.writer_wake.notify_one();
+        true
     }
 
     /// Queues protocol bytes from outside the connection's own task (an async INFO, an
@@ -437,9 +439,11 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
                 break;
             }
             Err(_) => {
-                warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
-                srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                shared.close(CloseReason::SlowConsumerWriteDeadline);
+                // Already closed as a slow consumer by a publisher: counted once, there.
+                if shared.close(CloseReason::SlowConsumerWriteDeadline) {
+                    warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
+                    srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                }
                 break;
             }
         }
@@ -1107,12 +1111,14 @@ impl Conn {
         self.batch_out_msgs += 1;
         self.batch_out_bytes += size;
         if pending > self.max_pending {
-            warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
-            self.srv
-                .stats
-                .slow_consumers
-                .fetch_add(1, Ordering::Relaxed);
-            target.close(CloseReason::SlowConsumerPendingBytes);
+            // Several publishers can see the same receiver over the limit: one counts it.
+            if target.close(CloseReason::SlowConsumerPendingBytes) {
+                warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
+                self.srv
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             return true;
         }
         if !target.flush_queued.swap(true, Ordering::AcqRel) {
