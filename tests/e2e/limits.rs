@@ -294,12 +294,33 @@ async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
 }
 
+/// Publishes one 256 KiB message on `flood` and waits for the PONG that follows it.
+/// False once the connection is gone.
+async fn publish_one(publisher: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PAYLOAD: usize = 256 * 1024;
+    let mut frame = format!("PUB flood {PAYLOAD}\r\n").into_bytes();
+    frame.resize(frame.len() + PAYLOAD, b'x');
+    frame.extend_from_slice(b"\r\nPING\r\n");
+    if publisher.write_all(&frame).await.is_err() {
+        return false;
+    }
+    let mut pongs = Vec::new();
+    while !pongs.ends_with(b"PONG\r\n") {
+        let mut buf = [0u8; 64];
+        match publisher.read(&mut buf).await {
+            Ok(n) if n > 0 => pongs.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// One slow consumer is one in `/varz` `slow_consumers`. Before the fix a receiver closed
 /// for its pending bytes was counted again when its writer, still stuck on the full
 /// socket, ran into the write deadline (and once more by every publisher that saw it over
-/// the limit before the close). Whether the writer holds a batch when the limit is crossed
-/// is up to the scheduler, so the old code failed this in about half the runs (4 of 10
-/// here); the fixed code cannot count twice.
+/// the limit before the close). The test first fills the subscriber's socket, so that its
+/// writer sits on it when the limit is crossed.
 #[tokio::test]
 async fn a_slow_consumer_is_counted_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -334,41 +355,39 @@ async fn a_slow_consumer_is_counted_once() {
         seen.extend_from_slice(&buf[..n]);
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let mut publisher = tokio::net::TcpStream::connect(server.addr())
         .await
         .expect("connect publisher");
+    publisher
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .await
+        .expect("publisher CONNECT");
+    // Phase 1, one message at a time until the server holds bytes for the subscriber: its
+    // socket is full and its writer has been woken for them (the /connz round trip gives
+    // it time to take them and sit on the socket).
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(publish_one(&mut publisher).await, "publisher closed");
+        let connz = get_json(monitor, "/connz").await;
+        let pending = connz["connections"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["subscriptions"] == 1))
+            .map(|c| c["pending_bytes"].as_u64().unwrap_or(0));
+        match pending {
+            Some(0) => {}
+            Some(_) => break,
+            None => panic!("the subscriber is gone before its socket filled: {connz}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the subscriber's socket never filled"
+        );
+    }
+    // Phase 2: on to the pending limit.
+    let stop = Arc::new(AtomicBool::new(false));
     let flooding = tokio::spawn({
         let stop = stop.clone();
-        async move {
-            let payload = vec![b'x'; 32 * 1024];
-            let mut frame = format!("PUB flood {}\r\n", payload.len()).into_bytes();
-            frame.extend_from_slice(&payload);
-            // One message per round trip: the subscriber's writer gets woken and takes a
-            // batch (then sits on the full socket) long before the pending limit is crossed.
-            frame.extend_from_slice(b"\r\nPING\r\n");
-            if publisher
-                .write_all(b"CONNECT {\"verbose\":false}\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut pongs = Vec::new();
-            while !stop.load(Ordering::Acquire) {
-                if publisher.write_all(&frame).await.is_err() {
-                    return;
-                }
-                pongs.clear();
-                while !pongs.ends_with(b"PONG\r\n") {
-                    let mut buf = [0u8; 64];
-                    match publisher.read(&mut buf).await {
-                        Ok(n) if n > 0 => pongs.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-            }
-        }
+        async move { while !stop.load(Ordering::Acquire) && publish_one(&mut publisher).await {} }
     });
 
     // The subscriber's task ends once its writer gave up too (the write deadline).
