@@ -657,6 +657,71 @@ async fn clients_get_members_connect_urls_and_async_info_on_change() {
     }
 }
 
+/// Reads frames until an INFO whose `connect_urls` satisfies `want`, answering PINGs, and
+/// returns that INFO.
+async fn next_info_where(
+    raw: &mut midge_tests::RawClient,
+    what: &str,
+    want: impl Fn(&[String]) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + MESH_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match raw.read_frame(left).await {
+            midge_tests::FrameRead::Frame(f) if f.starts_with(b"INFO ") => {
+                let json: serde_json::Value = serde_json::from_slice(&f[5..]).expect("INFO json");
+                let urls: Vec<String> = json["connect_urls"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|u| u.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if want(&urls) {
+                    return json;
+                }
+            }
+            midge_tests::FrameRead::Frame(f) if f == b"PING\r\n" => raw.send(b"PONG\r\n").await,
+            midge_tests::FrameRead::Frame(_) => {}
+            other => panic!("waiting for an INFO {what}: {other:?}"),
+        }
+    }
+}
+
+/// Every async INFO names the client it goes to (`client_id`, `client_ip`), and when the
+/// last other member goes, the INFO lists this server's own URL, so clients drop the
+/// servers that are gone from their pools (an INFO without `connect_urls` changes nothing).
+#[tokio::test]
+async fn async_info_names_the_client_and_lists_self_when_the_last_route_drops() {
+    for kind in [NatsServer, Midge] {
+        if kind == Midge && midge_tests::reference_only() {
+            continue;
+        }
+        let m = members(2);
+        let a = start(kind, "a", m[0], &[]).await;
+        let mut raw = midge_tests::RawClient::connect(a.addr()).await;
+        let first = raw.handshake(r#"{"verbose":false,"protocol":1}"#).await;
+        let cid = first["client_id"].clone();
+        assert!(cid.as_u64().is_some_and(|c| c > 0), "{kind}: {first}");
+        let own = format!("127.0.0.1:{}", m[0].client);
+        let other = format!("127.0.0.1:{}", m[1].client);
+        let b = start(kind, "b", m[1], &[m[0].route]).await;
+        let joined = next_info_where(&mut raw, "with b", |u| u.contains(&other)).await;
+        assert_eq!(joined["client_id"], cid, "{kind}: {joined}");
+        assert_eq!(joined["client_ip"], "127.0.0.1", "{kind}: {joined}");
+        drop(b);
+        let left = next_info_where(&mut raw, "without b", |u| !u.contains(&other)).await;
+        assert_eq!(
+            left["connect_urls"],
+            serde_json::json!([own]),
+            "{kind}: {left}"
+        );
+        assert_eq!(left["client_id"], cid, "{kind}: {left}");
+        assert_eq!(left["client_ip"], "127.0.0.1", "{kind}: {left}");
+    }
+}
+
 #[test]
 fn embedded_servers_report_their_routes() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -9,12 +9,15 @@
 //!   nats-server's.
 //! - `cluster` runs clusters of midge and nats-server processes (mesh, gossip, queues,
 //!   request/reply, kill and restart, mixed clusters).
+//! - `limits` covers starvation and leaks: listen backlog, silent sockets, bcrypt storms,
+//!   the monitoring port under idle connections, slow consumer counting.
 
 mod accounts;
 mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod limits;
 mod monitor;
 mod ops;
 mod raw_protocol;

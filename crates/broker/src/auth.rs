@@ -20,64 +20,177 @@ pub struct Authenticated {
     pub account: Option<String>,
 }
 
+impl Authenticated {
+    fn of(user: &crate::options::User) -> Self {
+        Authenticated {
+            permissions: user.permissions.clone(),
+            account: user.account.clone(),
+        }
+    }
+}
+
 /// Checks the credentials in `CONNECT` against the configured authorization. A client that
 /// gives no credentials at all is `no_auth_user` when one is configured (as nats-server).
 /// `Err(())` means the client must be rejected with 'Authorization Violation'.
+///
+/// A bcrypt hash is verified on the blocking pool, never on an async worker: one
+/// verification costs tens of milliseconds of CPU, and a few dozen clients sending wrong
+/// passwords would otherwise stall every connection on the runtime.
 #[allow(clippy::result_unit_err)]
-pub fn authenticate(
+pub async fn authenticate(
+    verifier: &Verifier,
     auth: &Authorization,
     no_auth_user: Option<&str>,
     c: &ConnectOptions,
 ) -> Result<Authenticated, ()> {
+    match candidate(auth, no_auth_user, c) {
+        Candidate::Decided(result) => result,
+        Candidate::Password {
+            configured,
+            given,
+            who,
+        } => {
+            if verifier.password_ok(configured, given).await {
+                Ok(who)
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+/// What deciding a CONNECT takes: nothing more, or one password comparison.
+enum Candidate<'a> {
+    Decided(Result<Authenticated, ()>),
+    Password {
+        configured: &'a str,
+        given: &'a str,
+        who: Authenticated,
+    },
+}
+
+fn candidate<'a>(
+    auth: &'a Authorization,
+    no_auth_user: Option<&str>,
+    c: &'a ConnectOptions,
+) -> Candidate<'a> {
     if !auth.required() {
-        return Ok(Authenticated::default());
+        return Candidate::Decided(Ok(Authenticated::default()));
     }
     let anonymous = c.user.is_none() && c.pass.is_none() && c.auth_token.is_none();
     if let (true, Some(name)) = (anonymous, no_auth_user) {
-        return match auth.users.iter().find(|u| u.user == name) {
-            Some(user) => Ok(user_identity(user)),
-            None => Err(()),
-        };
+        return Candidate::Decided(
+            auth.users
+                .iter()
+                .find(|u| u.user == name)
+                .map(Authenticated::of)
+                .ok_or(()),
+        );
     }
     if let Some(token) = &auth.token {
         return match &c.auth_token {
-            Some(given) if password_ok(token, given) => Ok(Authenticated::default()),
-            _ => Err(()),
+            Some(given) => Candidate::Password {
+                configured: token,
+                given,
+                who: Authenticated::default(),
+            },
+            None => Candidate::Decided(Err(())),
         };
     }
     if let Some(user) = &auth.user {
         let pass = auth.password.as_deref().unwrap_or("");
         return match (&c.user, &c.pass) {
-            (Some(u), Some(p)) if u == user && password_ok(pass, p) => Ok(Authenticated::default()),
-            (Some(u), None) if u == user && pass.is_empty() => Ok(Authenticated::default()),
-            _ => Err(()),
+            (Some(u), Some(p)) if u == user => Candidate::Password {
+                configured: pass,
+                given: p,
+                who: Authenticated::default(),
+            },
+            (Some(u), None) if u == user && pass.is_empty() => {
+                Candidate::Decided(Ok(Authenticated::default()))
+            }
+            _ => Candidate::Decided(Err(())),
         };
     }
-    let Some(name) = &c.user else { return Err(()) };
-    let Some(user) = auth.users.iter().find(|u| &u.user == name) else {
-        return Err(());
+    let Some(name) = &c.user else {
+        return Candidate::Decided(Err(()));
     };
-    let given = c.pass.as_deref().unwrap_or("");
-    if !password_ok(&user.password, given) {
-        return Err(());
-    }
-    Ok(user_identity(user))
-}
-
-fn user_identity(user: &crate::options::User) -> Authenticated {
-    Authenticated {
-        permissions: user.permissions.clone(),
-        account: user.account.clone(),
+    let Some(user) = auth.users.iter().find(|u| &u.user == name) else {
+        return Candidate::Decided(Err(()));
+    };
+    Candidate::Password {
+        configured: &user.password,
+        given: c.pass.as_deref().unwrap_or(""),
+        who: Authenticated::of(user),
     }
 }
 
-/// Compares a configured password (plain text or bcrypt hash) with the one a client gave.
-fn password_ok(configured: &str, given: &str) -> bool {
-    if is_bcrypt(configured) {
-        bcrypt::verify(given, configured).unwrap_or(false)
-    } else {
-        constant_time_eq(configured.as_bytes(), given.as_bytes())
+/// Verifies passwords against bcrypt hashes off the async runtime, a bounded number at a
+/// time, and remembers the ones that matched.
+///
+/// The bound keeps a storm of bad logins from occupying every core (and the blocking pool):
+/// the storm queues behind itself while other connections keep being served. The cache
+/// holds a SHA-256 digest of (hash, password), never the password, so that a config reload
+/// re-checking every connected client, or clients reconnecting with the same credentials,
+/// do not pay for bcrypt again. Failures are not cached: an attacker cannot fill it.
+#[derive(Debug)]
+pub struct Verifier {
+    permits: tokio::sync::Semaphore,
+    verified: Mutex<rustc_hash::FxHashSet<[u8; 32]>>,
+}
+
+/// Successful verifications remembered; the set is emptied when full.
+const VERIFIED_MAX: usize = 4096;
+
+impl Default for Verifier {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Verifier::with_permits((cores / 2).max(1))
     }
+}
+
+impl Verifier {
+    pub fn with_permits(permits: usize) -> Self {
+        Verifier {
+            permits: tokio::sync::Semaphore::new(permits),
+            verified: Mutex::new(rustc_hash::FxHashSet::default()),
+        }
+    }
+
+    /// Compares a configured password (plain text or bcrypt hash) with the one a client gave.
+    pub async fn password_ok(&self, configured: &str, given: &str) -> bool {
+        if !is_bcrypt(configured) {
+            return constant_time_eq(configured.as_bytes(), given.as_bytes());
+        }
+        let key = digest(configured, given);
+        if self.verified.lock().contains(&key) {
+            return true;
+        }
+        // The semaphore is never closed; without a permit, refusing is the safe answer.
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let (hash, pass) = (configured.to_owned(), given.to_owned());
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if ok {
+            let mut verified = self.verified.lock();
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        ok
+    }
+}
+
+fn digest(hash: &str, password: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((hash.len() as u64).to_be_bytes());
+    h.update(hash.as_bytes());
+    h.update(password.as_bytes());
+    h.finalize().into()
 }
 
 fn is_bcrypt(s: &str) -> bool {
@@ -285,4 +398,24 @@ fn check(p: Option<&SubjectPermission>, subj: &[u8]) -> bool {
     let allowed =
         p.allow.is_empty() || p.allow.iter().any(|a| subject::matches(a.as_bytes(), subj));
     allowed && !p.deny.iter().any(|d| subject::matches(d.as_bytes(), subj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bcrypt_checks_run_off_the_runtime_and_successes_are_remembered() {
+        let v = Verifier::with_permits(1);
+        let hash = bcrypt::hash("right", 4).expect("hash");
+        assert!(!v.password_ok(&hash, "wrong").await);
+        assert!(v.verified.lock().is_empty(), "failures are not cached");
+        assert!(v.password_ok(&hash, "right").await);
+        assert!(v.verified.lock().contains(&digest(&hash, "right")));
+        // A changed hash for the same password is verified again, not taken from the cache.
+        let other = bcrypt::hash("right", 4).expect("hash");
+        assert!(!v.verified.lock().contains(&digest(&other, "right")));
+        assert!(v.password_ok("plain", "plain").await);
+        assert!(!v.password_ok("plain", "plai").await);
+    }
 }

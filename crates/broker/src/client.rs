@@ -196,12 +196,13 @@ impl ClientShared {
     }
 
     /// Ends the connection: the writer flushes what is queued (nothing, for a slow
-    /// consumer) and closes the socket; the reader stops.
-    pub fn close(&self, reason: CloseReason) {
+    /// consumer) and closes the socket; the reader stops. True for the call that closed it
+    /// (the one that records and counts the reason); false when it was already closed.
+    pub fn close(&self, reason: CloseReason) -> bool {
         {
             let mut out = self.out.lock();
             if out.close.is_some() {
-                return;
+                return false;
             }
             out.close = Some(reason);
             if reason.is_slow_consumer() {
@@ -212,6 +213,7 @@ impl ClientShared {
         self.closed.store(true, Ordering::Release);
         self.kill.notify_one();
         self.writer_wake.notify_one();
+        true
     }
 
     /// Queues protocol bytes from outside the connection's own task (an async INFO, an
@@ -407,8 +409,13 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             };
             conn.wake_writers();
             conn.shared.close(reason);
-            // Taken before the subscriptions go, for `/connz?state=closed&subs=1`.
-            let subs = monitor::sub_details(&conn.shared);
+            // Taken before the subscriptions go, for `/connz?state=closed&subs=1`; without
+            // a monitoring port nobody can ask, so the ring keeps no copy.
+            let subs = if conn.opts.monitoring() {
+                monitor::sub_details(&conn.shared)
+            } else {
+                Vec::new()
+            };
             conn.remove_all_subs();
             conn.matches.account().client_left();
             subs
@@ -473,9 +480,11 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
                 break;
             }
             Err(_) => {
-                warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
-                srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                shared.close(CloseReason::SlowConsumerWriteDeadline);
+                // Already closed as a slow consumer by a publisher: counted once, there.
+                if shared.close(CloseReason::SlowConsumerWriteDeadline) {
+                    warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
+                    srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                }
                 break;
             }
         }
@@ -616,7 +625,7 @@ impl Conn {
             // atomic load per read.
             if self.opts_rx.has_changed().unwrap_or(false) {
                 let new = self.opts_rx.borrow_and_update().clone();
-                let result = self.apply_reload(new);
+                let result = self.apply_reload(new).await;
                 self.wake_writers();
                 if let Err(reason) = result {
                     return reason;
@@ -673,7 +682,15 @@ impl Conn {
                 match parse_client_op(&rb.buf[rb.start..rb.end], &self.limits) {
                     Ok(Parsed::Op(op, used)) => {
                         rb.start += used;
-                        if let Err(reason) = self.process(op) {
+                        let result = match op {
+                            // Checking the credentials may wait for bcrypt: nothing after
+                            // this CONNECT is processed until they are decided.
+                            ClientOp::Connect(json) if self.auth_required && !self.connected => {
+                                self.connect_with_auth(json, auth.as_mut()).await
+                            }
+                            op => self.process(op),
+                        };
+                        if let Err(reason) = result {
                             return reason;
                         }
                     }
@@ -832,7 +849,36 @@ impl Conn {
         }
     }
 
+    /// A CONNECT that needs no authentication: without authorization, or a repeated one
+    /// (credentials are checked once; see `connect_with_auth`).
     fn process_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let copts = self.parse_connect(json)?;
+        self.finish_connect(copts, Ok(auth::Authenticated::default()))
+    }
+
+    /// The first CONNECT when authorization is required. The check runs while the read loop
+    /// waits (bcrypt runs on the blocking pool, see `auth::Verifier`), bounded by what is
+    /// left of the auth timeout.
+    async fn connect_with_auth(
+        &mut self,
+        json: &[u8],
+        auth_deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), CloseReason> {
+        let copts = self.parse_connect(json)?;
+        let srv = self.srv.clone();
+        let opts = self.opts.clone();
+        let verdict = tokio::select! {
+            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), &copts) => Some(v),
+            _ = auth_deadline => None,
+        };
+        let Some(verdict) = verdict else {
+            self.send_err("Authentication Timeout");
+            return Err(CloseReason::AuthenticationTimeout);
+        };
+        self.finish_connect(copts, verdict)
+    }
+
+    fn parse_connect(&mut self, json: &[u8]) -> Result<ConnectOptions, CloseReason> {
         let copts: ConnectOptions = match serde_json::from_slice(json) {
             Ok(c) => c,
             Err(e) => {
@@ -848,8 +894,18 @@ impl Conn {
             self.send_err("no responders requires headers support");
             return Err(CloseReason::ProtocolViolation);
         }
+        Ok(copts)
+    }
+
+    /// Applies a parsed CONNECT; `verdict` is the authentication result, used only for the
+    /// first one.
+    fn finish_connect(
+        &mut self,
+        copts: ConnectOptions,
+        verdict: Result<auth::Authenticated, ()>,
+    ) -> Result<(), CloseReason> {
         if !self.connected {
-            match auth::authenticate(&self.opts.auth, self.opts.no_auth_user.as_deref(), &copts) {
+            match verdict {
                 Ok(who) => {
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
@@ -1042,7 +1098,7 @@ impl Conn {
     /// operation; a connected client is checked against the new authorization and closed
     /// with 'Authorization Violation' when its user was removed or its password changed,
     /// and loses the subscriptions its new permissions deny (as nats-server).
-    fn apply_reload(&mut self, new: Arc<Options>) -> Result<(), CloseReason> {
+    async fn apply_reload(&mut self, new: Arc<Options>) -> Result<(), CloseReason> {
         let old = std::mem::replace(&mut self.opts, new);
         let new = self.opts.clone();
         self.limits = Limits {
@@ -1054,7 +1110,14 @@ impl Conn {
         if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
             return Ok(());
         }
-        let who = auth::authenticate(&new.auth, new.no_auth_user.as_deref(), &self.copts);
+        let srv = self.srv.clone();
+        let who = auth::authenticate(
+            &srv.verifier,
+            &new.auth,
+            new.no_auth_user.as_deref(),
+            &self.copts,
+        )
+        .await;
         // A client whose user moved to another account is closed like one whose user went:
         // its subscriptions live in the old account's subject space.
         let same_account = |a: &Option<String>| {
@@ -1163,8 +1226,11 @@ impl Conn {
     }
 
     /// Server PING timer: ask an idle client for a PONG; too many unanswered means stale.
+    /// As in nats-server it also runs before CONNECT, so a socket that never speaks is closed
+    /// after about `ping_interval * ping_max` even without authorization; with it, the auth
+    /// timer closes such a client first, and PINGs would only garble its transcript.
     fn ping_timer(&mut self) -> Result<(), CloseReason> {
-        if !self.connected {
+        if !self.connected && self.auth_required {
             return Ok(());
         }
         if self.pings_out + 1 > self.opts.ping_max {

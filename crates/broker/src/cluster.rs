@@ -155,6 +155,9 @@ pub(crate) struct Cluster {
     pub routes_to_self: Mutex<FxHashSet<SocketAddr>>,
     /// This server's own client URLs (`host:port`), as put in `connect_urls`.
     pub own_client_urls: Vec<String>,
+    /// Set once clients were given other members' URLs: from then on `connect_urls` is never
+    /// empty, so when the last member goes clients learn that only this server is left.
+    shared_member_urls: AtomicBool,
 }
 
 impl Cluster {
@@ -199,6 +202,7 @@ impl Cluster {
             next_rid: AtomicU64::new(1),
             routes_to_self: Mutex::new(routes_to_self),
             own_client_urls: own_client_urls(opts, client_addr),
+            shared_member_urls: AtomicBool::new(false),
         }
     }
 
@@ -207,7 +211,9 @@ impl Cluster {
     }
 
     /// Client URLs of every member (this server first), for clients' `connect_urls`. Empty
-    /// while no other member is known, as nats-server (a lone server lists nothing).
+    /// until another member is known, as nats-server (a lone server lists nothing); after
+    /// that at least this server's own, as nats-server sends when the last route drops, so
+    /// that clients prune the servers that are gone.
     pub fn connect_urls(&self) -> Vec<String> {
         let mut urls = self.own_client_urls.clone();
         let state = self.state.lock();
@@ -218,7 +224,9 @@ impl Cluster {
                 }
             }
         }
-        if urls.len() == self.own_client_urls.len() {
+        if urls.len() > self.own_client_urls.len() {
+            self.shared_member_urls.store(true, Ordering::Release);
+        } else if !self.shared_member_urls.load(Ordering::Acquire) {
             urls.clear();
         }
         urls
@@ -438,12 +446,14 @@ pub(crate) fn route_info(srv: &ServerInner, cluster: &Cluster) -> RouteInfo {
 
 /// Sends the current INFO (with the members' `connect_urls`) to every client that can take
 /// an asynchronous INFO (protocol >= 1, past its first PING), so it knows where to fail over.
+/// Each carries the client's own `client_id` and `client_ip`, as every INFO nats-server
+/// sends a client does.
 pub(crate) fn send_async_info(srv: &ServerInner) {
     if srv.opts().cluster.no_advertise {
         return;
     }
+    let mut info = srv.info_template();
     let mut bytes = Vec::new();
-    srv.info_template().encode(&mut bytes);
     let clients: Vec<Arc<ClientShared>> = srv
         .clients
         .lock()
@@ -452,6 +462,10 @@ pub(crate) fn send_async_info(srv: &ServerInner) {
         .cloned()
         .collect();
     for c in clients {
+        info.client_id = c.cid;
+        info.client_ip = c.peer.ip().to_string();
+        bytes.clear();
+        info.encode(&mut bytes);
         c.append(0, 0, |out| out.extend_from_slice(&bytes));
         c.wake();
     }

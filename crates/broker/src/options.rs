@@ -228,6 +228,11 @@ impl RouteUrl {
 }
 
 impl Options {
+    /// Whether HTTP(S) monitoring is served (`http_port` or `https_port`).
+    pub fn monitoring(&self) -> bool {
+        self.http_port.is_some() || self.https_port.is_some()
+    }
+
     /// How long a client has to send CONNECT. As nats-server: with TLS and no timeout of its
     /// own, the TLS timeout plus one second, so a slow handshake does not eat the auth time.
     /// (An explicit timeout equal to the 2s default cannot be told apart from none.)

@@ -420,7 +420,21 @@ impl RouteReader {
                 match parse_route_op(&rb.buf[rb.start..rb.end], &limits) {
                     Ok(Parsed::Op(op, used)) => {
                         rb.start += used;
-                        if let Err(reason) = self.process(op) {
+                        let result = match op {
+                            // May wait for bcrypt, within the auth timeout; later ops wait.
+                            RouteOp::Connect(json) => {
+                                let checked = tokio::select! {
+                                    r = self.process_connect(json) => Some(r),
+                                    _ = &mut auth_timeout, if needs_auth && !self.connected => None,
+                                };
+                                checked.unwrap_or_else(|| {
+                                    self.send_err("Authentication Timeout");
+                                    Err(CloseReason::AuthenticationTimeout)
+                                })
+                            }
+                            op => self.process(op),
+                        };
+                        if let Err(reason) = result {
                             return reason;
                         }
                     }
@@ -555,7 +569,8 @@ impl RouteReader {
                     self.conn.rtt_nanos.store(nanos.max(1), Ordering::Relaxed);
                 }
             }
-            RouteOp::Connect(json) => return self.process_connect(json),
+            // Handled by the read loop: checking credentials may have to wait.
+            RouteOp::Connect(_) => {}
             RouteOp::Info(json) => return self.process_info(json),
             RouteOp::Ok => {}
             RouteOp::Err(text) => {
@@ -571,7 +586,7 @@ impl RouteReader {
         Ok(())
     }
 
-    fn process_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+    async fn process_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
         if self.solicited.is_some() {
             // We dialled: the peer is not supposed to send CONNECT; ignore it.
             return Ok(());
@@ -597,7 +612,11 @@ impl RouteReader {
                 pass: c.pass.clone(),
                 ..Default::default()
             };
-            if crate::auth::authenticate(&auth, None, &copts).is_err() {
+            let srv = self.srv.clone();
+            if crate::auth::authenticate(&srv.verifier, &auth, None, &copts)
+                .await
+                .is_err()
+            {
                 warn!(peer = %self.conn.peer, "Route authentication error");
                 self.send_err("Authorization Violation");
                 return Err(CloseReason::AuthenticationViolation);

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, info, warn};
 
@@ -69,6 +69,8 @@ pub(crate) struct ServerInner {
     pub closed: ClosedRing,
     /// Client TLS for new connections; a reload swaps it (existing sessions keep theirs).
     pub tls: RwLock<Option<TlsSettings>>,
+    /// Password checks for clients and routes (bcrypt off the async workers).
+    pub verifier: crate::auth::Verifier,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -146,6 +148,26 @@ impl ServerInner {
     pub fn num_connections(&self) -> usize {
         self.clients.lock().len()
     }
+}
+
+/// Accept queue length of every listener (clients, routes, monitoring), as nats-server.
+/// The kernel caps it at `net.core.somaxconn`.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener the way `TcpListener::bind` does (`SO_REUSEADDR` on Unix, so a
+/// restarted server can rebind while old connections linger in TIME_WAIT), but with
+/// [`LISTEN_BACKLOG`] instead of std's 128: a burst of connects (a fleet reconnecting after
+/// a restart) otherwise overflows the queue and clients wait for SYN retransmits.
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
@@ -275,18 +297,14 @@ impl Server {
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
         let bind = SocketAddr::new(opts.host, opts.port);
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let listener = listen(bind).map_err(|source| Error::Bind { addr: bind, source })?;
         let client_addr = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr: bind, source })?;
         let route_listener = match opts.cluster.port {
             Some(port) => {
                 let bind = SocketAddr::new(opts.cluster.host, port);
-                let l = TcpListener::bind(bind)
-                    .await
-                    .map_err(|source| Error::Bind { addr: bind, source })?;
+                let l = listen(bind).map_err(|source| Error::Bind { addr: bind, source })?;
                 let addr = l
                     .local_addr()
                     .map_err(|source| Error::Bind { addr: bind, source })?;
@@ -324,6 +342,7 @@ impl Server {
             exited: AtomicBool::new(false),
             closed: ClosedRing::default(),
             tls: RwLock::new(tls),
+            verifier: crate::auth::Verifier::default(),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),

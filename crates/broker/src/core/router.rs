@@ -382,12 +382,14 @@ impl Router {
         self.batch_out_msgs += 1;
         self.batch_out_bytes += size;
         if pending > self.max_pending {
-            warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
-            self.srv
-                .stats
-                .slow_consumers
-                .fetch_add(1, Ordering::Relaxed);
-            target.close(CloseReason::SlowConsumerPendingBytes);
+            // Several publishers can see the same receiver over the limit: one counts it.
+            if target.close(CloseReason::SlowConsumerPendingBytes) {
+                warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
+                self.srv
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             return true;
         }
         self.queue_wake(target);
@@ -444,7 +446,7 @@ impl Router {
             self.batch_out_bytes += size;
             if pending > self.route_max_pending {
                 warn!(rid = route.rid, remote = %route.remote_name, "Route pending data over {} bytes, closing the route", self.route_max_pending);
-                route.conn.close(CloseReason::SlowConsumerPendingBytes);
+                let _ = route.conn.close(CloseReason::SlowConsumerPendingBytes);
                 continue;
             }
             self.queue_wake(&route.conn);

@@ -496,4 +496,12 @@ impl ClosedRing {
     pub fn snapshot_cids(&self) -> Vec<u64> {
         self.snapshot().iter().map(|c| c.cid).collect()
     }
+
+    /// (cid, subscriptions kept) of every closed connection in the ring.
+    pub fn snapshot_sub_counts(&self) -> Vec<(u64, usize)> {
+        self.snapshot()
+            .iter()
+            .map(|c| (c.cid, c.subs.len()))
+            .collect()
+    }
 }

@@ -51,11 +51,16 @@ use crate::error::Error;
 use crate::server::ServerInner;
 use query::{Query, QueryError};
 
-/// Monitoring connections served at once; more wait in the kernel's accept queue.
-const MAX_HTTP_CONNS: usize = 128;
+/// Monitoring connections open at once; past this a new one is closed at accept. Every
+/// connection is its own task and idle ones are closed by [`HEADER_READ_TIMEOUT`], so the
+/// cap only bounds memory: it must stay far above what idle or slow sockets can hold open
+/// in that time, or probes would be refused.
+const MAX_HTTP_CONNS: usize = 1024;
 /// A monitoring connection is closed after this long, so an idle keep-alive client cannot
 /// hold one of the slots forever (scrapers simply reconnect).
 const MAX_HTTP_CONN_LIFE: Duration = Duration::from_secs(60);
+/// How long a connection may take to send a request's headers; hyper starts counting when
+/// it starts reading, which for a new or idle keep-alive connection is at once.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The running monitor; dropping it stops the listener and every monitoring connection.
@@ -115,9 +120,8 @@ pub(crate) async fn start(srv: &Arc<ServerInner>) -> Result<Option<Monitor>, Err
         ));
     }
     let bind = SocketAddr::new(opts.http_host.unwrap_or(opts.host), port);
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| Error::Bind { addr: bind, source })?;
+    let listener =
+        crate::server::listen(bind).map_err(|source| Error::Bind { addr: bind, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr: bind, source })?;
@@ -145,9 +149,8 @@ async fn accept_loop(state: Arc<MonitorState>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
     loop {
         while conns.try_join_next().is_some() {}
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
+        // Never wait for a slot before accepting: a health probe must not queue in the
+        // kernel behind idle sockets.
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(10);
@@ -159,6 +162,10 @@ async fn accept_loop(state: Arc<MonitorState>, listener: TcpListener) {
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!("monitoring connection refused: {MAX_HTTP_CONNS} already open");
+            continue;
         };
         // Read at accept time, so a reload's new certificate serves new connections.
         let tls = if state.https {

@@ -151,3 +151,61 @@ fn closed_ring_is_bounded() {
 fn sample_closed(cid: u64) -> ClosedConn {
     ClosedConn::for_test(cid)
 }
+
+/// Connects, makes `n` subscriptions, closes, and returns how many of them the closed
+/// connection's entry in the ring kept.
+async fn subs_kept_after_close(server: &Server, n: usize) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.client_addr())
+        .await
+        .expect("connect");
+    let mut ops = String::from("CONNECT {}\r\n");
+    for i in 0..n {
+        ops.push_str(&format!("SUB s.{i} {i}\r\n"));
+    }
+    ops.push_str("PING\r\n");
+    s.write_all(ops.as_bytes()).await.expect("send");
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.ends_with(b"PONG\r\n") {
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("PONG in time")
+            .expect("read");
+        assert!(read > 0, "closed before PONG");
+        got.extend_from_slice(&buf[..read]);
+    }
+    assert_eq!(server.num_subscriptions(), n);
+    drop(s);
+    let ring = &server.inner().closed;
+    loop {
+        if let Some((_, subs)) = ring.snapshot_sub_counts().first() {
+            return *subs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed connection never reached the ring"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn closed_ring_keeps_subscriptions_only_with_monitoring() {
+    let plain = Server::builder()
+        .host([127, 0, 0, 1])
+        .port(0)
+        .start()
+        .await
+        .expect("server starts");
+    assert_eq!(subs_kept_after_close(&plain, 200).await, 0);
+    let monitored = Server::builder()
+        .host([127, 0, 0, 1])
+        .port(0)
+        .http_port(0)
+        .start()
+        .await
+        .expect("server starts");
+    assert_eq!(subs_kept_after_close(&monitored, 200).await, 200);
+}
