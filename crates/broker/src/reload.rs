@@ -511,6 +511,9 @@ pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
     };
     let weak = Arc::downgrade(inner);
     let mut shutdown = inner.shutdown_signal();
+    // The first look happens now, before the server is announced ready: taken inside the
+    // task it could land after an early change and make that change the baseline.
+    let first = fingerprint(&path, None).ok();
     tokio::spawn(async move {
         let look = |previous: Option<Fingerprint>| {
             let path = path.clone();
@@ -520,7 +523,7 @@ pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             }
         };
-        let mut applied = look(None).await.ok();
+        let mut applied = first;
         let mut pending: Option<Fingerprint> = None;
         let mut failing = false;
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
