@@ -11,6 +11,7 @@
 //!   request/reply, kill and restart, mixed clusters).
 //! - `limits` covers starvation and leaks: listen backlog, silent sockets, bcrypt storms,
 //!   the monitoring port under idle connections, slow consumer counting.
+//! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
 
 mod accounts;
 mod client;
@@ -21,4 +22,5 @@ mod limits;
 mod monitor;
 mod ops;
 mod raw_protocol;
+mod system;
 mod tls;

@@ -229,6 +229,10 @@ async fn every_endpoint_answers_with_headers() {
 async fn varz_counts_what_happened() {
     let server = start_midge().await;
     let m = monitor(&server);
+    // The server's own (system account) subscriptions count too, as in nats-server.
+    let base = get_json(m, "/varz").await["subscriptions"]
+        .as_u64()
+        .expect("subscriptions");
     let mut c = RawClient::connect(server.client_addr(), CONNECT).await;
     let got = c.sync(SITUATION).await;
     assert!(got.contains("MSG foo 1 5\r\nhello\r\n"), "{got}");
@@ -238,7 +242,7 @@ async fn varz_counts_what_happened() {
     assert_eq!(v["http_port"], m.port());
     assert_eq!(v["connections"], 1);
     assert_eq!(v["total_connections"], 1);
-    assert_eq!(v["subscriptions"], 2);
+    assert_eq!(v["subscriptions"], base + 2);
     assert_eq!(
         (v["in_msgs"].as_u64(), v["out_msgs"].as_u64()),
         (Some(2), Some(2))
@@ -509,12 +513,14 @@ async fn bad_query_parameters_get_400() {
 async fn subsz_counts_and_lists() {
     let server = start_midge().await;
     let m = monitor(&server);
+    let before = get_json(m, "/subsz").await;
+    let base = |key: &str| before[key].as_u64().expect("counter");
     let mut c = RawClient::connect(server.client_addr(), CONNECT).await;
     c.sync("SUB foo.* 1\r\nSUB bar q 2\r\nUNSUB 9\r\nPUB foo.x 1\r\na\r\n")
         .await;
     let v = get_json(m, "/subsz").await;
-    assert_eq!(v["num_subscriptions"], 2);
-    assert_eq!(v["num_inserts"], 2);
+    assert_eq!(v["num_subscriptions"], base("num_subscriptions") + 2);
+    assert_eq!(v["num_inserts"], base("num_inserts") + 2);
     assert!(v["num_matches"].as_u64().unwrap_or(0) >= 1);
     assert!(v["cache_hit_rate"].is_number() && v["avg_fanout"].is_number());
     assert!(v.get("subscriptions_list").is_none(), "only with subs=1");
@@ -581,7 +587,10 @@ async fn metrics_are_prometheus_text() {
     }
     assert_eq!(values.get("gnatsd_varz_connections"), Some(&1.0));
     assert_eq!(values.get("gnatsd_varz_total_connections"), Some(&1.0));
-    assert_eq!(values.get("gnatsd_varz_subscriptions"), Some(&2.0));
+    // Two of the client's, plus the server's own system account services.
+    let base = server.num_subscriptions() as f64 - 2.0;
+    assert!(base >= 0.0);
+    assert_eq!(values.get("gnatsd_varz_subscriptions"), Some(&(base + 2.0)));
     assert_eq!(values.get("gnatsd_varz_in_msgs"), Some(&2.0));
     assert_eq!(values.get("gnatsd_varz_out_msgs"), Some(&2.0));
     assert_eq!(values.get("gnatsd_varz_in_bytes"), Some(&7.0));
@@ -825,4 +834,87 @@ async fn binary_logs_the_monitor_line() {
     let _ = child.wait();
     let health = health.unwrap_or_else(|| panic!("no monitor line in {lines:#?}"));
     assert_eq!(health.status, 200);
+}
+
+#[tokio::test]
+async fn accounts_in_accountz_connz_and_subsz() {
+    let mut opts = midge::Options::default();
+    opts.host = [127, 0, 0, 1].into();
+    opts.port = 0;
+    opts.http_port = Some(0);
+    opts.accounts = vec![midge::AccountOptions { name: "A".into() }];
+    opts.auth.users = vec![
+        midge::User {
+            user: "a".into(),
+            password: "a".into(),
+            permissions: None,
+            account: Some("A".into()),
+        },
+        midge::User {
+            user: "g".into(),
+            password: "g".into(),
+            permissions: None,
+            account: None,
+        },
+    ];
+    let server = midge::Server::builder()
+        .options(opts)
+        .start()
+        .await
+        .expect("midge starts");
+    let m = monitor(&server);
+    let mut a = RawClient::connect(
+        server.client_addr(),
+        r#"{"user":"a","pass":"a","name":"in-a"}"#,
+    )
+    .await;
+    a.sync("SUB a.x 1\r\n").await;
+    let mut g = RawClient::connect(
+        server.client_addr(),
+        r#"{"user":"g","pass":"g","name":"in-g"}"#,
+    )
+    .await;
+    g.sync("SUB g.x 1\r\nSUB g.y 2\r\n").await;
+
+    let z = get_json(m, "/accountz").await;
+    assert_eq!(z["server_id"], server.id());
+    assert_eq!(z["system_account"], "$SYS");
+    let names: BTreeSet<&str> = z["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(names, BTreeSet::from(["$G", "$SYS", "A"]));
+    let d = get_json(m, "/accountz?acc=A").await;
+    let detail = &d["account_detail"];
+    assert_eq!(detail["account_name"], "A");
+    assert_eq!(detail["client_connections"], 1);
+    assert_eq!(detail["subscriptions"], 1);
+    assert!(detail.get("is_system").is_none(), "{d}");
+    let sys = get_json(m, "/accountz?acc=%24SYS").await;
+    assert_eq!(sys["account_detail"]["is_system"], true);
+    let missing = get(m, "/accountz?acc=nope").await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.text(), "Account nope does not exist");
+
+    // The account is shown with auth details, never for the global account.
+    let c = get_json(m, "/connz?auth=1").await;
+    let conns = c["connections"].as_array().expect("connections");
+    let by_name = |n: &str| conns.iter().find(|c| c["name"] == n).cloned();
+    assert_eq!(by_name("in-a").expect("in-a")["account"], "A");
+    assert!(by_name("in-g").expect("in-g").get("account").is_none());
+    let only_a = get_json(m, "/connz?acc=A").await;
+    assert_eq!(only_a["num_connections"], 1);
+    assert_eq!(only_a["connections"][0]["name"], "in-a");
+    assert_eq!(get_json(m, "/connz?acc=nope").await["num_connections"], 0);
+
+    let s = get_json(m, "/subsz?subs=1&acc=A").await;
+    assert_eq!(s["num_subscriptions"], 1);
+    assert_eq!(s["total"], 1);
+    assert_eq!(s["subscriptions_list"][0]["account"], "A");
+    assert_eq!(s["subscriptions_list"][0]["subject"], "a.x");
+    let s = get_json(m, "/subsz?subs=1&acc=%24G").await;
+    assert_eq!(s["total"], 2);
+    server.shutdown().await;
 }

@@ -221,6 +221,30 @@ async fn lame_duck_tells_clients_refuses_new_ones_and_closes_all() {
     .await;
 }
 
+/// Kubernetes runs the preStop hook (`--signal ldm`), which returns at once, and then sends
+/// TERM: lame duck mode must go on to its end, not be cut short (as in nats-server).
+#[tokio::test]
+async fn term_during_lame_duck_lets_it_finish() {
+    both(|kind| async move {
+        let conf = ConfigFile::new("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"2s\"\n");
+        let server = conf.start(kind, &[]).await;
+        let mut client = login(server.addr(), None).await;
+        let start = Instant::now();
+        signal(&server, "ldm");
+        assert_eq!(client.read_info().await["ldm"], true, "[{kind}]");
+        signal(&server, "term");
+        // Cut short, the client would be closed at once; finishing, after the grace period.
+        expect_closed_within(&mut client, Duration::from_secs(10)).await;
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(2),
+            "[{kind}] TERM cut lame duck mode short: closed after {took:?}"
+        );
+        wait_for_log(&server, "Server Exiting", 1).await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn lame_duck_from_the_library_spreads_closes_over_the_duration() {
     let opts = midge::Options {

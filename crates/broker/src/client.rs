@@ -418,12 +418,15 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             };
             conn.remove_all_subs();
             conn.matches.account().client_left();
-            subs
+            (subs, conn.connected)
         };
         let writer = write_loop(&srv, &shared, false);
-        let (subs, ()) = tokio::join!(reader, writer);
+        let ((subs, connected), ()) = tokio::join!(reader, writer);
         if let Some(r) = shared.close_reason() {
             debug!(cid, %peer, "Client connection closed: {r}");
+            if connected {
+                crate::sys::client_disconnected(&srv, &shared, r);
+            }
         }
         srv.closed.push(ClosedConn::new(&shared, subs));
         srv.connection_closed(cid);
@@ -936,9 +939,13 @@ impl Conn {
             user: copts.user.clone().unwrap_or_default(),
         };
         self.copts = copts;
+        let first = !self.connected;
         self.connected = true;
         if self.copts.verbose {
             self.send(encode::OK);
+        }
+        if first {
+            crate::sys::client_connected(&self.srv, &self.shared);
         }
         Ok(())
     }

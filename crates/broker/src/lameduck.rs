@@ -71,6 +71,7 @@ pub(crate) async fn lame_duck_mode(inner: &Arc<ServerInner>) {
         return;
     }
     info!("Entering lame duck mode, stop accepting new clients");
+    crate::sys::server_event(inner, "LAMEDUCK");
     // The accept loop sees the lame duck flag and returns, closing the listener; wait for
     // it so that no client slips in after the list below is taken.
     if let Some(accept) = inner.ops.take_accept_task() {

@@ -37,6 +37,7 @@ mod readbuf;
 mod reload;
 mod route;
 mod server;
+mod sys;
 pub mod tls;
 
 pub use crate::core::InternalMsg;

@@ -48,6 +48,11 @@ pub struct Options {
     /// Accounts (`accounts {}`): isolated subject spaces. Their users are in `auth.users`
     /// with [`User::account`] set. Empty: every client is in the global account `$G`.
     pub accounts: Vec<AccountOptions>,
+    /// The account that receives the server's events and answers its `$SYS.REQ.>`
+    /// requests (`system_account`); `None`: `$SYS`, which exists in every server.
+    pub system_account: Option<String>,
+    /// `no_system_account`: no events, no `$SYS.REQ` services.
+    pub no_system_account: bool,
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
@@ -89,6 +94,8 @@ impl Default for Options {
             tls: None,
             no_auth_user: None,
             accounts: Vec::new(),
+            system_account: None,
+            no_system_account: false,
             debug: false,
             trace: false,
             logtime: true,
@@ -387,6 +394,8 @@ pub enum OptionsError {
     Cluster(String),
     #[error("user \"{user}\" is in account \"{account}\", which is not defined")]
     UnknownAccount { user: String, account: String },
+    #[error("system_account \"{0}\" is not one of the accounts")]
+    UnknownSystemAccount(String),
     #[error("invalid account name \"{0}\": it must be a non-empty subject token")]
     AccountName(String),
     #[error("https_port requires TLS: a tls {{}} block with cert_file and key_file")]
@@ -399,6 +408,18 @@ impl Options {
     /// Names of the configured accounts (the global account is always there too).
     pub fn account_names(&self) -> impl Iterator<Item = &str> {
         self.accounts.iter().map(|a| a.name.as_str())
+    }
+
+    /// The system account's name; `None` with `no_system_account`.
+    pub fn system_account_name(&self) -> Option<&str> {
+        if self.no_system_account {
+            return None;
+        }
+        Some(
+            self.system_account
+                .as_deref()
+                .unwrap_or(crate::core::DEFAULT_SYSTEM_ACCOUNT),
+        )
     }
 
     /// Checks the rules that span several options; run it after the config file and the
@@ -468,6 +489,13 @@ impl Options {
                         account: account.clone(),
                     });
                 }
+            }
+        }
+        if let Some(name) = &self.system_account {
+            let known = name == crate::core::DEFAULT_SYSTEM_ACCOUNT
+                || self.accounts.iter().any(|a| &a.name == name);
+            if !known {
+                return Err(OptionsError::UnknownSystemAccount(name.clone()));
             }
         }
         if let Some(name) = &self.no_auth_user {

@@ -129,6 +129,9 @@ const FIXED: &[(&str, ShowOption)] = &[
     ("http_host", |o| format!("{:?}", o.http_host)),
     ("https_port", |o| format!("{:?}", o.https_port)),
     ("pid_file", |o| format!("{:?}", o.pid_file)),
+    ("system_account", |o| {
+        format!("{:?}", o.system_account_name())
+    }),
     // Everything in the `cluster {}` block but `routes` (reloadable, so equal in the probe
     // this is shown from).
     ("cluster", |o| format!("{:?}", o.cluster)),

@@ -71,6 +71,8 @@ pub(crate) struct ServerInner {
     pub tls: RwLock<Option<TlsSettings>>,
     /// Password checks for clients and routes (bcrypt off the async workers).
     pub verifier: crate::auth::Verifier,
+    /// System account events and services (see `sys.rs`).
+    pub sys: crate::sys::SysState,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -343,6 +345,7 @@ impl Server {
             closed: ClosedRing::default(),
             tls: RwLock::new(tls),
             verifier: crate::auth::Verifier::default(),
+            sys: crate::sys::SysState::default(),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -364,6 +367,7 @@ impl Server {
         if inner.tls.read().is_some() {
             info!("TLS required for client connections");
         }
+        crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.ops.set_accept_task(accept);
         crate::reload::spawn_config_watch(&inner);
@@ -455,7 +459,8 @@ impl Server {
         self.inner.num_connections()
     }
 
-    /// Subscriptions across all clients.
+    /// Subscriptions of every kind in every account: clients', routes' and the server's own
+    /// (system account services), as `/varz` counts them.
     pub fn num_subscriptions(&self) -> usize {
         self.inner.accounts.num_subscriptions()
     }
@@ -474,6 +479,10 @@ impl Server {
 impl ServerInner {
     /// [`Server::shutdown`], also used at the end of lame duck mode.
     pub(crate) async fn shutdown_and_wait(self: &Arc<Self>) {
+        if !self.shutting_down.load(Ordering::Acquire) {
+            // Queued before the clients close, so listeners get it with their last data.
+            crate::sys::server_event(self, "SHUTDOWN");
+        }
         self.begin_shutdown();
         let deadline = self.opts().write_deadline + Duration::from_secs(1);
         let inner = self.clone();

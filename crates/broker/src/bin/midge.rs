@@ -101,13 +101,23 @@ async fn serve(opts: midge::Options, command_line: flags::Flags) -> anyhow::Resu
         }
     };
     // Lame duck mode runs beside the signal loop (a reload or a log reopen still works
-    // meanwhile, and INT/TERM cut it short); the server has shut down when it ends.
+    // meanwhile, INT cuts it short, TERM waits for it); the server has shut down when it
+    // ends.
     let lame_duck_done = {
         let mut lame_duck = std::pin::pin!(lame_duck_or_never(None));
         loop {
             tokio::select! {
                 _ = int.recv() => { info!("Trapped \"interrupt\" signal"); break false; }
-                _ = term.recv() => { info!("Trapped \"terminated\" signal"); break false; }
+                _ = term.recv() => {
+                    info!("Trapped \"terminated\" signal");
+                    // As nats-server: TERM during lame duck mode lets it finish (Kubernetes
+                    // sends TERM right after a preStop hook started it); INT still cuts it.
+                    if server.is_lame_duck() {
+                        info!("Lame duck mode in progress: finishing it before exiting");
+                        continue;
+                    }
+                    break false;
+                }
                 _ = hup.recv() => {
                     info!("Trapped \"hangup\" signal");
                     // Success and failure are both logged by the server.

@@ -87,11 +87,6 @@ const UNSUPPORTED: &[&str] = &[
 const IGNORED: &[&str] = &[
     "store_dir",
     "storedir",
-    "system_account",
-    "system",
-    "no_system_account",
-    "no_system",
-    "no_sys_acc",
     "server_tags",
     "server_metadata",
     "default_js_domain",
@@ -345,6 +340,12 @@ impl Options {
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
             "tls" => self.tls = Some(parse_tls(v, key, ctx)?),
             "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),
+            "system_account" | "system" => {
+                self.system_account = Some(v.as_str(key)?.to_string());
+            }
+            "no_system_account" | "no_system" | "no_sys_acc" => {
+                self.no_system_account = v.as_bool(key)?;
+            }
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
             lower if UNSUPPORTED.contains(&lower) => {

@@ -68,6 +68,12 @@ impl Options {
         if let Some(user) = &self.no_auth_user {
             line("no_auth_user", quote(user));
         }
+        if let Some(name) = &self.system_account {
+            line("system_account", quote(name));
+        }
+        if self.no_system_account {
+            line("no_system_account", "true".to_string());
+        }
         render_auth(self, &mut out);
         render_cluster(self, &mut out);
         if let Some(tls) = &self.tls {

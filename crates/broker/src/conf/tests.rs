@@ -492,7 +492,7 @@ fn unsupported_features_and_ignored_options() {
         other => panic!("{other:?}"),
     }
     assert!(load_ok("jetstream: disabled\n").warnings.is_empty());
-    let loaded = load_ok("store_dir: /data\nsystem_account: SYS\n");
+    let loaded = load_ok("store_dir: /data\nmax_traced_msg_len: 10\n");
     assert_eq!(loaded.warnings.len(), 2);
     assert!(loaded.warnings[0]
         .to_string()
@@ -661,6 +661,21 @@ fn permission_forms() {
 }
 
 #[test]
+fn system_account_must_exist() {
+    let opts = load_ok("accounts { SYS: {} }\nsystem_account: SYS\n").options;
+    assert_eq!(opts.system_account_name(), Some("SYS"));
+    assert_eq!(load_ok("").options.system_account_name(), Some("$SYS"));
+    assert_eq!(
+        load_ok("no_system_account: true\n")
+            .options
+            .system_account_name(),
+        None
+    );
+    assert!(load_err("system_account: NOPE\n")
+        .contains("system_account \"NOPE\" is not one of the accounts"));
+}
+
+#[test]
 fn cross_option_validation() {
     assert!(load_err("max_payload: 2MB\nmax_pending: 1MB\n")
         .contains("max_payload (2097152) cannot be higher than max_pending (1048576)"));
@@ -727,6 +742,8 @@ fn sample_options() -> Options {
                 name: "empty".into(),
             },
         ],
+        system_account: Some("B".into()),
+        no_system_account: false,
         tls: None,
         debug: true,
         trace: false,

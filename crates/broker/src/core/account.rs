@@ -18,6 +18,8 @@ use crate::options::Options;
 
 /// The account of clients in a config without accounts (nats-server's global account).
 pub(crate) const GLOBAL_ACCOUNT: &str = "$G";
+/// The system account when the configuration names none (nats-server's default).
+pub(crate) const DEFAULT_SYSTEM_ACCOUNT: &str = "$SYS";
 
 /// One account: its name and its subscription table.
 pub(crate) struct Account {
@@ -59,18 +61,32 @@ impl Account {
 pub(crate) struct Accounts {
     by_name: RwLock<FxHashMap<Arc<str>, Arc<Account>>>,
     global: Arc<Account>,
+    /// The system account (events, `$SYS.REQ` services); fixed at start, as in nats-server.
+    system: Option<Arc<Account>>,
 }
 
 impl Accounts {
     /// The accounts a configuration names, plus `$G`.
     pub fn new(opts: &Options) -> Accounts {
         let global = Account::new(GLOBAL_ACCOUNT);
-        let accounts = Accounts {
+        let mut accounts = Accounts {
             by_name: RwLock::new(FxHashMap::default()),
             global: global.clone(),
+            system: None,
         };
         accounts.by_name.write().insert(global.name.clone(), global);
         accounts.sync(opts);
+        if let Some(name) = opts.system_account_name() {
+            let system = accounts.get(name).unwrap_or_else(|| {
+                let acc = Account::new(name);
+                accounts
+                    .by_name
+                    .write()
+                    .insert(acc.name.clone(), acc.clone());
+                acc
+            });
+            accounts.system = Some(system);
+        }
         accounts
     }
 
@@ -90,6 +106,18 @@ impl Accounts {
 
     pub fn global(&self) -> &Arc<Account> {
         &self.global
+    }
+
+    /// The system account; `None` with `no_system_account`.
+    pub fn system(&self) -> Option<&Arc<Account>> {
+        self.system.as_ref()
+    }
+
+    /// Every account, sorted by name (`/accountz`).
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        let mut all: Vec<Arc<Account>> = self.by_name.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Account>> {

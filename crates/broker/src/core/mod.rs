@@ -14,6 +14,6 @@ pub(crate) mod account;
 pub(crate) mod router;
 pub(crate) mod sub;
 
-pub(crate) use account::{Account, Accounts, GLOBAL_ACCOUNT};
+pub(crate) use account::{Account, Accounts, DEFAULT_SYSTEM_ACCOUNT, GLOBAL_ACCOUNT};
 pub use sub::InternalMsg;
 pub(crate) use sub::{InternalSub, SubRef, Subscriber, Subscription};

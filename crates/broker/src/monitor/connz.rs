@@ -7,6 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -35,8 +36,8 @@ pub(crate) struct ConnMeta {
 /// One subscription as `/connz?subs=detail` and `/subsz?subs=1` show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct SubDetail {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub account: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub account: String,
     pub subject: String,
     #[serde(rename = "qgroup", skip_serializing_if = "String::is_empty")]
     pub queue: String,
@@ -58,7 +59,7 @@ pub(crate) fn sub_details(client: &ClientShared) -> Vec<SubDetail> {
         .lock()
         .values()
         .map(|s| SubDetail {
-            account: "",
+            account: String::new(),
             subject: String::from_utf8_lossy(&s.subject).into_owned(),
             queue: s
                 .queue
@@ -101,6 +102,7 @@ pub(crate) struct ClosedConn {
     out_msgs: u64,
     out_bytes: u64,
     meta: ConnMeta,
+    account: Arc<str>,
     subs: Vec<SubDetail>,
 }
 
@@ -125,6 +127,7 @@ impl ClosedConn {
             out_msgs,
             out_bytes,
             meta: client.meta.lock().clone(),
+            account: client.account.lock().clone(),
             subs,
         }
     }
@@ -207,6 +210,9 @@ struct ConnInfo {
     version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     authorized_user: String,
+    /// With `auth=1`, for clients outside the global account.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    account: String,
     #[serde(rename = "subscriptions_list", skip_serializing_if = "Vec::is_empty")]
     subs: Vec<String>,
     #[serde(
@@ -312,6 +318,9 @@ pub(crate) fn connz(srv: &ServerInner, q: &Query) -> Result<Connz, QueryError> {
     if cid > 0 {
         limit = 1;
     }
+    // `acc=`: only that account's connections (none for an account that does not exist).
+    let acc = q.get("acc");
+    let in_acc = |name: &str| acc.is_none_or(|a| a == name);
 
     let now = SystemTime::now();
     let mut rows = Vec::new();
@@ -320,6 +329,7 @@ pub(crate) fn connz(srv: &ServerInner, q: &Query) -> Result<Connz, QueryError> {
         if cid > 0 {
             open.retain(|c| c.cid == cid);
         }
+        open.retain(|c| in_acc(&c.account.lock()));
         rows.extend(open.iter().map(|c| open_row(c, now, auth, subs)));
     }
     // A cid found open is not looked for among the closed (nats-server does the same).
@@ -328,6 +338,7 @@ pub(crate) fn connz(srv: &ServerInner, q: &Query) -> Result<Connz, QueryError> {
         if cid > 0 {
             closed.retain(|c| c.cid == cid);
         }
+        closed.retain(|c| in_acc(&c.account));
         rows.extend(closed.into_iter().map(|c| closed_row(c, auth, subs)));
     }
     sort_rows(&mut rows, sort, now);
@@ -397,6 +408,7 @@ fn open_row(c: &ClientShared, now: SystemTime, auth: bool, subs: SubsLevel) -> R
         lang: meta.lang,
         version: meta.version,
         authorized_user: if auth { meta.user } else { String::new() },
+        account: shown_account(auth, &c.account.lock()),
         subs: Vec::new(),
         subs_detail: Vec::new(),
     };
@@ -407,6 +419,15 @@ fn open_row(c: &ClientShared, now: SystemTime, auth: bool, subs: SubsLevel) -> R
         last,
         stop: None,
         rtt,
+    }
+}
+
+/// nats-server names the account only when asked for auth details, and not `$G`.
+fn shown_account(auth: bool, account: &str) -> String {
+    if auth && account != crate::core::GLOBAL_ACCOUNT {
+        account.to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -435,6 +456,7 @@ fn closed_row(c: ClosedConn, auth: bool, subs: SubsLevel) -> Row {
         lang: c.meta.lang,
         version: c.meta.version,
         authorized_user: if auth { c.meta.user } else { String::new() },
+        account: shown_account(auth, &c.account),
         subs: Vec::new(),
         subs_detail: Vec::new(),
     };
@@ -486,6 +508,7 @@ impl ClosedConn {
             out_msgs: 0,
             out_bytes: 0,
             meta: ConnMeta::default(),
+            account: crate::core::GLOBAL_ACCOUNT.into(),
             subs: Vec::new(),
         }
     }

@@ -2,7 +2,8 @@
 //! against nats-server (the Prometheus exporter, nats-top, dashboards, Kubernetes probes)
 //! work against midge unchanged.
 //!
-//! Endpoints: `/` (index), `/healthz`, `/varz`, `/connz`, `/subsz`, `/routez`, `/leafz`
+//! Endpoints: `/` (index), `/healthz`, `/varz`, `/connz`, `/subsz`, `/routez`, `/leafz`,
+//! `/accountz`
 //! (JSON, field names, JSON types and units as nats-server's) and `/metrics` (Prometheus
 //! text, see [`metrics`]). Every handler is a pure function from the server state and the
 //! query to a [`Reply`], so they are tested without sockets; this file only adds HTTP.
@@ -46,10 +47,12 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info};
 
 pub(crate) use connz::{sub_details, ClosedConn, ClosedRing, ConnMeta};
+pub(crate) use query::Query;
+pub(crate) use varz::resident_memory;
 
 use crate::error::Error;
 use crate::server::ServerInner;
-use query::{Query, QueryError};
+use query::QueryError;
 
 /// Monitoring connections open at once; past this a new one is closed at accept. Every
 /// connection is its own task and idle ones are closed by [`HEADER_READ_TIMEOUT`], so the
@@ -278,8 +281,16 @@ impl Reply {
     }
 }
 
-const ENDPOINTS: [&str; 8] = [
-    "/varz", "/connz", "/routez", "/leafz", "/subsz", "/healthz", "/metrics", "/",
+const ENDPOINTS: [&str; 9] = [
+    "/varz",
+    "/connz",
+    "/routez",
+    "/leafz",
+    "/subsz",
+    "/accountz",
+    "/healthz",
+    "/metrics",
+    "/",
 ];
 
 /// Routes one request. Only the method, the path and the query matter.
@@ -316,6 +327,7 @@ pub(crate) fn handle(
         "/subsz" => subsz::subsz(&state.srv, &query).map(|s| Reply::json(200, &s, callback)),
         "/routez" => Ok(Reply::json(200, &routez(&state.srv), callback)),
         "/leafz" => Ok(Reply::json(200, &leafz(&state.srv), callback)),
+        "/accountz" => accountz(&state.srv, &query).map(|a| Reply::json(200, &a, callback)),
         "/metrics" => Ok(Reply::new(
             200,
             metrics::CONTENT_TYPE,
@@ -324,6 +336,140 @@ pub(crate) fn handle(
         _ => Ok(Reply::text(404, "404 page not found\n")),
     };
     result.unwrap_or_else(|e| Reply::text(400, e.to_string()))
+}
+
+/// The JSON of a monitoring endpoint (`VARZ`, `CONNZ`, ... as the system account's
+/// `$SYS.REQ.SERVER` requests name them), or the error text a bad option gives.
+pub(crate) fn endpoint_json(
+    state: &MonitorState,
+    endpoint: &str,
+    query: &Query,
+) -> Result<serde_json::Value, String> {
+    fn value<T: Serialize>(v: &T) -> Result<serde_json::Value, String> {
+        serde_json::to_value(v).map_err(|e| e.to_string())
+    }
+    let srv = &state.srv;
+    match endpoint {
+        "VARZ" => value(&varz::varz(state)),
+        "CONNZ" => value(&connz::connz(srv, query).map_err(|e| e.to_string())?),
+        "SUBSZ" => value(&subsz::subsz(srv, query).map_err(|e| e.to_string())?),
+        "ROUTEZ" => value(&routez(srv)),
+        "LEAFZ" => value(&leafz(srv)),
+        "ACCOUNTZ" => value(&accountz(srv, query).map_err(|e| e.to_string())?),
+        "HEALTHZ" => Ok(serde_json::json!({ "status": "ok" })),
+        other => Err(format!("unknown endpoint {other}")),
+    }
+}
+
+impl MonitorState {
+    /// State for answering monitoring requests without an HTTP listener (the system
+    /// account's services); `http` is the monitor's address and whether it is HTTPS, when
+    /// one runs, so `/varz` shows it.
+    pub(crate) fn detached(
+        srv: Arc<ServerInner>,
+        http: Option<(SocketAddr, bool)>,
+    ) -> MonitorState {
+        let (http_addr, https) = http.unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), false));
+        MonitorState {
+            srv,
+            http_addr,
+            https,
+            req_stats: Mutex::new(BTreeMap::new()),
+            cpu_sample: Mutex::new(None),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Accountz {
+    server_id: String,
+    now: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accounts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_detail: Option<AccountInfo>,
+}
+
+/// `/accountz?acc=NAME`: what nats-server reports of an account that has no JWT.
+#[derive(Debug, Serialize)]
+struct AccountInfo {
+    account_name: String,
+    update_time: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_system: bool,
+    expired: bool,
+    complete: bool,
+    jetstream_enabled: bool,
+    leafnode_connections: usize,
+    client_connections: u32,
+    subscriptions: u32,
+    sublist_stats: AccountSublistStats,
+}
+
+#[derive(Debug, Serialize)]
+struct AccountSublistStats {
+    num_subscriptions: u32,
+    num_cache: u32,
+    num_inserts: u64,
+    num_removes: u64,
+    num_matches: u64,
+    cache_hit_rate: f64,
+    max_fanout: u32,
+    avg_fanout: f64,
+}
+
+/// `/accountz`: the accounts' names, or with `acc=` one account's details.
+fn accountz(srv: &ServerInner, q: &Query) -> Result<Accountz, QueryError> {
+    let system = srv.accounts.system().map(|a| a.name.to_string());
+    let mut z = Accountz {
+        server_id: srv.id.clone(),
+        now: rfc3339(SystemTime::now()),
+        system_account: system.clone(),
+        accounts: None,
+        account_detail: None,
+    };
+    match q.get("acc") {
+        None => {
+            z.accounts = Some(
+                srv.accounts
+                    .all()
+                    .iter()
+                    .map(|a| a.name.to_string())
+                    .collect(),
+            );
+        }
+        Some(name) => {
+            let acc = srv
+                .accounts
+                .get(name)
+                .ok_or_else(|| QueryError::Account(name.to_string()))?;
+            let st = acc.sublist.stats();
+            z.account_detail = Some(AccountInfo {
+                account_name: acc.name.to_string(),
+                update_time: rfc3339(srv.start),
+                is_system: system.as_deref() == Some(name),
+                expired: false,
+                complete: true,
+                jetstream_enabled: false,
+                leafnode_connections: 0,
+                client_connections: acc.num_clients.load(Ordering::Relaxed),
+                subscriptions: st.num_subscriptions,
+                sublist_stats: AccountSublistStats {
+                    num_subscriptions: st.num_subscriptions,
+                    num_cache: st.num_cache,
+                    num_inserts: st.num_inserts,
+                    num_removes: st.num_removes,
+                    num_matches: st.num_matches,
+                    cache_hit_rate: st.cache_hit_rate,
+                    max_fanout: st.max_fanout,
+                    avg_fanout: st.avg_fanout,
+                },
+            });
+        }
+    }
+    Ok(z)
 }
 
 /// JSONP callbacks are echoed into a script: allow only names, never markup.
@@ -344,6 +490,7 @@ fn index() -> Reply {
         ("routez", "Routes"),
         ("leafz", "Leaf Nodes"),
         ("subsz", "Subscriptions"),
+        ("accountz", "Accounts"),
         ("healthz", "Health"),
         ("metrics", "Prometheus metrics"),
     ] {

@@ -20,6 +20,8 @@ pub(crate) enum QueryError {
     SortNeedsClosed(&'static str),
     #[error("invalid test subject, must be valid publish subject: {0}")]
     TestSubject(String),
+    #[error("Account {0} does not exist")]
+    Account(String),
 }
 
 /// Decoded `key=value` pairs in order; like Go's `Query().Get`, the first value wins.
@@ -36,6 +38,36 @@ impl Query {
             pairs.push((decode(k)?, decode(v)?));
         }
         Ok(Query { pairs })
+    }
+
+    /// The options of a `$SYS.REQ.SERVER` request body (nats-server's `ConnzOptions`,
+    /// `SubszOptions`, ... as JSON) as the HTTP endpoints' query parameters.
+    pub fn from_json(body: Option<&serde_json::Value>) -> Query {
+        let mut pairs = Vec::new();
+        let Some(serde_json::Value::Object(map)) = body else {
+            return Query { pairs };
+        };
+        for (key, value) in map {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            let key = match key.as_str() {
+                "subscriptions" => "subs",
+                "subscriptions_detail" if value == "true" => {
+                    pairs.push(("subs".to_string(), "detail".to_string()));
+                    continue;
+                }
+                "account" | "account_id" => "acc",
+                other => other,
+            };
+            pairs.push((key.to_string(), value));
+        }
+        // `subs=detail` (pushed where it was met) wins over `subs=true` as in nats-server.
+        pairs.sort_by_key(|(k, v)| (k != "subs" || v != "detail", k.clone()));
+        Query { pairs }
     }
 
     /// The value of `key`, or `None` when absent or empty (nats-server treats both alike).

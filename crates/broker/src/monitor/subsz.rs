@@ -12,8 +12,6 @@ use super::rfc3339;
 use crate::server::ServerInner;
 
 const DEFAULT_LIMIT: i64 = 1024;
-/// Core clients live in nats-server's global account; tools show its name.
-const GLOBAL_ACCOUNT: &str = "$G";
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Subsz {
@@ -47,20 +45,34 @@ pub(crate) fn subsz(srv: &ServerInner, q: &Query) -> Result<Subsz, QueryError> {
             return Err(QueryError::TestSubject(t.to_string()));
         }
     }
-    let st = srv.accounts.sublist_stats();
+    // `acc=`: the counters and subscriptions of one account (nothing for an unknown one).
+    let acc = q.get("acc");
+    let st = match acc {
+        None => srv.accounts.sublist_stats(),
+        Some(name) => srv
+            .accounts
+            .get(name)
+            .map(|a| a.sublist.stats())
+            .unwrap_or_default(),
+    };
     let mut total = 0;
     let mut subs = None;
     if list {
         let mut clients: Vec<_> = srv.clients.lock().values().cloned().collect();
+        clients.retain(|c| acc.is_none_or(|a| a == &**c.account.lock()));
         clients.sort_by_key(|c| c.cid);
         let mut all: Vec<SubDetail> = clients
             .iter()
-            .flat_map(|c| sub_details(c))
+            .flat_map(|c| {
+                let account = c.account.lock().to_string();
+                let mut details = sub_details(c);
+                for d in &mut details {
+                    d.account.clone_from(&account);
+                }
+                details
+            })
             .filter(|d| test.is_none_or(|t| subject::matches(d.subject.as_bytes(), t.as_bytes())))
             .collect();
-        for d in &mut all {
-            d.account = GLOBAL_ACCOUNT;
-        }
         total = all.len();
         let from = (offset as usize).min(total);
         let to = from.saturating_add(limit as usize).min(total);

@@ -1,0 +1,523 @@
+//! The system account: what the server tells about itself and its clients, and what it
+//! answers when asked, on nats-server's `$SYS` subjects and in its JSON shapes, so that
+//! `nats server ls`, `nats event` and other tools work unchanged.
+//!
+//! - Events: `$SYS.ACCOUNT.<account>.CONNECT` / `.DISCONNECT` for clients of every account
+//!   but the global one (as nats-server), `$SYS.SERVER.<id>.STATSZ` every
+//!   [`STATSZ_INTERVAL`], `$SYS.SERVER.<id>.LAMEDUCK` and `.SHUTDOWN`. Nothing is built
+//!   or sent when nobody listens.
+//! - Services: `$SYS.REQ.SERVER.PING` (statsz), and `$SYS.REQ.SERVER.PING.<Z>` /
+//!   `$SYS.REQ.SERVER.<id>.<Z>` for `STATSZ`, `IDZ`, `VARZ`, `CONNZ`, `SUBSZ`, `ROUTEZ`,
+//!   `LEAFZ`, `ACCOUNTZ` and `HEALTHZ`; the request body may filter by `server_name`,
+//!   `cluster` and `host`, and carry the endpoint's options.
+//!
+//! Everything goes through the router in the system account, so routes carry events and
+//! requests across a cluster (mixed with nats-server too) like any other message. The
+//! services are one internal subscriber served by one task: a request never runs on a
+//! client's task.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::client::{ClientShared, CloseReason};
+use crate::core::router::{self, Origin, Router};
+use crate::core::{Account, InternalMsg, InternalSub, Subscriber, Subscription};
+use crate::info::NATS_COMPAT_VERSION;
+use crate::monitor::{self, rfc3339};
+use crate::server::ServerInner;
+
+/// How often `$SYS.SERVER.<id>.STATSZ` goes out while someone listens (nats-server's
+/// steady-state interval).
+pub(crate) const STATSZ_INTERVAL: Duration = Duration::from_secs(10);
+/// Requests waiting for the services task; past this, requests are dropped (the asker
+/// times out, as with an overloaded nats-server).
+const REQUEST_QUEUE: usize = 256;
+
+/// Event sequence numbers (`server.seq` in every event).
+#[derive(Debug, Default)]
+pub(crate) struct SysState {
+    seq: AtomicU64,
+}
+
+/// `server` in every event and answer.
+#[derive(Debug, Serialize)]
+struct ServerInfo<'a> {
+    name: &'a str,
+    host: String,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    ver: &'static str,
+    jetstream: bool,
+    flags: u64,
+    seq: u64,
+    time: String,
+}
+
+fn server_info(srv: &ServerInner) -> ServerInfo<'_> {
+    ServerInfo {
+        name: &srv.name,
+        host: srv.opts().host.to_string(),
+        id: &srv.id,
+        cluster: srv.cluster.as_ref().map(|c| c.name()),
+        ver: NATS_COMPAT_VERSION,
+        jetstream: false,
+        flags: 0,
+        seq: srv.sys.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        time: rfc3339(SystemTime::now()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ClientInfo {
+    start: String,
+    host: String,
+    id: u64,
+    acc: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    user: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    lang: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    ver: String,
+    /// Nanoseconds, as Go encodes a `time.Duration`.
+    #[serde(skip_serializing_if = "is_zero")]
+    rtt: u64,
+    server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<String>,
+    kind: &'static str,
+    client_type: &'static str,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn client_info(srv: &ServerInner, c: &ClientShared, stop: Option<SystemTime>) -> ClientInfo {
+    let meta = c.meta.lock().clone();
+    ClientInfo {
+        start: rfc3339(c.start),
+        host: c.peer.ip().to_string(),
+        id: c.cid,
+        acc: c.account.lock().to_string(),
+        user: meta.user,
+        name: meta.name,
+        lang: meta.lang,
+        ver: meta.version,
+        rtt: c.rtt_nanos.load(Ordering::Relaxed),
+        server: srv.name.clone(),
+        cluster: srv.cluster.as_ref().map(|c| c.name()),
+        stop: stop.map(rfc3339),
+        kind: "Client",
+        client_type: "nats",
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DataStats {
+    msgs: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ConnectEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    timestamp: String,
+    server: ServerInfo<'a>,
+    client: ClientInfo,
+}
+
+#[derive(Debug, Serialize)]
+struct DisconnectEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    timestamp: String,
+    server: ServerInfo<'a>,
+    client: ClientInfo,
+    sent: DataStats,
+    received: DataStats,
+    reason: String,
+}
+
+/// An event id: 22 random base-62 characters, the shape of a NUID.
+fn event_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..22)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// True when some subscriber of the system account would receive `subject`.
+fn has_interest(account: &Account, subject: &str) -> bool {
+    let r = account.sublist.matches(subject.as_bytes());
+    !r.psubs.is_empty() || !r.qsubs.is_empty()
+}
+
+/// Publishes `payload` in the system account. True when someone received it.
+fn publish(srv: &Arc<ServerInner>, subject: &str, payload: &[u8]) -> bool {
+    let Some(account) = srv.accounts.system().cloned() else {
+        return false;
+    };
+    let result = account.sublist.matches(subject.as_bytes());
+    if result.psubs.is_empty() && result.qsubs.is_empty() {
+        return false;
+    }
+    let mut router = Router::new(srv.clone(), rand::random());
+    let delivered = router.route(
+        &account,
+        &result,
+        Origin::Internal,
+        subject.as_bytes(),
+        None,
+        None,
+        payload,
+    );
+    router.flush(true);
+    delivered
+}
+
+fn publish_json<T: Serialize>(srv: &Arc<ServerInner>, subject: &str, value: &T) {
+    match serde_json::to_vec(value) {
+        Ok(json) => {
+            publish(srv, subject, &json);
+        }
+        Err(e) => tracing::warn!("system event {subject}: cannot encode: {e}"),
+    }
+}
+
+/// Whether a client's account is one whose activity is reported (not the global one).
+fn reported(srv: &ServerInner, c: &ClientShared) -> Option<(Arc<Account>, String)> {
+    let system = srv.accounts.system()?.clone();
+    let acc = c.account.lock().clone();
+    if &*acc == crate::core::GLOBAL_ACCOUNT {
+        return None;
+    }
+    Some((system, acc.to_string()))
+}
+
+/// A client finished CONNECT: `$SYS.ACCOUNT.<account>.CONNECT`.
+pub(crate) fn client_connected(srv: &Arc<ServerInner>, c: &ClientShared) {
+    let Some((system, acc)) = reported(srv, c) else {
+        return;
+    };
+    let subject = format!("$SYS.ACCOUNT.{acc}.CONNECT");
+    if !has_interest(&system, &subject) {
+        return;
+    }
+    let event = ConnectEvent {
+        kind: "io.nats.server.advisory.v1.client_connect",
+        id: event_id(),
+        timestamp: rfc3339(SystemTime::now()),
+        server: server_info(srv),
+        client: client_info(srv, c, None),
+    };
+    publish_json(srv, &subject, &event);
+}
+
+/// A connected client is gone: `$SYS.ACCOUNT.<account>.DISCONNECT`, with its traffic and
+/// the reason `/connz?state=closed` shows.
+pub(crate) fn client_disconnected(srv: &Arc<ServerInner>, c: &ClientShared, reason: CloseReason) {
+    let Some((system, acc)) = reported(srv, c) else {
+        return;
+    };
+    let subject = format!("$SYS.ACCOUNT.{acc}.DISCONNECT");
+    if !has_interest(&system, &subject) {
+        return;
+    }
+    let (out_msgs, out_bytes, _) = c.out_stats();
+    let event = DisconnectEvent {
+        kind: "io.nats.server.advisory.v1.client_disconnect",
+        id: event_id(),
+        timestamp: rfc3339(SystemTime::now()),
+        server: server_info(srv),
+        client: client_info(srv, c, Some(SystemTime::now())),
+        sent: DataStats {
+            msgs: out_msgs,
+            bytes: out_bytes,
+        },
+        received: DataStats {
+            msgs: c.in_msgs.load(Ordering::Relaxed),
+            bytes: c.in_bytes.load(Ordering::Relaxed),
+        },
+        reason: reason.to_string(),
+    };
+    publish_json(srv, &subject, &event);
+}
+
+/// `$SYS.SERVER.<id>.LAMEDUCK` or `.SHUTDOWN` (`what`), with the server's info.
+pub(crate) fn server_event(srv: &Arc<ServerInner>, what: &str) {
+    let Some(system) = srv.accounts.system() else {
+        return;
+    };
+    let subject = format!("$SYS.SERVER.{}.{what}", srv.id);
+    if has_interest(system, &subject) {
+        publish_json(srv, &subject, &server_info(srv));
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RouteStat {
+    rid: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    sent: DataStats,
+    received: DataStats,
+    pending: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerStats {
+    start: String,
+    mem: u64,
+    cores: usize,
+    cpu: f64,
+    connections: usize,
+    total_connections: u64,
+    active_accounts: usize,
+    subscriptions: u32,
+    sent: DataStats,
+    received: DataStats,
+    slow_consumers: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<RouteStat>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatszMsg<'a> {
+    server: ServerInfo<'a>,
+    statsz: ServerStats,
+}
+
+fn statsz(srv: &ServerInner) -> StatszMsg<'_> {
+    let stats = &srv.stats;
+    let routes = srv
+        .cluster
+        .as_ref()
+        .map(|c| crate::cluster::route_stats(c))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| RouteStat {
+            rid: r.rid,
+            name: r.remote_name,
+            sent: DataStats {
+                msgs: r.out_msgs,
+                bytes: r.out_bytes,
+            },
+            received: DataStats {
+                msgs: r.in_msgs,
+                bytes: r.in_bytes,
+            },
+            pending: r.pending_size,
+        })
+        .collect();
+    StatszMsg {
+        server: server_info(srv),
+        statsz: ServerStats {
+            start: rfc3339(srv.start),
+            mem: monitor::resident_memory(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: 0.0,
+            connections: srv.num_connections(),
+            total_connections: stats.total_connections.load(Ordering::Relaxed),
+            active_accounts: srv
+                .accounts
+                .all()
+                .iter()
+                .filter(|a| a.num_clients.load(Ordering::Relaxed) > 0)
+                .count(),
+            subscriptions: u32::try_from(srv.accounts.num_subscriptions()).unwrap_or(u32::MAX),
+            sent: DataStats {
+                msgs: stats.out_msgs.load(Ordering::Relaxed),
+                bytes: stats.out_bytes.load(Ordering::Relaxed),
+            },
+            received: DataStats {
+                msgs: stats.in_msgs.load(Ordering::Relaxed),
+                bytes: stats.in_bytes.load(Ordering::Relaxed),
+            },
+            slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
+            routes,
+        },
+    }
+}
+
+/// The subjects the services answer on.
+fn service_subjects(id: &str) -> [String; 3] {
+    [
+        "$SYS.REQ.SERVER.PING".to_string(),
+        "$SYS.REQ.SERVER.PING.*".to_string(),
+        format!("$SYS.REQ.SERVER.{id}.*"),
+    ]
+}
+
+/// Starts the services of the system account (nothing with `no_system_account`).
+pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketAddr, bool)>) {
+    let Some(account) = srv.accounts.system().cloned() else {
+        return;
+    };
+    let (handler, mut rx) = InternalSub::new(REQUEST_QUEUE);
+    let mut subs = Vec::new();
+    for subject in service_subjects(&srv.id) {
+        let sub = Subscription::new(
+            Subscriber::Internal(handler.clone()),
+            account.clone(),
+            subject.as_bytes(),
+            None,
+            b"",
+        );
+        if router::subscribe(srv, &sub).is_ok() {
+            subs.push(sub);
+        }
+    }
+    let monitor = monitor::MonitorState::detached(srv.clone(), http_addr);
+    let weak = Arc::downgrade(srv);
+    let mut shutdown = srv.shutdown_signal();
+    let system = account;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(STATSZ_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let Some(srv) = weak.upgrade() else { break };
+                    answer(&srv, &monitor, msg);
+                }
+                _ = ticks.tick() => {
+                    let Some(srv) = weak.upgrade() else { break };
+                    let subject = format!("$SYS.SERVER.{}.STATSZ", srv.id);
+                    if has_interest(&system, &subject) {
+                        publish_json(&srv, &subject, &statsz(&srv));
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if let Some(srv) = weak.upgrade() {
+            for sub in &subs {
+                router::unsubscribe(&srv, sub);
+            }
+        }
+    });
+}
+
+/// The part of a request body every endpoint understands.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Filter {
+    #[serde(default)]
+    server_name: String,
+    #[serde(default)]
+    cluster: String,
+    #[serde(default)]
+    host: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ApiError {
+    code: u16,
+    description: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ApiResponse<'a> {
+    server: ServerInfo<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ApiError>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerId<'a> {
+    name: &'a str,
+    host: String,
+    id: &'a str,
+}
+
+/// Answers one request of the services.
+fn answer(srv: &Arc<ServerInner>, monitor: &monitor::MonitorState, msg: InternalMsg) {
+    let Some(reply) = msg.reply.as_ref().and_then(|r| std::str::from_utf8(r).ok()) else {
+        return;
+    };
+    let subject = String::from_utf8_lossy(&msg.subject);
+    let endpoint = if subject == "$SYS.REQ.SERVER.PING" {
+        "STATSZ"
+    } else {
+        subject.rsplit('.').next().unwrap_or_default()
+    };
+    let body: Option<serde_json::Value> = if msg.payload.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&msg.payload) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let response = ApiResponse {
+                    server: server_info(srv),
+                    data: None,
+                    error: Some(ApiError {
+                        code: 400,
+                        description: e.to_string(),
+                    }),
+                };
+                publish_json(srv, reply, &response);
+                return;
+            }
+        }
+    };
+    if let Some(v) = &body {
+        let filter: Filter = serde_json::from_value(v.clone()).unwrap_or_default();
+        let opts = srv.opts();
+        let skip = (!filter.server_name.is_empty() && filter.server_name != srv.name)
+            || (!filter.cluster.is_empty()
+                && srv.cluster.as_ref().map(|c| c.name()).as_deref()
+                    != Some(filter.cluster.as_str()))
+            || (!filter.host.is_empty() && filter.host != opts.host.to_string());
+        if skip {
+            return;
+        }
+    }
+    match endpoint {
+        "STATSZ" => publish_json(srv, reply, &statsz(srv)),
+        "IDZ" => publish_json(
+            srv,
+            reply,
+            &ServerId {
+                name: &srv.name,
+                host: srv.opts().host.to_string(),
+                id: &srv.id,
+            },
+        ),
+        "VARZ" | "CONNZ" | "SUBSZ" | "ROUTEZ" | "LEAFZ" | "ACCOUNTZ" | "HEALTHZ" => {
+            let query = monitor::Query::from_json(body.as_ref());
+            let (data, error) = match monitor::endpoint_json(monitor, endpoint, &query) {
+                Ok(v) => (Some(v), None),
+                Err(e) => (
+                    None,
+                    Some(ApiError {
+                        code: 400,
+                        description: e,
+                    }),
+                ),
+            };
+            let response = ApiResponse {
+                server: server_info(srv),
+                data,
+                error,
+            };
+            publish_json(srv, reply, &response);
+        }
+        // KICK, LDM, RELOAD and the rest are not offered: the asker times out, as with a
+        // server that does not know the request.
+        _ => {}
+    }
+}

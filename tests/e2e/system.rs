@@ -1,0 +1,241 @@
+//! The system account: connect/disconnect events, `$SYS.REQ.SERVER` services, and the
+//! same requests answered by every server of a mixed midge/nats-server cluster. Every
+//! single-server scenario runs on nats-server (the reference) and on midge with async-nats,
+//! and checks the fields tools read.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use midge_tests::{both, free_port, ServerKind, TestServer};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+const SYSTEM: &str = "accounts {\n  SYS: { users: [{user: sys, password: sys}] }\n  A: { users: [{user: a, password: a}] }\n}\nsystem_account: SYS\n";
+
+async fn login(server: &TestServer, user: &str, name: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .name(name)
+        .connect(server.url())
+        .await
+        .unwrap_or_else(|e| panic!("{} login {user}: {e}", server.kind()))
+}
+
+/// Returns once the server has processed everything `c` sent before.
+async fn sync(c: &async_nats::Client) {
+    let inbox = c.new_inbox();
+    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
+    c.publish(inbox, "sync".into()).await.expect("publish");
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("round trip in time")
+        .expect("subscription open");
+}
+
+async fn next_json(sub: &mut async_nats::Subscriber, what: &str) -> (String, Value) {
+    let msg = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing arrived"))
+        .unwrap_or_else(|| panic!("{what}: subscription closed"));
+    let json = serde_json::from_slice(&msg.payload)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {:?}", msg.payload));
+    (msg.subject.to_string(), json)
+}
+
+async fn request_json(c: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let reply = tokio::time::timeout(
+        WAIT,
+        c.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no answer in time"))
+    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    serde_json::from_slice(&reply.payload).unwrap_or_else(|e| panic!("{subject}: not JSON: {e}"))
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_events_reach_the_system_account() {
+    both(events).await;
+}
+
+async fn events(kind: ServerKind) {
+    let server = TestServer::start(kind, SYSTEM).await;
+    let sys = login(&server, "sys", "watcher").await;
+    let server_id = sys.server_info().server_id;
+    let mut connects = sys.subscribe("$SYS.ACCOUNT.*.CONNECT").await.expect("sub");
+    let mut disconnects = sys
+        .subscribe("$SYS.ACCOUNT.*.DISCONNECT")
+        .await
+        .expect("sub");
+    sync(&sys).await;
+
+    let a = login(&server, "a", "events-a").await;
+    let (subject, event) = next_json(&mut connects, "connect event").await;
+    assert_eq!(subject, "$SYS.ACCOUNT.A.CONNECT", "[{kind}]");
+    assert_eq!(event["type"], "io.nats.server.advisory.v1.client_connect");
+    assert_eq!(event["server"]["id"], server_id.as_str(), "[{kind}]");
+    assert_eq!(event["client"]["acc"], "A");
+    assert_eq!(event["client"]["user"], "a");
+    assert_eq!(event["client"]["name"], "events-a");
+    assert_eq!(event["client"]["kind"], "Client");
+    assert_eq!(event["client"]["lang"], "rust");
+    assert!(event["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(event["timestamp"].as_str().is_some_and(|t| t.contains('T')));
+    assert!(event["client"]["id"].as_u64().is_some_and(|cid| cid > 0));
+
+    a.publish("work", "12345".into()).await.expect("publish");
+    sync(&a).await;
+    drop(a);
+    let (subject, event) = next_json(&mut disconnects, "disconnect event").await;
+    assert_eq!(subject, "$SYS.ACCOUNT.A.DISCONNECT", "[{kind}]");
+    assert_eq!(
+        event["type"],
+        "io.nats.server.advisory.v1.client_disconnect"
+    );
+    assert_eq!(event["client"]["name"], "events-a");
+    assert_eq!(event["reason"], "Client Closed", "[{kind}]");
+    assert!(
+        event["received"]["msgs"].as_u64().is_some_and(|n| n >= 1),
+        "[{kind}] {event}"
+    );
+    assert!(event["client"]["stop"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn server_requests_are_answered_in_the_system_account() {
+    both(requests).await;
+}
+
+async fn requests(kind: ServerKind) {
+    let server = TestServer::start(kind, &format!("{SYSTEM}server_name: sys-test\n")).await;
+    let sys = login(&server, "sys", "asker").await;
+    let _a = login(&server, "a", "someone").await;
+    let id = sys.server_info().server_id;
+
+    let statsz = request_json(&sys, "$SYS.REQ.SERVER.PING", "").await;
+    assert_eq!(statsz["server"]["id"], id.as_str(), "[{kind}] {statsz}");
+    assert_eq!(statsz["server"]["name"], "sys-test");
+    assert!(statsz["statsz"]["connections"]
+        .as_u64()
+        .is_some_and(|n| n >= 2));
+    assert!(statsz["statsz"]["subscriptions"].is_u64());
+    assert!(statsz["statsz"]["mem"].as_u64().is_some_and(|m| m > 0));
+
+    if kind == ServerKind::Midge {
+        // IDZ came with nats-server 2.10; the reference here is 2.9.
+        let idz = request_json(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await;
+        assert_eq!(idz["id"], id.as_str(), "[{kind}] {idz}");
+        assert_eq!(idz["name"], "sys-test");
+    }
+
+    let varz = request_json(&sys, &format!("$SYS.REQ.SERVER.{id}.VARZ"), "").await;
+    assert_eq!(varz["server"]["id"], id.as_str());
+    assert_eq!(varz["data"]["server_id"], id.as_str(), "[{kind}] {varz}");
+    assert!(varz["data"]["connections"].as_u64().is_some_and(|n| n >= 2));
+
+    let connz = request_json(
+        &sys,
+        &format!("$SYS.REQ.SERVER.{id}.CONNZ"),
+        r#"{"auth": true}"#,
+    )
+    .await;
+    let names: BTreeSet<&str> = connz["data"]["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("[{kind}] {connz}"))
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains("someone"), "[{kind}] {connz}");
+    let accounts: BTreeSet<&str> = connz["data"]["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["account"].as_str())
+        .collect();
+    assert!(accounts.contains("A"), "[{kind}] {connz}");
+
+    // A request for another server is not answered: sent first, its answer would be the
+    // first to arrive; the answer to the second (one this server is named in) comes alone.
+    let inbox = sys.new_inbox();
+    let mut answers = sys.subscribe(inbox.clone()).await.expect("sub");
+    sync(&sys).await;
+    sys.publish_with_reply(
+        "$SYS.REQ.SERVER.PING.VARZ",
+        inbox.clone(),
+        r#"{"server_name": "someone-else"}"#.into(),
+    )
+    .await
+    .expect("publish");
+    sys.publish_with_reply(
+        "$SYS.REQ.SERVER.PING.STATSZ",
+        inbox.clone(),
+        r#"{"server_name": "sys-test"}"#.into(),
+    )
+    .await
+    .expect("publish");
+    let (_, first) = next_json(&mut answers, "filtered answers").await;
+    assert!(
+        first.get("statsz").is_some() && first.get("data").is_none(),
+        "[{kind}] answered the filtered-out request: {first}"
+    );
+    assert_eq!(first["server"]["id"], id.as_str());
+}
+
+/// `$SYS.REQ.SERVER.PING` in a cluster of two midge and one nats-server: the system account
+/// crosses routes like any other, so every server answers, whoever it is.
+#[tokio::test]
+async fn every_server_of_a_mixed_cluster_answers_a_ping() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let kinds = [ServerKind::Midge, ServerKind::NatsServer, ServerKind::Midge];
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, r)| format!("\"nats://127.0.0.1:{r}\""))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let config = format!(
+            "{SYSTEM}server_name: s{i}\ncluster {{\n  name: sys\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+            ports[i].1,
+            routes.join(", ")
+        );
+        servers.push(
+            TestServer::builder(*kind)
+                .config(&config)
+                .arg("-p")
+                .arg(&ports[i].0.to_string())
+                .start()
+                .await,
+        );
+    }
+    let sys = login(&servers[0], "sys", "cluster-asker").await;
+    let inbox = sys.new_inbox();
+    let mut answers = sys.subscribe(inbox.clone()).await.expect("sub");
+    sync(&sys).await;
+    // Routes and their interest take a moment: ask until all three have answered.
+    let mut names = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while names.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {names:?} answered"
+        );
+        sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox.clone(), "".into())
+            .await
+            .expect("publish");
+        let round = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(round, answers.next()).await {
+            let json: Value = serde_json::from_slice(&msg.payload).expect("statsz JSON");
+            if let Some(name) = json["server"]["name"].as_str() {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    assert_eq!(
+        names,
+        ["s0", "s1", "s2"].map(String::from).into_iter().collect()
+    );
+}
