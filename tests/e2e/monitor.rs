@@ -838,11 +838,13 @@ async fn binary_logs_the_monitor_line() {
 
 #[tokio::test]
 async fn accounts_in_accountz_connz_and_subsz() {
-    let mut opts = midge::Options::default();
-    opts.host = [127, 0, 0, 1].into();
-    opts.port = 0;
-    opts.http_port = Some(0);
-    opts.accounts = vec![midge::AccountOptions { name: "A".into() }];
+    let mut opts = midge::Options {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        http_port: Some(0),
+        accounts: vec![midge::AccountOptions { name: "A".into() }],
+        ..Default::default()
+    };
     opts.auth.users = vec![
         midge::User {
             user: "a".into(),
