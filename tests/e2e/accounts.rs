@@ -270,3 +270,373 @@ async fn mixed_cluster_one_midge_two_nats_server_keeps_accounts_apart() {
     ])
     .await;
 }
+
+/// Exports and imports: account P (the provider) exports a stream and two services; C (the
+/// consumer) imports the stream under a prefix and the services under local names.
+const IMPORTS: &str = r#"accounts {
+  P: {
+    users: [{user: p, password: p}]
+    exports: [
+      {stream: "feed.>"}
+      {service: "svc.echo"}
+      {service: "svc.multi", response_type: stream}
+      {stream: "secret.>", accounts: [P]}
+    ]
+  }
+  C: {
+    users: [{user: c, password: c}, {user: c2, password: c2}]
+    imports: [
+      {stream: {account: P, subject: "feed.>"}, prefix: "p"}
+      {service: {account: P, subject: "svc.echo"}, to: "echo"}
+      {service: {account: P, subject: "svc.multi"}}
+    ]
+  }
+}
+"#;
+
+#[tokio::test]
+async fn stream_import_with_prefix_delivers_under_the_importers_subject() {
+    both(stream_import).await;
+}
+
+async fn stream_import(kind: ServerKind) {
+    let server = TestServer::start(kind, IMPORTS).await;
+    let p = login(&server, "p", "p").await;
+    let c = login(&server, "c", "c").await;
+    let c2 = login(&server, "c2", "c2").await;
+    let mut exact = c.subscribe("p.feed.x").await.expect("sub");
+    let mut wide = c.subscribe("p.>").await.expect("sub");
+    let mut q1 = c
+        .queue_subscribe("p.feed.*", "workers".into())
+        .await
+        .expect("qsub");
+    let mut q2 = c2
+        .queue_subscribe("p.feed.*", "workers".into())
+        .await
+        .expect("qsub");
+    // The exporter's own subject means nothing in C.
+    let mut unmapped = c2.subscribe("feed.x").await.expect("sub");
+    sync(&c).await;
+    sync(&c2).await;
+    for i in 0..20 {
+        p.publish("feed.x", format!("m{i}").into())
+            .await
+            .expect("pub");
+    }
+    sync(&p).await;
+    for i in 0..20 {
+        let want = format!("m{i}");
+        let m = tokio::time::timeout(WAIT, exact.next())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(
+            (m.subject.as_str(), &m.payload[..]),
+            ("p.feed.x", want.as_bytes()),
+            "[{kind}]"
+        );
+        let m = tokio::time::timeout(WAIT, wide.next())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(m.subject.as_str(), "p.feed.x", "[{kind}]");
+    }
+    // Each message once to the queue group, across its two members.
+    let mut got = 0;
+    for sub in [&mut q1, &mut q2] {
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            assert_eq!(m.subject.as_str(), "p.feed.x");
+            got += 1;
+        }
+    }
+    assert_eq!(got, 20, "[{kind}] queue group got each message once");
+    // Nothing came in on the exporter's subject: C's own sentinel is the first thing there.
+    publish(&c2, "feed.x", "sentinel").await;
+    assert_eq!(
+        next_payload(&mut unmapped, "unmapped").await,
+        "sentinel",
+        "[{kind}]"
+    );
+}
+
+#[tokio::test]
+async fn service_import_answers_requests_across_accounts() {
+    both(service_import).await;
+}
+
+async fn service_import(kind: ServerKind) {
+    let server = TestServer::start(kind, IMPORTS).await;
+    let p = login(&server, "p", "p").await;
+    let c = login(&server, "c", "c").await;
+    let mut echo = p.subscribe("svc.echo").await.expect("sub");
+    let mut multi = p.subscribe("svc.multi").await.expect("sub");
+    sync(&p).await;
+    let responder = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(req) = echo.next() => {
+                        let subject = req.subject.to_string();
+                        if let Some(reply) = req.reply {
+                            let mut body = format!("{subject}:").into_bytes();
+                            body.extend_from_slice(&req.payload);
+                            let _ = p.publish(reply, body.into()).await;
+                        }
+                    }
+                    Some(req) = multi.next() => {
+                        if let Some(reply) = req.reply {
+                            for i in 0..3 {
+                                let _ = p.publish(reply.clone(), format!("part{i}").into()).await;
+                            }
+                        }
+                    }
+                    else => break,
+                }
+            }
+        })
+    };
+    // Singleton: one answer, under the exporter's subject.
+    for i in 0..5 {
+        let answer = tokio::time::timeout(WAIT, c.request("echo", format!("hi{i}").into()))
+            .await
+            .expect("answer in time")
+            .unwrap_or_else(|e| panic!("[{kind}] request through the import: {e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&answer.payload),
+            format!("svc.echo:hi{i}"),
+            "[{kind}]"
+        );
+    }
+    // Stream responses: every part reaches the requester's inbox.
+    let inbox = c.new_inbox();
+    let mut parts = c.subscribe(inbox.clone()).await.expect("sub");
+    sync(&c).await;
+    c.publish_with_reply("svc.multi", inbox, "go".into())
+        .await
+        .expect("publish");
+    for i in 0..3 {
+        assert_eq!(
+            next_payload(&mut parts, "stream response").await,
+            format!("part{i}"),
+            "[{kind}]"
+        );
+    }
+    // The exporter's subject is not C's: nobody answers it there.
+    let err = c
+        .request("svc.echo", "x".into())
+        .await
+        .expect_err("no responder for the unmapped subject");
+    assert_eq!(
+        err.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "[{kind}]"
+    );
+    responder.abort();
+}
+
+/// An import of a private export by an account it does not list: both servers refuse the
+/// configuration with the same words.
+#[tokio::test]
+async fn private_export_is_refused_to_an_unlisted_account() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("server.conf");
+    let config = IMPORTS.replace(
+        "{service: {account: P, subject: \"svc.multi\"}}",
+        "{service: {account: P, subject: \"svc.multi\"}}\n      {stream: {account: P, subject: \"secret.x\"}}",
+    );
+    std::fs::write(&path, config).expect("write");
+    for kind in midge_tests::kinds() {
+        let out = std::process::Command::new(kind.binary())
+            .arg("-c")
+            .arg(&path)
+            .arg("-t")
+            .output()
+            .expect("run -t");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "[{kind}] accepted: {text}");
+        assert!(
+            text.contains("Error adding stream import \"secret.x\": stream import not authorized"),
+            "[{kind}] {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn account_limits_cap_connections_subscriptions_and_payload() {
+    both(account_limits).await;
+}
+
+async fn account_limits(kind: ServerKind) {
+    let config = "accounts {\n  L: { users: [{user: l, password: l}], limits: {max_connections: 2, max_subscriptions: 2, max_payload: 100} }\n}\n";
+    let server = TestServer::start(kind, config).await;
+    let connect = r#"{"user":"l","pass":"l","verbose":false}"#;
+    let mut first = midge_tests::connect(&server, midge_tests::Feed::Whole).await;
+    first.handshake(connect).await;
+    // Subscriptions: the third is refused, the connection stays.
+    first.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\n").await;
+    first
+        .expect(b"-ERR 'maximum subscriptions exceeded'\r\n")
+        .await;
+    first.ping_pong().await;
+    let mut second = midge_tests::connect(&server, midge_tests::Feed::Whole).await;
+    second.handshake(connect).await;
+    // A third connection of the account is refused.
+    let mut third = midge_tests::connect(&server, midge_tests::Feed::Whole).await;
+    third.read_info().await;
+    third
+        .send(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+        .await;
+    third
+        .expect(b"-ERR 'maximum account active connections exceeded'\r\n")
+        .await;
+    third.expect_closed().await;
+    // Payload: over the account's 100 bytes closes the publisher.
+    let big = "x".repeat(101);
+    second
+        .send(format!("PUB a 101\r\n{big}\r\n").as_bytes())
+        .await;
+    second.expect(b"-ERR 'Maximum Payload Violation'\r\n").await;
+    second.expect_closed().await;
+    // The closed ones no longer count: a new connection of the account is let in.
+    let mut again = midge_tests::connect(&server, midge_tests::Feed::Whole).await;
+    again.handshake(connect).await;
+    let _ = kind;
+}
+
+async fn start_cluster(kinds: [ServerKind; 3], accounts: &str) -> Vec<TestServer> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, r)| format!("\"nats://127.0.0.1:{r}\""))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let config = format!(
+            "{accounts}server_name: s{i}\ncluster {{\n  name: imp\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+            ports[i].1,
+            routes.join(", ")
+        );
+        servers.push(
+            TestServer::builder(*kind)
+                .config(&config)
+                .arg("-p")
+                .arg(&ports[i].0.to_string())
+                .start()
+                .await,
+        );
+    }
+    servers
+}
+
+/// Imports across a mixed cluster: a stream published on one server reaches importers on
+/// the others, and requests through a service import are answered by a responder on
+/// another server, whichever kind each server is.
+#[tokio::test]
+async fn imports_work_across_a_mixed_cluster() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let servers = start_cluster(
+        [ServerKind::Midge, ServerKind::Midge, ServerKind::NatsServer],
+        IMPORTS,
+    )
+    .await;
+    for (from, to) in [(0, 2), (2, 0), (0, 1)] {
+        let label = format!("{} -> {}", servers[from].kind(), servers[to].kind());
+        let p = login(&servers[from], "p", "p").await;
+        let c = login(&servers[to], "c", "c").await;
+        let subject = format!("feed.{from}{to}");
+        let mut sub = c.subscribe(format!("p.{subject}")).await.expect("sub");
+        sync(&c).await;
+        // Interest crosses the routes in a moment: publish until it arrives.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let first = loop {
+            publish(&p, &subject, "probe").await;
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+            {
+                break m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{label}: stream never crossed"
+            );
+        };
+        assert_eq!(first.subject.as_str(), format!("p.{subject}"), "{label}");
+
+        // The responder on `from`, the requester on `to`.
+        let mut echo = p.subscribe("svc.echo").await.expect("sub");
+        sync(&p).await;
+        let responder = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                while let Some(req) = echo.next().await {
+                    if let Some(reply) = req.reply {
+                        let _ = p.publish(reply, req.payload).await;
+                        let _ = p.flush().await;
+                    }
+                }
+            })
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), c.request("echo", "ping".into()))
+                .await
+            {
+                Ok(Ok(answer)) => {
+                    assert_eq!(&answer.payload[..], b"ping", "{label}");
+                    break;
+                }
+                other => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{label}: no answer through the service import: {other:?}"
+                ),
+            }
+        }
+        responder.abort();
+    }
+}
+
+/// Exports and imports added by a config reload apply to running clients, subscriptions
+/// made before the reload included.
+#[tokio::test]
+async fn imports_added_by_a_reload_apply_to_existing_subscriptions() {
+    both(|kind| async move {
+        let before = IMPORTS.replace(
+            "      {stream: {account: P, subject: \"feed.>\"}, prefix: \"p\"}\n",
+            "",
+        );
+        assert_ne!(before, IMPORTS);
+        let server = TestServer::start(kind, &before).await;
+        let p = login(&server, "p", "p").await;
+        let c = login(&server, "c", "c").await;
+        let mut sub = c.subscribe("p.feed.x").await.expect("sub");
+        sync(&c).await;
+        std::fs::write(server.config_path(), IMPORTS).expect("rewrite config");
+        let status = std::process::Command::new(kind.binary())
+            .arg("--signal")
+            .arg(format!("reload={}", server.pid()))
+            .status()
+            .expect("signal");
+        assert!(status.success());
+        // The reload is applied asynchronously: publish until the import delivers.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            publish(&p, "feed.x", "after").await;
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+            {
+                assert_eq!(m.subject.as_str(), "p.feed.x", "[{kind}]");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "[{kind}] the reloaded import never delivered"
+            );
+        }
+    })
+    .await;
+}

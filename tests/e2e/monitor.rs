@@ -842,7 +842,10 @@ async fn accounts_in_accountz_connz_and_subsz() {
         host: [127, 0, 0, 1].into(),
         port: 0,
         http_port: Some(0),
-        accounts: vec![midge::AccountOptions { name: "A".into() }],
+        accounts: vec![midge::AccountOptions {
+            name: "A".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     opts.auth.users = vec![

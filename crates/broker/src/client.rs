@@ -48,6 +48,8 @@ pub enum CloseReason {
     MaxPayloadExceeded,
     MaxControlLineExceeded,
     MaxConnectionsExceeded,
+    /// The account's `max_connections` was reached.
+    MaxAccountConnectionsExceeded,
     TlsHandshakeError,
     /// A route whose URL a config reload removed.
     RouteRemoved,
@@ -79,6 +81,7 @@ impl fmt::Display for CloseReason {
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
             CloseReason::TlsHandshakeError => "TLS Handshake Failure",
             CloseReason::RouteRemoved => "Route Removed",
         })
@@ -912,6 +915,13 @@ impl Conn {
                 Ok(who) => {
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
+                    let account = self.matches.account().clone();
+                    let max = account.limits.read().max_connections;
+                    if max > 0 && account.num_clients.load(Ordering::Relaxed) as usize > max {
+                        self.send_err("maximum account active connections exceeded");
+                        return Err(CloseReason::MaxAccountConnectionsExceeded);
+                    }
+                    self.apply_account_limits();
                 }
                 Err(()) => {
                     warn!(cid = self.shared.cid, peer = %self.shared.peer, user = copts.user.as_deref().unwrap_or(""), "authentication error");
@@ -1022,7 +1032,13 @@ impl Conn {
     /// SUB, checked in nats-server's order: the subscription limit, permissions, a duplicate
     /// sid (silently accepted), then the subject itself.
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        let max_subs = self.opts.max_subscriptions;
+        let server_max = self.opts.max_subscriptions;
+        let account_max = self.matches.account().limits.read().max_subscriptions;
+        let max_subs = match (server_max, account_max) {
+            (0, a) => a,
+            (s, 0) => s,
+            (s, a) => s.min(a),
+        };
         if max_subs > 0 && self.shared.subs.lock().len() >= max_subs {
             self.send_err("maximum subscriptions exceeded");
             return;
@@ -1113,6 +1129,7 @@ impl Conn {
             max_payload: new.max_payload,
         };
         self.router.set_max_pending(new.max_pending);
+        self.apply_account_limits();
         self.auth_required = new.auth.required();
         if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
             return Ok(());
@@ -1148,6 +1165,17 @@ impl Conn {
     }
 
     /// Binds the client to the account its user belongs to (the global one for `None`).
+    /// The account's `max_payload` where it is lower than the server's.
+    fn apply_account_limits(&mut self) {
+        let l = *self.matches.account().limits.read();
+        let server = self.opts.max_payload;
+        self.limits.max_payload = if l.max_payload > 0 {
+            l.max_payload.min(server)
+        } else {
+            server
+        };
+    }
+
     fn bind_account(&mut self, name: Option<&str>) {
         let account = self.srv.accounts.for_user(name);
         if Arc::ptr_eq(&account, self.matches.account()) {

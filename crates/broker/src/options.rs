@@ -330,6 +330,88 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AccountOptions {
     pub name: String,
+    /// What other accounts may import from this one (`exports: [...]`).
+    pub exports: Vec<Export>,
+    /// What this account takes from others (`imports: [...]`).
+    pub imports: Vec<Import>,
+    /// `limits {}` (or the same keys directly in the account).
+    pub limits: AccountLimits,
+}
+
+/// Per-account limits; 0 means no limit of the account's own (the server-wide one holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountLimits {
+    /// Client connections of the account on this server.
+    pub max_connections: usize,
+    /// Subscriptions per client connection of the account.
+    pub max_subscriptions: usize,
+    /// Largest message a client of the account may publish.
+    pub max_payload: usize,
+}
+
+/// Stream or service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    Stream,
+    Service,
+}
+
+/// How many responses a service request may get back across accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseType {
+    /// One response, then the reply mapping is gone.
+    #[default]
+    Singleton,
+    /// Any number of responses until the threshold passes.
+    Stream,
+    /// As `Stream` (a response split in chunks).
+    Chunked,
+}
+
+/// Default time a stream or chunked service response mapping lives (nats-server's).
+pub const DEFAULT_RESPONSE_THRESHOLD: Duration = Duration::from_secs(120);
+
+/// One entry of an account's `exports`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub kind: ExportKind,
+    /// The subject (wildcards allowed) others may import.
+    pub subject: String,
+    /// `accounts: [...]`: only these may import it (a private export); `None`: anyone.
+    pub accounts: Option<Vec<String>>,
+    /// Services only.
+    pub response_type: ResponseType,
+    /// Services only: how long stream/chunked response mappings live.
+    pub response_threshold: Duration,
+}
+
+/// One entry of an account's `imports`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Import {
+    pub kind: ExportKind,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporting account.
+    pub subject: String,
+    /// The subject in the importing account (`to`); `None`: the same as `subject`
+    /// (with `prefix` prepended for a stream import).
+    pub to: Option<String>,
+    /// Stream imports: prepended (with a dot) to the subject.
+    pub prefix: Option<String>,
+}
+
+impl Import {
+    /// The subject this import has in the importing account.
+    pub fn local_subject(&self) -> String {
+        match (&self.prefix, &self.to) {
+            (Some(p), _) => {
+                let p = p.strip_suffix('.').unwrap_or(p);
+                format!("{p}.{}", self.subject)
+            }
+            (None, Some(to)) => to.clone(),
+            (None, None) => self.subject.clone(),
+        }
+    }
 }
 
 /// Publish and subscribe permissions of a user.
@@ -394,6 +476,8 @@ pub enum OptionsError {
     Cluster(String),
     #[error("user \"{user}\" is in account \"{account}\", which is not defined")]
     UnknownAccount { user: String, account: String },
+    #[error("account \"{account}\": {message}")]
+    Import { account: String, message: String },
     #[error("system_account \"{0}\" is not one of the accounts")]
     UnknownSystemAccount(String),
     #[error("invalid account name \"{0}\": it must be a non-empty subject token")]
@@ -491,6 +575,16 @@ impl Options {
                 }
             }
         }
+        for acc in &self.accounts {
+            for import in &acc.imports {
+                check_import(&self.accounts, &acc.name, import).map_err(|message| {
+                    OptionsError::Import {
+                        account: acc.name.clone(),
+                        message,
+                    }
+                })?;
+            }
+        }
         if let Some(name) = &self.system_account {
             let known = name == crate::core::DEFAULT_SYSTEM_ACCOUNT
                 || self.accounts.iter().any(|a| &a.name == name);
@@ -576,6 +670,67 @@ pub fn check_permission_subject(text: &str, allow_queue: bool) -> Result<(), Str
         }
         _ => Err(format!("subject \"{text}\" is not a valid subject")),
     }
+}
+
+/// Checks one import against the exports of the account it names, with nats-server's
+/// messages (`Error adding stream import "x": stream import not authorized`).
+pub fn check_import(
+    accounts: &[AccountOptions],
+    importer: &str,
+    import: &Import,
+) -> Result<(), String> {
+    let what = match import.kind {
+        ExportKind::Stream => "stream",
+        ExportKind::Service => "service",
+    };
+    let subject = import.subject.as_str();
+    if !midge_proto::subject::is_valid_subject(subject.as_bytes()) {
+        return Err(format!("invalid {what} import subject {subject:?}"));
+    }
+    let Some(exporter) = accounts.iter().find(|a| a.name == import.account) else {
+        return Err(format!(
+            "{:?} account not defined for {what} import",
+            import.account
+        ));
+    };
+    if let Some(p) = &import.prefix {
+        if import.kind == ExportKind::Service {
+            return Err("a service import cannot have a 'prefix'".into());
+        }
+        if import.to.is_some() {
+            return Err("Stream import can not have a 'prefix' and a 'to' property".into());
+        }
+        let p = p.strip_suffix('.').unwrap_or(p);
+        if p.is_empty() || !midge_proto::subject::is_valid_literal_subject(p.as_bytes()) {
+            return Err(format!(
+                "Error adding stream import {subject:?}: stream import prefix can not contain wildcard tokens"
+            ));
+        }
+    }
+    if let Some(to) = &import.to {
+        let literal = midge_proto::subject::is_literal(subject.as_bytes());
+        if !midge_proto::subject::is_valid_subject(to.as_bytes()) {
+            return Err(format!("invalid {what} import 'to' subject {to:?}"));
+        }
+        if to != subject && !(literal && midge_proto::subject::is_literal(to.as_bytes())) {
+            return Err(format!(
+                "{what} import of {subject:?} to {to:?}: mapping a wildcard subject to another is not supported by midge yet"
+            ));
+        }
+    }
+    let authorized = exporter.exports.iter().any(|e| {
+        e.kind == import.kind
+            && midge_proto::subject::subset_match(subject.as_bytes(), e.subject.as_bytes())
+            && e.accounts
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|a| a == importer))
+    });
+    if !authorized {
+        return Err(format!(
+            "Error adding {what} import {subject:?}: {what} import not authorized"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

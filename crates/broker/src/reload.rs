@@ -394,6 +394,7 @@ fn apply(
     // Every connection switches before its next read; idle ones are woken to do it now
     // (to drop a removed user at once).
     inner.accounts.sync(new);
+    crate::core::imports::apply(inner, new);
     inner.opts_tx.send_replace(new.clone());
     let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
     for c in &clients {

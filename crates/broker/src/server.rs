@@ -367,6 +367,7 @@ impl Server {
         if inner.tls.read().is_some() {
             info!("TLS required for client connections");
         }
+        crate::core::imports::apply(&inner, &inner.opts());
         crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.ops.set_accept_task(accept);

@@ -11,8 +11,9 @@ use std::time::Duration;
 use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
-    AccountOptions, Authorization, ClusterOptions, Options, Permissions, ResponsePermission,
-    RouteUrl, SubjectPermission, TlsOptions, User,
+    AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
+    Options, Permissions, ResponsePermission, ResponseType, RouteUrl, SubjectPermission,
+    TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
 
@@ -197,15 +198,17 @@ impl Options {
         let key = entry.key.as_str();
         self.accounts.clear();
         self.auth.users.retain(|u| u.account.is_none());
+        let mut import_pos: Vec<(String, Value, String)> = Vec::new();
         for acc in entry.value.as_map(key)?.entries() {
             let k = format!("{key}.{}", acc.key);
             if acc.used_as_variable {
                 continue;
             }
-            self.accounts.push(AccountOptions {
+            let mut account = AccountOptions {
                 name: acc.key.clone(),
-            });
-            // `NAME: {}` and `NAME: { users: [...] }`.
+                ..AccountOptions::default()
+            };
+            // `NAME: {}` and `NAME: { users: [...], exports: [...], imports: [...] }`.
             for field in acc.value.as_map(&k)?.entries() {
                 let fk = format!("{k}.{}", field.key);
                 match field.key.to_ascii_lowercase().as_str() {
@@ -220,17 +223,29 @@ impl Options {
                             self.auth.users.push(user);
                         }
                     }
-                    "exports"
-                    | "imports"
-                    | "jetstream"
-                    | "limits"
-                    | "mappings"
-                    | "nkey"
-                    | "default_permissions"
-                    | "max_connections"
-                    | "max_subscriptions"
-                    | "max_payload"
-                    | "max_leafnodes" => return Err(unsupported(field)),
+                    "exports" => account.exports = parse_exports(&field.value, &fk)?,
+                    "imports" => {
+                        for (i, item) in field.value.as_array(&fk)?.iter().enumerate() {
+                            let ik = format!("{fk}[{i}]");
+                            account.imports.push(parse_import(item, &ik)?);
+                            import_pos.push((account.name.clone(), item.clone(), ik));
+                        }
+                    }
+                    "limits" => {
+                        for limit in field.value.as_map(&fk)?.entries() {
+                            let lk = format!("{fk}.{}", limit.key);
+                            if !limit.used_as_variable {
+                                parse_account_limit(&mut account.limits, limit, &lk)?;
+                            }
+                        }
+                    }
+                    "max_connections" | "max_conn" | "max_subscriptions" | "max_subs"
+                    | "max_payload" | "max_pay" | "max_leafnodes" | "max_leafs" => {
+                        parse_account_limit(&mut account.limits, field, &fk)?;
+                    }
+                    "jetstream" | "mappings" | "maps" | "nkey" | "default_permissions" => {
+                        return Err(unsupported(field))
+                    }
                     _ if field.used_as_variable => {}
                     _ => {
                         return Err(ConfError::UnknownKey {
@@ -240,6 +255,16 @@ impl Options {
                     }
                 }
             }
+            self.accounts.push(account);
+        }
+        // Imports are checked once every account and its exports are known.
+        for (name, item, ik) in &import_pos {
+            let Some(acc) = self.accounts.iter().find(|a| &a.name == name) else {
+                continue;
+            };
+            let import = parse_import(item, ik)?;
+            crate::options::check_import(&self.accounts, &acc.name, &import)
+                .map_err(|message| item.invalid(ik, message))?;
         }
         Ok(())
     }
@@ -471,6 +496,177 @@ fn default_limit(key: &str) -> Option<usize> {
         "max_pending" => Some(d.max_pending),
         _ => None,
     }
+}
+
+/// One account limit (`max_connections`, `max_subscriptions`, `max_payload`; `max_leafnodes`
+/// is accepted for files written for nats-server: midge has no leaf nodes yet). Negative
+/// means unlimited, as in nats-server.
+fn parse_account_limit(
+    limits: &mut AccountLimits,
+    entry: &Entry,
+    key: &str,
+) -> Result<(), ConfError> {
+    let v = &entry.value;
+    let n = v.as_i64(key)?;
+    let n = usize::try_from(n).unwrap_or(0);
+    match entry.key.to_ascii_lowercase().as_str() {
+        "max_connections" | "max_conn" => limits.max_connections = n,
+        "max_subscriptions" | "max_subs" => limits.max_subscriptions = n,
+        "max_payload" | "max_pay" => limits.max_payload = n.min(i32::MAX as usize),
+        "max_leafnodes" | "max_leafs" => {}
+        _ => {
+            return Err(ConfError::UnknownKey {
+                pos: entry.key_pos.clone(),
+                key: key.to_string(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// `exports: [{stream: "a.>"}, {service: "svc", accounts: [B], response_type: stream}]`.
+fn parse_exports(v: &Value, key: &str) -> Result<Vec<Export>, ConfError> {
+    let mut exports = Vec::new();
+    for (i, item) in v.as_array(key)?.iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        let map = item.as_map(&k)?;
+        let mut kind = None;
+        let mut subject = String::new();
+        let mut accounts = None;
+        let mut response_type = None;
+        let mut threshold = None;
+        for e in map.entries() {
+            let ek = format!("{k}.{}", e.key);
+            match e.key.to_ascii_lowercase().as_str() {
+                "stream" | "service" => {
+                    let this = if e.key.eq_ignore_ascii_case("stream") {
+                        ExportKind::Stream
+                    } else {
+                        ExportKind::Service
+                    };
+                    if kind.is_some_and(|k| k != this) {
+                        return Err(e
+                            .value
+                            .invalid(&ek, "an export is a stream or a service, not both"));
+                    }
+                    kind = Some(this);
+                    subject = e.value.as_str(&ek)?.to_string();
+                    if !midge_proto::subject::is_valid_subject(subject.as_bytes()) {
+                        return Err(e.value.invalid(&ek, format!("invalid subject {subject:?}")));
+                    }
+                }
+                "accounts" => {
+                    let mut list = Vec::new();
+                    for (j, a) in e.value.as_array(&ek)?.iter().enumerate() {
+                        list.push(a.as_str(&format!("{ek}[{j}]"))?.to_string());
+                    }
+                    accounts = Some(list);
+                }
+                "response" | "response_type" => {
+                    response_type =
+                        Some(match e.value.as_str(&ek)?.to_ascii_lowercase().as_str() {
+                            "single" | "singleton" => ResponseType::Singleton,
+                            "stream" => ResponseType::Stream,
+                            "chunk" | "chunked" => ResponseType::Chunked,
+                            other => {
+                                return Err(e
+                                    .value
+                                    .invalid(&ek, format!("Unknown response type: {other:?}")))
+                            }
+                        });
+                }
+                "threshold" | "response_threshold" | "response_max_time" | "response_time" => {
+                    threshold = Some(parse_duration_value(&e.value, &ek)?);
+                }
+                "latency" | "account_token_position" | "advertise" | "allow_trace" => {
+                    return Err(unsupported(e))
+                }
+                _ if e.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: e.key_pos.clone(),
+                        key: ek,
+                    })
+                }
+            }
+        }
+        let Some(kind) = kind else {
+            return Err(item.invalid(&k, "an export needs a 'stream' or a 'service' subject"));
+        };
+        if kind == ExportKind::Stream && (response_type.is_some() || threshold.is_some()) {
+            return Err(item.invalid(&k, "Detected response directive on non-service"));
+        }
+        exports.push(Export {
+            kind,
+            subject,
+            accounts,
+            response_type: response_type.unwrap_or_default(),
+            response_threshold: threshold.unwrap_or(DEFAULT_RESPONSE_THRESHOLD),
+        });
+    }
+    Ok(exports)
+}
+
+/// `{stream: {account: B, subject: "a.>"}, prefix: "from_b"}` or
+/// `{service: {account: B, subject: "svc"}, to: "b_svc"}`.
+fn parse_import(item: &Value, k: &str) -> Result<Import, ConfError> {
+    let map = item.as_map(k)?;
+    let mut import: Option<Import> = None;
+    let mut to = None;
+    let mut prefix = None;
+    for e in map.entries() {
+        let ek = format!("{k}.{}", e.key);
+        match e.key.to_ascii_lowercase().as_str() {
+            "stream" | "service" => {
+                let kind = if e.key.eq_ignore_ascii_case("stream") {
+                    ExportKind::Stream
+                } else {
+                    ExportKind::Service
+                };
+                if import.is_some() {
+                    return Err(e
+                        .value
+                        .invalid(&ek, "an import is a stream or a service, not both"));
+                }
+                let m = e.value.as_map(&ek)?;
+                let field = |name: &str| -> Result<String, ConfError> {
+                    match m
+                        .entries()
+                        .iter()
+                        .find(|f| f.key.eq_ignore_ascii_case(name))
+                    {
+                        Some(f) => Ok(f.value.as_str(&format!("{ek}.{name}"))?.to_string()),
+                        None => Err(e.value.invalid(&ek, "Expect an account name and a subject")),
+                    }
+                };
+                import = Some(Import {
+                    kind,
+                    account: field("account")?,
+                    subject: field("subject")?,
+                    to: None,
+                    prefix: None,
+                });
+            }
+            "to" => to = Some(e.value.as_str(&ek)?.to_string()),
+            "prefix" => prefix = Some(e.value.as_str(&ek)?.to_string()),
+            "share" => {
+                e.value.as_bool(&ek)?;
+            }
+            _ if e.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: e.key_pos.clone(),
+                    key: ek,
+                })
+            }
+        }
+    }
+    let Some(mut import) = import else {
+        return Err(item.invalid(k, "an import needs a 'stream' or a 'service' entry"));
+    };
+    import.to = to;
+    import.prefix = prefix;
+    Ok(import)
 }
 
 fn parse_duration_value(v: &Value, key: &str) -> Result<Duration, ConfError> {

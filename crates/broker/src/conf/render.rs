@@ -179,9 +179,71 @@ fn render_auth(options: &Options, out: &mut String) {
             render_users(&users, "      ", out);
             out.push_str("    ]\n");
         }
+        render_account_extras(acc, out);
         out.push_str("  }\n");
     }
     out.push_str("}\n");
+}
+
+/// An account's exports, imports and limits.
+fn render_account_extras(acc: &crate::options::AccountOptions, out: &mut String) {
+    use crate::options::{ExportKind, ResponseType};
+    let kind = |k: ExportKind| match k {
+        ExportKind::Stream => "stream",
+        ExportKind::Service => "service",
+    };
+    if !acc.exports.is_empty() {
+        out.push_str("    exports: [\n");
+        for e in &acc.exports {
+            let _ = write!(out, "      {{{}: {}", kind(e.kind), quote(&e.subject));
+            if let Some(list) = &e.accounts {
+                let names: Vec<String> = list.iter().map(|a| quote(a)).collect();
+                let _ = write!(out, ", accounts: [{}]", names.join(", "));
+            }
+            if e.kind == ExportKind::Service {
+                let rt = match e.response_type {
+                    ResponseType::Singleton => "singleton",
+                    ResponseType::Stream => "stream",
+                    ResponseType::Chunked => "chunked",
+                };
+                let _ = write!(
+                    out,
+                    ", response_type: {rt}, response_threshold: {}",
+                    duration(e.response_threshold)
+                );
+            }
+            out.push_str("}\n");
+        }
+        out.push_str("    ]\n");
+    }
+    if !acc.imports.is_empty() {
+        out.push_str("    imports: [\n");
+        for i in &acc.imports {
+            let _ = write!(
+                out,
+                "      {{{}: {{account: {}, subject: {}}}",
+                kind(i.kind),
+                quote(&i.account),
+                quote(&i.subject)
+            );
+            if let Some(to) = &i.to {
+                let _ = write!(out, ", to: {}", quote(to));
+            }
+            if let Some(p) = &i.prefix {
+                let _ = write!(out, ", prefix: {}", quote(p));
+            }
+            out.push_str("}\n");
+        }
+        out.push_str("    ]\n");
+    }
+    let l = &acc.limits;
+    if *l != crate::options::AccountLimits::default() {
+        let _ = writeln!(
+            out,
+            "    limits: {{max_connections: {}, max_subscriptions: {}, max_payload: {}}}",
+            l.max_connections, l.max_subscriptions, l.max_payload
+        );
+    }
 }
 
 fn render_users(users: &[&User], indent: &str, out: &mut String) {

@@ -474,7 +474,7 @@ fn unsupported_features_and_ignored_options() {
         "test.conf:1: jetstream: not supported by midge yet"
     );
     for key in [
-        "accounts { A: { exports: [] } }",
+        "accounts { A: { mappings: {} } }",
         "leafnodes {}",
         "cluster { port: 6222, tls {} }",
         "websocket {}",
@@ -661,6 +661,54 @@ fn permission_forms() {
 }
 
 #[test]
+fn exports_and_imports_are_checked_like_nats_server() {
+    let base = "accounts {\n  A: { exports: [{stream: \"pub.>\"}, {stream: \"priv.>\", accounts: [B]}, {service: \"svc\", response_type: stream}] }\n  B: {}\n  C: {}\n";
+    let ok = load_ok(&format!(
+        "{base}  D: {{ imports: [{{stream: {{account: A, subject: \"pub.x\"}}, prefix: p}}, {{service: {{account: A, subject: svc}}, to: s}}] }}\n}}\n"
+    ));
+    let d = &ok.options.accounts[3];
+    assert_eq!(d.imports[0].local_subject(), "p.pub.x");
+    assert_eq!(d.imports[1].local_subject(), "s");
+    assert_eq!(
+        ok.options.accounts[0].exports[2].response_type,
+        crate::options::ResponseType::Stream
+    );
+    // Private export, importer not listed: refused with nats-server's words and the line.
+    let e = load_err(&format!(
+        "{base}  D: {{ imports: [{{stream: {{account: A, subject: \"priv.x\"}}}}] }}\n}}\n"
+    ));
+    assert!(e.contains("test.conf:5:"), "{e}");
+    assert!(
+        e.contains("Error adding stream import \"priv.x\": stream import not authorized"),
+        "{e}"
+    );
+    let e = load_err(&format!(
+        "{base}  D: {{ imports: [{{service: {{account: A, subject: nope}}}}] }}\n}}\n"
+    ));
+    assert!(e.contains("service import not authorized"), "{e}");
+    let e = load_err(&format!(
+        "{base}  D: {{ imports: [{{stream: {{account: Z, subject: x}}}}] }}\n}}\n"
+    ));
+    assert!(
+        e.contains("\"Z\" account not defined for stream import"),
+        "{e}"
+    );
+    let e = load_err("accounts { A: { exports: [{stream: x, response_type: stream}] } }\n");
+    assert!(e.contains("response directive on non-service"), "{e}");
+    let limits = load_ok(
+        "accounts { A: { limits: {max_connections: 2, max_subs: 5, max_payload: 100} } }\n",
+    );
+    assert_eq!(
+        limits.options.accounts[0].limits,
+        crate::options::AccountLimits {
+            max_connections: 2,
+            max_subscriptions: 5,
+            max_payload: 100
+        }
+    );
+}
+
+#[test]
 fn system_account_must_exist() {
     let opts = load_ok("accounts { SYS: {} }\nsystem_account: SYS\n").options;
     assert_eq!(opts.system_account_name(), Some("SYS"));
@@ -737,9 +785,50 @@ fn sample_options() -> Options {
         },
         no_auth_user: Some("bob".into()),
         accounts: vec![
-            AccountOptions { name: "B".into() },
+            AccountOptions {
+                name: "B".into(),
+                exports: vec![
+                    crate::options::Export {
+                        kind: crate::options::ExportKind::Stream,
+                        subject: "feed.>".into(),
+                        accounts: None,
+                        response_type: crate::options::ResponseType::Singleton,
+                        response_threshold: crate::options::DEFAULT_RESPONSE_THRESHOLD,
+                    },
+                    crate::options::Export {
+                        kind: crate::options::ExportKind::Service,
+                        subject: "svc.*".into(),
+                        accounts: Some(vec!["empty".into()]),
+                        response_type: crate::options::ResponseType::Stream,
+                        response_threshold: Duration::from_secs(5),
+                    },
+                ],
+                limits: crate::options::AccountLimits {
+                    max_connections: 10,
+                    max_subscriptions: 0,
+                    max_payload: 1024,
+                },
+                ..AccountOptions::default()
+            },
             AccountOptions {
                 name: "empty".into(),
+                imports: vec![
+                    crate::options::Import {
+                        kind: crate::options::ExportKind::Stream,
+                        account: "B".into(),
+                        subject: "feed.x".into(),
+                        to: None,
+                        prefix: Some("b".into()),
+                    },
+                    crate::options::Import {
+                        kind: crate::options::ExportKind::Service,
+                        account: "B".into(),
+                        subject: "svc.echo".into(),
+                        to: Some("echo".into()),
+                        prefix: None,
+                    },
+                ],
+                ..AccountOptions::default()
             },
         ],
         system_account: Some("B".into()),

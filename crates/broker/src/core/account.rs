@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
 use super::sub::SubRef;
-use crate::options::Options;
+use crate::options::{AccountLimits, Options};
 
 /// The account of clients in a config without accounts (nats-server's global account).
 pub(crate) const GLOBAL_ACCOUNT: &str = "$G";
@@ -27,6 +27,10 @@ pub(crate) struct Account {
     pub sublist: Sublist<SubRef>,
     /// Client connections bound to the account now (`/accountz`, limits).
     pub num_clients: AtomicU32,
+    /// `limits {}` of the account (a reload replaces them).
+    pub limits: RwLock<AccountLimits>,
+    /// Stream and service imports, and the response subjects of its service exports.
+    pub imports: super::imports::AccountImports,
 }
 
 impl fmt::Debug for Account {
@@ -44,6 +48,8 @@ impl Account {
             name: name.into(),
             sublist: Sublist::new(),
             num_clients: AtomicU32::new(0),
+            limits: RwLock::new(AccountLimits::default()),
+            imports: super::imports::AccountImports::default(),
         })
     }
 

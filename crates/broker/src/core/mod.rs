@@ -11,6 +11,7 @@
 //! [`Route`]: crate::cluster::Route
 
 pub(crate) mod account;
+pub(crate) mod imports;
 pub(crate) mod router;
 pub(crate) mod sub;
 

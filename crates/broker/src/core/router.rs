@@ -28,6 +28,7 @@ use midge_proto::sublist::{MatchResult, SublistError};
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
+use super::imports::{self, Responses, ServiceImport, Shadow};
 use super::{Account, InternalSub, SubRef, Subscriber, Subscription};
 use crate::client::{ClientShared, CloseReason, Queued};
 use crate::cluster::{self, Route};
@@ -157,7 +158,13 @@ pub(crate) struct Router {
     target_queues: Vec<(usize, usize)>,
     pub batch_out_msgs: u64,
     pub batch_out_bytes: u64,
+    /// Imports being followed (an import may lead into an account that imports again);
+    /// bounded by [`MAX_IMPORT_DEPTH`] so a cycle of imports cannot loop.
+    depth: u8,
 }
+
+/// How many imports one message may pass through.
+const MAX_IMPORT_DEPTH: u8 = 4;
 
 /// Writing for a few receivers in place saves a task wake-up each; past that the publisher
 /// would spend its time writing for others, so their writers do it.
@@ -176,6 +183,7 @@ impl Router {
             target_queues: Vec::new(),
             batch_out_msgs: 0,
             batch_out_bytes: 0,
+            depth: 0,
         }
     }
 
@@ -223,6 +231,10 @@ impl Router {
         let mut delivered = false;
         let from_route = origin.is_route();
         for s in &result.psubs {
+            if let Some(shadow) = &s.0.shadow {
+                delivered |= self.deliver_shadow(shadow, origin, subj, reply, headers, payload);
+                continue;
+            }
             match &s.0.owner {
                 Subscriber::Client(c) => {
                     if !origin.skips(c) {
@@ -236,6 +248,15 @@ impl Router {
                 }
                 Subscriber::Internal(i) => {
                     delivered |= self.deliver_internal(&s.0, i, subj, reply, headers, payload);
+                }
+                Subscriber::Service(si) => {
+                    // The server that got the request from its client ran the import.
+                    if !from_route {
+                        delivered |= self.service_request(si, subj, reply, headers, payload);
+                    }
+                }
+                Subscriber::Responses(rs) => {
+                    delivered |= self.service_response(rs, subj, headers, payload);
                 }
             }
         }
@@ -295,6 +316,12 @@ impl Router {
         let mut fallback: Option<&Arc<Route>> = None;
         for i in 0..n {
             let s = &members[(start + i) % n].0;
+            if let Some(shadow) = &s.shadow {
+                if self.deliver_shadow(shadow, origin, subj, reply, headers, payload) {
+                    return true;
+                }
+                continue;
+            }
             let ok = match &s.owner {
                 Subscriber::Client(c) => {
                     !origin.skips(c) && self.deliver_client(s, c, subj, reply, headers, payload)
@@ -306,6 +333,8 @@ impl Router {
                     fallback.get_or_insert(r);
                     false
                 }
+                // Imports and responses never join queue groups.
+                Subscriber::Service(_) | Subscriber::Responses(_) => false,
             };
             if ok {
                 return true;
@@ -408,6 +437,103 @@ impl Router {
         self.count_delivery(sub) && handler.deliver(subj, reply, headers, payload)
     }
 
+    /// A message for a shadow subscription: delivered to the importing subscriber under
+    /// the subject it has in its own account, counted on its own subscription.
+    fn deliver_shadow(
+        &mut self,
+        shadow: &Shadow,
+        origin: Origin<'_>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let Some(parent) = shadow.parent.upgrade() else {
+            return false;
+        };
+        let mapped = shadow.map.apply(subj);
+        if !midge_proto::subject::matches(&parent.subject, &mapped) {
+            return false;
+        }
+        match &parent.owner {
+            Subscriber::Client(c) => {
+                !origin.skips(c)
+                    && self.deliver_client(&parent, c, &mapped, reply, headers, payload)
+            }
+            Subscriber::Internal(h) => {
+                self.deliver_internal(&parent, h, &mapped, reply, headers, payload)
+            }
+            _ => false,
+        }
+    }
+
+    /// Publishes `subj` again in `account` (an import's other side): everything there,
+    /// routes included, as if the server published it.
+    fn route_in(
+        &mut self,
+        account: &Account,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        if self.depth >= MAX_IMPORT_DEPTH {
+            return false;
+        }
+        let result = account.sublist.matches(subj);
+        // The outer message's route targets are not this one's.
+        let targets = std::mem::take(&mut self.targets);
+        let target_queues = std::mem::take(&mut self.target_queues);
+        self.depth += 1;
+        let delivered = self.route(
+            account,
+            &result,
+            Origin::Internal,
+            subj,
+            reply,
+            headers,
+            payload,
+        );
+        self.depth -= 1;
+        self.targets = targets;
+        self.target_queues = target_queues;
+        delivered
+    }
+
+    /// A request through a service import: published in the exporting account with a
+    /// reply subject that leads back to the requester.
+    fn service_request(
+        &mut self,
+        si: &ServiceImport,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let target = si.subject.as_deref().unwrap_or(subj);
+        let mapped_reply = reply.and_then(|r| {
+            si.responses
+                .register(si.importer.clone(), r, si.response_type, si.threshold)
+        });
+        let exporter = si.exporter.clone();
+        self.route_in(&exporter, target, mapped_reply.as_deref(), headers, payload)
+    }
+
+    /// A reply on an exporter's response subject: to the requester's reply subject in the
+    /// importing account.
+    fn service_response(
+        &mut self,
+        rs: &Responses,
+        subj: &[u8],
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        match rs.resolve(subj) {
+            Some((importer, reply)) => self.route_in(&importer, &reply, None, headers, payload),
+            None => false,
+        }
+    }
+
     /// One `RMSG` per target route, naming the queue groups it was chosen for.
     fn send_to_routes(
         &mut self,
@@ -483,10 +609,17 @@ pub(crate) fn subscribe(srv: &ServerInner, sub: &Arc<Subscription>) -> Result<()
     sub.account
         .sublist
         .insert(&sub.subject, sub.queue.as_deref(), SubRef(sub.clone()))?;
-    if !matches!(sub.owner, Subscriber::Route(_)) {
+    if announced(sub) {
         cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), true);
     }
+    imports::add_shadows(srv, sub);
     Ok(())
+}
+
+/// Whether routes hear of a subscription: not of their own, nor of service imports (each
+/// server runs its own).
+fn announced(sub: &Subscription) -> bool {
+    !matches!(sub.owner, Subscriber::Route(_) | Subscriber::Service(_)) || sub.shadow.is_some()
 }
 
 /// Removes a subscription from its owner's table and its account. Safe to call twice.
@@ -494,7 +627,7 @@ pub(crate) fn unsubscribe(srv: &ServerInner, sub: &Arc<Subscription>) {
     let owned = match &sub.owner {
         Subscriber::Client(c) => c.forget_sub(sub),
         Subscriber::Route(r) => r.forget_sub(sub),
-        Subscriber::Internal(_) => true,
+        Subscriber::Internal(_) | Subscriber::Service(_) | Subscriber::Responses(_) => true,
     };
     if owned {
         remove_from_account(srv, sub);
@@ -508,10 +641,11 @@ pub(crate) fn remove_from_account(srv: &ServerInner, sub: &Arc<Subscription>) {
         .sublist
         .remove(&sub.subject, sub.queue.as_deref(), &SubRef(sub.clone()))
         .is_ok()
-        && !matches!(sub.owner, Subscriber::Route(_))
+        && announced(sub)
     {
         cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), false);
     }
+    imports::remove_shadows(srv, sub);
 }
 
 /// The router without client sockets: an embedded server (its listener bound on loopback,
@@ -533,6 +667,7 @@ mod tests {
                 .iter()
                 .map(|a| AccountOptions {
                     name: (*a).to_string(),
+                    ..AccountOptions::default()
                 })
                 .collect(),
             ..Options::default()

@@ -22,6 +22,13 @@ pub(crate) enum Subscriber {
     /// A handler inside the server (system account services, imports, later JetStream):
     /// gets an owned copy of the message on a channel and never touches a socket.
     Internal(Arc<InternalSub>),
+    /// A service import in the importing account: a request published here goes on to the
+    /// exporting account, its reply mapped back (see `core/imports.rs`). Never announced
+    /// to routes: every server runs its own imports.
+    Service(Arc<super::imports::ServiceImport>),
+    /// The response subjects (`_R_.<id>.>`) of an exporting account: replies to requests
+    /// that came in through a service import go back to the importer's reply subject.
+    Responses(Arc<super::imports::Responses>),
 }
 
 /// A subscription: shared by its owner's table (a client's sids, a route's interest) and
@@ -40,6 +47,9 @@ pub(crate) struct Subscription {
     /// Queue interest of a route: the member count on the remote server, which weights
     /// the choice of a member across the cluster. 1 for everything else.
     pub weight: AtomicU32,
+    /// Set for a shadow: the subscription a client of an importing account has in the
+    /// exporting account's sublist, standing for its own through a stream import.
+    pub shadow: Option<Box<super::imports::Shadow>>,
 }
 
 impl Subscription {
@@ -60,6 +70,28 @@ impl Subscription {
             delivered: AtomicU64::new(0),
             is_wildcard: !midge_proto::subject::is_literal(subject),
             weight: AtomicU32::new(1),
+            shadow: None,
+        })
+    }
+
+    /// A shadow of `parent` in `account` (the exporter) on `subject`.
+    pub fn new_shadow(
+        parent: &Arc<Subscription>,
+        account: Arc<Account>,
+        subject: &[u8],
+        shadow: super::imports::Shadow,
+    ) -> Arc<Subscription> {
+        Arc::new(Subscription {
+            owner: parent.owner.clone(),
+            account,
+            subject: subject.into(),
+            queue: parent.queue.clone(),
+            sid: parent.sid.clone(),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            is_wildcard: !midge_proto::subject::is_literal(subject),
+            weight: AtomicU32::new(1),
+            shadow: Some(Box::new(shadow)),
         })
     }
 
