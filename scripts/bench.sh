@@ -4,7 +4,9 @@
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3]  MSGS [1000000]  SIZE [16]  SUBS [4]  REQS [20000]  CONNS [10000]
-#   SCENARIOS ["pub pubsub fanout queue reqrep idle"]
+#   SCENARIOS ["pub pubsub fanout queue reqrep idle pairs-1acc pairs-100acc"]
+#   PAIRS [100]      pairs-1acc / pairs-100acc: PAIRS publisher->subscriber pairs at once,
+#                    each user in one shared account, or each in an account of its own
 #   MIDGE_BIN        server A binary  [$CARGO_TARGET_DIR/release/midge, built here]
 #   NATS_SERVER_BIN  server B binary  [nats-server on PATH, else /usr/sbin/nats-server]
 #   SERVER_ARGS      extra flags given to both servers, after `-a 127.0.0.1 -p PORT`
@@ -22,7 +24,8 @@ SIZE=${SIZE:-16}
 SUBS=${SUBS:-4}
 REQS=${REQS:-20000}
 CONNS=${CONNS:-10000}
-SCENARIOS=${SCENARIOS:-pub pubsub fanout queue reqrep idle}
+SCENARIOS=${SCENARIOS:-pub pubsub fanout queue reqrep idle pairs-1acc pairs-100acc}
+PAIRS=${PAIRS:-100}
 SERVER_ARGS=${SERVER_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-}
 READY_SECS=${READY_SECS:-15}
@@ -31,7 +34,7 @@ CLUSTER=${CLUSTER:-}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 COMMAND="$(printf '%q ' "$0" "$@")"
-ENV_SHOWN="ROUNDS=$ROUNDS MSGS=$MSGS SIZE=$SIZE SUBS=$SUBS REQS=$REQS CONNS=$CONNS"
+ENV_SHOWN="ROUNDS=$ROUNDS MSGS=$MSGS SIZE=$SIZE SUBS=$SUBS REQS=$REQS CONNS=$CONNS PAIRS=$PAIRS"
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 command -v jq >/dev/null || die "jq is required to read midge-bench --json output"
@@ -129,7 +132,25 @@ metrics_for() {
     queue) echo "sub_msgs_per_s:msgs/s delivered (total):higher" ;;
     reqrep) printf '%s\n' "p50_us:p50 us:lower" "p99_us:p99 us:lower" "avg_us:avg us:lower" ;;
     idle) printf '%s\n' "rss_delta_kb:RSS delta KiB ($CONNS conns):lower" "rss_after_kb:RSS after KiB:lower" ;;
+    pairs-*) echo "sub_msgs_per_s:msgs/s delivered (total, $PAIRS pairs):higher" ;;
   esac
+}
+
+# accounts_conf FILE MODE: PAIRS users u0..u(PAIRS-1) (password = name), all in the global
+# account (MODE=1acc) or each in an account of its own (MODE=100acc).
+accounts_conf() {
+  local file=$1 mode=$2 i
+  {
+    if [[ $mode == 1acc ]]; then
+      echo "authorization { users: ["
+      for (( i = 0; i < PAIRS; i++ )); do echo "  {user: u$i, password: u$i}"; done
+      echo "] }"
+    else
+      echo "accounts {"
+      for (( i = 0; i < PAIRS; i++ )); do echo "  A$i: { users: [{user: u$i, password: u$i}] }"; done
+      echo "}"
+    fi
+  } >"$file"
 }
 
 bench_args_for() {
@@ -138,6 +159,7 @@ bench_args_for() {
     fanout | queue) echo "--msgs $MSGS --size $SIZE --subs $SUBS" ;;
     reqrep) echo "--msgs $REQS --size $SIZE" ;;
     idle) echo "--conns $CONNS" ;;
+    pairs-*) echo "--msgs $MSGS --size $SIZE --pairs $PAIRS --user-prefix u" ;;
   esac
 }
 
@@ -146,8 +168,14 @@ FAILED=0
 
 # measure WHO SCENARIO: one run; appends each metric to SAMPLES[WHO|SCENARIO|key].
 measure() {
-  local who=$1 scenario=$2 out line key url extra=""
-  if [[ $scenario == idle ]]; then
+  local who=$1 scenario=$2 out line key url extra="" mode name=$2
+  if [[ $scenario == pairs-* ]]; then
+    mode=${scenario#pairs-}
+    accounts_conf "$LOGDIR/$mode.conf" "$mode"
+    start_server "$who-$mode" "$( [[ $who == A ]] && echo "$A_BIN" || echo "$B_BIN")" -c "$LOGDIR/$mode.conf"
+    url=nats://127.0.0.1:${PORT[$who-$mode]}
+    name=pairs
+  elif [[ $scenario == idle ]]; then
     start_server "$who-idle" "$( [[ $who == A ]] && echo "$A_BIN" || echo "$B_BIN")"
     extra="--server-pid ${PID[$who-idle]}"
     url=nats://127.0.0.1:${PORT[$who-idle]}
@@ -156,7 +184,7 @@ measure() {
     [[ -n $CLUSTER ]] && extra="--sub-url nats://127.0.0.1:${PORT[$who-2]}"
   fi
   # shellcheck disable=SC2046,SC2086
-  if out=$("$BENCH" "$scenario" --url "$url" --json $(bench_args_for "$scenario") $extra $BENCH_ARGS \
+  if out=$("$BENCH" "$name" --url "$url" --json $(bench_args_for "$scenario") $extra $BENCH_ARGS \
       2>>"$LOGDIR/bench-$who.err"); then
     while IFS= read -r line; do
       key=${line%%:*}
@@ -168,6 +196,7 @@ measure() {
     echo "  $who $scenario: FAILED: $(tail -1 "$LOGDIR/bench-$who.err")" >&2
   fi
   [[ $scenario == idle ]] && stop_server "$who-idle"
+  [[ $scenario == pairs-* ]] && stop_server "$who-$mode"
   return 0
 }
 

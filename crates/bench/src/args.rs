@@ -16,6 +16,9 @@ SCENARIOS:
   queue            1 publisher -> N queue-group members (--subs), checks exactly-once
   reqrep           1 requester <-> 1 responder, one request at a time; latency in us
   idle             N connections (--conns) with one SUB each; server RSS (--server-pid)
+  pairs            N publisher->subscriber pairs (--pairs) at once, each on its own subject;
+                   with --user-prefix P pair i logs in as user/password P<i> (run it against
+                   a server whose users are in one account, then in one account each)
 
 OPTIONS:
   --url URL          nats://host:port              [default: nats://127.0.0.1:4222]
@@ -25,6 +28,8 @@ OPTIONS:
   --size BYTES       payload size                  [default: 16]
   --subs N           subscribers for fanout/queue  [default: 4]
   --conns N          connections for idle          [default: 10000]
+  --pairs N          pairs for pairs               [default: 100]
+  --user-prefix P    pairs: log in as P<i>/P<i>    [default: anonymous]
   --server-pid PID   server process for idle RSS (/proc/PID/status VmRSS)
   --window N         max messages the publisher may be ahead of the slowest subscriber
                      (0 = unbounded, like `nats bench`) [default: ~8 MiB of frames]
@@ -41,6 +46,7 @@ pub enum Scenario {
     Queue,
     ReqRep,
     Idle,
+    Pairs,
 }
 
 impl Scenario {
@@ -52,6 +58,7 @@ impl Scenario {
             Scenario::Queue => "queue",
             Scenario::ReqRep => "reqrep",
             Scenario::Idle => "idle",
+            Scenario::Pairs => "pairs",
         }
     }
 
@@ -63,6 +70,7 @@ impl Scenario {
             "queue" => Scenario::Queue,
             "reqrep" => Scenario::ReqRep,
             "idle" => Scenario::Idle,
+            "pairs" => Scenario::Pairs,
             _ => bail!("unknown scenario {s:?}\n\n{USAGE}"),
         })
     }
@@ -78,6 +86,8 @@ pub struct Args {
     pub size: usize,
     pub subs: usize,
     pub conns: usize,
+    pub pairs: usize,
+    pub user_prefix: Option<String>,
     pub server_pid: Option<u32>,
     pub window: Option<u64>,
     pub subject: String,
@@ -94,6 +104,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     let mut size = 16;
     let mut subs = 4;
     let mut conns = 10_000;
+    let mut pairs = 100;
+    let mut user_prefix = None;
     let mut server_pid = None;
     let mut window = None;
     let mut subject = "bench".to_string();
@@ -121,6 +133,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--size" => size = number(&flag, &value()?)?,
             "--subs" => subs = number(&flag, &value()?)?,
             "--conns" => conns = number(&flag, &value()?)?,
+            "--pairs" => pairs = number(&flag, &value()?)?,
+            "--user-prefix" => user_prefix = Some(value()?),
             "--server-pid" => server_pid = Some(number(&flag, &value()?)?),
             "--window" => window = Some(number(&flag, &value()?)?),
             "--subject" => subject = value()?,
@@ -139,6 +153,9 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     if msgs == 0 {
         bail!("--msgs must be at least 1");
     }
+    if pairs == 0 && scenario == Scenario::Pairs {
+        bail!("--pairs must be at least 1");
+    }
     if subs == 0 && matches!(scenario, Scenario::Fanout | Scenario::Queue) {
         bail!("--subs must be at least 1");
     }
@@ -150,6 +167,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         size,
         subs,
         conns,
+        pairs,
+        user_prefix,
         server_pid,
         window,
         subject,

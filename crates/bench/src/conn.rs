@@ -74,6 +74,17 @@ impl Conn {
     /// Connects, sends CONNECT plus `setup` (e.g. SUB lines), and waits for the PONG
     /// that proves the server processed them.
     pub fn open(addr: &str, setup: &[u8], scanner: Scanner, deadline: Instant) -> Result<Self> {
+        Self::open_as(addr, None, setup, scanner, deadline)
+    }
+
+    /// [`Conn::open`] logged in as `user` (the password is the user name).
+    pub fn open_as(
+        addr: &str,
+        user: Option<&str>,
+        setup: &[u8],
+        scanner: Scanner,
+        deadline: Instant,
+    ) -> Result<Self> {
         let stream = dial(addr, deadline)?;
         let mut conn = Conn {
             stream,
@@ -81,7 +92,13 @@ impl Conn {
             buf: vec![0; READ_BUF],
             pongs: 0,
         };
-        let mut hello = CONNECT.to_vec();
+        let mut hello = match user {
+            None => CONNECT.to_vec(),
+            Some(u) => format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"lang\":\"rust\",\"name\":\"midge-bench\",\"protocol\":1,\"user\":\"{u}\",\"pass\":\"{u}\"}}\r\n"
+            )
+            .into_bytes(),
+        };
         hello.extend_from_slice(setup);
         conn.write_all(&hello)?;
         conn.flush(deadline, &mut |_| {})?;

@@ -53,6 +53,7 @@ pub fn run(args: &Args) -> Result<Report> {
         Scenario::Queue => throughput(args, addrs, args.subs, true, deadline),
         Scenario::ReqRep => reqrep(args, addrs, deadline),
         Scenario::Idle => idle(args, &addr, deadline),
+        Scenario::Pairs => pairs(args, &addr, deadline),
     }
 }
 
@@ -649,4 +650,119 @@ fn rss_kb(pid: u32) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no VmRSS in {path}"))
+}
+
+/// `pairs`: N publishers, each with its own subscriber on its own subject, all at once.
+/// Each publisher sends `msgs / pairs` messages; every subscriber must get exactly its own
+/// publisher's (with one account per pair on the same subject names, anything else would
+/// show a leak). Throughput is all deliveries over the time to the last one.
+fn pairs(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
+    let n = args.pairs;
+    let per_pair = (args.msgs / n as u64).max(1);
+    let size = args.size;
+    let user = |i: usize| args.user_prefix.as_ref().map(|p| format!("{p}{i}"));
+    let mut subs = Vec::with_capacity(n);
+    let mut pubs = Vec::with_capacity(n);
+    for i in 0..n {
+        let subject = format!("{}.pairs.{i}", args.subject);
+        let setup = format!("SUB {subject} 1\r\n");
+        let u = user(i);
+        subs.push(Conn::open_as(
+            addr,
+            u.as_deref(),
+            setup.as_bytes(),
+            Scanner::new(),
+            deadline,
+        )?);
+        pubs.push((
+            Conn::open_as(addr, u.as_deref(), b"", Scanner::new(), deadline)?,
+            subject,
+        ));
+    }
+    let start_gate = Arc::new(std::sync::Barrier::new(2 * n + 1));
+    let mut handles = Vec::with_capacity(2 * n);
+    for (i, mut conn) in subs.into_iter().enumerate() {
+        let gate = Arc::clone(&start_gate);
+        handles.push(thread::Builder::new().name(format!("pair-sub-{i}")).spawn(
+            move || -> Result<(u64, Option<Instant>)> {
+                gate.wait();
+                let mut received = 0u64;
+                let mut last = None;
+                while received < per_pair {
+                    check_deadline(
+                        deadline,
+                        &format!("pair {i}: received {received} of {per_pair}"),
+                    )?;
+                    let before = received;
+                    conn.read_some(&mut |ev| {
+                        if let Event::Msg { size: got, .. } = *ev {
+                            if got == size {
+                                received += 1;
+                            }
+                        }
+                    })?;
+                    if received != before {
+                        last = Some(Instant::now());
+                    }
+                }
+                // Anything more before the PONG would be someone else's message.
+                let mut extra = 0u64;
+                conn.flush(deadline, &mut |ev| {
+                    if matches!(ev, Event::Msg { .. }) {
+                        extra += 1;
+                    }
+                })?;
+                ensure!(extra == 0, "pair {i}: {extra} messages it was not sent");
+                Ok((received, last))
+            },
+        )?);
+    }
+    for (i, (mut conn, subject)) in pubs.into_iter().enumerate() {
+        let gate = Arc::clone(&start_gate);
+        handles.push(thread::Builder::new().name(format!("pair-pub-{i}")).spawn(
+            move || -> Result<(u64, Option<Instant>)> {
+                let mut frame = format!("PUB {subject} {size}\r\n").into_bytes();
+                frame.resize(frame.len() + size, b'x');
+                frame.extend_from_slice(b"\r\n");
+                let per_batch = (BATCH_BYTES / frame.len()).max(1);
+                let batch: Vec<u8> = frame.repeat(per_batch);
+                gate.wait();
+                let mut sent = 0u64;
+                while sent < per_pair {
+                    let k = usize::try_from((per_pair - sent).min(per_batch as u64))?;
+                    conn.write_all(&batch[..k * frame.len()])?;
+                    sent += k as u64;
+                }
+                conn.flush(deadline, &mut |_| {})?;
+                Ok((0, None))
+            },
+        )?);
+    }
+    start_gate.wait();
+    let start = Instant::now();
+    let mut delivered = 0u64;
+    let mut last = start;
+    for h in handles {
+        let (got, at) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("pair thread panicked"))??;
+        delivered += got;
+        if let Some(at) = at {
+            last = last.max(at);
+        }
+    }
+    let expected = per_pair * n as u64;
+    ensure!(
+        delivered == expected,
+        "delivered {delivered}, expected {expected}"
+    );
+    let secs = last.duration_since(start).as_secs_f64();
+    Ok(vec![
+        ("scenario", json!("pairs")),
+        ("pairs", json!(n)),
+        ("msgs", json!(expected)),
+        ("size", json!(size)),
+        ("sub_msgs_per_s", json!(rate(delivered, secs))),
+        ("secs", json!(secs)),
+    ])
 }
