@@ -4,7 +4,8 @@ Every test runs twice: against a real `midge` process and against Debian's `nats
 started the same way (`-a 127.0.0.1 -p -1`, port read from the log). A test that passes on
 nats-server and fails on midge is a compatibility bug in midge. Covered: pub/sub, `*`/`>`
 wildcards, queue groups, request/reply, headers, no responders, token auth (right and
-wrong), max_payload (learned from INFO, default and configured).
+wrong), max_payload (learned from INFO, default and configured), accounts with stream and
+service imports.
 
 MIDGE_BIN overrides the midge binary (default `${CARGO_TARGET_DIR:-target}/debug/midge`).
 """
@@ -294,3 +295,52 @@ async def test_max_payload_configured(start_server):
         await nc.publish("big", b"x" * 1025)
     await nc.flush(WAIT)  # still connected and usable
     await nc.close()
+
+
+ACCOUNTS = """
+accounts {
+  P: {
+    users: [{user: p, password: p}]
+    exports: [{stream: "feed.>"}, {service: "svc.echo"}]
+  }
+  C: {
+    users: [{user: c, password: c}]
+    imports: [
+      {stream: {account: P, subject: "feed.>"}, prefix: "p"}
+      {service: {account: P, subject: "svc.echo"}, to: "echo"}
+    ]
+  }
+  Q: { users: [{user: q, password: q}] }
+}
+"""
+
+
+async def test_accounts_isolate_and_imports_cross(start_server):
+    server = start_server(config=ACCOUNTS)
+    p = await connect(server.url, user="p", password="p")
+    c = await connect(server.url, user="c", password="c")
+    q = await connect(server.url, user="q", password="q")
+    # Stream import: P's feed.x is C's p.feed.x; Q (no import) sees nothing.
+    c_feed = await c.subscribe("p.feed.>")
+    q_feed = await q.subscribe("feed.>")
+    await c.flush(WAIT)
+    await q.flush(WAIT)
+    await p.publish("feed.x", b"one")
+    await p.flush(WAIT)
+    msg = await c_feed.next_msg(timeout=WAIT)
+    assert (msg.subject, msg.data) == ("p.feed.x", b"one")
+    await q.publish("feed.mark", b"q")  # Q's own message is the first Q sees
+    assert (await q_feed.next_msg(timeout=WAIT)).data == b"q"
+
+    # Service import: C's "echo" is answered by P's svc.echo responder.
+    async def echo(msg):
+        await p.publish(msg.reply, b"echo:" + msg.data)
+
+    await p.subscribe("svc.echo", cb=echo)
+    await p.flush(WAIT)
+    answer = await c.request("echo", b"hi", timeout=WAIT)
+    assert answer.data == b"echo:hi"
+    with pytest.raises(nats.errors.NoRespondersError):
+        await q.request("echo", b"hi", timeout=WAIT)
+    for nc in (p, c, q):
+        await nc.close()
