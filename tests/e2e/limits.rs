@@ -420,3 +420,65 @@ async fn a_slow_consumer_is_counted_once() {
     assert_eq!(slow.len(), 1, "{closed}");
     drop(sub);
 }
+
+/// A subscriber that reads as fast as it can is not cut off by a publisher's unpaced
+/// burst far larger than `max_pending`: the publisher is slowed down instead (nats-server's
+/// fast producer stall). Before the fix midge closed it as a slow consumer within the first
+/// few megabytes. Both servers, with a 2 MB `max_pending` and a 32 MB burst.
+#[tokio::test]
+async fn a_reading_subscriber_survives_a_burst_larger_than_max_pending() {
+    midge_tests::both(|kind| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const PAYLOAD: usize = 1024;
+        const MSGS: usize = 32 * 1024;
+        let server = midge_tests::TestServer::start(kind, "max_pending: 2097152\n").await;
+        let mut sub = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect subscriber");
+        sub.write_all(b"CONNECT {\"verbose\":false}\r\nSUB burst 1\r\nPING\r\n")
+            .await
+            .expect("subscribe");
+        // The subscription is in place once its PONG is back.
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        while !seen.windows(6).any(|w| w == b"PONG\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), sub.read(&mut buf))
+                .await
+                .expect("PONG in time")
+                .expect("read");
+            assert!(n > 0, "[{kind}] closed before PONG");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let frame_len = format!("MSG burst 1 {PAYLOAD}\r\n").len() + PAYLOAD + 2;
+        let want = MSGS * frame_len;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while got < want {
+                match tokio::time::timeout_at(deadline, sub.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => got += n,
+                    other => return Err(format!("after {got} of {want} bytes: {other:?}")),
+                }
+            }
+            Ok(got)
+        });
+        let mut one = format!("PUB burst {PAYLOAD}\r\n").into_bytes();
+        one.resize(one.len() + PAYLOAD, b'x');
+        one.extend_from_slice(b"\r\n");
+        let mut burst = b"CONNECT {\"verbose\":false}\r\n".to_vec();
+        burst.reserve(one.len() * MSGS + 8);
+        for _ in 0..MSGS {
+            burst.extend_from_slice(&one);
+        }
+        let mut publisher = tokio::net::TcpStream::connect(server.addr())
+            .await
+            .expect("connect publisher");
+        publisher.write_all(&burst).await.expect("burst written");
+        let got = reader
+            .await
+            .expect("reader task")
+            .unwrap_or_else(|e| panic!("[{kind}] the subscriber was cut off: {e}"));
+        assert_eq!(got, want, "[{kind}]");
+    })
+    .await;
+}

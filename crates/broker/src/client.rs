@@ -103,6 +103,9 @@ pub(crate) struct ClientShared {
     pub start: SystemTime,
     out: Mutex<Outbound>,
     writer_wake: Notify,
+    /// Woken each time the writer finished a write: producers stalled on this client
+    /// (its pending data over half of `max_pending`) look again.
+    drained: Notify,
     pub(crate) kill: Notify,
     closed: AtomicBool,
     /// Set while this client sits in some publisher's list of writers to wake.
@@ -154,6 +157,7 @@ impl ClientShared {
             start,
             out: Mutex::new(Outbound::default()),
             writer_wake: Notify::new(),
+            drained: Notify::new(),
             kill: Notify::new(),
             closed: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
@@ -369,6 +373,22 @@ impl ClientShared {
     }
 }
 
+/// How long a publisher waits for a receiver with `pending` bytes queued (nats-server's
+/// rule: 100 ms, growing by 100 ms per tenth of the upper half, 1 s at the limit).
+fn stall_duration(pending: usize, max_pending: usize) -> Duration {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+    let half = max_pending / 2;
+    if pending >= max_pending {
+        MAX
+    } else if pending > half {
+        let step = (half / 10).max(1);
+        (MIN + MIN * u32::try_from((pending - half) / step).unwrap_or(10)).min(MAX)
+    } else {
+        MIN
+    }
+}
+
 /// Starts serving one accepted connection.
 pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, cid: u64) {
     let shared = Arc::new(ClientShared::new(cid, peer, stream));
@@ -494,6 +514,8 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
                 break;
             }
         }
+        shared.out.lock().in_flight = 0;
+        shared.drained.notify_waiters();
         batch.clear();
         // Keep a burst's buffer for the next burst, but not forever: idle connections
         // should cost little memory.
@@ -712,6 +734,7 @@ impl Conn {
             }
             rb.settle(n, room);
             self.end_of_read();
+            self.stall_for_receivers().await;
         }
     }
 }
@@ -1320,6 +1343,42 @@ impl Conn {
     fn set_rtt(&self, rtt: Duration) {
         let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.shared.rtt_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Slows this publisher down, as nats-server does, when a receiver it just wrote to
+    /// holds more than half of `max_pending`: the next read waits until that receiver's
+    /// writer has drained below the half, for at most [`stall_duration`] per receiver. A
+    /// healthy subscriber that reads as fast as it can is then never cut off by a burst;
+    /// one that stops reading still reaches `max_pending` (or the write deadline) and is.
+    async fn stall_for_receivers(&mut self) {
+        let stalled = self.router.take_stalled();
+        if stalled.is_empty() {
+            return;
+        }
+        let max_pending = self.opts.max_pending;
+        for r in &stalled {
+            if Arc::ptr_eq(r, &self.shared) {
+                continue;
+            }
+            let (_, _, pending) = r.out_stats();
+            let until = tokio::time::Instant::now() + stall_duration(pending, max_pending);
+            loop {
+                let drained = r.drained.notified();
+                let (_, _, pending) = r.out_stats();
+                if pending <= max_pending / 2 || r.is_closed() {
+                    break;
+                }
+                if tokio::time::timeout_at(until, drained).await.is_err() {
+                    debug!(
+                        cid = self.shared.cid,
+                        receiver = r.cid,
+                        "Timed out of fast producer stall"
+                    );
+                    break;
+                }
+            }
+        }
+        self.router.restore_stalled(stalled);
     }
 
     /// Called after each read has been processed: publish counters, wake receivers once.

@@ -158,6 +158,9 @@ pub(crate) struct Router {
     target_queues: Vec<(usize, usize)>,
     pub batch_out_msgs: u64,
     pub batch_out_bytes: u64,
+    /// Receivers over half of `max_pending` during this read: the publisher's transport
+    /// waits for them before reading more (see `client::Conn::stall_for_receivers`).
+    stalled: Vec<Arc<ClientShared>>,
     /// Imports being followed (an import may lead into an account that imports again);
     /// bounded by [`MAX_IMPORT_DEPTH`] so a cycle of imports cannot loop.
     depth: u8,
@@ -184,6 +187,20 @@ impl Router {
             batch_out_msgs: 0,
             batch_out_bytes: 0,
             depth: 0,
+            stalled: Vec::new(),
+        }
+    }
+
+    /// The receivers to wait for after this read (the vector goes back with
+    /// [`Router::restore_stalled`] to keep its allocation).
+    pub fn take_stalled(&mut self) -> Vec<Arc<ClientShared>> {
+        std::mem::take(&mut self.stalled)
+    }
+
+    pub fn restore_stalled(&mut self, mut v: Vec<Arc<ClientShared>>) {
+        v.clear();
+        if self.stalled.is_empty() {
+            self.stalled = v;
         }
     }
 
@@ -420,6 +437,9 @@ impl Router {
                     .fetch_add(1, Ordering::Relaxed);
             }
             return true;
+        }
+        if pending > self.max_pending / 2 && !self.stalled.iter().any(|s| Arc::ptr_eq(s, target)) {
+            self.stalled.push(target.clone());
         }
         self.queue_wake(target);
         true
