@@ -11,12 +11,13 @@
 //! subjects the changed subscription matches: an insert adds the subscription to those
 //! results, a remove drops them, and every other entry stays warm.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use crate::hash::{keyed_map, KeyedMap};
 
 /// Cache size used by [`Sublist::new`], as in nats-server.
 const DEFAULT_CACHE_SIZE: usize = 1024;
@@ -84,12 +85,12 @@ pub struct Sublist<T> {
 
 struct Inner<T> {
     root: Level<T>,
-    cache: HashMap<Box<[u8]>, Arc<MatchResult<T>>>,
+    cache: KeyedMap<Box<[u8]>, Arc<MatchResult<T>>>,
     count: usize,
 }
 
 struct Level<T> {
-    literals: HashMap<Box<[u8]>, Node<T>>,
+    literals: KeyedMap<Box<[u8]>, Node<T>>,
     pwc: Option<Box<Node<T>>>,
     fwc: Option<Box<Node<T>>>,
 }
@@ -119,7 +120,7 @@ impl<T> Default for MatchResult<T> {
 impl<T> Default for Level<T> {
     fn default() -> Self {
         Self {
-            literals: HashMap::new(),
+            literals: keyed_map(),
             pwc: None,
             fwc: None,
         }
@@ -164,7 +165,7 @@ impl<T: Clone + PartialEq> Sublist<T> {
         Self {
             inner: RwLock::new(Inner {
                 root: Level::default(),
-                cache: HashMap::new(),
+                cache: keyed_map(),
                 count: 0,
             }),
             cache_size: n,
