@@ -14,10 +14,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
+use midge_proto::hash::{keyed_map, KeyedMap};
 use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
 use midge_proto::subject;
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, trace, warn};
@@ -108,7 +108,7 @@ pub(crate) struct ClientShared {
     /// Set once CONNECT said protocol >= 1: the client takes INFO updates (lame duck mode).
     async_info: AtomicBool,
     delivery_perms: OnceLock<Arc<DeliveryPermissions>>,
-    pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
+    pub subs: Mutex<KeyedMap<Box<[u8]>, Arc<Subscription>>>,
     /// Name of the account the client is bound to (set at CONNECT), for monitoring.
     pub account: Mutex<Arc<str>>,
     pub in_msgs: AtomicU64,
@@ -157,7 +157,7 @@ impl ClientShared {
             headers: AtomicBool::new(false),
             async_info: AtomicBool::new(false),
             delivery_perms: OnceLock::new(),
-            subs: Mutex::new(FxHashMap::default()),
+            subs: Mutex::new(keyed_map()),
             account: Mutex::new(crate::core::GLOBAL_ACCOUNT.into()),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),

@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use midge_proto::encode;
+use midge_proto::hash::{keyed_map, KeyedMap};
 use midge_proto::parser::queue_names;
 use midge_proto::sublist::{MatchResult, SublistError};
-use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use super::{Account, InternalSub, SubRef, Subscriber, Subscription};
@@ -65,7 +65,7 @@ impl Origin<'_> {
 pub(crate) struct MatchCache {
     account: Arc<Account>,
     gen: u64,
-    map: FxHashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    map: KeyedMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
     last_subject: Vec<u8>,
     /// The result for `last_subject`, computed in generation `last_gen`.
     last: Option<Arc<MatchResult<SubRef>>>,
@@ -79,7 +79,7 @@ impl MatchCache {
         MatchCache {
             account,
             gen: u64::MAX,
-            map: FxHashMap::default(),
+            map: keyed_map(),
             last_subject: Vec::new(),
             last: None,
             last_gen: u64::MAX,
