@@ -110,6 +110,9 @@ const IGNORED: &[&str] = &[
 
 /// nats-server's minimum, so that clients have time to move away.
 const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+/// No option has a use for a longer duration, and a timer of centuries overflows the clock
+/// arithmetic it is added to.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Default)]
 struct Ctx {
@@ -485,7 +488,22 @@ fn parse_duration_value(v: &Value, key: &str) -> Result<Duration, ConfError> {
             ))
         }
     };
-    parse_duration(text).map_err(|message| v.invalid(key, message))
+    let d = parse_duration(text).map_err(|message| v.invalid(key, message))?;
+    at_most_a_year(d, v, key)
+}
+
+fn at_most_a_year(d: Duration, v: &Value, key: &str) -> Result<Duration, ConfError> {
+    if d > MAX_DURATION {
+        return Err(v.invalid(
+            key,
+            format!(
+                "{} is longer than the maximum of 1 year ({})",
+                super::format_duration(d),
+                super::format_duration(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A duration string, or (older nats-server style, with a warning) an integer of seconds.
@@ -497,7 +515,7 @@ fn parse_seconds_or_duration(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Dura
             key,
             format!("a number of seconds is deprecated, write \"{secs}s\""),
         );
-        return Ok(Duration::from_secs(secs));
+        return at_most_a_year(Duration::from_secs(secs), v, key);
     }
     parse_duration_value(v, key)
 }
@@ -761,8 +779,9 @@ fn parse_auth_timeout(v: &Value, key: &str) -> Result<Duration, ConfError> {
             ))
         }
     };
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| v.invalid(key, format!("invalid timeout {secs} seconds")))
+    let d = Duration::try_from_secs_f64(secs)
+        .map_err(|_| v.invalid(key, format!("invalid timeout {secs} seconds")))?;
+    at_most_a_year(d, v, key)
 }
 
 fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
@@ -930,6 +949,7 @@ fn parse_allow_responses(v: &Value, key: &str) -> Result<Option<ResponsePermissi
                     rp.expires = Duration::ZERO;
                 } else {
                     let d = parse_duration(text).map_err(|m| ev.invalid(&k, m))?;
+                    let d = at_most_a_year(d, ev, &k)?;
                     if !d.is_zero() {
                         rp.expires = d;
                     }
