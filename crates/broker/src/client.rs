@@ -731,15 +731,16 @@ impl Conn {
             }
             r = tokio::time::timeout(
                 tls.timeout,
-                tls::handshake(&shared.stream, tls.config, info, &mut started),
+                tls::handshake(&shared.stream, tls.config, info, tls.allow_non_tls, &mut started),
             ) => r,
         };
         let cid = shared.cid;
         match result {
-            Ok(Ok(session)) => {
+            Ok(Ok(tls::Upgrade::Tls(session))) => {
                 let _ = shared.tls.set(tls::Session::new(session));
                 Ok(())
             }
+            Ok(Ok(tls::Upgrade::Plain)) => Ok(()),
             Ok(Err(HandshakeError::NotTls)) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake error: client sent plain text");
                 self.send_err("Secure Connection - TLS Required");
@@ -750,6 +751,9 @@ impl Conn {
                 debug!(cid, peer = %shared.peer, "TLS handshake error: {e}");
                 Err(CloseReason::TlsHandshakeError)
             }
+            // A silent client may be a plain one waiting for something; nats-server too
+            // takes it as plain once the TLS timeout is over.
+            Err(_) if !started && tls.allow_non_tls => Ok(()),
             Err(_) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake timeout");
                 // Mid-handshake, a plain-text error would only garble the client's records.

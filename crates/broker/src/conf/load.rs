@@ -75,7 +75,6 @@ const UNSUPPORTED: &[&str] = &[
     "write_timeout",
     "max_sub_tokens",
     "max_subscription_tokens",
-    "allow_non_tls",
     "default_sentinel",
     "http_base_path",
     "no_header_support",
@@ -346,7 +345,14 @@ impl Options {
             "config_watch" => self.config_watch = v.as_bool(key)?,
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
-            "tls" => self.tls = Some(parse_tls(v, key, ctx)?),
+            "tls" => {
+                let (tls, allow_non_tls) = parse_tls(v, key, ctx)?;
+                self.tls = Some(tls);
+                if let Some(allow) = allow_non_tls {
+                    self.allow_non_tls = allow;
+                }
+            }
+            "allow_non_tls" => self.allow_non_tls = v.as_bool(key)?,
             "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
@@ -662,14 +668,16 @@ fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, 
     }
 }
 
-/// `tls { cert_file, key_file, ca_file, verify, timeout }` for client connections. The files
+/// `tls { cert_file, key_file, ca_file, verify, timeout }` for client connections, and
+/// `allow_non_tls` if the block sets it (nats-server only knows it at the top level). The files
 /// are loaded here, as nats-server does, so a bad path or a key that does not match its
 /// certificate is reported at the line that names it (and `-t` catches it).
-fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfError> {
+fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<bool>), ConfError> {
     let map = v.as_map(key)?;
     let (mut cert, mut key_file, mut ca) = (None, None, None);
     let mut verify: Option<(bool, &Value)> = None;
     let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
+    let mut allow_non_tls = None;
     for entry in map.entries() {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
@@ -679,6 +687,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfErro
             "ca_file" => ca = Some((PathBuf::from(ev.as_str(&k)?), ev)),
             "verify" => verify = Some((ev.as_bool(&k)?, ev)),
             "timeout" => timeout = parse_auth_timeout(ev, &k)?,
+            "allow_non_tls" => allow_non_tls = Some(ev.as_bool(&k)?),
             "verify_and_map" => {
                 if ev.as_bool(&k)? {
                     return Err(unsupported(entry));
@@ -760,7 +769,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfErro
         };
         return Err(at.invalid(&k, e.to_string()));
     }
-    Ok(opts)
+    Ok((opts, allow_non_tls))
 }
 
 /// Seconds as an integer or float, or a duration string.

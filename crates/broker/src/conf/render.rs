@@ -68,6 +68,9 @@ impl Options {
         if let Some(user) = &self.no_auth_user {
             line("no_auth_user", quote(user));
         }
+        if self.allow_non_tls {
+            line("allow_non_tls", "true".to_string());
+        }
         render_auth(self, &mut out);
         render_cluster(self, &mut out);
         if let Some(tls) = &self.tls {

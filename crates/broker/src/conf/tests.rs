@@ -895,6 +895,7 @@ fn sample_options() -> Options {
             connect_retries: 7,
         },
         config_watch: true,
+        allow_non_tls: true,
     }
 }
 
@@ -953,6 +954,19 @@ fn tls_block() {
         .contains("cipher_suites: ignored"));
     let rendered = loaded.options.to_conf_string();
     assert_eq!(load_ok(&rendered).options, loaded.options, "{rendered}");
+    assert!(!loaded.options.allow_non_tls);
+
+    // allow_non_tls: at the top level as in nats-server (before or after the block), or
+    // inside the block.
+    let block = format!("tls {{ cert_file: \"{cert}\", key_file: \"{key}\" }}\n");
+    for text in [
+        format!("allow_non_tls: true\n{block}"),
+        format!("{block}allow_non_tls: true\n"),
+        format!("tls {{ cert_file: \"{cert}\", key_file: \"{key}\", allow_non_tls: true }}\n"),
+    ] {
+        assert!(load_ok(&text).options.allow_non_tls, "{text}");
+    }
+    assert!(load_err("allow_non_tls: 1\n").contains("allow_non_tls: expected a boolean"));
 
     // File problems point at the line that names the file, and name it.
     let e = load_err(&format!(
