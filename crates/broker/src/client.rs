@@ -737,7 +737,7 @@ impl Conn {
         let cid = shared.cid;
         match result {
             Ok(Ok(tls::Upgrade::Tls(session))) => {
-                let _ = shared.tls.set(tls::Session::new(session));
+                let _ = shared.tls.set(tls::Session::new(*session));
                 Ok(())
             }
             Ok(Ok(tls::Upgrade::Plain)) => Ok(()),

@@ -266,7 +266,7 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 /// How a connection goes on after INFO.
 #[derive(Debug)]
 pub(crate) enum Upgrade {
-    Tls(ServerConnection),
+    Tls(Box<ServerConnection>),
     /// The client spoke plain NATS and `allow_non_tls` let it; its first bytes were only
     /// peeked at, so the reader still finds them on the socket.
     Plain,
@@ -307,7 +307,7 @@ pub(crate) async fn handshake(
             }
         }
         if !conn.is_handshaking() {
-            return Ok(Upgrade::Tls(conn));
+            return Ok(Upgrade::Tls(Box::new(conn)));
         }
         stream.readable().await?;
         match conn.read_tls(&mut SocketReader(stream)) {
