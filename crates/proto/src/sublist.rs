@@ -22,6 +22,11 @@ use crate::hash::{keyed_map, KeyedMap};
 /// Cache size used by [`Sublist::new`], as in nats-server.
 const DEFAULT_CACHE_SIZE: usize = 1024;
 
+/// Longer subjects are matched but never cached. Real subjects are far shorter; without the
+/// bound a client allowed long control lines could fill the cache with megabytes of keys
+/// and make every insert and remove, which scan the cache, walk all of them.
+pub const MAX_CACHED_SUBJECT: usize = 512;
+
 /// Why a subscription could not be inserted or removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SublistError {
@@ -247,7 +252,7 @@ impl<T: Clone + PartialEq> Sublist<T> {
         let mut result = MatchResult::default();
         inner.root.collect(subject, &mut result);
         let result = Arc::new(result);
-        if self.cache_size == 0 {
+        if self.cache_size == 0 || subject.len() > MAX_CACHED_SUBJECT {
             return result;
         }
 
@@ -1140,6 +1145,17 @@ mod tests {
         assert_eq!(plain(&s, "a.a"), [5]);
         s.remove(b"a.a", None, &5).unwrap();
         assert_eq!((s.count(), s.node_count()), (0, 0));
+    }
+
+    #[test]
+    fn long_subjects_are_matched_but_not_cached() {
+        let s = sublist(&[(">", 1)]);
+        let long = "a".repeat(MAX_CACHED_SUBJECT + 1);
+        assert_eq!(plain(&s, &long), [1]);
+        assert_eq!(s.stats().num_cache, 0);
+        let short = "a".repeat(MAX_CACHED_SUBJECT);
+        assert_eq!(plain(&s, &short), [1]);
+        assert_eq!(s.stats().num_cache, 1);
     }
 
     #[test]

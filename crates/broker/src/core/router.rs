@@ -133,6 +133,9 @@ impl MatchCache {
             return r.clone();
         }
         let r = self.account.sublist.matches(subj);
+        if subj.len() > midge_proto::sublist::MAX_CACHED_SUBJECT {
+            return r;
+        }
         if self.map.len() >= CACHE_MAX {
             self.map.clear();
         }
@@ -541,6 +544,16 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("server starts: {e}"),
         }
+    }
+
+    #[test]
+    fn long_subjects_are_not_kept_in_the_publisher_cache() {
+        let mut cache = MatchCache::new(Account::new("$G"));
+        let long = vec![b'a'; midge_proto::sublist::MAX_CACHED_SUBJECT + 1];
+        assert!(cache.lookup(&long).psubs.is_empty());
+        assert!(cache.map.is_empty());
+        cache.lookup(b"short");
+        assert_eq!(cache.map.len(), 1);
     }
 
     #[tokio::test]
