@@ -645,3 +645,53 @@ async fn pid_file_is_written_at_start_and_removed_at_exit() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `midge -c <file> -t` on hostile configs: an include cycle (nats-server recurses until its
+/// stack overflows) and a duration of centuries are refused with the file, line and key.
+#[test]
+fn config_check_refuses_include_cycles_and_overlong_durations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let check = |path: &Path| {
+        let out = std::process::Command::new(ServerKind::Midge.binary())
+            .arg("-c")
+            .arg(path)
+            .arg("-t")
+            .output()
+            .expect("run midge -t");
+        assert!(
+            !out.status.success(),
+            "midge -t accepted {}",
+            path.display()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let a = write("a.conf", "port: 4999\ninclude b.conf\n");
+    let b = write("b.conf", "debug: true\ninclude a.conf\n");
+    let (a_real, b_real) = (
+        a.canonicalize().expect("canonical a"),
+        b.canonicalize().expect("canonical b"),
+    );
+    let stderr = check(&a);
+    let want = format!(
+        "{}:2:1: include 'a.conf' makes a cycle: {} includes {} includes {}",
+        b.display(),
+        a_real.display(),
+        b_real.display(),
+        a_real.display()
+    );
+    assert!(stderr.contains(&want), "want {want:?} in {stderr:?}");
+
+    let long = write("long.conf", "port: 4999\nwrite_deadline: \"87600h\"\n");
+    let stderr = check(&long);
+    let want = format!(
+        "{}:2:17: write_deadline: 87600h is longer than the maximum of 1 year (8760h)",
+        long.display()
+    );
+    assert!(stderr.contains(&want), "want {want:?} in {stderr:?}");
+}

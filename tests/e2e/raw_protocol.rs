@@ -1084,3 +1084,65 @@ async fn server_pings_a_connected_client_with_default_settings() {
     })
     .await;
 }
+
+/// A subject of 100,000 tokens fits a raised max_control_line. Each token is a level of the
+/// subscription trie: a recursive insert, match, remove or drop would overflow the server's
+/// stack and take it down. midge only: the point is midge's own trie.
+#[tokio::test]
+async fn a_subject_of_a_hundred_thousand_tokens_does_not_crash_the_server() {
+    const TOKENS: usize = 100_000;
+    let server = TestServer::start(ServerKind::Midge, "max_control_line: 1MB\n").await;
+    let literal = vec!["a"; TOKENS].join(".");
+    let stars = vec!["*"; TOKENS].join(".");
+    let shorter = vec!["a"; TOKENS - 1].join(".");
+
+    let mut sub = ready(&server, Feed::Whole, QUIET_CONNECT).await;
+    sub.send(format!("SUB {literal} 1\r\nSUB {stars} 2\r\nSUB {shorter}.> 3\r\n").as_bytes())
+        .await;
+    sub.ping_pong().await;
+
+    let mut publisher = ready(&server, Feed::Whole, QUIET_CONNECT).await;
+    publisher
+        .send(format!("PUB {literal} 5\r\nhello\r\n").as_bytes())
+        .await;
+    publisher.ping_pong().await;
+    let mut sids = BTreeSet::new();
+    for _ in 0..3 {
+        let line = sub.read_line().await;
+        let head = format!("MSG {literal} ");
+        assert!(
+            line.starts_with(head.as_bytes()),
+            "a MSG on the deep subject"
+        );
+        let args = String::from_utf8_lossy(&line[head.len()..]).into_owned();
+        sids.insert(args.trim_end().to_string());
+        sub.expect(b"hello\r\n").await;
+    }
+    assert_eq!(
+        sids,
+        BTreeSet::from(["1 5".into(), "2 5".into(), "3 5".into()])
+    );
+
+    // Removing subscriptions prunes the deep chains; what is left still matches.
+    sub.send(b"UNSUB 1\r\nUNSUB 3\r\n").await;
+    sub.ping_pong().await;
+    publisher
+        .send(format!("PUB {literal} 2\r\nhi\r\n").as_bytes())
+        .await;
+    publisher.ping_pong().await;
+    sub.expect(format!("MSG {literal} 2 2\r\nhi\r\n").as_bytes())
+        .await;
+    sub.ping_pong().await;
+
+    // Closing the subscriber removes its last deep subscription; the server carries on.
+    drop(sub);
+    publisher
+        .send(format!("PUB {literal} 0\r\n\r\n").as_bytes())
+        .await;
+    publisher.ping_pong().await;
+    let mut fresh = ready(&server, Feed::Whole, QUIET_CONNECT).await;
+    fresh.send(b"SUB x 1\r\n").await;
+    fresh.ping_pong().await;
+    publisher.send(b"PUB x 2\r\nok\r\n").await;
+    fresh.expect(b"MSG x 1 2\r\nok\r\n").await;
+}

@@ -6,7 +6,8 @@
 //! `-ERR 'Secure Connection - TLS Required'` (whether it speaks NATS or says nothing);
 //! client certificate verification (no certificate or one from another CA is rejected);
 //! certificate rotation through `Server::reload_tls` (new connections see the new
-//! certificate, existing ones keep working, a bad reload changes nothing); HTTPS monitoring
+//! certificate, existing ones keep working, a bad reload changes nothing); `allow_non_tls`
+//! (TLS and plain clients on one port); HTTPS monitoring
 //! (`https_port`) with the same certificate, its rotation, and its config errors.
 //!
 //! Every wait has a deadline; nothing sleeps to synchronise.
@@ -177,7 +178,11 @@ async fn raw_tls_session(server: &Server, pki: &Pki) -> CertificateDer<'static> 
         .await
         .expect("tcp connect");
     let info = read_info(&mut tcp).await;
-    assert_eq!(info["tls_required"], true);
+    // Required, or only available with allow_non_tls.
+    assert!(
+        info["tls_required"] == true || info["tls_available"] == true,
+        "{info}"
+    );
     let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
     let mut tls = timeout(WAIT, rustls_client(pki).connect(name, tcp))
         .await
@@ -360,6 +365,75 @@ async fn plain_client_is_refused_with_tls_required() {
     let refused = connect(&server, ConnectOptions::new()).await;
     let why = format!("{:?}", refused.expect_err("no TLS trust, no connection"));
     assert!(why.contains("UnknownIssuer"), "{why}");
+    server.shutdown().await;
+}
+
+/// `allow_non_tls`: one server takes TLS clients and plain ones. As nats-server, INFO says
+/// `tls_available` instead of `tls_required`, the first byte after INFO decides (0x16 starts
+/// a TLS handshake), and a client silent for the whole TLS timeout is taken as plain.
+#[tokio::test]
+async fn allow_non_tls_serves_tls_and_plain_clients_side_by_side() {
+    let pki = Pki::new("midge test CA");
+    let cert = pki.server("server");
+    let opts = Options {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        tls: Some(TlsOptions {
+            timeout: Duration::from_millis(300),
+            ..tls_options(&pki, &cert, false)
+        }),
+        allow_non_tls: true,
+        ..Options::default()
+    };
+    let server = Server::start(opts).await.expect("midge starts");
+
+    let mut tcp = TcpStream::connect(server.client_addr())
+        .await
+        .expect("tcp connect");
+    let info = read_info(&mut tcp).await;
+    assert_eq!(info["tls_available"], true, "{info}");
+    assert!(info.get("tls_required").is_none(), "{info}");
+    // Plain NATS right after INFO.
+    tcp.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+        .await
+        .expect("write");
+    let mut pong = [0u8; 6];
+    timeout(WAIT, tcp.read_exact(&mut pong))
+        .await
+        .expect("PONG in time")
+        .expect("read PONG");
+    assert_eq!(&pong, b"PONG\r\n");
+
+    // Silent past the TLS timeout, then plain NATS: still served.
+    let mut late = TcpStream::connect(server.client_addr())
+        .await
+        .expect("tcp connect");
+    read_info(&mut late).await;
+    // Not a synchronisation: outlasting the 300 ms TLS timeout is the case under test.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    late.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+        .await
+        .expect("write");
+    let mut pong = [0u8; 6];
+    timeout(WAIT, late.read_exact(&mut pong))
+        .await
+        .expect("PONG in time")
+        .expect("read PONG");
+    assert_eq!(&pong, b"PONG\r\n");
+
+    // A raw TLS session still gets the certificate and a PONG right after the handshake.
+    assert_eq!(raw_tls_session(&server, &pki).await, cert.der);
+
+    // async-nats over TLS and async-nats in plain text, talking to each other both ways.
+    let secure = connect(&server, client_options(&pki))
+        .await
+        .expect("TLS client connects");
+    let plain = connect(&server, ConnectOptions::new())
+        .await
+        .expect("plain client connects");
+    assert!(!plain.server_info().tls_required);
+    pub_sub(&secure, &plain, "to.plain", 200, 64 * 1024).await;
+    pub_sub(&plain, &secure, "to.tls", 200, 64 * 1024).await;
     server.shutdown().await;
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use midge_proto::hash::{keyed_map, keyed_set, KeyedMap, KeyedSet};
 use midge_proto::subject;
-use rustc_hash::FxHashMap;
 
 use crate::info::ConnectOptions;
 use crate::options::{Authorization, Permissions, ResponsePermission, SubjectPermission};
@@ -135,7 +135,7 @@ fn candidate<'a>(
 #[derive(Debug)]
 pub struct Verifier {
     permits: tokio::sync::Semaphore,
-    verified: Mutex<rustc_hash::FxHashSet<[u8; 32]>>,
+    verified: Mutex<KeyedSet<[u8; 32]>>,
 }
 
 /// Successful verifications remembered; the set is emptied when full.
@@ -152,7 +152,7 @@ impl Verifier {
     pub fn with_permits(permits: usize) -> Self {
         Verifier {
             permits: tokio::sync::Semaphore::new(permits),
-            verified: Mutex::new(rustc_hash::FxHashSet::default()),
+            verified: Mutex::new(keyed_set()),
         }
     }
 
@@ -209,7 +209,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct ClientPermissions {
     publish: Option<SubjectPermission>,
     subscribe: Option<SubjectPermission>,
-    pub_cache: FxHashMap<Box<[u8]>, bool>,
+    pub_cache: KeyedMap<Box<[u8]>, bool>,
     /// The part that publishers consult while delivering to this client.
     pub delivery: Arc<DeliveryPermissions>,
 }
@@ -235,7 +235,7 @@ struct ReplyState {
     map: Replies,
 }
 
-type Replies = FxHashMap<Box<[u8]>, (usize, Instant)>;
+type Replies = KeyedMap<Box<[u8]>, (usize, Instant)>;
 
 const PUB_CACHE_MAX: usize = 512;
 const REPLIES_MAX: usize = 64 * 1024;
@@ -269,7 +269,7 @@ impl ClientPermissions {
         ClientPermissions {
             publish,
             subscribe: p.subscribe,
-            pub_cache: FxHashMap::default(),
+            pub_cache: keyed_map(),
             delivery,
         }
     }
@@ -302,7 +302,7 @@ impl DeliveryPermissions {
             has_responses: AtomicBool::new(responses.is_some()),
             replies: Mutex::new(ReplyState {
                 responses,
-                map: FxHashMap::default(),
+                map: keyed_map(),
             }),
         }
     }
@@ -314,7 +314,7 @@ impl DeliveryPermissions {
         *self.sub_deny.write() = sub_deny;
         let mut replies = self.replies.lock();
         if responses.is_none() {
-            replies.map = FxHashMap::default();
+            replies.map = keyed_map();
         }
         self.has_responses
             .store(responses.is_some(), Ordering::Release);

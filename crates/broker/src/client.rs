@@ -14,10 +14,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
+use midge_proto::hash::{keyed_map, KeyedMap};
 use midge_proto::parser::{parse_client_op, ClientOp, Limits, ParseError, Parsed};
 use midge_proto::subject;
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, trace, warn};
@@ -114,7 +114,7 @@ pub(crate) struct ClientShared {
     /// Set once CONNECT said protocol >= 1: the client takes INFO updates (lame duck mode).
     async_info: AtomicBool,
     delivery_perms: OnceLock<Arc<DeliveryPermissions>>,
-    pub subs: Mutex<FxHashMap<Box<[u8]>, Arc<Subscription>>>,
+    pub subs: Mutex<KeyedMap<Box<[u8]>, Arc<Subscription>>>,
     /// Name of the account the client is bound to (set at CONNECT), for monitoring.
     pub account: Mutex<Arc<str>>,
     pub in_msgs: AtomicU64,
@@ -164,7 +164,7 @@ impl ClientShared {
             headers: AtomicBool::new(false),
             async_info: AtomicBool::new(false),
             delivery_perms: OnceLock::new(),
-            subs: Mutex::new(FxHashMap::default()),
+            subs: Mutex::new(keyed_map()),
             account: Mutex::new(crate::core::GLOBAL_ACCOUNT.into()),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
@@ -760,15 +760,16 @@ impl Conn {
             }
             r = tokio::time::timeout(
                 tls.timeout,
-                tls::handshake(&shared.stream, tls.config, info, &mut started),
+                tls::handshake(&shared.stream, tls.config, info, tls.allow_non_tls, &mut started),
             ) => r,
         };
         let cid = shared.cid;
         match result {
-            Ok(Ok(session)) => {
-                let _ = shared.tls.set(tls::Session::new(session));
+            Ok(Ok(tls::Upgrade::Tls(session))) => {
+                let _ = shared.tls.set(tls::Session::new(*session));
                 Ok(())
             }
+            Ok(Ok(tls::Upgrade::Plain)) => Ok(()),
             Ok(Err(HandshakeError::NotTls)) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake error: client sent plain text");
                 self.send_err("Secure Connection - TLS Required");
@@ -779,6 +780,9 @@ impl Conn {
                 debug!(cid, peer = %shared.peer, "TLS handshake error: {e}");
                 Err(CloseReason::TlsHandshakeError)
             }
+            // A silent client may be a plain one waiting for something; nats-server too
+            // takes it as plain once the TLS timeout is over.
+            Err(_) if !started && tls.allow_non_tls => Ok(()),
             Err(_) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake timeout");
                 // Mid-handshake, a plain-text error would only garble the client's records.

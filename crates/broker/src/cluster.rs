@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use midge_proto::encode;
+use midge_proto::hash::{keyed_set, KeyedMap, KeyedSet};
 use parking_lot::Mutex;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientShared;
@@ -46,7 +47,7 @@ pub(crate) struct Route {
     pub connect_urls: Mutex<Vec<String>>,
     /// Interest this remote announced, by account, subject and queue: subscriptions of
     /// kind [`Subscriber::Route`] in the accounts' sublists.
-    pub subs: Mutex<FxHashMap<InterestKey, Arc<Subscription>>>,
+    pub subs: Mutex<KeyedMap<InterestKey, Arc<Subscription>>>,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     pub start: SystemTime,
@@ -130,11 +131,11 @@ fn is_false(b: &bool) -> bool {
 pub(crate) struct ClusterState {
     pub routes: FxHashMap<u64, Arc<Route>>,
     /// Server id -> rid of its registered route.
-    pub remotes: FxHashMap<String, u64>,
+    pub remotes: KeyedMap<String, u64>,
     /// Local interest announced to routes: subscription count per subject and queue.
-    pub interest: FxHashMap<InterestKey, u32>,
+    pub interest: KeyedMap<InterestKey, u32>,
     /// Server ids an implicit (gossiped) connection attempt is under way for.
-    pub connecting: FxHashSet<String>,
+    pub connecting: KeyedSet<String>,
 }
 
 /// Everything about this server's membership in a cluster.
@@ -152,7 +153,7 @@ pub(crate) struct Cluster {
     pub num_routes: AtomicUsize,
     pub next_rid: AtomicU64,
     /// Addresses that turned out to be this server; never dialled again.
-    pub routes_to_self: Mutex<FxHashSet<SocketAddr>>,
+    pub routes_to_self: Mutex<KeyedSet<SocketAddr>>,
     /// This server's own client URLs (`host:port`), as put in `connect_urls`.
     pub own_client_urls: Vec<String>,
     /// Set once clients were given other members' URLs: from then on `connect_urls` is never
@@ -179,7 +180,7 @@ impl Cluster {
             }
             None => (c.host.to_string(), listen_addr.port(), String::new()),
         };
-        let mut routes_to_self = FxHashSet::default();
+        let mut routes_to_self = keyed_set();
         routes_to_self.insert(listen_addr);
         if listen_addr.ip().is_unspecified() {
             routes_to_self.insert(SocketAddr::new(

@@ -43,6 +43,10 @@ pub struct Options {
     pub auth: Authorization,
     /// Client TLS (`tls {}`, `--tls*`); `None`: plain connections.
     pub tls: Option<TlsOptions>,
+    /// With `tls`, also accept clients that do not start a TLS handshake after INFO
+    /// (`allow_non_tls`, top level as in nats-server; also accepted inside `tls {}`).
+    /// INFO then says `tls_available` instead of `tls_required`.
+    pub allow_non_tls: bool,
     /// Clients that send no credentials are logged in as this user of `auth.users`.
     pub no_auth_user: Option<String>,
     /// Accounts (`accounts {}`): isolated subject spaces. Their users are in `auth.users`
@@ -92,6 +96,7 @@ impl Default for Options {
             lame_duck_grace_period: Duration::from_secs(10),
             auth: Authorization::default(),
             tls: None,
+            allow_non_tls: false,
             no_auth_user: None,
             accounts: Vec::new(),
             system_account: None,

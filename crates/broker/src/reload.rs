@@ -111,6 +111,7 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("config_watch", |o, n| o.config_watch = n.config_watch),
     // New connections use the new certificates; established sessions keep theirs.
     ("tls", |o, n| o.tls = n.tls.clone()),
+    ("allow_non_tls", |o, n| o.allow_non_tls = n.allow_non_tls),
     ("cluster.routes", |o, n| {
         o.cluster.routes = n.cluster.routes.clone()
     }),
@@ -380,7 +381,7 @@ fn apply(
     // certificate usually replaces the files in place (a Secret volume update).
     let tls = match &new.tls {
         Some(t) => Some(
-            crate::tls::TlsSettings::load(t)
+            crate::tls::TlsSettings::load(t, new.allow_non_tls)
                 .map_err(|e| ReloadError::Invalid(format!("tls: {e}")))?,
         ),
         None => None,

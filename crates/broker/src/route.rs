@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use midge_proto::encode;
+use midge_proto::hash::{keyed_map, KeyedMap};
 use midge_proto::parser::{parse_route_op, Limits, Parsed, RouteOp};
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info, trace, warn};
 
@@ -300,7 +300,7 @@ async fn run_route(
     debug!("{peer} - rid:{rid} - Route connection created");
     let mut reader = RouteReader {
         router: Router::new(srv.clone(), rid),
-        matches: FxHashMap::default(),
+        matches: keyed_map(),
         batch_in_msgs: 0,
         batch_in_bytes: 0,
         srv: srv.clone(),
@@ -332,7 +332,7 @@ struct RouteReader {
     /// Local delivery of routed messages, batched like a client's.
     router: Router,
     /// Match results per account this route carries messages for.
-    matches: FxHashMap<Box<[u8]>, MatchCache>,
+    matches: KeyedMap<Box<[u8]>, MatchCache>,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
     solicited: Option<(RouteUrl, bool)>,
@@ -711,7 +711,7 @@ impl RouteReader {
             did_solicit: self.solicited.is_some(),
             reconnect: Mutex::new(self.solicited.clone()),
             connect_urls: Mutex::new(info.connect_urls.clone()),
-            subs: Mutex::new(FxHashMap::default()),
+            subs: Mutex::new(keyed_map()),
             in_msgs: Default::default(),
             in_bytes: Default::default(),
             start: SystemTime::now(),

@@ -107,9 +107,11 @@ impl ServerInner {
                 (addr.ip().to_string(), addr.port())
             }
         };
-        let (tls_required, tls_verify) = match &*self.tls.read() {
-            Some(tls) => (true, tls.verify),
-            None => (false, false),
+        // As nats-server: with allow_non_tls, TLS is offered (`tls_available`) but not
+        // required, so clients that were not told to use TLS stay in plain text.
+        let (tls_required, tls_available, tls_verify) = match &*self.tls.read() {
+            Some(tls) => (!tls.allow_non_tls, tls.allow_non_tls, tls.verify),
+            None => (false, false, false),
         };
         ServerInfo {
             server_id: self.id.clone(),
@@ -123,7 +125,7 @@ impl ServerInner {
             auth_required: opts.auth.required(),
             tls_required,
             tls_verify,
-            tls_available: false,
+            tls_available,
             max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
@@ -295,7 +297,11 @@ impl Server {
     ) -> Result<Server, Error> {
         let opts = Arc::new(opts);
         // Certificates first: a bad file should fail start-up before the port is taken.
-        let tls = opts.tls.as_ref().map(TlsSettings::load).transpose()?;
+        let tls = opts
+            .tls
+            .as_ref()
+            .map(|t| TlsSettings::load(t, opts.allow_non_tls))
+            .transpose()?;
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
         let bind = SocketAddr::new(opts.host, opts.port);
@@ -439,7 +445,8 @@ impl Server {
     /// established sessions keep the certificate they were set up with. On error nothing
     /// changes. This is what certificate rotation by a config reload calls.
     pub fn reload_tls(&self, opts: &TlsOptions) -> Result<(), TlsError> {
-        let settings = TlsSettings::load(opts)?;
+        let allow_non_tls = self.inner.opts().allow_non_tls;
+        let settings = TlsSettings::load(opts, allow_non_tls)?;
         *self.inner.tls.write() = Some(settings);
         info!("Reloaded TLS certificate {}", opts.cert_file.display());
         Ok(())

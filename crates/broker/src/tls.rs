@@ -199,16 +199,19 @@ pub(crate) struct TlsSettings {
     pub monitor_config: Arc<ServerConfig>,
     pub verify: bool,
     pub timeout: Duration,
+    /// A client that does not start a handshake stays in plain text (`allow_non_tls`).
+    pub allow_non_tls: bool,
 }
 
 impl TlsSettings {
-    pub fn load(opts: &TlsOptions) -> Result<Self, TlsError> {
+    pub fn load(opts: &TlsOptions, allow_non_tls: bool) -> Result<Self, TlsError> {
         let (config, monitor_config) = load_both(opts)?;
         Ok(TlsSettings {
             config,
             monitor_config,
             verify: opts.verify,
             timeout: opts.timeout,
+            allow_non_tls,
         })
     }
 }
@@ -260,15 +263,26 @@ pub(crate) enum HandshakeError {
 /// TLS record type of a handshake message: the first byte of every ClientHello.
 const HANDSHAKE_RECORD: u8 = 0x16;
 
+/// How a connection goes on after INFO.
+#[derive(Debug)]
+pub(crate) enum Upgrade {
+    Tls(Box<ServerConnection>),
+    /// The client spoke plain NATS and `allow_non_tls` let it; its first bytes were only
+    /// peeked at, so the reader still finds them on the socket.
+    Plain,
+}
+
 /// Sends `info` in plain text, then performs the server side of the TLS handshake. `started`
 /// becomes true once the client has sent its first byte (a timeout before that means the
-/// client is waiting for something else, and gets a plain-text `-ERR`).
+/// client is waiting for something else, and gets a plain-text `-ERR`). With `allow_plain`,
+/// a first byte that does not start a handshake record is a plain client, as in nats-server.
 pub(crate) async fn handshake(
     stream: &TcpStream,
     config: Arc<ServerConfig>,
     info: &[u8],
+    allow_plain: bool,
     started: &mut bool,
-) -> Result<ServerConnection, HandshakeError> {
+) -> Result<Upgrade, HandshakeError> {
     write_all_plain(stream, info).await?;
     let mut peek = [0u8; 1];
     if stream.peek(&mut peek).await? == 0 {
@@ -276,7 +290,11 @@ pub(crate) async fn handshake(
     }
     *started = true;
     if peek[0] != HANDSHAKE_RECORD {
-        return Err(HandshakeError::NotTls);
+        return if allow_plain {
+            Ok(Upgrade::Plain)
+        } else {
+            Err(HandshakeError::NotTls)
+        };
     }
     let mut conn = ServerConnection::new(config)?;
     loop {
@@ -289,7 +307,7 @@ pub(crate) async fn handshake(
             }
         }
         if !conn.is_handshaking() {
-            return Ok(conn);
+            return Ok(Upgrade::Tls(Box::new(conn)));
         }
         stream.readable().await?;
         match conn.read_tls(&mut SocketReader(stream)) {

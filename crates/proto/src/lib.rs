@@ -7,8 +7,10 @@
 //!   output buffer without allocating.
 //! - [`subject`]: subject and wildcard rules.
 //! - [`sublist`]: the subscription trie with a bounded match cache.
+//! - [`hash`]: randomly seeded maps for keys that clients and config files choose.
 
 pub mod encode;
+pub mod hash;
 pub mod parser;
 pub mod subject;
 pub mod sublist;

@@ -11,15 +11,21 @@
 //! subjects the changed subscription matches: an insert adds the subscription to those
 //! results, a remove drops them, and every other entry stays warm.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::hash::{keyed_map, KeyedMap};
+
 /// Cache size used by [`Sublist::new`], as in nats-server.
 const DEFAULT_CACHE_SIZE: usize = 1024;
+
+/// Longer subjects are matched but never cached. Real subjects are far shorter; without the
+/// bound a client allowed long control lines could fill the cache with megabytes of keys
+/// and make every insert and remove, which scan the cache, walk all of them.
+pub const MAX_CACHED_SUBJECT: usize = 512;
 
 /// Why a subscription could not be inserted or removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -84,12 +90,12 @@ pub struct Sublist<T> {
 
 struct Inner<T> {
     root: Level<T>,
-    cache: HashMap<Box<[u8]>, Arc<MatchResult<T>>>,
+    cache: KeyedMap<Box<[u8]>, Arc<MatchResult<T>>>,
     count: usize,
 }
 
 struct Level<T> {
-    literals: HashMap<Box<[u8]>, Node<T>>,
+    literals: KeyedMap<Box<[u8]>, Node<T>>,
     pwc: Option<Box<Node<T>>>,
     fwc: Option<Box<Node<T>>>,
 }
@@ -119,7 +125,7 @@ impl<T> Default for MatchResult<T> {
 impl<T> Default for Level<T> {
     fn default() -> Self {
         Self {
-            literals: HashMap::new(),
+            literals: keyed_map(),
             pwc: None,
             fwc: None,
         }
@@ -164,7 +170,7 @@ impl<T: Clone + PartialEq> Sublist<T> {
         Self {
             inner: RwLock::new(Inner {
                 root: Level::default(),
-                cache: HashMap::new(),
+                cache: keyed_map(),
                 count: 0,
             }),
             cache_size: n,
@@ -246,7 +252,7 @@ impl<T: Clone + PartialEq> Sublist<T> {
         let mut result = MatchResult::default();
         inner.root.collect(subject, &mut result);
         let result = Arc::new(result);
-        if self.cache_size == 0 {
+        if self.cache_size == 0 || subject.len() > MAX_CACHED_SUBJECT {
             return result;
         }
 
@@ -363,10 +369,6 @@ impl<T: Clone + PartialEq> MatchResult<T> {
 }
 
 impl<T: Clone + PartialEq> Level<T> {
-    fn is_empty(&self) -> bool {
-        self.literals.is_empty() && self.pwc.is_none() && self.fwc.is_none()
-    }
-
     fn child(&mut self, token: Token<'_>) -> Option<&mut Node<T>> {
         match token {
             Token::Literal(t) => {
@@ -392,47 +394,98 @@ impl<T: Clone + PartialEq> Level<T> {
         level.child(*last)
     }
 
-    /// Removes `sub` below this level and prunes the nodes left empty on the way back up.
-    fn remove(&mut self, tokens: &[Token<'_>], queue: Option<&[u8]>, sub: &T) -> bool {
-        let Some((token, tail)) = tokens.split_first() else {
-            return false;
-        };
-        let node = match *token {
+    fn get_mut(&mut self, token: Token<'_>) -> Option<&mut Node<T>> {
+        match token {
             Token::Literal(t) => self.literals.get_mut(t),
             Token::Pwc => self.pwc.as_deref_mut(),
             Token::Fwc => self.fwc.as_deref_mut(),
-        };
-        let Some(node) = node else {
+        }
+    }
+
+    fn child_count(&self) -> usize {
+        self.literals.len() + usize::from(self.pwc.is_some()) + usize::from(self.fwc.is_some())
+    }
+
+    /// Removes `sub` at `tokens` below this level, then prunes the nodes that held only the
+    /// path to it. Both steps walk down in a loop, never recursing, because a subject may
+    /// have as many tokens as a control line has room for.
+    fn remove(&mut self, tokens: &[Token<'_>], queue: Option<&[u8]>, sub: &T) -> bool {
+        let Some((last, path)) = tokens.split_last() else {
             return false;
         };
-        let found = if tail.is_empty() {
-            node.remove(queue, sub)
-        } else {
-            match node.next.as_deref_mut() {
-                Some(next) => {
-                    let found = next.remove(tail, queue, sub);
-                    if next.is_empty() {
-                        node.next = None;
-                    }
-                    found
-                }
-                None => false,
+        // The shallowest depth from which every node on the path holds nothing but the path
+        // itself: once the last node is empty, that whole chain goes at once.
+        let mut cut = 0;
+        let mut level = &mut *self;
+        for (depth, token) in path.iter().enumerate() {
+            let Some(node) = level.get_mut(*token) else {
+                return false;
+            };
+            let has_subs = node.has_subs();
+            let Some(next) = node.next.as_deref_mut() else {
+                return false;
+            };
+            if has_subs || next.child_count() > 1 {
+                cut = depth + 1;
             }
+            level = next;
+        }
+        let Some(node) = level.get_mut(*last) else {
+            return false;
         };
-        if found && node.is_empty() {
-            match *token {
-                Token::Literal(t) => {
-                    self.literals.remove(t);
-                }
-                Token::Pwc => self.pwc = None,
-                Token::Fwc => self.fwc = None,
+        if !node.remove(queue, sub) {
+            return false;
+        }
+        if node.is_empty() {
+            self.unlink(&tokens[..=cut]);
+        }
+        true
+    }
+
+    /// Drops the node `tokens` leads to, with everything below it, and the level that held
+    /// it if nothing else is left there.
+    fn unlink(&mut self, tokens: &[Token<'_>]) {
+        let Some((last, path)) = tokens.split_last() else {
+            return;
+        };
+        let Some((parent_token, path)) = path.split_last() else {
+            self.remove_child(*last);
+            return;
+        };
+        let mut level = self;
+        for t in path {
+            match level.get_mut(*t).and_then(|node| node.next.as_deref_mut()) {
+                Some(next) => level = next,
+                None => return,
             }
         }
-        found
+        let Some(parent) = level.get_mut(*parent_token) else {
+            return;
+        };
+        if let Some(next) = parent.next.as_deref_mut() {
+            next.remove_child(*last);
+            if next.child_count() == 0 {
+                parent.next = None;
+            }
+        }
+    }
+
+    fn remove_child(&mut self, token: Token<'_>) {
+        match token {
+            Token::Literal(t) => {
+                self.literals.remove(t);
+            }
+            Token::Pwc => self.pwc = None,
+            Token::Fwc => self.fwc = None,
+        }
     }
 
     /// Adds to `out` every subscription below this level matching the literal `subject`.
-    fn collect(&self, subject: &[u8], out: &mut MatchResult<T>) {
+    ///
+    /// The literal path is followed in a loop; each `*` node that continues is a branch
+    /// kept on a stack, so the call depth does not grow with the subject's length.
+    fn collect<'s>(&'s self, subject: &'s [u8], out: &mut MatchResult<T>) {
+        let mut branches: Vec<(&Level<T>, &[u8])> = Vec::new();
         let mut level = self;
         let mut rest = subject;
         loop {
@@ -444,23 +497,27 @@ impl<T: Clone + PartialEq> Level<T> {
             if let Some(pwc) = &level.pwc {
                 match (tail, &pwc.next) {
                     (None, _) => out.add_node(pwc),
-                    (Some(tail), Some(next)) => next.collect(tail, out),
+                    (Some(tail), Some(next)) => branches.push((next, tail)),
                     (Some(_), None) => {}
                 }
             }
-            let Some(node) = level.literals.get(token) else {
-                return;
+            let literal = match level.literals.get(token) {
+                Some(node) => match (tail, &node.next) {
+                    (None, _) => {
+                        out.add_node(node);
+                        None
+                    }
+                    (Some(tail), Some(next)) => Some((&**next, tail)),
+                    (Some(_), None) => None,
+                },
+                None => None,
             };
-            match (tail, &node.next) {
-                (None, _) => {
-                    out.add_node(node);
-                    return;
-                }
-                (Some(tail), Some(next)) => {
+            match literal.or_else(|| branches.pop()) {
+                Some((next, tail)) => {
                     level = next;
                     rest = tail;
                 }
-                (Some(_), None) => return,
+                None => return,
             }
         }
     }
@@ -468,7 +525,8 @@ impl<T: Clone + PartialEq> Level<T> {
     /// Like [`Level::collect`] but stops at the first subscription. Pruning guarantees a
     /// node without subscriptions has a non-empty level below it, so reaching the node for
     /// the last token with subscriptions is interest.
-    fn has_interest(&self, subject: &[u8]) -> bool {
+    fn has_interest<'s>(&'s self, subject: &'s [u8]) -> bool {
+        let mut branches: Vec<(&Level<T>, &[u8])> = Vec::new();
         let mut level = self;
         let mut rest = subject;
         loop {
@@ -477,35 +535,71 @@ impl<T: Clone + PartialEq> Level<T> {
                 return true;
             }
             if let Some(pwc) = &level.pwc {
-                let found = match (tail, &pwc.next) {
-                    (None, _) => pwc.has_subs(),
-                    (Some(tail), Some(next)) => next.has_interest(tail),
-                    (Some(_), None) => false,
-                };
-                if found {
-                    return true;
+                match (tail, &pwc.next) {
+                    (None, _) if pwc.has_subs() => return true,
+                    (Some(tail), Some(next)) => branches.push((next, tail)),
+                    _ => {}
                 }
             }
-            let Some(node) = level.literals.get(token) else {
-                return false;
+            let literal = match level.literals.get(token) {
+                Some(node) => match (tail, &node.next) {
+                    (None, _) if node.has_subs() => return true,
+                    (Some(tail), Some(next)) => Some((&**next, tail)),
+                    _ => None,
+                },
+                None => None,
             };
-            match (tail, &node.next) {
-                (None, _) => return node.has_subs(),
-                (Some(tail), Some(next)) => {
+            match literal.or_else(|| branches.pop()) {
+                Some((next, tail)) => {
                     level = next;
                     rest = tail;
                 }
-                (Some(_), None) => return false,
+                None => return false,
             }
         }
     }
 
     #[cfg(test)]
     fn node_count(&self) -> usize {
-        let below = |node: &Node<T>| 1 + node.next.as_ref().map_or(0, |l| l.node_count());
-        self.literals.values().map(below).sum::<usize>()
-            + self.pwc.as_deref().map_or(0, below)
-            + self.fwc.as_deref().map_or(0, below)
+        let mut count = 0;
+        let mut pending = vec![self];
+        while let Some(level) = pending.pop() {
+            let wildcards = level.pwc.iter().chain(level.fwc.iter()).map(|n| &**n);
+            for node in level.literals.values().chain(wildcards) {
+                count += 1;
+                pending.extend(node.next.as_deref());
+            }
+        }
+        count
+    }
+}
+
+impl<T> Level<T> {
+    /// Moves the levels below this one's nodes into `into`, leaving the nodes childless.
+    // The levels are boxed in the trie already; keeping the boxes saves a move per level.
+    #[allow(clippy::vec_box)]
+    fn take_levels(&mut self, into: &mut Vec<Box<Level<T>>>) {
+        let wildcards = self
+            .pwc
+            .iter_mut()
+            .chain(self.fwc.iter_mut())
+            .map(|n| &mut **n);
+        for node in self.literals.values_mut().chain(wildcards) {
+            into.extend(node.next.take());
+        }
+    }
+}
+
+impl<T> Drop for Level<T> {
+    /// The derived drop would recurse once per level, and a subscription can be as many
+    /// levels deep as its subject has tokens: the levels below are taken out and dropped one
+    /// at a time instead.
+    fn drop(&mut self) {
+        let mut below = Vec::new();
+        self.take_levels(&mut below);
+        while let Some(mut level) = below.pop() {
+            level.take_levels(&mut below);
+        }
     }
 }
 
@@ -1000,6 +1094,77 @@ mod tests {
                 "{subject} cached"
             );
         }
+    }
+
+    /// Far deeper than a recursive walk survives on a 2 MiB test thread stack: insert, match,
+    /// remove and drop must all loop.
+    const DEEP: usize = 100_000;
+
+    fn deep(token: &str, depth: usize) -> String {
+        vec![token; depth].join(".")
+    }
+
+    #[test]
+    fn deep_subjects_are_inserted_matched_and_removed() {
+        let s = Sublist::new();
+        let literal = deep("a", DEEP);
+        let stars = deep("*", DEEP);
+        let tail = format!("{}.>", deep("a", DEEP / 2));
+        let mixed = format!("{}.*", deep("a", DEEP - 1));
+        s.insert(literal.as_bytes(), None, 1).unwrap();
+        s.insert(stars.as_bytes(), None, 2).unwrap();
+        s.insert(tail.as_bytes(), None, 3).unwrap();
+        s.insert(mixed.as_bytes(), Some(b"q"), 4).unwrap();
+        s.insert(b"a.a", None, 5).unwrap();
+        assert_eq!(s.node_count(), 2 * DEEP + 2);
+
+        let (psubs, qsubs) = canonical(&s.matches(literal.as_bytes()));
+        assert_eq!(psubs, [1, 2, 3]);
+        assert_eq!(qsubs, BTreeMap::from([(b"q".to_vec(), vec![4])]));
+        assert_eq!(plain(&s, &deep("b", DEEP)), [2]);
+        assert!(plain(&s, &deep("b", DEEP + 1)).is_empty());
+        assert!(s.has_interest(literal.as_bytes()));
+        assert!(s.has_interest(deep("b", DEEP).as_bytes()));
+        assert!(!s.has_interest(deep("b", DEEP - 1).as_bytes()));
+
+        // The deep literal chain shares its nodes with `tail`, `mixed` and `a.a`: removing
+        // it prunes only the nodes below the last one still in use.
+        s.remove(literal.as_bytes(), None, &1).unwrap();
+        assert_eq!(s.node_count(), 2 * DEEP + 1);
+        s.remove(mixed.as_bytes(), Some(b"q"), &4).unwrap();
+        assert_eq!(s.node_count(), DEEP + DEEP / 2 + 1);
+        assert_eq!(plain(&s, &literal), [2, 3]);
+        assert_eq!(
+            s.remove(literal.as_bytes(), None, &1),
+            Err(SublistError::NotFound)
+        );
+        s.remove(stars.as_bytes(), None, &2).unwrap();
+        assert_eq!(s.node_count(), DEEP / 2 + 1);
+        s.remove(tail.as_bytes(), None, &3).unwrap();
+        assert_eq!(s.node_count(), 2, "a.a is still there");
+        assert_eq!(plain(&s, "a.a"), [5]);
+        s.remove(b"a.a", None, &5).unwrap();
+        assert_eq!((s.count(), s.node_count()), (0, 0));
+    }
+
+    #[test]
+    fn long_subjects_are_matched_but_not_cached() {
+        let s = sublist(&[(">", 1)]);
+        let long = "a".repeat(MAX_CACHED_SUBJECT + 1);
+        assert_eq!(plain(&s, &long), [1]);
+        assert_eq!(s.stats().num_cache, 0);
+        let short = "a".repeat(MAX_CACHED_SUBJECT);
+        assert_eq!(plain(&s, &short), [1]);
+        assert_eq!(s.stats().num_cache, 1);
+    }
+
+    #[test]
+    fn a_deep_trie_is_dropped_without_recursion() {
+        let s = Sublist::new();
+        s.insert(deep("a", DEEP).as_bytes(), None, 1).unwrap();
+        s.insert(deep("*", DEEP).as_bytes(), Some(b"q"), 2).unwrap();
+        // Not removed: the trie goes down with the sublist.
+        drop(s);
     }
 
     #[test]

@@ -76,7 +76,6 @@ const UNSUPPORTED: &[&str] = &[
     "write_timeout",
     "max_sub_tokens",
     "max_subscription_tokens",
-    "allow_non_tls",
     "default_sentinel",
     "http_base_path",
     "no_header_support",
@@ -106,6 +105,9 @@ const IGNORED: &[&str] = &[
 
 /// nats-server's minimum, so that clients have time to move away.
 const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+/// No option has a use for a longer duration, and a timer of centuries overflows the clock
+/// arithmetic it is added to.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Default)]
 struct Ctx {
@@ -363,7 +365,14 @@ impl Options {
             "config_watch" => self.config_watch = v.as_bool(key)?,
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
-            "tls" => self.tls = Some(parse_tls(v, key, ctx)?),
+            "tls" => {
+                let (tls, allow_non_tls) = parse_tls(v, key, ctx)?;
+                self.tls = Some(tls);
+                if let Some(allow) = allow_non_tls {
+                    self.allow_non_tls = allow;
+                }
+            }
+            "allow_non_tls" => self.allow_non_tls = v.as_bool(key)?,
             "no_auth_user" => self.no_auth_user = Some(v.as_str(key)?.to_string()),
             "system_account" | "system" => {
                 self.system_account = Some(v.as_str(key)?.to_string());
@@ -682,7 +691,22 @@ fn parse_duration_value(v: &Value, key: &str) -> Result<Duration, ConfError> {
             ))
         }
     };
-    parse_duration(text).map_err(|message| v.invalid(key, message))
+    let d = parse_duration(text).map_err(|message| v.invalid(key, message))?;
+    at_most_a_year(d, v, key)
+}
+
+fn at_most_a_year(d: Duration, v: &Value, key: &str) -> Result<Duration, ConfError> {
+    if d > MAX_DURATION {
+        return Err(v.invalid(
+            key,
+            format!(
+                "{} is longer than the maximum of 1 year ({})",
+                super::format_duration(d),
+                super::format_duration(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A duration string, or (older nats-server style, with a warning) an integer of seconds.
@@ -694,7 +718,7 @@ fn parse_seconds_or_duration(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Dura
             key,
             format!("a number of seconds is deprecated, write \"{secs}s\""),
         );
-        return Ok(Duration::from_secs(secs));
+        return at_most_a_year(Duration::from_secs(secs), v, key);
     }
     parse_duration_value(v, key)
 }
@@ -841,14 +865,16 @@ fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, 
     }
 }
 
-/// `tls { cert_file, key_file, ca_file, verify, timeout }` for client connections. The files
+/// `tls { cert_file, key_file, ca_file, verify, timeout }` for client connections, and
+/// `allow_non_tls` if the block sets it (nats-server only knows it at the top level). The files
 /// are loaded here, as nats-server does, so a bad path or a key that does not match its
 /// certificate is reported at the line that names it (and `-t` catches it).
-fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfError> {
+fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<bool>), ConfError> {
     let map = v.as_map(key)?;
     let (mut cert, mut key_file, mut ca) = (None, None, None);
     let mut verify: Option<(bool, &Value)> = None;
     let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
+    let mut allow_non_tls = None;
     for entry in map.entries() {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
@@ -858,6 +884,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfErro
             "ca_file" => ca = Some((PathBuf::from(ev.as_str(&k)?), ev)),
             "verify" => verify = Some((ev.as_bool(&k)?, ev)),
             "timeout" => timeout = parse_auth_timeout(ev, &k)?,
+            "allow_non_tls" => allow_non_tls = Some(ev.as_bool(&k)?),
             "verify_and_map" => {
                 if ev.as_bool(&k)? {
                     return Err(unsupported(entry));
@@ -939,7 +966,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<TlsOptions, ConfErro
         };
         return Err(at.invalid(&k, e.to_string()));
     }
-    Ok(opts)
+    Ok((opts, allow_non_tls))
 }
 
 /// Seconds as an integer or float, or a duration string.
@@ -958,8 +985,9 @@ fn parse_auth_timeout(v: &Value, key: &str) -> Result<Duration, ConfError> {
             ))
         }
     };
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| v.invalid(key, format!("invalid timeout {secs} seconds")))
+    let d = Duration::try_from_secs_f64(secs)
+        .map_err(|_| v.invalid(key, format!("invalid timeout {secs} seconds")))?;
+    at_most_a_year(d, v, key)
 }
 
 fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
@@ -1127,6 +1155,7 @@ fn parse_allow_responses(v: &Value, key: &str) -> Result<Option<ResponsePermissi
                     rp.expires = Duration::ZERO;
                 } else {
                     let d = parse_duration(text).map_err(|m| ev.invalid(&k, m))?;
+                    let d = at_most_a_year(d, ev, &k)?;
                     if !d.is_zero() {
                         rp.expires = d;
                     }

@@ -118,11 +118,11 @@ impl ConfError {
 
 /// Parses a config file. Includes are resolved relative to the file's directory.
 pub fn parse_file(path: impl AsRef<Path>) -> Result<Map, ConfError> {
-    parser::parse_file(path.as_ref(), None, 0)
+    parser::parse_root_file(path.as_ref())
 }
 
 /// Parses config text; `origin_name` names it in positions (and, when it is a path, includes are
 /// resolved relative to its directory).
 pub fn parse_str(text: &str, origin_name: &str) -> Result<Map, ConfError> {
-    parser::parse_text(text, origin_name, 0)
+    parser::parse_root_text(text, origin_name)
 }

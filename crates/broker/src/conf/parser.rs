@@ -6,6 +6,7 @@
 //! values. It is stricter where nats-server silently does something surprising (an unknown size
 //! suffix is an error rather than a dropped key) and gives every error a position.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,40 +15,75 @@ use super::{ConfError, Pos};
 
 /// Deeper nesting is certainly a mistake; the limit keeps recursion off the stack's edge.
 const MAX_NESTING: usize = 64;
-/// Includes have no cycle detection in nats-server (it recurses until it crashes); a depth
-/// limit turns a cycle into an error.
+/// Includes have no cycle detection in nats-server (it recurses until it crashes). A cycle is
+/// reported as one; the depth limit bounds a long chain of distinct files.
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Environment variables whose values refer to further environment variables.
+const MAX_VARIABLE_DEPTH: usize = 16;
+/// What variable references may copy in all, counted by [`weight`]. A variable repeated in an
+/// array that is itself repeated (`b: [$a, $a, ...]`, `c: [$b, $b, ...]`) grows
+/// exponentially; real files stay far below this.
+const MAX_EXPANSION: usize = 16 << 20;
 
-pub(super) fn parse_file(
-    path: &Path,
-    include_pos: Option<&Pos>,
-    include_depth: usize,
-) -> Result<Map, ConfError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfError::Io {
+/// What one parse shares with the parsers of its includes and environment variables.
+struct Shared {
+    /// The files being read, outermost first, canonicalised: an include of one of them is a
+    /// cycle.
+    includes: Vec<PathBuf>,
+    /// [`weight`] of everything variable references copied so far.
+    expanded: Cell<usize>,
+}
+
+impl Shared {
+    fn new(origin: Option<&Path>) -> Shared {
+        Shared {
+            includes: origin
+                .and_then(|p| p.canonicalize().ok())
+                .into_iter()
+                .collect(),
+            expanded: Cell::new(0),
+        }
+    }
+}
+
+/// Parses a top-level file.
+pub(super) fn parse_root_file(path: &Path) -> Result<Map, ConfError> {
+    let text = read(path, None)?;
+    let shared = Shared::new(Some(path));
+    parse_text_with(&text, &path.display().to_string(), &shared)
+}
+
+/// Parses top-level text; `origin` names it, and includes are relative to its directory.
+pub(super) fn parse_root_text(text: &str, origin: &str) -> Result<Map, ConfError> {
+    let shared = Shared::new(Some(Path::new(origin)));
+    parse_text_with(text, origin, &shared)
+}
+
+fn read(path: &Path, include_pos: Option<&Pos>) -> Result<String, ConfError> {
+    std::fs::read_to_string(path).map_err(|source| ConfError::Io {
         pos: include_pos.cloned(),
         path: path.display().to_string(),
         source,
-    })?;
-    parse_text(&text, &path.display().to_string(), include_depth)
+    })
 }
 
-pub(super) fn parse_text(text: &str, origin: &str, include_depth: usize) -> Result<Map, ConfError> {
+fn parse_text_with(text: &str, origin: &str, shared: &Shared) -> Result<Map, ConfError> {
     let base_dir = match Path::new(origin).parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Parser::new(text, origin, base_dir, include_depth, Vec::new()).parse_document()
+    Parser::new(text, origin, base_dir, shared, Vec::new()).parse_document()
 }
 
 struct Parser<'a> {
     src: &'a str,
+    shared: &'a Shared,
     /// Byte offset of the next char.
     offset: usize,
     line: u32,
     col: u32,
     file: Arc<str>,
     base_dir: PathBuf,
-    include_depth: usize,
     /// Maps being built, outermost first: `$VAR` looks through them from the innermost.
     scopes: Vec<Map>,
     /// Environment variables being expanded, to report `A=$B`, `B=$A` instead of looping.
@@ -81,17 +117,17 @@ impl<'a> Parser<'a> {
         src: &'a str,
         origin: &str,
         base_dir: PathBuf,
-        include_depth: usize,
+        shared: &'a Shared,
         env_in_progress: Vec<String>,
     ) -> Self {
         Parser {
             src,
+            shared,
             offset: 0,
             line: 1,
             col: 1,
             file: Arc::from(origin),
             base_dir,
-            include_depth,
             scopes: Vec::new(),
             env_in_progress,
         }
@@ -329,17 +365,7 @@ impl<'a> Parser<'a> {
         if path.is_empty() || path.starts_with(['{', '[', '(']) {
             return Err(self.syntax(pos, "include needs a file path"));
         }
-        if self.include_depth >= MAX_INCLUDE_DEPTH {
-            return Err(self.syntax(
-                pos,
-                format!("include '{path}': includes nested more than {MAX_INCLUDE_DEPTH} deep (a cycle?)"),
-            ));
-        }
-        let included = parse_file(
-            &self.base_dir.join(&path),
-            Some(&pos),
-            self.include_depth + 1,
-        )?;
+        let included = self.include_file(&path, &pos)?;
         if let Some(scope) = self.scopes.last_mut() {
             for entry in included.entries() {
                 scope.insert(
@@ -350,6 +376,43 @@ impl<'a> Parser<'a> {
             }
         }
         Ok(())
+    }
+
+    fn include_file(&self, path: &str, pos: &Pos) -> Result<Map, ConfError> {
+        let full = self.base_dir.join(path);
+        let text = read(&full, Some(pos))?;
+        let chain = &self.shared.includes;
+        // The file could be read, so it exists; canonicalising can still fail on a race.
+        let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
+        if let Some(at) = chain.iter().position(|p| *p == canonical) {
+            let cycle: Vec<String> = chain[at..]
+                .iter()
+                .chain([&canonical])
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(self.syntax(
+                pos.clone(),
+                format!(
+                    "include '{path}' makes a cycle: {}",
+                    cycle.join(" includes ")
+                ),
+            ));
+        }
+        if chain.len() > MAX_INCLUDE_DEPTH {
+            return Err(self.syntax(
+                pos.clone(),
+                format!("include '{path}': includes nested more than {MAX_INCLUDE_DEPTH} deep"),
+            ));
+        }
+        let mut includes = chain.clone();
+        includes.push(canonical);
+        let shared = Shared {
+            includes,
+            expanded: Cell::new(self.shared.expanded.get()),
+        };
+        let result = parse_text_with(&text, &full.display().to_string(), &shared);
+        self.shared.expanded.set(shared.expanded.get());
+        result
     }
 
     /// After a value in a map: only a comment, then a newline, `;`, `,` or the closer.
@@ -410,7 +473,7 @@ impl<'a> Parser<'a> {
                 ValueKind::String(self.parse_block(&pos)?)
             }
             Some('.') => return Err(self.syntax(pos, "floats must start with a digit")),
-            Some(_) => return self.parse_bare(pos),
+            Some(_) => return self.parse_bare(pos, depth),
         };
         Ok(Value { kind, pos })
     }
@@ -546,7 +609,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A bare token: number, size, float, IP address, datetime, boolean, variable or string.
-    fn parse_bare(&mut self, pos: Pos) -> Result<Value, ConfError> {
+    fn parse_bare(&mut self, pos: Pos, depth: usize) -> Result<Value, ConfError> {
         let begin = self.offset;
         let mut unescaped = Vec::new();
         let mut escaped = false;
@@ -570,14 +633,38 @@ impl<'a> Parser<'a> {
         } else if let Some(b) = parse_bool(raw) {
             ValueKind::Bool(b)
         } else if let Some(name) = raw.strip_prefix('$') {
-            return self.resolve_variable(name, pos);
+            return self.resolve_variable(name, pos, depth);
         } else {
             ValueKind::String(raw.to_string())
         };
         Ok(Value { kind, pos })
     }
 
-    fn resolve_variable(&mut self, name: &str, pos: Pos) -> Result<Value, ConfError> {
+    /// The value of `$name`, referenced where a value `depth` levels deep is expected.
+    fn resolve_variable(&mut self, name: &str, pos: Pos, depth: usize) -> Result<Value, ConfError> {
+        let value = self.lookup_variable(name, pos)?;
+        let (weight, height) = weight(&value.kind);
+        if depth + height > MAX_NESTING {
+            return Err(self.syntax(
+                value.pos,
+                format!("variable '${name}' expands to values nested more than {MAX_NESTING} deep"),
+            ));
+        }
+        let expanded = self.shared.expanded.get().saturating_add(weight);
+        if expanded > MAX_EXPANSION {
+            return Err(self.syntax(
+                value.pos,
+                format!(
+                    "variable '${name}': variables expand to more than {} MiB in all (a variable repeated in one repeated in turn?)",
+                    MAX_EXPANSION >> 20
+                ),
+            ));
+        }
+        self.shared.expanded.set(expanded);
+        Ok(value)
+    }
+
+    fn lookup_variable(&mut self, name: &str, pos: Pos) -> Result<Value, ConfError> {
         // Bcrypt hashes start with `$2a$` etc.; nats-server keeps them as strings (it only knows
         // `2a`, the other prefixes are what other bcrypt tools write).
         if ["2a$", "2b$", "2x$", "2y$"]
@@ -599,6 +686,14 @@ impl<'a> Parser<'a> {
         }
         if self.env_in_progress.iter().any(|n| n == name) {
             return Err(self.syntax(pos, format!("variable reference cycle for '${name}'")));
+        }
+        if self.env_in_progress.len() >= MAX_VARIABLE_DEPTH {
+            return Err(self.syntax(
+                pos,
+                format!(
+                    "variable '${name}': environment variables refer to each other more than {MAX_VARIABLE_DEPTH} deep"
+                ),
+            ));
         }
         let text = match std::env::var(name) {
             Ok(text) => text,
@@ -628,7 +723,7 @@ impl<'a> Parser<'a> {
                 &snippet,
                 &origin,
                 self.base_dir.clone(),
-                self.include_depth,
+                self.shared,
                 in_progress,
             );
             let map = sub.parse_document()?;
@@ -643,6 +738,25 @@ impl<'a> Parser<'a> {
             }
         };
         Ok(Value { kind, pos })
+    }
+}
+
+/// What copying a value costs, roughly in bytes of memory (a node costs about 64), and how
+/// many levels deep it is (a scalar is 0). Values are at most [`MAX_NESTING`] deep, which
+/// bounds the recursion.
+fn weight(kind: &ValueKind) -> (usize, usize) {
+    const NODE: usize = 64;
+    match kind {
+        ValueKind::String(s) | ValueKind::Datetime(s) => (NODE + s.len(), 0),
+        ValueKind::Integer(_) | ValueKind::Float(_) | ValueKind::Bool(_) => (NODE, 0),
+        ValueKind::Array(items) => items.iter().fold((NODE, 1), |(w, h), item| {
+            let (iw, ih) = weight(&item.kind);
+            (w.saturating_add(iw), h.max(ih + 1))
+        }),
+        ValueKind::Map(map) => map.entries().iter().fold((NODE, 1), |(w, h), entry| {
+            let (ew, eh) = weight(&entry.value.kind);
+            (w.saturating_add(ew + NODE + entry.key.len()), h.max(eh + 1))
+        }),
     }
 }
 

@@ -74,6 +74,9 @@ impl Options {
         if self.no_system_account {
             line("no_system_account", "true".to_string());
         }
+        if self.allow_non_tls {
+            line("allow_non_tls", "true".to_string());
+        }
         render_auth(self, &mut out);
         render_cluster(self, &mut out);
         if let Some(tls) = &self.tls {

@@ -274,14 +274,158 @@ fn missing_include_names_the_directive() {
 }
 
 #[test]
-fn include_cycle_is_an_error() {
+fn include_cycle_is_an_error_naming_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.conf"), "include b.conf\n").unwrap();
-    std::fs::write(dir.path().join("b.conf"), "include a.conf\n").unwrap();
+    std::fs::write(dir.path().join("a.conf"), "port: 1\ninclude b.conf\n").unwrap();
+    std::fs::write(dir.path().join("b.conf"), "\ninclude ./a.conf\n").unwrap();
     let e = parse_file(dir.path().join("a.conf"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("nested more than"), "{e}");
+    let (a, b) = (
+        dir.path().join("a.conf").canonicalize().unwrap(),
+        dir.path().join("b.conf").canonicalize().unwrap(),
+    );
+    assert_eq!(
+        e,
+        format!(
+            "{}:2:1: include './a.conf' makes a cycle: {} includes {} includes {}",
+            dir.path().join("b.conf").display(),
+            a.display(),
+            b.display(),
+            a.display()
+        )
+    );
+
+    std::fs::write(dir.path().join("self.conf"), "include self.conf\n").unwrap();
+    let e = parse_file(dir.path().join("self.conf"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("include 'self.conf' makes a cycle"), "{e}");
+}
+
+#[test]
+fn a_file_included_twice_without_a_cycle_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("common.conf"), "X: 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("left.conf"),
+        "include common.conf\nleft: $X\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.conf"),
+        "include left.conf\ninclude common.conf\n",
+    )
+    .unwrap();
+    let m = parse_file(dir.path().join("main.conf")).unwrap();
+    assert_eq!(kind(&m, "left"), &ValueKind::Integer(1));
+    assert_eq!(kind(&m, "X"), &ValueKind::Integer(1));
+}
+
+#[test]
+fn a_long_include_chain_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        let next = format!("include {}.conf\n", i + 1);
+        std::fs::write(dir.path().join(format!("{i}.conf")), next).unwrap();
+    }
+    let e = parse_file(dir.path().join("0.conf"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("includes nested more than 16 deep"), "{e}");
+}
+
+#[test]
+fn variables_repeated_inside_repeated_variables_are_bounded() {
+    // Each level is ten copies of the one before: 10^9 strings at the last, if expanded.
+    let mut text = String::from("l0: \"0123456789\"\n");
+    for level in 1..10 {
+        let refs = vec![format!("$l{}", level - 1); 10].join(", ");
+        text.push_str(&format!("l{level}: [{refs}]\n"));
+    }
+    let started = std::time::Instant::now();
+    let e = err(&text);
+    assert!(
+        e.contains("variables expand to more than 16 MiB in all"),
+        "{e}"
+    );
+    assert!(
+        e.starts_with("test.conf:7:"),
+        "the first level over the limit: {e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn variables_nested_in_variables_are_bounded_in_depth() {
+    let mut text = String::from("v0: 1\n");
+    for level in 1..80 {
+        text.push_str(&format!("v{level}: [$v{}]\n", level - 1));
+    }
+    let e = err(&text);
+    assert!(
+        e.starts_with("test.conf:65:7: variable '$v63' expands to values nested more than 64 deep"),
+        "{e}"
+    );
+    // Up to the limit it works.
+    let ok: String = text.lines().take(64).map(|l| format!("{l}\n")).collect();
+    parse(&ok);
+}
+
+#[test]
+fn environment_variables_referring_to_each_other_are_bounded_in_depth() {
+    for i in 0..30 {
+        std::env::set_var(
+            format!("MIDGE_TEST_CHAIN_{i}"),
+            format!("$MIDGE_TEST_CHAIN_{}", i + 1),
+        );
+    }
+    std::env::set_var("MIDGE_TEST_CHAIN_30", "1");
+    let e = err("x: $MIDGE_TEST_CHAIN_0\n");
+    assert!(e.contains("refer to each other more than 16 deep"), "{e}");
+    assert_eq!(
+        kind(&parse("x: $MIDGE_TEST_CHAIN_20\n"), "x"),
+        &ValueKind::Integer(1)
+    );
+}
+
+#[test]
+fn durations_over_a_year_are_refused() {
+    assert_eq!(
+        load_err("port: 1\nping_interval: \"8761h\"\n"),
+        "test.conf:2:16: ping_interval: 8761h is longer than the maximum of 1 year (8760h)"
+    );
+    assert_eq!(
+        load_ok("ping_interval: \"8760h\"\n").options.ping_interval,
+        Duration::from_secs(365 * 24 * 3600)
+    );
+    assert_eq!(
+        load_err("write_deadline: 40000000\n"),
+        "test.conf:1:17: write_deadline: 11111h6m40s is longer than the maximum of 1 year (8760h)"
+    );
+    assert_eq!(
+        load_err("lame_duck_duration: \"2562047h\"\n"),
+        "test.conf:1:21: lame_duck_duration: 2562047h is longer than the maximum of 1 year (8760h)"
+    );
+    assert!(load_err("lame_duck_grace_period: \"9000h\"\n")
+        .starts_with("test.conf:1:25: lame_duck_grace_period: 9000h is longer"));
+    assert!(
+        load_err("authorization { token: t, timeout: 1e10 }\n").contains("authorization.timeout: ")
+    );
+    assert!(load_err("authorization { token: t, timeout: 40000000 }\n")
+        .starts_with("test.conf:1:36: authorization.timeout: 11111h6m40s is longer"));
+    let e = load_err(concat!(
+        "authorization { users: [ { user: a, password: b, permissions: {\n",
+        "  allow_responses: { expires: \"10000h\" } } } ] }\n",
+    ));
+    assert!(
+        e.contains("allow_responses.expires: 10000h is longer than the maximum of 1 year"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -857,6 +1001,7 @@ fn sample_options() -> Options {
             connect_retries: 7,
         },
         config_watch: true,
+        allow_non_tls: true,
     }
 }
 
@@ -915,6 +1060,19 @@ fn tls_block() {
         .contains("cipher_suites: ignored"));
     let rendered = loaded.options.to_conf_string();
     assert_eq!(load_ok(&rendered).options, loaded.options, "{rendered}");
+    assert!(!loaded.options.allow_non_tls);
+
+    // allow_non_tls: at the top level as in nats-server (before or after the block), or
+    // inside the block.
+    let block = format!("tls {{ cert_file: \"{cert}\", key_file: \"{key}\" }}\n");
+    for text in [
+        format!("allow_non_tls: true\n{block}"),
+        format!("{block}allow_non_tls: true\n"),
+        format!("tls {{ cert_file: \"{cert}\", key_file: \"{key}\", allow_non_tls: true }}\n"),
+    ] {
+        assert!(load_ok(&text).options.allow_non_tls, "{text}");
+    }
+    assert!(load_err("allow_non_tls: 1\n").contains("allow_non_tls: expected a boolean"));
 
     // File problems point at the line that names the file, and name it.
     let e = load_err(&format!(

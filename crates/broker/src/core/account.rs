@@ -9,9 +9,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use midge_proto::hash::{keyed_map, KeyedMap};
 use midge_proto::sublist::Sublist;
 use parking_lot::RwLock;
-use rustc_hash::FxHashMap;
 
 use super::sub::SubRef;
 use crate::options::{AccountLimits, Options};
@@ -65,7 +65,7 @@ impl Account {
 /// Every account of the server, by name. The global account always exists.
 #[derive(Debug)]
 pub(crate) struct Accounts {
-    by_name: RwLock<FxHashMap<Arc<str>, Arc<Account>>>,
+    by_name: RwLock<KeyedMap<Arc<str>, Arc<Account>>>,
     global: Arc<Account>,
     /// The system account (events, `$SYS.REQ` services); fixed at start, as in nats-server.
     system: Option<Arc<Account>>,
@@ -76,7 +76,7 @@ impl Accounts {
     pub fn new(opts: &Options) -> Accounts {
         let global = Account::new(GLOBAL_ACCOUNT);
         let mut accounts = Accounts {
-            by_name: RwLock::new(FxHashMap::default()),
+            by_name: RwLock::new(keyed_map()),
             global: global.clone(),
             system: None,
         };

@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use midge_proto::encode;
+use midge_proto::hash::{keyed_map, KeyedMap};
 use midge_proto::parser::queue_names;
 use midge_proto::sublist::{MatchResult, SublistError};
-use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use super::imports::{self, Responses, ServiceImport, Shadow};
@@ -66,7 +66,7 @@ impl Origin<'_> {
 pub(crate) struct MatchCache {
     account: Arc<Account>,
     gen: u64,
-    map: FxHashMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
+    map: KeyedMap<Box<[u8]>, Arc<MatchResult<SubRef>>>,
     last_subject: Vec<u8>,
     /// The result for `last_subject`, computed in generation `last_gen`.
     last: Option<Arc<MatchResult<SubRef>>>,
@@ -80,7 +80,7 @@ impl MatchCache {
         MatchCache {
             account,
             gen: u64::MAX,
-            map: FxHashMap::default(),
+            map: keyed_map(),
             last_subject: Vec::new(),
             last: None,
             last_gen: u64::MAX,
@@ -134,6 +134,9 @@ impl MatchCache {
             return r.clone();
         }
         let r = self.account.sublist.matches(subj);
+        if subj.len() > midge_proto::sublist::MAX_CACHED_SUBJECT {
+            return r;
+        }
         if self.map.len() >= CACHE_MAX {
             self.map.clear();
         }
@@ -696,6 +699,16 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("server starts: {e}"),
         }
+    }
+
+    #[test]
+    fn long_subjects_are_not_kept_in_the_publisher_cache() {
+        let mut cache = MatchCache::new(Account::new("$G"));
+        let long = vec![b'a'; midge_proto::sublist::MAX_CACHED_SUBJECT + 1];
+        assert!(cache.lookup(&long).psubs.is_empty());
+        assert!(cache.map.is_empty());
+        cache.lookup(b"short");
+        assert_eq!(cache.map.len(), 1);
     }
 
     #[tokio::test]
