@@ -1,0 +1,625 @@
+//! The scenarios, written once against [`ClusterDriver`]. Each asserts what a user would
+//! see (messages arrive, requests are answered once, routes follow membership) and fills in
+//! the counts of its report row. Every wait is a condition with a deadline; loops are
+//! bounded by a count or a deadline.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use futures::StreamExt as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::driver::{wait_for, ClusterDriver};
+use crate::http;
+use crate::report::{Counts, Report, Row};
+
+/// How long servers may take to pass their readiness probes: ARM servers run under qemu
+/// in the docker driver, and kind may still be pulling.
+const READY_WITHIN: Duration = Duration::from_secs(300);
+/// Routes re-form after a membership change: DNS, a reload, reconnect back-off.
+const MESH_WITHIN: Duration = Duration::from_secs(120);
+/// A disconnected node is noticed by ping timeouts (pingInterval x pingMax, plus one).
+const NOTICE_LOSS_WITHIN: Duration = Duration::from_secs(150);
+const POLL: Duration = Duration::from_millis(250);
+const MESSAGES: u64 = 500;
+
+/// The pools of the cloud + edge sample the scenarios act on.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub cloud: String,
+    pub edge: String,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            cloud: "cloud".into(),
+            edge: "edge".into(),
+        }
+    }
+}
+
+/// Deploys `manifest` and runs every scenario in order on the one cluster.
+pub async fn run_all<D: ClusterDriver>(driver: &mut D, manifest: &str, layout: &Layout) -> Report {
+    let mut report = Report::new(driver.name());
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let outcome = cloud_and_edge(driver, manifest, layout, &mut counts).await;
+    let deployed = outcome.is_ok();
+    push(
+        &mut report,
+        "1 cloud+edge ready, both ways",
+        started,
+        counts,
+        outcome,
+    );
+    for server in driver.servers() {
+        let machine = driver
+            .machine(&server.name)
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e:#})"));
+        report.machines.push((server.name, machine));
+    }
+    if !deployed {
+        return report;
+    }
+
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let outcome = queue_workers_scale(driver, layout, &mut counts).await;
+    push(
+        &mut report,
+        "2 queue workers 1->5->1",
+        started,
+        counts,
+        outcome,
+    );
+
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let outcome = cluster_scale(driver, layout, &mut counts).await;
+    push(
+        &mut report,
+        "3 cluster scale 3->5->3",
+        started,
+        counts,
+        outcome,
+    );
+
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let outcome = kill_and_lose_edge(driver, layout, &mut counts).await;
+    push(
+        &mut report,
+        "4 kill -9 + lost edge node",
+        started,
+        counts,
+        outcome,
+    );
+    report
+}
+
+fn push(
+    report: &mut Report,
+    scenario: &str,
+    started: Instant,
+    counts: Counts,
+    outcome: anyhow::Result<String>,
+) {
+    report.rows.push(Row {
+        scenario: scenario.to_string(),
+        duration: started.elapsed(),
+        counts,
+        outcome: outcome.map_err(|e| format!("{e:#}")),
+    });
+}
+
+async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let options = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(5)));
+    tokio::time::timeout(Duration::from_secs(15), options.connect(url))
+        .await
+        .with_context(|| format!("connecting to {url} timed out"))?
+        .with_context(|| format!("connecting to {url}"))
+}
+
+async fn client_for<D: ClusterDriver>(
+    driver: &D,
+    server: &str,
+) -> anyhow::Result<async_nats::Client> {
+    connect(&driver.client_url(server).await?).await
+}
+
+fn pod<D: ClusterDriver>(driver: &D, pool: &str, ordinal: u32) -> anyhow::Result<String> {
+    driver
+        .servers()
+        .into_iter()
+        .find(|s| s.pool == pool && s.ordinal == ordinal)
+        .map(|s| s.name)
+        .with_context(|| format!("pool {pool} has no server {ordinal}"))
+}
+
+/// Publishes `n` numbered messages on `subject` from `from` and counts what a subscriber
+/// on `to` gets. Interest crosses routes asynchronously, so probes go first until one
+/// arrives; they are not counted.
+async fn exchange(
+    from: &async_nats::Client,
+    to: &async_nats::Client,
+    subject: &str,
+    n: u64,
+    counts: &mut Counts,
+) -> anyhow::Result<()> {
+    let mut sub = to.subscribe(subject.to_string()).await?;
+    to.flush().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        from.publish(subject.to_string(), "probe".into()).await?;
+        from.flush().await?;
+        match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            Ok(Some(m)) if m.payload.as_ref() == b"probe" => break,
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => bail!("the subscription on {subject} ended"),
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "interest in {subject} never reached the publisher's server"
+        );
+    }
+    for i in 0..n {
+        from.publish(subject.to_string(), format!("m-{i}").into())
+            .await?;
+    }
+    from.flush().await?;
+    counts.sent += n;
+
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (seen.len() as u64) < n {
+        let Ok(next) = tokio::time::timeout_at(deadline, sub.next()).await else {
+            break;
+        };
+        let Some(m) = next else { break };
+        let Some(i) = std::str::from_utf8(&m.payload)
+            .ok()
+            .and_then(|p| p.strip_prefix("m-"))
+            .and_then(|i| i.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !seen.insert(i) {
+            counts.duplicates += 1;
+        }
+    }
+    let got = seen.len() as u64;
+    counts.received += got;
+    counts.lost += n - got;
+    sub.unsubscribe().await?;
+    ensure!(got == n, "{subject}: {got} of {n} messages arrived");
+    Ok(())
+}
+
+/// 1: the cloud + edge sample becomes ready and a message crosses both ways.
+async fn cloud_and_edge<D: ClusterDriver>(
+    driver: &mut D,
+    manifest: &str,
+    layout: &Layout,
+    counts: &mut Counts,
+) -> anyhow::Result<String> {
+    driver.deploy(manifest).await?;
+    driver.wait_ready(READY_WITHIN).await?;
+    let servers = driver.servers();
+    wait_full_mesh(driver, &names(&servers)).await?;
+    let cloud_name = pod(driver, &layout.cloud, 0)?;
+    let mut notes = Vec::new();
+    for edge in servers.iter().filter(|s| s.pool == layout.edge) {
+        let cloud = client_for(driver, &cloud_name).await?;
+        let edge_client = client_for(driver, &edge.name).await?;
+        exchange(&cloud, &edge_client, "e2e.cloud-to-edge", MESSAGES, counts).await?;
+        exchange(&edge_client, &cloud, "e2e.edge-to-cloud", MESSAGES, counts).await?;
+        notes.push(format!(
+            "{}: {}",
+            edge.name,
+            driver.machine(&edge.name).await?
+        ));
+    }
+    Ok(notes.join(", "))
+}
+
+fn names(servers: &[crate::driver::Server]) -> BTreeSet<String> {
+    servers.iter().map(|s| s.name.clone()).collect()
+}
+
+/// The names of the peers `/routez` of `server` lists.
+async fn route_peers<D: ClusterDriver>(
+    driver: &D,
+    server: &str,
+) -> anyhow::Result<BTreeSet<String>> {
+    let url = format!("{}/routez", driver.monitor_url(server).await?);
+    let routez = http::get_json(&url, Duration::from_secs(3)).await?;
+    Ok(routez["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["remote_name"].as_str().map(String::from))
+        .collect())
+}
+
+/// Waits until every server in `members` routes to exactly the others.
+async fn wait_full_mesh<D: ClusterDriver>(
+    driver: &D,
+    members: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    for server in members {
+        let mut expected = members.clone();
+        expected.remove(server);
+        wait_for(
+            &format!("{server}'s /routez to list {expected:?}"),
+            MESH_WITHIN,
+            POLL,
+            || async {
+                let peers = route_peers(driver, server).await?;
+                if peers == expected {
+                    Ok(Some(()))
+                } else {
+                    anyhow::bail!("it lists {peers:?}")
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn varz<D: ClusterDriver>(driver: &D, server: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/varz", driver.monitor_url(server).await?);
+    http::get_json(&url, Duration::from_secs(3)).await
+}
+
+/// `start` and `config_digest` from each server's `/varz`.
+async fn starts_and_digests<D: ClusterDriver>(
+    driver: &D,
+) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+    let mut out = BTreeMap::new();
+    for s in driver.servers() {
+        let v = varz(driver, &s.name).await?;
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        out.insert(s.name, (field("start"), field("config_digest")));
+    }
+    Ok(out)
+}
+
+/// 3: the cloud pool grows 3 -> 5 and shrinks back; every server's routes follow through
+/// a config reload, none restarts.
+async fn cluster_scale<D: ClusterDriver>(
+    driver: &mut D,
+    layout: &Layout,
+    counts: &mut Counts,
+) -> anyhow::Result<String> {
+    let before = starts_and_digests(driver).await?;
+    let base = driver
+        .servers()
+        .iter()
+        .filter(|s| s.pool == layout.cloud)
+        .count() as u32;
+    let grown = base + 2;
+
+    driver.scale(&layout.cloud, grown).await?;
+    driver.wait_ready(READY_WITHIN).await?;
+    let members = names(&driver.servers());
+    wait_full_mesh(driver, &members).await?;
+    let after = starts_and_digests(driver).await?;
+    for (server, (start, digest)) in &before {
+        let (now_start, now_digest) = after
+            .get(server)
+            .with_context(|| format!("{server} disappeared"))?;
+        ensure!(now_start == start, "{server} restarted while scaling up");
+        ensure!(
+            now_digest != digest,
+            "{server} did not reload the new routes"
+        );
+    }
+    // The newest server carries traffic to the edge.
+    let newest = pod(driver, &layout.cloud, grown - 1)?;
+    let edge = pod(driver, &layout.edge, 0)?;
+    let a = client_for(driver, &newest).await?;
+    let b = client_for(driver, &edge).await?;
+    exchange(&a, &b, "e2e.scaled", MESSAGES, counts).await?;
+    drop((a, b));
+
+    driver.scale(&layout.cloud, base).await?;
+    let members = names(&driver.servers());
+    wait_full_mesh(driver, &members).await?;
+    let shrunk = starts_and_digests(driver).await?;
+    for (server, (start, _)) in &shrunk {
+        let (was, _) = before
+            .get(server)
+            .with_context(|| format!("{server} is new"))?;
+        ensure!(was == start, "{server} restarted while scaling down");
+    }
+    Ok(format!(
+        "{} -> {} -> {} servers, /routez agreed each time, no restarts",
+        before.len(),
+        after.len(),
+        shrunk.len()
+    ))
+}
+
+/// A queue worker: answers requests on `e2e.work` in group `workers`, recording each
+/// request id it handled. Told to stop, it drains: unsubscribes, answers what was already
+/// delivered to it, then closes.
+struct Worker {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    handled: Arc<AtomicU64>,
+}
+
+const WORK_SUBJECT: &str = "e2e.work";
+
+async fn start_worker(url: String, ids: Arc<Mutex<HashMap<u64, u32>>>) -> anyhow::Result<Worker> {
+    let client = connect(&url).await?;
+    let mut sub = client
+        .queue_subscribe(WORK_SUBJECT, "workers".into())
+        .await?;
+    client.flush().await?;
+    let handled = Arc::new(AtomicU64::new(0));
+    let (stop, mut stopped) = oneshot::channel();
+    let count = handled.clone();
+    let task = tokio::spawn(async move {
+        let mut draining = false;
+        loop {
+            let message = tokio::select! {
+                m = sub.next() => m,
+                _ = &mut stopped, if !draining => {
+                    draining = true;
+                    sub.drain().await?;
+                    continue;
+                }
+            };
+            let Some(message) = message else { break };
+            let Some(reply) = message.reply else { continue };
+            if let Some(id) = std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|p| p.parse::<u64>().ok())
+            {
+                if let Ok(mut ids) = ids.lock() {
+                    *ids.entry(id).or_default() += 1;
+                }
+            }
+            count.fetch_add(1, Ordering::Relaxed);
+            client.publish(reply, message.payload).await?;
+        }
+        client.flush().await?;
+        Ok(())
+    });
+    Ok(Worker {
+        stop,
+        task,
+        handled,
+    })
+}
+
+impl Worker {
+    async fn drain(self, within: Duration) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(within, self.task)
+            .await
+            .context("a worker did not finish draining")??
+    }
+}
+
+#[derive(Default)]
+struct RequestCounts {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+    wrong: AtomicU64,
+}
+
+/// 2: queue-group workers grow 1 -> 5 -> 1 under a steady stream of requests. Every
+/// request must be answered, and handled by exactly one worker, also while four drain.
+async fn queue_workers_scale<D: ClusterDriver>(
+    driver: &mut D,
+    layout: &Layout,
+    counts: &mut Counts,
+) -> anyhow::Result<String> {
+    let cloud: Vec<String> = driver
+        .servers()
+        .into_iter()
+        .filter(|s| s.pool == layout.cloud)
+        .map(|s| s.name)
+        .collect();
+    ensure!(!cloud.is_empty(), "no cloud servers");
+    let mut urls = Vec::new();
+    for s in &cloud {
+        urls.push(driver.client_url(s).await?);
+    }
+    let ids: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let first = start_worker(urls[0].clone(), ids.clone()).await?;
+
+    let requester = connect(&urls[0]).await?;
+    let stats = Arc::new(RequestCounts::default());
+    let running = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let stats = stats.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            let mut in_flight = tokio::task::JoinSet::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(2));
+            let mut id = 0u64;
+            while running.load(Ordering::Relaxed) {
+                pace.tick().await;
+                while in_flight.len() >= 16 {
+                    in_flight.join_next().await;
+                }
+                let client = requester.clone();
+                let stats = stats.clone();
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                let payload = id.to_string();
+                id += 1;
+                in_flight.spawn(async move {
+                    match client.request(WORK_SUBJECT, payload.clone().into()).await {
+                        Ok(reply) if reply.payload.as_ref() == payload.as_bytes() => {
+                            stats.answered.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Ok(_) => stats.wrong.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => stats.failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                });
+            }
+            while in_flight.join_next().await.is_some() {}
+        })
+    };
+    let answered_reach = |target: u64| {
+        let stats = stats.clone();
+        async move {
+            wait_for(
+                &format!("{target} answered requests"),
+                Duration::from_secs(60),
+                Duration::from_millis(50),
+                || {
+                    let stats = stats.clone();
+                    async move {
+                        Ok((stats.answered.load(Ordering::Relaxed) >= target).then_some(()))
+                    }
+                },
+            )
+            .await
+        }
+    };
+
+    let result: anyhow::Result<String> = async {
+        answered_reach(200).await?;
+        let mut extra = Vec::new();
+        for i in 1..5 {
+            extra.push(start_worker(urls[i % urls.len()].clone(), ids.clone()).await?);
+        }
+        // Each of the five must be handed work: the group spans the cluster.
+        for (i, w) in std::iter::once(&first).chain(&extra).enumerate() {
+            let handled = w.handled.clone();
+            let floor = handled.load(Ordering::Relaxed) + 20;
+            wait_for(
+                &format!("worker {i} to handle 20 more requests"),
+                Duration::from_secs(60),
+                Duration::from_millis(50),
+                || {
+                    let handled = handled.clone();
+                    async move { Ok((handled.load(Ordering::Relaxed) >= floor).then_some(())) }
+                },
+            )
+            .await?;
+        }
+        let per_worker: Vec<u64> = std::iter::once(&first)
+            .chain(&extra)
+            .map(|w| w.handled.load(Ordering::Relaxed))
+            .collect();
+        let drains = extra.into_iter().map(|w| w.drain(Duration::from_secs(30)));
+        for r in futures::future::join_all(drains).await {
+            r?;
+        }
+        let after_drain = stats.answered.load(Ordering::Relaxed);
+        answered_reach(after_drain + 200).await?;
+        Ok(format!("handled per worker at 5: {per_worker:?}"))
+    }
+    .await;
+
+    running.store(false, Ordering::Relaxed);
+    let finished = tokio::time::timeout(Duration::from_secs(30), publisher).await;
+    let drained = first.drain(Duration::from_secs(30)).await;
+
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let answered = stats.answered.load(Ordering::Relaxed);
+    let failed = stats.failed.load(Ordering::Relaxed);
+    let wrong = stats.wrong.load(Ordering::Relaxed);
+    let (handled_once, handled_more) = {
+        let ids = ids
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+        (
+            ids.values().filter(|&&n| n == 1).count() as u64,
+            ids.values().filter(|&&n| n > 1).count() as u64,
+        )
+    };
+    counts.sent = sent;
+    counts.received = answered;
+    counts.lost = failed + wrong;
+    counts.duplicates = handled_more;
+
+    let note = result?;
+    finished
+        .context("the publisher did not stop")?
+        .context("the publisher panicked")?;
+    drained?;
+    ensure!(failed == 0, "{failed} of {sent} requests got no answer");
+    ensure!(wrong == 0, "{wrong} requests got someone else's answer");
+    ensure!(
+        handled_more == 0,
+        "{handled_more} requests were handled twice"
+    );
+    ensure!(
+        answered == sent && handled_once == sent,
+        "{sent} sent, {answered} answered, {handled_once} handled once"
+    );
+    Ok(note)
+}
+
+/// 4: a cloud server is killed with SIGKILL and an edge node drops off the network. The
+/// others keep serving; once the mesh has noticed, both come back and rejoin.
+async fn kill_and_lose_edge<D: ClusterDriver>(
+    driver: &mut D,
+    layout: &Layout,
+    counts: &mut Counts,
+) -> anyhow::Result<String> {
+    let killed = pod(driver, &layout.cloud, 1)?;
+    let lost = pod(driver, &layout.edge, 1)?;
+    let cloud = pod(driver, &layout.cloud, 0)?;
+    let edge = pod(driver, &layout.edge, 0)?;
+    let all = names(&driver.servers());
+
+    driver.kill(&killed).await?;
+    driver.disconnect(&lost).await?;
+    let outage = Instant::now();
+    let a = client_for(driver, &cloud).await?;
+    let b = client_for(driver, &edge).await?;
+    exchange(&a, &b, "e2e.outage.down", MESSAGES, counts).await?;
+    exchange(&b, &a, "e2e.outage.up", MESSAGES, counts).await?;
+
+    // The survivors drop both from their routes: the killed one at once (its socket is
+    // reset), the lost one when its pings go unanswered.
+    let mut survivors = all.clone();
+    survivors.remove(&killed);
+    survivors.remove(&lost);
+    for server in &survivors {
+        wait_for(
+            &format!("{server} to drop its routes to {killed} and {lost}"),
+            NOTICE_LOSS_WITHIN,
+            POLL,
+            || async {
+                let peers = route_peers(driver, server).await?;
+                Ok((!peers.contains(&killed) && !peers.contains(&lost)).then_some(()))
+            },
+        )
+        .await?;
+    }
+    let noticed = outage.elapsed();
+    exchange(&a, &b, "e2e.outage.after", MESSAGES, counts).await?;
+
+    driver.start(&killed).await?;
+    driver.reconnect(&lost).await?;
+    let back = Instant::now();
+    driver.wait_ready(READY_WITHIN).await?;
+    wait_full_mesh(driver, &all).await?;
+    let rejoined = back.elapsed();
+    let c = client_for(driver, &killed).await?;
+    let d = client_for(driver, &lost).await?;
+    exchange(&c, &d, "e2e.rejoined", MESSAGES, counts).await?;
+    Ok(format!(
+        "loss noticed after {:.0} s, full mesh {:.0} s after restart",
+        noticed.as_secs_f64(),
+        rejoined.as_secs_f64()
+    ))
+}
