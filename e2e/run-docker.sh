@@ -103,6 +103,8 @@ export MIDGE_OPERATOR=$target/debug/midge-operator
 
 step "scenarios (cargo test -p midge-e2e --test docker)"
 export MIDGE_E2E_IMAGES=$IMAGE_LIST MIDGE_E2E_UNAME=$UNAME MIDGE_E2E_REPORT=$WORK/report.txt
+# The report says what failed; a backtrace of the test's error adds nothing.
+export RUST_LIB_BACKTRACE=0
 rc=0
 cargo test --locked -p midge-e2e --test docker -- --nocapture || rc=$?
 

@@ -111,7 +111,7 @@ helm install midge-operator charts/midge-operator --namespace midge-system --cre
 kubectl apply -f e2e/kind/namespace.yaml
 
 step "scenarios (cargo test -p midge-e2e --test kind -- --ignored)"
-export MIDGE_E2E_REPORT=$WORK/report.txt
+export MIDGE_E2E_REPORT=$WORK/report.txt RUST_LIB_BACKTRACE=0
 rc=0
 cargo test --locked -p midge-e2e --test kind -- --ignored --nocapture || rc=$?
 [[ -s $WORK/report.txt ]] && cat "$WORK/report.txt"

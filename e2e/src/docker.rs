@@ -356,14 +356,19 @@ impl DockerDriver {
             .is_ok_and(|r| r.status == 200))
     }
 
-    /// Deletes the pod of a scaled-away ordinal: preStop, stop within the grace period,
-    /// remove.
-    async fn delete_pod(&self, server: &str) -> anyhow::Result<()> {
+    /// Deletes the pod of a scaled-away ordinal of `pool` (as it was rendered before the
+    /// change): preStop, stop within the grace period, remove.
+    async fn delete_pod(&self, server: &str, pool: &Pool) -> anyhow::Result<()> {
         let c = self.container(server)?;
         if c.running {
-            self.pre_stop(server).await?;
-            let grace = self.pool_of(server)?.grace_seconds.to_string();
-            docker(&["stop", "-t", &grace, &c.name]).await?;
+            if let Some(command) = &pool.pre_stop {
+                let mut args = vec!["exec", c.name.as_str()];
+                args.extend(command.iter().map(String::as_str));
+                docker(&args)
+                    .await
+                    .with_context(|| format!("preStop of {server}"))?;
+            }
+            docker(&["stop", "-t", &pool.grace_seconds.to_string(), &c.name]).await?;
         }
         docker(&["rm", "-f", &c.name]).await?;
         Ok(())
@@ -401,6 +406,54 @@ impl ClusterDriver for DockerDriver {
             }
         }
         Ok(())
+    }
+
+    /// Stands in for the operator, the StatefulSet controller and the kubelet: the
+    /// ConfigMap is rewritten, surplus ordinals are deleted together (Parallel), missing
+    /// ones started. A change to the pods themselves would roll them, which is not
+    /// modelled: it is refused.
+    async fn apply(&mut self, manifest: &str) -> anyhow::Result<()> {
+        let new = rendered::render(manifest).await?;
+        let old = self.cluster()?.clone();
+        anyhow::ensure!(new.name == old.name, "a different NatsCluster");
+        for pool in &new.pools {
+            if let Some(before) = old.pool(&pool.name) {
+                anyhow::ensure!(
+                    before.same_pods(pool),
+                    "the change rolls the pods of pool {}; the docker driver only scales and \
+                     reloads",
+                    pool.name
+                );
+            }
+        }
+        let mut removed = Vec::new();
+        for pool in &old.pools {
+            let keep = new.pool(&pool.name).map_or(0, |p| p.replicas);
+            for ordinal in (keep..pool.replicas).rev() {
+                removed.push((pool.pod_name(ordinal), pool.clone()));
+            }
+        }
+        self.manifest = manifest.to_string();
+        self.cluster = Some(new.clone());
+        self.write_config_map()?;
+        let deletions = removed.iter().map(|(pod, pool)| self.delete_pod(pod, pool));
+        for result in futures::future::join_all(deletions).await {
+            result?;
+        }
+        for (pod, _) in &removed {
+            self.containers.remove(pod);
+        }
+        for pool in &new.pools {
+            let from = old.pool(&pool.name).map_or(0, |p| p.replicas);
+            for ordinal in from..pool.replicas {
+                self.run_pod(&pool.name, ordinal).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn manifest(&self) -> &str {
+        &self.manifest
     }
 
     fn servers(&self) -> Vec<Server> {
@@ -453,43 +506,8 @@ impl ClusterDriver for DockerDriver {
     }
 
     async fn scale(&mut self, pool: &str, replicas: u32) -> anyhow::Result<()> {
-        let before = self
-            .cluster()?
-            .pool(pool)
-            .with_context(|| format!("no pool {pool}"))?
-            .replicas;
         let manifest = rendered::with_replicas(&self.manifest, pool, replicas)?;
-        let cluster = rendered::render(&manifest).await?;
-        self.manifest = manifest;
-        let removed: Vec<String> = (replicas..before)
-            .rev()
-            .map(|ordinal| format!("{}-{}-{ordinal}", cluster.name, pool))
-            .filter(|pod| self.containers.contains_key(pod))
-            .collect();
-        // The pods being removed still need their pool to run preStop.
-        let old = self.cluster.replace(cluster);
-        self.write_config_map()?;
-        if let (Some(old), Some(new)) = (old, self.cluster.as_mut()) {
-            for p in &mut new.pools {
-                if p.name == pool {
-                    if let Some(o) = old.pool(pool) {
-                        p.grace_seconds = o.grace_seconds.max(p.grace_seconds);
-                    }
-                }
-            }
-        }
-        // A Parallel StatefulSet deletes the surplus pods together.
-        let deletions = removed.iter().map(|pod| self.delete_pod(pod));
-        for result in futures::future::join_all(deletions).await {
-            result?;
-        }
-        for pod in &removed {
-            self.containers.remove(pod);
-        }
-        for ordinal in before..replicas {
-            self.run_pod(pool, ordinal).await?;
-        }
-        Ok(())
+        self.apply(&manifest).await
     }
 
     async fn stop(&mut self, server: &str) -> anyhow::Result<()> {

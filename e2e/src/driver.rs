@@ -20,6 +20,14 @@ pub trait ClusterDriver {
     /// Deploys the NatsCluster in `manifest` (YAML).
     fn deploy(&mut self, manifest: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// Applies an edited NatsCluster (the same name) and returns once the servers the new
+    /// spec adds run and those it removes are gone (each through its preStop hook and
+    /// grace period). Readiness is not awaited.
+    fn apply(&mut self, manifest: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// The NatsCluster manifest last deployed or applied.
+    fn manifest(&self) -> &str;
+
     /// Every server the cluster should have now, pool by pool, by ordinal.
     fn servers(&self) -> Vec<Server>;
 
@@ -32,9 +40,7 @@ pub trait ClusterDriver {
     /// The base URL (`http://host:port`) of this server's monitoring endpoints.
     fn monitor_url(&self, server: &str) -> impl Future<Output = anyhow::Result<String>> + Send;
 
-    /// Changes a pool's replica count as `kubectl scale` / an edit of the NatsCluster
-    /// would, and returns once new servers run and removed ones are gone (each removed
-    /// server goes through its preStop hook and grace period). Readiness is not awaited.
+    /// Changes a pool's replica count as an edit of the NatsCluster would (see `apply`).
     fn scale(
         &mut self,
         pool: &str,

@@ -80,7 +80,7 @@ impl KindDriver {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    async fn apply(&mut self, manifest: &str) -> anyhow::Result<()> {
+    async fn apply_manifest(&mut self, manifest: &str) -> anyhow::Result<()> {
         let object: DynamicObject = serde_yaml::from_str(manifest)?;
         self.name = object.metadata.name.clone().context("no metadata.name")?;
         self.namespace = object
@@ -222,7 +222,11 @@ impl ClusterDriver for KindDriver {
     }
 
     async fn deploy(&mut self, manifest: &str) -> anyhow::Result<()> {
-        self.apply(manifest).await
+        self.apply_manifest(manifest).await
+    }
+
+    fn manifest(&self) -> &str {
+        &self.manifest
     }
 
     fn servers(&self) -> Vec<Server> {
@@ -265,9 +269,13 @@ impl ClusterDriver for KindDriver {
     }
 
     async fn scale(&mut self, pool: &str, replicas: u32) -> anyhow::Result<()> {
-        let before = self.servers();
         let manifest = crate::rendered::with_replicas(&self.manifest, pool, replicas)?;
-        self.apply(&manifest).await?;
+        ClusterDriver::apply(self, &manifest).await
+    }
+
+    async fn apply(&mut self, manifest: &str) -> anyhow::Result<()> {
+        let before = self.servers();
+        self.apply_manifest(manifest).await?;
         let after = self.servers();
         for gone in before.iter().filter(|s| !after.contains(s)) {
             self.wait_gone(&gone.name).await?;

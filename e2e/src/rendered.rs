@@ -57,7 +57,7 @@ pub enum Mount {
 }
 
 /// One pool's StatefulSet, reduced to what it takes to run its pods.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     pub name: String,
     pub stateful_set: String,
@@ -81,7 +81,7 @@ pub struct Pool {
     pub arches: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum EnvSource {
     Value(String),
     PodName,
@@ -108,6 +108,15 @@ impl Pool {
 
     pub fn port(&self, name: &str) -> Option<u16> {
         self.ports.get(name).copied()
+    }
+
+    /// Whether pods of `self` and `other` run the same way (all but the replica count);
+    /// when not, a StatefulSet would roll its pods.
+    pub fn same_pods(&self, other: &Pool) -> bool {
+        Pool {
+            replicas: other.replicas,
+            ..self.clone()
+        } == *other
     }
 }
 
@@ -437,5 +446,26 @@ pub fn with_replicas(manifest: &str, pool: &str, replicas: u32) -> Result<String
         .as_mapping_mut()
         .ok_or_else(|| shape(format!("pool {pool} is not a mapping")))?;
     map.insert("replicas".into(), u64::from(replicas).into());
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Sets `spec.broker.<key>` in a NatsCluster manifest.
+pub fn with_broker_setting(
+    manifest: &str,
+    key: &str,
+    value: serde_yaml::Value,
+) -> Result<String, RenderError> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(manifest)?;
+    let spec = doc
+        .get_mut("spec")
+        .and_then(|s| s.as_mapping_mut())
+        .ok_or_else(|| shape("the manifest has no spec"))?;
+    let broker = spec
+        .entry("broker".into())
+        .or_insert_with(|| serde_yaml::Mapping::new().into());
+    broker
+        .as_mapping_mut()
+        .ok_or_else(|| shape("spec.broker is not a mapping"))?
+        .insert(key.into(), value);
     Ok(serde_yaml::to_string(&doc)?)
 }

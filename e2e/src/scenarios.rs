@@ -100,6 +100,28 @@ pub async fn run_all<D: ClusterDriver>(driver: &mut D, manifest: &str, layout: &
         counts,
         outcome,
     );
+
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let outcome = rolling_restart(driver, layout, &mut counts).await;
+    push(
+        &mut report,
+        "5 rolling restart under load",
+        started,
+        counts,
+        outcome,
+    );
+
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let outcome = config_rotation(driver, layout, &mut counts).await;
+    push(
+        &mut report,
+        "6 config rotation (reload)",
+        started,
+        counts,
+        outcome,
+    );
     report
 }
 
@@ -118,21 +140,24 @@ fn push(
     });
 }
 
-async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+/// A client that may use any of `urls` (and whatever servers they advertise), reconnecting
+/// forever: what an application in the cluster would run.
+async fn connect<U: AsRef<str>>(urls: &[U]) -> anyhow::Result<async_nats::Client> {
+    let list: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
     let options = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)));
-    tokio::time::timeout(Duration::from_secs(15), options.connect(url))
+    tokio::time::timeout(Duration::from_secs(15), options.connect(list.clone()))
         .await
-        .with_context(|| format!("connecting to {url} timed out"))?
-        .with_context(|| format!("connecting to {url}"))
+        .with_context(|| format!("connecting to {list:?} timed out"))?
+        .with_context(|| format!("connecting to {list:?}"))
 }
 
 async fn client_for<D: ClusterDriver>(
     driver: &D,
     server: &str,
 ) -> anyhow::Result<async_nats::Client> {
-    connect(&driver.client_url(server).await?).await
+    connect(&[driver.client_url(server).await?]).await
 }
 
 fn pod<D: ClusterDriver>(driver: &D, pool: &str, ordinal: u32) -> anyhow::Result<String> {
@@ -312,16 +337,16 @@ async fn cluster_scale<D: ClusterDriver>(
     driver.wait_ready(READY_WITHIN).await?;
     let members = names(&driver.servers());
     wait_full_mesh(driver, &members).await?;
+    // Gossip alone completes the mesh; the route lists must follow too (a server restarted
+    // later dials from its list), through a reload of the new ConfigMap.
+    wait_reloaded(driver, &before, members.len()).await?;
     let after = starts_and_digests(driver).await?;
-    for (server, (start, digest)) in &before {
-        let (now_start, now_digest) = after
+    let members_grown = after.len();
+    for (server, (start, _)) in &before {
+        let (now_start, _) = after
             .get(server)
             .with_context(|| format!("{server} disappeared"))?;
         ensure!(now_start == start, "{server} restarted while scaling up");
-        ensure!(
-            now_digest != digest,
-            "{server} did not reload the new routes"
-        );
     }
     // The newest server carries traffic to the edge.
     let newest = pod(driver, &layout.cloud, grown - 1)?;
@@ -331,9 +356,16 @@ async fn cluster_scale<D: ClusterDriver>(
     exchange(&a, &b, "e2e.scaled", MESSAGES, counts).await?;
     drop((a, b));
 
+    let scale_down = Instant::now();
     driver.scale(&layout.cloud, base).await?;
+    let drained = scale_down.elapsed();
     let members = names(&driver.servers());
     wait_full_mesh(driver, &members).await?;
+    let still: BTreeMap<_, _> = after
+        .into_iter()
+        .filter(|(name, _)| members.contains(name))
+        .collect();
+    wait_reloaded(driver, &still, members.len()).await?;
     let shrunk = starts_and_digests(driver).await?;
     for (server, (start, _)) in &shrunk {
         let (was, _) = before
@@ -342,15 +374,45 @@ async fn cluster_scale<D: ClusterDriver>(
         ensure!(was == start, "{server} restarted while scaling down");
     }
     Ok(format!(
-        "{} -> {} -> {} servers, /routez agreed each time, no restarts",
+        "{} -> {} -> {} servers, /routez and route lists agreed, no restarts, \
+         scale-down (preStop + stop) {:.1} s",
         before.len(),
-        after.len(),
-        shrunk.len()
+        members_grown,
+        shrunk.len(),
+        drained.as_secs_f64()
     ))
 }
 
-/// A queue worker: answers requests on `e2e.work` in group `workers`, recording each
-/// request id it handled. Told to stop, it drains: unsubscribes, answers what was already
+/// Waits until each server in `before` runs a config other than the one it had (its
+/// `config_digest` moved) whose route list names `routes` servers (`/varz` cluster.urls).
+async fn wait_reloaded<D: ClusterDriver>(
+    driver: &D,
+    before: &BTreeMap<String, (String, String)>,
+    routes: usize,
+) -> anyhow::Result<()> {
+    for (server, (_, digest)) in before {
+        wait_for(
+            &format!("{server} to reload a route list of {routes}"),
+            MESH_WITHIN,
+            POLL,
+            || async {
+                let v = varz(driver, server).await?;
+                let urls = v["cluster"]["urls"].as_array().map_or(0, Vec::len);
+                let now = v["config_digest"].as_str().unwrap_or_default();
+                if now != digest && urls == routes {
+                    Ok(Some(()))
+                } else {
+                    bail!("digest {now}, {urls} route URLs")
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A queue worker: answers requests on `e2e.work` in group `workers` with their payload,
+/// counting how often it handled each payload. Told to stop, it drains: unsubscribes, answers what was already
 /// delivered to it, then closes.
 struct Worker {
     stop: oneshot::Sender<()>,
@@ -360,8 +422,10 @@ struct Worker {
 
 const WORK_SUBJECT: &str = "e2e.work";
 
-async fn start_worker(url: String, ids: Arc<Mutex<HashMap<u64, u32>>>) -> anyhow::Result<Worker> {
-    let client = connect(&url).await?;
+type Handled = Arc<Mutex<HashMap<String, u32>>>;
+
+async fn start_worker(urls: Vec<String>, ids: Handled) -> anyhow::Result<Worker> {
+    let client = connect(&urls).await?;
     let mut sub = client
         .queue_subscribe(WORK_SUBJECT, "workers".into())
         .await?;
@@ -382,13 +446,9 @@ async fn start_worker(url: String, ids: Arc<Mutex<HashMap<u64, u32>>>) -> anyhow
             };
             let Some(message) = message else { break };
             let Some(reply) = message.reply else { continue };
-            if let Some(id) = std::str::from_utf8(&message.payload)
-                .ok()
-                .and_then(|p| p.parse::<u64>().ok())
-            {
-                if let Ok(mut ids) = ids.lock() {
-                    *ids.entry(id).or_default() += 1;
-                }
+            if let Ok(mut ids) = ids.lock() {
+                let key = String::from_utf8_lossy(&message.payload).into_owned();
+                *ids.entry(key).or_default() += 1;
             }
             count.fetch_add(1, Ordering::Relaxed);
             client.publish(reply, message.payload).await?;
@@ -438,10 +498,10 @@ async fn queue_workers_scale<D: ClusterDriver>(
     for s in &cloud {
         urls.push(driver.client_url(s).await?);
     }
-    let ids: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let first = start_worker(urls[0].clone(), ids.clone()).await?;
+    let ids: Handled = Arc::default();
+    let first = start_worker(vec![urls[0].clone()], ids.clone()).await?;
 
-    let requester = connect(&urls[0]).await?;
+    let requester = connect(&urls[..1]).await?;
     let stats = Arc::new(RequestCounts::default());
     let running = Arc::new(AtomicBool::new(true));
     let publisher = {
@@ -496,7 +556,7 @@ async fn queue_workers_scale<D: ClusterDriver>(
         answered_reach(200).await?;
         let mut extra = Vec::new();
         for i in 1..5 {
-            extra.push(start_worker(urls[i % urls.len()].clone(), ids.clone()).await?);
+            extra.push(start_worker(vec![urls[i % urls.len()].clone()], ids.clone()).await?);
         }
         // Each of the five must be handed work: the group spans the cluster.
         for (i, w) in std::iter::once(&first).chain(&extra).enumerate() {
@@ -622,4 +682,245 @@ async fn kill_and_lose_edge<D: ClusterDriver>(
         noticed.as_secs_f64(),
         rejoined.as_secs_f64()
     ))
+}
+
+/// How a retrying client sends one request: up to `ATTEMPTS` tries, each tagged
+/// `id.attempt` so a worker handling the same try twice shows as a duplicate delivery,
+/// while a retry after a lost reply does not.
+const ATTEMPTS: u32 = 10;
+
+async fn request_with_retries(client: &async_nats::Client, id: u64) -> (bool, u32) {
+    for attempt in 0..ATTEMPTS {
+        let payload = format!("{id}.{attempt}");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(WORK_SUBJECT, payload.clone().into()),
+        )
+        .await;
+        if let Ok(Ok(reply)) = answer {
+            if reply.payload.as_ref() == payload.as_bytes() {
+                return (true, attempt);
+            }
+        }
+        // Back off a little: a client mid-reconnect answers at once with an error.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (false, ATTEMPTS)
+}
+
+/// 5: every server restarted one by one (preStop into lame duck, stop, start, wait until
+/// it is ready and meshed again) while clients that retry send requests to three
+/// queue workers. Nothing is lost for them, and no try is delivered to two workers.
+async fn rolling_restart<D: ClusterDriver>(
+    driver: &mut D,
+    layout: &Layout,
+    counts: &mut Counts,
+) -> anyhow::Result<String> {
+    let servers = driver.servers();
+    let all = names(&servers);
+    let mut urls = Vec::new();
+    for s in servers.iter().filter(|s| s.pool == layout.cloud) {
+        urls.push(driver.client_url(&s.name).await?);
+    }
+    ensure!(!urls.is_empty(), "no cloud servers");
+    let ids: Handled = Arc::default();
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let mut mine = urls.clone();
+        mine.rotate_left(i % urls.len());
+        workers.push(start_worker(mine, ids.clone()).await?);
+    }
+    let requester = connect(&urls).await?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let (sent, answered, retried, running) = (
+            sent.clone(),
+            answered.clone(),
+            retried.clone(),
+            running.clone(),
+        );
+        tokio::spawn(async move {
+            let mut in_flight = tokio::task::JoinSet::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
+            let mut id = 0u64;
+            while running.load(Ordering::Relaxed) {
+                pace.tick().await;
+                while in_flight.len() >= 16 {
+                    in_flight.join_next().await;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                let (client, answered, retried) =
+                    (requester.clone(), answered.clone(), retried.clone());
+                let this = id;
+                id += 1;
+                in_flight.spawn(async move {
+                    let (ok, attempts) = request_with_retries(&client, this).await;
+                    if ok {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if attempts > 0 {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            while in_flight.join_next().await.is_some() {}
+        })
+    };
+    let progress = |more: u64| {
+        let answered = answered.clone();
+        async move {
+            let target = answered.load(Ordering::Relaxed) + more;
+            wait_for(
+                &format!("{more} more answered requests"),
+                Duration::from_secs(60),
+                Duration::from_millis(50),
+                || {
+                    let answered = answered.clone();
+                    async move { Ok((answered.load(Ordering::Relaxed) >= target).then_some(())) }
+                },
+            )
+            .await
+        }
+    };
+
+    let result: anyhow::Result<()> = async {
+        progress(100).await?;
+        for server in &servers {
+            driver.stop(&server.name).await?;
+            driver.start(&server.name).await?;
+            driver.wait_ready(READY_WITHIN).await?;
+            wait_full_mesh(driver, &all).await?;
+            progress(50).await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    running.store(false, Ordering::Relaxed);
+    // Every request in flight gets its retries: up to ATTEMPTS x (2 s + 0.1 s).
+    let finished = tokio::time::timeout(Duration::from_secs(60), publisher).await;
+    let mut drained = Ok(());
+    for w in workers {
+        if let Err(e) = w.drain(Duration::from_secs(30)).await {
+            drained = Err(e);
+        }
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    let answered = answered.load(Ordering::Relaxed);
+    let duplicates = ids
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a worker panicked"))?
+        .values()
+        .filter(|&&n| n > 1)
+        .count() as u64;
+    counts.sent = sent;
+    counts.received = answered;
+    counts.lost = sent - answered.min(sent);
+    counts.duplicates = duplicates;
+
+    result?;
+    finished
+        .context("the publisher did not finish its retries")?
+        .context("the publisher panicked")?;
+    drained?;
+    ensure!(
+        answered == sent,
+        "{} of {sent} requests never answered",
+        sent - answered.min(sent)
+    );
+    ensure!(
+        duplicates == 0,
+        "{duplicates} tries were delivered to two workers"
+    );
+    Ok(format!(
+        "{} servers restarted one by one, {} requests needed a retry",
+        servers.len(),
+        retried.load(Ordering::Relaxed)
+    ))
+}
+
+/// 6: a broker setting changed in the NatsCluster (maxPayload) reaches every running
+/// server through the ConfigMap and a reload, without a restart, and clients see it.
+async fn config_rotation<D: ClusterDriver>(
+    driver: &mut D,
+    layout: &Layout,
+    counts: &mut Counts,
+) -> anyhow::Result<String> {
+    const MAX_PAYLOAD: u64 = 3 * 1024 * 1024;
+    let before = starts_and_digests(driver).await?;
+    let manifest =
+        crate::rendered::with_broker_setting(driver.manifest(), "maxPayload", MAX_PAYLOAD.into())?;
+    driver.apply(&manifest).await?;
+    let started = Instant::now();
+    for server in before.keys() {
+        wait_for(
+            &format!("{server} to serve max_payload {MAX_PAYLOAD}"),
+            MESH_WITHIN,
+            POLL,
+            || async {
+                let v = varz(driver, server).await?;
+                Ok((v["max_payload"].as_u64() == Some(MAX_PAYLOAD)).then_some(()))
+            },
+        )
+        .await?;
+    }
+    let reloaded = started.elapsed();
+    let after = starts_and_digests(driver).await?;
+    for (server, (start, digest)) in &before {
+        let (now_start, now_digest) = after
+            .get(server)
+            .with_context(|| format!("{server} disappeared"))?;
+        ensure!(
+            now_start == start,
+            "{server} restarted for a reloadable change"
+        );
+        ensure!(
+            now_digest != digest,
+            "{server} reports its old config digest"
+        );
+    }
+    // A message only the new limit admits, from the cloud to the edge.
+    let cloud = client_for(driver, &pod(driver, &layout.cloud, 0)?).await?;
+    let edge = client_for(driver, &pod(driver, &layout.edge, 1)?).await?;
+    ensure!(
+        cloud.server_info().max_payload as u64 == MAX_PAYLOAD,
+        "a new client is told max_payload {}",
+        cloud.server_info().max_payload
+    );
+    let mut sub = edge.subscribe("e2e.big").await?;
+    edge.flush().await?;
+    let big = bytes_of(MAX_PAYLOAD as usize - 1024);
+    // Interest reaches the cloud server asynchronously: a bounded number of tries.
+    let mut arrived = false;
+    for _ in 0..15 {
+        counts.sent += 1;
+        cloud.publish("e2e.big", big.clone()).await?;
+        cloud.flush().await?;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            ensure!(m.payload == big, "the large message arrived altered");
+            arrived = true;
+            break;
+        }
+    }
+    ensure!(
+        arrived,
+        "no message of {} bytes reached the edge",
+        big.len()
+    );
+    counts.received += 1;
+    Ok(format!(
+        "max_payload {MAX_PAYLOAD} on all {} servers {:.1} s after the apply, no restarts",
+        before.len(),
+        reloaded.as_secs_f64()
+    ))
+}
+
+fn bytes_of(len: usize) -> bytes::Bytes {
+    (0..len)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
