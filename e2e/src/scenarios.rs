@@ -503,6 +503,16 @@ struct LoadCounts {
     answered: AtomicU64,
     /// Requests whose first try went unanswered (answered by a retry or not at all).
     retried: AtomicU64,
+    retried_ids: Mutex<Vec<u64>>,
+}
+
+/// What a finished load did.
+#[derive(Debug)]
+struct LoadTotals {
+    sent: u64,
+    answered: u64,
+    /// Ids whose first try went unanswered within `TRY_TIMEOUT`.
+    retried: Vec<u64>,
 }
 
 /// A steady stream of requests (16 in flight at most, one started every `pace`) from one
@@ -539,6 +549,9 @@ impl Load {
                         }
                         if attempts > 0 {
                             counts.retried.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut ids) = counts.retried_ids.lock() {
+                                ids.push(this);
+                            }
                         }
                     });
                 }
@@ -566,7 +579,7 @@ impl Load {
     }
 
     /// Stops starting requests and waits for those in flight to finish their retries.
-    async fn stop(self) -> anyhow::Result<(u64, u64, u64)> {
+    async fn stop(self) -> anyhow::Result<LoadTotals> {
         self.running.store(false, Ordering::Relaxed);
         let retries = TRY_TIMEOUT * ATTEMPTS + Duration::from_secs(5);
         tokio::time::timeout(retries, self.task)
@@ -574,27 +587,35 @@ impl Load {
             .context("the requests in flight did not finish")?
             .context("the load task panicked")?;
         let c = &self.counts;
-        Ok((
-            c.sent.load(Ordering::Relaxed),
-            c.answered.load(Ordering::Relaxed),
-            c.retried.load(Ordering::Relaxed),
-        ))
+        Ok(LoadTotals {
+            sent: c.sent.load(Ordering::Relaxed),
+            answered: c.answered.load(Ordering::Relaxed),
+            retried: c
+                .retried_ids
+                .lock()
+                .map(|ids| ids.clone())
+                .unwrap_or_default(),
+        })
     }
 }
 
 /// Fills in `counts` from a finished load and the workers' record, and checks that every
-/// request was answered and no try reached two workers.
-fn settle(
-    counts: &mut Counts,
-    (sent, answered, retried): (u64, u64, u64),
-    handled: &Handled,
-) -> anyhow::Result<u64> {
-    let duplicates = handled
+/// request was answered and no try reached two workers. Returns a note on the first tries
+/// that went unanswered: slow (a worker got it) or dropped (no worker ever saw it).
+fn settle(counts: &mut Counts, totals: LoadTotals, handled: &Handled) -> anyhow::Result<String> {
+    let LoadTotals {
+        sent,
+        answered,
+        retried,
+    } = totals;
+    let handled = handled
         .lock()
-        .map_err(|_| anyhow::anyhow!("a worker panicked"))?
-        .values()
-        .filter(|&&n| n > 1)
-        .count() as u64;
+        .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+    let duplicates = handled.values().filter(|&&n| n > 1).count() as u64;
+    let dropped = retried
+        .iter()
+        .filter(|id| !handled.contains_key(&format!("{id}.0")))
+        .count();
     counts.sent = sent;
     counts.received = answered;
     counts.lost = sent - answered.min(sent);
@@ -608,7 +629,11 @@ fn settle(
         duplicates == 0,
         "{duplicates} tries were delivered to two workers"
     );
-    Ok(retried)
+    Ok(format!(
+        "{} first tries unanswered in {TRY_TIMEOUT:?} ({dropped} reached no worker), \
+         all answered on retry",
+        retried.len()
+    ))
 }
 
 /// 2: queue-group workers grow 1 -> 5 -> 1 under a steady stream of requests. Every
@@ -664,13 +689,11 @@ async fn queue_workers_scale<D: ClusterDriver>(
 
     let totals = load.stop().await;
     let drained = first.drain(Duration::from_secs(30)).await;
-    let totals = totals?;
-    let retried = settle(counts, totals, &handled)?;
+    let retries = settle(counts, totals?, &handled)?;
     let (per_worker, during_drain) = result?;
     drained?;
     Ok(format!(
-        "handled per worker at 5: {per_worker:?}; first tries lost: {retried} \
-         ({during_drain} while 4 drained), answered on retry"
+        "per worker at 5: {per_worker:?}; {retries}; {during_drain} while 4 drained"
     ))
 }
 
@@ -775,11 +798,11 @@ async fn rolling_restart<D: ClusterDriver>(
             drained = Err(e);
         }
     }
-    let retried = settle(counts, totals?, &handled)?;
+    let retries = settle(counts, totals?, &handled)?;
     result?;
     drained?;
     Ok(format!(
-        "{} servers restarted one by one, {retried} requests needed a retry",
+        "{} servers restarted one by one; {retries}",
         servers.len()
     ))
 }
