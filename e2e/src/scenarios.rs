@@ -602,7 +602,11 @@ impl Load {
 /// Fills in `counts` from a finished load and the workers' record, and checks that every
 /// request was answered and no try reached two workers. Returns a note on the first tries
 /// that went unanswered: slow (a worker got it) or dropped (no worker ever saw it).
-fn settle(counts: &mut Counts, totals: LoadTotals, handled: &Handled) -> anyhow::Result<String> {
+fn settle(
+    counts: &mut Counts,
+    totals: LoadTotals,
+    handled: &Handled,
+) -> anyhow::Result<(String, Vec<u64>)> {
     let LoadTotals {
         sent,
         answered,
@@ -612,10 +616,12 @@ fn settle(counts: &mut Counts, totals: LoadTotals, handled: &Handled) -> anyhow:
         .lock()
         .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
     let duplicates = handled.values().filter(|&&n| n > 1).count() as u64;
-    let dropped = retried
+    let mut dropped: Vec<u64> = retried
         .iter()
+        .copied()
         .filter(|id| !handled.contains_key(&format!("{id}.0")))
-        .count();
+        .collect();
+    dropped.sort_unstable();
     counts.sent = sent;
     counts.received = answered;
     counts.lost = sent - answered.min(sent);
@@ -629,11 +635,13 @@ fn settle(counts: &mut Counts, totals: LoadTotals, handled: &Handled) -> anyhow:
         duplicates == 0,
         "{duplicates} tries were delivered to two workers"
     );
-    Ok(format!(
-        "{} first tries unanswered in {TRY_TIMEOUT:?} ({dropped} reached no worker), \
+    let note = format!(
+        "{} first tries unanswered in {TRY_TIMEOUT:?} ({} reached no worker), \
          all answered on retry",
-        retried.len()
-    ))
+        retried.len(),
+        dropped.len()
+    );
+    Ok((note, dropped))
 }
 
 /// 2: queue-group workers grow 1 -> 5 -> 1 under a steady stream of requests. Every
@@ -654,8 +662,12 @@ async fn queue_workers_scale<D: ClusterDriver>(
     let first = start_worker(vec![urls[0].clone()], handled.clone()).await?;
     let load = Load::start(connect(&urls[..1]).await?, Duration::from_millis(2));
 
-    let result: anyhow::Result<(Vec<u64>, u64)> = async {
+    // Request ids are numbered in order, so the ids sent around each change say which
+    // change a dropped try coincided with (16 were in flight before each).
+    let sent_now = || load.counts.sent.load(Ordering::Relaxed);
+    let result: anyhow::Result<[(u64, u64); 2]> = async {
         load.progress(200).await?;
+        let join_start = sent_now().saturating_sub(16);
         let mut extra = Vec::new();
         for i in 1..5 {
             extra.push(start_worker(vec![urls[i % urls.len()].clone()], handled.clone()).await?);
@@ -672,28 +684,29 @@ async fn queue_workers_scale<D: ClusterDriver>(
             )
             .await?;
         }
-        let per_worker: Vec<u64> = std::iter::once(&first)
-            .chain(&extra)
-            .map(|w| w.handled.load(Ordering::Relaxed))
-            .collect();
-        let retried_before = load.counts.retried.load(Ordering::Relaxed);
+        let join = (join_start, sent_now());
+        let drain_start = sent_now().saturating_sub(16);
         let drains = extra.into_iter().map(|w| w.drain(Duration::from_secs(30)));
         for r in futures::future::join_all(drains).await {
             r?;
         }
+        let drain = (drain_start, sent_now());
         load.progress(200).await?;
-        let during = load.counts.retried.load(Ordering::Relaxed) - retried_before;
-        Ok((per_worker, during))
+        Ok([join, drain])
     }
     .await;
 
     let totals = load.stop().await;
     let drained = first.drain(Duration::from_secs(30)).await;
-    let retries = settle(counts, totals?, &handled)?;
-    let (per_worker, during_drain) = result?;
+    let (retries, dropped) = settle(counts, totals?, &handled)?;
+    let [join, drain] = result?;
     drained?;
+    let within =
+        |(from, to): (u64, u64)| dropped.iter().filter(|&&id| id >= from && id <= to).count();
     Ok(format!(
-        "per worker at 5: {per_worker:?}; {retries}; {during_drain} while 4 drained"
+        "{retries}: {} while 4 joined, {} while 4 drained",
+        within(join),
+        within(drain)
     ))
 }
 
@@ -798,7 +811,7 @@ async fn rolling_restart<D: ClusterDriver>(
             drained = Err(e);
         }
     }
-    let retries = settle(counts, totals?, &handled)?;
+    let (retries, _) = settle(counts, totals?, &handled)?;
     result?;
     drained?;
     Ok(format!(
