@@ -4,7 +4,8 @@
 # repository's Dockerfile, a static `uname -m` helper for each (the image has no shell),
 # registers qemu with binfmt_misc if it is not (the ARM containers run under it), runs
 # `cargo test -p midge-e2e --test docker` and prints the report. Removes the images and its
-# temporary files, also on failure. About 5 minutes, most of it the ARM servers under qemu.
+# temporary files, also on failure. About 2 minutes once dist/ is built; a minute of it
+# waits for ping timeouts to notice a lost edge node.
 #
 # Environment: DIST_DIR  where the binaries are: <DIST_DIR>/<arch>/midge [dist/]
 set -euo pipefail

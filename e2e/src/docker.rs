@@ -510,7 +510,7 @@ impl ClusterDriver for DockerDriver {
         self.apply(&manifest).await
     }
 
-    async fn stop(&mut self, server: &str) -> anyhow::Result<()> {
+    async fn stop(&mut self, server: &str) -> anyhow::Result<String> {
         self.pre_stop(server).await?;
         let grace = self.pool_of(server)?.grace_seconds.to_string();
         let name = self.container(server)?.name.clone();
@@ -518,7 +518,7 @@ impl ClusterDriver for DockerDriver {
         if let Some(c) = self.containers.get_mut(server) {
             c.running = false;
         }
-        Ok(())
+        self.logs(server).await
     }
 
     async fn kill(&mut self, server: &str) -> anyhow::Result<()> {

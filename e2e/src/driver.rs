@@ -48,8 +48,9 @@ pub trait ClusterDriver {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Stops a server the way the kubelet deletes its pod: preStop, TERM, KILL after the
-    /// grace period. The server comes back with `start`.
-    fn stop(&mut self, server: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// grace period. The server comes back with `start`. Returns the server's log up to
+    /// its end, so a scenario can see what the preStop hook made it do.
+    fn stop(&mut self, server: &str) -> impl Future<Output = anyhow::Result<String>> + Send;
 
     /// `kill -9` of the server's process. The server comes back with `start`.
     fn kill(&mut self, server: &str) -> impl Future<Output = anyhow::Result<()>> + Send;

@@ -292,20 +292,31 @@ impl ClusterDriver for KindDriver {
         Ok(())
     }
 
-    async fn stop(&mut self, server: &str) -> anyhow::Result<()> {
+    async fn stop(&mut self, server: &str) -> anyhow::Result<String> {
         let uid = self.pods().get(server).await?.metadata.uid;
         self.pods().delete(server, &DeleteParams::default()).await?;
-        // The StatefulSet recreates it under the same name: wait for the old one to go.
+        // The StatefulSet recreates it under the same name: wait for the old one to go,
+        // reading its log while it terminates (it is gone with the pod).
+        let last_log = Mutex::new(String::new());
         wait_for(
             &format!("{server} to terminate"),
             Duration::from_secs(180),
             POLL,
             || async {
                 let now = self.pods().get_opt(server).await?;
-                Ok((now.and_then(|p| p.metadata.uid) != uid).then_some(()))
+                let same = now.and_then(|p| p.metadata.uid) == uid;
+                if same {
+                    if let Ok(log) = self.pods().logs(server, &LogParams::default()).await {
+                        if let Ok(mut last) = last_log.lock() {
+                            *last = log;
+                        }
+                    }
+                }
+                Ok((!same).then_some(()))
             },
         )
-        .await
+        .await?;
+        Ok(last_log.into_inner().unwrap_or_default())
     }
 
     async fn kill(&mut self, server: &str) -> anyhow::Result<()> {

@@ -18,8 +18,11 @@
 //!   the `tower_test` scenarios in `crates/operator`. It also stands in for the StatefulSet
 //!   controller and the kubelet: scaling re-renders the manifest and starts or stops
 //!   containers itself, highest ordinal first, as a StatefulSet with
-//!   `podManagementPolicy: Parallel` does. Secrets are not modelled (a sample that mounts
-//!   one is refused), nor are Services: clients dial the containers' addresses.
+//!   `podManagementPolicy: Parallel` does; a change that would roll the pods is refused
+//!   rather than imitated. The image comes from the driver's configuration (the one built
+//!   for the pod's architecture), not from the StatefulSet. Secrets are not modelled (a
+//!   sample that mounts one is refused), nor are Services, the PodDisruptionBudget or
+//!   probe-driven restarts: clients dial the containers' addresses.
 //! - [`kind::KindDriver`] runs them against a kind cluster with the chart and the operator
 //!   installed (`e2e/run-kind.sh`), where the controller is real too.
 //!

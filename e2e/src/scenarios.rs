@@ -767,6 +767,9 @@ async fn kill_and_lose_edge<D: ClusterDriver>(
     ))
 }
 
+/// What midge logs when lame duck mode starts.
+const LAME_DUCK: &str = "Entering lame duck mode";
+
 /// 5: every server restarted one by one (preStop into lame duck, stop, start, wait until
 /// it is ready and meshed again) while a client that retries sends requests to three
 /// queue workers. Nothing is lost for it, and no try is delivered to two workers.
@@ -794,7 +797,15 @@ async fn rolling_restart<D: ClusterDriver>(
     let result: anyhow::Result<()> = async {
         load.progress(100).await?;
         for server in &servers {
-            driver.stop(&server.name).await?;
+            // The preStop hook must put the server in lame duck mode, so that clients
+            // are told to move before it stops (the image has no PATH: an absolute path).
+            let before = driver.logs(&server.name).await?.matches(LAME_DUCK).count();
+            let log = driver.stop(&server.name).await?;
+            ensure!(
+                log.matches(LAME_DUCK).count() > before,
+                "{} stopped without entering lame duck mode",
+                server.name
+            );
             driver.start(&server.name).await?;
             driver.wait_ready(READY_WITHIN).await?;
             wait_full_mesh(driver, &all).await?;
@@ -815,7 +826,7 @@ async fn rolling_restart<D: ClusterDriver>(
     result?;
     drained?;
     Ok(format!(
-        "{} servers restarted one by one; {retries}",
+        "{} servers restarted one by one, each through lame duck mode; {retries}",
         servers.len()
     ))
 }
