@@ -40,6 +40,8 @@ pub struct KindDriver {
     /// (pod, container port) -> a running `kubectl port-forward`.
     forwards: Mutex<BTreeMap<(String, u16), Forward>>,
     ports: BTreeMap<&'static str, u16>,
+    /// Node -> its address on the kind network while it is disconnected.
+    node_ips: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for KindDriver {
@@ -69,6 +71,7 @@ impl KindDriver {
             pools: Vec::new(),
             forwards: Mutex::new(BTreeMap::new()),
             ports: BTreeMap::from([("client", 4222), ("monitor", 8222)]),
+            node_ips: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -339,13 +342,26 @@ impl ClusterDriver for KindDriver {
 
     async fn disconnect(&mut self, server: &str) -> anyhow::Result<()> {
         let node = self.node_of(server).await?;
+        let format =
+            format!("{{{{(index .NetworkSettings.Networks \"{KIND_NETWORK}\").IPAddress}}}}");
+        let ip = crate::docker::docker(&["inspect", "-f", &format, &node]).await?;
         crate::docker::docker(&["network", "disconnect", KIND_NETWORK, &node]).await?;
+        if let Ok(mut ips) = self.node_ips.lock() {
+            ips.insert(node, ip.trim().to_string());
+        }
         Ok(())
     }
 
     async fn reconnect(&mut self, server: &str) -> anyhow::Result<()> {
         let node = self.node_of(server).await?;
-        crate::docker::docker(&["network", "connect", KIND_NETWORK, &node]).await?;
+        // The node must come back with its address: kubelet and the API server know it.
+        let ip = self
+            .node_ips
+            .lock()
+            .ok()
+            .and_then(|ips| ips.get(&node).cloned())
+            .with_context(|| format!("{node} was not disconnected"))?;
+        crate::docker::docker(&["network", "connect", "--ip", &ip, KIND_NETWORK, &node]).await?;
         Ok(())
     }
 
