@@ -38,6 +38,9 @@ pub const CONFIG_DIR: &str = "/etc/midge";
 pub const CONFIG_FILE: &str = "midge.conf";
 pub const RUN_DIR: &str = "/var/run/midge";
 pub const PID_FILE: &str = "/var/run/midge/midge.pid";
+/// Where the Dockerfile puts the broker. The image is FROM scratch: no shell and no PATH,
+/// so an exec hook must name the binary by its absolute path or it is "not found".
+pub const BROKER_BIN: &str = "/midge";
 const AUTH_DIR: &str = "/etc/midge-auth";
 const USERS_FILE: &str = "users.conf";
 const CLIENT_TLS_DIR: &str = "/etc/midge-tls/client";
@@ -551,7 +554,7 @@ fn stateful_set(
             pre_stop: Some(LifecycleHandler {
                 exec: Some(ExecAction {
                     command: Some(vec![
-                        "midge".into(),
+                        BROKER_BIN.into(),
                         "--signal".into(),
                         format!("ldm={PID_FILE}"),
                     ]),
@@ -771,6 +774,18 @@ mod tests {
     }
 
     const TWO_POOLS: &str = "  pools:\n  - {name: a, replicas: 2}\n  - {name: b, replicas: 1}\n";
+
+    #[test]
+    fn pre_stop_names_the_binary_where_the_image_has_it() {
+        // The hook is exec'd without a shell or PATH; the image's entrypoint is the truth.
+        let dockerfile = include_str!("../../../Dockerfile");
+        let entrypoint = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+            .expect("the Dockerfile has an ENTRYPOINT");
+        assert_eq!(entrypoint.trim(), format!("[\"{BROKER_BIN}\"]"));
+        assert!(BROKER_BIN.starts_with('/'));
+    }
 
     #[test]
     fn routes_list_every_core_pod_of_every_pool() {
@@ -1150,7 +1165,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             pre_stop,
-            vec!["midge", "--signal", "ldm=/var/run/midge/midge.pid"]
+            vec!["/midge", "--signal", "ldm=/var/run/midge/midge.pid"]
         );
         assert_eq!(
             loaded(&children).pid_file,

@@ -1,0 +1,61 @@
+//! The render parser against the real `midge-operator render` of the edge sample: the
+//! docker driver runs what this finds, so it must find what the pods would run.
+
+use midge_e2e::rendered::{self, Mount};
+
+const SAMPLE: &str = include_str!("../../config/samples/natscluster-edge.yaml");
+
+#[tokio::test]
+async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
+    let cluster = rendered::render(SAMPLE).await?;
+    assert_eq!(cluster.name, "fleet");
+    assert_eq!(cluster.namespace, "iot");
+    let conf = cluster
+        .config_files
+        .get("midge.conf")
+        .expect("the ConfigMap holds midge.conf");
+    let names: Vec<_> = cluster.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["cloud", "edge"]);
+    for pool in &cluster.pools {
+        for ordinal in 0..pool.replicas {
+            let pod = pool.pod_name(ordinal);
+            // The FQDN in the rendered routes is one of the network aliases.
+            let fqdn = cluster.dns_names(&pod).pop().expect("dns names");
+            assert!(conf.contains(&format!("nats://{fqdn}:6222")), "{fqdn}");
+            assert!(pool
+                .env(ordinal)
+                .contains(&("POD_NAME".into(), pod.clone())));
+        }
+        assert_eq!(pool.readiness.path, "/healthz");
+        assert_eq!(Some(pool.readiness.port), pool.port("monitor"));
+        assert_eq!(pool.args, ["-c", "/etc/midge/midge.conf"]);
+        assert!(pool.mounts.contains(&Mount::ConfigMap {
+            path: "/etc/midge".into(),
+            read_only: true
+        }));
+        let pre_stop = pool.pre_stop.clone().unwrap_or_default();
+        assert_eq!(pre_stop.first().map(String::as_str), Some("/midge"));
+        assert!(pool.read_only_root);
+        assert!(pool.grace_seconds > 40);
+    }
+    let cloud = cluster.pool("cloud").expect("cloud pool");
+    let edge = cluster.pool("edge").expect("edge pool");
+    assert_eq!((cloud.replicas, edge.replicas), (3, 2));
+    assert_eq!(cloud.arches, ["amd64"]);
+    assert_eq!(edge.arches, ["arm64", "arm"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn edits_change_only_what_they_name() -> anyhow::Result<()> {
+    let scaled = rendered::with_replicas(SAMPLE, "cloud", 5)?;
+    let rotated = rendered::with_broker_setting(&scaled, "maxPayload", 2_000_000u64.into())?;
+    let cluster = rendered::render(&rotated).await?;
+    let replicas: Vec<_> = cluster.pools.iter().map(|p| p.replicas).collect();
+    assert_eq!(replicas, [5, 2]);
+    let conf = &cluster.config_files["midge.conf"];
+    assert!(conf.contains("max_payload: 2000000"), "{conf}");
+    assert!(conf.contains("fleet-cloud-4.fleet-headless"));
+    assert!(rendered::with_replicas(SAMPLE, "nope", 1).is_err());
+    Ok(())
+}
