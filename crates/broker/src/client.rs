@@ -439,7 +439,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             } else {
                 Vec::new()
             };
-            conn.remove_all_subs();
+            conn.remove_all_subs().await;
             conn.matches.account().client_left();
             (subs, conn.connected)
         };
@@ -1136,10 +1136,17 @@ impl Conn {
         router::unsubscribe(&self.srv, sub);
     }
 
-    fn remove_all_subs(&mut self) {
+    /// Takes every subscription of a closing client out of its account: in batches under
+    /// one sublist write lock each, yielding between batches, so that publishers on other
+    /// connections are not starved while a client with many subscriptions goes.
+    async fn remove_all_subs(&mut self) {
+        const BATCH: usize = 1024;
         let subs: Vec<_> = self.shared.subs.lock().drain().map(|(_, s)| s).collect();
-        for s in subs {
-            router::remove_from_account(&self.srv, &s);
+        for chunk in subs.chunks(BATCH) {
+            router::remove_batch_from_account(&self.srv, chunk);
+            if chunk.len() == BATCH {
+                tokio::task::yield_now().await;
+            }
         }
         self.matches.clear();
     }

@@ -21,6 +21,8 @@ use crate::hash::{keyed_map, KeyedMap};
 
 /// Cache size used by [`Sublist::new`], as in nats-server.
 const DEFAULT_CACHE_SIZE: usize = 1024;
+/// Past this many removals in one batch the match cache is cleared rather than scanned.
+const BATCH_CACHE_SCAN: usize = 16;
 
 /// Longer subjects are matched but never cached. Real subjects are far shorter; without the
 /// bound a client allowed long control lines could fill the cache with megabytes of keys
@@ -235,6 +237,53 @@ impl<T: Clone + PartialEq> Sublist<T> {
             .cache
             .retain(|subject, _| !pattern_matches(&tokens, subject));
         Ok(())
+    }
+
+    /// Removes many subscriptions under one write lock, bumping the generation once;
+    /// returns how many were there. For a connection that closes with many subscriptions:
+    /// removing them one by one takes and releases the write lock as many times, and
+    /// publishers on other connections, which need the read lock after every change,
+    /// starve meanwhile. A large batch clears the whole match cache instead of scanning it
+    /// once per subscription.
+    pub fn remove_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>, &'a T)>,
+    ) -> usize
+    where
+        T: 'a,
+    {
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
+        let mut removed = 0;
+        let mut touched: Vec<Vec<Token<'a>>> = Vec::new();
+        for (subject, queue, sub) in items {
+            let Ok(tokens) = parse_pattern(subject) else {
+                continue;
+            };
+            if validate_queue(queue).is_err() || !inner.root.remove(&tokens, queue, sub) {
+                continue;
+            }
+            removed += 1;
+            if touched.len() <= BATCH_CACHE_SCAN {
+                touched.push(tokens);
+            }
+        }
+        if removed == 0 {
+            return 0;
+        }
+        inner.count -= removed;
+        self.removes.fetch_add(removed as u64, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+        if touched.len() > BATCH_CACHE_SCAN {
+            inner.cache.clear();
+        } else {
+            for tokens in &touched {
+                inner
+                    .cache
+                    .retain(|subject, _| !pattern_matches(tokens, subject));
+            }
+        }
+        removed
     }
 
     /// The subscriptions a literal publish subject reaches. A subject with an empty token
@@ -779,6 +828,39 @@ mod tests {
             s.insert(subject.as_bytes(), None, id).unwrap();
         }
         s
+    }
+
+    #[test]
+    fn remove_batch_removes_what_is_there_and_keeps_the_cache_exact() {
+        let s = sublist(&[("a.1", 1), ("a.2", 2), ("a.*", 3), ("b", 4)]);
+        // Fill the cache, then remove in small and large batches.
+        assert_eq!(plain(&s, "a.1"), [1, 3]);
+        assert_eq!(plain(&s, "b"), [4]);
+        let gen = s.generation();
+        let removed = s.remove_batch([
+            (&b"a.1"[..], None, &1),
+            (&b"a.1"[..], None, &1), // already gone
+            (&b"nope"[..], None, &9),
+        ]);
+        assert_eq!(removed, 1);
+        assert_ne!(s.generation(), gen);
+        assert_eq!(plain(&s, "a.1"), [3], "the cached result was dropped");
+        assert_eq!(plain(&s, "b"), [4]);
+        let many: Vec<(String, u32)> = (0..100).map(|i| (format!("c.{i}"), 100 + i)).collect();
+        for (subject, id) in &many {
+            s.insert(subject.as_bytes(), None, *id).unwrap();
+        }
+        assert_eq!(plain(&s, "c.5"), [105]);
+        let removed = s.remove_batch(many.iter().map(|(subj, id)| (subj.as_bytes(), None, id)));
+        assert_eq!(removed, 100);
+        assert!(
+            plain(&s, "c.5").is_empty(),
+            "cleared cache, no stale result"
+        );
+        assert_eq!(plain(&s, "a.2"), [2, 3]);
+        assert_eq!(s.count(), 3);
+        assert_eq!(s.generation(), s.generation());
+        assert_eq!(s.remove_batch(std::iter::empty()), 0);
     }
 
     #[test]

@@ -671,6 +671,36 @@ pub(crate) fn remove_from_account(srv: &ServerInner, sub: &Arc<Subscription>) {
     imports::remove_shadows(srv, sub);
 }
 
+/// [`remove_from_account`] for many subscriptions of one owner at once (a closing
+/// client's): each account's sublist is changed under one write lock.
+pub(crate) fn remove_batch_from_account(srv: &ServerInner, subs: &[Arc<Subscription>]) {
+    let Some(first) = subs.first() else {
+        return;
+    };
+    let refs: Vec<SubRef> = subs.iter().map(|s| SubRef(s.clone())).collect();
+    let same_account = subs.iter().all(|s| Arc::ptr_eq(&s.account, &first.account));
+    if same_account {
+        first.account.sublist.remove_batch(
+            subs.iter()
+                .zip(&refs)
+                .map(|(s, r)| (&*s.subject, s.queue.as_deref(), r)),
+        );
+    } else {
+        for s in subs {
+            let _ = s
+                .account
+                .sublist
+                .remove(&s.subject, s.queue.as_deref(), &SubRef(s.clone()));
+        }
+    }
+    for s in subs {
+        if announced(s) {
+            cluster::local_interest(srv, &s.account, &s.subject, s.queue.as_deref(), false);
+        }
+        imports::remove_shadows(srv, s);
+    }
+}
+
 /// The router without client sockets: an embedded server (its listener bound on loopback,
 /// never connected to) with internal subscribers, driven through `Server::publish`.
 #[cfg(test)]
