@@ -98,6 +98,45 @@ pub fn rmsg<'q>(
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
+    routed(
+        out,
+        b"RMSG ",
+        Some(account),
+        subject,
+        reply,
+        queues,
+        headers,
+        payload,
+    );
+}
+
+/// Appends a message for a leaf node connection: `LMSG <subject> [reply | + reply queues |
+/// \| queues] <size>`, or `HMSG` with the header size before the total when it has headers
+/// (nats-server's leaf form: no account, the connection is bound to one).
+pub fn lmsg<'q>(
+    out: &mut Vec<u8>,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: impl Iterator<Item = &'q [u8]> + Clone,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
+    routed(
+        out, b"LMSG ", None, subject, reply, queues, headers, payload,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn routed<'q>(
+    out: &mut Vec<u8>,
+    plain_op: &[u8; 5],
+    account: Option<&[u8]>,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: impl Iterator<Item = &'q [u8]> + Clone,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
     let queue_len: usize = queues.clone().map(|q| q.len() + 1).sum();
     let mut hdr = itoa::Buffer::new();
     let hdr = headers.map(|h| hdr.format(h.len()).as_bytes());
@@ -106,8 +145,7 @@ pub fn rmsg<'q>(
         .format(headers.map_or(0, <[u8]>::len) + payload.len())
         .as_bytes();
     out.reserve(
-        5 + account.len()
-            + 1
+        5 + account.map_or(0, |a| a.len() + 1)
             + subject.len()
             + 2
             + reply.map_or(0, |r| r.len() + 1)
@@ -123,10 +161,12 @@ pub fn rmsg<'q>(
     out.extend_from_slice(if headers.is_some() {
         b"HMSG "
     } else {
-        b"RMSG "
+        plain_op
     });
-    out.extend_from_slice(account);
-    out.push(b' ');
+    if let Some(account) = account {
+        out.extend_from_slice(account);
+        out.push(b' ');
+    }
     out.extend_from_slice(subject);
     if queue_len > 0 {
         match reply {
@@ -154,6 +194,30 @@ pub fn rmsg<'q>(
         out.extend_from_slice(h);
     }
     out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `LS+ <subject>[ <queue> <weight>]\r\n` (leaf node interest).
+pub fn ls_sub(out: &mut Vec<u8>, subject: &[u8], queue: Option<(&[u8], u32)>) {
+    out.extend_from_slice(b"LS+ ");
+    out.extend_from_slice(subject);
+    if let Some((q, weight)) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q);
+        out.push(b' ');
+        out.extend_from_slice(itoa::Buffer::new().format(weight).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `LS- <subject>[ <queue>]\r\n`.
+pub fn ls_unsub(out: &mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) {
+    out.extend_from_slice(b"LS- ");
+    out.extend_from_slice(subject);
+    if let Some(q) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q);
+    }
     out.extend_from_slice(b"\r\n");
 }
 

@@ -234,9 +234,14 @@ pub fn parse_client_op<'a>(
         Name::Ok => ClientOp::Ok,
         Name::Err => ClientOp::Err(trim(args)),
         // `recognize_client` never yields server-only names.
-        Name::Msg | Name::HMsg | Name::RSub | Name::RUnsub | Name::RMsg => {
-            return Err(ParseError::UnknownOp)
-        }
+        Name::Msg
+        | Name::HMsg
+        | Name::RSub
+        | Name::RUnsub
+        | Name::RMsg
+        | Name::LSub
+        | Name::LUnsub
+        | Name::LMsg => return Err(ParseError::UnknownOp),
     };
     Ok(Parsed::Op(op, next))
 }
@@ -316,7 +321,10 @@ pub fn parse_server_op<'a>(
         | Name::Unsub
         | Name::RSub
         | Name::RUnsub
-        | Name::RMsg => return Err(ParseError::UnknownOp),
+        | Name::RMsg
+        | Name::LSub
+        | Name::LUnsub
+        | Name::LMsg => return Err(ParseError::UnknownOp),
     };
     Ok(Parsed::Op(op, next))
 }
@@ -494,11 +502,161 @@ pub fn parse_route_op<'a>(
         Name::Info => RouteOp::Info(trim(args)),
         Name::Ok => RouteOp::Ok,
         Name::Err => RouteOp::Err(trim(args)),
-        Name::Pub | Name::HPub | Name::Sub | Name::Unsub | Name::Msg => {
-            return Err(ParseError::UnknownOp)
-        }
+        Name::Pub
+        | Name::HPub
+        | Name::Sub
+        | Name::Unsub
+        | Name::Msg
+        | Name::LSub
+        | Name::LUnsub
+        | Name::LMsg => return Err(ParseError::UnknownOp),
     };
     Ok(Parsed::Op(op, next))
+}
+
+/// One operation a leaf node connection (the other server of a hub/leaf pair) sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafOp<'a> {
+    Connect(&'a [u8]),
+    Info(&'a [u8]),
+    Ping,
+    Pong,
+    Ok,
+    Err(&'a [u8]),
+    /// `LS+ <subject> [<queue> <weight>]`.
+    Sub {
+        subject: &'a [u8],
+        queue: Option<(&'a [u8], u32)>,
+    },
+    /// `LS- <subject> [<queue>]`.
+    Unsub {
+        subject: &'a [u8],
+        queue: Option<&'a [u8]>,
+    },
+    /// `LMSG`/`HMSG <subject> [reply | + reply queues | \| queues] <sizes>`.
+    Msg {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        /// Queue names separated by blanks (see [`queue_names`]); empty when none.
+        queues: &'a [u8],
+        headers: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
+}
+
+/// Parses one leaf node operation from the start of `buf`.
+pub fn parse_leaf_op<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<LeafOp<'a>>, ParseError> {
+    let (name, args, next) = match control_line(buf, limits, recognize_leaf)? {
+        Line::Complete { name, args, next } => (name, args, next),
+        Line::Incomplete { need } => return Ok(Parsed::Incomplete { need }),
+    };
+    let op = match name {
+        Name::LMsg | Name::HMsg => {
+            let op_name = if name == Name::LMsg { "LMSG" } else { "HMSG" };
+            let bad = ParseError::BadArgs { op: op_name };
+            let (mid, total) = split_last(args).ok_or(bad.clone())?;
+            let (mid, hdr) = if name == Name::HMsg {
+                let (mid, hdr) = split_last(mid).ok_or(bad.clone())?;
+                (mid, Some(hdr))
+            } else {
+                (mid, None)
+            };
+            let (subject, reply, queues) = leaf_msg_head(mid).ok_or(bad.clone())?;
+            let (hdr, total) = match hdr {
+                Some(h) => {
+                    let (h, t) = header_sizes(h, total, op_name)?;
+                    (Some(h), t)
+                }
+                None => (None, parse_size(total).ok_or(bad)?),
+            };
+            return Ok(match payload(buf, next, hdr.unwrap_or(0), total, limits)? {
+                Body::Complete {
+                    headers,
+                    payload,
+                    consumed,
+                } => Parsed::Op(
+                    LeafOp::Msg {
+                        subject,
+                        reply,
+                        queues,
+                        headers: hdr.map(|_| headers),
+                        payload,
+                    },
+                    consumed,
+                ),
+                Body::Incomplete { need } => Parsed::Incomplete { need },
+            });
+        }
+        Name::LSub => {
+            let mut a = [&[][..]; 3];
+            match split_args(args, &mut a) {
+                Some(1) => LeafOp::Sub {
+                    subject: a[0],
+                    queue: None,
+                },
+                Some(3) => {
+                    let weight = parse_u64(a[2])
+                        .and_then(|w| u32::try_from(w).ok())
+                        .ok_or(ParseError::BadArgs { op: "LS+" })?;
+                    LeafOp::Sub {
+                        subject: a[0],
+                        queue: Some((a[1], weight)),
+                    }
+                }
+                _ => return Err(ParseError::BadArgs { op: "LS+" }),
+            }
+        }
+        Name::LUnsub => {
+            let mut a = [&[][..]; 2];
+            match split_args(args, &mut a) {
+                Some(1) => LeafOp::Unsub {
+                    subject: a[0],
+                    queue: None,
+                },
+                Some(2) => LeafOp::Unsub {
+                    subject: a[0],
+                    queue: Some(a[1]),
+                },
+                _ => return Err(ParseError::BadArgs { op: "LS-" }),
+            }
+        }
+        Name::Ping => LeafOp::Ping,
+        Name::Pong => LeafOp::Pong,
+        Name::Connect => LeafOp::Connect(trim(args)),
+        Name::Info => LeafOp::Info(trim(args)),
+        Name::Ok => LeafOp::Ok,
+        Name::Err => LeafOp::Err(trim(args)),
+        Name::Pub
+        | Name::HPub
+        | Name::Sub
+        | Name::Unsub
+        | Name::Msg
+        | Name::RSub
+        | Name::RUnsub
+        | Name::RMsg => return Err(ParseError::UnknownOp),
+    };
+    Ok(Parsed::Op(op, next))
+}
+
+/// `<subj> [reply]`, `<subj> + <reply> <q>...` or `<subj> | <q>...` once the sizes are
+/// off the end (nats-server's `processLeafMsgArgs`).
+#[allow(clippy::type_complexity)]
+fn leaf_msg_head(mid: &[u8]) -> Option<(&[u8], Option<&[u8]>, &[u8])> {
+    let (subject, rest) = split_first(mid)?;
+    let Some((second, rest)) = split_first(rest) else {
+        return Some((subject, None, &[]));
+    };
+    if split_first(rest).is_none() {
+        return Some((subject, Some(second), &[]));
+    }
+    match second {
+        b"+" => {
+            let (reply, queues) = split_first(rest)?;
+            Some((subject, Some(reply), trim(queues)))
+        }
+        b"|" => Some((subject, None, trim(rest))),
+        _ => None,
+    }
 }
 
 /// Every op name either side can send; which ones a parser accepts is its recogniser's job.
@@ -519,6 +677,9 @@ enum Name {
     RSub,
     RUnsub,
     RMsg,
+    LSub,
+    LUnsub,
+    LMsg,
 }
 
 /// What the first bytes of an op say about it.
@@ -635,6 +796,33 @@ fn recognize_route(head: &[u8]) -> Recognized {
                 None => Recognized::Partial,
             },
             Some(b'm') => match_name(head, b"rmsg", Separator, Name::RMsg),
+            Some(_) => Recognized::Unknown,
+            None => Recognized::Partial,
+        },
+        b'h' => match_name(head, b"hmsg", Separator, Name::HMsg),
+        b'p' => recognize_p(head, false),
+        b'c' => match_name(head, b"connect", Anything, Name::Connect),
+        b'i' => match_name(head, b"info", Anything, Name::Info),
+        b'+' => match_name(head, b"+ok", Anything, Name::Ok),
+        b'-' => match_name(head, b"-err", Separator, Name::Err),
+        _ => Recognized::Unknown,
+    }
+}
+
+fn recognize_leaf(head: &[u8]) -> Recognized {
+    use After::{Anything, Separator};
+    let Some(&first) = head.first() else {
+        return Recognized::Partial;
+    };
+    match first.to_ascii_lowercase() {
+        b'l' => match head.get(1).map(|&b| b | 0x20) {
+            Some(b's') => match head.get(2) {
+                Some(b'+') => match_name(head, b"ls+", Separator, Name::LSub),
+                Some(b'-') => match_name(head, b"ls-", Separator, Name::LUnsub),
+                Some(_) => Recognized::Unknown,
+                None => Recognized::Partial,
+            },
+            Some(b'm') => match_name(head, b"lmsg", Separator, Name::LMsg),
             Some(_) => Recognized::Unknown,
             None => Recognized::Partial,
         },
@@ -889,6 +1077,133 @@ fn trim(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+#[cfg(test)]
+mod leaf_tests {
+    use super::*;
+    use crate::encode;
+
+    fn one(input: &[u8]) -> LeafOp<'_> {
+        let limits = Limits::default();
+        for cut in 0..input.len() {
+            match parse_leaf_op(&input[..cut], &limits) {
+                Ok(Parsed::Incomplete { .. }) => {}
+                other => panic!("{:?} at {cut}: {other:?}", String::from_utf8_lossy(input)),
+            }
+        }
+        match parse_leaf_op(input, &limits) {
+            Ok(Parsed::Op(op, used)) if used == input.len() => op,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn leaf_messages_as_nats_server_writes_them() {
+        let msg = |subject: &'static [u8],
+                   reply: Option<&'static [u8]>,
+                   queues: &'static [u8],
+                   headers: Option<&'static [u8]>,
+                   payload: &'static [u8]| LeafOp::Msg {
+            subject,
+            reply,
+            queues,
+            headers,
+            payload,
+        };
+        assert_eq!(
+            one(b"LMSG foo 2\r\nhi\r\n"),
+            msg(b"foo", None, b"", None, b"hi")
+        );
+        assert_eq!(
+            one(b"LMSG foo _INBOX.1 2\r\nhi\r\n"),
+            msg(b"foo", Some(b"_INBOX.1"), b"", None, b"hi")
+        );
+        assert_eq!(
+            one(b"LMSG foo + r q1 q2 2\r\nhi\r\n"),
+            msg(b"foo", Some(b"r"), b"q1 q2", None, b"hi")
+        );
+        assert_eq!(
+            one(b"LMSG foo | q1 2\r\nhi\r\n"),
+            msg(b"foo", None, b"q1", None, b"hi")
+        );
+        assert_eq!(
+            one(b"HMSG foo r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
+            msg(b"foo", Some(b"r"), b"", Some(b"NATS/1.0\r\n\r\n"), b"hi")
+        );
+        // What we write reads back the same.
+        for (reply, queues, headers) in [
+            (None, &[][..], None),
+            (Some(&b"r.1"[..]), &[&b"q"[..]][..], None),
+            (
+                None,
+                &[&b"a"[..], &b"b"[..]][..],
+                Some(&b"NATS/1.0\r\n\r\n"[..]),
+            ),
+        ] {
+            let mut out = Vec::new();
+            encode::lmsg(
+                &mut out,
+                b"x.y",
+                reply,
+                queues.iter().copied(),
+                headers,
+                b"body",
+            );
+            let joined = queues.join(&b' ');
+            match one(&out) {
+                LeafOp::Msg {
+                    subject,
+                    reply: r,
+                    queues: q,
+                    headers: h,
+                    payload,
+                } => {
+                    assert_eq!(
+                        (subject, r, q, h, payload),
+                        (&b"x.y"[..], reply, &joined[..], headers, &b"body"[..])
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse_leaf_op(b"LMSG foo bar baz 2\r\nhi\r\n", &Limits::default()).is_err());
+        assert!(parse_leaf_op(b"RMSG $G foo 2\r\nhi\r\n", &Limits::default()).is_err());
+        assert!(parse_leaf_op(b"PUB foo 2\r\nhi\r\n", &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn leaf_interest() {
+        assert_eq!(
+            one(b"LS+ foo.*\r\n"),
+            LeafOp::Sub {
+                subject: b"foo.*",
+                queue: None
+            }
+        );
+        assert_eq!(
+            one(b"LS+ foo q 3\r\n"),
+            LeafOp::Sub {
+                subject: b"foo",
+                queue: Some((b"q", 3))
+            }
+        );
+        assert_eq!(
+            one(b"LS- foo q\r\n"),
+            LeafOp::Unsub {
+                subject: b"foo",
+                queue: Some(b"q")
+            }
+        );
+        let mut out = Vec::new();
+        encode::ls_sub(&mut out, b"a.>", Some((b"w", 7)));
+        encode::ls_unsub(&mut out, b"b", None);
+        assert_eq!(out, b"LS+ a.> w 7\r\nLS- b\r\n");
+        assert!(parse_leaf_op(b"LS+ foo q\r\n", &Limits::default()).is_err());
+        assert!(parse_leaf_op(b"LS+ foo q x\r\n", &Limits::default()).is_err());
+        assert_eq!(one(b"PING\r\n"), LeafOp::Ping);
+        assert_eq!(one(b"INFO {}\r\n"), LeafOp::Info(b"{}"));
+    }
 }
 
 #[cfg(test)]
