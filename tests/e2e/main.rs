@@ -12,12 +12,14 @@
 //! - `limits` covers starvation and leaks: listen backlog, silent sockets, bcrypt storms,
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
+//! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
 
 mod accounts;
 mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod leaf;
 mod limits;
 mod monitor;
 mod ops;

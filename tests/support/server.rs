@@ -207,11 +207,32 @@ fn port_after(line: &str, marker: &str) -> Option<u16> {
 }
 
 /// A port that was free a moment ago, for servers that must come back on the same port.
+///
+/// Picked below Linux's ephemeral range (32768-60999), where the kernel never chooses the
+/// local port of an outgoing connection, and never twice by one test process: a port taken
+/// from the ephemeral range could be given to some test's client socket before the server
+/// binds it ("Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut handed = handed.lock().unwrap_or_else(|e| e.into_inner());
+    // Start where this process's id points, so parallel test processes rarely meet.
+    let span = 32768 - 20000;
+    let mut candidate = 20000 + (std::process::id() as usize * 7919) % span;
+    for _ in 0..span {
+        candidate = 20000 + (candidate - 20000 + 1) % span;
+        let port = u16::try_from(candidate).unwrap_or(20000);
+        if handed.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32767")
 }
 
 /// A running broker process, killed when dropped.

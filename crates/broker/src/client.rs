@@ -53,6 +53,8 @@ pub enum CloseReason {
     TlsHandshakeError,
     /// A route whose URL a config reload removed.
     RouteRemoved,
+    /// A leaf node connection that closed a loop in the topology.
+    LeafLoop,
 }
 
 impl CloseReason {
@@ -82,6 +84,7 @@ impl fmt::Display for CloseReason {
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
+            CloseReason::LeafLoop => "Leafnode Loop Detected",
             CloseReason::TlsHandshakeError => "TLS Handshake Failure",
             CloseReason::RouteRemoved => "Route Removed",
         })

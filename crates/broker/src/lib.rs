@@ -30,6 +30,7 @@ pub mod flags;
 mod info;
 mod inproc;
 mod lameduck;
+mod leaf;
 pub mod logging;
 mod monitor;
 pub mod options;

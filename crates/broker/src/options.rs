@@ -69,6 +69,9 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Routes to other servers (the `cluster {}` block); off unless a port is set.
     pub cluster: ClusterOptions,
+    /// Leaf node connections (the `leafnodes {}` block): a port to accept leaf servers on
+    /// (the hub role) and remotes to dial (the leaf role).
+    pub leafnodes: LeafOptions,
     /// Reload by itself when the config file changes, including a Kubernetes ConfigMap
     /// volume's `..data` symlink swap (midge only: `config_watch` / `--config_watch`).
     pub config_watch: bool,
@@ -110,6 +113,7 @@ impl Default for Options {
             config_file: None,
             config_watch: false,
             cluster: ClusterOptions::default(),
+            leafnodes: LeafOptions::default(),
         }
     }
 }
@@ -166,6 +170,69 @@ impl ClusterOptions {
     }
 }
 
+/// `leafnodes {}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafOptions {
+    pub host: IpAddr,
+    /// Accept leaf node connections on this port (`None`: do not listen).
+    pub port: Option<u16>,
+    /// `host:port` leaf servers should use to reach this one (sent as `leafnode_urls`).
+    pub advertise: Option<String>,
+    pub no_advertise: bool,
+    /// A single user leaf servers must log in as (bound to `$G`, or to `account`).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub account: Option<String>,
+    /// Users leaf servers may log in as, each bound to an account.
+    pub users: Vec<User>,
+    pub auth_timeout: Duration,
+    /// Hubs to dial.
+    pub remotes: Vec<RemoteLeaf>,
+    /// Delay before dialling a remote again after its connection ended or failed.
+    pub reconnect: Duration,
+}
+
+impl Default for LeafOptions {
+    fn default() -> Self {
+        LeafOptions {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: None,
+            advertise: None,
+            no_advertise: false,
+            user: None,
+            password: None,
+            account: None,
+            users: Vec::new(),
+            auth_timeout: Duration::from_secs(2),
+            remotes: Vec::new(),
+            reconnect: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Default port of a leaf node listener (nats-server's).
+pub const DEFAULT_LEAF_PORT: u16 = 7422;
+
+/// One entry of `leafnodes { remotes: [...] }`: a hub to dial, with the local account its
+/// connection is bound to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemoteLeaf {
+    /// `nats-leaf://[user:pass@]host[:port]` (or `nats://`); tried in turn.
+    pub urls: Vec<String>,
+    /// The local account (`None`: `$G`).
+    pub account: Option<String>,
+}
+
+impl RemoteLeaf {
+    /// The parsed URLs (checked at load).
+    pub fn parsed_urls(&self) -> Vec<RouteUrl> {
+        self.urls
+            .iter()
+            .filter_map(|u| RouteUrl::parse_leaf(u).ok())
+            .collect()
+    }
+}
+
 /// A route URL: `nats://[user[:pass]@]host[:port]` (also `nats-route://`, or no scheme).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteUrl {
@@ -177,6 +244,42 @@ pub struct RouteUrl {
 }
 
 impl RouteUrl {
+    /// A leaf node remote URL: `nats-leaf://`, `nats://` or no scheme; port 7422 if none.
+    pub fn parse_leaf(text: &str) -> Result<RouteUrl, String> {
+        let (scheme, rest) = text.split_once("://").unwrap_or(("nats", text));
+        match scheme.to_ascii_lowercase().as_str() {
+            "nats-leaf" | "nats" | "leaf" => {}
+            "tls" | "ws" | "wss" => {
+                return Err(format!(
+                    "invalid leaf node URL \"{text}\": {scheme}:// is not supported by midge yet"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "invalid leaf node URL \"{text}\": the scheme must be nats-leaf://"
+                ))
+            }
+        }
+        let has_port = {
+            let host = rest
+                .rsplit_once('@')
+                .map_or(rest, |(_, h)| h)
+                .trim_end_matches('/');
+            if let Some(v6) = host.strip_prefix('[') {
+                v6.split_once(']')
+                    .is_some_and(|(_, after)| after.starts_with(':'))
+            } else {
+                host.contains(':')
+            }
+        };
+        let mut url = RouteUrl::parse(&format!("nats://{rest}"))
+            .map_err(|e| e.replace("route URL", "leaf node URL"))?;
+        if !has_port {
+            url.port = DEFAULT_LEAF_PORT;
+        }
+        Ok(url)
+    }
+
     pub fn parse(text: &str) -> Result<RouteUrl, String> {
         let bad = |why: &str| format!("invalid route URL \"{text}\": {why}");
         let rest = match text.split_once("://") {
@@ -479,6 +582,8 @@ pub enum OptionsError {
     Permissions { user: String, message: String },
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("leafnodes: {0}")]
+    Leaf(String),
     #[error("user \"{user}\" is in account \"{account}\", which is not defined")]
     UnknownAccount { user: String, account: String },
     #[error("account \"{account}\": {message}")]
@@ -604,6 +709,35 @@ impl Options {
         }
         for route in &self.cluster.routes {
             RouteUrl::parse(route).map_err(OptionsError::Cluster)?;
+        }
+        let leaf_accounts = self
+            .leafnodes
+            .remotes
+            .iter()
+            .filter_map(|r| r.account.as_ref())
+            .chain(self.leafnodes.account.iter())
+            .chain(
+                self.leafnodes
+                    .users
+                    .iter()
+                    .filter_map(|u| u.account.as_ref()),
+            );
+        for account in leaf_accounts {
+            let known = account == crate::core::GLOBAL_ACCOUNT
+                || self.accounts.iter().any(|a| &a.name == account);
+            if !known {
+                return Err(OptionsError::Leaf(format!(
+                    "account \"{account}\" is not defined"
+                )));
+            }
+        }
+        for remote in &self.leafnodes.remotes {
+            if remote.urls.is_empty() {
+                return Err(OptionsError::Leaf("a remote needs a url".into()));
+            }
+            for url in &remote.urls {
+                RouteUrl::parse_leaf(url).map_err(OptionsError::Leaf)?;
+            }
         }
         if self
             .cluster

@@ -136,6 +136,7 @@ const FIXED: &[(&str, ShowOption)] = &[
     // Everything in the `cluster {}` block but `routes` (reloadable, so equal in the probe
     // this is shown from).
     ("cluster", |o| format!("{:?}", o.cluster)),
+    ("leafnodes", |o| format!("{:?}", o.leafnodes)),
 ];
 
 /// The configuration in force: its digest and when it was loaded.

@@ -73,6 +73,8 @@ pub(crate) struct ServerInner {
     pub verifier: crate::auth::Verifier,
     /// System account events and services (see `sys.rs`).
     pub sys: crate::sys::SysState,
+    /// Leaf node connections (see `leaf.rs`).
+    pub leafs: crate::leaf::Leafs,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -352,6 +354,7 @@ impl Server {
             tls: RwLock::new(tls),
             verifier: crate::auth::Verifier::default(),
             sys: crate::sys::SysState::default(),
+            leafs: crate::leaf::Leafs::default(),
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -373,6 +376,8 @@ impl Server {
         if inner.tls.read().is_some() {
             info!("TLS required for client connections");
         }
+        // Bound before anything is spawned, so a taken port fails start-up cleanly.
+        crate::leaf::start(&inner).await?;
         crate::core::imports::apply(&inner, &inner.opts());
         crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));

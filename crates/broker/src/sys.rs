@@ -152,8 +152,13 @@ struct DisconnectEvent<'a> {
 
 /// An event id: 22 random base-62 characters, the shape of a NUID.
 fn event_id() -> String {
+    random_id(22)
+}
+
+/// `len` random base-62 characters.
+pub(crate) fn random_id(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    (0..22)
+    (0..len)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
         .collect()
 }

@@ -286,6 +286,34 @@ impl<T: Clone + PartialEq> Sublist<T> {
         removed
     }
 
+    /// Every subscription stored, in no particular order (a snapshot: for sending a new
+    /// peer the whole interest).
+    pub fn all(&self) -> Vec<T>
+    where
+        T: Clone,
+    {
+        let inner = self.inner.read();
+        let mut out = Vec::with_capacity(inner.count);
+        let mut stack: Vec<&Level<T>> = vec![&inner.root];
+        while let Some(level) = stack.pop() {
+            let nodes = level
+                .literals
+                .values()
+                .chain(level.pwc.as_deref())
+                .chain(level.fwc.as_deref());
+            for node in nodes {
+                out.extend(node.psubs.iter().cloned());
+                for group in &node.qsubs {
+                    out.extend(group.subs.iter().cloned());
+                }
+                if let Some(next) = node.next.as_deref() {
+                    stack.push(next);
+                }
+            }
+        }
+        out
+    }
+
     /// The subscriptions a literal publish subject reaches. A subject with an empty token
     /// reaches nobody.
     pub fn matches(&self, subject: &[u8]) -> Arc<MatchResult<T>> {
@@ -861,6 +889,9 @@ mod tests {
         assert_eq!(s.count(), 3);
         assert_eq!(s.generation(), s.generation());
         assert_eq!(s.remove_batch(std::iter::empty()), 0);
+        let mut all = s.all();
+        all.sort_unstable();
+        assert_eq!(all, [2, 3, 4]);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
     AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
-    Options, Permissions, ResponsePermission, ResponseType, RouteUrl, SubjectPermission,
-    TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
+    LeafOptions, Options, Permissions, RemoteLeaf, ResponsePermission, ResponseType, RouteUrl,
+    SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
 
@@ -41,8 +41,6 @@ impl fmt::Display for ConfWarning {
 /// Top-level keys of nats-server features midge does not implement: asking for them fails.
 const UNSUPPORTED: &[&str] = &[
     "jetstream",
-    "leafnodes",
-    "leaf",
     "gateway",
     "websocket",
     "ws",
@@ -381,6 +379,7 @@ impl Options {
                 self.no_system_account = v.as_bool(key)?;
             }
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
+            "leafnodes" | "leaf" => self.leafnodes = parse_leafnodes(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
             lower if UNSUPPORTED.contains(&lower) => {
                 if v.kind != ValueKind::Bool(false) {
@@ -782,6 +781,114 @@ fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorizat
 
 /// The `cluster {}` block, with nats-server's rules: no tokens or users lists in its
 /// authorization, and `tls` is refused because midge has no TLS yet.
+/// `leafnodes { listen, advertise, no_advertise, authorization {...}, remotes: [...] }`.
+fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, ConfError> {
+    let map = v.as_map(key)?;
+    let mut leaf = LeafOptions::default();
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = parse_host_port(v, &k)?;
+                if let Some(host) = host {
+                    leaf.host = host;
+                }
+                leaf.port = Some(port);
+            }
+            "port" => leaf.port = Some(parse_port(v, &k)?),
+            "host" | "net" => leaf.host = parse_ip(v.as_str(&k)?, v, &k)?,
+            "advertise" => leaf.advertise = Some(v.as_str(&k)?.to_string()),
+            "no_advertise" => leaf.no_advertise = v.as_bool(&k)?,
+            "reconnect" | "reconnect_delay" => {
+                leaf.reconnect = parse_seconds_or_duration(v, &k, ctx)?;
+            }
+            "authorization" => {
+                for e in v.as_map(&k)?.entries() {
+                    let ek = format!("{k}.{}", e.key);
+                    match e.key.to_ascii_lowercase().as_str() {
+                        "user" | "username" => leaf.user = Some(e.value.as_str(&ek)?.to_string()),
+                        "password" | "pass" => {
+                            leaf.password = Some(e.value.as_str(&ek)?.to_string());
+                        }
+                        "account" => leaf.account = Some(e.value.as_str(&ek)?.to_string()),
+                        "timeout" => {
+                            leaf.auth_timeout = parse_seconds_or_duration(&e.value, &ek, ctx)?
+                        }
+                        "users" => {
+                            for (i, item) in e.value.as_array(&ek)?.iter().enumerate() {
+                                let uk = format!("{ek}[{i}]");
+                                let mut user = User::default();
+                                for f in item.as_map(&uk)?.entries() {
+                                    let fk = format!("{uk}.{}", f.key);
+                                    match f.key.to_ascii_lowercase().as_str() {
+                                        "user" | "username" => {
+                                            user.user = f.value.as_str(&fk)?.to_string()
+                                        }
+                                        "password" | "pass" => {
+                                            user.password = f.value.as_str(&fk)?.to_string()
+                                        }
+                                        "account" => {
+                                            user.account = Some(f.value.as_str(&fk)?.to_string())
+                                        }
+                                        _ if f.used_as_variable => {}
+                                        _ => return Err(unsupported(f)),
+                                    }
+                                }
+                                if user.user.is_empty() {
+                                    return Err(
+                                        item.invalid(&uk, "a leaf node user needs a 'user'")
+                                    );
+                                }
+                                leaf.users.push(user);
+                            }
+                        }
+                        _ if e.used_as_variable => {}
+                        _ => return Err(unsupported(e)),
+                    }
+                }
+                if leaf.user.is_some() && !leaf.users.is_empty() {
+                    return Err(v.invalid(&k, "cannot have a single user and a users list"));
+                }
+            }
+            "remotes" => {
+                for (i, item) in v.as_array(&k)?.iter().enumerate() {
+                    let rk = format!("{k}[{i}]");
+                    let mut remote = RemoteLeaf::default();
+                    for e in item.as_map(&rk)?.entries() {
+                        let ek = format!("{rk}.{}", e.key);
+                        match e.key.to_ascii_lowercase().as_str() {
+                            "url" | "urls" => {
+                                let urls: Vec<&Value> = match &e.value.kind {
+                                    ValueKind::String(_) => vec![&e.value],
+                                    _ => e.value.as_array(&ek)?.iter().collect(),
+                                };
+                                for u in urls {
+                                    let text = u.as_str(&ek)?;
+                                    RouteUrl::parse_leaf(text).map_err(|m| u.invalid(&ek, m))?;
+                                    remote.urls.push(text.to_string());
+                                }
+                            }
+                            "account" | "local" => {
+                                remote.account = Some(e.value.as_str(&ek)?.to_string());
+                            }
+                            _ if e.used_as_variable => {}
+                            _ => return Err(unsupported(e)),
+                        }
+                    }
+                    if remote.urls.is_empty() {
+                        return Err(item.invalid(&rk, "a remote needs a 'url' or 'urls'"));
+                    }
+                    leaf.remotes.push(remote);
+                }
+            }
+            _ if entry.used_as_variable => {}
+            _ => return Err(unsupported(entry)),
+        }
+    }
+    Ok(leaf)
+}
+
 fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, ConfError> {
     let map = v.as_map(key)?;
     let mut cluster = ClusterOptions::default();

@@ -79,6 +79,7 @@ impl Options {
         }
         render_auth(self, &mut out);
         render_cluster(self, &mut out);
+        render_leafnodes(self, &mut out);
         if let Some(tls) = &self.tls {
             out.push_str("tls {\n");
             let _ = writeln!(
@@ -104,6 +105,66 @@ impl Options {
 
 /// The `cluster {}` block, written only when clustering is on or something in it is set, so
 /// a plain server's file stays free of it.
+fn render_leafnodes(options: &Options, out: &mut String) {
+    let l = &options.leafnodes;
+    if *l == crate::options::LeafOptions::default() {
+        return;
+    }
+    out.push_str("leafnodes {\n");
+    let _ = writeln!(out, "  host: {}", quote(&l.host.to_string()));
+    if let Some(port) = l.port {
+        let _ = writeln!(out, "  port: {port}");
+    }
+    if let Some(a) = &l.advertise {
+        let _ = writeln!(out, "  advertise: {}", quote(a));
+    }
+    if l.no_advertise {
+        out.push_str("  no_advertise: true\n");
+    }
+    let _ = writeln!(out, "  reconnect: {}", duration(l.reconnect));
+    out.push_str("  authorization {\n");
+    if let Some(u) = &l.user {
+        let _ = writeln!(out, "    user: {}", quote(u));
+    }
+    if let Some(p) = &l.password {
+        let _ = writeln!(out, "    password: {}", quote(p));
+    }
+    if let Some(a) = &l.account {
+        let _ = writeln!(out, "    account: {}", quote(a));
+    }
+    let _ = writeln!(out, "    timeout: {}", duration(l.auth_timeout));
+    if !l.users.is_empty() {
+        out.push_str("    users: [\n");
+        for u in &l.users {
+            let _ = write!(
+                out,
+                "      {{user: {}, password: {}",
+                quote(&u.user),
+                quote(&u.password)
+            );
+            if let Some(a) = &u.account {
+                let _ = write!(out, ", account: {}", quote(a));
+            }
+            out.push_str("}\n");
+        }
+        out.push_str("    ]\n");
+    }
+    out.push_str("  }\n");
+    if !l.remotes.is_empty() {
+        out.push_str("  remotes: [\n");
+        for r in &l.remotes {
+            let urls: Vec<String> = r.urls.iter().map(|u| quote(u)).collect();
+            let _ = write!(out, "    {{urls: [{}]", urls.join(", "));
+            if let Some(a) = &r.account {
+                let _ = write!(out, ", account: {}", quote(a));
+            }
+            out.push_str("}\n");
+        }
+        out.push_str("  ]\n");
+    }
+    out.push_str("}\n");
+}
+
 fn render_cluster(options: &Options, out: &mut String) {
     let c = &options.cluster;
     if *c == crate::options::ClusterOptions::default() {

@@ -619,7 +619,7 @@ fn unsupported_features_and_ignored_options() {
     );
     for key in [
         "accounts { A: { mappings: {} } }",
-        "leafnodes {}",
+        "leafnodes { tls {} }",
         "cluster { port: 6222, tls {} }",
         "websocket {}",
         "mqtt {}",
@@ -999,6 +999,21 @@ fn sample_options() -> Options {
             advertise: Some("demo-0:6222".into()),
             no_advertise: true,
             connect_retries: 7,
+        },
+        leafnodes: crate::options::LeafOptions {
+            port: Some(7422),
+            advertise: Some("hub.example:7422".into()),
+            users: vec![User {
+                user: "edge".into(),
+                password: "e p".into(),
+                permissions: None,
+                account: Some("B".into()),
+            }],
+            remotes: vec![crate::options::RemoteLeaf {
+                urls: vec!["nats-leaf://u:p@cloud:7422".into(), "nats://other".into()],
+                account: Some("B".into()),
+            }],
+            ..crate::options::LeafOptions::default()
         },
         config_watch: true,
         allow_non_tls: true,

@@ -32,6 +32,7 @@ use super::imports::{self, Responses, ServiceImport, Shadow};
 use super::{Account, InternalSub, SubRef, Subscriber, Subscription};
 use crate::client::{ClientShared, CloseReason, Queued};
 use crate::cluster::{self, Route};
+use crate::leaf::Leaf;
 use crate::server::ServerInner;
 
 /// Who published a message, which decides where it may go.
@@ -44,6 +45,11 @@ pub(crate) enum Origin<'a> {
     },
     /// A route, with the queue groups the sending server chose this server for.
     Route { queues: &'a [u8] },
+    /// A leaf node connection, with the queue groups the other side chose this side for.
+    Leaf {
+        leaf: &'a Arc<Leaf>,
+        queues: &'a [u8],
+    },
     /// The server itself (system events, service replies): goes everywhere.
     Internal,
 }
@@ -51,6 +57,35 @@ pub(crate) enum Origin<'a> {
 impl Origin<'_> {
     fn is_route(&self) -> bool {
         matches!(self, Origin::Route { .. })
+    }
+
+    /// Queue groups named by the sender (routes and leafs choose for us); `None` for a
+    /// publisher that lets this server choose.
+    fn named_queues(&self) -> Option<&[u8]> {
+        match self {
+            Origin::Route { queues } | Origin::Leaf { queues, .. } => Some(queues),
+            _ => None,
+        }
+    }
+
+    /// Whether a message from here may go out over routes: not from a route (one hop), and
+    /// not from a spoke leaf (the hub sent every server of this leaf cluster its own copy).
+    fn may_use_routes(&self) -> bool {
+        match self {
+            Origin::Route { .. } => false,
+            Origin::Leaf { leaf, .. } => !leaf.spoke,
+            _ => true,
+        }
+    }
+
+    /// Whether a message from here may go to leaf connection `to`: never back where it
+    /// came from, and from a route only to hub-side leafs (a spoke's hub gets it directly).
+    fn may_use_leaf(&self, to: &Arc<Leaf>) -> bool {
+        match self {
+            Origin::Leaf { leaf, .. } => !Arc::ptr_eq(leaf, to),
+            Origin::Route { .. } => !to.spoke,
+            _ => true,
+        }
     }
 
     /// True when `c` is the publishing client and it asked not to get its own messages.
@@ -159,6 +194,9 @@ pub(crate) struct Router {
     targets: Vec<Arc<Route>>,
     /// (index in `targets`, index of the queue group in the match result).
     target_queues: Vec<(usize, usize)>,
+    /// Leaf connections the current message goes to, once each, and their queue groups.
+    leaf_targets: Vec<Arc<Leaf>>,
+    leaf_target_queues: Vec<(usize, usize)>,
     pub batch_out_msgs: u64,
     pub batch_out_bytes: u64,
     /// Receivers over half of `max_pending` during this read: the publisher's transport
@@ -187,6 +225,8 @@ impl Router {
             route_max_pending: max_pending.max(cluster::ROUTE_MIN_MAX_PENDING),
             targets: Vec::new(),
             target_queues: Vec::new(),
+            leaf_targets: Vec::new(),
+            leaf_target_queues: Vec::new(),
             batch_out_msgs: 0,
             batch_out_bytes: 0,
             depth: 0,
@@ -262,8 +302,13 @@ impl Router {
                     }
                 }
                 Subscriber::Route(r) => {
-                    if !from_route {
+                    if origin.may_use_routes() {
                         self.target(r);
+                    }
+                }
+                Subscriber::Leaf(l) => {
+                    if origin.may_use_leaf(l) {
+                        self.leaf_target(l);
                     }
                 }
                 Subscriber::Internal(i) => {
@@ -281,7 +326,7 @@ impl Router {
             }
         }
         for (gi, group) in result.qsubs.iter().enumerate() {
-            if let Origin::Route { queues } = origin {
+            if let Some(queues) = origin.named_queues() {
                 if !queue_names(queues).any(|q| q == &*group.name) {
                     continue;
                 }
@@ -290,6 +335,9 @@ impl Router {
         }
         if !self.targets.is_empty() {
             delivered |= self.send_to_routes(account, result, subj, reply, headers, payload);
+        }
+        if !self.leaf_targets.is_empty() {
+            delivered |= self.send_to_leafs(result, subj, reply, headers, payload);
         }
         delivered
     }
@@ -311,29 +359,41 @@ impl Router {
         if n == 0 {
             return false;
         }
-        let from_route = origin.is_route();
-        let start = if from_route {
+        let use_routes = origin.may_use_routes();
+        // Leaf members are on the other side: they take a message only when nobody on
+        // this side (local or over a route) did, so they weigh nothing in the draw.
+        let weight = |s: &Subscription| match s.owner {
+            Subscriber::Leaf(_) => 0,
+            Subscriber::Route(_) if !use_routes => 0,
+            _ => s.weight(),
+        };
+        let start = if !use_routes {
             self.next_random() as usize % n
         } else {
-            let total: u64 = members.iter().map(|s| s.0.weight()).sum();
-            let mut pick = self.next_random() % total;
-            let mut chosen = 0;
-            for (i, s) in members.iter().enumerate() {
-                let w = s.0.weight();
-                if pick < w {
-                    chosen = i;
-                    break;
+            let total: u64 = members.iter().map(|s| weight(&s.0)).sum();
+            if total == 0 {
+                0
+            } else {
+                let mut pick = self.next_random() % total;
+                let mut chosen = 0;
+                for (i, s) in members.iter().enumerate() {
+                    let w = weight(&s.0);
+                    if pick < w {
+                        chosen = i;
+                        break;
+                    }
+                    pick -= w;
                 }
-                pick -= w;
+                if let Subscriber::Route(r) = &members[chosen].0.owner {
+                    let t = self.target(r);
+                    self.target_queues.push((t, gi));
+                    return true;
+                }
+                chosen
             }
-            if let Subscriber::Route(r) = &members[chosen].0.owner {
-                let t = self.target(r);
-                self.target_queues.push((t, gi));
-                return true;
-            }
-            chosen
         };
         let mut fallback: Option<&Arc<Route>> = None;
+        let mut leaf_fallback: Option<&Arc<Leaf>> = None;
         for i in 0..n {
             let s = &members[(start + i) % n].0;
             if let Some(shadow) = &s.shadow {
@@ -353,6 +413,12 @@ impl Router {
                     fallback.get_or_insert(r);
                     false
                 }
+                Subscriber::Leaf(l) => {
+                    if origin.may_use_leaf(l) {
+                        leaf_fallback.get_or_insert(l);
+                    }
+                    false
+                }
                 // Imports and responses never join queue groups.
                 Subscriber::Service(_) | Subscriber::Responses(_) => false,
             };
@@ -360,14 +426,73 @@ impl Router {
                 return true;
             }
         }
-        match fallback {
-            Some(r) if !from_route => {
+        match (fallback, leaf_fallback) {
+            (Some(r), _) if use_routes => {
                 let t = self.target(r);
                 self.target_queues.push((t, gi));
                 true
             }
+            (_, Some(l)) => {
+                let t = self.leaf_target(l);
+                self.leaf_target_queues.push((t, gi));
+                true
+            }
             _ => false,
         }
+    }
+
+    fn leaf_target(&mut self, leaf: &Arc<Leaf>) -> usize {
+        match self.leaf_targets.iter().position(|t| Arc::ptr_eq(t, leaf)) {
+            Some(i) => i,
+            None => {
+                self.leaf_targets.push(leaf.clone());
+                self.leaf_targets.len() - 1
+            }
+        }
+    }
+
+    /// One `LMSG` per target leaf connection, naming the queue groups it was chosen for.
+    fn send_to_leafs(
+        &mut self,
+        result: &MatchResult<SubRef>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let size = (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        let mut sent = false;
+        let targets = std::mem::take(&mut self.leaf_targets);
+        for (ti, leaf) in targets.iter().enumerate() {
+            let queues = self
+                .leaf_target_queues
+                .iter()
+                .filter(move |(t, _)| *t == ti)
+                .map(|&(_, gi)| &*result.qsubs[gi].name);
+            let pending = leaf.conn.append(1, size, |out| {
+                encode::lmsg(out, subj, reply, queues, headers, payload)
+            });
+            let Some(pending) = pending else {
+                continue;
+            };
+            sent = true;
+            self.batch_out_msgs += 1;
+            self.batch_out_bytes += size;
+            if pending > self.route_max_pending {
+                warn!(
+                    lid = leaf.id,
+                    "Leafnode pending data over {} bytes, closing the connection",
+                    self.route_max_pending
+                );
+                let _ = leaf.conn.close(CloseReason::SlowConsumerPendingBytes);
+                continue;
+            }
+            self.queue_wake(&leaf.conn);
+        }
+        self.leaf_targets = targets;
+        self.leaf_targets.clear();
+        self.leaf_target_queues.clear();
+        sent
     }
 
     fn target(&mut self, route: &Arc<Route>) -> usize {
@@ -507,6 +632,8 @@ impl Router {
         // The outer message's route targets are not this one's.
         let targets = std::mem::take(&mut self.targets);
         let target_queues = std::mem::take(&mut self.target_queues);
+        let leaf_targets = std::mem::take(&mut self.leaf_targets);
+        let leaf_target_queues = std::mem::take(&mut self.leaf_target_queues);
         self.depth += 1;
         let delivered = self.route(
             account,
@@ -520,6 +647,8 @@ impl Router {
         self.depth -= 1;
         self.targets = targets;
         self.target_queues = target_queues;
+        self.leaf_targets = leaf_targets;
+        self.leaf_target_queues = leaf_target_queues;
         delivered
     }
 
@@ -635,14 +764,21 @@ pub(crate) fn subscribe(srv: &ServerInner, sub: &Arc<Subscription>) -> Result<()
     if announced(sub) {
         cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), true);
     }
+    crate::leaf::interest_changed(srv, sub, true);
     imports::add_shadows(srv, sub);
     Ok(())
 }
 
 /// Whether routes hear of a subscription: not of their own, nor of service imports (each
-/// server runs its own).
+/// server runs its own), nor of what a hub told this leaf server (the hub tells each
+/// server of a leaf cluster itself).
 fn announced(sub: &Subscription) -> bool {
-    !matches!(sub.owner, Subscriber::Route(_) | Subscriber::Service(_)) || sub.shadow.is_some()
+    match &sub.owner {
+        _ if sub.shadow.is_some() => true,
+        Subscriber::Route(_) | Subscriber::Service(_) => false,
+        Subscriber::Leaf(l) => !l.spoke,
+        _ => true,
+    }
 }
 
 /// Removes a subscription from its owner's table and its account. Safe to call twice.
@@ -650,6 +786,7 @@ pub(crate) fn unsubscribe(srv: &ServerInner, sub: &Arc<Subscription>) {
     let owned = match &sub.owner {
         Subscriber::Client(c) => c.forget_sub(sub),
         Subscriber::Route(r) => r.forget_sub(sub),
+        Subscriber::Leaf(l) => l.forget_sub(sub),
         Subscriber::Internal(_) | Subscriber::Service(_) | Subscriber::Responses(_) => true,
     };
     if owned {
@@ -664,9 +801,11 @@ pub(crate) fn remove_from_account(srv: &ServerInner, sub: &Arc<Subscription>) {
         .sublist
         .remove(&sub.subject, sub.queue.as_deref(), &SubRef(sub.clone()))
         .is_ok()
-        && announced(sub)
     {
-        cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), false);
+        if announced(sub) {
+            cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), false);
+        }
+        crate::leaf::interest_changed(srv, sub, false);
     }
     imports::remove_shadows(srv, sub);
 }
@@ -697,6 +836,7 @@ pub(crate) fn remove_batch_from_account(srv: &ServerInner, subs: &[Arc<Subscript
         if announced(s) {
             cluster::local_interest(srv, &s.account, &s.subject, s.queue.as_deref(), false);
         }
+        crate::leaf::interest_changed(srv, s, false);
         imports::remove_shadows(srv, s);
     }
 }

@@ -29,6 +29,8 @@ pub(crate) enum Subscriber {
     /// The response subjects (`_R_.<id>.>`) of an exporting account: replies to requests
     /// that came in through a service import go back to the importer's reply subject.
     Responses(Arc<super::imports::Responses>),
+    /// Interest a leaf node connection announced (`LS+`): `LMSG` frames go to it.
+    Leaf(Arc<crate::leaf::Leaf>),
 }
 
 /// A subscription: shared by its owner's table (a client's sids, a route's interest) and

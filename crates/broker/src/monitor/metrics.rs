@@ -108,6 +108,12 @@ pub(crate) fn render(state: &MonitorState) -> String {
         routes,
     );
     o.metric(
+        "gnatsd_varz_leafnodes",
+        "gauge",
+        "Connected leaf node connections.",
+        srv.leafs.count(),
+    );
+    o.metric(
         "gnatsd_varz_mem",
         "gauge",
         "Resident memory in bytes.",

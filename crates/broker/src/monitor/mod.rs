@@ -326,7 +326,7 @@ pub(crate) fn handle(
         "/connz" => connz::connz(&state.srv, &query).map(|c| Reply::json(200, &c, callback)),
         "/subsz" => subsz::subsz(&state.srv, &query).map(|s| Reply::json(200, &s, callback)),
         "/routez" => Ok(Reply::json(200, &routez(&state.srv), callback)),
-        "/leafz" => Ok(Reply::json(200, &leafz(&state.srv), callback)),
+        "/leafz" => Ok(Reply::json(200, &leafz(&state.srv, &query), callback)),
         "/accountz" => accountz(&state.srv, &query).map(|a| Reply::json(200, &a, callback)),
         "/metrics" => Ok(Reply::new(
             200,
@@ -354,7 +354,7 @@ pub(crate) fn endpoint_json(
         "CONNZ" => value(&connz::connz(srv, query).map_err(|e| e.to_string())?),
         "SUBSZ" => value(&subsz::subsz(srv, query).map_err(|e| e.to_string())?),
         "ROUTEZ" => value(&routez(srv)),
-        "LEAFZ" => value(&leafz(srv)),
+        "LEAFZ" => value(&leafz(srv, query)),
         "ACCOUNTZ" => value(&accountz(srv, query).map_err(|e| e.to_string())?),
         "HEALTHZ" => Ok(serde_json::json!({ "status": "ok" })),
         other => Err(format!("unknown endpoint {other}")),
@@ -616,15 +616,21 @@ struct Leafz {
     server_id: String,
     now: String,
     leafnodes: usize,
-    leafs: Vec<serde_json::Value>,
+    leafs: Vec<crate::leaf::LeafStats>,
 }
 
-fn leafz(srv: &ServerInner) -> Leafz {
+fn leafz(srv: &ServerInner, q: &Query) -> Leafz {
+    let subs = q.bool("subs").unwrap_or(false);
+    let acc = q.get("acc");
+    let leafs: Vec<_> = crate::leaf::stats(srv, subs)
+        .into_iter()
+        .filter(|l| acc.is_none_or(|a| a == l.account))
+        .collect();
     Leafz {
         server_id: srv.id.clone(),
         now: rfc3339(SystemTime::now()),
-        leafnodes: 0,
-        leafs: Vec::new(),
+        leafnodes: leafs.len(),
+        leafs,
     }
 }
 

@@ -38,7 +38,7 @@ pub(crate) struct Varz {
     max_pending: usize,
     cluster: ClusterVarz,
     gateway: Empty,
-    leaf: Empty,
+    leaf: LeafVarz,
     mqtt: Empty,
     websocket: Empty,
     jetstream: Empty,
@@ -70,6 +70,25 @@ pub(crate) struct Varz {
 /// An unconfigured section: `{}`.
 #[derive(Debug, Serialize)]
 struct Empty {}
+
+/// nats-server's `LeafNodeOptsVarz`: empty (`{}`) without leaf nodes.
+#[derive(Debug, Serialize)]
+struct LeafVarz {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remotes: Vec<LeafRemoteVarz>,
+}
+
+#[derive(Debug, Serialize)]
+struct LeafRemoteVarz {
+    local_account: String,
+    urls: Vec<String>,
+}
 
 /// nats-server's `ClusterOptsVarz`: empty (`{}`) without clustering.
 #[derive(Debug, Serialize, Default)]
@@ -142,7 +161,31 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
             None => ClusterVarz::default(),
         },
         gateway: Empty {},
-        leaf: Empty {},
+        leaf: {
+            let l = &opts.leafnodes;
+            let addr = *srv.leafs.listen_addr.lock();
+            LeafVarz {
+                host: addr.map(|a| a.ip().to_string()),
+                port: addr.map(|a| a.port()),
+                auth_timeout: addr.map(|_| l.auth_timeout.as_secs_f64()),
+                remotes: l
+                    .remotes
+                    .iter()
+                    .map(|r| LeafRemoteVarz {
+                        local_account: r
+                            .account
+                            .clone()
+                            .unwrap_or_else(|| crate::core::GLOBAL_ACCOUNT.to_string()),
+                        // Credentials stay out of monitoring.
+                        urls: r
+                            .parsed_urls()
+                            .iter()
+                            .map(|u| format!("nats-leaf://{}", u.host_port()))
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        },
         mqtt: Empty {},
         websocket: Empty {},
         jetstream: Empty {},
@@ -167,7 +210,7 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
             .cluster
             .as_ref()
             .map_or(0, |c| c.num_routes.load(Ordering::Relaxed)),
-        leafnodes: 0,
+        leafnodes: srv.leafs.count(),
         in_msgs: stats.in_msgs.load(Ordering::Relaxed),
         out_msgs: stats.out_msgs.load(Ordering::Relaxed),
         in_bytes: stats.in_bytes.load(Ordering::Relaxed),

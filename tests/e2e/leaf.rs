@@ -1,0 +1,403 @@
+//! Leaf nodes: a leaf server dials a hub and the two share one account's subject space.
+//! Every topology runs with real processes and async-nats clients: midge hub + midge leaf,
+//! midge hub + nats-server leaf, nats-server hub + midge leaf (the protocol is
+//! nats-server 2.9's), and nats-server on both sides as the reference.
+//!
+//! Interest crosses the leaf connection a moment after a SUB, so each check publishes until
+//! the first message arrives (bounded by a deadline), then checks exact counts.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use midge_tests::{free_port, ServerKind, TestServer};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn client(server: &TestServer) -> async_nats::Client {
+    async_nats::connect(server.url())
+        .await
+        .unwrap_or_else(|e| panic!("{} connect: {e}", server.kind()))
+}
+
+/// Returns once the server processed everything `c` sent before.
+async fn sync(c: &async_nats::Client) {
+    let inbox = c.new_inbox();
+    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
+    c.publish(inbox, "sync".into()).await.expect("publish");
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("round trip in time")
+        .expect("subscription open");
+}
+
+/// A hub listening for leafs on `leaf_port` (with `extra` config), and a leaf dialling it.
+async fn pair(
+    hub: ServerKind,
+    leaf: ServerKind,
+    hub_extra: &str,
+    remote_url: &str,
+) -> (TestServer, TestServer) {
+    let hub = TestServer::start(hub, hub_extra).await;
+    let leaf = TestServer::start(
+        leaf,
+        &format!("leafnodes {{\n  remotes: [{{url: \"{remote_url}\"}}]\n}}\n"),
+    )
+    .await;
+    (hub, leaf)
+}
+
+/// Publishes `subject` from `publisher` until `sub` receives something (interest has
+/// crossed); drains the probes.
+async fn until_crossed(
+    publisher: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &str,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        publisher
+            .publish(subject.to_string(), "probe".into())
+            .await
+            .expect("publish");
+        sync(publisher).await;
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: never crossed"
+        );
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {}
+}
+
+/// Pub/sub both ways, request/reply across, and a queue group with members on both sides:
+/// each message once, the publisher's side preferred.
+async fn hub_and_leaf(hub_kind: ServerKind, leaf_kind: ServerKind) {
+    let port = free_port();
+    let label = format!("hub {hub_kind}, leaf {leaf_kind}");
+    let (hub, leaf) = pair(
+        hub_kind,
+        leaf_kind,
+        &format!("leafnodes {{\n  listen: 127.0.0.1:{port}\n}}\n"),
+        &format!("nats-leaf://127.0.0.1:{port}"),
+    )
+    .await;
+    let on_hub = client(&hub).await;
+    let on_leaf = client(&leaf).await;
+
+    // Hub -> leaf and leaf -> hub.
+    let mut leaf_sub = on_leaf.subscribe("down.>").await.expect("sub");
+    sync(&on_leaf).await;
+    until_crossed(
+        &on_hub,
+        &mut leaf_sub,
+        "down.probe",
+        &format!("{label}: hub -> leaf"),
+    )
+    .await;
+    let mut hub_sub = on_hub.subscribe("up.>").await.expect("sub");
+    sync(&on_hub).await;
+    until_crossed(
+        &on_leaf,
+        &mut hub_sub,
+        "up.probe",
+        &format!("{label}: leaf -> hub"),
+    )
+    .await;
+    for i in 0..50 {
+        on_hub
+            .publish(format!("down.{i}"), "d".into())
+            .await
+            .expect("pub");
+        on_leaf
+            .publish(format!("up.{i}"), "u".into())
+            .await
+            .expect("pub");
+    }
+    sync(&on_hub).await;
+    sync(&on_leaf).await;
+    for i in 0..50 {
+        let m = tokio::time::timeout(WAIT, leaf_sub.next())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(m.subject.as_str(), format!("down.{i}"), "{label}");
+        let m = tokio::time::timeout(WAIT, hub_sub.next())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(m.subject.as_str(), format!("up.{i}"), "{label}");
+    }
+    // A message never comes back over the connection it crossed: one copy each.
+    let mut echo_check = on_hub.subscribe("down.>").await.expect("sub");
+    sync(&on_hub).await;
+    on_hub.publish("down.once", "x".into()).await.expect("pub");
+    sync(&on_hub).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, echo_check.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .subject
+            .as_str(),
+        "down.once"
+    );
+    on_hub.publish("down.mark", "x".into()).await.expect("pub");
+    sync(&on_hub).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, echo_check.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .subject
+            .as_str(),
+        "down.mark",
+        "{label}: down.once came back over the leaf"
+    );
+
+    // Request/reply: a service on the leaf answers a requester on the hub.
+    let mut service = on_leaf.subscribe("svc.time").await.expect("sub");
+    sync(&on_leaf).await;
+    let responder = {
+        let c = on_leaf.clone();
+        tokio::spawn(async move {
+            while let Some(req) = service.next().await {
+                if let Some(reply) = req.reply {
+                    let _ = c.publish(reply, "now".into()).await;
+                    let _ = c.flush().await;
+                }
+            }
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            on_hub.request("svc.time", "?".into()),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => {
+                assert_eq!(&answer.payload[..], b"now", "{label}");
+                break;
+            }
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{label}: no answer across the leaf: {other:?}"
+            ),
+        }
+    }
+    responder.abort();
+
+    // Queue group with a member on each side: everything published on the hub goes to the
+    // hub's member while it is there, each message exactly once.
+    let mut hub_worker = on_hub
+        .queue_subscribe("jobs", "w".into())
+        .await
+        .expect("qsub");
+    let mut leaf_worker = on_leaf
+        .queue_subscribe("jobs", "w".into())
+        .await
+        .expect("qsub");
+    sync(&on_hub).await;
+    sync(&on_leaf).await;
+    // The leaf's member is known on the hub once a plain probe subject crosses after it.
+    let mut probe = on_leaf.subscribe("probe.after.queue").await.expect("sub");
+    sync(&on_leaf).await;
+    until_crossed(
+        &on_hub,
+        &mut probe,
+        "probe.after.queue",
+        &format!("{label}: queue probe"),
+    )
+    .await;
+    for _ in 0..100 {
+        on_hub.publish("jobs", "j".into()).await.expect("pub");
+    }
+    sync(&on_hub).await;
+    let mut on_hub_side = 0;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(300), hub_worker.next()).await
+    {
+        on_hub_side += 1;
+    }
+    let mut on_leaf_side = 0;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(300), leaf_worker.next()).await
+    {
+        on_leaf_side += 1;
+    }
+    assert_eq!(on_hub_side + on_leaf_side, 100, "{label}: each job once");
+    assert_eq!(
+        on_hub_side, 100,
+        "{label}: the publisher's side is preferred"
+    );
+    // Without a member on the hub, the leaf's member gets them.
+    drop(hub_worker);
+    sync(&on_hub).await;
+    for _ in 0..20 {
+        on_hub.publish("jobs", "j".into()).await.expect("pub");
+    }
+    sync(&on_hub).await;
+    let mut got = 0;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(500), leaf_worker.next()).await
+    {
+        got += 1;
+    }
+    assert_eq!(got, 20, "{label}: the leaf's member takes over");
+}
+
+#[tokio::test]
+async fn midge_hub_and_midge_leaf() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    hub_and_leaf(ServerKind::Midge, ServerKind::Midge).await;
+}
+
+#[tokio::test]
+async fn midge_hub_and_nats_server_leaf() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    hub_and_leaf(ServerKind::Midge, ServerKind::NatsServer).await;
+}
+
+#[tokio::test]
+async fn nats_server_hub_and_midge_leaf() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    hub_and_leaf(ServerKind::NatsServer, ServerKind::Midge).await;
+}
+
+#[tokio::test]
+async fn nats_server_hub_and_leaf_reference() {
+    hub_and_leaf(ServerKind::NatsServer, ServerKind::NatsServer).await;
+}
+
+/// Credentials: a leaf with the right user gets in (bound to the user's account), one
+/// with a wrong password never connects, both on a midge hub and on nats-server.
+#[tokio::test]
+async fn leaf_credentials_and_account_binding() {
+    midge_tests::both(|hub_kind| async move {
+        let port = free_port();
+        let hub_conf = format!(
+            "accounts {{\n  EDGE: {{ users: [{{user: e, password: e}}] }}\n  OTHER: {{ users: [{{user: o, password: o}}] }}\n}}\nleafnodes {{\n  listen: 127.0.0.1:{port}\n  authorization {{ users: [{{user: leaf, password: s3cret, account: EDGE}}] }}\n}}\n"
+        );
+        let hub = TestServer::start(hub_kind, &hub_conf).await;
+        let leaf_kind = ServerKind::Midge;
+        let good = TestServer::start(
+            leaf_kind,
+            &format!("leafnodes {{ remotes: [{{url: \"nats-leaf://leaf:s3cret@127.0.0.1:{port}\"}}] }}\n"),
+        )
+        .await;
+        let bad = TestServer::start(
+            leaf_kind,
+            &format!("leafnodes {{ remotes: [{{url: \"nats-leaf://leaf:wrong@127.0.0.1:{port}\"}}] }}\n"),
+        )
+        .await;
+        let edge = async_nats::ConnectOptions::with_user_and_password("e".into(), "e".into())
+            .connect(hub.url())
+            .await
+            .expect("login EDGE");
+        let other = async_nats::ConnectOptions::with_user_and_password("o".into(), "o".into())
+            .connect(hub.url())
+            .await
+            .expect("login OTHER");
+        let on_good = client(&good).await;
+        let mut from_edge = on_good.subscribe("edge.>").await.expect("sub");
+        sync(&on_good).await;
+        until_crossed(&edge, &mut from_edge, "edge.x", &format!("[{hub_kind}] EDGE -> leaf")).await;
+        // OTHER's messages stay in OTHER.
+        other.publish("edge.other", "no".into()).await.expect("pub");
+        sync(&other).await;
+        edge.publish("edge.mark", "yes".into()).await.expect("pub");
+        sync(&edge).await;
+        let m = tokio::time::timeout(WAIT, from_edge.next()).await.expect("in time").expect("open");
+        assert_eq!(m.subject.as_str(), "edge.mark", "[{hub_kind}] OTHER leaked to the leaf");
+        // The leaf with the wrong password gets nothing across.
+        let on_bad = client(&bad).await;
+        let mut nothing = on_bad.subscribe("edge.>").await.expect("sub");
+        sync(&on_bad).await;
+        for _ in 0..5 {
+            edge.publish("edge.y", "y".into()).await.expect("pub");
+        }
+        sync(&edge).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), nothing.next()).await.is_err(),
+            "[{hub_kind}] a leaf with a wrong password got messages"
+        );
+    })
+    .await;
+}
+
+/// The hub goes away (kill -9) and comes back on the same port: the leaf keeps serving its
+/// own clients meanwhile, reconnects by itself, and interest is sent again.
+#[tokio::test]
+async fn leaf_survives_the_hub_and_reconnects() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let port = free_port();
+    let client_port = free_port();
+    let hub_conf = format!("leafnodes {{\n  listen: 127.0.0.1:{port}\n}}\n");
+    let start_hub = || {
+        TestServer::builder(ServerKind::Midge)
+            .config(&hub_conf)
+            .arg("-p")
+            .arg(&client_port.to_string())
+            .start()
+    };
+    let hub = start_hub().await;
+    let leaf = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{port}\"}}]\n  reconnect: \"200ms\"\n}}\n"),
+    )
+    .await;
+    let on_leaf = client(&leaf).await;
+    let mut sub = on_leaf.subscribe("edge.data").await.expect("sub");
+    sync(&on_leaf).await;
+    {
+        let on_hub = client(&hub).await;
+        until_crossed(&on_hub, &mut sub, "edge.data", "before the outage").await;
+    }
+    drop(hub); // killed
+               // Local traffic on the leaf goes on during the outage.
+    let local = client(&leaf).await;
+    let mut local_sub = local.subscribe("local.only").await.expect("sub");
+    sync(&local).await;
+    on_leaf
+        .publish("local.only", "still".into())
+        .await
+        .expect("pub");
+    sync(&on_leaf).await;
+    let m = tokio::time::timeout(WAIT, local_sub.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(&m.payload[..], b"still");
+    // The hub returns; the leaf reconnects and sends its interest again.
+    let hub = start_hub().await;
+    let on_hub = client(&hub).await;
+    until_crossed(&on_hub, &mut sub, "edge.data", "after the hub came back").await;
+    on_hub
+        .publish("edge.data", "after".into())
+        .await
+        .expect("pub");
+    sync(&on_hub).await;
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(&m.payload[..], b"after");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .is_err(),
+        "a message was delivered twice after the reconnect"
+    );
+}
