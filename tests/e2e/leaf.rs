@@ -401,3 +401,98 @@ async fn leaf_survives_the_hub_and_reconnects() {
         "a message was delivered twice after the reconnect"
     );
 }
+
+/// A leaf cluster (two midge servers routed together, cluster `edge`) attached to one hub:
+/// every message is delivered once, whichever server publishes and subscribes.
+#[tokio::test]
+async fn leaf_cluster_on_one_hub_delivers_once() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let port = free_port();
+    let hub = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  listen: 127.0.0.1:{port}\n}}\n"),
+    )
+    .await;
+    let (r1, r2) = (free_port(), free_port());
+    let mut edges = Vec::new();
+    for (mine, other) in [(r1, r2), (r2, r1)] {
+        edges.push(
+            TestServer::start(
+                ServerKind::Midge,
+                &format!(
+                    "cluster {{\n  name: edge\n  listen: 127.0.0.1:{mine}\n  routes: [\"nats://127.0.0.1:{other}\"]\n}}\nleafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{port}\"}}]\n}}\n"
+                ),
+            )
+            .await,
+        );
+    }
+    let on_hub = client(&hub).await;
+    let e1 = client(&edges[0]).await;
+    let e2 = client(&edges[1]).await;
+    // Subscribers on the second edge server and on the hub.
+    let mut at_e2 = e2.subscribe("t.>").await.expect("sub");
+    let mut at_hub = on_hub.subscribe("t.>").await.expect("sub");
+    sync(&e2).await;
+    sync(&on_hub).await;
+    until_crossed(&e1, &mut at_e2, "t.probe", "edge 1 -> edge 2").await;
+    until_crossed(&e1, &mut at_hub, "t.probe2", "edge 1 -> hub").await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), at_e2.next()).await {}
+    for (name, publisher) in [("edge 1", &e1), ("hub", &on_hub)] {
+        for i in 0..20 {
+            publisher
+                .publish(format!("t.{i}"), "x".into())
+                .await
+                .expect("pub");
+        }
+        sync(publisher).await;
+        let mut got = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), at_e2.next()).await
+        {
+            got += 1;
+        }
+        assert_eq!(got, 20, "from {name}: edge 2 got each message once");
+        if name == "edge 1" {
+            let mut got = 0;
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(500), at_hub.next()).await
+            {
+                got += 1;
+            }
+            assert_eq!(got, 20, "from edge 1: the hub got each message once");
+        }
+    }
+}
+
+/// Two servers that are each other's hub and leaf form a loop: it is detected and the
+/// connection that closed it is refused.
+#[tokio::test]
+async fn a_leaf_loop_is_detected() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let (pa, pb) = (free_port(), free_port());
+    let a = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  listen: 127.0.0.1:{pa}\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{pb}\"}}]\n}}\n"),
+    )
+    .await;
+    let b = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  listen: 127.0.0.1:{pb}\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{pa}\"}}]\n}}\n"),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let logs = format!("{}\n{}", a.log_text(), b.log_text());
+        if logs.contains("Loop detected for leafnode account") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no loop detected:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

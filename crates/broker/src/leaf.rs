@@ -21,8 +21,13 @@
 //! - **Queue groups.** A member on the publisher's side is preferred: leaf members take a
 //!   message only when no local or route member did (see `core/router.rs`).
 //!
-//! Not yet: TLS, credentials (JWT), `deny_imports`/`deny_exports`, leaf clusters attached
-//! to several hub servers (origin-cluster tracking), websocket leafs.
+//! - **Leaf clusters.** Servers of one leaf cluster (same cluster name) each dial the hub;
+//!   the hub never sends one of them what came from another, nor tells one the other's
+//!   interest (they share both over their own routes).
+//!
+//! Not yet: TLS, credentials (JWT), `deny_imports`/`deny_exports`, a leaf cluster attached
+//! to several servers of a hub cluster (origin-cluster tracking across hub routes),
+//! websocket leafs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,7 +76,7 @@ pub(crate) struct Leaf {
     pub remote_name: Mutex<String>,
     /// The other side's server id and cluster name (for `/leafz` and diagnostics).
     pub remote_id: Mutex<String>,
-    pub remote_cluster: Mutex<Option<String>>,
+    pub remote_cluster: Option<Arc<str>>,
     /// Interest the other side announced: subscriptions of kind [`Subscriber::Leaf`].
     pub subs: Mutex<KeyedMap<Key, Arc<Subscription>>>,
     /// What this side announced to the other, with counts (queue keys carry the weight).
@@ -161,8 +166,12 @@ impl Leafs {
 fn should_tell(leaf: &Leaf, sub: &Subscription) -> bool {
     match &sub.owner {
         Subscriber::Leaf(from) => {
-            // Never back to where it came from; a spoke only hears of leafs attached here.
-            !std::ptr::eq(&**from, leaf) && (!leaf.spoke || !from.spoke)
+            // Never back to where it came from, nor to another connection of the same leaf
+            // cluster (its servers know each other's interest over their own routes); a
+            // spoke only hears of leafs attached here.
+            let same_cluster =
+                from.remote_cluster.is_some() && from.remote_cluster == leaf.remote_cluster;
+            !std::ptr::eq(&**from, leaf) && !same_cluster && (!leaf.spoke || !from.spoke)
         }
         // Route interest is for the hub side only: a leaf cluster's servers each tell the
         // hub their own.
@@ -802,7 +811,7 @@ impl LeafReader {
             spoke: spoke || self.solicited.is_some(),
             remote_name: Mutex::new(name.to_string()),
             remote_id: Mutex::new(id.to_string()),
-            remote_cluster: Mutex::new((!cluster.is_empty()).then(|| cluster.to_string())),
+            remote_cluster: (!cluster.is_empty()).then(|| Arc::from(cluster)),
             subs: Mutex::new(keyed_map()),
             smap: Mutex::new(keyed_map()),
             ready: AtomicBool::new(false),
@@ -977,7 +986,7 @@ pub(crate) fn stats(srv: &ServerInner, subs: bool) -> Vec<LeafStats> {
             LeafStats {
                 name: l.remote_name.lock().clone(),
                 server_id: l.remote_id.lock().clone(),
-                cluster: l.remote_cluster.lock().clone(),
+                cluster: l.remote_cluster.as_deref().map(str::to_string),
                 start: crate::monitor::rfc3339(l.start),
                 is_spoke: l.spoke,
                 account: l.account.name.to_string(),

@@ -82,7 +82,12 @@ impl Origin<'_> {
     /// came from, and from a route only to hub-side leafs (a spoke's hub gets it directly).
     fn may_use_leaf(&self, to: &Arc<Leaf>) -> bool {
         match self {
-            Origin::Leaf { leaf, .. } => !Arc::ptr_eq(leaf, to),
+            // Nor to another connection of the same leaf cluster: it had the message on
+            // its own routes (nats-server's cluster-wide no echo).
+            Origin::Leaf { leaf, .. } => {
+                !Arc::ptr_eq(leaf, to)
+                    && (leaf.remote_cluster.is_none() || leaf.remote_cluster != to.remote_cluster)
+            }
             Origin::Route { .. } => !to.spoke,
             _ => true,
         }
