@@ -14,6 +14,8 @@
 #   SKIP_BUILD=1     use the binaries as they are
 #   CLUSTER=1        two routed servers per side: the publisher (and requester) on the
 #                    first, subscribers (and responder) on the second (midge-bench --sub-url)
+#   LEAF=1           a hub and a leaf node per side: the publisher on the hub, subscribers
+#                    on the leaf (LEAF=reverse: the publisher on the leaf)
 # Plumbing check with nats-server on both sides:
 #   MIDGE_BIN=/usr/sbin/nats-server scripts/bench.sh
 set -euo pipefail
@@ -30,6 +32,7 @@ SERVER_ARGS=${SERVER_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-}
 READY_SECS=${READY_SECS:-15}
 CLUSTER=${CLUSTER:-}
+LEAF=${LEAF:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -181,7 +184,11 @@ measure() {
     url=nats://127.0.0.1:${PORT[$who-idle]}
   else
     url=nats://127.0.0.1:${PORT[$who]}
-    [[ -n $CLUSTER ]] && extra="--sub-url nats://127.0.0.1:${PORT[$who-2]}"
+    [[ -n $CLUSTER || -n $LEAF ]] && extra="--sub-url nats://127.0.0.1:${PORT[$who-2]}"
+    if [[ $LEAF == reverse ]]; then
+      url=nats://127.0.0.1:${PORT[$who-2]}
+      extra="--sub-url nats://127.0.0.1:${PORT[$who]}"
+    fi
   fi
   # shellcheck disable=SC2046,SC2086
   if out=$("$BENCH" "$name" --url "$url" --json $(bench_args_for "$scenario") $extra $BENCH_ARGS \
@@ -220,6 +227,7 @@ echo "- B (nats-server): $B_BIN $(timeout 2 "$B_BIN" --version 2>&1 | head -1 ||
 echo "- servers: -a 127.0.0.1 -p <free port> $SERVER_ARGS; bench: $BENCH <scenario> --json $BENCH_ARGS"
 echo "- git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); logs: $LOGDIR"
 [[ -n $CLUSTER ]] && echo "- cluster: two routed servers per side; publisher on the first, subscribers on the second"
+[[ -n $LEAF ]] && echo "- leaf: a hub and a leaf per side ($( [[ $LEAF == reverse ]] && echo "publisher on the leaf, subscribers on the hub" || echo "publisher on the hub, subscribers on the leaf"))"
 echo
 
 # start_pair WHO BIN: two servers routed to each other (WHO and WHO-2).
@@ -233,9 +241,22 @@ start_pair() {
     --routes "nats://127.0.0.1:$r1"
 }
 
+# start_leaf_pair WHO BIN: a hub (WHO) and a leaf dialling it (WHO-2).
+start_leaf_pair() {
+  local who=$1 bin=$2 lp
+  lp=$(free_port)
+  printf 'leafnodes { listen: "127.0.0.1:%s" }\n' "$lp" >"$LOGDIR/$who-hub.conf"
+  printf 'leafnodes { remotes: [{url: "nats-leaf://127.0.0.1:%s"}] }\n' "$lp" >"$LOGDIR/$who-leaf.conf"
+  start_server "$who" "$bin" -c "$LOGDIR/$who-hub.conf"
+  start_server "$who-2" "$bin" -c "$LOGDIR/$who-leaf.conf"
+}
+
 if [[ -n $CLUSTER ]]; then
   start_pair A "$A_BIN"
   start_pair B "$B_BIN"
+elif [[ -n $LEAF ]]; then
+  start_leaf_pair A "$A_BIN"
+  start_leaf_pair B "$B_BIN"
 else
   start_server A "$A_BIN"
   start_server B "$B_BIN"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the arm64 and armv7 `midge` from dist/ (scripts/build-dist.sh) under qemu-user on
 # loopback and passes a pub/sub exchange through each with the host's midge-bench, then with
-# that architecture's own midge-bench (also under qemu) when dist/ has it.
+# that architecture's own midge-bench (also under qemu) when dist/ has it. Then each ARM
+# build runs as a leaf node attached to the amd64 build as its hub, and messages cross the
+# leaf connection both ways (scripts/tools/nats_probe.py).
 #
 #   scripts/qemu-test.sh [arm64] [arm]        (default: both)
 #
@@ -39,9 +41,11 @@ stop_midge() {
   wait "$PID" 2>/dev/null || true
   PID=""
 }
+HUB_PID=""
 cleanup() {
   local rc=$?
   stop_midge
+  [[ -n $HUB_PID ]] && kill "$HUB_PID" 2>/dev/null || true
   if ((rc != 0)); then
     for log in "$WORK"/*.log; do
       [[ -s $log ]] && tail -20 "$log" | sed "s|^|  $(basename "$log"): |" >&2
@@ -82,6 +86,42 @@ for arch in "${ARCHES[@]}"; do
       --url "nats://localhost:$port" || die "midge-bench ($arch) failed against midge ($arch)"
   fi
   stop_midge
+
+  step "$arch: leaf node under $qemu attached to an amd64 hub"
+  hub_log=$WORK/hub-$arch.log
+  leaf_log=$WORK/leaf-$arch.log
+  printf 'leafnodes { listen: "127.0.0.1:-1" }\n' >"$WORK/hub.conf"
+  : >"$hub_log"
+  dist/amd64/midge -a 127.0.0.1 -p -1 -c "$WORK/hub.conf" >"$hub_log" 2>&1 &
+  HUB_PID=$!
+  deadline=$((SECONDS + 30))
+  until grep -q 'Server is ready' "$hub_log"; do
+    kill -0 "$HUB_PID" 2>/dev/null || die "hub exited during start-up"
+    ((SECONDS < deadline)) || die "hub did not start within 30 s"
+    sleep 0.1
+  done
+  hub_port=$(grep -o 'Listening for client connections on 127\.0\.0\.1:[0-9]*' "$hub_log" | head -1 | sed 's/.*://')
+  leaf_port=$(grep -o 'Listening for leafnode connections on 127\.0\.0\.1:[0-9]*' "$hub_log" | head -1 | sed 's/.*://')
+  [[ -n $hub_port && -n $leaf_port ]] || die "no ports in the hub's log"
+  printf 'leafnodes { remotes: [{url: "nats-leaf://127.0.0.1:%s"}] }\n' "$leaf_port" >"$WORK/leaf.conf"
+  : >"$leaf_log"
+  "$qemu" "dist/$arch/midge" -a 127.0.0.1 -p -1 -c "$WORK/leaf.conf" >"$leaf_log" 2>&1 &
+  PID=$!
+  deadline=$((SECONDS + 30))
+  until grep -q 'Leafnode connection to .* created' "$leaf_log"; do
+    kill -0 "$PID" 2>/dev/null || die "leaf ($arch) exited during start-up"
+    ((SECONDS < deadline)) || die "leaf ($arch) did not connect to the hub within 30 s"
+    sleep 0.1
+  done
+  lport=$(grep -o 'Listening for client connections on 127\.0\.0\.1:[0-9]*' "$leaf_log" | head -1 | sed 's/.*://')
+  python3 scripts/tools/nats_probe.py cross "127.0.0.1:$hub_port" "127.0.0.1:$lport" 30 ||
+    die "hub -> leaf ($arch): nothing crossed"
+  python3 scripts/tools/nats_probe.py cross "127.0.0.1:$lport" "127.0.0.1:$hub_port" 30 ||
+    die "leaf ($arch) -> hub: nothing crossed"
+  echo "leaf ($arch) <-> hub (amd64): messages crossed both ways"
+  stop_midge
+  kill "$HUB_PID" 2>/dev/null || true
+  wait "$HUB_PID" 2>/dev/null || true
   echo "$arch passed in $((SECONDS - start)) s"
 done
 echo "qemu-test.sh: all checks passed"
