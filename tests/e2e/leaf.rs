@@ -496,3 +496,76 @@ async fn a_leaf_loop_is_detected() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A remote's deny lists: `deny_imports` keeps the hub's messages on those subjects off the
+/// leaf, `deny_exports` keeps the leaf's off the hub; everything else crosses.
+#[tokio::test]
+async fn deny_imports_and_exports_on_a_remote() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let port = free_port();
+    let hub = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  listen: 127.0.0.1:{port}\n}}\n"),
+    )
+    .await;
+    let leaf = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{port}\", deny_imports: [\"secret.>\"], deny_exports: \"private.*\"}}]\n}}\n"),
+    )
+    .await;
+    let on_hub = client(&hub).await;
+    let on_leaf = client(&leaf).await;
+    // Hub -> leaf.
+    let mut secret = on_leaf.subscribe("secret.>").await.expect("sub");
+    let mut open = on_leaf.subscribe("open.>").await.expect("sub");
+    sync(&on_leaf).await;
+    until_crossed(&on_hub, &mut open, "open.probe", "open subjects cross").await;
+    on_hub.publish("secret.1", "no".into()).await.expect("pub");
+    on_hub.publish("open.1", "yes".into()).await.expect("pub");
+    sync(&on_hub).await;
+    let m = tokio::time::timeout(WAIT, open.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(m.subject.as_str(), "open.1");
+    // Published before open.1 on the same path, it would be here by now.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), secret.next())
+            .await
+            .is_err(),
+        "a denied import reached the leaf"
+    );
+    // Leaf -> hub.
+    let mut private = on_hub.subscribe("private.*").await.expect("sub");
+    let mut public = on_hub.subscribe("public.*").await.expect("sub");
+    sync(&on_hub).await;
+    until_crossed(
+        &on_leaf,
+        &mut public,
+        "public.probe",
+        "public subjects cross",
+    )
+    .await;
+    on_leaf
+        .publish("private.1", "no".into())
+        .await
+        .expect("pub");
+    on_leaf
+        .publish("public.1", "yes".into())
+        .await
+        .expect("pub");
+    sync(&on_leaf).await;
+    let m = tokio::time::timeout(WAIT, public.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(m.subject.as_str(), "public.1");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), private.next())
+            .await
+            .is_err(),
+        "a denied export reached the hub"
+    );
+}

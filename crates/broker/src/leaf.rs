@@ -25,7 +25,11 @@
 //!   the hub never sends one of them what came from another, nor tells one the other's
 //!   interest (they share both over their own routes).
 //!
-//! Not yet: TLS, credentials (JWT), `deny_imports`/`deny_exports`, a leaf cluster attached
+//! - **Deny lists.** A remote's `deny_exports` keeps messages on those subjects from being
+//!   sent to the hub; `deny_imports` keeps interest in them from being asked for and drops
+//!   messages on them that arrive anyway.
+//!
+//! Not yet: TLS, credentials (JWT), a leaf cluster attached
 //! to several servers of a hub cluster (origin-cluster tracking across hub routes),
 //! websocket leafs.
 
@@ -83,12 +87,31 @@ pub(crate) struct Leaf {
     smap: Mutex<KeyedMap<Key, u32>>,
     /// Set once interest may flow (after the handshake).
     ready: AtomicBool,
+    /// `deny_exports` of the remote: subjects never sent over this connection.
+    pub deny_out: Box<[Box<[u8]>]>,
+    /// `deny_imports` of the remote: subjects never taken from it, nor asked for.
+    pub deny_in: Box<[Box<[u8]>]>,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     pub start: SystemTime,
 }
 
+/// Whether `subject` (a publish subject, or a subscription's) falls under a deny list:
+/// literal subjects by matching, wildcard subscriptions when the deny entry covers them.
+fn denied(list: &[Box<[u8]>], subject: &[u8]) -> bool {
+    !list.is_empty()
+        && list.iter().any(|d| {
+            midge_proto::subject::matches(d, subject)
+                || midge_proto::subject::subset_match(subject, d)
+        })
+}
+
 impl Leaf {
+    /// Whether a message on `subject` may be sent over this connection.
+    pub fn may_send(&self, subject: &[u8]) -> bool {
+        !denied(&self.deny_out, subject)
+    }
+
     /// Drops `sub` from this leaf's interest; false when it was not there (any more).
     pub(crate) fn forget_sub(&self, sub: &Arc<Subscription>) -> bool {
         let key: Key = (sub.subject.clone(), sub.queue.clone());
@@ -102,6 +125,9 @@ impl Leaf {
     /// Counts one subscription in or out of what this side announced; sends `LS+`/`LS-`
     /// when the other side must learn of it.
     fn update(&self, subject: &[u8], queue: Option<&[u8]>, weight: u32, added: bool) {
+        if denied(&self.deny_in, subject) && !subject.starts_with(b"$LDS.") {
+            return;
+        }
         let key: Key = (subject.into(), queue.map(Into::into));
         let mut smap = self.smap.lock();
         let n = smap.entry(key.clone()).or_insert(0);
@@ -804,6 +830,13 @@ impl LeafReader {
         id: &str,
         cluster: &str,
     ) -> Arc<Leaf> {
+        let remote = self.solicited.as_ref().map(|(_, r)| r.clone());
+        let deny = |pick: fn(&RemoteLeaf) -> &Vec<String>| -> Box<[Box<[u8]>]> {
+            remote
+                .as_ref()
+                .map(|r| pick(r).iter().map(|s| s.as_bytes().into()).collect())
+                .unwrap_or_default()
+        };
         let leaf = Arc::new(Leaf {
             id: self.conn.cid,
             conn: self.conn.clone(),
@@ -815,6 +848,8 @@ impl LeafReader {
             subs: Mutex::new(keyed_map()),
             smap: Mutex::new(keyed_map()),
             ready: AtomicBool::new(false),
+            deny_out: deny(|r| &r.deny_exports),
+            deny_in: deny(|r| &r.deny_imports),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             start: SystemTime::now(),
@@ -904,6 +939,9 @@ impl LeafReader {
         let (Some(leaf), Some(cache)) = (&self.leaf, &mut self.matches) else {
             return;
         };
+        if denied(&leaf.deny_in, subject) {
+            return;
+        }
         self.batch_in_msgs += 1;
         self.batch_in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
         let result = cache.lookup(subject);

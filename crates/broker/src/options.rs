@@ -221,6 +221,11 @@ pub struct RemoteLeaf {
     pub urls: Vec<String>,
     /// The local account (`None`: `$G`).
     pub account: Option<String>,
+    /// Subjects (wildcards allowed) this server does not take from the hub: no interest
+    /// in them is sent, messages on them are dropped.
+    pub deny_imports: Vec<String>,
+    /// Subjects this server does not send to the hub.
+    pub deny_exports: Vec<String>,
 }
 
 impl RemoteLeaf {
@@ -734,6 +739,13 @@ impl Options {
         for remote in &self.leafnodes.remotes {
             if remote.urls.is_empty() {
                 return Err(OptionsError::Leaf("a remote needs a url".into()));
+            }
+            for subject in remote.deny_imports.iter().chain(&remote.deny_exports) {
+                if !midge_proto::subject::is_valid_subject(subject.as_bytes()) {
+                    return Err(OptionsError::Leaf(format!(
+                        "invalid deny subject \"{subject}\""
+                    )));
+                }
             }
             for url in &remote.urls {
                 RouteUrl::parse_leaf(url).map_err(OptionsError::Leaf)?;

@@ -872,6 +872,26 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
                             "account" | "local" => {
                                 remote.account = Some(e.value.as_str(&ek)?.to_string());
                             }
+                            "deny_imports" | "deny_import" | "deny_exports" | "deny_export" => {
+                                let subjects: Vec<&Value> = match &e.value.kind {
+                                    ValueKind::String(_) => vec![&e.value],
+                                    _ => e.value.as_array(&ek)?.iter().collect(),
+                                };
+                                let mut list = Vec::new();
+                                for subj in subjects {
+                                    let text = subj.as_str(&ek)?;
+                                    if !midge_proto::subject::is_valid_subject(text.as_bytes()) {
+                                        return Err(subj
+                                            .invalid(&ek, format!("invalid subject \"{text}\"")));
+                                    }
+                                    list.push(text.to_string());
+                                }
+                                if e.key.to_ascii_lowercase().starts_with("deny_import") {
+                                    remote.deny_imports.extend(list);
+                                } else {
+                                    remote.deny_exports.extend(list);
+                                }
+                            }
                             _ if e.used_as_variable => {}
                             _ => return Err(unsupported(e)),
                         }

@@ -158,6 +158,15 @@ fn render_leafnodes(options: &Options, out: &mut String) {
             if let Some(a) = &r.account {
                 let _ = write!(out, ", account: {}", quote(a));
             }
+            for (key, list) in [
+                ("deny_imports", &r.deny_imports),
+                ("deny_exports", &r.deny_exports),
+            ] {
+                if !list.is_empty() {
+                    let items: Vec<String> = list.iter().map(|x| quote(x)).collect();
+                    let _ = write!(out, ", {key}: [{}]", items.join(", "));
+                }
+            }
             out.push_str("}\n");
         }
         out.push_str("  ]\n");

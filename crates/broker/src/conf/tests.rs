@@ -1012,6 +1012,8 @@ fn sample_options() -> Options {
             remotes: vec![crate::options::RemoteLeaf {
                 urls: vec!["nats-leaf://u:p@cloud:7422".into(), "nats://other".into()],
                 account: Some("B".into()),
+                deny_imports: vec!["secret.>".into()],
+                deny_exports: vec!["local.*".into(), "x".into()],
             }],
             ..crate::options::LeafOptions::default()
         },

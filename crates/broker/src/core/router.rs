@@ -312,7 +312,7 @@ impl Router {
                     }
                 }
                 Subscriber::Leaf(l) => {
-                    if origin.may_use_leaf(l) {
+                    if origin.may_use_leaf(l) && l.may_send(subj) {
                         self.leaf_target(l);
                     }
                 }
@@ -419,7 +419,7 @@ impl Router {
                     false
                 }
                 Subscriber::Leaf(l) => {
-                    if origin.may_use_leaf(l) {
+                    if origin.may_use_leaf(l) && l.may_send(subj) {
                         leaf_fallback.get_or_insert(l);
                     }
                     false
