@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use midge_tests::{both, free_port, ServerKind, TestServer};
+use midge_tests::{both, ServerKind, TestServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -27,17 +27,7 @@ async fn anonymous(server: &TestServer) -> async_nats::Client {
         .unwrap_or_else(|e| panic!("{} anonymous: {e}", server.kind()))
 }
 
-/// Returns once the server has processed everything `c` sent before: async-nats's
-/// `flush` only writes, so a round trip through the client's own subscription proves it.
-async fn sync(c: &async_nats::Client) {
-    let inbox = c.new_inbox();
-    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
-    c.publish(inbox, "sync".into()).await.expect("publish");
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("round trip in time")
-        .expect("subscription open");
-}
+use midge_tests::round_trip as sync;
 
 async fn next_payload(sub: &mut async_nats::Subscriber, what: &str) -> String {
     let msg = tokio::time::timeout(WAIT, sub.next())
@@ -133,27 +123,7 @@ async fn isolation(kind: ServerKind) {
 /// everywhere: the accounts stay isolated across the routes, and each server delivers a
 /// message published elsewhere in the publisher's account only.
 async fn cluster_with_accounts(kinds: [ServerKind; 3]) {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("\"nats://127.0.0.1:{r}\""))
-        .collect();
-    let mut servers = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let config = format!(
-            "{ACCOUNTS}server_name: s{i}\ncluster {{\n  name: acc\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-            ports[i].1,
-            routes.join(", ")
-        );
-        servers.push(
-            TestServer::builder(*kind)
-                .config(&config)
-                .arg("-p")
-                .arg(&ports[i].0.to_string())
-                .start()
-                .await,
-        );
-    }
+    let servers = midge_tests::start_mesh(&kinds, ACCOUNTS, "acc").await;
     for (from, to) in [(0, 2), (2, 0), (1, 2), (2, 1), (0, 1)] {
         let label = format!("{} -> {}", servers[from].kind(), servers[to].kind());
         let a_pub = login(&servers[from], "a", "a").await;
@@ -508,31 +478,6 @@ async fn account_limits(kind: ServerKind) {
     let _ = kind;
 }
 
-async fn start_cluster(kinds: [ServerKind; 3], accounts: &str) -> Vec<TestServer> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("\"nats://127.0.0.1:{r}\""))
-        .collect();
-    let mut servers = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let config = format!(
-            "{accounts}server_name: s{i}\ncluster {{\n  name: imp\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-            ports[i].1,
-            routes.join(", ")
-        );
-        servers.push(
-            TestServer::builder(*kind)
-                .config(&config)
-                .arg("-p")
-                .arg(&ports[i].0.to_string())
-                .start()
-                .await,
-        );
-    }
-    servers
-}
-
 /// Imports across a mixed cluster: a stream published on one server reaches importers on
 /// the others, and requests through a service import are answered by a responder on
 /// another server, whichever kind each server is.
@@ -541,9 +486,10 @@ async fn imports_work_across_a_mixed_cluster() {
     if midge_tests::reference_only() {
         return;
     }
-    let servers = start_cluster(
-        [ServerKind::Midge, ServerKind::Midge, ServerKind::NatsServer],
+    let servers = midge_tests::start_mesh(
+        &[ServerKind::Midge, ServerKind::Midge, ServerKind::NatsServer],
         IMPORTS,
+        "imp",
     )
     .await;
     for (from, to) in [(0, 2), (2, 0), (0, 1)] {

@@ -19,16 +19,7 @@ async fn client(server: &TestServer) -> async_nats::Client {
         .unwrap_or_else(|e| panic!("{} connect: {e}", server.kind()))
 }
 
-/// Returns once the server processed everything `c` sent before.
-async fn sync(c: &async_nats::Client) {
-    let inbox = c.new_inbox();
-    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
-    c.publish(inbox, "sync".into()).await.expect("publish");
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("round trip in time")
-        .expect("subscription open");
-}
+use midge_tests::round_trip as sync;
 
 /// A hub listening for leafs on `leaf_port` (with `extra` config), and a leaf dialling it.
 async fn pair(

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use midge_tests::{both, free_port, ServerKind, TestServer};
+use midge_tests::{both, ServerKind, TestServer};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,16 +22,7 @@ async fn login(server: &TestServer, user: &str, name: &str) -> async_nats::Clien
         .unwrap_or_else(|e| panic!("{} login {user}: {e}", server.kind()))
 }
 
-/// Returns once the server has processed everything `c` sent before.
-async fn sync(c: &async_nats::Client) {
-    let inbox = c.new_inbox();
-    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
-    c.publish(inbox, "sync".into()).await.expect("publish");
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("round trip in time")
-        .expect("subscription open");
-}
+use midge_tests::round_trip as sync;
 
 async fn next_json(sub: &mut async_nats::Subscriber, what: &str) -> (String, Value) {
     let msg = tokio::time::timeout(WAIT, sub.next())
@@ -189,28 +180,12 @@ async fn every_server_of_a_mixed_cluster_answers_a_ping() {
     if midge_tests::reference_only() {
         return;
     }
-    let kinds = [ServerKind::Midge, ServerKind::NatsServer, ServerKind::Midge];
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("\"nats://127.0.0.1:{r}\""))
-        .collect();
-    let mut servers = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        let config = format!(
-            "{SYSTEM}server_name: s{i}\ncluster {{\n  name: sys\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-            ports[i].1,
-            routes.join(", ")
-        );
-        servers.push(
-            TestServer::builder(*kind)
-                .config(&config)
-                .arg("-p")
-                .arg(&ports[i].0.to_string())
-                .start()
-                .await,
-        );
-    }
+    let servers = midge_tests::start_mesh(
+        &[ServerKind::Midge, ServerKind::NatsServer, ServerKind::Midge],
+        SYSTEM,
+        "sys",
+    )
+    .await;
     let sys = login(&servers[0], "sys", "cluster-asker").await;
     let inbox = sys.new_inbox();
     let mut answers = sys.subscribe(inbox.clone()).await.expect("sub");

@@ -99,3 +99,44 @@ pub async fn connect(server: &TestServer, feed: Feed) -> RawClient {
         .feeding(feed)
         .labelled(format!("{} {feed} :{}", server.kind(), server.port()))
 }
+
+/// Returns once the server has processed everything `c` sent before: async-nats's
+/// `flush` only writes, so a round trip through the client's own subscription proves it.
+pub async fn round_trip(c: &async_nats::Client) {
+    use futures::StreamExt;
+    let inbox = c.new_inbox();
+    let mut sub = c.subscribe(inbox.clone()).await.expect("subscribe");
+    c.publish(inbox, "sync".into()).await.expect("publish");
+    tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .expect("round trip in time")
+        .expect("subscription open");
+}
+
+/// A full mesh of `kinds.len()` servers (any mix of midge and nats-server) on loopback,
+/// each started with `config` plus its `server_name` (`s0`, `s1`, ...) and a `cluster {}`
+/// block named `cluster` listing every member's route port.
+pub async fn start_mesh(kinds: &[ServerKind], config: &str, cluster: &str) -> Vec<TestServer> {
+    let ports: Vec<(u16, u16)> = kinds.iter().map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, r)| format!("\"nats://127.0.0.1:{r}\""))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let text = format!(
+            "{config}server_name: s{i}\ncluster {{\n  name: {cluster}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+            ports[i].1,
+            routes.join(", ")
+        );
+        servers.push(
+            TestServer::builder(*kind)
+                .config(&text)
+                .arg("-p")
+                .arg(&ports[i].0.to_string())
+                .start()
+                .await,
+        );
+    }
+    servers
+}
