@@ -697,10 +697,40 @@ fn shape(v: &Value, path: &str, out: &mut BTreeMap<String, &'static str>) {
 }
 
 /// Keys nats-server 2.9.10 shows that midge leaves out on purpose.
-const ONLY_NATS_SERVER: [(&str, &str); 1] = [(
-    "/varz.system_account",
-    "midge has no system account ($SYS): core NATS only",
-)];
+const ONLY_NATS_SERVER: [(&str, &str); 8] = [
+    (
+        "/accountz.account_detail.imports",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].account",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].invalid",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].share",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].subject",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].to",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].tracking",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+    (
+        "/accountz.account_detail.imports[].type",
+        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
+    ),
+];
 
 /// Keys midge shows that nats-server 2.9.10 does not.
 const ONLY_MIDGE: [(&str, &str); 1] = [(
@@ -715,7 +745,14 @@ async fn json_shapes_match_nats_server() {
         return;
     };
     let midge = start_midge().await;
-    let targets = ["/varz", "/connz?subs=detail", "/subsz?subs=1"];
+    let targets = [
+        "/varz",
+        "/connz?subs=detail",
+        "/subsz?subs=1",
+        "/accountz",
+        "/accountz?acc=%24G",
+        "/leafz",
+    ];
     let mut shapes = Vec::new();
     for (client, monitor) in [
         (nats.client, nats.monitor),

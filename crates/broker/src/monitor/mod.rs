@@ -616,7 +616,8 @@ struct Leafz {
     server_id: String,
     now: String,
     leafnodes: usize,
-    leafs: Vec<crate::leaf::LeafStats>,
+    /// `null` when there are none, as nats-server writes an empty list.
+    leafs: Option<Vec<crate::leaf::LeafStats>>,
 }
 
 fn leafz(srv: &ServerInner, q: &Query) -> Leafz {
@@ -630,7 +631,7 @@ fn leafz(srv: &ServerInner, q: &Query) -> Leafz {
         server_id: srv.id.clone(),
         now: rfc3339(SystemTime::now()),
         leafnodes: leafs.len(),
-        leafs,
+        leafs: (!leafs.is_empty()).then_some(leafs),
     }
 }
 

@@ -65,6 +65,8 @@ pub(crate) struct Varz {
     http_req_stats: BTreeMap<&'static str, u64>,
     config_load_time: String,
     config_digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_account: Option<String>,
 }
 
 /// An unconfigured section: `{}`.
@@ -220,6 +222,7 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
         http_req_stats: state.req_stats.lock().clone(),
         config_load_time: rfc3339(config_load_time),
         config_digest,
+        system_account: srv.accounts.system().map(|a| a.name.to_string()),
     }
 }
 
