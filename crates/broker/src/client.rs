@@ -101,7 +101,8 @@ pub(crate) struct ClientShared {
     /// The TLS session once the handshake is done; unset for plain connections (and for TLS
     /// ones until then, while INFO or a plain-text -ERR go out as they are). Checked once per
     /// read or write, never per message.
-    tls: OnceLock<tls::Session>,
+    /// Boxed: most connections are plain, and a session is large.
+    tls: OnceLock<Box<tls::Session>>,
     pub peer: SocketAddr,
     pub start: SystemTime,
     out: Mutex<Outbound>,
@@ -419,14 +420,14 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             None => info.encode(&mut shared.out.lock().buf),
         }
     }
-    tokio::spawn(async move {
+    let task = async move {
         let mut conn = Conn::new(srv.clone(), shared.clone());
         let reader = async {
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
                 CloseReason::MaxConnectionsExceeded
             } else if let Some(tls) = tls {
-                match conn.tls_handshake(tls, &tls_info).await {
+                match Box::pin(conn.tls_handshake(tls, &tls_info)).await {
                     Ok(()) => conn.read_loop().await,
                     Err(reason) => reason,
                 }
@@ -456,7 +457,11 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         }
         srv.closed.push(ClosedConn::new(&shared, subs));
         srv.connection_closed(cid);
-    });
+    };
+    // Every connection holds this future for its whole life: rare, large states (the TLS
+    // handshake, bcrypt, a reload, a producer stall) are boxed inside it so an idle plain
+    // connection stays small (2 KB here, 4.8 KB in all with its buffers and subscription).
+    tokio::spawn(task);
 }
 
 /// Writes whatever is queued for this client when a publisher could not write it
@@ -489,7 +494,7 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
         }
         if batch.is_empty() {
             // Encrypted records a direct write or a read left behind when the socket was full.
-            let tls_pending = shared.tls.get().is_some_and(tls::Session::wants_write);
+            let tls_pending = shared.tls.get().is_some_and(|s| s.wants_write());
             if !tls_pending {
                 shared.writer_wake.notified().await;
                 continue;
@@ -531,7 +536,7 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
         // consumer or a broken socket gets none.
         if matches!(shared.close_reason(), Some(r) if !r.is_slow_consumer() && r != CloseReason::WriteError)
         {
-            tls.close(&shared.stream, deadline).await;
+            Box::pin(tls.close(&shared.stream, deadline)).await;
         }
     }
     let _ = rustix::net::shutdown(&shared.stream, rustix::net::Shutdown::Both);
@@ -540,7 +545,8 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
 async fn write_all(shared: &ClientShared, data: &[u8]) -> std::io::Result<()> {
     match shared.tls.get() {
         None => write_all_plain(&shared.stream, data).await,
-        Some(tls) => tls.write_all(&shared.stream, data).await,
+        // Boxed: its state is large, and plain connections should not carry it.
+        Some(tls) => Box::pin(tls.write_all(&shared.stream, data)).await,
     }
 }
 
@@ -656,7 +662,7 @@ impl Conn {
             // atomic load per read.
             if self.opts_rx.has_changed().unwrap_or(false) {
                 let new = self.opts_rx.borrow_and_update().clone();
-                let result = self.apply_reload(new).await;
+                let result = Box::pin(self.apply_reload(new)).await;
                 self.wake_writers();
                 if let Err(reason) = result {
                     return reason;
@@ -717,7 +723,7 @@ impl Conn {
                             // Checking the credentials may wait for bcrypt: nothing after
                             // this CONNECT is processed until they are decided.
                             ClientOp::Connect(json) if self.auth_required && !self.connected => {
-                                self.connect_with_auth(json, auth.as_mut()).await
+                                Box::pin(self.connect_with_auth(json, auth.as_mut())).await
                             }
                             op => self.process(op),
                         };
@@ -737,7 +743,9 @@ impl Conn {
             }
             rb.settle(n, room);
             self.end_of_read();
-            self.stall_for_receivers().await;
+            if self.router.has_stalled() {
+                Box::pin(self.stall_for_receivers()).await;
+            }
         }
     }
 }
@@ -769,7 +777,7 @@ impl Conn {
         let cid = shared.cid;
         match result {
             Ok(Ok(tls::Upgrade::Tls(session))) => {
-                let _ = shared.tls.set(tls::Session::new(*session));
+                let _ = shared.tls.set(Box::new(tls::Session::new(*session)));
                 Ok(())
             }
             Ok(Ok(tls::Upgrade::Plain)) => Ok(()),

@@ -239,6 +239,11 @@ impl Router {
         }
     }
 
+    /// Whether some receiver went over half of `max_pending` during this read.
+    pub fn has_stalled(&self) -> bool {
+        !self.stalled.is_empty()
+    }
+
     /// The receivers to wait for after this read (the vector goes back with
     /// [`Router::restore_stalled`] to keep its allocation).
     pub fn take_stalled(&mut self) -> Vec<Arc<ClientShared>> {
