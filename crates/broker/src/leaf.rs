@@ -84,7 +84,7 @@ pub(crate) struct Leaf {
     /// Interest the other side announced: subscriptions of kind [`Subscriber::Leaf`].
     pub subs: Mutex<KeyedMap<Key, Arc<Subscription>>>,
     /// What this side announced to the other, with counts (queue keys carry the weight).
-    smap: Mutex<KeyedMap<Key, u32>>,
+    smap: Mutex<Announced>,
     /// Set once interest may flow (after the handshake).
     ready: AtomicBool,
     /// `deny_exports` of the remote: subjects never sent over this connection.
@@ -123,23 +123,45 @@ impl Leaf {
     }
 
     /// Counts one subscription in or out of what this side announced; sends `LS+`/`LS-`
-    /// when the other side must learn of it.
-    fn update(&self, subject: &[u8], queue: Option<&[u8]>, weight: u32, added: bool) {
+    /// when the other side must learn of it. Each subscription (`member`, its address; 0
+    /// for the loop detection subject) counts once however often it is reported, so the
+    /// snapshot a new connection starts from and changes racing with it agree.
+    fn update(&self, member: usize, subject: &[u8], queue: Option<&[u8]>, change: Change) {
         if denied(&self.deny_in, subject) && !subject.starts_with(b"$LDS.") {
             return;
         }
         let key: Key = (subject.into(), queue.map(Into::into));
-        let mut smap = self.smap.lock();
-        let n = smap.entry(key.clone()).or_insert(0);
+        let mut announced = self.smap.lock();
+        let (add, sub) = match change {
+            Change::Add(w) => {
+                let w = w.max(1);
+                if member != 0 && announced.members.insert(member, w).is_some() {
+                    return;
+                }
+                (w, 0)
+            }
+            Change::Remove => match announced.members.remove(&member) {
+                Some(w) => (0, w),
+                None if member == 0 => (0, 1),
+                None => return,
+            },
+            Change::Reweight(w) => {
+                let w = w.max(1);
+                match announced.members.get_mut(&member) {
+                    Some(old) => {
+                        let before = std::mem::replace(old, w);
+                        (w, before)
+                    }
+                    None => return,
+                }
+            }
+        };
+        let n = announced.counts.entry(key.clone()).or_insert(0);
         let before = *n;
-        if added {
-            *n += weight.max(1);
-        } else {
-            *n = n.saturating_sub(weight.max(1));
-        }
+        *n = (*n + add).saturating_sub(sub);
         let after = *n;
         if after == 0 {
-            smap.remove(&key);
+            announced.counts.remove(&key);
         }
         let send = match queue {
             None => (before == 0) != (after == 0),
@@ -156,6 +178,28 @@ impl Leaf {
             self.conn.wake();
         }
     }
+}
+
+/// What happened to one subscription, for [`Leaf::update`].
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Add(u32),
+    Remove,
+    /// A queue member count changed in place.
+    Reweight(u32),
+}
+
+/// What this side announced over one leaf connection.
+#[derive(Debug, Default)]
+struct Announced {
+    /// Per subject (and queue): members, or the sum of their weights for a queue.
+    counts: KeyedMap<Key, u32>,
+    /// The subscriptions counted, with the weight each was counted with.
+    members: FxHashMap<usize, u32>,
+}
+
+fn member(sub: &Subscription) -> usize {
+    std::ptr::from_ref(sub) as usize
 }
 
 /// Every leaf connection of the server, and the loop detection subjects.
@@ -228,7 +272,12 @@ pub(crate) fn interest_changed(srv: &ServerInner, sub: &Subscription, added: boo
     };
     for leaf in leafs {
         if should_tell(&leaf, sub) {
-            leaf.update(&sub.subject, sub.queue.as_deref(), weight, added);
+            let change = if added {
+                Change::Add(weight)
+            } else {
+                Change::Remove
+            };
+            leaf.update(member(sub), &sub.subject, sub.queue.as_deref(), change);
         }
     }
 }
@@ -237,7 +286,7 @@ pub(crate) fn interest_changed(srv: &ServerInner, sub: &Subscription, added: boo
 /// subject of its account.
 fn send_all_interest(srv: &ServerInner, leaf: &Leaf) {
     let lds = srv.leafs.lds(&leaf.account);
-    leaf.update(lds.as_bytes(), None, 1, true);
+    leaf.update(0, lds.as_bytes(), None, Change::Add(1));
     for s in leaf.account.sublist.all() {
         let sub = &s.0;
         if should_tell(leaf, sub) {
@@ -246,12 +295,17 @@ fn send_all_interest(srv: &ServerInner, leaf: &Leaf) {
             } else {
                 1
             };
-            leaf.update(&sub.subject, sub.queue.as_deref(), weight, true);
+            leaf.update(
+                member(sub),
+                &sub.subject,
+                sub.queue.as_deref(),
+                Change::Add(weight),
+            );
         }
     }
     let smap = leaf.smap.lock();
     leaf.conn.append(0, 0, |out| {
-        for ((subject, queue), &n) in smap.iter() {
+        for ((subject, queue), &n) in smap.counts.iter() {
             encode::ls_sub(out, subject, queue.as_deref().map(|q| (q, n)));
         }
     });
@@ -846,7 +900,10 @@ impl LeafReader {
             remote_id: Mutex::new(id.to_string()),
             remote_cluster: (!cluster.is_empty()).then(|| Arc::from(cluster)),
             subs: Mutex::new(keyed_map()),
-            smap: Mutex::new(keyed_map()),
+            smap: Mutex::new(Announced {
+                counts: keyed_map(),
+                members: FxHashMap::default(),
+            }),
             ready: AtomicBool::new(false),
             deny_out: deny(|r| &r.deny_exports),
             deny_in: deny(|r| &r.deny_imports),
@@ -887,11 +944,12 @@ impl LeafReader {
             if old != weight {
                 for other in self.srv.leafs.all() {
                     if Arc::ptr_eq(&other.account, &leaf.account) && should_tell(&other, &sub) {
-                        if weight > old {
-                            other.update(subject, sub.queue.as_deref(), weight - old, true);
-                        } else {
-                            other.update(subject, sub.queue.as_deref(), old - weight, false);
-                        }
+                        other.update(
+                            member(&sub),
+                            subject,
+                            sub.queue.as_deref(),
+                            Change::Reweight(weight),
+                        );
                     }
                 }
             }
