@@ -560,3 +560,159 @@ async fn deny_imports_and_exports_on_a_remote() {
         "a denied export reached the hub"
     );
 }
+
+/// A throwaway CA and a server certificate for 127.0.0.1, as PEM files.
+struct LeafPki {
+    dir: tempfile::TempDir,
+}
+
+impl LeafPki {
+    fn new() -> LeafPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "leaf test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, "hub");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        std::fs::write(dir.path().join("hub.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("hub-key.pem"), key.serialize_pem()).expect("write");
+        LeafPki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// TLS on the leaf connection, in every combination of midge and nats-server: the hub
+/// requires it, the leaf verifies the hub's certificate against its CA.
+#[tokio::test]
+async fn leaf_connections_over_tls() {
+    let pki = LeafPki::new();
+    let combos: Vec<(ServerKind, ServerKind)> = if midge_tests::reference_only() {
+        vec![(ServerKind::NatsServer, ServerKind::NatsServer)]
+    } else {
+        vec![
+            (ServerKind::Midge, ServerKind::Midge),
+            (ServerKind::Midge, ServerKind::NatsServer),
+            (ServerKind::NatsServer, ServerKind::Midge),
+            (ServerKind::NatsServer, ServerKind::NatsServer),
+        ]
+    };
+    for (hub_kind, leaf_kind) in combos {
+        let label = format!("TLS hub {hub_kind}, leaf {leaf_kind}");
+        let port = free_port();
+        let hub = TestServer::start(
+            hub_kind,
+            &format!(
+                "leafnodes {{\n  listen: 127.0.0.1:{port}\n  tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n}}\n",
+                pki.path("hub.pem"),
+                pki.path("hub-key.pem")
+            ),
+        )
+        .await;
+        let leaf = TestServer::start(
+            leaf_kind,
+            &format!(
+                "leafnodes {{\n  remotes: [{{url: \"tls://127.0.0.1:{port}\", tls: {{ca_file: \"{}\"}}}}]\n}}\n",
+                pki.path("ca.pem")
+            ),
+        )
+        .await;
+        let on_hub = client(&hub).await;
+        let on_leaf = client(&leaf).await;
+        let mut down = on_leaf.subscribe("secure.down").await.expect("sub");
+        sync(&on_leaf).await;
+        until_crossed(
+            &on_hub,
+            &mut down,
+            "secure.down",
+            &format!("{label}: hub -> leaf"),
+        )
+        .await;
+        let mut up = on_hub.subscribe("secure.up").await.expect("sub");
+        sync(&on_hub).await;
+        until_crossed(
+            &on_leaf,
+            &mut up,
+            "secure.up",
+            &format!("{label}: leaf -> hub"),
+        )
+        .await;
+        // A large message crosses the encrypted link intact.
+        let big = vec![b'z'; 256 * 1024];
+        on_hub
+            .publish("secure.down", big.clone().into())
+            .await
+            .expect("pub");
+        sync(&on_hub).await;
+        let m = tokio::time::timeout(WAIT, down.next())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(m.payload.len(), big.len(), "{label}");
+        assert!(m.payload.iter().all(|&b| b == b'z'), "{label}");
+    }
+}
+
+/// A leaf that does not trust the hub's certificate never connects.
+#[tokio::test]
+async fn a_leaf_refuses_a_hub_it_cannot_verify() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let pki = LeafPki::new();
+    let other = LeafPki::new();
+    let port = free_port();
+    let hub = TestServer::start(
+        ServerKind::Midge,
+        &format!(
+            "leafnodes {{\n  listen: 127.0.0.1:{port}\n  tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n}}\n",
+            pki.path("hub.pem"),
+            pki.path("hub-key.pem")
+        ),
+    )
+    .await;
+    let leaf = TestServer::start(
+        ServerKind::Midge,
+        &format!(
+            "leafnodes {{\n  remotes: [{{url: \"tls://127.0.0.1:{port}\", tls: {{ca_file: \"{}\"}}}}]\n  reconnect: \"200ms\"\n}}\n",
+            other.path("ca.pem")
+        ),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !leaf.log_text().contains("TLS handshake with") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no TLS failure logged:\n{}",
+            leaf.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !leaf.log_text().contains("Leafnode connection to"),
+        "{}",
+        leaf.log_text()
+    );
+    drop(hub);
+}

@@ -201,6 +201,12 @@ impl ClientShared {
         !self.flush_queued.swap(true, Ordering::AcqRel)
     }
 
+    /// Installs the TLS session of a connection whose handshake is done (leaf nodes; client
+    /// connections install theirs in the reader).
+    pub(crate) fn set_tls(&self, session: tls::Session) {
+        let _ = self.tls.set(Box::new(session));
+    }
+
     /// Wakes the writer task now.
     pub(crate) fn wake(&self) {
         self.writer_wake.notify_one();
@@ -352,7 +358,7 @@ impl ClientShared {
 
     /// Reads what the client sent into `dst` (decrypted, with TLS). `more` is set when
     /// decrypted bytes may be left over, to be read before waiting for the socket again.
-    fn read(&self, dst: &mut [u8], more: &mut bool) -> std::io::Result<usize> {
+    pub(crate) fn read(&self, dst: &mut [u8], more: &mut bool) -> std::io::Result<usize> {
         match self.tls.get() {
             None => self.stream.try_read(dst),
             Some(tls) => {

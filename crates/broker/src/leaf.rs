@@ -29,7 +29,11 @@
 //!   sent to the hub; `deny_imports` keeps interest in them from being asked for and drops
 //!   messages on them that arrive anyway.
 //!
-//! Not yet: TLS, credentials (JWT), a leaf cluster attached
+//! - **TLS.** With `leafnodes { tls {} }` the hub sends INFO in plain text and expects the
+//!   leaf to start TLS; a remote with `tls { ca_file }` (or a `tls://` URL) does so, verifying
+//!   the hub's certificate. Sessions are the same `tls::Session` client connections use.
+//!
+//! Not yet: certificate reload, credentials (JWT), a leaf cluster attached
 //! to several servers of a hub cluster (origin-cluster tracking across hub routes),
 //! websocket leafs.
 
@@ -330,6 +334,8 @@ struct LeafInfo {
     port: u16,
     headers: bool,
     auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
     max_payload: usize,
     proto: i32,
     #[serde(rename = "client_id")]
@@ -391,6 +397,7 @@ fn hub_info(srv: &ServerInner, cid: u64) -> LeafInfo {
         port: addr.map_or(0, |a| a.port()),
         headers: true,
         auth_required: opts.leafnodes.user.is_some() || !opts.leafnodes.users.is_empty(),
+        tls_required: opts.leafnodes.tls.is_some(),
         max_payload: opts.max_payload,
         proto: 1,
         cid,
@@ -537,8 +544,42 @@ async fn run(
     };
     if reader.solicited.is_none() {
         let info = hub_info(&srv, id);
-        if let Ok(json) = serde_json::to_vec(&info) {
-            conn.append(0, 0, |out| encode::info(out, &json));
+        let mut json = Vec::new();
+        if let Ok(body) = serde_json::to_vec(&info) {
+            encode::info(&mut json, &body);
+        }
+        match srv.opts().leafnodes.tls.clone() {
+            None => {
+                conn.append(0, 0, |out| out.extend_from_slice(&json));
+            }
+            Some(tls_opts) => {
+                // INFO in plain text, then the leaf starts TLS (as nats-server).
+                let config = match crate::tls::load(&tls_opts) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        error!("Leafnode TLS configuration: {e}");
+                        return Some(CloseReason::TlsHandshakeError);
+                    }
+                };
+                let mut started = false;
+                let shake = crate::tls::handshake(&conn.stream, config, &json, false, &mut started);
+                match tokio::time::timeout(tls_opts.timeout, shake).await {
+                    Ok(Ok(crate::tls::Upgrade::Tls(session))) => {
+                        conn.set_tls(crate::tls::Session::new(*session));
+                    }
+                    Ok(Ok(crate::tls::Upgrade::Plain)) => {
+                        return Some(CloseReason::TlsHandshakeError)
+                    }
+                    Ok(Err(e)) => {
+                        debug!("{peer} - lid:{id} - Leafnode TLS handshake error: {e}");
+                        return Some(CloseReason::TlsHandshakeError);
+                    }
+                    Err(_) => {
+                        debug!("{peer} - lid:{id} - Leafnode TLS handshake timeout");
+                        return Some(CloseReason::TlsHandshakeError);
+                    }
+                }
+            }
         }
     }
     debug!("{peer} - lid:{id} - Leafnode connection created");
@@ -594,6 +635,7 @@ impl LeafReader {
         let handshake = tokio::time::sleep(first_wait);
         tokio::pin!(handshake);
         let mut shutdown = self.srv.shutdown_signal();
+        let mut tls_more = false;
         self.conn.wake();
         loop {
             let room = rb.make_room();
@@ -601,10 +643,14 @@ impl LeafReader {
                 biased;
                 _ = self.conn.kill.notified() => Event::Kill,
                 _ = shutdown.changed() => Event::Kill,
-                r = self.conn.stream.readable() => match r {
-                    Ok(()) => Event::Read(self.conn.stream.try_read(&mut rb.buf[rb.end..])),
+                r = self.conn.stream.readable(), if !tls_more => match r {
+                    Ok(()) => Event::Read(self.conn.read(&mut rb.buf[rb.end..], &mut tls_more)),
                     Err(e) => Event::Read(Err(e)),
                 },
+                // Decrypted bytes are waiting in the TLS session: the socket may have none.
+                () = std::future::ready(()), if tls_more => {
+                    Event::Read(self.conn.read(&mut rb.buf[rb.end..], &mut tls_more))
+                }
                 _ = &mut ping => Event::Ping,
                 _ = &mut handshake, if self.leaf.is_none() => Event::Timeout,
             };
@@ -645,7 +691,11 @@ impl LeafReader {
                         let result = match op {
                             LeafOp::Connect(json) => {
                                 let json = json.to_vec();
-                                self.process_connect(&json).await
+                                Box::pin(self.process_connect(&json)).await
+                            }
+                            LeafOp::Info(json) if self.solicited.is_some() && !self.got_info => {
+                                let json = json.to_vec();
+                                Box::pin(self.first_info(&json)).await
                             }
                             op => self.process(op),
                         };
@@ -727,11 +777,12 @@ impl LeafReader {
         Ok(())
     }
 
-    /// The hub's INFO, on the leaf side: the first one starts the handshake.
+    /// An INFO after the first, on the leaf side: `connect_info` (the hub accepted us)
+    /// lets interest flow.
     fn process_info(&mut self, json: &[u8]) -> Result<(), CloseReason> {
-        let Some((url, remote)) = self.solicited.clone() else {
+        if self.solicited.is_none() {
             return Ok(());
-        };
+        }
         let info: LeafInfo = match serde_json::from_slice(json) {
             Ok(i) => i,
             Err(e) => {
@@ -739,18 +790,29 @@ impl LeafReader {
                 return Err(CloseReason::ProtocolViolation);
             }
         };
-        if self.got_info {
-            // `connect_info` (the hub accepted us) or an update: interest may flow.
-            if info.connect_info {
-                if let Some(leaf) = &self.leaf {
-                    if !leaf.ready.load(Ordering::Acquire) {
-                        send_all_interest(&self.srv, leaf);
-                    }
+        if info.connect_info {
+            if let Some(leaf) = &self.leaf {
+                if !leaf.ready.load(Ordering::Acquire) {
+                    send_all_interest(&self.srv, leaf);
                 }
             }
-            return Ok(());
         }
+        Ok(())
+    }
+
+    /// The hub's first INFO, on the leaf side: TLS if either side asks for it, then CONNECT.
+    async fn first_info(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        let Some((url, remote)) = self.solicited.clone() else {
+            return Ok(());
+        };
         self.got_info = true;
+        let info: LeafInfo = match serde_json::from_slice(json) {
+            Ok(i) => i,
+            Err(e) => {
+                error!(lid = self.conn.cid, "Leafnode INFO is not valid JSON: {e}");
+                return Err(CloseReason::ProtocolViolation);
+            }
+        };
         if info.cid == 0 || info.leafnode_urls.is_none() {
             error!(
                 "Attempted to connect to a port that is not a leafnode port: {}",
@@ -758,12 +820,57 @@ impl LeafReader {
             );
             return Err(CloseReason::ProtocolViolation);
         }
+        if info.tls_required || remote.tls.is_some() {
+            let Some(tls) = remote.tls.as_ref().filter(|t| t.ca_file.is_some()) else {
+                error!(
+                    "Leafnode {} requires TLS: the remote needs tls {{ ca_file }}",
+                    url.host_port()
+                );
+                return Err(CloseReason::TlsHandshakeError);
+            };
+            let ca = tls.ca_file.as_deref().unwrap_or(std::path::Path::new(""));
+            let cert = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
+            let config = match crate::tls::client_config(ca, cert) {
+                Ok(c) => c,
+                Err(e) => {
+                    error!("Leafnode TLS configuration: {e}");
+                    return Err(CloseReason::TlsHandshakeError);
+                }
+            };
+            let name = match rustls::pki_types::ServerName::try_from(url.host.clone()) {
+                Ok(n) => n,
+                Err(e) => {
+                    error!("Leafnode TLS: bad server name {}: {e}", url.host);
+                    return Err(CloseReason::TlsHandshakeError);
+                }
+            };
+            let shake = crate::tls::client_handshake(&self.conn.stream, config, name);
+            match tokio::time::timeout(tls.timeout, shake).await {
+                Ok(Ok(session)) => self.conn.set_tls(crate::tls::Session::new(*session)),
+                Ok(Err(e)) => {
+                    error!(
+                        lid = self.conn.cid,
+                        "Leafnode TLS handshake with {} failed: {e}",
+                        url.host_port()
+                    );
+                    return Err(CloseReason::TlsHandshakeError);
+                }
+                Err(_) => {
+                    error!(
+                        lid = self.conn.cid,
+                        "Leafnode TLS handshake with {} timed out",
+                        url.host_port()
+                    );
+                    return Err(CloseReason::TlsHandshakeError);
+                }
+            }
+        }
         let account = self.srv.accounts.for_user(remote.account.as_deref());
         let connect = LeafConnect {
             version: NATS_COMPAT_VERSION.to_string(),
             user: url.user.clone(),
             pass: url.password.clone(),
-            tls_required: false,
+            tls_required: self.conn_is_tls(),
             server_id: self.srv.id.clone(),
             name: self.srv.name.clone(),
             is_hub: false,
@@ -798,6 +905,12 @@ impl LeafReader {
         }
         self.conn.wake();
         Ok(())
+    }
+
+    fn conn_is_tls(&self) -> bool {
+        self.solicited
+            .as_ref()
+            .is_some_and(|(_, r)| r.tls.is_some())
     }
 
     /// A leaf's CONNECT, on the hub side.

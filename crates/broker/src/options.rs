@@ -188,6 +188,8 @@ pub struct LeafOptions {
     pub auth_timeout: Duration,
     /// Hubs to dial.
     pub remotes: Vec<RemoteLeaf>,
+    /// TLS for accepted leaf connections (`leafnodes { tls {} }`): every leaf must use it.
+    pub tls: Option<TlsOptions>,
     /// Delay before dialling a remote again after its connection ended or failed.
     pub reconnect: Duration,
 }
@@ -205,6 +207,7 @@ impl Default for LeafOptions {
             users: Vec::new(),
             auth_timeout: Duration::from_secs(2),
             remotes: Vec::new(),
+            tls: None,
             reconnect: Duration::from_secs(1),
         }
     }
@@ -226,6 +229,18 @@ pub struct RemoteLeaf {
     pub deny_imports: Vec<String>,
     /// Subjects this server does not send to the hub.
     pub deny_exports: Vec<String>,
+    /// TLS to the hub (`tls {}` in the remote, or a `tls://` URL).
+    pub tls: Option<RemoteTls>,
+}
+
+/// TLS of a connection this server dials: the CA the server's certificate must chain to,
+/// and optionally a client certificate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemoteTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub timeout: Duration,
 }
 
 impl RemoteLeaf {
@@ -253,8 +268,8 @@ impl RouteUrl {
     pub fn parse_leaf(text: &str) -> Result<RouteUrl, String> {
         let (scheme, rest) = text.split_once("://").unwrap_or(("nats", text));
         match scheme.to_ascii_lowercase().as_str() {
-            "nats-leaf" | "nats" | "leaf" => {}
-            "tls" | "ws" | "wss" => {
+            "nats-leaf" | "nats" | "leaf" | "tls" => {}
+            "ws" | "wss" => {
                 return Err(format!(
                     "invalid leaf node URL \"{text}\": {scheme}:// is not supported by midge yet"
                 ))

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use tokio::net::TcpStream;
 
 use crate::options::TlsOptions;
@@ -324,6 +324,68 @@ pub(crate) async fn handshake(
     }
 }
 
+/// The client side of a TLS handshake (a leaf node dialling its hub), after the server's
+/// plain-text INFO: drives `conn` until it is established.
+pub(crate) async fn client_handshake(
+    stream: &TcpStream,
+    config: Arc<ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+) -> Result<Box<ClientConnection>, HandshakeError> {
+    let mut conn = Box::new(ClientConnection::new(config, name)?);
+    loop {
+        while conn.wants_write() {
+            match conn.write_tls(&mut SocketWriter(stream)) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => stream.writable().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !conn.is_handshaking() {
+            return Ok(conn);
+        }
+        stream.readable().await?;
+        match conn.read_tls(&mut SocketReader(stream)) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(e) if would_block(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = conn.process_new_packets() {
+            let _ = conn.write_tls(&mut SocketWriter(stream));
+            return Err(e.into());
+        }
+    }
+}
+
+/// A client TLS config: the server's certificate must chain to `ca_file` (required: no
+/// system roots are bundled), and `cert_file`/`key_file`, when given, are presented.
+pub(crate) fn client_config(
+    ca_file: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = read_roots(ca_file)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some((cert_file, key_file)) => {
+            let certs = read_certs(cert_file)?;
+            let key = read_key(key_file)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsError::KeyMismatch {
+                    cert: cert_file.to_path_buf(),
+                    key: key_file.to_path_buf(),
+                    reason: e.to_string(),
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 async fn write_all_plain(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match stream.try_write(data) {
@@ -339,7 +401,7 @@ async fn write_all_plain(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> 
 /// One established TLS session, shared by the connection's reader, its writer and publishers
 /// writing to it directly.
 #[derive(Debug)]
-pub(crate) struct Session(Mutex<ServerConnection>);
+pub(crate) struct Session(Mutex<rustls::Connection>);
 
 /// Result of [`Session::read`].
 pub(crate) struct ReadOutcome {
@@ -351,8 +413,8 @@ pub(crate) struct ReadOutcome {
 }
 
 impl Session {
-    pub fn new(conn: ServerConnection) -> Self {
-        Session(Mutex::new(conn))
+    pub fn new(conn: impl Into<rustls::Connection>) -> Self {
+        Session(Mutex::new(conn.into()))
     }
 
     /// Moves decrypted bytes into `dst`: what rustls already holds, else what one read of
@@ -361,7 +423,7 @@ impl Session {
     pub fn read(&self, stream: &TcpStream, dst: &mut [u8]) -> ReadOutcome {
         let mut conn = self.0.lock();
         let room = dst.len();
-        let outcome = |result: io::Result<usize>, conn: &ServerConnection| ReadOutcome {
+        let outcome = |result: io::Result<usize>, conn: &rustls::Connection| ReadOutcome {
             // A full `dst` may have left plaintext behind; a short read drained it.
             more: matches!(result, Ok(n) if n > 0 && n == room),
             wants_write: conn.wants_write(),

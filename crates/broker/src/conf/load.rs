@@ -12,8 +12,8 @@ use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
     AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
-    LeafOptions, Options, Permissions, RemoteLeaf, ResponsePermission, ResponseType, RouteUrl,
-    SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
+    LeafOptions, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission, ResponseType,
+    RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
 
@@ -803,6 +803,10 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
             "reconnect" | "reconnect_delay" => {
                 leaf.reconnect = parse_seconds_or_duration(v, &k, ctx)?;
             }
+            "tls" => {
+                let (tls, _) = parse_tls(v, &k, ctx)?;
+                leaf.tls = Some(tls);
+            }
             "authorization" => {
                 for e in v.as_map(&k)?.entries() {
                     let ek = format!("{k}.{}", e.key);
@@ -872,6 +876,7 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
                             "account" | "local" => {
                                 remote.account = Some(e.value.as_str(&ek)?.to_string());
                             }
+                            "tls" => remote.tls = Some(parse_remote_tls(&e.value, &ek)?),
                             "deny_imports" | "deny_import" | "deny_exports" | "deny_export" => {
                                 let subjects: Vec<&Value> = match &e.value.kind {
                                     ValueKind::String(_) => vec![&e.value],
@@ -898,6 +903,17 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
                     }
                     if remote.urls.is_empty() {
                         return Err(item.invalid(&rk, "a remote needs a 'url' or 'urls'"));
+                    }
+                    let tls_url = remote
+                        .urls
+                        .iter()
+                        .any(|u| u.to_ascii_lowercase().starts_with("tls://"));
+                    let has_ca = remote.tls.as_ref().is_some_and(|t| t.ca_file.is_some());
+                    if (tls_url || remote.tls.is_some()) && !has_ca {
+                        return Err(item.invalid(
+                            &rk,
+                            "TLS to the hub needs tls { ca_file } (the CA the hub's certificate chains to)",
+                        ));
                     }
                     leaf.remotes.push(remote);
                 }
@@ -1094,6 +1110,33 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         return Err(at.invalid(&k, e.to_string()));
     }
     Ok((opts, allow_non_tls))
+}
+
+/// A remote's `tls { ca_file, cert_file, key_file, timeout }`, files checked now.
+fn parse_remote_tls(v: &Value, key: &str) -> Result<RemoteTls, ConfError> {
+    let mut tls = RemoteTls {
+        timeout: TlsOptions::DEFAULT_TIMEOUT,
+        ..RemoteTls::default()
+    };
+    for e in v.as_map(key)?.entries() {
+        let k = format!("{key}.{}", e.key);
+        match e.key.to_ascii_lowercase().as_str() {
+            "ca_file" => tls.ca_file = Some(PathBuf::from(e.value.as_str(&k)?)),
+            "cert_file" => tls.cert_file = Some(PathBuf::from(e.value.as_str(&k)?)),
+            "key_file" => tls.key_file = Some(PathBuf::from(e.value.as_str(&k)?)),
+            "timeout" => tls.timeout = parse_auth_timeout(&e.value, &k)?,
+            _ if e.used_as_variable => {}
+            _ => return Err(unsupported(e)),
+        }
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        return Err(v.invalid(key, "cert_file and key_file go together"));
+    }
+    if let Some(ca) = &tls.ca_file {
+        let cert = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
+        crate::tls::client_config(ca, cert).map_err(|e| v.invalid(key, e.to_string()))?;
+    }
+    Ok(tls)
 }
 
 /// Seconds as an integer or float, or a duration string.

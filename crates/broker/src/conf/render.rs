@@ -122,6 +122,20 @@ fn render_leafnodes(options: &Options, out: &mut String) {
         out.push_str("  no_advertise: true\n");
     }
     let _ = writeln!(out, "  reconnect: {}", duration(l.reconnect));
+    if let Some(tls) = &l.tls {
+        let _ = writeln!(
+            out,
+            "  tls {{ cert_file: {}, key_file: {}, verify: {}, timeout: {}{} }}",
+            quote(&tls.cert_file.to_string_lossy()),
+            quote(&tls.key_file.to_string_lossy()),
+            tls.verify,
+            duration(tls.timeout),
+            tls.ca_file
+                .as_ref()
+                .map(|c| format!(", ca_file: {}", quote(&c.to_string_lossy())))
+                .unwrap_or_default()
+        );
+    }
     out.push_str("  authorization {\n");
     if let Some(u) = &l.user {
         let _ = writeln!(out, "    user: {}", quote(u));
@@ -157,6 +171,19 @@ fn render_leafnodes(options: &Options, out: &mut String) {
             let _ = write!(out, "    {{urls: [{}]", urls.join(", "));
             if let Some(a) = &r.account {
                 let _ = write!(out, ", account: {}", quote(a));
+            }
+            if let Some(tls) = &r.tls {
+                let mut parts = vec![format!("timeout: {}", duration(tls.timeout))];
+                for (k, v) in [
+                    ("ca_file", &tls.ca_file),
+                    ("cert_file", &tls.cert_file),
+                    ("key_file", &tls.key_file),
+                ] {
+                    if let Some(p) = v {
+                        parts.push(format!("{k}: {}", quote(&p.to_string_lossy())));
+                    }
+                }
+                let _ = write!(out, ", tls: {{{}}}", parts.join(", "));
             }
             for (key, list) in [
                 ("deny_imports", &r.deny_imports),

@@ -619,7 +619,7 @@ fn unsupported_features_and_ignored_options() {
     );
     for key in [
         "accounts { A: { mappings: {} } }",
-        "leafnodes { tls {} }",
+        "leafnodes { remotes: [{url: \"nats-leaf://h\", credentials: \"/x.creds\"}] }",
         "cluster { port: 6222, tls {} }",
         "websocket {}",
         "mqtt {}",
@@ -1014,6 +1014,7 @@ fn sample_options() -> Options {
                 account: Some("B".into()),
                 deny_imports: vec!["secret.>".into()],
                 deny_exports: vec!["local.*".into(), "x".into()],
+                tls: None,
             }],
             ..crate::options::LeafOptions::default()
         },
