@@ -716,3 +716,51 @@ async fn a_leaf_refuses_a_hub_it_cannot_verify() {
     );
     drop(hub);
 }
+
+/// Certificate rotation on the hub without a restart: a leaf that trusts only the new CA
+/// cannot connect until the hub's `leafnodes { tls {} }` is reloaded with the new
+/// certificate, and then connects by itself.
+#[tokio::test]
+async fn hub_leaf_certificate_rotates_by_reload() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let (old_pki, new_pki) = (LeafPki::new(), LeafPki::new());
+    let port = free_port();
+    let hub_conf = |pki: &LeafPki| {
+        format!(
+            "leafnodes {{\n  listen: 127.0.0.1:{port}\n  tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n}}\n",
+            pki.path("hub.pem"),
+            pki.path("hub-key.pem")
+        )
+    };
+    let hub = TestServer::start(ServerKind::Midge, &hub_conf(&old_pki)).await;
+    let leaf = TestServer::start(
+        ServerKind::Midge,
+        &format!(
+            "leafnodes {{\n  remotes: [{{url: \"tls://127.0.0.1:{port}\", tls: {{ca_file: \"{}\"}}}}]\n  reconnect: \"100ms\"\n}}\n",
+            new_pki.path("ca.pem")
+        ),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !leaf.log_text().contains("TLS handshake with") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old certificate was accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(hub.config_path(), hub_conf(&new_pki)).expect("rewrite config");
+    let status = std::process::Command::new(ServerKind::Midge.binary())
+        .arg("--signal")
+        .arg(format!("reload={}", hub.pid()))
+        .status()
+        .expect("signal");
+    assert!(status.success());
+    let on_hub = client(&hub).await;
+    let on_leaf = client(&leaf).await;
+    let mut sub = on_leaf.subscribe("rotated").await.expect("sub");
+    sync(&on_leaf).await;
+    until_crossed(&on_hub, &mut sub, "rotated", "after the certificate reload").await;
+}

@@ -33,7 +33,10 @@
 //!   leaf to start TLS; a remote with `tls { ca_file }` (or a `tls://` URL) does so, verifying
 //!   the hub's certificate. Sessions are the same `tls::Session` client connections use.
 //!
-//! Not yet: certificate reload, credentials (JWT), a leaf cluster attached
+//!   The hub reads its certificate for every accepted connection (and `leafnodes.tls` is
+//!   reloadable), the leaf its CA for every dial, so rotated files take effect by themselves.
+//!
+//! Not yet: credentials (JWT), a leaf cluster attached
 //! to several servers of a hub cluster (origin-cluster tracking across hub routes),
 //! websocket leafs.
 

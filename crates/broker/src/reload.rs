@@ -115,6 +115,10 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("cluster.routes", |o, n| {
         o.cluster.routes = n.cluster.routes.clone()
     }),
+    // Read again for every accepted leaf connection: new certificates serve new ones.
+    ("leafnodes.tls", |o, n| {
+        o.leafnodes.tls = n.leafnodes.tls.clone()
+    }),
 ];
 
 const LOGGING: &[&str] = &["debug", "trace", "logtime", "logfile", "log_json"];
@@ -607,6 +611,17 @@ mod tests {
         let changed = check_reloadable(&old, &new).unwrap();
         assert_eq!(changed, ["authorization", "max_payload", "debug"]);
         assert!(check_reloadable(&old, &old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn leaf_tls_reloads_and_the_rest_of_leafnodes_does_not() {
+        let old = Options::default();
+        let mut new = old.clone();
+        new.leafnodes.tls = Some(crate::options::TlsOptions::new("/c.pem", "/k.pem"));
+        assert_eq!(check_reloadable(&old, &new).unwrap(), ["leafnodes.tls"]);
+        new.leafnodes.port = Some(7422);
+        let e = check_reloadable(&old, &new).unwrap_err().to_string();
+        assert!(e.contains("leafnodes"), "{e}");
     }
 
     #[test]
