@@ -32,6 +32,9 @@ step "partition test: three midge servers in network namespaces, cut and healed"
 # Uses the debug midge built above; skips (exit 0, with a message) without CAP_NET_ADMIN.
 scripts/partition-test.sh
 
+step "leaf partition test: a hub and a leaf cluster of two, the uplink cut and restored"
+scripts/leaf-partition-test.sh
+
 step "operator manifests: CRD drift, kubernetes-validate of rendered samples"
 scripts/validate-manifests.sh
 
