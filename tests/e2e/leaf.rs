@@ -764,3 +764,94 @@ async fn hub_leaf_certificate_rotates_by_reload() {
     sync(&on_leaf).await;
     until_crossed(&on_hub, &mut sub, "rotated", "after the certificate reload").await;
 }
+
+/// A leaf cluster of two attached to a hub cluster of two, each edge server to a different
+/// hub server: every message is delivered once wherever it is published and received (the
+/// hub's routes carry the leaf cluster's name, nats-server's `lnoc`). `hub_kinds` lets the
+/// hub cluster mix midge and nats-server.
+async fn leaf_cluster_on_hub_cluster(hub_kinds: [ServerKind; 2]) {
+    let label = format!("hub cluster {} + {}", hub_kinds[0], hub_kinds[1]);
+    let (l1, l2) = (free_port(), free_port());
+    let (hr1, hr2) = (free_port(), free_port());
+    let mut hubs = Vec::new();
+    for (i, (kind, leaf_port, mine)) in [(hub_kinds[0], l1, hr1), (hub_kinds[1], l2, hr2)]
+        .into_iter()
+        .enumerate()
+    {
+        hubs.push(
+            TestServer::start(
+                kind,
+                &format!(
+                    "server_name: hub{i}\ncluster {{\n  name: hub\n  listen: 127.0.0.1:{mine}\n  routes: [\"nats://127.0.0.1:{hr1}\", \"nats://127.0.0.1:{hr2}\"]\n}}\nleafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n}}\n"
+                ),
+            )
+            .await,
+        );
+    }
+    let (er1, er2) = (free_port(), free_port());
+    let mut edges = Vec::new();
+    for (i, (leaf_port, mine)) in [(l1, er1), (l2, er2)].into_iter().enumerate() {
+        edges.push(
+            TestServer::start(
+                ServerKind::Midge,
+                &format!(
+                    "server_name: edge{i}\ncluster {{\n  name: edge\n  listen: 127.0.0.1:{mine}\n  routes: [\"nats://127.0.0.1:{er1}\", \"nats://127.0.0.1:{er2}\"]\n}}\nleafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{leaf_port}\"}}]\n}}\n"
+                ),
+            )
+            .await,
+        );
+    }
+    let h1 = client(&hubs[0]).await;
+    let h2 = client(&hubs[1]).await;
+    let e1 = client(&edges[0]).await;
+    let e2 = client(&edges[1]).await;
+    let mut at_e2 = e2.subscribe("t.>").await.expect("sub");
+    let mut at_h1 = h1.subscribe("t.>").await.expect("sub");
+    sync(&e2).await;
+    sync(&h1).await;
+    until_crossed(&e1, &mut at_e2, "t.p1", &format!("{label}: edge1 -> edge2")).await;
+    until_crossed(&h2, &mut at_e2, "t.p2", &format!("{label}: hub2 -> edge2")).await;
+    until_crossed(&h1, &mut at_e2, "t.p3", &format!("{label}: hub1 -> edge2")).await;
+    until_crossed(&e1, &mut at_h1, "t.p4", &format!("{label}: edge1 -> hub1")).await;
+    until_crossed(&e2, &mut at_h1, "t.p5", &format!("{label}: edge2 -> hub1")).await;
+    // Everything settled: drain leftovers of the probes, then count exactly.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), at_e2.next()).await {}
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), at_h1.next()).await {}
+    for (name, publisher) in [("edge1", &e1), ("hub1", &h1), ("hub2", &h2)] {
+        for i in 0..20 {
+            publisher
+                .publish(format!("t.{i}"), "x".into())
+                .await
+                .expect("pub");
+        }
+        sync(publisher).await;
+        let mut got = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), at_e2.next()).await
+        {
+            got += 1;
+        }
+        assert_eq!(got, 20, "{label}: from {name}, edge2 got each message once");
+        let mut got = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), at_h1.next()).await
+        {
+            got += 1;
+        }
+        assert_eq!(got, 20, "{label}: from {name}, hub1 got each message once");
+    }
+}
+
+#[tokio::test]
+async fn leaf_cluster_of_two_on_a_hub_cluster_of_two() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    leaf_cluster_on_hub_cluster([ServerKind::Midge, ServerKind::Midge]).await;
+}
+
+#[tokio::test]
+async fn leaf_cluster_on_a_mixed_hub_cluster() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    leaf_cluster_on_hub_cluster([ServerKind::Midge, ServerKind::NatsServer]).await;
+}

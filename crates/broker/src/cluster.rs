@@ -48,6 +48,10 @@ pub(crate) struct Route {
     /// Interest this remote announced, by account, subject and queue: subscriptions of
     /// kind [`Subscriber::Route`] in the accounts' sublists.
     pub subs: Mutex<KeyedMap<InterestKey, Arc<Subscription>>>,
+    /// The leaf cluster each of those came from, when the remote said (`LS+ <origin> ...`).
+    pub origins: Mutex<KeyedMap<InterestKey, Arc<str>>>,
+    /// The remote understands leaf-origin interest and messages (`lnoc` in its INFO).
+    pub lnoc: bool,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     pub start: SystemTime,
@@ -97,6 +101,9 @@ pub(crate) struct RouteInfo {
     pub connect_urls: Vec<String>,
     #[serde(skip_serializing_if = "is_false")]
     pub ldm: bool,
+    /// Leaf-origin interest and messages are understood (`LS+`/`LMSG` with an origin).
+    #[serde(skip_serializing_if = "is_false")]
+    pub lnoc: bool,
 }
 
 /// The route `CONNECT` document (never `lang`: nats-server takes a `lang` as a client that
@@ -125,6 +132,25 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Local interest in one subject (and queue).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Interest {
+    /// Subscriptions (a queue's weight).
+    pub count: u32,
+    /// Of those, how many came from the leaf cluster `origin`.
+    pub from_origin: u32,
+    pub origin: Option<Arc<str>>,
+}
+
+impl Interest {
+    /// The leaf cluster all of this interest comes from, if it all comes from one.
+    pub fn origin(&self) -> Option<&Arc<str>> {
+        self.origin
+            .as_ref()
+            .filter(|_| self.count > 0 && self.from_origin == self.count)
+    }
+}
+
 /// Routes and interest, under one lock so that a new route's initial interest and later
 /// changes reach it in order.
 #[derive(Debug, Default)]
@@ -133,7 +159,7 @@ pub(crate) struct ClusterState {
     /// Server id -> rid of its registered route.
     pub remotes: KeyedMap<String, u64>,
     /// Local interest announced to routes: subscription count per subject and queue.
-    pub interest: KeyedMap<InterestKey, u32>,
+    pub interest: KeyedMap<InterestKey, Interest>,
     /// Server ids an implicit (gossiped) connection attempt is under way for.
     pub connecting: KeyedSet<String>,
 }
@@ -296,26 +322,39 @@ pub(crate) fn local_interest(
     subject: &[u8],
     queue: Option<&[u8]>,
     added: bool,
+    origin: Option<&Arc<str>>,
 ) {
     let Some(cluster) = &srv.cluster else {
         return;
     };
     let mut state = cluster.state.lock();
     let key: InterestKey = (account.name.clone(), subject.into(), queue.map(Into::into));
-    let count = state.interest.entry(key.clone()).or_insert(0);
-    let before = *count;
+    let entry = state.interest.entry(key.clone()).or_default();
+    let before = entry.count;
+    let origin_before = entry.origin().cloned();
     if added {
-        *count += 1;
+        entry.count += 1;
     } else {
-        *count = count.saturating_sub(1);
+        entry.count = entry.count.saturating_sub(1);
     }
-    let after = *count;
+    if let Some(o) = origin {
+        if entry.origin.as_ref().is_none_or(|e| e == o) {
+            entry.origin = Some(o.clone());
+            if added {
+                entry.from_origin += 1;
+            } else {
+                entry.from_origin = entry.from_origin.saturating_sub(1);
+            }
+        }
+    }
+    let after = entry.count;
+    let origin_after = entry.origin().cloned();
     if after == 0 {
         state.interest.remove(&key);
     }
     let send = match queue {
-        None => (before == 0) != (after == 0),
-        Some(_) => before != after,
+        None => (before == 0) != (after == 0) || (after > 0 && origin_before != origin_after),
+        Some(_) => before != after || origin_before != origin_after,
     };
     if !send || state.routes.is_empty() {
         return;
@@ -324,7 +363,15 @@ pub(crate) fn local_interest(
     for route in state.routes.values() {
         route.conn.append(0, 0, |out| {
             if after > 0 {
-                encode::rs_sub(out, acc, subject, queue.map(|q| (q, after)));
+                announce(
+                    out,
+                    route.lnoc,
+                    origin_after.as_deref(),
+                    acc,
+                    subject,
+                    queue,
+                    after,
+                );
             } else {
                 encode::rs_unsub(out, acc, subject, queue);
             }
@@ -333,15 +380,36 @@ pub(crate) fn local_interest(
     }
 }
 
+/// `RS+`, or `LS+` with the origin for a peer that understands it.
+fn announce(
+    out: &mut Vec<u8>,
+    lnoc: bool,
+    origin: Option<&str>,
+    account: &[u8],
+    subject: &[u8],
+    queue: Option<&[u8]>,
+    n: u32,
+) {
+    match origin {
+        Some(o) if lnoc => {
+            encode::ls_sub_origin(out, o.as_bytes(), account, subject, queue.map(|q| (q, n)));
+        }
+        _ => encode::rs_sub(out, account, subject, queue.map(|q| (q, n))),
+    }
+}
+
 /// Appends the whole local interest to a new route's buffer. The caller holds the state lock.
-pub(crate) fn send_all_interest(state: &ClusterState, conn: &ClientShared) {
+pub(crate) fn send_all_interest(state: &ClusterState, conn: &ClientShared, lnoc: bool) {
     conn.append(0, 0, |out| {
-        for ((account, subject, queue), &n) in &state.interest {
-            encode::rs_sub(
+        for ((account, subject, queue), interest) in &state.interest {
+            announce(
                 out,
+                lnoc,
+                interest.origin().map(|o| &**o),
                 account.as_bytes(),
                 subject,
-                queue.as_deref().map(|q| (q, n)),
+                queue.as_deref(),
+                interest.count,
             );
         }
     });
@@ -442,6 +510,7 @@ pub(crate) fn route_info(srv: &ServerInner, cluster: &Cluster) -> RouteInfo {
             cluster.own_client_urls.clone()
         },
         ldm: false,
+        lnoc: true,
     }
 }
 

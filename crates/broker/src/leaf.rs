@@ -36,9 +36,12 @@
 //!   The hub reads its certificate for every accepted connection (and `leafnodes.tls` is
 //!   reloadable), the leaf its CA for every dial, so rotated files take effect by themselves.
 //!
-//! Not yet: credentials (JWT), a leaf cluster attached
-//! to several servers of a hub cluster (origin-cluster tracking across hub routes),
-//! websocket leafs.
+//! - **Hub clusters.** A leaf cluster's servers may attach to different servers of a hub
+//!   cluster: the hub's routes carry the leaf cluster's name with its interest and messages
+//!   (nats-server's `lnoc`: `LS+ <origin> ...`, `LMSG <origin> ...`), so no hub server sends
+//!   the leaf cluster what it already has.
+//!
+//! Not yet: credentials (JWT), websocket leafs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -250,9 +253,23 @@ fn should_tell(leaf: &Leaf, sub: &Subscription) -> bool {
                 from.remote_cluster.is_some() && from.remote_cluster == leaf.remote_cluster;
             !std::ptr::eq(&**from, leaf) && !same_cluster && (!leaf.spoke || !from.spoke)
         }
-        // Route interest is for the hub side only: a leaf cluster's servers each tell the
-        // hub their own.
-        Subscriber::Route(_) => !leaf.spoke,
+        // Route interest is for the hub side only (a leaf cluster's servers each tell the
+        // hub their own), and never for the leaf cluster it came from (another hub server
+        // got it from there; cluster-wide no echo).
+        Subscriber::Route(route) => {
+            if leaf.spoke {
+                return false;
+            }
+            let Some(cluster) = &leaf.remote_cluster else {
+                return true;
+            };
+            let key = (
+                sub.account.name.clone(),
+                sub.subject.clone(),
+                sub.queue.clone(),
+            );
+            route.origins.lock().get(&key) != Some(cluster)
+        }
         // The exporter's reply wildcard is a local matter of service imports.
         Subscriber::Responses(_) => false,
         Subscriber::Client(_) | Subscriber::Internal(_) | Subscriber::Service(_) => true,

@@ -478,8 +478,10 @@ impl RouteReader {
     }
 
     /// Delivers a routed message to this server's subscribers in `account` (one hop).
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
+        origin: Option<&[u8]>,
         account: &[u8],
         subject: &[u8],
         reply: Option<&[u8]>,
@@ -513,7 +515,7 @@ impl RouteReader {
         self.router.route(
             &acc,
             &result,
-            Origin::Route { queues },
+            Origin::Route { queues, origin },
             subject,
             reply,
             headers,
@@ -539,6 +541,7 @@ impl RouteReader {
         }
         match op {
             RouteOp::Msg {
+                origin,
                 account,
                 subject,
                 reply,
@@ -547,14 +550,15 @@ impl RouteReader {
                 payload,
             } => {
                 if self.route.is_some() {
-                    self.deliver(account, subject, reply, queues, headers, payload);
+                    self.deliver(origin, account, subject, reply, queues, headers, payload);
                 }
             }
             RouteOp::Sub {
+                origin,
                 account,
                 subject,
                 queue,
-            } => self.remote_sub(account, subject, queue),
+            } => self.remote_sub(origin, account, subject, queue),
             RouteOp::Unsub {
                 account,
                 subject,
@@ -712,6 +716,8 @@ impl RouteReader {
             reconnect: Mutex::new(self.solicited.clone()),
             connect_urls: Mutex::new(info.connect_urls.clone()),
             subs: Mutex::new(keyed_map()),
+            origins: Mutex::new(keyed_map()),
+            lnoc: info.lnoc,
             in_msgs: Default::default(),
             in_bytes: Default::default(),
             start: SystemTime::now(),
@@ -744,7 +750,7 @@ impl RouteReader {
             self.cluster
                 .num_routes
                 .store(state.routes.len(), Ordering::Release);
-            cluster::send_all_interest(&state, &self.conn);
+            cluster::send_all_interest(&state, &self.conn, route.lnoc);
             state
                 .routes
                 .values()
@@ -788,7 +794,13 @@ impl RouteReader {
         Ok(())
     }
 
-    fn remote_sub(&mut self, account: &[u8], subject: &[u8], queue: Option<(&[u8], u32)>) {
+    fn remote_sub(
+        &mut self,
+        origin: Option<&[u8]>,
+        account: &[u8],
+        subject: &[u8],
+        queue: Option<(&[u8], u32)>,
+    ) {
         let Some(route) = &self.route else {
             return;
         };
@@ -808,6 +820,19 @@ impl RouteReader {
             queue.map(|(q, _)| q.into()),
         );
         let weight = queue.map_or(1, |(_, w)| w);
+        {
+            // Kept before the subscription is added: leaf connections look it up as soon as
+            // they hear of the subscription.
+            let mut origins = route.origins.lock();
+            match origin.and_then(|o| std::str::from_utf8(o).ok()) {
+                Some(o) => {
+                    origins.insert(key.clone(), Arc::from(o));
+                }
+                None => {
+                    origins.remove(&key);
+                }
+            }
+        }
         let mut subs = route.subs.lock();
         if let Some(existing) = subs.get(&key) {
             // A queue's new member count: the shared entry changes in place, so cached match
@@ -846,6 +871,7 @@ impl RouteReader {
         if let Some(sub) = removed {
             router::remove_from_account(&self.srv, &sub);
         }
+        route.origins.lock().remove(&key);
     }
 
     /// After the connection ended: forget the route and its interest, then dial again

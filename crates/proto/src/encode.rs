@@ -221,6 +221,80 @@ pub fn ls_unsub(out: &mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `LS+ <origin> <account> <subject>[ <queue> <weight>]\r\n`: route interest that
+/// came from the leaf cluster `origin` (for peers that announced `lnoc`).
+pub fn ls_sub_origin(
+    out: &mut Vec<u8>,
+    origin: &[u8],
+    account: &[u8],
+    subject: &[u8],
+    queue: Option<(&[u8], u32)>,
+) {
+    out.extend_from_slice(b"LS+ ");
+    out.extend_from_slice(origin);
+    out.push(b' ');
+    out.extend_from_slice(account);
+    out.push(b' ');
+    out.extend_from_slice(subject);
+    if let Some((q, weight)) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q);
+        out.push(b' ');
+        out.extend_from_slice(itoa::Buffer::new().format(weight).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a routed message from the leaf cluster `origin`: `LMSG <origin> <account>
+/// <subject> [reply | + reply queues | \| queues] <header size> <total size>` (the header
+/// size always present, 0 without headers).
+#[allow(clippy::too_many_arguments)]
+pub fn lmsg_origin<'q>(
+    out: &mut Vec<u8>,
+    origin: &[u8],
+    account: &[u8],
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: impl Iterator<Item = &'q [u8]> + Clone,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
+    out.extend_from_slice(b"LMSG ");
+    out.extend_from_slice(origin);
+    out.push(b' ');
+    out.extend_from_slice(account);
+    out.push(b' ');
+    out.extend_from_slice(subject);
+    let mut queues = queues.peekable();
+    if queues.peek().is_some() {
+        match reply {
+            Some(r) => {
+                out.extend_from_slice(b" + ");
+                out.extend_from_slice(r);
+            }
+            None => out.extend_from_slice(b" |"),
+        }
+        for q in queues {
+            out.push(b' ');
+            out.extend_from_slice(q);
+        }
+    } else if let Some(r) = reply {
+        out.push(b' ');
+        out.extend_from_slice(r);
+    }
+    let hdr = headers.map_or(0, <[u8]>::len);
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(hdr).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(hdr + payload.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(h) = headers {
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `RS+ <account> <subject>[ <queue> <weight>]\r\n`.
 pub fn rs_sub(out: &mut Vec<u8>, account: &[u8], subject: &[u8], queue: Option<(&[u8], u32)>) {
     out.extend_from_slice(b"RS+ ");

@@ -338,8 +338,10 @@ pub enum RouteOp<'a> {
     Pong,
     Ok,
     Err(&'a [u8]),
-    /// `RS+ <account> <subject> [<queue> <weight>]`.
+    /// `RS+ <account> <subject> [<queue> <weight>]`, or `LS+ <origin> <account> ...` for
+    /// interest that came from a leaf cluster named `origin`.
     Sub {
+        origin: Option<&'a [u8]>,
         account: &'a [u8],
         subject: &'a [u8],
         /// Queue name and its weight (members on the remote server).
@@ -351,8 +353,11 @@ pub enum RouteOp<'a> {
         subject: &'a [u8],
         queue: Option<&'a [u8]>,
     },
-    /// `RMSG`/`HMSG <account> <subject> [reply | + reply queues | \| queues] <sizes>`.
+    /// `RMSG`/`HMSG <account> <subject> [reply | + reply queues | \| queues] <sizes>`, or
+    /// `LMSG <origin> <account> ... <header size> <total size>` for a message that came from
+    /// a leaf cluster named `origin`.
     Msg {
+        origin: Option<&'a [u8]>,
         account: &'a [u8],
         subject: &'a [u8],
         reply: Option<&'a [u8]>,
@@ -422,15 +427,25 @@ pub fn parse_route_op<'a>(
         Line::Incomplete { need } => return Ok(Parsed::Incomplete { need }),
     };
     let op = match name {
-        Name::RMsg | Name::HMsg => {
-            let op_name = if name == Name::RMsg { "RMSG" } else { "HMSG" };
+        Name::RMsg | Name::HMsg | Name::LMsg => {
+            let op_name = match name {
+                Name::RMsg => "RMSG",
+                Name::LMsg => "LMSG",
+                _ => "HMSG",
+            };
             let bad = ParseError::BadArgs { op: op_name };
             let (mid, total) = split_last(args).ok_or(bad.clone())?;
-            let (mid, hdr) = if name == Name::HMsg {
+            let (mid, hdr) = if name == Name::RMsg {
+                (mid, None)
+            } else {
                 let (mid, hdr) = split_last(mid).ok_or(bad.clone())?;
                 (mid, Some(hdr))
+            };
+            let (origin, mid) = if name == Name::LMsg {
+                let (origin, rest) = split_first(mid).ok_or(bad.clone())?;
+                (Some(origin), rest)
             } else {
-                (mid, None)
+                (None, mid)
             };
             let (account, subject, reply, queues) = routed_msg_head(mid).ok_or(bad.clone())?;
             let (hdr, total) = match hdr {
@@ -447,11 +462,15 @@ pub fn parse_route_op<'a>(
                     consumed,
                 } => Parsed::Op(
                     RouteOp::Msg {
+                        origin,
                         account,
                         subject,
                         reply,
                         queues,
-                        headers: hdr.map(|_| headers),
+                        // An origin LMSG always names a header size; 0 means none.
+                        headers: hdr
+                            .filter(|&h| h > 0 || name != Name::LMsg)
+                            .map(|_| headers),
                         payload,
                     },
                     consumed,
@@ -459,10 +478,34 @@ pub fn parse_route_op<'a>(
                 Body::Incomplete { need } => Parsed::Incomplete { need },
             });
         }
+        Name::LSub => {
+            let mut a = [&[][..]; 5];
+            match split_args(args, &mut a) {
+                Some(3) => RouteOp::Sub {
+                    origin: Some(a[0]),
+                    account: a[1],
+                    subject: a[2],
+                    queue: None,
+                },
+                Some(5) => {
+                    let weight = parse_u64(a[4])
+                        .and_then(|w| u32::try_from(w).ok())
+                        .ok_or(ParseError::BadArgs { op: "LS+" })?;
+                    RouteOp::Sub {
+                        origin: Some(a[0]),
+                        account: a[1],
+                        subject: a[2],
+                        queue: Some((a[3], weight)),
+                    }
+                }
+                _ => return Err(ParseError::BadArgs { op: "LS+" }),
+            }
+        }
         Name::RSub => {
             let mut a = [&[][..]; 4];
             match split_args(args, &mut a) {
                 Some(2) => RouteOp::Sub {
+                    origin: None,
                     account: a[0],
                     subject: a[1],
                     queue: None,
@@ -472,6 +515,7 @@ pub fn parse_route_op<'a>(
                         .and_then(|w| u32::try_from(w).ok())
                         .ok_or(ParseError::BadArgs { op: "RS+" })?;
                     RouteOp::Sub {
+                        origin: None,
                         account: a[0],
                         subject: a[1],
                         queue: Some((a[2], weight)),
@@ -480,7 +524,7 @@ pub fn parse_route_op<'a>(
                 _ => return Err(ParseError::BadArgs { op: "RS+" }),
             }
         }
-        Name::RUnsub => {
+        Name::RUnsub | Name::LUnsub => {
             let mut a = [&[][..]; 3];
             match split_args(args, &mut a) {
                 Some(2) => RouteOp::Unsub {
@@ -502,14 +546,9 @@ pub fn parse_route_op<'a>(
         Name::Info => RouteOp::Info(trim(args)),
         Name::Ok => RouteOp::Ok,
         Name::Err => RouteOp::Err(trim(args)),
-        Name::Pub
-        | Name::HPub
-        | Name::Sub
-        | Name::Unsub
-        | Name::Msg
-        | Name::LSub
-        | Name::LUnsub
-        | Name::LMsg => return Err(ParseError::UnknownOp),
+        Name::Pub | Name::HPub | Name::Sub | Name::Unsub | Name::Msg => {
+            return Err(ParseError::UnknownOp)
+        }
     };
     Ok(Parsed::Op(op, next))
 }
@@ -799,6 +838,8 @@ fn recognize_route(head: &[u8]) -> Recognized {
             Some(_) => Recognized::Unknown,
             None => Recognized::Partial,
         },
+        // Leaf-origin interest and messages between servers that announced `lnoc`.
+        b'l' => recognize_leaf(head),
         b'h' => match_name(head, b"hmsg", Separator, Name::HMsg),
         b'p' => recognize_p(head, false),
         b'c' => match_name(head, b"connect", Anything, Name::Connect),
@@ -1233,6 +1274,7 @@ mod route_tests {
                  queues: &'static [u8],
                  headers: Option<&'static [u8]>,
                  payload: &'static [u8]| RouteOp::Msg {
+            origin: None,
             account,
             subject,
             reply,
@@ -1287,10 +1329,88 @@ mod route_tests {
     }
 
     #[test]
+    fn leaf_origin_interest_and_messages() {
+        assert_eq!(
+            one(b"LS+ edge $G foo q 2\r\n"),
+            RouteOp::Sub {
+                origin: Some(b"edge"),
+                account: b"$G",
+                subject: b"foo",
+                queue: Some((b"q", 2)),
+            }
+        );
+        assert_eq!(
+            one(b"LS- $G foo\r\n"),
+            RouteOp::Unsub {
+                account: b"$G",
+                subject: b"foo",
+                queue: None,
+            }
+        );
+        let mut out = Vec::new();
+        crate::encode::lmsg_origin(
+            &mut out,
+            b"edge",
+            b"$G",
+            b"x",
+            Some(b"r"),
+            [&b"q"[..]].into_iter(),
+            None,
+            b"hi",
+        );
+        assert_eq!(out, b"LMSG edge $G x + r q 0 2\r\nhi\r\n");
+        assert_eq!(
+            one(&out),
+            RouteOp::Msg {
+                origin: Some(b"edge"),
+                account: b"$G",
+                subject: b"x",
+                reply: Some(b"r"),
+                queues: b"q",
+                headers: None,
+                payload: b"hi",
+            }
+        );
+        let mut out = Vec::new();
+        crate::encode::lmsg_origin(
+            &mut out,
+            b"edge",
+            b"$G",
+            b"x",
+            None,
+            std::iter::empty(),
+            Some(b"NATS/1.0\r\n\r\n"),
+            b"hi",
+        );
+        match one(&out) {
+            RouteOp::Msg {
+                headers,
+                payload,
+                origin,
+                ..
+            } => {
+                assert_eq!(
+                    (headers, payload, origin),
+                    (
+                        Some(&b"NATS/1.0\r\n\r\n"[..]),
+                        &b"hi"[..],
+                        Some(&b"edge"[..])
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut out = Vec::new();
+        crate::encode::ls_sub_origin(&mut out, b"edge", b"A", b"s.*", None);
+        assert_eq!(out, b"LS+ edge A s.*\r\n");
+    }
+
+    #[test]
     fn interest_and_control_ops() {
         assert_eq!(
             one(b"RS+ $G foo.*\r\n"),
             RouteOp::Sub {
+                origin: None,
                 account: b"$G",
                 subject: b"foo.*",
                 queue: None
@@ -1299,6 +1419,7 @@ mod route_tests {
         assert_eq!(
             one(b"RS+ $G foo q 3\r\n"),
             RouteOp::Sub {
+                origin: None,
                 account: b"$G",
                 subject: b"foo",
                 queue: Some((b"q", 3))

@@ -871,6 +871,7 @@ proptest! {
             );
             let joined = queues.join(&b' ');
             want.push(format!("{:?}", RouteOp::Msg {
+                origin: None,
                 account: b"$G",
                 subject,
                 reply: reply.as_deref(),
@@ -880,7 +881,7 @@ proptest! {
             }));
             let queue = queues.first().map(|q| (q.as_slice(), 3));
             midge_proto::encode::rs_sub(&mut input, b"$G", subject, queue);
-            want.push(format!("{:?}", RouteOp::Sub { account: b"$G", subject, queue }));
+            want.push(format!("{:?}", RouteOp::Sub { origin: None, account: b"$G", subject, queue }));
         }
         let limits = Limits::default();
         prop_assert_eq!(parse_whole(route, &input, &limits), (want.clone(), None));

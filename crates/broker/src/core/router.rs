@@ -43,8 +43,12 @@ pub(crate) enum Origin<'a> {
         conn: &'a Arc<ClientShared>,
         echo: bool,
     },
-    /// A route, with the queue groups the sending server chose this server for.
-    Route { queues: &'a [u8] },
+    /// A route, with the queue groups the sending server chose this server for, and the
+    /// leaf cluster the message came from when the sender said (`LMSG <origin>`).
+    Route {
+        queues: &'a [u8],
+        origin: Option<&'a [u8]>,
+    },
     /// A leaf node connection, with the queue groups the other side chose this side for.
     Leaf {
         leaf: &'a Arc<Leaf>,
@@ -63,7 +67,7 @@ impl Origin<'_> {
     /// publisher that lets this server choose.
     fn named_queues(&self) -> Option<&[u8]> {
         match self {
-            Origin::Route { queues } | Origin::Leaf { queues, .. } => Some(queues),
+            Origin::Route { queues, .. } | Origin::Leaf { queues, .. } => Some(queues),
             _ => None,
         }
     }
@@ -88,7 +92,12 @@ impl Origin<'_> {
                 !Arc::ptr_eq(leaf, to)
                     && (leaf.remote_cluster.is_none() || leaf.remote_cluster != to.remote_cluster)
             }
-            Origin::Route { .. } => !to.spoke,
+            // Not back into the leaf cluster it came from (cluster-wide no echo).
+            Origin::Route { origin, .. } => {
+                !to.spoke
+                    && (origin.is_none()
+                        || *origin != to.remote_cluster.as_deref().map(str::as_bytes))
+            }
             _ => true,
         }
     }
@@ -344,7 +353,12 @@ impl Router {
             delivered |= self.deliver_queue(gi, &group.subs, origin, subj, reply, headers, payload);
         }
         if !self.targets.is_empty() {
-            delivered |= self.send_to_routes(account, result, subj, reply, headers, payload);
+            let from_cluster = match origin {
+                Origin::Leaf { leaf, .. } => leaf.remote_cluster.as_deref(),
+                _ => None,
+            };
+            delivered |=
+                self.send_to_routes(account, result, from_cluster, subj, reply, headers, payload);
         }
         if !self.leaf_targets.is_empty() {
             delivered |= self.send_to_leafs(result, subj, reply, headers, payload);
@@ -696,11 +710,14 @@ impl Router {
         }
     }
 
-    /// One `RMSG` per target route, naming the queue groups it was chosen for.
+    /// One `RMSG` per target route, naming the queue groups it was chosen for (`LMSG` with
+    /// the origin, for a message from a leaf cluster to a route that understands it).
+    #[allow(clippy::too_many_arguments)]
     fn send_to_routes(
         &mut self,
         account: &Account,
         result: &MatchResult<SubRef>,
+        from_cluster: Option<&str>,
         subj: &[u8],
         reply: Option<&[u8]>,
         headers: Option<&[u8]>,
@@ -715,8 +732,18 @@ impl Router {
                 .iter()
                 .filter(move |(t, _)| *t == ti)
                 .map(|&(_, gi)| &*result.qsubs[gi].name);
-            let pending = route.conn.append(1, size, |out| {
-                encode::rmsg(
+            let pending = route.conn.append(1, size, |out| match from_cluster {
+                Some(c) if route.lnoc => encode::lmsg_origin(
+                    out,
+                    c.as_bytes(),
+                    account.name.as_bytes(),
+                    subj,
+                    reply,
+                    queues,
+                    headers,
+                    payload,
+                ),
+                _ => encode::rmsg(
                     out,
                     account.name.as_bytes(),
                     subj,
@@ -724,7 +751,7 @@ impl Router {
                     queues,
                     headers,
                     payload,
-                )
+                ),
             });
             let Some(pending) = pending else {
                 continue;
@@ -772,11 +799,26 @@ pub(crate) fn subscribe(srv: &ServerInner, sub: &Arc<Subscription>) -> Result<()
         .sublist
         .insert(&sub.subject, sub.queue.as_deref(), SubRef(sub.clone()))?;
     if announced(sub) {
-        cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), true);
+        cluster::local_interest(
+            srv,
+            &sub.account,
+            &sub.subject,
+            sub.queue.as_deref(),
+            true,
+            leaf_origin(sub),
+        );
     }
     crate::leaf::interest_changed(srv, sub, true);
     imports::add_shadows(srv, sub);
     Ok(())
+}
+
+/// The leaf cluster a subscription's interest comes from, for routes that keep it apart.
+fn leaf_origin(sub: &Subscription) -> Option<&Arc<str>> {
+    match &sub.owner {
+        Subscriber::Leaf(l) => l.remote_cluster.as_ref(),
+        _ => None,
+    }
 }
 
 /// Whether routes hear of a subscription: not of their own, nor of service imports (each
@@ -813,7 +855,14 @@ pub(crate) fn remove_from_account(srv: &ServerInner, sub: &Arc<Subscription>) {
         .is_ok()
     {
         if announced(sub) {
-            cluster::local_interest(srv, &sub.account, &sub.subject, sub.queue.as_deref(), false);
+            cluster::local_interest(
+                srv,
+                &sub.account,
+                &sub.subject,
+                sub.queue.as_deref(),
+                false,
+                leaf_origin(sub),
+            );
         }
         crate::leaf::interest_changed(srv, sub, false);
     }
@@ -844,7 +893,14 @@ pub(crate) fn remove_batch_from_account(srv: &ServerInner, subs: &[Arc<Subscript
     }
     for s in subs {
         if announced(s) {
-            cluster::local_interest(srv, &s.account, &s.subject, s.queue.as_deref(), false);
+            cluster::local_interest(
+                srv,
+                &s.account,
+                &s.subject,
+                s.queue.as_deref(),
+                false,
+                leaf_origin(s),
+            );
         }
         crate::leaf::interest_changed(srv, s, false);
         imports::remove_shadows(srv, s);
