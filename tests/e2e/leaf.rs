@@ -855,3 +855,63 @@ async fn leaf_cluster_on_a_mixed_hub_cluster() {
     }
     leaf_cluster_on_hub_cluster([ServerKind::Midge, ServerKind::NatsServer]).await;
 }
+
+/// Lame duck mode on a hub: its leaf port stops accepting (leafs go to another hub URL), the
+/// leaf already attached keeps working until the hub stops.
+#[tokio::test]
+async fn lame_duck_hub_stops_taking_leafs_and_keeps_the_attached_one() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let port = free_port();
+    let hub = TestServer::start(
+        ServerKind::Midge,
+        &format!("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"10s\"\nleafnodes {{\n  listen: 127.0.0.1:{port}\n}}\n"),
+    )
+    .await;
+    let leaf = TestServer::start(
+        ServerKind::Midge,
+        &format!("leafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{port}\"}}]\n}}\n"),
+    )
+    .await;
+    let on_leaf = client(&leaf).await;
+    let mut sub = on_leaf.subscribe("ldm.test").await.expect("sub");
+    sync(&on_leaf).await;
+    {
+        let on_hub = client(&hub).await;
+        until_crossed(&on_hub, &mut sub, "ldm.test", "before lame duck").await;
+    }
+    let status = std::process::Command::new(ServerKind::Midge.binary())
+        .arg("--signal")
+        .arg(format!("ldm={}", hub.pid()))
+        .status()
+        .expect("signal");
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !hub
+        .log_text()
+        .contains("no longer accepting leafnode connections")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{}", hub.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("connect attempt in time");
+    assert!(
+        refused.is_err(),
+        "a new leaf was accepted in lame duck mode"
+    );
+    // The attached leaf still carries the leaf's own traffic to its hub-side interest:
+    // interest from the hub side is still there (the hub's clients are closed gradually).
+    assert!(
+        leaf.log_text().contains("Leafnode connection to"),
+        "{}",
+        leaf.log_text()
+    );
+    assert!(
+        !leaf.log_text().contains("closed"),
+        "the attached leaf was dropped at once: {}",
+        leaf.log_text()
+    );
+}

@@ -455,10 +455,17 @@ pub(crate) async fn start(srv: &Arc<ServerInner>) -> Result<(), crate::error::Er
 
 async fn accept_loop(srv: Arc<ServerInner>, listener: TcpListener) {
     let mut shutdown = srv.shutdown_signal();
+    let mut lame_duck = srv.ops.lame_duck_signal();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => break,
+            // Lame duck mode: no new leafs (they dial another hub URL); the connected ones
+            // stay until the server stops, then reconnect elsewhere by themselves.
+            _ = lame_duck.wait_for(|ldm| *ldm) => {
+                info!("Lame duck mode: no longer accepting leafnode connections");
+                break;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
