@@ -915,3 +915,64 @@ async fn lame_duck_hub_stops_taking_leafs_and_keeps_the_attached_one() {
         leaf.log_text()
     );
 }
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect monitor");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut body = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut body))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// `/leafz` (with `subs=1`), `/varz` and `/metrics` on a hub tell the truth about its leaf.
+#[tokio::test]
+async fn leaf_monitoring_on_the_hub() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let (port, http) = (free_port(), free_port());
+    let hub = TestServer::start(
+        ServerKind::Midge,
+        &format!("http_port: {http}\nleafnodes {{\n  listen: 127.0.0.1:{port}\n}}\n"),
+    )
+    .await;
+    let leaf = TestServer::start(
+        ServerKind::Midge,
+        &format!("server_name: edge-1\nleafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{port}\"}}]\n}}\n"),
+    )
+    .await;
+    let on_leaf = client(&leaf).await;
+    let mut sub = on_leaf.subscribe("watched.subject").await.expect("sub");
+    sync(&on_leaf).await;
+    let on_hub = client(&hub).await;
+    until_crossed(&on_hub, &mut sub, "watched.subject", "hub -> leaf").await;
+    let leafz = http_get(http, "/leafz?subs=1").await;
+    let json: serde_json::Value =
+        serde_json::from_str(leafz.split_once("\r\n\r\n").map_or("", |(_, b)| b)).expect("JSON");
+    assert_eq!(json["leafnodes"], 1, "{json}");
+    assert_eq!(json["leafs"][0]["name"], "edge-1", "{json}");
+    assert_eq!(json["leafs"][0]["account"], "$G");
+    let subs = json["leafs"][0]["subscriptions_list"]
+        .as_array()
+        .expect("list");
+    assert!(subs.iter().any(|s| s == "watched.subject"), "{json}");
+    let varz = http_get(http, "/varz").await;
+    assert!(varz.contains("\"leafnodes\": 1"), "{varz}");
+    let metrics = http_get(http, "/metrics").await;
+    let out = metrics
+        .lines()
+        .find(|l| l.starts_with("midge_leafz_out_msgs{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(out > 0, "{metrics}");
+    assert!(metrics.contains("gnatsd_varz_leafnodes{"), "{metrics}");
+}

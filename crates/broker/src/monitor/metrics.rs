@@ -6,8 +6,8 @@
 //! on midge unchanged. Cumulative values are typed `counter` and current ones `gauge`
 //! (the exporter types them all as gauges; PromQL treats both alike for `rate()` on
 //! monotonic series, and the honest type lets Prometheus detect resets). What the exporter
-//! has no name for lives in the `midge_*` family: `midge_build_info` and
-//! `midge_uptime_seconds`.
+//! has no name for lives in the `midge_*` family: `midge_build_info`,
+//! `midge_uptime_seconds` and the leaf node traffic totals `midge_leafz_*`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -168,6 +168,32 @@ pub(crate) fn render(state: &MonitorState) -> String {
         "Connected cluster routes.",
         routes,
     );
+    let leafs = crate::leaf::stats(srv, false);
+    for (name, help, value) in [
+        (
+            "midge_leafz_in_msgs",
+            "Messages received over the open leaf node connections.",
+            leafs.iter().map(|l| l.in_msgs).sum::<u64>(),
+        ),
+        (
+            "midge_leafz_out_msgs",
+            "Messages sent over the open leaf node connections.",
+            leafs.iter().map(|l| l.out_msgs).sum::<u64>(),
+        ),
+        (
+            "midge_leafz_in_bytes",
+            "Payload bytes received over the open leaf node connections.",
+            leafs.iter().map(|l| l.in_bytes).sum::<u64>(),
+        ),
+        (
+            "midge_leafz_out_bytes",
+            "Payload bytes sent over the open leaf node connections.",
+            leafs.iter().map(|l| l.out_bytes).sum::<u64>(),
+        ),
+    ] {
+        // Gauges: a connection that closes takes its counts with it.
+        o.metric(name, "gauge", help, value);
+    }
     let uptime = SystemTime::now()
         .duration_since(srv.start)
         .unwrap_or_default()
