@@ -68,6 +68,9 @@ use crate::server::ServerInner;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a soliciting leaf waits for the hub's INFO.
 const INFO_WAIT: Duration = Duration::from_secs(2);
+/// The longest wait between attempts while a hub stays unreachable (unless `reconnect` is
+/// longer).
+const MAX_RETRY: Duration = Duration::from_secs(10);
 /// Back-off before dialling again after a loop was detected (nats-server's).
 const LOOP_DELAY: Duration = Duration::from_secs(30);
 const MIN_READ_BUF: usize = 32 * 1024;
@@ -530,7 +533,12 @@ async fn solicit(srv: Arc<ServerInner>, remote: RemoteLeaf) {
                 } else {
                     debug!("Error trying to connect as leafnode to {target}: {e}");
                 }
-                srv.opts().leafnodes.reconnect
+                // Back-off while the hub stays unreachable, jittered so that a fleet of edge
+                // servers does not dial in lock step when it comes back.
+                let base = srv.opts().leafnodes.reconnect;
+                let cap = base.max(MAX_RETRY);
+                let grown = base.saturating_mul(1u32 << attempts.min(8).saturating_sub(1));
+                grown.min(cap).mul_f64(rand::random_range(0.5..1.5))
             }
         };
         tokio::select! {
