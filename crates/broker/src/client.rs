@@ -143,8 +143,12 @@ struct Outbound {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already written by a partial direct write.
     head: usize,
-    /// Bytes the writer has taken and not finished writing; they still count as pending.
+    /// Bytes the writer (or a direct write) has taken and not finished writing; they still
+    /// count as pending.
     in_flight: usize,
+    /// Set while a publisher writes taken bytes straight to the socket: the writer task must
+    /// not take the buffer until it is clear (what the socket did not take goes back in front).
+    direct: bool,
     out_msgs: u64,
     out_bytes: u64,
     close: Option<CloseReason>,
@@ -316,42 +320,76 @@ impl ClientShared {
         }
     }
 
-    /// Writes queued data now if that cannot block: the socket takes it, no write is in
-    /// progress, and nobody else holds the buffer. True when nothing is left for the writer.
+    /// Writes queued data now if that cannot block: the socket takes it and no write is in
+    /// progress. True when nothing is left for the writer. The buffer is taken out of the
+    /// lock for the syscall (and the TLS encryption), so producers queueing to this client
+    /// meanwhile never wait on a write; the writer task leaves the buffer alone until the
+    /// direct write has put back what the socket did not take.
     fn try_flush_now(&self) -> bool {
-        let Some(mut out) = self.out.try_lock() else {
-            return false;
+        let (buf, head) = {
+            let Some(mut out) = self.out.try_lock() else {
+                return false;
+            };
+            if out.in_flight > 0 || out.direct || out.close.is_some() {
+                return false;
+            }
+            if out.buf.is_empty() {
+                return true;
+            }
+            let head = std::mem::take(&mut out.head);
+            let buf = std::mem::take(&mut out.buf);
+            out.in_flight = buf.len() - head;
+            out.direct = true;
+            (buf, head)
         };
-        if out.in_flight > 0 || out.close.is_some() {
-            return false;
-        }
-        if out.buf.is_empty() {
-            return true;
-        }
-        let head = out.head;
+        #[cfg(test)]
+        tests::direct_write_hook(self);
         // (bytes taken, whether nothing is left for the writer once they are)
         let (n, sent) = match self.tls.get() {
-            None => match self.stream.try_write(&out.buf[head..]) {
+            None => match self.stream.try_write(&buf[head..]) {
                 Ok(n) => (n, true),
-                Err(_) => return false,
+                Err(_) => (0, false),
             },
             // Plaintext rustls took is encrypted and its own; records the socket did not
             // take yet are left to the writer.
-            Some(tls) => match tls.try_write(&self.stream, &out.buf[head..]) {
-                Some(r) => r,
-                None => return false,
-            },
+            Some(tls) => tls
+                .try_write(&self.stream, &buf[head..])
+                .unwrap_or((0, false)),
         };
-        if head + n == out.buf.len() {
-            out.buf.clear();
-            out.head = 0;
-            if out.buf.capacity() > MAX_IDLE_OUT_BUF {
-                out.buf = Vec::new();
+        let mut out = self.out.lock();
+        out.direct = false;
+        out.in_flight = 0;
+        let closing = out.close;
+        if closing.is_some_and(CloseReason::is_slow_consumer) {
+            // Cut off meanwhile: nothing more goes to this client.
+            return false;
+        }
+        let done = head + n;
+        if done == buf.len() {
+            if out.buf.is_empty() {
+                if buf.capacity() <= MAX_IDLE_OUT_BUF {
+                    let mut buf = buf;
+                    buf.clear();
+                    out.buf = buf;
+                }
+                // A close meanwhile waits for this write: its writer must look again.
+                sent && closing.is_none()
+            } else {
+                false
             }
-            sent
         } else {
-            // Remember the progress instead of moving the rest of the buffer.
-            out.head += n;
+            if out.buf.is_empty() {
+                // Remember the progress instead of moving the rest of the buffer.
+                out.buf = buf;
+                out.head = done;
+            } else {
+                // Queued while the socket was busy: goes after what it did not take.
+                let mut rest = buf;
+                rest.drain(..done);
+                rest.extend_from_slice(&out.buf[out.head..]);
+                out.buf = rest;
+                out.head = 0;
+            }
             false
         }
     }
@@ -484,19 +522,29 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
             deadline = opts.borrow_and_update().write_deadline;
         }
         let mut head = 0;
-        {
+        let direct = {
             let mut out = shared.out.lock();
-            out.in_flight = 0;
-            if out.buf.is_empty() {
-                if out.close.is_some() {
-                    break;
-                }
+            if out.direct {
+                true
             } else {
-                batch.clear();
-                std::mem::swap(&mut batch, &mut out.buf);
-                head = std::mem::take(&mut out.head);
-                out.in_flight = batch.len() - head;
+                out.in_flight = 0;
+                if out.buf.is_empty() {
+                    if out.close.is_some() {
+                        break;
+                    }
+                } else {
+                    batch.clear();
+                    std::mem::swap(&mut batch, &mut out.buf);
+                    head = std::mem::take(&mut out.head);
+                    out.in_flight = batch.len() - head;
+                }
+                false
             }
+        };
+        if direct {
+            // A publisher is writing; it wakes this task if it leaves anything behind.
+            shared.writer_wake.notified().await;
+            continue;
         }
         if batch.is_empty() {
             // Encrypted records a direct write or a read left behind when the socket was full.
@@ -1438,5 +1486,126 @@ impl Conn {
 
     fn wake_writers(&mut self) {
         self.router.flush(true);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The direct write path over a real loopback socket: the buffer lock is free while the
+    //! socket write runs, and bytes keep their order when the socket takes only part of them.
+
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::Read;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn Fn(&ClientShared)>>> = const { RefCell::new(None) };
+    }
+
+    /// Called by `try_flush_now` between taking the buffer and writing it.
+    pub(crate) fn direct_write_hook(shared: &ClientShared) {
+        HOOK.with(|h| {
+            if let Some(f) = h.borrow().as_ref() {
+                f(shared);
+            }
+        });
+    }
+
+    fn set_hook(f: impl Fn(&ClientShared) + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    async fn pair() -> (ClientShared, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = std::net::TcpStream::connect(addr).expect("connect");
+        let (server, remote) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let stream = TcpStream::from_std(server).expect("tokio stream");
+        // The reactor learns the socket is writable on its first turn.
+        stream.writable().await.expect("writable");
+        (ClientShared::new(1, remote, stream), peer)
+    }
+
+    fn frame(subject: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode::msg(&mut v, subject, b"1", None, payload);
+        v
+    }
+
+    /// Reads what the kernel already holds for `peer`, without waiting for more.
+    fn read_available(peer: &mut std::net::TcpStream) -> Vec<u8> {
+        peer.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match peer.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn producers_do_not_wait_on_a_direct_write() {
+        let (shared, mut peer) = pair().await;
+        shared
+            .queue_msg(b"1", b"first", None, None, b"one")
+            .expect("queued");
+        set_hook(|s| {
+            // Before the fix the publisher held the buffer lock across the syscall.
+            assert!(s.out.try_lock().is_some(), "buffer locked during the write");
+            s.queue_msg(b"1", b"second", None, None, b"two")
+                .expect("queued");
+            // The writer task's view: a write is in flight, the buffer is not its to take.
+            assert!(s.out.lock().direct);
+        });
+        shared.flush_or_wake(true);
+        HOOK.with(|h| h.borrow_mut().take());
+        // The second message waits for the writer (the caller wakes it).
+        let out = shared.out.lock();
+        assert!(!out.direct);
+        assert_eq!(&out.buf[out.head..], &frame(b"second", b"two")[..]);
+        drop(out);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        let want = frame(b"first", b"one");
+        while got.len() < want.len() && Instant::now() < deadline {
+            got.extend(read_available(&mut peer));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_partial_direct_write_keeps_the_order() {
+        let (shared, mut peer) = pair().await;
+        // Larger than any socket buffer: the socket takes only part of it.
+        let big = vec![b'x'; 16 << 20];
+        shared
+            .queue_msg(b"1", b"big", None, None, &big)
+            .expect("queued");
+        set_hook(|s| {
+            s.queue_msg(b"1", b"after", None, None, b"tail")
+                .expect("queued");
+        });
+        assert!(
+            !shared.try_flush_now(),
+            "16 MiB cannot all be taken at once"
+        );
+        HOOK.with(|h| h.borrow_mut().take());
+        let mut want = frame(b"big", &big);
+        want.extend(frame(b"after", b"tail"));
+        let sent = read_available(&mut peer);
+        assert!(!sent.is_empty() && sent.len() < want.len());
+        let out = shared.out.lock();
+        let mut all = sent;
+        all.extend_from_slice(&out.buf[out.head..]);
+        assert_eq!(all.len(), want.len());
+        assert!(all == want, "bytes out of order after a partial write");
+        assert_eq!(out.in_flight, 0);
     }
 }
