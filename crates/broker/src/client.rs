@@ -1498,8 +1498,10 @@ pub(crate) mod tests {
     use std::cell::RefCell;
     use std::io::Read;
 
+    type Hook = Box<dyn Fn(&ClientShared)>;
+
     thread_local! {
-        static HOOK: RefCell<Option<Box<dyn Fn(&ClientShared)>>> = const { RefCell::new(None) };
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
     }
 
     /// Called by `try_flush_now` between taking the buffer and writing it.
@@ -1566,10 +1568,11 @@ pub(crate) mod tests {
         shared.flush_or_wake(true);
         HOOK.with(|h| h.borrow_mut().take());
         // The second message waits for the writer (the caller wakes it).
-        let out = shared.out.lock();
-        assert!(!out.direct);
-        assert_eq!(&out.buf[out.head..], &frame(b"second", b"two")[..]);
-        drop(out);
+        {
+            let out = shared.out.lock();
+            assert!(!out.direct);
+            assert_eq!(&out.buf[out.head..], &frame(b"second", b"two")[..]);
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
         let want = frame(b"first", b"one");
