@@ -367,7 +367,9 @@ impl ClientShared {
         let done = head + n;
         if done == buf.len() {
             if out.buf.is_empty() {
-                if buf.capacity() <= MAX_IDLE_OUT_BUF {
+                // Small buffers are kept for the next message (request/reply goes this way);
+                // a larger one (the INFO that opened the connection, a burst) goes back.
+                if buf.capacity() <= KEEP_DIRECT_BUF {
                     let mut buf = buf;
                     buf.clear();
                     out.buf = buf;
@@ -578,11 +580,13 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
         }
         shared.out.lock().in_flight = 0;
         shared.drained.notify_waiters();
-        batch.clear();
-        // Keep a burst's buffer for the next burst, but not forever: idle connections
-        // should cost little memory.
-        if batch.capacity() > MAX_IDLE_OUT_BUF {
+        // Keep a burst's buffer for the next burst, but not forever; a small write (INFO,
+        // a PONG, a few messages) gives its buffer back: regrowing one is cheap, and most
+        // connections are idle most of the time.
+        if batch.len() - head <= SMALL_WRITE || batch.capacity() > MAX_IDLE_OUT_BUF {
             batch = Vec::new();
+        } else {
+            batch.clear();
         }
     }
     if let Some(tls) = shared.tls.get() {
@@ -648,6 +652,10 @@ pub(crate) struct Conn {
 const DIRECT_FLUSH_MAX_MSGS: u64 = 4;
 /// Outbound buffers larger than this are released once written.
 const MAX_IDLE_OUT_BUF: usize = 1 << 20;
+/// A direct write that emptied the buffer keeps it up to this capacity.
+const KEEP_DIRECT_BUF: usize = 256;
+/// Writes up to this size release their buffer instead of keeping it for the next one.
+const SMALL_WRITE: usize = 2048;
 const MIN_READ_BUF: usize = 512;
 const MAX_READ_BUF: usize = 64 * 1024;
 /// First server PING comes this soon after CONNECT so a dead client is found early.
@@ -727,16 +735,21 @@ impl Conn {
                         .reset(tokio::time::Instant::now() + ping_interval);
                 }
             }
-            let room = rb.make_room();
+            let mut room = 0;
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
+                room = rb.make_room();
                 Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
             } else {
+                rb.release_if_idle();
                 tokio::select! {
                     biased;
                     _ = self.shared.kill.notified() => Event::Kill,
                     r = self.shared.stream.readable() => match r {
-                        Ok(()) => Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more)),
+                        Ok(()) => {
+                            room = rb.make_room();
+                            Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
+                        }
                         Err(e) => Event::Read(Err(e)),
                     },
                     _ = &mut ping => Event::Ping,
