@@ -17,6 +17,10 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
     VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,7 +28,7 @@ use midge::options::ClusterOptions;
 use midge::Options;
 
 use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
-use crate::validate::{Auth, ClusterPlan, HEADLESS_SUFFIX};
+use crate::validate::{Auth, ClusterPlan, NetworkPeers, HEADLESS_SUFFIX};
 
 pub const FIELD_MANAGER: &str = "midge-operator";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -62,7 +66,11 @@ pub struct Children {
     pub client_service: Service,
     /// One per pool, in spec order.
     pub stateful_sets: Vec<StatefulSet>,
-    pub pod_disruption_budget: PodDisruptionBudget,
+    /// One per pool (same names as the StatefulSets), so that an unavailable server of one
+    /// pool (an offline edge node) never blocks draining the nodes of another.
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    /// Absent when `spec.networkPolicy.enabled` is false (then it is deleted).
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 impl Children {
@@ -76,7 +84,12 @@ impl Children {
         for sts in &self.stateful_sets {
             docs.push(serde_yaml::to_string(sts)?);
         }
-        docs.push(serde_yaml::to_string(&self.pod_disruption_budget)?);
+        for pdb in &self.pod_disruption_budgets {
+            docs.push(serde_yaml::to_string(pdb)?);
+        }
+        if let Some(policy) = &self.network_policy {
+            docs.push(serde_yaml::to_string(policy)?);
+        }
         Ok(docs.iter().map(|d| format!("---\n{d}")).collect::<String>())
     }
 }
@@ -167,18 +180,93 @@ pub fn build(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Children {
             .iter()
             .map(|pool| stateful_set(plan, pool, owner))
             .collect(),
-        pod_disruption_budget: PodDisruptionBudget {
-            metadata: metadata(plan, plan.name.clone(), None, owner),
-            spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
-                selector: Some(LabelSelector {
-                    match_labels: Some(cluster_selector(plan)),
-                    ..LabelSelector::default()
-                }),
-                ..PodDisruptionBudgetSpec::default()
+        pod_disruption_budgets: plan
+            .pools
+            .iter()
+            .map(|pool| pod_disruption_budget(plan, pool, owner))
+            .collect(),
+        network_policy: plan
+            .network_policy
+            .as_ref()
+            .map(|peers| network_policy(plan, peers, owner)),
+    }
+}
+
+fn pod_disruption_budget(
+    plan: &ClusterPlan,
+    pool: &NodePool,
+    owner: Option<&OwnerReference>,
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(
+            plan,
+            stateful_set_name(&plan.name, &pool.name),
+            Some(&pool.name),
+            owner,
+        ),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(pool_selector(plan, &pool.name)),
+                ..LabelSelector::default()
             }),
-            ..PodDisruptionBudget::default()
-        },
+            // A pod that is not ready serves nobody: evicting it must not wait for it to
+            // become ready (a crash-looping server would block every drain otherwise).
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// Who may reach the broker pods: the route port only from the cluster's own pods (any
+/// pod reaching it would join the mesh and see every message), the client and monitoring
+/// ports from the configured peers, every source when none are configured.
+fn network_policy(
+    plan: &ClusterPlan,
+    peers: &NetworkPeers,
+    owner: Option<&OwnerReference>,
+) -> NetworkPolicy {
+    let port = |number: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let own_pods = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(cluster_selector(plan)),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let from = |list: &[NetworkPolicyPeer]| (!list.is_empty()).then(|| list.to_vec());
+    // Server-to-server ports, open to the cluster's own pods only. A leaf node port for
+    // edge pools belongs here too, next to the route port.
+    let mesh_ports = vec![port(plan.ports.cluster)];
+    NetworkPolicy {
+        metadata: metadata(plan, plan.name.clone(), None, owner),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(cluster_selector(plan)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![own_pods]),
+                    ports: Some(mesh_ports),
+                },
+                NetworkPolicyIngressRule {
+                    from: from(&peers.client_from),
+                    ports: Some(vec![port(plan.ports.client)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: from(&peers.monitoring_from),
+                    ports: Some(vec![port(plan.ports.monitor)]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 
@@ -971,8 +1059,99 @@ mod tests {
             children.client_service.metadata.name.as_deref(),
             Some("demo")
         );
-        let pdb = children.pod_disruption_budget.spec.as_ref().expect("spec");
+        assert_eq!(children.pod_disruption_budgets.len(), 1);
+        let pdb = children.pod_disruption_budgets[0]
+            .spec
+            .as_ref()
+            .expect("spec");
         assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    /// One PDB per pool: an offline edge server only blocks evictions in its own pool,
+    /// and an unready server can always be evicted.
+    #[test]
+    fn one_pdb_per_pool_selecting_only_that_pool() {
+        let children = build(&plan(TWO_POOLS), None);
+        let pdbs: Vec<(String, BTreeMap<String, String>, Option<String>)> = children
+            .pod_disruption_budgets
+            .iter()
+            .map(|p| {
+                let spec = p.spec.clone().unwrap_or_default();
+                (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    spec.selector
+                        .and_then(|s| s.match_labels)
+                        .unwrap_or_default(),
+                    spec.unhealthy_pod_eviction_policy,
+                )
+            })
+            .collect();
+        let expected = |pool: &str| {
+            (
+                format!("demo-{pool}"),
+                pool_selector(&plan(TWO_POOLS), pool),
+                Some("AlwaysAllow".to_string()),
+            )
+        };
+        assert_eq!(pdbs, vec![expected("a"), expected("b")]);
+        assert_eq!(pdbs[0].1.get(LABEL_POOL).map(String::as_str), Some("a"));
+    }
+
+    /// The route port only admits the cluster's own pods; client and monitoring ports
+    /// admit the configured peers (everyone when none); disabled means no policy.
+    #[test]
+    fn network_policy_keeps_the_route_port_to_the_cluster() {
+        let children = build(&plan("  replicas: 3\n"), None);
+        let policy = children.network_policy.expect("enabled by default");
+        let spec = policy.spec.expect("spec");
+        assert_eq!(
+            spec.pod_selector.and_then(|s| s.match_labels),
+            Some(cluster_selector(&plan("  replicas: 3\n")))
+        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+        let rules = spec.ingress.unwrap_or_default();
+        let ports = |i: usize| -> Vec<IntOrString> {
+            rules[i]
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect()
+        };
+        assert_eq!(rules.len(), 3);
+        assert_eq!(ports(0), vec![IntOrString::Int(6222)]);
+        let route_from = rules[0].from.clone().unwrap_or_default();
+        assert_eq!(route_from.len(), 1);
+        assert_eq!(
+            route_from[0]
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(cluster_selector(&plan("  replicas: 3\n")))
+        );
+        assert!(route_from[0].namespace_selector.is_none());
+        assert_eq!(ports(1), vec![IntOrString::Int(4222)]);
+        assert_eq!(rules[1].from, None, "clients from everywhere by default");
+        assert_eq!(ports(2), vec![IntOrString::Int(8222)]);
+        assert_eq!(rules[2].from, None);
+
+        let children = build(
+            &plan("  replicas: 1\n  networkPolicy:\n    clientFrom: [{namespaceSelector: {matchLabels: {team: a}}}]\n    monitoringFrom: [{namespaceSelector: {matchLabels: {name: monitoring}}}]\n"),
+            None,
+        );
+        let rules = children
+            .network_policy
+            .and_then(|p| p.spec)
+            .and_then(|s| s.ingress)
+            .unwrap_or_default();
+        assert_eq!(rules[1].from.as_ref().map(Vec::len), Some(1));
+        assert_eq!(rules[2].from.as_ref().map(Vec::len), Some(1));
+
+        let children = build(
+            &plan("  replicas: 1\n  networkPolicy: {enabled: false}\n"),
+            None,
+        );
+        assert!(children.network_policy.is_none());
     }
 
     #[test]
@@ -1244,7 +1423,8 @@ mod tests {
             .to_yaml()
             .expect("yaml");
         assert_eq!(a, b);
-        assert_eq!(a.matches("uid: '1234'").count(), 6, "{a}");
-        assert_eq!(a.matches("\n---\n").count() + 1, 6);
+        // ConfigMap, 2 Services, 2 StatefulSets, 2 PDBs, the NetworkPolicy.
+        assert_eq!(a.matches("uid: '1234'").count(), 8, "{a}");
+        assert_eq!(a.matches("\n---\n").count() + 1, 8);
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::ResourceExt;
 
 use crate::crd::{
@@ -128,6 +129,16 @@ pub struct ClusterPlan {
     /// Hash of the broker's start-up options in the rendered config (see
     /// [`crate::broker_config`]); in the pod template, so changing one rolls the pods.
     pub restart_hash: String,
+    /// Who may reach the client and monitoring ports; `None` when the NetworkPolicy is
+    /// disabled.
+    pub network_policy: Option<NetworkPeers>,
+}
+
+/// Allowed sources of the broker pods' NetworkPolicy (empty lists: every source).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkPeers {
+    pub client_from: Vec<NetworkPolicyPeer>,
+    pub monitoring_from: Vec<NetworkPolicyPeer>,
 }
 
 impl ClusterPlan {
@@ -429,6 +440,13 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         service_annotations: service.annotations,
         cluster_domain,
         restart_hash: String::new(),
+        network_policy: {
+            let policy = spec.network_policy.clone().unwrap_or_default();
+            policy.enabled.unwrap_or(true).then_some(NetworkPeers {
+                client_from: policy.client_from,
+                monitoring_from: policy.monitoring_from,
+            })
+        },
     };
     // Last, on a plan that is otherwise valid: the broker's own loader has the final word.
     let conf = crate::build::render_broker_config(&plan, &plan.pools);
