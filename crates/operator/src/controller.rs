@@ -279,10 +279,12 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     }
 
     let status = running_status(nc, &plan, &current, &applied_sets, now);
-    let ready = status
+    // Poll only while something rolls out; a settled cluster (zero servers included)
+    // waits for the watches and the periodic resync.
+    let rolling = status
         .conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+        .any(|c| c.type_ == "Progressing" && c.status == "True");
     let change = if current.pools.is_empty() {
         // No pool was ever recorded: this is the first time the objects were applied.
         Some((
@@ -310,7 +312,11 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     if let Some((reason, action, note)) = change {
         publish(ctx, nc, EventType::Normal, reason, action, note).await;
     }
-    Ok(Action::requeue(if ready { RESYNC } else { PROGRESS_POLL }))
+    Ok(Action::requeue(if rolling {
+        PROGRESS_POLL
+    } else {
+        RESYNC
+    }))
 }
 
 /// Whether the stored status already reports this problem (then no second Event).
@@ -1433,7 +1439,7 @@ mod tests {
     async fn zero_servers_is_not_ready() {
         let nc = cluster("  replicas: 0\n");
         let status_nc = nc.clone();
-        run(nc, |mut h| async move {
+        let action = run(nc, |mut h| async move {
             expect_applies(&mut h, &["demo-default"], 0).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![]).await;
@@ -1451,6 +1457,7 @@ mod tests {
         })
         .await
         .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(RESYNC), "nothing to poll for");
     }
 
     /// A 422 from the API server reaches the user as Degraded/ApplyFailed and a Warning
