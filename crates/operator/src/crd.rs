@@ -3,8 +3,10 @@
 //! The Rust types are the single source of truth: the CRD YAML in `config/crd/` is
 //! generated from them (`midge-operator crd`) and CI fails when the two drift apart.
 //! Schema constraints here catch what the API server can check on its own (ranges,
-//! patterns, enums); cross-field rules (unique pool names, at least one core pool...)
-//! live in [`crate::validate`] because OpenAPI cannot express them.
+//! patterns, enums) and, as CEL rules (`x-kubernetes-validations`), the simple cross-field
+//! rules the broker would refuse (lame duck timers, payload over pending, route TLS), so
+//! `kubectl apply` refuses them. Everything else (unique pool names, the broker's full
+//! checks of the rendered config) lives in [`crate::validate`].
 
 use std::collections::BTreeMap;
 

@@ -3,8 +3,10 @@
 //!
 //! The CRD schema already rejects most malformed values at admission time, but the checks
 //! are repeated here because `render` reads manifests that never went through an API server,
-//! and because cross-field rules (unique names, distinct ports) cannot be expressed in
-//! OpenAPI. Pure: no client, no clock.
+//! and because some cross-field rules (unique names, distinct ports) are not in the schema.
+//! Last, the rendered broker config is checked by the broker's own loader
+//! ([`crate::broker_config`]), so what the broker refuses is refused here. No client, no
+//! clock (a spec with a users Secret has its stand-in file written to a scratch directory).
 
 use std::collections::BTreeMap;
 use std::fmt;
