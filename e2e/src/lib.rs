@@ -21,8 +21,8 @@
 //!   `podManagementPolicy: Parallel` does; a change that would roll the pods is refused
 //!   rather than imitated. The image comes from the driver's configuration (the one built
 //!   for the pod's architecture), not from the StatefulSet. Secrets are not modelled (a
-//!   sample that mounts one is refused), nor are Services, the PodDisruptionBudget or
-//!   probe-driven restarts: clients dial the containers' addresses.
+//!   sample that mounts one is refused), nor are Services, the PodDisruptionBudgets, the
+//!   NetworkPolicy or probe-driven restarts: clients dial the containers' addresses.
 //! - [`kind::KindDriver`] runs them against a kind cluster with the chart and the operator
 //!   installed (`e2e/run-kind.sh`), where the controller is real too.
 //!

@@ -111,6 +111,9 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 struct Ctx {
     errors: Vec<ConfError>,
     warnings: Vec<ConfWarning>,
+    /// Leave the certificate and key files a config names unread (see
+    /// [`Options::apply_conf_without_files`]).
+    skip_files: bool,
 }
 
 impl Ctx {
@@ -163,7 +166,43 @@ impl Options {
     /// Sets the options a parsed config names, leaving the others as they are. Does not run
     /// [`Options::validate`]: the caller may still apply command-line flags.
     pub fn apply_conf(&mut self, map: &Map) -> Result<Vec<ConfWarning>, ConfError> {
-        let mut ctx = Ctx::default();
+        self.apply_conf_with(map, Ctx::default())
+    }
+
+    /// As [`Options::apply_conf`], except that the TLS certificate, key and CA files the
+    /// config names are not opened: every other key is read and checked exactly as
+    /// `midge -c` does. For a config checked away from the machine that will hold those
+    /// files, e.g. by the Kubernetes operator before the pods' Secret volumes exist.
+    pub fn apply_conf_without_files(&mut self, map: &Map) -> Result<Vec<ConfWarning>, ConfError> {
+        self.apply_conf_with(
+            map,
+            Ctx {
+                skip_files: true,
+                ..Ctx::default()
+            },
+        )
+    }
+
+    /// As [`Options::from_conf`] (the options a config gives, checked together), with the
+    /// files left unread as by [`Options::apply_conf_without_files`]. `config_file` is
+    /// recorded as the path the server will read the config from.
+    pub fn from_conf_without_files(
+        map: &Map,
+        config_file: &Path,
+    ) -> Result<LoadedConfig, ConfError> {
+        let mut options = Options {
+            config_file: Some(config_file.to_path_buf()),
+            ..Options::default()
+        };
+        let warnings = options.apply_conf_without_files(map)?;
+        options.validate().map_err(|source| ConfError::Options {
+            file: config_file.display().to_string(),
+            source,
+        })?;
+        Ok(LoadedConfig { options, warnings })
+    }
+
+    fn apply_conf_with(&mut self, map: &Map, mut ctx: Ctx) -> Result<Vec<ConfWarning>, ConfError> {
         if map.is_empty() {
             // Not an error (nats-server only warns), but usually a wrong file.
             ctx.warnings.push(ConfWarning {
@@ -876,7 +915,7 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
                             "account" | "local" => {
                                 remote.account = Some(e.value.as_str(&ek)?.to_string());
                             }
-                            "tls" => remote.tls = Some(parse_remote_tls(&e.value, &ek)?),
+                            "tls" => remote.tls = Some(parse_remote_tls(&e.value, &ek, ctx)?),
                             "deny_imports" | "deny_import" | "deny_exports" | "deny_export" => {
                                 let subjects: Vec<&Value> = match &e.value.kind {
                                     ValueKind::String(_) => vec![&e.value],
@@ -1094,6 +1133,9 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         verify: verify.is_some_and(|(b, _)| b),
         timeout,
     };
+    if ctx.skip_files {
+        return Ok((opts, allow_non_tls));
+    }
     if let Err(e) = crate::tls::load(&opts) {
         let (at, name) = match e.source_option() {
             TlsErrorSource::CertFile => (cert_v, "cert_file"),
@@ -1113,7 +1155,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
 }
 
 /// A remote's `tls { ca_file, cert_file, key_file, timeout }`, files checked now.
-fn parse_remote_tls(v: &Value, key: &str) -> Result<RemoteTls, ConfError> {
+fn parse_remote_tls(v: &Value, key: &str, ctx: &Ctx) -> Result<RemoteTls, ConfError> {
     let mut tls = RemoteTls {
         timeout: TlsOptions::DEFAULT_TIMEOUT,
         ..RemoteTls::default()
@@ -1132,7 +1174,7 @@ fn parse_remote_tls(v: &Value, key: &str) -> Result<RemoteTls, ConfError> {
     if tls.cert_file.is_some() != tls.key_file.is_some() {
         return Err(v.invalid(key, "cert_file and key_file go together"));
     }
-    if let Some(ca) = &tls.ca_file {
+    if let Some(ca) = tls.ca_file.as_ref().filter(|_| !ctx.skip_files) {
         let cert = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
         crate::tls::client_config(ca, cert).map_err(|e| v.invalid(key, e.to_string()))?;
     }

@@ -1175,3 +1175,44 @@ fn account_errors_name_the_place() {
     let e = load_err("accounts { \"a b\": {} }\n");
     assert!(e.contains("invalid account name"), "{e}");
 }
+
+/// The operator checks a config before the Secret volumes holding its certificates exist:
+/// everything but the files is checked as by `midge -c`.
+#[test]
+fn without_files_checks_everything_but_the_certificates() {
+    let text = "tls {\n  cert_file: \"/absent/tls.crt\"\n  key_file: \"/absent/tls.key\"\n  ca_file: \"/absent/ca.crt\"\n  verify: true\n}\n\
+                leafnodes {\n  remotes: [{url: \"nats://hub:7422\", tls: {ca_file: \"/absent/ca.crt\"}}]\n}\n";
+    let map = parse(text);
+    let e = Options::from_conf(&map).unwrap_err().to_string();
+    assert!(e.contains("cannot read"), "{e}");
+    let loaded =
+        Options::from_conf_without_files(&map, std::path::Path::new("/etc/midge/midge.conf"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let tls = loaded.options.tls.expect("tls kept");
+    assert_eq!(tls.cert_file, PathBuf::from("/absent/tls.crt"));
+    assert!(tls.verify);
+    assert_eq!(
+        loaded.options.config_file,
+        Some(PathBuf::from("/etc/midge/midge.conf"))
+    );
+
+    // Whatever is refused for another reason still is.
+    let e = Options::from_conf_without_files(
+        &parse("cluster {\n  port: 6222\n  tls {\n    cert_file: \"/a\"\n    key_file: \"/b\"\n  }\n}\nlame_duck_duration: \"10s\"\n"),
+        std::path::Path::new("midge.conf"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("test.conf:3: tls: not supported"), "{e}");
+    assert!(e.contains("lame_duck_duration: 10s is too short"), "{e}");
+    let e = Options::from_conf_without_files(
+        &parse("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"40s\"\n"),
+        std::path::Path::new("/etc/midge/midge.conf"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("/etc/midge/midge.conf: lame_duck_grace_period"),
+        "{e}"
+    );
+}
