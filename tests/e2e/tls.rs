@@ -33,20 +33,20 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A throwaway CA writing PEM files into a temporary directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// Paths of one issued certificate and its key, plus the certificate itself.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Issued {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -62,7 +62,7 @@ impl Pki {
         Pki { dir, ca }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
@@ -83,11 +83,11 @@ impl Pki {
         issued
     }
 
-    fn server(&self, name: &str) -> Issued {
+    pub(crate) fn server(&self, name: &str) -> Issued {
         self.issue(name, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    fn client(&self, name: &str) -> Issued {
+    pub(crate) fn client(&self, name: &str) -> Issued {
         self.issue(name, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
