@@ -464,7 +464,10 @@ pub(crate) fn spawn_ws(
 pub(crate) fn client_auth(
     opts: &Options,
     ws: bool,
-) -> (std::borrow::Cow<'_, crate::options::Authorization>, Option<&str>) {
+) -> (
+    std::borrow::Cow<'_, crate::options::Authorization>,
+    Option<&str>,
+) {
     if ws && opts.websocket.auth_override() {
         let w = &opts.websocket;
         let auth = crate::options::Authorization {
@@ -506,7 +509,13 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             None => info.encode(&mut shared.out.lock().buf),
         }
     }
-    tokio::spawn(run(srv, shared, over_limit, tls.map(|t| (t, tls_info)), None));
+    tokio::spawn(run(
+        srv,
+        shared,
+        over_limit,
+        tls.map(|t| (t, tls_info)),
+        None,
+    ));
 }
 
 /// The life of a client connection: reader and writer until it closes, then clean-up.
@@ -834,7 +843,12 @@ impl Conn {
             let room = rb.make_room();
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
-                Event::Read(read_some(&self.shared, ws.as_deref_mut(), &mut rb.buf[rb.end..], &mut tls_more))
+                Event::Read(read_some(
+                    &self.shared,
+                    ws.as_deref_mut(),
+                    &mut rb.buf[rb.end..],
+                    &mut tls_more,
+                ))
             } else {
                 tokio::select! {
                     biased;

@@ -862,7 +862,9 @@ impl Options {
             return Ok(());
         }
         if ws.tls.is_none() && !ws.no_tls {
-            return Err("websocket requires TLS configuration (a tls {} block, or no_tls: true)".into());
+            return Err(
+                "websocket requires TLS configuration (a tls {} block, or no_tls: true)".into(),
+            );
         }
         for origin in &ws.allowed_origins {
             crate::ws::Origin::parse(origin)

@@ -112,11 +112,7 @@ impl Origin {
         if host.is_empty() {
             return Err("host is required".into());
         }
-        Ok(Origin {
-            scheme,
-            host,
-            port,
-        })
+        Ok(Origin { scheme, host, port })
     }
 }
 
@@ -205,7 +201,11 @@ pub(crate) fn bind(opts: &Options) -> Result<Option<Listener>, crate::Error> {
 
 /// Runs the accept loop of a bound listener.
 pub(crate) fn start(srv: &Arc<ServerInner>, l: Listener) {
-    let scheme = if l.settings.tls.is_some() { "wss" } else { "ws" };
+    let scheme = if l.settings.tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
     info!("Listening for websocket clients on {scheme}://{}", l.addr);
     if l.settings.tls.is_none() {
         warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
@@ -232,7 +232,13 @@ async fn accept_loop(srv: Arc<ServerInner>, l: Listener) {
                 let _ = stream.set_nodelay(true);
                 let cid = srv.next_cid.fetch_add(1, Ordering::Relaxed);
                 srv.active.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(connection(srv.clone(), l.settings.clone(), stream, peer, cid));
+                tokio::spawn(connection(
+                    srv.clone(),
+                    l.settings.clone(),
+                    stream,
+                    peer,
+                    cid,
+                ));
             }
             Err(e) => {
                 error!("Error accepting websocket connection: {e}");
@@ -267,7 +273,11 @@ async fn connection(
     };
     match upgraded {
         Ok(upgrade) => {
-            let reader = WsReader::new(upgrade.compress, !upgrade.no_masking, srv.opts().max_payload);
+            let reader = WsReader::new(
+                upgrade.compress,
+                !upgrade.no_masking,
+                srv.opts().max_payload,
+            );
             shared.set_ws(WsShared::new(&upgrade));
             client::spawn_ws(srv, shared, Box::new(reader), settings.tls.is_some());
         }
@@ -965,13 +975,7 @@ impl WsReader {
                     return Err(protocol_error(shared, ws, "invalid continuation frame"));
                 }
             }
-            _ => {
-                return Err(protocol_error(
-                    shared,
-                    ws,
-                    &format!("unknown opcode {op}"),
-                ))
-            }
+            _ => return Err(protocol_error(shared, ws, &format!("unknown opcode {op}"))),
         }
         self.in_message = !fin;
         self.start += pos;
@@ -1104,7 +1108,9 @@ enum Header {
 }
 
 fn valid_close_status(code: u16) -> bool {
-    !matches!(code, 1004 | 1005 | 1006 | 1015) && (1000..5000).contains(&code) && !(1016..=2999).contains(&code)
+    !matches!(code, 1004 | 1005 | 1006 | 1015)
+        && (1000..5000).contains(&code)
+        && !(1016..=2999).contains(&code)
 }
 
 #[cfg(test)]

@@ -431,7 +431,11 @@ fn render_websocket(options: &Options, out: &mut String) {
         let _ = writeln!(out, "  allowed_origins: {}", list(&w.allowed_origins));
     }
     let _ = writeln!(out, "  compression: {}", w.compression);
-    let _ = writeln!(out, "  handshake_timeout: {}", duration(w.handshake_timeout));
+    let _ = writeln!(
+        out,
+        "  handshake_timeout: {}",
+        duration(w.handshake_timeout)
+    );
     if let Some(u) = &w.no_auth_user {
         let _ = writeln!(out, "  no_auth_user: {}", quote(u));
     }
