@@ -34,14 +34,6 @@ async fn ws_connect(port: u16, opts: ConnectOptions) -> async_nats::Client {
         .expect("WebSocket client connects")
 }
 
-async fn next_payload(sub: &mut async_nats::Subscriber) -> Bytes {
-    timeout(WAIT, sub.next())
-        .await
-        .expect("message arrives in time")
-        .expect("subscription open")
-        .payload
-}
-
 /// Publishes `payload` every 200 ms until `sub` receives it (deadline [`WAIT`]). async-nats
 /// 0.51's WebSocket transport now and then leaves a delivered message unread until more
 /// data arrives, against nats-server exactly as against midge (nats-py over WebSocket, in

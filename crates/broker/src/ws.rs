@@ -1122,7 +1122,7 @@ mod tests {
     fn accept_key_matches_rfc_example() {
         assert_eq!(
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzZ3PFmPhxzw="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
@@ -1161,7 +1161,7 @@ mod tests {
     fn frames_split_for_browsers() {
         let mut out = Vec::new();
         push_frames(&mut out, &[7u8; 5000], false, BROWSER_FRAME);
-        assert_eq!(out[0], FIN & 0 | OP_BINARY);
+        assert_eq!(out[0], OP_BINARY, "first of two: not final");
         assert_eq!(out[1], 126);
         assert_eq!(u16::from_be_bytes([out[2], out[3]]), 4096);
         let second = 4 + 4096;
