@@ -846,3 +846,50 @@ async fn https_port_config_errors_name_the_key() {
     .expect_err("https without tls does not start");
     assert!(err.to_string().contains("https_port"), "{err}");
 }
+
+/// `tls { handshake_first: true }`: a client with async-nats's `tls_first` starts TLS at
+/// once and reads INFO encrypted; a plain TCP socket gets no plain-text INFO (the server
+/// waits for a ClientHello), and a client that waits for INFO first does not connect.
+/// (nats-server 2.9.10 has no handshake_first, so there is no reference run.)
+#[tokio::test]
+async fn handshake_first_serves_tls_first_clients() {
+    let pki = Pki::new("midge test CA");
+    let cert = pki.server("server");
+    let server = start(TlsOptions {
+        handshake_first: true,
+        ..tls_options(&pki, &cert, false)
+    })
+    .await;
+    let first = connect(&server, client_options(&pki).tls_first())
+        .await
+        .expect("TLS-first client connects");
+    let other = connect(&server, client_options(&pki).tls_first())
+        .await
+        .expect("TLS-first client connects");
+    assert!(first.server_info().tls_required);
+    pub_sub(&first, &other, "first", 100, 1000).await;
+
+    let mut tcp = TcpStream::connect(server.client_addr())
+        .await
+        .expect("tcp connect");
+    let mut buf = [0u8; 64];
+    let quiet = timeout(Duration::from_millis(300), tcp.read(&mut buf)).await;
+    assert!(
+        quiet.is_err(),
+        "no plain-text INFO before the handshake: {quiet:?}"
+    );
+
+    let waits_for_info = timeout(
+        Duration::from_secs(5),
+        client_options(&pki)
+            .connection_timeout(Duration::from_secs(2))
+            .connect(server.client_url()),
+    )
+    .await
+    .expect("attempt ends");
+    assert!(
+        waits_for_info.is_err(),
+        "a client waiting for INFO gets none"
+    );
+    server.shutdown().await;
+}

@@ -936,6 +936,10 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         let shared = self.shared.clone();
         let mut started = false;
+        // handshake_first: nothing before the handshake; INFO is the first encrypted bytes.
+        let first = tls.handshake_first;
+        let allow_plain = tls.allow_non_tls && !first;
+        let plain_info = if first { &[][..] } else { info };
         let result = tokio::select! {
             biased;
             _ = shared.kill.notified() => {
@@ -943,13 +947,16 @@ impl Conn {
             }
             r = tokio::time::timeout(
                 tls.timeout,
-                tls::handshake(&shared.stream, tls.config, info, tls.allow_non_tls, &mut started),
+                tls::handshake(&shared.stream, tls.config, plain_info, allow_plain, &mut started),
             ) => r,
         };
         let cid = shared.cid;
         match result {
             Ok(Ok(tls::Upgrade::Tls(session))) => {
                 let _ = shared.tls.set(Box::new(tls::Session::new(*session)));
+                if first {
+                    shared.out.lock().buf.extend_from_slice(info);
+                }
                 Ok(())
             }
             Ok(Ok(tls::Upgrade::Plain)) => Ok(()),
@@ -965,11 +972,11 @@ impl Conn {
             }
             // A silent client may be a plain one waiting for something; nats-server too
             // takes it as plain once the TLS timeout is over.
-            Err(_) if !started && tls.allow_non_tls => Ok(()),
+            Err(_) if !started && allow_plain => Ok(()),
             Err(_) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake timeout");
                 // Mid-handshake, a plain-text error would only garble the client's records.
-                if !started {
+                if !started && !first {
                     self.send_err("Secure Connection - TLS Required");
                 }
                 Err(CloseReason::TlsHandshakeError)

@@ -469,6 +469,9 @@ pub struct TlsOptions {
     pub verify: bool,
     /// How long a client has for the TLS handshake (nats-server's default: 2s).
     pub timeout: Duration,
+    /// Clients start TLS right away and INFO comes encrypted (`handshake_first`, for clients
+    /// with a TLS-first option); plain clients are not served.
+    pub handshake_first: bool,
 }
 
 impl TlsOptions {
@@ -483,6 +486,7 @@ impl TlsOptions {
             ca_file: None,
             verify: false,
             timeout: Self::DEFAULT_TIMEOUT,
+            handshake_first: false,
         }
     }
 }

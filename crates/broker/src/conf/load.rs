@@ -804,6 +804,12 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
             }
             "tls" => {
                 let (tls, _) = parse_tls(v, &k, ctx)?;
+                if tls.handshake_first {
+                    return Err(v.invalid(
+                        &k,
+                        "handshake_first is supported for client connections only",
+                    ));
+                }
                 leaf.tls = Some(tls);
             }
             "authorization" => {
@@ -950,7 +956,16 @@ fn parse_websocket(
                 "host" | "net" => ws.host = parse_ip(v.as_str(&k)?, v, &k)?,
                 "advertise" => ws.advertise = Some(v.as_str(&k)?.to_string()),
                 "no_tls" => ws.no_tls = v.as_bool(&k)?,
-                "tls" => ws.tls = Some(parse_tls(v, &k, ctx)?.0),
+                "tls" => {
+                    let tls = parse_tls(v, &k, ctx)?.0;
+                    if tls.handshake_first {
+                        return Err(v.invalid(
+                            &k,
+                            "handshake_first is supported for client connections only",
+                        ));
+                    }
+                    ws.tls = Some(tls);
+                }
                 "same_origin" => ws.same_origin = v.as_bool(&k)?,
                 "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin"
                 | "origins" | "origin" => {
@@ -1120,6 +1135,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
     let mut verify: Option<(bool, &Value)> = None;
     let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
     let mut allow_non_tls = None;
+    let mut handshake_first = false;
     for entry in map.entries() {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
@@ -1162,10 +1178,18 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
                     ));
                 }
             }
-            "handshake_first"
-            | "first"
-            | "immediate"
-            | "pinned_certs"
+            "handshake_first" | "first" | "immediate" => match &ev.kind {
+                ValueKind::Bool(b) => handshake_first = *b,
+                // nats-server also takes a delay after which a silent client gets INFO in
+                // plain text (TLS-first and plain clients on one port).
+                _ => {
+                    return Err(ev.invalid(
+                        &k,
+                        "midge takes true or false (a fallback delay is not supported yet)",
+                    ))
+                }
+            },
+            "pinned_certs"
             | "cert_store"
             | "cert_match_by"
             | "cert_match"
@@ -1195,6 +1219,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         ca_file: ca.as_ref().map(|(p, _)| p.clone()),
         verify: verify.is_some_and(|(b, _)| b),
         timeout,
+        handshake_first,
     };
     if let Err(e) = crate::tls::load(&opts) {
         let (at, name) = match e.source_option() {

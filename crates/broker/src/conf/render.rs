@@ -98,6 +98,9 @@ impl Options {
             }
             let _ = writeln!(out, "  verify: {}", tls.verify);
             let _ = writeln!(out, "  timeout: {}", duration(tls.timeout));
+            if tls.handshake_first {
+                out.push_str("  handshake_first: true\n");
+            }
             out.push_str("}\n");
         }
         out

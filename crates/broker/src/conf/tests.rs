@@ -1078,6 +1078,29 @@ fn websocket_block() {
 }
 
 #[test]
+fn tls_handshake_first() {
+    let pki = crate::tls::test_pki::generate();
+    let (cert, key) = (pki.cert.display(), pki.key.display());
+    let text =
+        format!("tls {{ cert_file: \"{cert}\", key_file: \"{key}\", handshake_first: true }}\n");
+    let opts = load_ok(&text).options;
+    let tls = opts.tls.as_ref().expect("tls");
+    assert!(tls.handshake_first);
+    assert_eq!(load_ok(&opts.to_conf_string()).options.tls, opts.tls);
+    let e = load_err(&format!(
+        "tls {{ cert_file: \"{cert}\", key_file: \"{key}\", handshake_first: \"300ms\" }}\n"
+    ));
+    assert!(e.contains("a fallback delay is not supported yet"), "{e}");
+    let e = load_err(&format!(
+        "leafnodes {{ port: 1, tls {{ cert_file: \"{cert}\", key_file: \"{key}\", handshake_first: true }} }}\n"
+    ));
+    assert!(
+        e.contains("handshake_first is supported for client connections only"),
+        "{e}"
+    );
+}
+
+#[test]
 fn to_conf_string_round_trips() {
     let cases = [
         Options::default(),
@@ -1179,7 +1202,7 @@ fn tls_block() {
     );
     assert!(load_err("tls {}\n").contains("cert_file and key_file are both required"));
     assert!(load_err("tls { verify_and_map: true }\n").ends_with("not supported by midge yet"));
-    assert!(load_err("tls { handshake_first: true }\n").ends_with("not supported by midge yet"));
+    assert!(load_err("tls { pinned_certs: [] }\n").ends_with("not supported by midge yet"));
     assert!(load_err("tls { colour: red }\n").contains("unknown key 'tls.colour'"));
 }
 
