@@ -18,9 +18,9 @@ if ((${#missing[@]})); then
 fi
 
 # The official Python client and pytest, for tests/python.
-if ! python3 -c 'import nats, pytest, pytest_asyncio' >/dev/null 2>&1; then
+if ! python3 -c 'import nats, pytest, pytest_asyncio, aiohttp' >/dev/null 2>&1; then
   echo "deps: installing nats-py, pytest, pytest-asyncio with pip"
-  python3 -m pip install --quiet nats-py pytest pytest-asyncio
+  python3 -m pip install --quiet nats-py pytest pytest-asyncio aiohttp
 fi
 
 # Offline validation of the Kubernetes manifests the operator renders.

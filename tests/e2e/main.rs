@@ -13,6 +13,8 @@
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
+//! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
+//!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 
 mod accounts;
 mod client;
@@ -26,3 +28,4 @@ mod ops;
 mod raw_protocol;
 mod system;
 mod tls;
+mod websocket;

@@ -103,6 +103,8 @@ pub(crate) struct ClientShared {
     /// read or write, never per message.
     /// Boxed: most connections are plain, and a session is large.
     tls: OnceLock<Box<tls::Session>>,
+    /// WebSocket framing for clients of the `websocket {}` listener; unset for NATS over TCP.
+    ws: OnceLock<Box<crate::ws::WsShared>>,
     pub peer: SocketAddr,
     pub start: SystemTime,
     out: Mutex<Outbound>,
@@ -161,6 +163,7 @@ impl ClientShared {
             cid,
             stream,
             tls: OnceLock::new(),
+            ws: OnceLock::new(),
             peer,
             start,
             out: Mutex::new(Outbound::default()),
@@ -209,6 +212,21 @@ impl ClientShared {
     /// connections install theirs in the reader).
     pub(crate) fn set_tls(&self, session: tls::Session) {
         let _ = self.tls.set(Box::new(session));
+    }
+
+    /// Installs the WebSocket framing of a connection whose upgrade is done.
+    pub(crate) fn set_ws(&self, ws: crate::ws::WsShared) {
+        let _ = self.ws.set(Box::new(ws));
+    }
+
+    /// The WebSocket framing, for clients of the WebSocket listener.
+    pub(crate) fn ws(&self) -> Option<&crate::ws::WsShared> {
+        self.ws.get().map(|b| &**b)
+    }
+
+    /// True once a TLS session is installed.
+    pub(crate) fn tls_established(&self) -> bool {
+        self.tls.get().is_some()
     }
 
     /// Wakes the writer task now.
@@ -330,7 +348,8 @@ impl ClientShared {
             let Some(mut out) = self.out.try_lock() else {
                 return false;
             };
-            if out.in_flight > 0 || out.direct || out.close.is_some() {
+            // A WebSocket client's bytes are framed by its writer task.
+            if out.in_flight > 0 || out.direct || out.close.is_some() || self.ws.get().is_some() {
                 return false;
             }
             if out.buf.is_empty() {
@@ -439,14 +458,79 @@ fn stall_duration(pending: usize, max_pending: usize) -> Duration {
     }
 }
 
+/// Registers a new client; true when that puts the server over `max_connections`.
+fn register(srv: &ServerInner, shared: &Arc<ClientShared>) -> bool {
+    let mut clients = srv.clients.lock();
+    clients.insert(shared.cid, shared.clone());
+    clients.len() > srv.opts().max_connections
+}
+
+/// Starts serving a WebSocket client whose upgrade is done (`ws.rs`): INFO goes out framed
+/// like everything after it, then it is an ordinary client.
+pub(crate) fn spawn_ws(
+    srv: Arc<ServerInner>,
+    shared: Arc<ClientShared>,
+    reader: Box<crate::ws::WsReader>,
+    wss: bool,
+) {
+    srv.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    let over_limit = register(&srv, &shared);
+    {
+        let opts = srv.opts();
+        let mut info = srv.info_template();
+        info.client_id = shared.cid;
+        info.client_ip = shared.peer.ip().to_string();
+        // As nats-server: TLS is the WebSocket listener's, and so are host and port.
+        info.tls_required = wss;
+        info.tls_available = wss;
+        info.tls_verify = wss && opts.websocket.tls.as_ref().is_some_and(|t| t.verify);
+        info.auth_required = client_auth(&opts, true).0.required();
+        if let Some(addr) = *srv.ws_addr.lock() {
+            let (host, port) = match &opts.websocket.advertise {
+                Some(adv) => crate::server::split_host_port(adv, addr.port()),
+                None => (addr.ip().to_string(), addr.port()),
+            };
+            info.host = host;
+            info.port = port;
+        }
+        info.connect_urls = Vec::new();
+        info.encode(&mut shared.out.lock().buf);
+    }
+    tokio::spawn(run(srv, shared, over_limit, None, Some(reader)));
+}
+
+/// The authorization a client is checked against and its `no_auth_user`: the server's, or
+/// for a WebSocket client the `websocket {}` block's when that has its own (nats-server's
+/// auth override: its user/password/token replace the server's, the users list stays).
+pub(crate) fn client_auth(
+    opts: &Options,
+    ws: bool,
+) -> (
+    std::borrow::Cow<'_, crate::options::Authorization>,
+    Option<&str>,
+) {
+    if ws && opts.websocket.auth_override() {
+        let w = &opts.websocket;
+        let auth = crate::options::Authorization {
+            token: w.token.clone(),
+            user: w.user.clone(),
+            password: w.password.clone(),
+            users: opts.auth.users.clone(),
+            timeout: w.auth_timeout.unwrap_or(opts.auth.timeout),
+        };
+        (std::borrow::Cow::Owned(auth), w.no_auth_user.as_deref())
+    } else {
+        (
+            std::borrow::Cow::Borrowed(&opts.auth),
+            opts.no_auth_user.as_deref(),
+        )
+    }
+}
+
 /// Starts serving one accepted connection.
 pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, cid: u64) {
     let shared = Arc::new(ClientShared::new(cid, peer, stream));
-    let over_limit = {
-        let mut clients = srv.clients.lock();
-        clients.insert(cid, shared.clone());
-        clients.len() > srv.opts().max_connections
-    };
+    let over_limit = register(&srv, &shared);
     // With TLS, INFO is still plain text (the client upgrades after reading it), but the
     // reader sends it itself right before the handshake so that no plain byte can be left in
     // the outbound buffer once the session is installed. A refused client (over the limit)
@@ -466,13 +550,33 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             None => info.encode(&mut shared.out.lock().buf),
         }
     }
-    let task = async move {
+    tokio::spawn(run(
+        srv,
+        shared,
+        over_limit,
+        tls.map(|t| (t, tls_info)),
+        None,
+    ));
+}
+
+/// The life of a client connection: reader and writer until it closes, then clean-up.
+async fn run(
+    srv: Arc<ServerInner>,
+    shared: Arc<ClientShared>,
+    over_limit: bool,
+    tls: Option<(tls::TlsSettings, Vec<u8>)>,
+    ws: Option<Box<crate::ws::WsReader>>,
+) {
+    let cid = shared.cid;
+    let peer = shared.peer;
+    {
         let mut conn = Conn::new(srv.clone(), shared.clone());
+        conn.ws = ws;
         let reader = async {
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
                 CloseReason::MaxConnectionsExceeded
-            } else if let Some(tls) = tls {
+            } else if let Some((tls, tls_info)) = tls {
                 match Box::pin(conn.tls_handshake(tls, &tls_info)).await {
                     Ok(()) => conn.read_loop().await,
                     Err(reason) => reason,
@@ -503,11 +607,10 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         }
         srv.closed.push(ClosedConn::new(&shared, subs));
         srv.connection_closed(cid);
-    };
+    }
     // Every connection holds this future for its whole life: rare, large states (the TLS
     // handshake, bcrypt, a reload, a producer stall) are boxed inside it so an idle plain
     // connection stays small (2 KB here, 4.8 KB in all with its buffers and subscription).
-    tokio::spawn(task);
 }
 
 /// Writes whatever is queued for this client when a publisher could not write it
@@ -518,6 +621,8 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
     let mut opts = srv.opts_tx.subscribe();
     let mut deadline = opts.borrow_and_update().write_deadline;
     let mut batch: Vec<u8> = Vec::new();
+    // WebSocket clients: the framed bytes of each batch.
+    let mut framed: Vec<u8> = Vec::new();
     loop {
         // A reload may change the write deadline: one check per write, not per message.
         if opts.has_changed().unwrap_or(false) {
@@ -551,12 +656,25 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
         if batch.is_empty() {
             // Encrypted records a direct write or a read left behind when the socket was full.
             let tls_pending = shared.tls.get().is_some_and(|s| s.wants_write());
-            if !tls_pending {
+            // Control frames (a pong, a close) the WebSocket reader queued.
+            let ws_pending = shared.ws.get().is_some_and(|w| w.has_control());
+            if !tls_pending && !ws_pending {
                 shared.writer_wake.notified().await;
                 continue;
             }
         }
-        let write = write_all(shared, &batch[head..]);
+        let data = match shared.ws.get() {
+            None => &batch[head..],
+            Some(ws) => {
+                if let Err(e) = ws.frame(&batch[head..], &mut framed) {
+                    trace!(cid = shared.cid, "websocket framing error: {e}");
+                    shared.close(CloseReason::WriteError);
+                    break;
+                }
+                &framed[..]
+            }
+        };
+        let write = write_all(shared, data);
         let written = if route {
             Ok(write.await)
         } else {
@@ -588,6 +706,22 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
         } else {
             batch.clear();
         }
+        if framed.capacity() > MAX_IDLE_OUT_BUF {
+            framed = Vec::new();
+        }
+    }
+    if let Some(ws) = shared.ws.get() {
+        // The close frame with nats-server's status for the reason (unless the client's own
+        // close frame was already answered); none for a slow or broken connection.
+        if let Some(r) = shared
+            .close_reason()
+            .filter(|r| !r.is_slow_consumer() && *r != CloseReason::WriteError)
+        {
+            ws.queue_close(crate::ws::close_status(r), &r.to_string());
+            if ws.frame(&[], &mut framed).is_ok() {
+                let _ = Box::pin(tokio::time::timeout(deadline, write_all(shared, &framed))).await;
+            }
+        }
     }
     if let Some(tls) = shared.tls.get() {
         // close_notify lets the client tell a clean close from a cut connection; a slow
@@ -600,7 +734,7 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
     let _ = rustix::net::shutdown(&shared.stream, rustix::net::Shutdown::Both);
 }
 
-async fn write_all(shared: &ClientShared, data: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_all(shared: &ClientShared, data: &[u8]) -> std::io::Result<()> {
     match shared.tls.get() {
         None => write_all_plain(&shared.stream, data).await,
         // Boxed: its state is large, and plain connections should not carry it.
@@ -647,6 +781,24 @@ pub(crate) struct Conn {
     ping_sent_at: Option<Instant>,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
+    /// A WebSocket client: its deframer (taken by the read loop) and whether the
+    /// `websocket {}` block's authorization applies.
+    ws: Option<Box<crate::ws::WsReader>>,
+    is_ws: bool,
+}
+
+/// One read of protocol bytes: straight from the socket (or TLS session), or through the
+/// WebSocket deframer.
+fn read_some(
+    shared: &ClientShared,
+    ws: Option<&mut crate::ws::WsReader>,
+    dst: &mut [u8],
+    more: &mut bool,
+) -> std::io::Result<usize> {
+    match ws {
+        None => shared.read(dst, more),
+        Some(ws) => ws.read(shared, dst, more),
+    }
 }
 
 const DIRECT_FLUSH_MAX_MSGS: u64 = 4;
@@ -676,18 +828,23 @@ impl Conn {
             max_control_line: opts.max_control_line,
             max_payload: opts.max_payload,
         };
+        let is_ws = shared.ws.get().is_some();
+        let (auth, no_auth_user) = client_auth(&opts, is_ws);
+        let auth_required = auth.required();
         // Before CONNECT (allowed when no authentication is required) a client is in the
         // account of `no_auth_user`, or the global one.
         let account = srv.accounts.for_user(
-            opts.no_auth_user
-                .as_deref()
+            no_auth_user
                 .and_then(|u| opts.auth.users.iter().find(|x| x.user == u))
                 .and_then(|u| u.account.as_deref()),
         );
+        drop(auth);
         account.client_joined();
         *shared.account.lock() = account.name.clone();
         Conn {
-            auth_required: opts.auth.required(),
+            auth_required,
+            ws: None,
+            is_ws,
             opts,
             opts_rx,
             limits,
@@ -713,9 +870,14 @@ impl Conn {
         let mut ping_interval = self.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
-        let auth = tokio::time::sleep(self.opts.auth_timeout());
+        let auth_timeout = match self.opts.websocket.auth_timeout {
+            Some(t) if self.is_ws => t,
+            _ => self.opts.auth_timeout(),
+        };
+        let auth = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth);
         self.wake_writers();
+        let mut ws = self.ws.take();
         // TLS: the handshake's last read may already hold the client's first ops.
         let mut tls_more = self.shared.tls.get().is_some();
         loop {
@@ -739,7 +901,12 @@ impl Conn {
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
                 room = rb.make_room();
-                Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
+                Event::Read(read_some(
+                    &self.shared,
+                    ws.as_deref_mut(),
+                    &mut rb.buf[rb.end..],
+                    &mut tls_more,
+                ))
             } else {
                 rb.release_if_idle();
                 tokio::select! {
@@ -748,7 +915,7 @@ impl Conn {
                     r = self.shared.stream.readable() => match r {
                         Ok(()) => {
                             room = rb.make_room();
-                            Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
+                            Event::Read(read_some(&self.shared, ws.as_deref_mut(), &mut rb.buf[rb.end..], &mut tls_more))
                         }
                         Err(e) => Event::Read(Err(e)),
                     },
@@ -831,6 +998,10 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         let shared = self.shared.clone();
         let mut started = false;
+        // handshake_first: nothing before the handshake; INFO is the first encrypted bytes.
+        let first = tls.handshake_first;
+        let allow_plain = tls.allow_non_tls && !first;
+        let plain_info = if first { &[][..] } else { info };
         let result = tokio::select! {
             biased;
             _ = shared.kill.notified() => {
@@ -838,13 +1009,16 @@ impl Conn {
             }
             r = tokio::time::timeout(
                 tls.timeout,
-                tls::handshake(&shared.stream, tls.config, info, tls.allow_non_tls, &mut started),
+                tls::handshake(&shared.stream, tls.config, plain_info, allow_plain, &mut started),
             ) => r,
         };
         let cid = shared.cid;
         match result {
             Ok(Ok(tls::Upgrade::Tls(session))) => {
                 let _ = shared.tls.set(Box::new(tls::Session::new(*session)));
+                if first {
+                    shared.out.lock().buf.extend_from_slice(info);
+                }
                 Ok(())
             }
             Ok(Ok(tls::Upgrade::Plain)) => Ok(()),
@@ -860,11 +1034,11 @@ impl Conn {
             }
             // A silent client may be a plain one waiting for something; nats-server too
             // takes it as plain once the TLS timeout is over.
-            Err(_) if !started && tls.allow_non_tls => Ok(()),
+            Err(_) if !started && allow_plain => Ok(()),
             Err(_) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake timeout");
                 // Mid-handshake, a plain-text error would only garble the client's records.
-                if !started {
+                if !started && !first {
                     self.send_err("Secure Connection - TLS Required");
                 }
                 Err(CloseReason::TlsHandshakeError)
@@ -978,8 +1152,9 @@ impl Conn {
         let copts = self.parse_connect(json)?;
         let srv = self.srv.clone();
         let opts = self.opts.clone();
+        let (auth, no_auth_user) = client_auth(&opts, self.is_ws);
         let verdict = tokio::select! {
-            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), &copts) => Some(v),
+            v = auth::authenticate(&srv.verifier, &auth, no_auth_user, &copts) => Some(v),
             _ = auth_deadline => None,
         };
         let Some(verdict) = verdict else {
@@ -1242,18 +1417,13 @@ impl Conn {
         };
         self.router.set_max_pending(new.max_pending);
         self.apply_account_limits();
-        self.auth_required = new.auth.required();
+        let (auth, no_auth_user) = client_auth(&new, self.is_ws);
+        self.auth_required = auth.required();
         if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
             return Ok(());
         }
         let srv = self.srv.clone();
-        let who = auth::authenticate(
-            &srv.verifier,
-            &new.auth,
-            new.no_auth_user.as_deref(),
-            &self.copts,
-        )
-        .await;
+        let who = auth::authenticate(&srv.verifier, &auth, no_auth_user, &self.copts).await;
         // A client whose user moved to another account is closed like one whose user went:
         // its subscriptions live in the old account's subject space.
         let same_account = |a: &Option<String>| {

@@ -40,6 +40,7 @@ mod route;
 mod server;
 mod sys;
 pub mod tls;
+mod ws;
 
 pub use crate::core::InternalMsg;
 pub use client::CloseReason;

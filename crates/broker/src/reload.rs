@@ -141,6 +141,7 @@ const FIXED: &[(&str, ShowOption)] = &[
     // this is shown from).
     ("cluster", |o| format!("{:?}", o.cluster)),
     ("leafnodes", |o| format!("{:?}", o.leafnodes)),
+    ("websocket", |o| format!("{:?}", o.websocket)),
 ];
 
 /// The configuration in force: its digest and when it was loaded.

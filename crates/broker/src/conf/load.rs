@@ -42,8 +42,6 @@ impl fmt::Display for ConfWarning {
 const UNSUPPORTED: &[&str] = &[
     "jetstream",
     "gateway",
-    "websocket",
-    "ws",
     "mqtt",
     "operator",
     "operators",
@@ -419,6 +417,7 @@ impl Options {
             }
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "leafnodes" | "leaf" => self.leafnodes = parse_leafnodes(v, key, ctx)?,
+            "websocket" | "ws" => self.websocket = parse_websocket(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
             lower if UNSUPPORTED.contains(&lower) => {
                 if v.kind != ValueKind::Bool(false) {
@@ -844,6 +843,12 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
             }
             "tls" => {
                 let (tls, _) = parse_tls(v, &k, ctx)?;
+                if tls.handshake_first {
+                    return Err(v.invalid(
+                        &k,
+                        "handshake_first is supported for client connections only",
+                    ));
+                }
                 leaf.tls = Some(tls);
             }
             "authorization" => {
@@ -964,6 +969,118 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
     Ok(leaf)
 }
 
+/// `websocket { listen, port, host, advertise, tls {}, no_tls, same_origin, allowed_origins,
+/// compression, handshake_timeout, authorization {}, no_auth_user, jwt_cookie }`.
+fn parse_websocket(
+    v: &Value,
+    key: &str,
+    ctx: &mut Ctx,
+) -> Result<crate::options::WebsocketOptions, ConfError> {
+    let map = v.as_map(key)?;
+    let mut ws = crate::options::WebsocketOptions::default();
+    let mut errors = Vec::new();
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let v = &entry.value;
+        let result = (|| {
+            match entry.key.to_ascii_lowercase().as_str() {
+                "listen" => {
+                    let (host, port) = parse_host_port(v, &k)?;
+                    if let Some(host) = host {
+                        ws.host = host;
+                    }
+                    ws.port = Some(port);
+                }
+                "port" => ws.port = Some(parse_port(v, &k)?),
+                "host" | "net" => ws.host = parse_ip(v.as_str(&k)?, v, &k)?,
+                "advertise" => ws.advertise = Some(v.as_str(&k)?.to_string()),
+                "no_tls" => ws.no_tls = v.as_bool(&k)?,
+                "tls" => {
+                    let tls = parse_tls(v, &k, ctx)?.0;
+                    if tls.handshake_first {
+                        return Err(v.invalid(
+                            &k,
+                            "handshake_first is supported for client connections only",
+                        ));
+                    }
+                    ws.tls = Some(tls);
+                }
+                "same_origin" => ws.same_origin = v.as_bool(&k)?,
+                "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin"
+                | "origins" | "origin" => {
+                    let items: Vec<&Value> = match &v.kind {
+                        ValueKind::String(_) => vec![v],
+                        _ => v.as_array(&k)?.iter().collect(),
+                    };
+                    for item in items {
+                        let text = item.as_str(&k)?;
+                        crate::ws::Origin::parse(text).map_err(|m| {
+                            item.invalid(&k, format!("unable to parse allowed origin: {m}"))
+                        })?;
+                        ws.allowed_origins.push(text.to_string());
+                    }
+                }
+                "compression" | "compress" => ws.compression = v.as_bool(&k)?,
+                "handshake_timeout" => {
+                    ws.handshake_timeout = parse_seconds_or_duration(v, &k, ctx)?;
+                    if ws.handshake_timeout.is_zero() {
+                        ws.handshake_timeout =
+                            crate::options::WebsocketOptions::DEFAULT_HANDSHAKE_TIMEOUT;
+                    }
+                }
+                "authorization" | "authentication" => {
+                    let auth = parse_authorization(v, &k, ctx)?;
+                    if !auth.users.is_empty() {
+                        return Err(v.invalid(
+                            &k,
+                            "websocket authorization takes a user/password or a token, not users",
+                        ));
+                    }
+                    ws.user = auth.user;
+                    ws.password = auth.password;
+                    ws.token = auth.token;
+                    if auth.timeout != crate::options::Authorization::default().timeout {
+                        ws.auth_timeout = Some(auth.timeout);
+                    }
+                }
+                "no_auth_user" => ws.no_auth_user = Some(v.as_str(&k)?.to_string()),
+                "jwt_cookie" => {
+                    ws.jwt_cookie = Some(v.as_str(&k)?.to_string());
+                    ctx.warn(
+                        &v.pos,
+                        &k,
+                        "kept, but unused until midge supports JWT authentication",
+                    );
+                }
+                "user_cookie" | "pass_cookie" | "token_cookie" | "headers" | "ping_interval" => {
+                    return Err(unsupported(entry))
+                }
+                _ if entry.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: entry.key_pos.clone(),
+                        key: k.clone(),
+                    })
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    if let Some(e) = ConfError::collect(errors) {
+        return Err(e);
+    }
+    if ws.port.is_some() && ws.tls.is_none() && !ws.no_tls {
+        return Err(v.invalid(
+            key,
+            "websocket requires TLS configuration (a tls {} block, or no_tls: true)",
+        ));
+    }
+    Ok(ws)
+}
+
 fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, ConfError> {
     let map = v.as_map(key)?;
     let mut cluster = ClusterOptions::default();
@@ -1057,6 +1174,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
     let mut verify: Option<(bool, &Value)> = None;
     let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
     let mut allow_non_tls = None;
+    let mut handshake_first = false;
     for entry in map.entries() {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
@@ -1099,10 +1217,18 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
                     ));
                 }
             }
-            "handshake_first"
-            | "first"
-            | "immediate"
-            | "pinned_certs"
+            "handshake_first" | "first" | "immediate" => match &ev.kind {
+                ValueKind::Bool(b) => handshake_first = *b,
+                // nats-server also takes a delay after which a silent client gets INFO in
+                // plain text (TLS-first and plain clients on one port).
+                _ => {
+                    return Err(ev.invalid(
+                        &k,
+                        "midge takes true or false (a fallback delay is not supported yet)",
+                    ))
+                }
+            },
+            "pinned_certs"
             | "cert_store"
             | "cert_match_by"
             | "cert_match"
@@ -1132,6 +1258,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         ca_file: ca.as_ref().map(|(p, _)| p.clone()),
         verify: verify.is_some_and(|(b, _)| b),
         timeout,
+        handshake_first,
     };
     if ctx.skip_files {
         return Ok((opts, allow_non_tls));
