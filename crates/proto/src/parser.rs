@@ -145,6 +145,101 @@ pub fn parse_client_op<'a>(
     buf: &'a [u8],
     limits: &Limits,
 ) -> Result<Parsed<ClientOp<'a>>, ParseError> {
+    if let Some(fast) = fast_pub(buf, limits) {
+        return fast;
+    }
+    parse_client_op_general(buf, limits)
+}
+
+/// The canonical `PUB <subject> [reply] <size>\r\n` line, parsed in one forward pass:
+/// publishes are nearly all of a busy client's input, and the general path (find the line
+/// end, recognise the op, split the arguments, parse the size) costs several scans of the
+/// same few bytes. Anything else (tabs, repeated or trailing blanks, a line not yet
+/// complete in `buf`, an oversized size) returns `None` and goes the general way, which
+/// gives the same results for this form (a property test compares the two) and the
+/// errors for all others.
+#[inline]
+fn fast_pub<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Option<Result<Parsed<ClientOp<'a>>, ParseError>> {
+    let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    // Case-insensitive "PUB ": bit 5 folds the letters, the blank must be exact.
+    if u32::from_le_bytes(head) | 0x0020_2020 != u32::from_le_bytes(*b"pub ") {
+        return None;
+    }
+    let args = &buf[4..];
+    // The line must end within the limit for the arguments, as in the general path.
+    let window = &args[..args.len().min(limits.max_control_line.saturating_add(2))];
+    let subject_end = find_blank(window)?;
+    if subject_end == 0 || window[subject_end] != b' ' {
+        return None;
+    }
+    let subject = &window[..subject_end];
+    let rest = &window[subject_end + 1..];
+    // Offsets from the start of the arguments: the line's end (after `\n`).
+    let (reply, size, line_end) = match digits_then_crlf(rest) {
+        Some((size, used)) => (None, size, subject_end + 1 + used),
+        None => {
+            let reply_end = find_blank(rest)?;
+            if reply_end == 0 || rest[reply_end] != b' ' {
+                return None;
+            }
+            let (size, used) = digits_then_crlf(&rest[reply_end + 1..])?;
+            (
+                Some(&rest[..reply_end]),
+                size,
+                subject_end + 1 + reply_end + 1 + used,
+            )
+        }
+    };
+    if line_end - 2 > limits.max_control_line {
+        return None;
+    }
+    let next = 4 + line_end;
+    Some(match payload(buf, next, 0, size, limits) {
+        Err(e) => Err(e),
+        Ok(Body::Complete {
+            payload, consumed, ..
+        }) => Ok(Parsed::Op(
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            },
+            consumed,
+        )),
+        Ok(Body::Incomplete { need }) => Ok(Parsed::Incomplete { need }),
+    })
+}
+
+/// `<digits>\r\n` at the start of `s` (1 to 9 digits, which fit any `usize`, also on 32-bit
+/// ARM): the value and the length up to and including the `\n`.
+#[inline(always)]
+fn digits_then_crlf(s: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        value = value * 10 + usize::from(b - b'0');
+        i += 1;
+        if i > 9 {
+            return None;
+        }
+    }
+    if i == 0 || s.get(i) != Some(&b'\r') || s.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some((value, i + 2))
+}
+
+/// [`parse_client_op`] without the publish fast path.
+fn parse_client_op_general<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Parsed<ClientOp<'a>>, ParseError> {
     let (name, args, next) = match control_line(buf, limits, recognize_client)? {
         Line::Complete { name, args, next } => (name, args, next),
         Line::Incomplete { need } => return Ok(Parsed::Incomplete { need }),
@@ -1479,7 +1574,95 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fast_pub_takes_the_canonical_forms() {
+        let limits = Limits::default();
+        type Case<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>, &'a [u8]);
+        let cases: [Case; 3] = [
+            (b"PUB a 5\r\nhello\r\n", b"a", None, b"hello"),
+            (
+                b"pub a.b _INBOX.x 2\r\nhi\r\nPING\r\n",
+                b"a.b",
+                Some(b"_INBOX.x"),
+                b"hi",
+            ),
+            (b"PUB a 0\r\n\r\n", b"a", None, b""),
+        ];
+        for (input, subject, reply, payload) in cases {
+            let got = fast_pub(input, &limits).expect("fast path taken");
+            assert_eq!(got, parse_client_op_general(input, &limits));
+            let Ok(Parsed::Op(op, _)) = got else {
+                panic!("{got:?}");
+            };
+            assert_eq!(
+                op,
+                ClientOp::Pub {
+                    subject,
+                    reply,
+                    payload
+                }
+            );
+        }
+        let others: [&[u8]; 5] = [
+            b"PUB  a 5\r\n",
+            b"PUB\ta 5\r\n",
+            b"PUB a 5 \r\n",
+            b"PUB a 5\n",
+            b"PUB a 5",
+        ];
+        for other in others {
+            assert!(fast_pub(other, &limits).is_none(), "{other:?}");
+        }
+    }
+
     proptest! {
+        /// The publish fast path, wherever it answers, answers as the general path does:
+        /// PUB lines with every kind of separator, case, size and payload terminator, cut
+        /// anywhere, under small and large limits.
+        #[test]
+        fn fast_pub_agrees_with_the_general_path(
+            op in prop_oneof![Just("PUB"), Just("pub"), Just("Pub"), Just("PUBX"), Just("HPUB")],
+            seps in prop::collection::vec(
+                prop_oneof![Just(" "), Just(" "), Just(" "), Just("  "), Just("\t"), Just(" \t")],
+                4,
+            ),
+            subject in "[a-z.>*_0-9]{0,12}",
+            reply in prop::option::of("[A-Za-z_.0-9]{0,10}"),
+            size in prop_oneof![Just("5".to_string()), Just("0".to_string()), Just("05".to_string()),
+                "[0-9]{1,12}", Just("-1".to_string()), Just("1a".to_string())],
+            trailer in prop_oneof![Just(""), Just(" "), Just("\t")],
+            end in prop_oneof![Just("\r\n"), Just("\r\n"), Just("\r\n"), Just("\n"), Just("\r"), Just("")],
+            payload in "[a-z\r\n]{0,8}",
+            term in prop_oneof![Just("\r\n"), Just("\n\r"), Just("xx"), Just("")],
+            cut in 0usize..80,
+            max_control_line in prop_oneof![Just(8usize), Just(16), Just(4096)],
+            max_payload in prop_oneof![Just(4usize), Just(1 << 20)],
+        ) {
+            let mut line = format!("{op}{}{subject}", seps[0]);
+            if let Some(r) = &reply {
+                line.push_str(seps[1]);
+                line.push_str(r);
+            }
+            line.push_str(seps[2]);
+            line.push_str(&size);
+            line.push_str(trailer);
+            line.push_str(end);
+            line.push_str(&payload);
+            line.push_str(term);
+            line.push_str("PING\r\n");
+            let bytes = line.as_bytes();
+            let buf = &bytes[..cut.min(bytes.len())];
+            let limits = Limits { max_control_line, max_payload };
+            if let Some(fast) = fast_pub(buf, &limits) {
+                prop_assert_eq!(fast, parse_client_op_general(buf, &limits), "{:?}", line);
+            }
+            for whole in [bytes, buf] {
+                if let Some(fast) = fast_pub(whole, &limits) {
+                    prop_assert_eq!(fast, parse_client_op_general(whole, &limits));
+                }
+            }
+        }
+
         #[test]
         fn find_blank_agrees_with_a_byte_loop(
             s in prop::collection::vec(
