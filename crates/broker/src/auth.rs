@@ -27,10 +27,54 @@ impl Authenticated {
             account: user.account.clone(),
         }
     }
+
+    fn of_nkey(user: &crate::options::NkeyUser) -> Self {
+        Authenticated {
+            permissions: user.permissions.clone(),
+            account: user.account.clone(),
+        }
+    }
+}
+
+/// Whether `sig` (from CONNECT) is a valid signature of `nonce` by the public nkey `public`.
+///
+/// As nats-server, the signature may be base64url without padding or standard base64 with
+/// padding; trailing bits are not checked (Go's decoders are not strict either).
+pub fn nonce_signed_by(public: &str, nonce: &[u8], sig: &str) -> bool {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::{alphabet, Engine as _};
+    const RAW_URL: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        general_purpose::NO_PAD
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    const STD: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        general_purpose::PAD
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let Ok(sig) = RAW_URL.decode(sig).or_else(|_| STD.decode(sig)) else {
+        return false;
+    };
+    let Ok(key) = nkeys::KeyPair::from_public_key(public) else {
+        return false;
+    };
+    key.verify(nonce, &sig).is_ok()
+}
+
+/// A fresh nonce for INFO: 11 random bytes in base64url (15 characters), as nats-server.
+pub fn new_nonce() -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let raw: [u8; 11] = rand::random();
+    URL_SAFE_NO_PAD.encode(raw)
 }
 
 /// Checks the credentials in `CONNECT` against the configured authorization. A client that
 /// gives no credentials at all is `no_auth_user` when one is configured (as nats-server).
+/// `nonce` is the one this client's INFO carried (nkey users sign it).
 /// `Err(())` means the client must be rejected with 'Authorization Violation'.
 ///
 /// A bcrypt hash is verified on the blocking pool, never on an async worker: one
@@ -41,9 +85,10 @@ pub async fn authenticate(
     verifier: &Verifier,
     auth: &Authorization,
     no_auth_user: Option<&str>,
+    nonce: Option<&str>,
     c: &ConnectOptions,
 ) -> Result<Authenticated, ()> {
-    match candidate(auth, no_auth_user, c) {
+    match candidate(auth, no_auth_user, nonce, c) {
         Candidate::Decided(result) => result,
         Candidate::Password {
             configured,
@@ -69,13 +114,30 @@ enum Candidate<'a> {
     },
 }
 
+/// The order of nats-server: an nkey user when the client names an nkey, else the users
+/// list (with `no_auth_user`), else the token or the single user.
 fn candidate<'a>(
     auth: &'a Authorization,
     no_auth_user: Option<&str>,
+    nonce: Option<&str>,
     c: &'a ConnectOptions,
 ) -> Candidate<'a> {
     if !auth.required() {
         return Candidate::Decided(Ok(Authenticated::default()));
+    }
+    if let (false, Some(key)) = (auth.nkeys.is_empty(), c.nkey.as_deref()) {
+        let Some(user) = auth.nkeys.iter().find(|u| u.nkey == key) else {
+            return Candidate::Decided(Err(()));
+        };
+        let signed = match (nonce, c.sig.as_deref()) {
+            (Some(nonce), Some(sig)) => nonce_signed_by(key, nonce.as_bytes(), sig),
+            _ => false,
+        };
+        return Candidate::Decided(if signed {
+            Ok(Authenticated::of_nkey(user))
+        } else {
+            Err(())
+        });
     }
     let anonymous = c.user.is_none() && c.pass.is_none() && c.auth_token.is_none();
     if let (true, Some(name)) = (anonymous, no_auth_user) {
@@ -403,6 +465,58 @@ fn check(p: Option<&SubjectPermission>, subj: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn nonce_signatures_are_checked_in_both_base64_flavours() {
+        let user = nkeys::KeyPair::new_user();
+        let nonce = new_nonce();
+        assert_eq!(nonce.len(), 15);
+        let sig = user.sign(nonce.as_bytes()).expect("sign");
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sig);
+        let std = base64::engine::general_purpose::STANDARD.encode(&sig);
+        let public = user.public_key();
+        assert!(nonce_signed_by(&public, nonce.as_bytes(), &url));
+        assert!(nonce_signed_by(&public, nonce.as_bytes(), &std));
+        assert!(!nonce_signed_by(&public, b"another nonce", &url));
+        let other = nkeys::KeyPair::new_user().public_key();
+        assert!(!nonce_signed_by(&other, nonce.as_bytes(), &url));
+        assert!(!nonce_signed_by(&public, nonce.as_bytes(), "not base64!"));
+        assert!(!nonce_signed_by("UNOTAKEY", nonce.as_bytes(), &url));
+    }
+
+    #[tokio::test]
+    async fn nkey_users_need_the_signed_nonce() {
+        let kp = nkeys::KeyPair::new_user();
+        let auth = Authorization {
+            nkeys: vec![crate::options::NkeyUser {
+                nkey: kp.public_key(),
+                permissions: None,
+                account: Some("A".into()),
+            }],
+            ..Authorization::default()
+        };
+        let v = Verifier::with_permits(1);
+        let nonce = new_nonce();
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(kp.sign(nonce.as_bytes()).expect("sign"));
+        let mut c = ConnectOptions {
+            nkey: Some(kp.public_key()),
+            sig: Some(sig),
+            ..ConnectOptions::default()
+        };
+        let who = authenticate(&v, &auth, None, Some(&nonce), &c).await;
+        assert_eq!(who.map(|w| w.account), Ok(Some("A".into())));
+        // No nonce sent (none was required when the client connected), or another nonce.
+        assert!(authenticate(&v, &auth, None, None, &c).await.is_err());
+        assert!(authenticate(&v, &auth, None, Some("xxxxxxxxxxxxxxx"), &c)
+            .await
+            .is_err());
+        c.sig = None;
+        assert!(authenticate(&v, &auth, None, Some(&nonce), &c).await.is_err());
+        c.nkey = None;
+        assert!(authenticate(&v, &auth, None, Some(&nonce), &c).await.is_err());
+    }
 
     #[tokio::test]
     async fn bcrypt_checks_run_off_the_runtime_and_successes_are_remembered() {

@@ -417,10 +417,12 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         srv.tls.read().clone()
     };
     let mut tls_info = Vec::new();
+    let nonce = srv.opts().auth.nonce_required().then(auth::new_nonce);
     {
         let mut info = srv.info_template();
         info.client_id = cid;
         info.client_ip = peer.ip().to_string();
+        info.nonce.clone_from(&nonce);
         match tls {
             Some(_) => info.encode(&mut tls_info),
             None => info.encode(&mut shared.out.lock().buf),
@@ -428,6 +430,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
     }
     let task = async move {
         let mut conn = Conn::new(srv.clone(), shared.clone());
+        conn.nonce = nonce;
         let reader = async {
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
@@ -580,6 +583,8 @@ pub(crate) struct Conn {
     auth_required: bool,
     connected: bool,
     copts: ConnectOptions,
+    /// The nonce of this client's INFO, when one was sent (nkey users sign it).
+    nonce: Option<String>,
     perms: Option<ClientPermissions>,
     /// Match results of this connection's account (the account is the cache's).
     matches: MatchCache,
@@ -637,6 +642,7 @@ impl Conn {
             limits,
             connected: false,
             copts: ConnectOptions::default(),
+            nonce: None,
             perms: None,
             matches: MatchCache::new(account),
             router: Router::new(srv.clone(), shared.cid),
@@ -918,7 +924,7 @@ impl Conn {
         let srv = self.srv.clone();
         let opts = self.opts.clone();
         let verdict = tokio::select! {
-            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), &copts) => Some(v),
+            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), self.nonce.as_deref(), &copts) => Some(v),
             _ = auth_deadline => None,
         };
         let Some(verdict) = verdict else {
@@ -990,7 +996,12 @@ impl Conn {
             name: copts.name.clone().unwrap_or_default(),
             lang: copts.lang.clone().unwrap_or_default(),
             version: copts.version.clone().unwrap_or_default(),
-            user: copts.user.clone().unwrap_or_default(),
+            // nats-server shows an nkey user by its public key.
+            user: copts
+                .user
+                .clone()
+                .or_else(|| copts.nkey.clone())
+                .unwrap_or_default(),
         };
         self.copts = copts;
         let first = !self.connected;
@@ -1190,6 +1201,7 @@ impl Conn {
             &srv.verifier,
             &new.auth,
             new.no_auth_user.as_deref(),
+            self.nonce.as_deref(),
             &self.copts,
         )
         .await;

@@ -47,6 +47,6 @@ pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use inproc::{LocalSubscription, PubSubError, LOCAL_SUBSCRIPTION_CAPACITY};
-pub use options::{AccountOptions, Options, TlsOptions, User};
+pub use options::{AccountOptions, NkeyUser, Options, TlsOptions, User};
 pub use reload::{ReloadError, ReloadReport};
 pub use server::{ClusterStats, ConnectionStats, Server, ServerBuilder, ServerStats};

@@ -420,6 +420,8 @@ pub struct Authorization {
     /// Plain text, or a bcrypt hash (`$2a$`, `$2b$`, `$2y$`...).
     pub password: Option<String>,
     pub users: Vec<User>,
+    /// Users identified by a public nkey (`users = [{nkey: "U..."}]`).
+    pub nkeys: Vec<NkeyUser>,
     /// How long a client has to send CONNECT when auth is required.
     pub timeout: Duration,
 }
@@ -431,6 +433,7 @@ impl Default for Authorization {
             user: None,
             password: None,
             users: Vec::new(),
+            nkeys: Vec::new(),
             timeout: Duration::from_secs(2),
         }
     }
@@ -439,8 +442,32 @@ impl Default for Authorization {
 impl Authorization {
     /// True when clients must authenticate.
     pub fn required(&self) -> bool {
-        self.token.is_some() || self.user.is_some() || !self.users.is_empty()
+        self.token.is_some()
+            || self.user.is_some()
+            || !self.users.is_empty()
+            || !self.nkeys.is_empty()
     }
+
+    /// True when INFO carries a nonce for clients to sign (nkey users are configured).
+    pub fn nonce_required(&self) -> bool {
+        !self.nkeys.is_empty()
+    }
+}
+
+/// A user of `users = [...]` identified by a public user nkey (`U...`) instead of a name and
+/// password: the client proves it holds the seed by signing the nonce of its INFO.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NkeyUser {
+    pub nkey: String,
+    pub permissions: Option<Permissions>,
+    /// The account the user belongs to; `None`: `$G`.
+    pub account: Option<String>,
+}
+
+/// Whether `key` is a well-formed public user nkey (`U` + base32 of the key and a CRC).
+pub fn is_public_user_nkey(key: &str) -> bool {
+    nkeys::KeyPair::from_public_key(key)
+        .is_ok_and(|kp| kp.key_pair_type() == nkeys::KeyPairType::User)
 }
 
 /// One entry of `authorization { users: [...] }`.
@@ -683,6 +710,26 @@ impl Options {
                 }
             }
         }
+        for user in &self.auth.nkeys {
+            let Some(perms) = &user.permissions else {
+                continue;
+            };
+            let lists = [
+                (&perms.publish, false, "publish"),
+                (&perms.subscribe, true, "subscribe"),
+            ];
+            for (perm, allow_queue, what) in lists {
+                let subjects = perm.iter().flat_map(|p| p.allow.iter().chain(&p.deny));
+                for subject in subjects {
+                    check_permission_subject(subject, allow_queue).map_err(|message| {
+                        OptionsError::Permissions {
+                            user: user.nkey.clone(),
+                            message: format!("{what}: {message}"),
+                        }
+                    })?;
+                }
+            }
+        }
         for acc in &self.accounts {
             let bad = acc.name.is_empty()
                 || acc
@@ -693,13 +740,19 @@ impl Options {
                 return Err(OptionsError::AccountName(acc.name.clone()));
             }
         }
-        for user in &self.auth.users {
-            if let Some(account) = &user.account {
+        let user_accounts = self
+            .auth
+            .users
+            .iter()
+            .map(|u| (&u.user, &u.account))
+            .chain(self.auth.nkeys.iter().map(|u| (&u.nkey, &u.account)));
+        for (user, account) in user_accounts {
+            if let Some(account) = account {
                 let known = account == crate::core::GLOBAL_ACCOUNT
                     || self.accounts.iter().any(|a| &a.name == account);
                 if !known {
                     return Err(OptionsError::UnknownAccount {
-                        user: user.user.clone(),
+                        user: user.clone(),
                         account: account.clone(),
                     });
                 }
@@ -785,15 +838,24 @@ impl Authorization {
         if single && self.token.is_some() {
             return Err("cannot have a user/password and a token".into());
         }
-        if !self.users.is_empty() && single {
+        let list = !self.users.is_empty() || !self.nkeys.is_empty();
+        if list && single {
             return Err("cannot have a single user/password and a users array".into());
         }
-        if !self.users.is_empty() && self.token.is_some() {
+        if list && self.token.is_some() {
             return Err("cannot have a token and a users array".into());
         }
         for (i, user) in self.users.iter().enumerate() {
             if self.users[..i].iter().any(|u| u.user == user.user) {
                 return Err(format!("duplicate user \"{}\"", user.user));
+            }
+        }
+        for (i, user) in self.nkeys.iter().enumerate() {
+            if !is_public_user_nkey(&user.nkey) {
+                return Err(format!("\"{}\" is not a valid public user nkey", user.nkey));
+            }
+            if self.nkeys[..i].iter().any(|u| u.nkey == user.nkey) {
+                return Err(format!("duplicate nkey user \"{}\"", user.nkey));
             }
         }
         Ok(())

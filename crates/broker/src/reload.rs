@@ -235,6 +235,16 @@ pub(crate) fn same_credentials(old: &Options, new: &Options, copts: &ConnectOpti
     if a.users.is_empty() != b.users.is_empty() || old.no_auth_user != new.no_auth_user {
         return false;
     }
+    if a.nkeys.is_empty() != b.nkeys.is_empty() {
+        return false;
+    }
+    // An nkey user is found by its key when nkey users are configured (see auth::candidate).
+    if let (false, Some(key)) = (b.nkeys.is_empty(), copts.nkey.as_deref()) {
+        let entry = |auth: &crate::options::Authorization| {
+            auth.nkeys.iter().find(|u| u.nkey == key).cloned()
+        };
+        return entry(a) == entry(b);
+    }
     // An anonymous client is the no_auth_user (unchanged here, checked above).
     let anonymous = copts.user.is_none() && copts.pass.is_none() && copts.auth_token.is_none();
     let name = match (anonymous, new.no_auth_user.as_deref()) {

@@ -12,7 +12,7 @@ use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
     AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
-    LeafOptions, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission, ResponseType,
+    LeafOptions, NkeyUser, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission, ResponseType,
     RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
@@ -198,6 +198,7 @@ impl Options {
         let key = entry.key.as_str();
         self.accounts.clear();
         self.auth.users.retain(|u| u.account.is_none());
+        self.auth.nkeys.retain(|u| u.account.is_none());
         let mut import_pos: Vec<(String, Value, String)> = Vec::new();
         for acc in entry.value.as_map(key)?.entries() {
             let k = format!("{key}.{}", acc.key);
@@ -213,7 +214,8 @@ impl Options {
                 let fk = format!("{k}.{}", field.key);
                 match field.key.to_ascii_lowercase().as_str() {
                     "users" => {
-                        for mut user in parse_users(&field.value, &fk)? {
+                        let (users, nkeys) = parse_users(&field.value, &fk)?;
+                        for mut user in users {
                             if self.auth.users.iter().any(|u| u.user == user.user) {
                                 return Err(field
                                     .value
@@ -221,6 +223,16 @@ impl Options {
                             }
                             user.account = Some(acc.key.clone());
                             self.auth.users.push(user);
+                        }
+                        for mut user in nkeys {
+                            if self.auth.nkeys.iter().any(|u| u.nkey == user.nkey) {
+                                return Err(field.value.invalid(
+                                    &fk,
+                                    format!("duplicate nkey user \"{}\"", user.nkey),
+                                ));
+                            }
+                            user.account = Some(acc.key.clone());
+                            self.auth.nkeys.push(user);
                         }
                     }
                     "exports" => account.exports = parse_exports(&field.value, &fk)?,
@@ -745,7 +757,7 @@ fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorizat
                         );
                     }
                 }
-                "users" => auth.users = parse_users(v, &k)?,
+                "users" => (auth.users, auth.nkeys) = parse_users(v, &k)?,
                 "default_permission" | "default_permissions" | "permissions" => {
                     default_permissions = Some(parse_permissions(v, &k)?);
                 }
@@ -769,6 +781,9 @@ fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorizat
     }
     if let Some(defaults) = default_permissions {
         for user in auth.users.iter_mut().filter(|u| u.permissions.is_none()) {
+            user.permissions = Some(defaults.clone());
+        }
+        for user in auth.nkeys.iter_mut().filter(|u| u.permissions.is_none()) {
             user.permissions = Some(defaults.clone());
         }
     }
@@ -1160,13 +1175,17 @@ fn parse_auth_timeout(v: &Value, key: &str) -> Result<Duration, ConfError> {
     at_most_a_year(d, v, key)
 }
 
-fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
+/// A `users` list: entries with `user` (and `password`), and entries with an `nkey`.
+fn parse_users(v: &Value, key: &str) -> Result<(Vec<User>, Vec<NkeyUser>), ConfError> {
     let mut users: Vec<User> = Vec::new();
+    let mut nkeys: Vec<NkeyUser> = Vec::new();
     for (i, item) in v.as_array(key)?.iter().enumerate() {
         let k = format!("{key}[{i}]");
         let map = item.as_map(&k)?;
         let mut user = User::default();
         let mut has_user = false;
+        let mut has_password = false;
+        let mut nkey: Option<String> = None;
         for entry in map.entries() {
             let ek = format!("{k}.{}", entry.key);
             let ev = &entry.value;
@@ -1175,15 +1194,23 @@ fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
                     user.user = ev.as_str(&ek)?.to_string();
                     has_user = true;
                 }
-                "pass" | "password" => user.password = ev.as_str(&ek)?.to_string(),
+                "pass" | "password" => {
+                    user.password = ev.as_str(&ek)?.to_string();
+                    has_password = true;
+                }
+                "nkey" => {
+                    let key = ev.as_str(&ek)?;
+                    if !crate::options::is_public_user_nkey(key) {
+                        return Err(ev.invalid(&ek, "not a valid public nkey for a user"));
+                    }
+                    nkey = Some(key.to_string());
+                }
                 "permission" | "permissions" | "authorization" => {
                     user.permissions = Some(parse_permissions(ev, &ek)?);
                 }
-                "nkey"
-                | "allowed_connection_types"
-                | "connection_types"
-                | "clients"
-                | "proxy_required" => return Err(unsupported(entry)),
+                "allowed_connection_types" | "connection_types" | "clients" | "proxy_required" => {
+                    return Err(unsupported(entry))
+                }
                 _ if entry.used_as_variable => {}
                 _ => {
                     return Err(ConfError::UnknownKey {
@@ -1193,15 +1220,29 @@ fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
                 }
             }
         }
+        if let Some(nkey) = nkey {
+            if has_user || has_password {
+                return Err(item.invalid(&k, "nkey users do not take usernames or passwords"));
+            }
+            if nkeys.iter().any(|u| u.nkey == nkey) {
+                return Err(item.invalid(&k, format!("duplicate nkey user \"{nkey}\"")));
+            }
+            nkeys.push(NkeyUser {
+                nkey,
+                permissions: user.permissions,
+                account: None,
+            });
+            continue;
+        }
         if !has_user {
-            return Err(item.invalid(&k, "a user entry needs 'user'"));
+            return Err(item.invalid(&k, "a user entry needs 'user' or 'nkey'"));
         }
         if users.iter().any(|u| u.user == user.user) {
             return Err(item.invalid(&k, format!("duplicate user \"{}\"", user.user)));
         }
         users.push(user);
     }
-    Ok(users)
+    Ok((users, nkeys))
 }
 
 fn parse_permissions(v: &Value, key: &str) -> Result<Permissions, ConfError> {
