@@ -13,6 +13,7 @@
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
+//! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
 
 mod accounts;
 mod client;
@@ -22,6 +23,7 @@ mod embedded;
 mod leaf;
 mod limits;
 mod monitor;
+mod nkeys;
 mod ops;
 mod raw_protocol;
 mod system;

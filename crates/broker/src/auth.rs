@@ -513,9 +513,13 @@ mod tests {
             .await
             .is_err());
         c.sig = None;
-        assert!(authenticate(&v, &auth, None, Some(&nonce), &c).await.is_err());
+        assert!(authenticate(&v, &auth, None, Some(&nonce), &c)
+            .await
+            .is_err());
         c.nkey = None;
-        assert!(authenticate(&v, &auth, None, Some(&nonce), &c).await.is_err());
+        assert!(authenticate(&v, &auth, None, Some(&nonce), &c)
+            .await
+            .is_err());
     }
 
     #[tokio::test]

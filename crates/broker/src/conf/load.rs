@@ -12,8 +12,8 @@ use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
     AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
-    LeafOptions, NkeyUser, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission, ResponseType,
-    RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
+    LeafOptions, NkeyUser, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission,
+    ResponseType, RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
 

@@ -712,15 +712,20 @@ fn nkey_users_in_authorization_and_accounts() {
     assert_eq!(opts.auth.nkeys.len(), 2);
     assert_eq!(opts.auth.nkeys[0].nkey, *a);
     assert_eq!(opts.auth.nkeys[0].account, None);
-    assert!(opts.auth.nkeys[0].permissions.is_some(), "default permissions apply");
+    assert!(
+        opts.auth.nkeys[0].permissions.is_some(),
+        "default permissions apply"
+    );
     assert_eq!(opts.auth.nkeys[1].account.as_deref(), Some("A"));
     assert!(opts.auth.nonce_required());
     // The rendered config reads back the same.
     let again = load_ok(&opts.to_conf_string()).options;
     assert_eq!(again.auth.nkeys, opts.auth.nkeys);
 
-    assert!(load_err(&format!("authorization {{ users: [{{nkey: {a}, user: x}}] }}"))
-        .contains("nkey users do not take usernames or passwords"));
+    assert!(load_err(&format!(
+        "authorization {{ users: [{{nkey: {a}, user: x}}] }}"
+    ))
+    .contains("nkey users do not take usernames or passwords"));
     let line = load_err("authorization {\n users: [{nkey: UBAD}] }");
     assert!(
         line.contains("test.conf:2:") && line.contains("not a valid public nkey for a user"),
@@ -732,10 +737,14 @@ fn nkey_users_in_authorization_and_accounts() {
         load_err(&format!("authorization {{ users: [{{nkey: {account}}}] }}"))
             .contains("not a valid public nkey")
     );
-    assert!(load_err(&format!("authorization {{ users: [{{nkey: {a}}}, {{nkey: {a}}}] }}"))
-        .contains("duplicate nkey user"));
-    assert!(load_err(&format!("authorization {{ token: t, users: [{{nkey: {a}}}] }}"))
-        .contains("cannot have a token and a users array"));
+    assert!(load_err(&format!(
+        "authorization {{ users: [{{nkey: {a}}}, {{nkey: {a}}}] }}"
+    ))
+    .contains("duplicate nkey user"));
+    assert!(load_err(&format!(
+        "authorization {{ token: t, users: [{{nkey: {a}}}] }}"
+    ))
+    .contains("cannot have a token and a users array"));
 }
 
 #[test]
