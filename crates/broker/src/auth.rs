@@ -1,5 +1,6 @@
 //! Client authentication and per-user publish/subscribe permissions.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,11 @@ use midge_proto::hash::{keyed_map, keyed_set, KeyedMap, KeyedSet};
 use midge_proto::subject;
 
 use crate::info::ConnectOptions;
-use crate::options::{Authorization, Permissions, ResponsePermission, SubjectPermission};
+use tracing::{debug, warn};
+
+use crate::options::{
+    Authorization, OperatorMode, Permissions, ResponsePermission, SubjectPermission,
+};
 
 /// Who a client turned out to be: its permissions (None = everything allowed) and the
 /// account it is bound to (None = the global account).
@@ -18,6 +23,13 @@ use crate::options::{Authorization, Permissions, ResponsePermission, SubjectPerm
 pub struct Authenticated {
     pub permissions: Option<Permissions>,
     pub account: Option<String>,
+    /// JWT users: how long the login stays valid (the JWT's expiry, the end of its time
+    /// window); then the client is closed with 'User Authentication Expired'.
+    pub valid_for: Option<Duration>,
+    /// JWT users: their own subscription limit (`subs`), `None`: unlimited.
+    pub max_subs: Option<usize>,
+    /// JWT users: their own payload limit (`payload`), `None`: unlimited.
+    pub max_payload: Option<usize>,
 }
 
 impl Authenticated {
@@ -25,6 +37,7 @@ impl Authenticated {
         Authenticated {
             permissions: user.permissions.clone(),
             account: user.account.clone(),
+            ..Authenticated::default()
         }
     }
 
@@ -32,6 +45,7 @@ impl Authenticated {
         Authenticated {
             permissions: user.permissions.clone(),
             account: user.account.clone(),
+            ..Authenticated::default()
         }
     }
 }
@@ -86,8 +100,12 @@ pub async fn authenticate(
     auth: &Authorization,
     no_auth_user: Option<&str>,
     nonce: Option<&str>,
+    peer: Option<IpAddr>,
     c: &ConnectOptions,
 ) -> Result<Authenticated, ()> {
+    if let Some(op) = &auth.operator {
+        return jwt_login(op, nonce, peer, c, crate::jwt::unix_now());
+    }
     match candidate(auth, no_auth_user, nonce, c) {
         Candidate::Decided(result) => result,
         Candidate::Password {
@@ -102,6 +120,130 @@ pub async fn authenticate(
             }
         }
     }
+}
+
+/// Operator mode: the user JWT of CONNECT, checked as nats-server does. Each refusal is
+/// logged at debug level with its reason; the client only hears 'Authorization Violation'.
+fn jwt_login(
+    op: &OperatorMode,
+    nonce: Option<&str>,
+    peer: Option<IpAddr>,
+    c: &ConnectOptions,
+    now: i64,
+) -> Result<Authenticated, ()> {
+    let refuse = |why: &str| {
+        debug!("JWT login refused: {why}");
+    };
+    let Some(token) = c.jwt.as_deref() else {
+        refuse("authentication requires a user JWT");
+        return Err(());
+    };
+    let user =
+        crate::jwt::decode_user(token).map_err(|e| refuse(&format!("user JWT not valid: {e}")))?;
+    if user.time_invalid(now) {
+        refuse("user JWT expired or not yet valid");
+        return Err(());
+    }
+    let account_key = if user.nats.issuer_account.is_empty() {
+        &user.iss
+    } else {
+        &user.nats.issuer_account
+    };
+    let Some(account) = op.accounts.get(account_key) else {
+        refuse(&format!("account {account_key} is not known"));
+        return Err(());
+    };
+    if !op.trusts(&account.iss) {
+        refuse("account JWT not signed by a trusted operator");
+        return Err(());
+    }
+    // The user is signed by the account itself or one of its signing keys; a scoped
+    // signing key's template replaces the user's permissions and limits.
+    let mut limits = &user.nats.limits;
+    if user.iss != account.sub {
+        match account
+            .nats
+            .signing_keys
+            .iter()
+            .find(|k| k.key() == user.iss)
+        {
+            None => {
+                refuse("user JWT issuer is not known");
+                return Err(());
+            }
+            Some(crate::jwt::SigningKey::Scoped(scope)) => limits = &scope.template,
+            Some(crate::jwt::SigningKey::Plain(_)) => {}
+        }
+    }
+    if account.time_invalid(now) {
+        refuse("account JWT has expired");
+        return Err(());
+    }
+    if user.nats.bearer_token && account.nats.limits.disallow_bearer {
+        refuse("account does not allow bearer tokens");
+        return Err(());
+    }
+    if !user.nats.bearer_token {
+        let signed = match (nonce, c.sig.as_deref()) {
+            (Some(nonce), Some(sig)) => nonce_signed_by(&user.sub, nonce.as_bytes(), sig),
+            _ => false,
+        };
+        if !signed {
+            refuse("signature missing or not verified");
+            return Err(());
+        }
+    }
+    if crate::jwt::is_revoked(&account.nats.revocations, &user.sub, user.iat) {
+        refuse("user authentication revoked");
+        return Err(());
+    }
+    if !peer.is_some_and(|ip| crate::jwt::source_allowed(&limits.src, ip)) {
+        warn!(
+            "Bad src Ip {}",
+            peer.map(|p| p.to_string()).unwrap_or_default()
+        );
+        return Err(());
+    }
+    let Some(window) = crate::jwt::within_times(&limits.times, &limits.times_location, now) else {
+        warn!("Outside connect times");
+        return Err(());
+    };
+    let expiry =
+        (user.exp > 0).then(|| Duration::from_secs(u64::try_from(user.exp - now).unwrap_or(0)));
+    let valid_for = match (expiry, window) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let limit = |n: i64| usize::try_from(n).ok();
+    Ok(Authenticated {
+        permissions: limits
+            .permissions
+            .to_permissions()
+            .or_else(|| account.nats.default_permissions.to_permissions()),
+        account: Some(account.sub.clone()),
+        valid_for,
+        max_subs: limit(limits.subs),
+        max_payload: limit(limits.payload),
+    })
+}
+
+/// Whether the user JWT of `c` is revoked by its account as `auth` has it now (a reload
+/// closes such clients with 'User Authentication Revoked').
+pub fn jwt_revoked(auth: &Authorization, c: &ConnectOptions) -> bool {
+    let (Some(op), Some(token)) = (&auth.operator, c.jwt.as_deref()) else {
+        return false;
+    };
+    let Ok(user) = crate::jwt::decode_user(token) else {
+        return false;
+    };
+    let account = if user.nats.issuer_account.is_empty() {
+        &user.iss
+    } else {
+        &user.nats.issuer_account
+    };
+    op.accounts
+        .get(account)
+        .is_some_and(|a| crate::jwt::is_revoked(&a.nats.revocations, &user.sub, user.iat))
 }
 
 /// What deciding a CONNECT takes: nothing more, or one password comparison.
@@ -505,19 +647,21 @@ mod tests {
             sig: Some(sig),
             ..ConnectOptions::default()
         };
-        let who = authenticate(&v, &auth, None, Some(&nonce), &c).await;
+        let who = authenticate(&v, &auth, None, Some(&nonce), None, &c).await;
         assert_eq!(who.map(|w| w.account), Ok(Some("A".into())));
         // No nonce sent (none was required when the client connected), or another nonce.
-        assert!(authenticate(&v, &auth, None, None, &c).await.is_err());
-        assert!(authenticate(&v, &auth, None, Some("xxxxxxxxxxxxxxx"), &c)
-            .await
-            .is_err());
+        assert!(authenticate(&v, &auth, None, None, None, &c).await.is_err());
+        assert!(
+            authenticate(&v, &auth, None, Some("xxxxxxxxxxxxxxx"), None, &c)
+                .await
+                .is_err()
+        );
         c.sig = None;
-        assert!(authenticate(&v, &auth, None, Some(&nonce), &c)
+        assert!(authenticate(&v, &auth, None, Some(&nonce), None, &c)
             .await
             .is_err());
         c.nkey = None;
-        assert!(authenticate(&v, &auth, None, Some(&nonce), &c)
+        assert!(authenticate(&v, &auth, None, Some(&nonce), None, &c)
             .await
             .is_err());
     }

@@ -50,6 +50,10 @@ pub enum CloseReason {
     MaxConnectionsExceeded,
     /// The account's `max_connections` was reached.
     MaxAccountConnectionsExceeded,
+    /// A JWT user whose JWT expired (or whose time window ended) while connected.
+    AuthenticationExpired,
+    /// A JWT user revoked by its account while connected.
+    AuthenticationRevoked,
     TlsHandshakeError,
     /// A route whose URL a config reload removed.
     RouteRemoved,
@@ -79,6 +83,8 @@ impl fmt::Display for CloseReason {
             CloseReason::ProtocolViolation => "Protocol Violation",
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::AuthenticationRevoked => "Authentication Revoked",
             CloseReason::StaleConnection => "Stale Connection",
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
@@ -585,6 +591,12 @@ pub(crate) struct Conn {
     copts: ConnectOptions,
     /// The nonce of this client's INFO, when one was sent (nkey users sign it).
     nonce: Option<String>,
+    /// JWT users: when the login ends, once known (the read loop arms its timer with it).
+    expires_at: Option<tokio::time::Instant>,
+    expiry_armed: bool,
+    /// JWT users: their own subscription and payload limits (`None`: unlimited).
+    user_max_subs: Option<usize>,
+    user_max_payload: Option<usize>,
     perms: Option<ClientPermissions>,
     /// Match results of this connection's account (the account is the cache's).
     matches: MatchCache,
@@ -615,6 +627,7 @@ enum Event {
     Kill,
     Ping,
     AuthTimeout,
+    Expired,
 }
 
 impl Conn {
@@ -643,6 +656,10 @@ impl Conn {
             connected: false,
             copts: ConnectOptions::default(),
             nonce: None,
+            expires_at: None,
+            expiry_armed: false,
+            user_max_subs: None,
+            user_max_payload: None,
             perms: None,
             matches: MatchCache::new(account),
             router: Router::new(srv.clone(), shared.cid),
@@ -665,6 +682,9 @@ impl Conn {
         tokio::pin!(ping);
         let auth = tokio::time::sleep(self.opts.auth_timeout());
         tokio::pin!(auth);
+        // JWT users: armed when the login is accepted (see `expires_at`).
+        let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(expiry);
         self.wake_writers();
         // TLS: the handshake's last read may already hold the client's first ops.
         let mut tls_more = self.shared.tls.get().is_some();
@@ -686,6 +706,10 @@ impl Conn {
                 }
             }
             let room = rb.make_room();
+            if let Some(at) = self.expires_at.take() {
+                expiry.as_mut().reset(at);
+                self.expiry_armed = true;
+            }
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
                 Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
@@ -699,6 +723,7 @@ impl Conn {
                     },
                     _ = &mut ping => Event::Ping,
                     _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
+                    _ = &mut expiry, if self.expiry_armed => Event::Expired,
                 }
             };
             let n = match event {
@@ -714,6 +739,10 @@ impl Conn {
                 Event::AuthTimeout => {
                     self.send_err("Authentication Timeout");
                     return CloseReason::AuthenticationTimeout;
+                }
+                Event::Expired => {
+                    self.send_err("User Authentication Expired");
+                    return CloseReason::AuthenticationExpired;
                 }
                 Event::Ping => {
                     if let Err(reason) = self.ping_timer() {
@@ -924,7 +953,7 @@ impl Conn {
         let srv = self.srv.clone();
         let opts = self.opts.clone();
         let verdict = tokio::select! {
-            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), self.nonce.as_deref(), &copts) => Some(v),
+            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), self.nonce.as_deref(), Some(self.shared.peer.ip()), &copts) => Some(v),
             _ = auth_deadline => None,
         };
         let Some(verdict) = verdict else {
@@ -963,6 +992,7 @@ impl Conn {
         if !self.connected {
             match verdict {
                 Ok(who) => {
+                    self.set_jwt_limits(&who);
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
                     let account = self.matches.account().clone();
@@ -1094,7 +1124,10 @@ impl Conn {
             (s, 0) => s,
             (s, a) => s.min(a),
         };
-        if max_subs > 0 && self.shared.subs.lock().len() >= max_subs {
+        // A JWT user's own `subs` limit counts too (0: no subscriptions at all).
+        let n = self.shared.subs.lock().len();
+        let over = (max_subs > 0 && n >= max_subs) || self.user_max_subs.is_some_and(|u| n >= u);
+        if over {
             self.send_err("maximum subscriptions exceeded");
             return;
         }
@@ -1202,6 +1235,7 @@ impl Conn {
             &new.auth,
             new.no_auth_user.as_deref(),
             self.nonce.as_deref(),
+            Some(self.shared.peer.ip()),
             &self.copts,
         )
         .await;
@@ -1215,9 +1249,16 @@ impl Conn {
         };
         match who {
             Ok(who) if same_account(&who.account) => {
+                self.set_jwt_limits(&who);
+                self.apply_account_limits();
                 self.set_permissions(who.permissions);
                 self.drop_denied_subs();
                 Ok(())
+            }
+            _ if auth::jwt_revoked(&new.auth, &self.copts) => {
+                warn!(cid = self.shared.cid, peer = %self.shared.peer, "User Authentication Revoked after config reload");
+                self.send_err("User Authentication Revoked");
+                Err(CloseReason::AuthenticationRevoked)
             }
             _ => {
                 warn!(cid = self.shared.cid, peer = %self.shared.peer, user = self.copts.user.as_deref().unwrap_or(""), "Authorization Violation after config reload");
@@ -1228,7 +1269,8 @@ impl Conn {
     }
 
     /// Binds the client to the account its user belongs to (the global one for `None`).
-    /// The account's `max_payload` where it is lower than the server's.
+    /// The account's `max_payload` where it is lower than the server's (and a JWT user's
+    /// own where lower still).
     fn apply_account_limits(&mut self) {
         let l = *self.matches.account().limits.read();
         let server = self.opts.max_payload;
@@ -1237,6 +1279,16 @@ impl Conn {
         } else {
             server
         };
+        if let Some(user) = self.user_max_payload {
+            self.limits.max_payload = self.limits.max_payload.min(user);
+        }
+    }
+
+    /// A JWT user's own limits and the end of its login.
+    fn set_jwt_limits(&mut self, who: &auth::Authenticated) {
+        self.user_max_subs = who.max_subs;
+        self.user_max_payload = who.max_payload;
+        self.expires_at = who.valid_for.map(|d| tokio::time::Instant::now() + d);
     }
 
     fn bind_account(&mut self, name: Option<&str>) {

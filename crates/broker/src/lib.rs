@@ -29,6 +29,7 @@ mod error;
 pub mod flags;
 mod info;
 mod inproc;
+pub mod jwt;
 mod lameduck;
 mod leaf;
 pub mod logging;

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default client port, as nats-server.
@@ -422,6 +423,8 @@ pub struct Authorization {
     pub users: Vec<User>,
     /// Users identified by a public nkey (`users = [{nkey: "U..."}]`).
     pub nkeys: Vec<NkeyUser>,
+    /// Operator mode: users present JWTs of accounts a trusted operator signed.
+    pub operator: Option<Arc<OperatorMode>>,
     /// How long a client has to send CONNECT when auth is required.
     pub timeout: Duration,
 }
@@ -434,6 +437,7 @@ impl Default for Authorization {
             password: None,
             users: Vec::new(),
             nkeys: Vec::new(),
+            operator: None,
             timeout: Duration::from_secs(2),
         }
     }
@@ -446,12 +450,42 @@ impl Authorization {
             || self.user.is_some()
             || !self.users.is_empty()
             || !self.nkeys.is_empty()
+            || self.operator.is_some()
     }
 
-    /// True when INFO carries a nonce for clients to sign (nkey users are configured).
+    /// True when INFO carries a nonce for clients to sign (nkey users or operator mode).
     pub fn nonce_required(&self) -> bool {
-        !self.nkeys.is_empty()
+        !self.nkeys.is_empty() || self.operator.is_some()
     }
+}
+
+/// Operator mode (`operator`, `resolver`, `resolver_preload`): the server trusts operators,
+/// accounts are account JWTs those operators signed, and users log in with user JWTs
+/// (`.creds` files) that an account signed. The accounts also appear in
+/// [`Options::accounts`] (named by public key) with their exports, imports and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorMode {
+    /// The trusted operators.
+    pub operators: Vec<crate::jwt::OperatorClaims>,
+    pub resolver: Resolver,
+    /// Account public key -> its verified claims.
+    pub accounts: std::collections::BTreeMap<String, crate::jwt::AccountClaims>,
+}
+
+impl OperatorMode {
+    /// Whether `key` is a trusted operator or one of its signing keys.
+    pub fn trusts(&self, key: &str) -> bool {
+        self.operators
+            .iter()
+            .any(|o| o.sub == key || o.nats.signing_keys.iter().any(|k| k == key))
+    }
+}
+
+/// Where account JWTs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolver {
+    /// `resolver: MEMORY`: the `resolver_preload` accounts, fixed until a reload.
+    Memory,
 }
 
 /// A user of `users = [...]` identified by a public user nkey (`U...`) instead of a name and

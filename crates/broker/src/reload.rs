@@ -232,6 +232,10 @@ pub(crate) fn same_credentials(old: &Options, new: &Options, copts: &ConnectOpti
     if a.token != b.token || a.user != b.user || a.password != b.password {
         return false;
     }
+    // Operator mode: any change of the accounts is checked again (revocations, expiry).
+    if a.operator.is_some() || b.operator.is_some() {
+        return false;
+    }
     if a.users.is_empty() != b.users.is_empty() || old.no_auth_user != new.no_auth_user {
         return false;
     }

@@ -617,7 +617,7 @@ impl RouteReader {
                 ..Default::default()
             };
             let srv = self.srv.clone();
-            if crate::auth::authenticate(&srv.verifier, &auth, None, None, &copts)
+            if crate::auth::authenticate(&srv.verifier, &auth, None, None, None, &copts)
                 .await
                 .is_err()
             {

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::value::{Entry, Map, Value, ValueKind};
@@ -45,17 +46,13 @@ const UNSUPPORTED: &[&str] = &[
     "websocket",
     "ws",
     "mqtt",
-    "operator",
-    "operators",
     "roots",
     "root",
     "root_operators",
     "root_operator",
-    "resolver",
     "account_resolver",
     "accounts_resolver",
     "resolver_tls",
-    "resolver_preload",
     "resolver_pinned_accounts",
     "trusted",
     "trusted_keys",
@@ -100,6 +97,118 @@ const IGNORED: &[&str] = &[
     "no_fast_producer_stall",
     "feature_flags",
 ];
+
+/// Top-level keys of operator mode, read after everything else.
+const OPERATOR_KEYS: &[&str] = &[
+    "operator",
+    "operators",
+    "resolver",
+    "account_resolver",
+    "accounts_resolver",
+    "resolver_preload",
+];
+
+/// An operator JWT given inline, or the path of a file holding it (bare, or between
+/// `-----BEGIN ...-----` lines as `nsc` writes them).
+fn read_jwt(text: &str) -> Result<String, String> {
+    let looks_inline = text.starts_with("eyJ") && text.split('.').count() == 3;
+    if looks_inline && !Path::new(text).exists() {
+        return Ok(text.trim().to_string());
+    }
+    let content =
+        std::fs::read_to_string(text).map_err(|e| format!("cannot read JWT file {text}: {e}"))?;
+    let mut inside = false;
+    let mut decorated = None;
+    for line in content.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN") {
+            inside = true;
+        } else if line.starts_with("------END") || line.starts_with("-----END") {
+            break;
+        } else if inside && !line.is_empty() {
+            decorated = Some(line.to_string());
+        }
+    }
+    Ok(decorated.unwrap_or_else(|| content.trim().to_string()))
+}
+
+/// The broker's account for a verified account JWT: exports, imports and limits. A limit
+/// of -1 (unlimited) is the broker's 0.
+fn account_from_jwt(
+    key: &str,
+    claims: &crate::jwt::AccountClaims,
+    ctx: &mut Ctx,
+    pos: &Pos,
+) -> AccountOptions {
+    let limit = |n: i64| usize::try_from(n).unwrap_or(0);
+    let l = &claims.nats.limits;
+    let mut acc = AccountOptions {
+        name: key.to_string(),
+        limits: AccountLimits {
+            max_connections: limit(l.conn),
+            max_subscriptions: limit(l.subs),
+            max_payload: limit(l.payload),
+        },
+        ..AccountOptions::default()
+    };
+    let kind = |t: &str| {
+        if t.eq_ignore_ascii_case("service") {
+            ExportKind::Service
+        } else {
+            ExportKind::Stream
+        }
+    };
+    for e in &claims.nats.exports {
+        acc.exports.push(Export {
+            kind: kind(&e.kind),
+            subject: e.subject.clone(),
+            // Activation tokens are not supported: a token-only export is private to nobody.
+            accounts: e.token_req.then(Vec::new),
+            response_type: match e.response_type.to_ascii_lowercase().as_str() {
+                "stream" => ResponseType::Stream,
+                "chunked" => ResponseType::Chunked,
+                _ => ResponseType::Singleton,
+            },
+            response_threshold: if e.response_threshold == 0 {
+                DEFAULT_RESPONSE_THRESHOLD
+            } else {
+                Duration::from_nanos(e.response_threshold)
+            },
+        });
+    }
+    for i in &claims.nats.imports {
+        if !i.token.is_empty() {
+            ctx.warn(
+                pos,
+                "resolver_preload",
+                format!(
+                    "account {key}: import of {} with an activation token left out (not supported)",
+                    i.subject
+                ),
+            );
+            continue;
+        }
+        let local = (!i.local_subject.is_empty()).then(|| i.local_subject.clone());
+        let import = match kind(&i.kind) {
+            ExportKind::Stream => Import {
+                kind: ExportKind::Stream,
+                account: i.account.clone(),
+                subject: i.subject.clone(),
+                prefix: (local.is_none() && !i.to.is_empty()).then(|| i.to.clone()),
+                to: local,
+            },
+            ExportKind::Service => Import {
+                kind: ExportKind::Service,
+                account: i.account.clone(),
+                subject: i.subject.clone(),
+                to: local.or_else(|| (!i.to.is_empty()).then(|| i.to.clone())),
+                prefix: None,
+            },
+        };
+        acc.imports.push(import);
+    }
+    acc
+}
 
 /// nats-server's minimum, so that clients have time to move away.
 const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
@@ -177,8 +286,14 @@ impl Options {
             });
         }
         // Accounts last: their users join the `authorization` users wherever the blocks are.
+        // Operator mode after them: it adds the accounts of its JWTs.
         let is_accounts = |e: &&Entry| e.key.eq_ignore_ascii_case("accounts");
-        for entry in map.entries().iter().filter(|e| !is_accounts(e)) {
+        let is_operator = |e: &&Entry| OPERATOR_KEYS.contains(&e.key.to_ascii_lowercase().as_str());
+        for entry in map
+            .entries()
+            .iter()
+            .filter(|e| !is_accounts(e) && !is_operator(e))
+        {
             let result = self.apply_top_level(entry, &mut ctx);
             ctx.check(result);
         }
@@ -186,10 +301,153 @@ impl Options {
             let result = self.apply_accounts(entry);
             ctx.check(result);
         }
+        let operator: Vec<&Entry> = map.entries().iter().filter(is_operator).collect();
+        if !operator.is_empty() {
+            let result = self.apply_operator(&operator, &mut ctx);
+            ctx.check(result);
+        }
         match ConfError::collect(ctx.errors) {
             Some(e) => Err(e),
             None => Ok(ctx.warnings),
         }
+    }
+
+    /// `operator`, `resolver`, `resolver_preload`: operator mode. The preloaded account JWTs
+    /// are verified here (signed by a trusted operator, for the key they are listed under)
+    /// and become accounts named by their public keys.
+    fn apply_operator(&mut self, entries: &[&Entry], ctx: &mut Ctx) -> Result<(), ConfError> {
+        use crate::options::{OperatorMode, Resolver};
+        let mut operators = Vec::new();
+        let mut resolver = None;
+        let mut preload: Vec<(&Entry, &Entry)> = Vec::new();
+        let mut first: Option<&Entry> = None;
+        for entry in entries {
+            let key = entry.key.as_str();
+            let v = &entry.value;
+            match key.to_ascii_lowercase().as_str() {
+                "operator" | "operators" => {
+                    first.get_or_insert(entry);
+                    let items: Vec<&Value> = match &v.kind {
+                        ValueKind::Array(items) => items.iter().collect(),
+                        _ => vec![v],
+                    };
+                    for item in items {
+                        let text = item.as_str(key)?;
+                        let token = read_jwt(text).map_err(|m| item.invalid(key, m))?;
+                        let claims = crate::jwt::decode_operator(&token)
+                            .map_err(|e| item.invalid(key, format!("operator JWT: {e}")))?;
+                        operators.push(claims);
+                    }
+                }
+                "resolver" | "account_resolver" | "accounts_resolver" => match &v.kind {
+                    ValueKind::String(s) if s.eq_ignore_ascii_case("memory") => {
+                        resolver = Some(Resolver::Memory)
+                    }
+                    _ => return Err(unsupported(entry)),
+                },
+                "resolver_preload" => {
+                    for e in v.as_map(key)?.entries() {
+                        if !e.used_as_variable {
+                            preload.push((entry, e));
+                        }
+                    }
+                }
+                _ => return Err(unsupported(entry)),
+            }
+        }
+        let Some(first) = first else {
+            let e = entries[0];
+            return Err(e.value.invalid(&e.key, "needs an operator (operator mode)"));
+        };
+        let at = |message: String| first.value.invalid(&first.key, message);
+        let Some(resolver) = resolver else {
+            return Err(at(
+                "operator mode needs a resolver (resolver: MEMORY)".into()
+            ));
+        };
+        let auth = &self.auth;
+        if auth.token.is_some()
+            || auth.user.is_some()
+            || !auth.users.is_empty()
+            || !auth.nkeys.is_empty()
+        {
+            return Err(at(
+                "operator mode takes its users from JWTs: authorization users, nkeys and tokens cannot be used with it".into(),
+            ));
+        }
+        if !self.accounts.is_empty() {
+            return Err(at(
+                "operator mode takes its accounts from JWTs: accounts {} cannot be used with it"
+                    .into(),
+            ));
+        }
+        if self.no_auth_user.is_some() {
+            return Err(at("no_auth_user cannot be used in operator mode".into()));
+        }
+        let mut mode = OperatorMode {
+            operators,
+            resolver,
+            accounts: std::collections::BTreeMap::new(),
+        };
+        for (entry, e) in preload {
+            let k = format!("{}.{}", entry.key, e.key);
+            let token = e.value.as_str(&k)?;
+            let claims = crate::jwt::decode_account(token)
+                .map_err(|err| e.value.invalid(&k, format!("account JWT: {err}")))?;
+            if claims.sub != e.key {
+                return Err(e
+                    .value
+                    .invalid(&k, format!("the JWT is for account {}", claims.sub)));
+            }
+            if !mode.trusts(&claims.iss) {
+                return Err(e
+                    .value
+                    .invalid(&k, "the account JWT is not signed by a trusted operator"));
+            }
+            mode.accounts.insert(e.key.clone(), claims);
+        }
+        if self.system_account.is_none() {
+            let from_jwt = mode
+                .operators
+                .iter()
+                .map(|o| &o.nats.system_account)
+                .find(|s| !s.is_empty());
+            self.system_account = from_jwt.cloned();
+        }
+        let mut accounts: Vec<AccountOptions> = mode
+            .accounts
+            .iter()
+            .map(|(key, claims)| account_from_jwt(key, claims, ctx, &first.key_pos))
+            .collect();
+        // Imports of accounts the resolver does not have, or that their exporter does not
+        // allow, are left out with a warning (nats-server logs them and goes on).
+        let all = accounts.clone();
+        for acc in &mut accounts {
+            acc.imports.retain(|import| {
+                match crate::options::check_import(&all, &acc.name, import) {
+                    Ok(()) => true,
+                    Err(message) => {
+                        ctx.warn(
+                            &first.key_pos,
+                            "resolver_preload",
+                            format!("account {}: import left out: {message}", acc.name),
+                        );
+                        false
+                    }
+                }
+            });
+        }
+        if let Some(sys) = &self.system_account {
+            if !accounts.iter().any(|a| &a.name == sys) {
+                accounts.push(AccountOptions {
+                    name: sys.clone(),
+                    ..AccountOptions::default()
+                });
+            }
+        }
+        self.accounts = accounts;
+        self.auth.operator = Some(Arc::new(mode));
+        Ok(())
     }
 
     /// `accounts { NAME: { users: [...] } }`: the accounts, and their users added to the
