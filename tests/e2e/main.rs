@@ -14,12 +14,15 @@
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
+//! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
+//!   files) on midge and nats-server from the same artifacts.
 
 mod accounts;
 mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod jwt;
 mod leaf;
 mod limits;
 mod monitor;

@@ -1114,23 +1114,9 @@ impl Conn {
         self.queue_self_flush();
     }
 
-    /// SUB, checked in nats-server's order: the subscription limit, permissions, a duplicate
+    /// SUB, checked in nats-server's order: permissions, the subscription limit, a duplicate
     /// sid (silently accepted), then the subject itself.
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        let server_max = self.opts.max_subscriptions;
-        let account_max = self.matches.account().limits.read().max_subscriptions;
-        let max_subs = match (server_max, account_max) {
-            (0, a) => a,
-            (s, 0) => s,
-            (s, a) => s.min(a),
-        };
-        // A JWT user's own `subs` limit counts too (0: no subscriptions at all).
-        let n = self.shared.subs.lock().len();
-        let over = (max_subs > 0 && n >= max_subs) || self.user_max_subs.is_some_and(|u| n >= u);
-        if over {
-            self.send_err("maximum subscriptions exceeded");
-            return;
-        }
         if let Some(perms) = &self.perms {
             if !perms.can_subscribe(subj) {
                 let text = match queue {
@@ -1147,6 +1133,20 @@ impl Conn {
                 self.send_err(&text);
                 return;
             }
+        }
+        let server_max = self.opts.max_subscriptions;
+        let account_max = self.matches.account().limits.read().max_subscriptions;
+        let max_subs = match (server_max, account_max) {
+            (0, a) => a,
+            (s, 0) => s,
+            (s, a) => s.min(a),
+        };
+        // A JWT user's own `subs` limit counts too (0: no subscriptions at all).
+        let n = self.shared.subs.lock().len();
+        let over = (max_subs > 0 && n >= max_subs) || self.user_max_subs.is_some_and(|u| n >= u);
+        if over {
+            self.send_err("maximum subscriptions exceeded");
+            return;
         }
         let sub = {
             let mut subs = self.shared.subs.lock();

@@ -1,0 +1,432 @@
+//! Operator mode: an operator, its accounts and their users, built here with the `nkeys`
+//! crate as `nsc` would (JWTs signed with ed25519, `.creds` files), and the same files given
+//! to nats-server (the reference) and to midge. Logins use async-nats with `.creds` and a
+//! raw client that signs the nonce itself (to present wrong signatures on purpose).
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use futures::StreamExt;
+use midge_tests::{both, FrameRead, RawClient, ServerKind, TestServer};
+use nkeys::KeyPair;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+const VIOLATION: &str = "-ERR 'Authorization Violation'\r\n";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A signed JWT: `claims` gets `iss`, `sub`, `iat` and `jti` and the given `nats` part.
+fn encode(signer: &KeyPair, subject: &str, iat: i64, mut claims: Value) -> String {
+    claims["iss"] = signer.public_key().into();
+    claims["sub"] = subject.into();
+    claims["iat"] = iat.into();
+    claims["jti"] = format!("{:X}", rand_id()).into();
+    let head = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{head}.{body}");
+    let sig = signer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn rand_id() -> u128 {
+    let k = KeyPair::new_user().public_key();
+    k.bytes()
+        .fold(0u128, |a, b| a.wrapping_mul(31).wrapping_add(u128::from(b)))
+}
+
+const UNLIMITED: &str = r#"{"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1}"#;
+
+fn account_jwt(op: &KeyPair, acc: &KeyPair, extra: Value) -> String {
+    let mut nats = json!({"type": "account", "version": 2,
+        "limits": serde_json::from_str::<Value>(UNLIMITED).expect("limits")});
+    if let (Some(n), Some(e)) = (nats.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            n.insert(k.clone(), v.clone());
+        }
+    }
+    encode(
+        op,
+        &acc.public_key(),
+        now() - 10,
+        json!({"name": "acc", "nats": nats}),
+    )
+}
+
+/// A user JWT signed by `signer` for account `account` with extra `nats` fields.
+fn user_jwt(
+    signer: &KeyPair,
+    account: &KeyPair,
+    user: &KeyPair,
+    extra: Value,
+    exp: Option<i64>,
+) -> String {
+    let mut nats = json!({"type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1});
+    if signer.public_key() != account.public_key() {
+        nats["issuer_account"] = account.public_key().into();
+    }
+    if let (Some(n), Some(e)) = (nats.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            n.insert(k.clone(), v.clone());
+        }
+    }
+    let mut claims = json!({"name": "user", "nats": nats});
+    if let Some(exp) = exp {
+        claims["exp"] = exp.into();
+    }
+    encode(signer, &user.public_key(), now() - 5, claims)
+}
+
+fn creds(jwt: &str, user: &KeyPair) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n",
+        user.seed().expect("seed")
+    )
+}
+
+/// An operator with a system account and two accounts, A (with a signing key and a
+/// revoked user) and B, written as files in a temporary directory.
+struct Chain {
+    dir: tempfile::TempDir,
+    op: KeyPair,
+    sys: KeyPair,
+    a: KeyPair,
+    a_signer: KeyPair,
+    b: KeyPair,
+    revoked: KeyPair,
+    revoked_iat: i64,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain {
+            dir: tempfile::tempdir().expect("tempdir"),
+            op: KeyPair::new_operator(),
+            sys: KeyPair::new_account(),
+            a: KeyPair::new_account(),
+            a_signer: KeyPair::new_account(),
+            b: KeyPair::new_account(),
+            revoked: KeyPair::new_user(),
+            // Revokes every JWT of that user issued until a minute from now.
+            revoked_iat: now() + 60,
+        }
+    }
+
+    fn config(&self, a_extra: Value) -> String {
+        let op_jwt = encode(
+            &self.op,
+            &self.op.public_key(),
+            now() - 10,
+            json!({"name": "op", "nats": {"type": "operator", "version": 2,
+                "system_account": self.sys.public_key()}}),
+        );
+        let op_path = self.dir.path().join("op.jwt");
+        std::fs::write(&op_path, op_jwt).expect("write operator jwt");
+        let mut a_nats = json!({"signing_keys": [self.a_signer.public_key()],
+            "revocations": {self.revoked.public_key(): self.revoked_iat},
+            "exports": [{"name": "feed", "subject": "feed.>", "type": "stream"}]});
+        if let (Some(n), Some(e)) = (a_nats.as_object_mut(), a_extra.as_object()) {
+            for (k, v) in e {
+                n.insert(k.clone(), v.clone());
+            }
+        }
+        let b_nats = json!({"imports": [{"name": "feed", "subject": "feed.>", "account": self.a.public_key(),
+            "type": "stream", "to": "from_a"}]});
+        format!(
+            "operator: \"{}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{}\"\n  {}: \"{}\"\n  {}: \"{}\"\n}}\n",
+            op_path.display(),
+            self.sys.public_key(),
+            self.sys.public_key(),
+            account_jwt(&self.op, &self.sys, json!({})),
+            self.a.public_key(),
+            account_jwt(&self.op, &self.a, a_nats),
+            self.b.public_key(),
+            account_jwt(&self.op, &self.b, b_nats),
+        )
+    }
+
+    fn creds_file(&self, name: &str, jwt: &str, user: &KeyPair) -> std::path::PathBuf {
+        let path = self.dir.path().join(format!("{name}.creds"));
+        std::fs::write(&path, creds(jwt, user)).expect("write creds");
+        path
+    }
+}
+
+async fn creds_client(server: &TestServer, path: &std::path::Path) -> async_nats::Client {
+    async_nats::ConnectOptions::with_credentials_file(path)
+        .await
+        .expect("read creds")
+        .connect(server.url())
+        .await
+        .unwrap_or_else(|e| panic!("{} creds login: {e}", server.kind()))
+}
+
+/// Reads INFO, then sends CONNECT with `jwt` and the nonce signed by `signer` (`None`: no
+/// signature, for bearer tokens).
+async fn raw_jwt_login(
+    server: &TestServer,
+    jwt: &str,
+    signer: Option<&KeyPair>,
+    what: &str,
+) -> RawClient {
+    let mut c = RawClient::connect(server.addr())
+        .await
+        .labelled(format!("{}: {what}", server.kind()));
+    let info = c.read_info().await;
+    let nonce = info["nonce"]
+        .as_str()
+        .unwrap_or_else(|| panic!("[{}] INFO without a nonce: {info}", server.kind()))
+        .to_string();
+    let mut connect = json!({"verbose": false, "protocol": 1, "jwt": jwt});
+    if let Some(signer) = signer {
+        connect["sig"] = URL_SAFE_NO_PAD
+            .encode(signer.sign(nonce.as_bytes()).expect("sign"))
+            .into();
+    }
+    c.send(format!("CONNECT {connect}\r\n").as_bytes()).await;
+    c
+}
+
+async fn exchange(client: &mut RawClient, ops: &[u8]) -> Vec<String> {
+    client.send(ops).await;
+    client.send(b"PING\r\n").await;
+    let mut frames = Vec::new();
+    loop {
+        match client.read_frame(midge_tests::DEADLINE).await {
+            FrameRead::Frame(f) if f == b"PONG\r\n" => return frames,
+            FrameRead::Frame(f) if f.starts_with(b"INFO ") || f == b"PING\r\n" => {}
+            FrameRead::Frame(f) => frames.push(String::from_utf8_lossy(&f).into_owned()),
+            other => panic!("waiting for PONG: {other:?} after {frames:?}"),
+        }
+    }
+}
+
+/// The next frame other than INFO or PING is `error` (within `deadline`), then a close.
+async fn expect_error_and_close(client: &mut RawClient, error: &str, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match client.read_frame(left).await {
+            FrameRead::Frame(f) if f.starts_with(b"INFO ") || f == b"PING\r\n" => {}
+            FrameRead::Frame(f) => {
+                assert_eq!(String::from_utf8_lossy(&f), error);
+                break;
+            }
+            other => panic!("waiting for {error:?}: {other:?}"),
+        }
+    }
+    client.expect_closed().await;
+}
+
+async fn next_payload(sub: &mut async_nats::Subscriber, what: &str) -> String {
+    let msg = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing arrived"))
+        .unwrap_or_else(|| panic!("{what}: subscription closed"));
+    String::from_utf8_lossy(&msg.payload).into_owned()
+}
+
+#[tokio::test]
+async fn creds_users_log_in_and_accounts_share_only_their_exports() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let server = TestServer::start(kind, &chain.config(json!({}))).await;
+        let ua = KeyPair::new_user();
+        let ua2 = KeyPair::new_user();
+        let ub = KeyPair::new_user();
+        // One user signed by the account key, one by its signing key.
+        let a_path = chain.creds_file(
+            "a",
+            &user_jwt(&chain.a, &chain.a, &ua, json!({}), None),
+            &ua,
+        );
+        let a2_path = chain.creds_file(
+            "a2",
+            &user_jwt(&chain.a_signer, &chain.a, &ua2, json!({}), None),
+            &ua2,
+        );
+        let b_path = chain.creds_file(
+            "b",
+            &user_jwt(&chain.b, &chain.b, &ub, json!({}), None),
+            &ub,
+        );
+        let a = creds_client(&server, &a_path).await;
+        let a2 = creds_client(&server, &a2_path).await;
+        let b = creds_client(&server, &b_path).await;
+
+        let mut a_sub = a.subscribe("x").await.expect("sub");
+        let mut b_feed = b.subscribe("from_a.>").await.expect("sub");
+        midge_tests::round_trip(&a).await;
+        midge_tests::round_trip(&b).await;
+        // B's "x" stays in B; A2 (same account) reaches A.
+        b.publish("x", "from b".into()).await.expect("pub");
+        midge_tests::round_trip(&b).await;
+        a2.publish("x", "from a2".into()).await.expect("pub");
+        assert_eq!(
+            next_payload(&mut a_sub, &format!("[{kind}] x in A")).await,
+            "from a2"
+        );
+        // A's exported feed reaches B under its import's prefix; wait for the
+        // import's interest to be in place by publishing until it arrives.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            a.publish("feed.t", "tick".into()).await.expect("pub");
+            midge_tests::round_trip(&a).await;
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(100), b_feed.next()).await
+            {
+                assert_eq!(m.subject.as_str(), "from_a.feed.t", "[{kind}]");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{kind}] the import never delivered"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_signatures_expired_revoked_and_foreign_users_are_refused() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let server = TestServer::start(kind, &chain.config(json!({}))).await;
+        let user = KeyPair::new_user();
+        let good = user_jwt(&chain.a, &chain.a, &user, json!({}), None);
+        // The right JWT and signature work: the baseline the refusals differ from.
+        let mut ok = raw_jwt_login(&server, &good, Some(&user), "good").await;
+        assert!(exchange(&mut ok, b"").await.is_empty(), "[{kind}]");
+
+        let stranger_account = KeyPair::new_account();
+        let other_src = user_jwt(
+            &chain.a,
+            &chain.a,
+            &user,
+            json!({"src": ["10.99.0.0/16"]}),
+            None,
+        );
+        let expired = user_jwt(&chain.a, &chain.a, &user, json!({}), Some(now() - 2));
+        let revoked = user_jwt(&chain.a, &chain.a, &chain.revoked, json!({}), None);
+        let foreign = user_jwt(&stranger_account, &stranger_account, &user, json!({}), None);
+        let wrong_signer = KeyPair::new_user();
+        let cases: [(&str, &str, Option<&KeyPair>); 6] = [
+            ("wrong signature", &good, Some(&wrong_signer)),
+            ("no signature", &good, None),
+            ("expired user JWT", &expired, Some(&user)),
+            ("revoked user", &revoked, Some(&chain.revoked)),
+            ("outside its allowed networks", &other_src, Some(&user)),
+            ("account not known", &foreign, Some(&user)),
+        ];
+        for (what, jwt, signer) in cases {
+            let mut c = raw_jwt_login(&server, jwt, signer, what).await;
+            c.send(b"PING\r\n").await;
+            expect_error_and_close(&mut c, VIOLATION, WAIT).await;
+        }
+        // No JWT at all.
+        let mut c = RawClient::connect(server.addr()).await;
+        c.read_info().await;
+        c.send(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await;
+        expect_error_and_close(&mut c, VIOLATION, WAIT).await;
+
+        // A bearer token needs no signature.
+        let bearer = user_jwt(
+            &chain.a,
+            &chain.a,
+            &user,
+            json!({"bearer_token": true}),
+            None,
+        );
+        let mut c = raw_jwt_login(&server, &bearer, None, "bearer").await;
+        assert!(exchange(&mut c, b"").await.is_empty(), "[{kind}]");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn user_jwt_permissions_and_limits_apply() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let server = TestServer::start(kind, &chain.config(json!({}))).await;
+        let user = KeyPair::new_user();
+        let jwt = user_jwt(
+            &chain.a,
+            &chain.a,
+            &user,
+            json!({"pub": {"allow": ["a.>"]}, "sub": {"allow": ["a.>"]}, "subs": 1, "payload": 4,
+                   "src": ["127.0.0.0/8"]}),
+            None,
+        );
+        let mut c = raw_jwt_login(&server, &jwt, Some(&user), "limited").await;
+        assert_eq!(
+            exchange(
+                &mut c,
+                b"SUB a.x 1\r\nSUB a.y 2\r\nSUB b 3\r\nPUB a.x 2\r\nhi\r\nPUB b 1\r\nx\r\n"
+            )
+            .await,
+            [
+                "-ERR 'maximum subscriptions exceeded'\r\n",
+                // Permissions are checked before the limit, as nats-server does.
+                "-ERR 'Permissions Violation for Subscription to \"b\"'\r\n",
+                "MSG a.x 1 2\r\nhi\r\n",
+                "-ERR 'Permissions Violation for Publish to \"b\"'\r\n",
+            ],
+            "[{kind}]"
+        );
+        c.send(b"PUB a.x 5\r\nhello\r\n").await;
+        expect_error_and_close(&mut c, "-ERR 'Maximum Payload Violation'\r\n", WAIT).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_whose_jwt_expires_is_disconnected() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let server = TestServer::start(kind, &chain.config(json!({}))).await;
+        let user = KeyPair::new_user();
+        let jwt = user_jwt(&chain.a, &chain.a, &user, json!({}), Some(now() + 2));
+        let mut c = raw_jwt_login(&server, &jwt, Some(&user), "expiring").await;
+        assert!(exchange(&mut c, b"").await.is_empty(), "[{kind}]");
+        expect_error_and_close(&mut c, "-ERR 'User Authentication Expired'\r\n", WAIT).await;
+    })
+    .await;
+}
+
+/// midge re-reads `resolver_preload` on reload: a user revoked in the new account JWT is
+/// closed with nats-server's revocation error, others stay.
+#[tokio::test]
+async fn reload_with_a_revocation_closes_the_revoked_user() {
+    let chain = Chain::new();
+    let server = TestServer::start(ServerKind::Midge, &chain.config(json!({}))).await;
+    let (u1, u2) = (KeyPair::new_user(), KeyPair::new_user());
+    let j1 = user_jwt(&chain.a, &chain.a, &u1, json!({}), None);
+    let j2 = user_jwt(&chain.a, &chain.a, &u2, json!({}), None);
+    let mut c1 = raw_jwt_login(&server, &j1, Some(&u1), "to revoke").await;
+    let mut c2 = raw_jwt_login(&server, &j2, Some(&u2), "stays").await;
+    assert!(exchange(&mut c1, b"").await.is_empty());
+    assert!(exchange(&mut c2, b"").await.is_empty());
+    let revocations = json!({"revocations": {u1.public_key(): now(), chain.revoked.public_key(): chain.revoked_iat}});
+    std::fs::write(server.config_path(), chain.config(revocations)).expect("rewrite config");
+    let status = std::process::Command::new(ServerKind::Midge.binary())
+        .arg("--signal")
+        .arg(format!("reload={}", server.pid()))
+        .status()
+        .expect("signal");
+    assert!(status.success());
+    expect_error_and_close(&mut c1, "-ERR 'User Authentication Revoked'\r\n", WAIT).await;
+    assert!(exchange(&mut c2, b"").await.is_empty());
+    // And it cannot come back.
+    let mut again = raw_jwt_login(&server, &j1, Some(&u1), "revoked again").await;
+    again.send(b"PING\r\n").await;
+    expect_error_and_close(&mut again, VIOLATION, WAIT).await;
+}
