@@ -108,10 +108,21 @@ struct Chain {
 
 impl Chain {
     fn new() -> Chain {
+        let op = KeyPair::new_operator();
+        let sys = KeyPair::new_account();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let op_jwt = encode(
+            &op,
+            &op.public_key(),
+            now() - 10,
+            json!({"name": "op", "nats": {"type": "operator", "version": 2,
+                "system_account": sys.public_key()}}),
+        );
+        std::fs::write(dir.path().join("op.jwt"), op_jwt).expect("write operator jwt");
         Chain {
-            dir: tempfile::tempdir().expect("tempdir"),
-            op: KeyPair::new_operator(),
-            sys: KeyPair::new_account(),
+            dir,
+            op,
+            sys,
             a: KeyPair::new_account(),
             a_signer: KeyPair::new_account(),
             b: KeyPair::new_account(),
@@ -122,15 +133,7 @@ impl Chain {
     }
 
     fn config(&self, a_extra: Value) -> String {
-        let op_jwt = encode(
-            &self.op,
-            &self.op.public_key(),
-            now() - 10,
-            json!({"name": "op", "nats": {"type": "operator", "version": 2,
-                "system_account": self.sys.public_key()}}),
-        );
         let op_path = self.dir.path().join("op.jwt");
-        std::fs::write(&op_path, op_jwt).expect("write operator jwt");
         let mut a_nats = json!({"signing_keys": [self.a_signer.public_key()],
             "revocations": {self.revoked.public_key(): self.revoked_iat},
             "exports": [{"name": "feed", "subject": "feed.>", "type": "stream"}]});
@@ -402,12 +405,16 @@ async fn a_user_whose_jwt_expires_is_disconnected() {
     .await;
 }
 
-/// midge re-reads `resolver_preload` on reload: a user revoked in the new account JWT is
-/// closed with nats-server's revocation error, others stay.
+/// A reload re-reads `resolver_preload`: a user revoked in the new account JWT is closed
+/// with nats-server's revocation error, others stay.
 #[tokio::test]
 async fn reload_with_a_revocation_closes_the_revoked_user() {
+    both(reload_revocation).await;
+}
+
+async fn reload_revocation(kind: ServerKind) {
     let chain = Chain::new();
-    let server = TestServer::start(ServerKind::Midge, &chain.config(json!({}))).await;
+    let server = TestServer::start(kind, &chain.config(json!({}))).await;
     let (u1, u2) = (KeyPair::new_user(), KeyPair::new_user());
     let j1 = user_jwt(&chain.a, &chain.a, &u1, json!({}), None);
     let j2 = user_jwt(&chain.a, &chain.a, &u2, json!({}), None);
@@ -417,7 +424,7 @@ async fn reload_with_a_revocation_closes_the_revoked_user() {
     assert!(exchange(&mut c2, b"").await.is_empty());
     let revocations = json!({"revocations": {u1.public_key(): now(), chain.revoked.public_key(): chain.revoked_iat}});
     std::fs::write(server.config_path(), chain.config(revocations)).expect("rewrite config");
-    let status = std::process::Command::new(ServerKind::Midge.binary())
+    let status = std::process::Command::new(kind.binary())
         .arg("--signal")
         .arg(format!("reload={}", server.pid()))
         .status()
