@@ -505,18 +505,20 @@ pub fn is_revoked(revocations: &BTreeMap<String, i64>, user: &str, issued_at: i6
         .any(|k| revocations.get(*k).is_some_and(|t| *t >= issued_at))
 }
 
+/// Signs `claims` as a JWT (tests build operator/account/user chains with it).
+#[cfg(test)]
+pub(crate) fn encode(signer: &nkeys::KeyPair, claims: &serde_json::Value) -> String {
+    let e = general_purpose::URL_SAFE_NO_PAD;
+    let head = e.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = e.encode(claims.to_string());
+    let signed = format!("{head}.{body}");
+    let sig = signer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", e.encode(sig))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn encode(signer: &nkeys::KeyPair, claims: &serde_json::Value) -> String {
-        let e = general_purpose::URL_SAFE_NO_PAD;
-        let head = e.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-        let body = e.encode(claims.to_string());
-        let signed = format!("{head}.{body}");
-        let sig = signer.sign(signed.as_bytes()).expect("sign");
-        format!("{signed}.{}", e.encode(sig))
-    }
 
     #[test]
     fn chain_decodes_and_tampering_is_caught() {

@@ -312,6 +312,22 @@ fn load(path: &Path, flags: Option<&Flags>) -> Result<Options, ReloadError> {
 
 /// Fails with the first non-reloadable option that differs.
 fn check_reloadable(old: &Options, new: &Options) -> Result<Vec<&'static str>, ReloadError> {
+    // The trusted operators stay as they started (as nats-server); the accounts of
+    // `resolver_preload` are part of the reloadable authorization.
+    let operators = |o: &Options| o.auth.operator.as_ref().map(|m| m.operators.clone());
+    if operators(old) != operators(new) {
+        let show = |o: &Options| {
+            format!(
+                "{:?}",
+                operators(o).map(|v| v.into_iter().map(|c| c.sub).collect::<Vec<_>>())
+            )
+        };
+        return Err(ReloadError::NotReloadable {
+            option: "operator".into(),
+            running: show(old),
+            new: show(new),
+        });
+    }
     let mut probe = new.clone();
     for (_, copy) in RELOADABLE {
         copy(&mut probe, old);

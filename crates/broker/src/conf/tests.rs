@@ -748,6 +748,86 @@ fn nkey_users_in_authorization_and_accounts() {
 }
 
 #[test]
+fn operator_mode_loads_verified_accounts_and_refuses_the_rest() {
+    use crate::jwt::encode;
+    let op = nkeys::KeyPair::new_operator();
+    let sys = nkeys::KeyPair::new_account();
+    let acc = nkeys::KeyPair::new_account();
+    let op_jwt = encode(
+        &op,
+        &serde_json::json!({"iss": op.public_key(), "sub": op.public_key(),
+            "nats": {"type": "operator", "version": 2, "system_account": sys.public_key()}}),
+    );
+    let account = |signer: &nkeys::KeyPair, key: &nkeys::KeyPair| {
+        encode(
+            signer,
+            &serde_json::json!({"iss": signer.public_key(), "sub": key.public_key(),
+                "nats": {"type": "account", "version": 2,
+                    "limits": {"conn": 5, "subs": -1, "payload": 1024},
+                    "exports": [{"subject": "svc.>", "type": "service"}]}}),
+        )
+    };
+    let conf = |preload: &str| {
+        format!("operator: {op_jwt}\nresolver: MEMORY\nresolver_preload: {{\n{preload}\n}}\n")
+    };
+    let good = conf(&format!(
+        "  {}: {}\n  {}: {}",
+        sys.public_key(),
+        account(&op, &sys),
+        acc.public_key(),
+        account(&op, &acc)
+    ));
+    let opts = load_ok(&good).options;
+    assert_eq!(
+        opts.system_account.as_deref(),
+        Some(sys.public_key().as_str())
+    );
+    let a = opts
+        .accounts
+        .iter()
+        .find(|a| a.name == acc.public_key())
+        .expect("account from its JWT");
+    assert_eq!(a.limits.max_connections, 5);
+    assert_eq!(a.limits.max_subscriptions, 0, "-1 is unlimited");
+    assert_eq!(a.limits.max_payload, 1024);
+    assert_eq!(a.exports[0].kind, crate::options::ExportKind::Service);
+    assert!(opts.auth.required() && opts.auth.nonce_required());
+
+    // Signed by an operator nobody trusts; listed under another key; not a JWT.
+    let stranger = nkeys::KeyPair::new_operator();
+    let e = load_err(&conf(&format!(
+        "  {}: {}",
+        acc.public_key(),
+        account(&stranger, &acc)
+    )));
+    assert!(
+        e.contains("test.conf:4:") && e.contains("not signed by a trusted operator"),
+        "{e}"
+    );
+    let e = load_err(&conf(&format!(
+        "  {}: {}",
+        sys.public_key(),
+        account(&op, &acc)
+    )));
+    assert!(e.contains("the JWT is for account"), "{e}");
+    assert!(load_err(&conf("  AXX: notajwt")).contains("account JWT: not a JWT"));
+    // Operator mode wants a resolver and no configured users.
+    assert!(load_err(&format!("operator: {op_jwt}\n")).contains("needs a resolver"));
+    assert!(load_err(&format!(
+        "operator: {op_jwt}\nresolver: MEMORY\nauthorization {{ users: [{{user: a, password: b}}] }}\n"
+    ))
+    .contains("operator mode takes its users from JWTs"));
+    assert!(load_err(&format!(
+        "operator: {op_jwt}\nresolver: {{type: full, dir: \"/x\"}}\n"
+    ))
+    .contains("resolver"));
+    assert!(
+        load_err("operator: /nonexistent/op.jwt\nresolver: MEMORY\n")
+            .contains("cannot read JWT file /nonexistent/op.jwt")
+    );
+}
+
+#[test]
 fn rejected_auth_combinations() {
     assert_eq!(
         load_err("authorization {\n token: t\n user: u\n}\n"),
