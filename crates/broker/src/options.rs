@@ -473,6 +473,14 @@ pub struct OperatorMode {
 }
 
 impl OperatorMode {
+    /// The directory of a directory resolver.
+    pub fn resolver_dir(&self) -> Option<&std::path::Path> {
+        match &self.resolver {
+            Resolver::Full { dir } => Some(dir),
+            Resolver::Memory => None,
+        }
+    }
+
     /// Whether `key` is a trusted operator or one of its signing keys.
     pub fn trusts(&self, key: &str) -> bool {
         self.operators
@@ -481,11 +489,121 @@ impl OperatorMode {
     }
 }
 
+impl OperatorMode {
+    /// The broker's accounts for the account JWTs (plus an empty system account when no
+    /// JWT is known for it), with warnings for what was left out: imports of unknown
+    /// accounts, imports their exporter does not allow, activation tokens.
+    pub fn account_options(&self, system: Option<&str>) -> (Vec<AccountOptions>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut accounts: Vec<AccountOptions> = self
+            .accounts
+            .iter()
+            .map(|(key, claims)| account_from_jwt(key, claims, &mut warnings))
+            .collect();
+        let all = accounts.clone();
+        for acc in &mut accounts {
+            acc.imports
+                .retain(|import| match check_import(&all, &acc.name, import) {
+                    Ok(()) => true,
+                    Err(message) => {
+                        warnings.push(format!("account {}: import left out: {message}", acc.name));
+                        false
+                    }
+                });
+        }
+        if let Some(sys) = system {
+            if !accounts.iter().any(|a| a.name == sys) {
+                accounts.push(AccountOptions {
+                    name: sys.to_string(),
+                    ..AccountOptions::default()
+                });
+            }
+        }
+        (accounts, warnings)
+    }
+}
+
+/// The broker's account for a verified account JWT: exports, imports and limits. A limit
+/// of -1 (unlimited) is the broker's 0.
+fn account_from_jwt(
+    key: &str,
+    claims: &crate::jwt::AccountClaims,
+    warnings: &mut Vec<String>,
+) -> AccountOptions {
+    let limit = |n: i64| usize::try_from(n).unwrap_or(0);
+    let l = &claims.nats.limits;
+    let mut acc = AccountOptions {
+        name: key.to_string(),
+        limits: AccountLimits {
+            max_connections: limit(l.conn),
+            max_subscriptions: limit(l.subs),
+            max_payload: limit(l.payload),
+        },
+        ..AccountOptions::default()
+    };
+    let kind = |t: &str| {
+        if t.eq_ignore_ascii_case("service") {
+            ExportKind::Service
+        } else {
+            ExportKind::Stream
+        }
+    };
+    for e in &claims.nats.exports {
+        acc.exports.push(Export {
+            kind: kind(&e.kind),
+            subject: e.subject.clone(),
+            // Activation tokens are not supported: a token-only export is private to nobody.
+            accounts: e.token_req.then(Vec::new),
+            response_type: match e.response_type.to_ascii_lowercase().as_str() {
+                "stream" => ResponseType::Stream,
+                "chunked" => ResponseType::Chunked,
+                _ => ResponseType::Singleton,
+            },
+            response_threshold: if e.response_threshold == 0 {
+                DEFAULT_RESPONSE_THRESHOLD
+            } else {
+                Duration::from_nanos(e.response_threshold)
+            },
+        });
+    }
+    for i in &claims.nats.imports {
+        if !i.token.is_empty() {
+            warnings.push(format!(
+                "account {key}: import of {} with an activation token left out (not supported)",
+                i.subject
+            ));
+            continue;
+        }
+        let local = (!i.local_subject.is_empty()).then(|| i.local_subject.clone());
+        let import = match kind(&i.kind) {
+            ExportKind::Stream => Import {
+                kind: ExportKind::Stream,
+                account: i.account.clone(),
+                subject: i.subject.clone(),
+                prefix: (local.is_none() && !i.to.is_empty()).then(|| i.to.clone()),
+                to: local,
+            },
+            ExportKind::Service => Import {
+                kind: ExportKind::Service,
+                account: i.account.clone(),
+                subject: i.subject.clone(),
+                to: local.or_else(|| (!i.to.is_empty()).then(|| i.to.clone())),
+                prefix: None,
+            },
+        };
+        acc.imports.push(import);
+    }
+    acc
+}
+
 /// Where account JWTs come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolver {
     /// `resolver: MEMORY`: the `resolver_preload` accounts, fixed until a reload.
     Memory,
+    /// `resolver: {type: full, dir: ...}`: account JWTs stored as `<key>.jwt` files in
+    /// `dir`, updated by claim pushes on `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE`.
+    Full { dir: PathBuf },
 }
 
 /// A user of `users = [...]` identified by a public user nkey (`U...`) instead of a name and

@@ -108,6 +108,72 @@ const OPERATOR_KEYS: &[&str] = &[
     "resolver_preload",
 ];
 
+/// `resolver: {type: full, dir: "..."}`; the other settings of nats-server's directory
+/// resolver are accepted with a warning.
+fn parse_full_resolver(
+    entry: &Entry,
+    m: &Map,
+    ctx: &mut Ctx,
+) -> Result<crate::options::Resolver, ConfError> {
+    let mut kind = None;
+    let mut dir = None;
+    for f in m.entries() {
+        let k = format!("{}.{}", entry.key, f.key);
+        match f.key.to_ascii_lowercase().as_str() {
+            "type" => kind = Some(f.value.as_str(&k)?.to_ascii_lowercase()),
+            "dir" => dir = Some(PathBuf::from(f.value.as_str(&k)?)),
+            "allow_delete" | "interval" | "limit" | "timeout" | "ttl" | "hard_delete" => {
+                ctx.warn(&f.key_pos, &k, "accepted and ignored");
+            }
+            _ if f.used_as_variable => {}
+            _ => return Err(unsupported(f)),
+        }
+    }
+    match kind.as_deref() {
+        Some("full") => {}
+        Some(other) => {
+            return Err(entry.value.invalid(
+                &entry.key,
+                format!("resolver type {other:?} is not supported (full is)"),
+            ))
+        }
+        None => return Err(entry.value.invalid(&entry.key, "resolver needs a type (full)")),
+    }
+    let Some(dir) = dir else {
+        return Err(entry.value.invalid(&entry.key, "a full resolver needs a dir"));
+    };
+    Ok(crate::options::Resolver::Full { dir })
+}
+
+/// The account JWTs stored in a directory resolver's `dir` (created when missing), each in
+/// `<account key>.jwt`; files of another name are ignored.
+fn read_jwt_dir(dir: &Path) -> Result<Vec<(String, crate::jwt::AccountClaims)>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("resolver dir {}: {e}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("resolver dir {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jwt"))
+            .filter(|k| crate::jwt::is_account_key(k))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let claims = crate::jwt::decode_account(&text)
+            .map_err(|e| format!("{}: account JWT: {e}", path.display()))?;
+        if claims.sub != key {
+            return Err(format!("{}: the JWT is for account {}", path.display(), claims.sub));
+        }
+        out.push((key.to_string(), claims));
+    }
+    Ok(out)
+}
+
 /// An operator JWT given inline, or the path of a file holding it (bare, or between
 /// `-----BEGIN ...-----` lines as `nsc` writes them).
 fn read_jwt(text: &str) -> Result<String, String> {
@@ -130,84 +196,6 @@ fn read_jwt(text: &str) -> Result<String, String> {
         }
     }
     Ok(decorated.unwrap_or_else(|| content.trim().to_string()))
-}
-
-/// The broker's account for a verified account JWT: exports, imports and limits. A limit
-/// of -1 (unlimited) is the broker's 0.
-fn account_from_jwt(
-    key: &str,
-    claims: &crate::jwt::AccountClaims,
-    ctx: &mut Ctx,
-    pos: &Pos,
-) -> AccountOptions {
-    let limit = |n: i64| usize::try_from(n).unwrap_or(0);
-    let l = &claims.nats.limits;
-    let mut acc = AccountOptions {
-        name: key.to_string(),
-        limits: AccountLimits {
-            max_connections: limit(l.conn),
-            max_subscriptions: limit(l.subs),
-            max_payload: limit(l.payload),
-        },
-        ..AccountOptions::default()
-    };
-    let kind = |t: &str| {
-        if t.eq_ignore_ascii_case("service") {
-            ExportKind::Service
-        } else {
-            ExportKind::Stream
-        }
-    };
-    for e in &claims.nats.exports {
-        acc.exports.push(Export {
-            kind: kind(&e.kind),
-            subject: e.subject.clone(),
-            // Activation tokens are not supported: a token-only export is private to nobody.
-            accounts: e.token_req.then(Vec::new),
-            response_type: match e.response_type.to_ascii_lowercase().as_str() {
-                "stream" => ResponseType::Stream,
-                "chunked" => ResponseType::Chunked,
-                _ => ResponseType::Singleton,
-            },
-            response_threshold: if e.response_threshold == 0 {
-                DEFAULT_RESPONSE_THRESHOLD
-            } else {
-                Duration::from_nanos(e.response_threshold)
-            },
-        });
-    }
-    for i in &claims.nats.imports {
-        if !i.token.is_empty() {
-            ctx.warn(
-                pos,
-                "resolver_preload",
-                format!(
-                    "account {key}: import of {} with an activation token left out (not supported)",
-                    i.subject
-                ),
-            );
-            continue;
-        }
-        let local = (!i.local_subject.is_empty()).then(|| i.local_subject.clone());
-        let import = match kind(&i.kind) {
-            ExportKind::Stream => Import {
-                kind: ExportKind::Stream,
-                account: i.account.clone(),
-                subject: i.subject.clone(),
-                prefix: (local.is_none() && !i.to.is_empty()).then(|| i.to.clone()),
-                to: local,
-            },
-            ExportKind::Service => Import {
-                kind: ExportKind::Service,
-                account: i.account.clone(),
-                subject: i.subject.clone(),
-                to: local.or_else(|| (!i.to.is_empty()).then(|| i.to.clone())),
-                prefix: None,
-            },
-        };
-        acc.imports.push(import);
-    }
-    acc
 }
 
 /// nats-server's minimum, so that clients have time to move away.
@@ -343,6 +331,7 @@ impl Options {
                     ValueKind::String(s) if s.eq_ignore_ascii_case("memory") => {
                         resolver = Some(Resolver::Memory)
                     }
+                    ValueKind::Map(m) => resolver = Some(parse_full_resolver(entry, m, ctx)?),
                     _ => return Err(unsupported(entry)),
                 },
                 "resolver_preload" => {
@@ -389,6 +378,19 @@ impl Options {
             resolver,
             accounts: std::collections::BTreeMap::new(),
         };
+        if let Resolver::Full { dir } = &mode.resolver {
+            for (key, claims) in read_jwt_dir(dir).map_err(|m| at(m))? {
+                if mode.trusts(&claims.iss) {
+                    mode.accounts.insert(key, claims);
+                } else {
+                    ctx.warn(
+                        &first.key_pos,
+                        "resolver",
+                        format!("{}: {key}.jwt is not signed by a trusted operator, left out", dir.display()),
+                    );
+                }
+            }
+        }
         for (entry, e) in preload {
             let k = format!("{}.{}", entry.key, e.key);
             let token = e.value.as_str(&k)?;
@@ -414,36 +416,9 @@ impl Options {
                 .find(|s| !s.is_empty());
             self.system_account = from_jwt.cloned();
         }
-        let mut accounts: Vec<AccountOptions> = mode
-            .accounts
-            .iter()
-            .map(|(key, claims)| account_from_jwt(key, claims, ctx, &first.key_pos))
-            .collect();
-        // Imports of accounts the resolver does not have, or that their exporter does not
-        // allow, are left out with a warning (nats-server logs them and goes on).
-        let all = accounts.clone();
-        for acc in &mut accounts {
-            acc.imports.retain(|import| {
-                match crate::options::check_import(&all, &acc.name, import) {
-                    Ok(()) => true,
-                    Err(message) => {
-                        ctx.warn(
-                            &first.key_pos,
-                            "resolver_preload",
-                            format!("account {}: import left out: {message}", acc.name),
-                        );
-                        false
-                    }
-                }
-            });
-        }
-        if let Some(sys) = &self.system_account {
-            if !accounts.iter().any(|a| &a.name == sys) {
-                accounts.push(AccountOptions {
-                    name: sys.clone(),
-                    ..AccountOptions::default()
-                });
-            }
+        let (accounts, warnings) = mode.account_options(self.system_account.as_deref());
+        for w in warnings {
+            ctx.warn(&first.key_pos, "resolver_preload", w);
         }
         self.accounts = accounts;
         self.auth.operator = Some(Arc::new(mode));
