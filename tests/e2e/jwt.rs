@@ -43,6 +43,10 @@ fn rand_id() -> u128 {
 const UNLIMITED: &str = r#"{"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1}"#;
 
 fn account_jwt(op: &KeyPair, acc: &KeyPair, extra: Value) -> String {
+    account_jwt_at(op, acc, extra, now() - 10)
+}
+
+fn account_jwt_at(op: &KeyPair, acc: &KeyPair, extra: Value, iat: i64) -> String {
     let mut nats = json!({"type": "account", "version": 2,
         "limits": serde_json::from_str::<Value>(UNLIMITED).expect("limits")});
     if let (Some(n), Some(e)) = (nats.as_object_mut(), extra.as_object()) {
@@ -53,7 +57,7 @@ fn account_jwt(op: &KeyPair, acc: &KeyPair, extra: Value) -> String {
     encode(
         op,
         &acc.public_key(),
-        now() - 10,
+        iat,
         json!({"name": "acc", "nats": nats}),
     )
 }
@@ -436,4 +440,126 @@ async fn reload_revocation(kind: ServerKind) {
     let mut again = raw_jwt_login(&server, &j1, Some(&u1), "revoked again").await;
     again.send(b"PING\r\n").await;
     expect_error_and_close(&mut again, VIOLATION, WAIT).await;
+}
+
+/// The directory resolver: accounts are files in its `dir`; the system account pushes new
+/// and changed account JWTs on `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` (or
+/// `$SYS.REQ.CLAIMS.UPDATE`), and `.CLAIMS.LOOKUP` answers with the stored JWT.
+#[tokio::test]
+async fn pushed_account_claims_add_accounts_and_revoke_users() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let dir = chain.dir.path().join(format!("jwt-{kind}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let a_v1 = account_jwt(&chain.op, &chain.a, json!({}));
+        for (key, jwt) in [
+            (&chain.sys, account_jwt(&chain.op, &chain.sys, json!({}))),
+            (&chain.a, a_v1),
+        ] {
+            std::fs::write(dir.join(format!("{}.jwt", key.public_key())), jwt).expect("write");
+        }
+        let conf = format!(
+            "operator: \"{}\"\nsystem_account: {}\nresolver: {{\n  type: full\n  dir: \"{}\"\n}}\n",
+            chain.dir.path().join("op.jwt").display(),
+            chain.sys.public_key(),
+            dir.display()
+        );
+        let server = TestServer::start(kind, &conf).await;
+        let admin = KeyPair::new_user();
+        let admin_path = chain.creds_file(
+            &format!("admin-{kind}"),
+            &user_jwt(&chain.sys, &chain.sys, &admin, json!({}), None),
+            &admin,
+        );
+        let sys = creds_client(&server, &admin_path).await;
+        let ua = KeyPair::new_user();
+        let ua_jwt = user_jwt(&chain.a, &chain.a, &ua, json!({}), None);
+        let mut a_client = raw_jwt_login(&server, &ua_jwt, Some(&ua), "user of A").await;
+        assert!(exchange(&mut a_client, b"").await.is_empty(), "[{kind}]");
+
+        // An account the server does not know yet: its users are refused until it is pushed.
+        let c = KeyPair::new_account();
+        let uc = KeyPair::new_user();
+        let uc_jwt = user_jwt(&c, &c, &uc, json!({}), None);
+        let mut refused = raw_jwt_login(&server, &uc_jwt, Some(&uc), "C before push").await;
+        refused.send(b"PING\r\n").await;
+        expect_error_and_close(&mut refused, VIOLATION, WAIT).await;
+
+        let c_jwt = account_jwt(&chain.op, &c, json!({}));
+        let reply = request(
+            &sys,
+            &format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", c.public_key()),
+            &c_jwt,
+        )
+        .await;
+        assert_eq!(reply["data"]["code"], 200, "[{kind}] {reply}");
+        assert_eq!(
+            reply["data"]["account"],
+            c.public_key().as_str(),
+            "[{kind}] {reply}"
+        );
+        let mut welcome = raw_jwt_login(&server, &uc_jwt, Some(&uc), "C after push").await;
+        assert!(exchange(&mut welcome, b"").await.is_empty(), "[{kind}]");
+        let looked_up = sys
+            .request(
+                format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP", c.public_key()),
+                "".into(),
+            )
+            .await
+            .expect("lookup");
+        assert_eq!(
+            String::from_utf8_lossy(&looked_up.payload),
+            c_jwt,
+            "[{kind}]"
+        );
+        assert!(
+            dir.join(format!("{}.jwt", c.public_key())).exists(),
+            "[{kind}] stored"
+        );
+
+        // A new version of A revokes its connected user.
+        let a_v2 = account_jwt_at(
+            &chain.op,
+            &chain.a,
+            json!({"revocations": {ua.public_key(): now()}}),
+            now(),
+        );
+        let reply = request(&sys, "$SYS.REQ.CLAIMS.UPDATE", &a_v2).await;
+        assert_eq!(reply["data"]["code"], 200, "[{kind}] {reply}");
+        expect_error_and_close(
+            &mut a_client,
+            "-ERR 'User Authentication Revoked'\r\n",
+            WAIT,
+        )
+        .await;
+
+        // A JWT from an operator the server does not trust gives its users nothing. midge
+        // refuses to store it; nats-server 2.9.10 stores it ("jwt updated") and then
+        // refuses its users all the same.
+        let stranger = KeyPair::new_operator();
+        let bogus_account = KeyPair::new_account();
+        let bogus = account_jwt(&stranger, &bogus_account, json!({}));
+        let reply = request(&sys, "$SYS.REQ.CLAIMS.UPDATE", &bogus).await;
+        if kind == ServerKind::Midge {
+            assert_eq!(reply["error"]["code"], 500, "[{kind}] {reply}");
+            assert!(reply.get("data").is_none(), "[{kind}] {reply}");
+        }
+        let ub = KeyPair::new_user();
+        let ub_jwt = user_jwt(&bogus_account, &bogus_account, &ub, json!({}), None);
+        let mut c = raw_jwt_login(&server, &ub_jwt, Some(&ub), "untrusted account").await;
+        c.send(b"PING\r\n").await;
+        expect_error_and_close(&mut c, VIOLATION, WAIT).await;
+    })
+    .await;
+}
+
+async fn request(c: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let msg = tokio::time::timeout(
+        WAIT,
+        c.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no answer"))
+    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    serde_json::from_slice(&msg.payload).unwrap_or_else(|e| panic!("{subject}: {e}"))
 }

@@ -423,15 +423,21 @@ pub(crate) async fn update_account_claims(
     let Resolver::Full { dir } = &mode.resolver else {
         return Err((String::new(), "the resolver does not take updates".into()));
     };
-    let claims = crate::jwt::decode_account(token)
-        .map_err(|e| (expected.unwrap_or_default().to_string(), format!("jwt update resulted in error - {e}")))?;
+    let claims = crate::jwt::decode_account(token).map_err(|e| {
+        (
+            expected.unwrap_or_default().to_string(),
+            format!("jwt update resulted in error - {e}"),
+        )
+    })?;
     let key = claims.sub.clone();
     let fail = |m: String| (key.clone(), m);
     if expected.is_some_and(|e| e != key) {
         return Err(fail("subject does not match the account of the JWT".into()));
     }
     if !mode.trusts(&claims.iss) {
-        return Err(fail("the account JWT is not signed by a trusted operator".into()));
+        return Err(fail(
+            "the account JWT is not signed by a trusted operator".into(),
+        ));
     }
     if mode
         .accounts

@@ -385,9 +385,12 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
         }
     }
     // A directory resolver takes account JWT pushes and answers lookups.
-    let full_resolver = srv.opts().auth.operator.as_ref().is_some_and(|m| {
-        matches!(m.resolver, crate::options::Resolver::Full { .. })
-    });
+    let full_resolver = srv
+        .opts()
+        .auth
+        .operator
+        .as_ref()
+        .is_some_and(|m| matches!(m.resolver, crate::options::Resolver::Full { .. }));
     if full_resolver {
         for subject in CLAIM_SUBJECTS {
             let sub = Subscription::new(
@@ -511,8 +514,7 @@ fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
     let weak = Arc::downgrade(srv);
     tokio::spawn(async move {
         let Some(srv) = weak.upgrade() else { return };
-        let result =
-            crate::reload::update_account_claims(&srv, &token, account.as_deref()).await;
+        let result = crate::reload::update_account_claims(&srv, &token, account.as_deref()).await;
         let Some(reply) = reply else { return };
         let server = server_info(&srv);
         let response = match result {

@@ -137,10 +137,16 @@ fn parse_full_resolver(
                 format!("resolver type {other:?} is not supported (full is)"),
             ))
         }
-        None => return Err(entry.value.invalid(&entry.key, "resolver needs a type (full)")),
+        None => {
+            return Err(entry
+                .value
+                .invalid(&entry.key, "resolver needs a type (full)"))
+        }
     }
     let Some(dir) = dir else {
-        return Err(entry.value.invalid(&entry.key, "a full resolver needs a dir"));
+        return Err(entry
+            .value
+            .invalid(&entry.key, "a full resolver needs a dir"));
     };
     Ok(crate::options::Resolver::Full { dir })
 }
@@ -167,7 +173,11 @@ fn read_jwt_dir(dir: &Path) -> Result<Vec<(String, crate::jwt::AccountClaims)>, 
         let claims = crate::jwt::decode_account(&text)
             .map_err(|e| format!("{}: account JWT: {e}", path.display()))?;
         if claims.sub != key {
-            return Err(format!("{}: the JWT is for account {}", path.display(), claims.sub));
+            return Err(format!(
+                "{}: the JWT is for account {}",
+                path.display(),
+                claims.sub
+            ));
         }
         out.push((key.to_string(), claims));
     }
@@ -386,7 +396,10 @@ impl Options {
                     ctx.warn(
                         &first.key_pos,
                         "resolver",
-                        format!("{}: {key}.jwt is not signed by a trusted operator, left out", dir.display()),
+                        format!(
+                            "{}: {key}.jwt is not signed by a trusted operator, left out",
+                            dir.display()
+                        ),
                     );
                 }
             }
