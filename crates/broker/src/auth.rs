@@ -144,6 +144,11 @@ fn jwt_login(
         refuse("user JWT expired or not yet valid");
         return Err(());
     }
+    // Every client of this transport is a plain (TCP) client.
+    if !crate::jwt::connection_type_allowed(&user.nats.allowed_connection_types, "STANDARD") {
+        refuse("connection type not allowed");
+        return Err(());
+    }
     let account_key = if user.nats.issuer_account.is_empty() {
         &user.iss
     } else {

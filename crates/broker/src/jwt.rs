@@ -395,6 +395,33 @@ pub struct User {
     pub limits: UserLimits,
     pub bearer_token: bool,
     pub issuer_account: String,
+    /// `STANDARD`, `WEBSOCKET`, `LEAFNODE`, ...; empty: any.
+    pub allowed_connection_types: Vec<String>,
+}
+
+/// The connection types nats-server knows in `allowed_connection_types`.
+const CONNECTION_TYPES: [&str; 6] = [
+    "STANDARD",
+    "WEBSOCKET",
+    "LEAFNODE",
+    "LEAFNODE_WS",
+    "MQTT",
+    "MQTT_WS",
+];
+
+/// Whether a client connection of type `kind` (`STANDARD` for plain TCP clients) may log
+/// in with `allowed`: unknown types are ignored, but a list of only unknown types allows
+/// nothing (as nats-server).
+pub fn connection_type_allowed(allowed: &[String], kind: &str) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let known: Vec<String> = allowed
+        .iter()
+        .map(|t| t.to_ascii_uppercase())
+        .filter(|t| CONNECTION_TYPES.contains(&t.as_str()))
+        .collect();
+    known.iter().any(|t| t == kind)
 }
 
 pub type UserClaims = Claims<User>;
@@ -596,6 +623,14 @@ mod tests {
         assert!(within_times(&night, "UTC", day + 23 * 3600).is_some());
         assert!(within_times(&night, "UTC", day + 12 * 3600).is_none());
         assert!(within_times(&window, "Europe/Paris", day + 9 * 3600).is_none());
+        let types = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(connection_type_allowed(&[], "STANDARD"));
+        assert!(connection_type_allowed(
+            &types(&["standard", "FUTURE"]),
+            "STANDARD"
+        ));
+        assert!(!connection_type_allowed(&types(&["WEBSOCKET"]), "STANDARD"));
+        assert!(!connection_type_allowed(&types(&["FUTURE"]), "STANDARD"));
         assert_eq!(within_times(&[], "", 0), Some(None));
     }
 }

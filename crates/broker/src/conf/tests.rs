@@ -817,10 +817,31 @@ fn operator_mode_loads_verified_accounts_and_refuses_the_rest() {
         "operator: {op_jwt}\nresolver: MEMORY\nauthorization {{ users: [{{user: a, password: b}}] }}\n"
     ))
     .contains("operator mode takes its users from JWTs"));
-    assert!(load_err(&format!(
-        "operator: {op_jwt}\nresolver: {{type: full, dir: \"/x\"}}\n"
+    let e = load_err(&format!(
+        "operator: {op_jwt}\nresolver: {{type: cache, dir: \"/nonexistent/jwt\"}}\n"
+    ));
+    assert!(
+        e.contains("resolver type \"cache\" is not supported"),
+        "{e}"
+    );
+    assert!(
+        load_err(&format!("operator: {op_jwt}\nresolver: {{type: full}}\n"))
+            .contains("a full resolver needs a dir")
+    );
+    // A directory resolver reads the account JWTs stored in its directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(format!("{}.jwt", acc.public_key())),
+        account(&op, &acc),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("README"), "not a JWT").expect("write");
+    let opts = load_ok(&format!(
+        "operator: {op_jwt}\nresolver: {{type: full, dir: \"{}\"}}\n",
+        dir.path().display()
     ))
-    .contains("resolver"));
+    .options;
+    assert!(opts.accounts.iter().any(|a| a.name == acc.public_key()));
     assert!(
         load_err("operator: /nonexistent/op.jwt\nresolver: MEMORY\n")
             .contains("cannot read JWT file /nonexistent/op.jwt")
