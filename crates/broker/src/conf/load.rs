@@ -389,7 +389,7 @@ impl Options {
             accounts: std::collections::BTreeMap::new(),
         };
         if let Resolver::Full { dir } = &mode.resolver {
-            for (key, claims) in read_jwt_dir(dir).map_err(|m| at(m))? {
+            for (key, claims) in read_jwt_dir(dir).map_err(at)? {
                 if mode.trusts(&claims.iss) {
                     mode.accounts.insert(key, claims);
                 } else {
