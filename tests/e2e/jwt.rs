@@ -105,6 +105,8 @@ struct Chain {
     sys: KeyPair,
     a: KeyPair,
     a_signer: KeyPair,
+    /// A scoped signing key of A: its users may publish only to `s.>`.
+    a_scoped: KeyPair,
     b: KeyPair,
     revoked: KeyPair,
     revoked_iat: i64,
@@ -129,6 +131,7 @@ impl Chain {
             sys,
             a: KeyPair::new_account(),
             a_signer: KeyPair::new_account(),
+            a_scoped: KeyPair::new_account(),
             b: KeyPair::new_account(),
             revoked: KeyPair::new_user(),
             // Revokes every JWT of that user issued until a minute from now.
@@ -138,7 +141,9 @@ impl Chain {
 
     fn config(&self, a_extra: Value) -> String {
         let op_path = self.dir.path().join("op.jwt");
-        let mut a_nats = json!({"signing_keys": [self.a_signer.public_key()],
+        let scope = json!({"kind": "user_scope", "key": self.a_scoped.public_key(), "role": "edge",
+            "template": {"pub": {"allow": ["s.>"]}, "subs": -1, "data": -1, "payload": -1}});
+        let mut a_nats = json!({"signing_keys": [self.a_signer.public_key(), scope],
             "revocations": {self.revoked.public_key(): self.revoked_iat},
             "exports": [{"name": "feed", "subject": "feed.>", "type": "stream"}]});
         if let (Some(n), Some(e)) = (a_nats.as_object_mut(), a_extra.as_object()) {
@@ -391,6 +396,39 @@ async fn user_jwt_permissions_and_limits_apply() {
         );
         c.send(b"PUB a.x 5\r\nhello\r\n").await;
         expect_error_and_close(&mut c, "-ERR 'Maximum Payload Violation'\r\n", WAIT).await;
+    })
+    .await;
+}
+
+/// A user signed by a scoped signing key gets the key's template; its own JWT may set no
+/// permissions or limits.
+#[tokio::test]
+async fn scoped_signing_keys_impose_their_template() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let server = TestServer::start(kind, &chain.config(json!({}))).await;
+        let user = KeyPair::new_user();
+        let bare = encode(
+            &chain.a_scoped,
+            &user.public_key(),
+            now() - 5,
+            json!({"name": "edge", "nats": {"type": "user", "version": 2,
+                "issuer_account": chain.a.public_key()}}),
+        );
+        let mut c = raw_jwt_login(&server, &bare, Some(&user), "scoped").await;
+        assert_eq!(
+            exchange(&mut c, b"SUB s.x 1\r\nPUB s.x 1\r\na\r\nPUB t 1\r\nb\r\n").await,
+            [
+                "MSG s.x 1 1\r\na\r\n",
+                "-ERR 'Permissions Violation for Publish to \"t\"'\r\n"
+            ],
+            "[{kind}]"
+        );
+        // With limits of its own (user_jwt sets subs/data/payload), it is refused.
+        let own = user_jwt(&chain.a_scoped, &chain.a, &user, json!({}), None);
+        let mut c = raw_jwt_login(&server, &own, Some(&user), "scoped with limits").await;
+        c.send(b"PING\r\n").await;
+        expect_error_and_close(&mut c, VIOLATION, WAIT).await;
     })
     .await;
 }

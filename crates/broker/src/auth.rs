@@ -30,6 +30,8 @@ pub struct Authenticated {
     pub max_subs: Option<usize>,
     /// JWT users: their own payload limit (`payload`), `None`: unlimited.
     pub max_payload: Option<usize>,
+    /// JWT users: the user's public key (what monitoring shows as the user).
+    pub name: Option<String>,
 }
 
 impl Authenticated {
@@ -144,11 +146,6 @@ fn jwt_login(
         refuse("user JWT expired or not yet valid");
         return Err(());
     }
-    // Every client of this transport is a plain (TCP) client.
-    if !crate::jwt::connection_type_allowed(&user.nats.allowed_connection_types, "STANDARD") {
-        refuse("connection type not allowed");
-        return Err(());
-    }
     let account_key = if user.nats.issuer_account.is_empty() {
         &user.iss
     } else {
@@ -163,8 +160,9 @@ fn jwt_login(
         return Err(());
     }
     // The user is signed by the account itself or one of its signing keys; a scoped
-    // signing key's template replaces the user's permissions and limits.
-    let mut limits = &user.nats.limits;
+    // signing key's template replaces the user's permissions and limits (and the user
+    // JWT may set none of its own).
+    let mut effective = &user.nats;
     if user.iss != account.sub {
         match account
             .nats
@@ -176,19 +174,35 @@ fn jwt_login(
                 refuse("user JWT issuer is not known");
                 return Err(());
             }
-            Some(crate::jwt::SigningKey::Scoped(scope)) => limits = &scope.template,
+            Some(crate::jwt::SigningKey::Scoped(scope)) => {
+                let own = &user.nats;
+                if own.limits != crate::jwt::UserLimits::default()
+                    || own.bearer_token
+                    || !own.allowed_connection_types.is_empty()
+                {
+                    refuse("scoped users require no permissions or limits set");
+                    return Err(());
+                }
+                effective = &scope.template;
+            }
             Some(crate::jwt::SigningKey::Plain(_)) => {}
         }
+    }
+    let limits = &effective.limits;
+    // Every client of this transport is a plain (TCP) client.
+    if !crate::jwt::connection_type_allowed(&effective.allowed_connection_types, "STANDARD") {
+        refuse("connection type not allowed");
+        return Err(());
     }
     if account.time_invalid(now) {
         refuse("account JWT has expired");
         return Err(());
     }
-    if user.nats.bearer_token && account.nats.limits.disallow_bearer {
+    if effective.bearer_token && account.nats.limits.disallow_bearer {
         refuse("account does not allow bearer tokens");
         return Err(());
     }
-    if !user.nats.bearer_token {
+    if !effective.bearer_token {
         let signed = match (nonce, c.sig.as_deref()) {
             (Some(nonce), Some(sig)) => nonce_signed_by(&user.sub, nonce.as_bytes(), sig),
             _ => false,
@@ -229,6 +243,7 @@ fn jwt_login(
         valid_for,
         max_subs: limit(limits.subs),
         max_payload: limit(limits.payload),
+        name: Some(user.sub.clone()),
     })
 }
 

@@ -989,10 +989,17 @@ impl Conn {
         copts: ConnectOptions,
         verdict: Result<auth::Authenticated, ()>,
     ) -> Result<(), CloseReason> {
+        // A repeated CONNECT is not authenticated again: a JWT user keeps its name.
+        let mut jwt_user = if self.connected && self.copts.jwt.is_some() {
+            Some(self.shared.meta.lock().user.clone())
+        } else {
+            None
+        };
         if !self.connected {
             match verdict {
                 Ok(who) => {
                     self.set_jwt_limits(&who);
+                    jwt_user = who.name.clone();
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
                     let account = self.matches.account().clone();
@@ -1026,11 +1033,12 @@ impl Conn {
             name: copts.name.clone().unwrap_or_default(),
             lang: copts.lang.clone().unwrap_or_default(),
             version: copts.version.clone().unwrap_or_default(),
-            // nats-server shows an nkey user by its public key.
+            // nats-server shows an nkey or JWT user by its public key.
             user: copts
                 .user
                 .clone()
                 .or_else(|| copts.nkey.clone())
+                .or(jwt_user)
                 .unwrap_or_default(),
         };
         self.copts = copts;

@@ -251,8 +251,9 @@ pub struct Scope {
     #[serde(default)]
     pub kind: String,
     pub key: String,
+    /// What users signed with the key get, whatever their own JWT says.
     #[serde(default)]
-    pub template: UserLimits,
+    pub template: User,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
