@@ -433,6 +433,44 @@ async fn scoped_signing_keys_impose_their_template() {
     .await;
 }
 
+/// Limits an account JWT leaves out are 0, and 0 allows nothing (only -1 is unlimited):
+/// nats-server refuses every connection of such an account, closes a user of an account
+/// that allows connections but no subscriptions, and refuses users of an account whose
+/// exports exceed its limits.
+#[tokio::test]
+async fn zero_limits_in_an_account_jwt_allow_nothing() {
+    both(|kind| async move {
+        // (With both `conn` and `subs` at 0, nats-server sends both errors, in either order.)
+        let open = json!({"imports": -1, "exports": -1, "wildcards": true});
+        let with = |k: &str, v: i64| {
+            let mut l = open.clone();
+            l[k] = v.into();
+            l
+        };
+        for (limits, error) in [
+            (
+                with("subs", -1),
+                "-ERR 'maximum account active connections exceeded'\r\n",
+            ),
+            (
+                with("conn", -1),
+                "-ERR 'maximum subscriptions exceeded'\r\n",
+            ),
+            // A has a wildcard export: without `wildcards` (and with 0 exports allowed) the
+            // account JWT is not valid, and its users are refused.
+            (json!({"conn": -1, "subs": -1}), VIOLATION),
+        ] {
+            let chain = Chain::new();
+            let server = TestServer::start(kind, &chain.config(json!({"limits": limits}))).await;
+            let user = KeyPair::new_user();
+            let jwt = user_jwt(&chain.a, &chain.a, &user, json!({}), None);
+            let mut c = raw_jwt_login(&server, &jwt, Some(&user), "zero limits").await;
+            expect_error_and_close(&mut c, error, WAIT).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_user_whose_jwt_expires_is_disconnected() {
     both(|kind| async move {

@@ -32,6 +32,8 @@ pub struct Authenticated {
     pub max_payload: Option<usize>,
     /// JWT users: the user's public key (what monitoring shows as the user).
     pub name: Option<String>,
+    /// JWT users whose account JWT allows no connections (`conn: 0`).
+    pub no_connections: bool,
 }
 
 impl Authenticated {
@@ -198,6 +200,10 @@ fn jwt_login(
         refuse("account JWT has expired");
         return Err(());
     }
+    if let Some(issue) = account.validation_issues().first() {
+        refuse(&format!("account JWT not valid: {issue}"));
+        return Err(());
+    }
     if effective.bearer_token && account.nats.limits.disallow_bearer {
         refuse("account does not allow bearer tokens");
         return Err(());
@@ -233,7 +239,15 @@ fn jwt_login(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    // -1 is unlimited, anything else a limit (0 included), as nats-server: the lower of the
+    // user's and the account's applies.
     let limit = |n: i64| usize::try_from(n).ok();
+    let lower = |a: i64, b: i64| match (a < 0, b < 0) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => a.min(b),
+    };
+    let acc_limits = &account.nats.limits;
     Ok(Authenticated {
         permissions: limits
             .permissions
@@ -241,9 +255,10 @@ fn jwt_login(
             .or_else(|| account.nats.default_permissions.to_permissions()),
         account: Some(account.sub.clone()),
         valid_for,
-        max_subs: limit(limits.subs),
-        max_payload: limit(limits.payload),
+        max_subs: limit(lower(limits.subs, acc_limits.subs)),
+        max_payload: limit(lower(limits.payload, acc_limits.payload)),
         name: Some(user.sub.clone()),
+        no_connections: acc_limits.conn == 0,
     })
 }
 

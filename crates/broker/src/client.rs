@@ -50,6 +50,8 @@ pub enum CloseReason {
     MaxConnectionsExceeded,
     /// The account's `max_connections` was reached.
     MaxAccountConnectionsExceeded,
+    /// A JWT user (or its account) allowed no subscriptions.
+    MaxSubscriptionsExceeded,
     /// A JWT user whose JWT expired (or whose time window ended) while connected.
     AuthenticationExpired,
     /// A JWT user revoked by its account while connected.
@@ -90,6 +92,7 @@ impl fmt::Display for CloseReason {
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
+            CloseReason::MaxSubscriptionsExceeded => "Maximum Subscriptions Exceeded",
             CloseReason::LeafLoop => "Leafnode Loop Detected",
             CloseReason::TlsHandshakeError => "TLS Handshake Failure",
             CloseReason::RouteRemoved => "Route Removed",
@@ -1000,13 +1003,22 @@ impl Conn {
                 Ok(who) => {
                     self.set_jwt_limits(&who);
                     jwt_user = who.name.clone();
+                    let who_closed = who.no_connections;
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
                     let account = self.matches.account().clone();
                     let max = account.limits.read().max_connections;
-                    if max > 0 && account.num_clients.load(Ordering::Relaxed) as usize > max {
+                    let over =
+                        max > 0 && account.num_clients.load(Ordering::Relaxed) as usize > max;
+                    if over || who_closed {
                         self.send_err("maximum account active connections exceeded");
                         return Err(CloseReason::MaxAccountConnectionsExceeded);
+                    }
+                    // As nats-server: a JWT user allowed no subscriptions at all is told so
+                    // and closed.
+                    if self.user_max_subs == Some(0) {
+                        self.send_err("maximum subscriptions exceeded");
+                        return Err(CloseReason::MaxSubscriptionsExceeded);
                     }
                     self.apply_account_limits();
                 }

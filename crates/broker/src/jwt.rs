@@ -225,7 +225,33 @@ pub struct AccountLimits {
     pub payload: i64,
     pub conn: i64,
     pub leaf: i64,
+    pub imports: i64,
+    pub exports: i64,
+    /// Whether exports may contain wildcards.
+    pub wildcards: bool,
     pub disallow_bearer: bool,
+}
+
+impl AccountClaims {
+    /// What makes the account unusable, as nats-server's validation finds it: more imports
+    /// or exports than its limits allow, wildcard exports without `wildcards`.
+    pub fn validation_issues(&self) -> Vec<&'static str> {
+        let n = &self.nats;
+        let over = |limit: i64, count: usize| limit >= 0 && count as u64 > limit as u64;
+        let mut issues = Vec::new();
+        if over(n.limits.imports, n.imports.len()) {
+            issues.push("the account contains more imports than allowed by the operator");
+        }
+        if over(n.limits.exports, n.exports.len()) {
+            issues.push("the account contains more exports than allowed by the operator");
+        }
+        let wildcard = |s: &str| s.split('.').any(|t| t == "*" || t == ">");
+        if !n.limits.wildcards && n.exports.iter().any(|e| wildcard(&e.subject)) {
+            issues
+                .push("the account contains wildcard exports that are not allowed by the operator");
+        }
+        issues
+    }
 }
 
 /// An account signing key: a plain key, or a scoped one whose template replaces the

@@ -495,6 +495,11 @@ impl OperatorMode {
     /// accounts, imports their exporter does not allow, activation tokens.
     pub fn account_options(&self, system: Option<&str>) -> (Vec<AccountOptions>, Vec<String>) {
         let mut warnings = Vec::new();
+        for (key, claims) in &self.accounts {
+            for issue in claims.validation_issues() {
+                warnings.push(format!("account {key}: {issue}; its users are refused"));
+            }
+        }
         let mut accounts: Vec<AccountOptions> = self
             .accounts
             .iter()
