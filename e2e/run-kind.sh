@@ -106,8 +106,9 @@ DOCKER_BUILDKIT=0 docker build --platform "linux/$ARCH" --build-arg TARGETARCH="
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 step "operator chart"
+# Two replicas: leader election on, so the leader-kill scenario has a standby to take over.
 helm install midge-operator charts/midge-operator --namespace midge-system --create-namespace \
-  --set image.pullPolicy=Never --wait --timeout 5m
+  --set image.pullPolicy=Never --set replicaCount=2 --wait --timeout 5m
 kubectl apply -f e2e/kind/namespace.yaml
 
 step "scenarios (cargo test -p midge-e2e --test kind -- --ignored)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of what the operator deploys: the committed CRD matches the Rust types,
 # and every object `midge-operator render` produces for the samples is valid for each
-# supported Kubernetes version (strict: unknown fields are errors), as are the manifests the
+# supported Kubernetes version (strict: unknown fields are errors), as are the examples in
+# config/examples and the manifests the
 # kind e2e suite applies (e2e/kind), whose cluster config must label and taint its nodes
 # the way the edge sample expects; then the Helm chart and the plain manifests
 # (scripts/check-chart.sh). No cluster needed.
@@ -26,8 +27,8 @@ for sample in config/samples/*.yaml; do
 done
 # One run per version over every file: loading a version's schemas is the slow part.
 for v in $VERSIONS; do
-  kubernetes-validate --strict --quiet -k "$v" "$out"/*.yaml config/crd/*.yaml e2e/kind/namespace.yaml
-  echo "validate-manifests: rendered samples, CRD and e2e/kind manifests valid for Kubernetes $v"
+  kubernetes-validate --strict --quiet -k "$v" "$out"/*.yaml config/crd/*.yaml config/examples/*.yaml e2e/kind/namespace.yaml
+  echo "validate-manifests: rendered samples, CRD, examples and e2e/kind manifests valid for Kubernetes $v"
 done
 
 # kind's Cluster config is not a Kubernetes object: checked against the sample instead.

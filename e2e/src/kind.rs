@@ -75,6 +75,21 @@ impl KindDriver {
         })
     }
 
+    /// The API client, for the kind-only scenarios (`kind_only.rs`).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The NatsCluster's namespace (known once deployed).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The NatsCluster's name (known once deployed).
+    pub fn cluster_name(&self) -> &str {
+        &self.name
+    }
+
     fn clusters(&self) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, &self.resource)
     }

@@ -21,10 +21,12 @@
 //!   `podManagementPolicy: Parallel` does; a change that would roll the pods is refused
 //!   rather than imitated. The image comes from the driver's configuration (the one built
 //!   for the pod's architecture), not from the StatefulSet. Secrets are not modelled (a
-//!   sample that mounts one is refused), nor are Services, the PodDisruptionBudget or
-//!   probe-driven restarts: clients dial the containers' addresses.
+//!   sample that mounts one is refused), nor are Services, the PodDisruptionBudgets, the
+//!   NetworkPolicy or probe-driven restarts: clients dial the containers' addresses.
 //! - [`kind::KindDriver`] runs them against a kind cluster with the chart and the operator
-//!   installed (`e2e/run-kind.sh`), where the controller is real too.
+//!   installed (`e2e/run-kind.sh`), where the controller is real too; there [`kind_only`]
+//!   adds what only an API server can show: a deleted StatefulSet and a hand-edited
+//!   ConfigMap put back, the operator's leader killed and replaced, the CRD re-applied.
 //!
 //! [`report`] collects what each scenario sent, received and lost, and prints the table the
 //! scripts show at the end.
@@ -33,6 +35,7 @@ pub mod docker;
 pub mod driver;
 pub mod http;
 pub mod kind;
+pub mod kind_only;
 pub mod rendered;
 pub mod report;
 pub mod scenarios;

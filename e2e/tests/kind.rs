@@ -11,7 +11,10 @@ const SAMPLE: &str = include_str!("../../config/samples/natscluster-edge.yaml");
 #[ignore = "needs a kind cluster with the operator installed: e2e/run-kind.sh"]
 async fn scenarios_on_kind() -> anyhow::Result<()> {
     let mut driver = KindDriver::new().await?;
-    let report = scenarios::run_all(&mut driver, SAMPLE, &Layout::default()).await;
+    let mut report = scenarios::run_all(&mut driver, SAMPLE, &Layout::default()).await;
+    if report.passed() {
+        midge_e2e::kind_only::run(&mut driver, &mut report).await;
+    }
     // The scripts print the report last, after cargo's output.
     match std::env::var("MIDGE_E2E_REPORT") {
         Ok(path) => std::fs::write(&path, report.to_string())?,

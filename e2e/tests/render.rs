@@ -59,3 +59,12 @@ async fn edits_change_only_what_they_name() -> anyhow::Result<()> {
     assert!(rendered::with_replicas(SAMPLE, "nope", 1).is_err());
     Ok(())
 }
+
+/// The kind-only CRD upgrade scenario applies the shipped CRD file: it must read as one.
+#[test]
+fn shipped_crd_reads_as_a_custom_resource_definition() -> anyhow::Result<()> {
+    let crd = midge_e2e::kind_only::shipped_crd()?;
+    assert_eq!(crd.metadata.name.as_deref(), Some("natsclusters.midge.dev"));
+    assert_eq!(crd.spec.group, "midge.dev");
+    Ok(())
+}

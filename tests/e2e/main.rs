@@ -13,6 +13,8 @@
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
+//! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
+//!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
@@ -31,3 +33,4 @@ mod ops;
 mod raw_protocol;
 mod system;
 mod tls;
+mod websocket;

@@ -606,6 +606,129 @@ async fn metrics_are_prometheus_text() {
     server.shutdown().await;
 }
 
+/// The samples of one metric, keyed by their label sets.
+fn samples(text: &str, metric: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(metric))
+        .filter_map(|rest| rest.strip_prefix('{'))
+        .filter_map(|rest| rest.rsplit_once("} "))
+        .map(|(labels, v)| (labels.to_string(), v.parse().expect("number")))
+        .collect()
+}
+
+/// Queue-group series for autoscaling workers: members, deliveries per member and in all,
+/// and the bytes waiting for a member that does not read.
+#[tokio::test]
+async fn metrics_show_queue_groups_for_autoscaling() {
+    use futures::StreamExt;
+    let server = start_midge().await;
+    let m = monitor(&server);
+    let url = server.client_url();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let c = async_nats::connect(&url).await.expect("worker connects");
+        let sub = c
+            .queue_subscribe("jobs.resize", "workers".into())
+            .await
+            .expect("queue subscribe");
+        c.flush().await.expect("flush");
+        workers.push((c, sub));
+    }
+    let publisher = async_nats::connect(&url).await.expect("publisher connects");
+    for i in 0..20 {
+        publisher
+            .publish("jobs.resize", format!("job {i}").into())
+            .await
+            .expect("publish");
+    }
+    publisher.flush().await.expect("flush");
+    // Until all 20 arrived (queue delivery: each to exactly one worker), counted per worker.
+    let mut got = vec![0.0; workers.len()];
+    let mut inbox = futures::stream::select_all(
+        workers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (_, sub))| sub.map(move |_| i)),
+    );
+    let mut total = 0;
+    while total < 20 {
+        let i = tokio::time::timeout(TIMEOUT, inbox.next())
+            .await
+            .expect("jobs arrive in time")
+            .expect("subscriptions stay open");
+        got[i] += 1.0;
+        total += 1;
+    }
+    drop(inbox);
+    assert_eq!(total, 20, "every job delivered once");
+    let text = get(m, "/metrics").await.text();
+    let key = format!(
+        "server_id=\"{}\",account=\"$G\",subject=\"jobs.resize\",queue=\"workers\"",
+        server.id()
+    );
+    assert_eq!(
+        samples(&text, "midge_queue_group_members").get(&key),
+        Some(&2.0),
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "midge_queue_group_delivered_msgs").get(&key),
+        Some(&20.0)
+    );
+    let mut per_member: Vec<f64> = samples(&text, "midge_queue_member_delivered_msgs_total")
+        .into_iter()
+        .filter(|(labels, _)| labels.starts_with(&key))
+        .map(|(_, v)| v)
+        .collect();
+    per_member.sort_by(f64::total_cmp);
+    got.sort_by(f64::total_cmp);
+    assert_eq!(per_member, got, "each member's counter is what it received");
+    assert!(text.contains("# TYPE midge_queue_member_delivered_msgs_total counter"));
+
+    // A member that stops reading: its backlog shows as pending bytes.
+    let mut stuck = TcpStream::connect(server.client_addr())
+        .await
+        .expect("connect");
+    stuck
+        .write_all(b"CONNECT {\"verbose\":false}\r\nSUB jobs.render render 1\r\nPING\r\n")
+        .await
+        .expect("subscribe");
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("PONG") {
+        let n = tokio::time::timeout(TIMEOUT, stuck.read(&mut buf))
+            .await
+            .expect("PONG in time")
+            .expect("read");
+        assert!(n > 0, "server closed the connection");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let big = vec![b'x'; 512 * 1024];
+    let render_key = format!(
+        "server_id=\"{}\",account=\"$G\",subject=\"jobs.render\",queue=\"render\"",
+        server.id()
+    );
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let pending = loop {
+        publisher
+            .publish("jobs.render", big.clone().into())
+            .await
+            .expect("publish");
+        publisher.flush().await.expect("flush");
+        let text = get(m, "/metrics").await.text();
+        let p = samples(&text, "midge_queue_group_pending_bytes")
+            .get(&render_key)
+            .copied()
+            .unwrap_or(0.0);
+        if p > 0.0 || tokio::time::Instant::now() > deadline {
+            break p;
+        }
+    };
+    assert!(pending > 0.0, "a member that does not read has a backlog");
+    drop(stuck);
+    server.shutdown().await;
+}
+
 // ---- differential: the same situation on nats-server and on midge ----
 
 /// A nats-server process, killed on drop.

@@ -85,7 +85,13 @@ async fn events(kind: ServerKind) {
         "io.nats.server.advisory.v1.client_disconnect"
     );
     assert_eq!(event["client"]["name"], "events-a");
-    assert_eq!(event["reason"], "Client Closed", "[{kind}]");
+    // A client that closes while a server PING is on its way gets its socket reset
+    // (unread data): both servers then report a read error instead, which a loaded test
+    // machine makes possible.
+    assert!(
+        ["Client Closed", "Read Error"].contains(&event["reason"].as_str().unwrap_or("")),
+        "[{kind}] {event}"
+    );
     assert!(
         event["received"]["msgs"].as_u64().is_some_and(|n| n >= 1),
         "[{kind}] {event}"

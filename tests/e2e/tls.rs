@@ -33,20 +33,20 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A throwaway CA writing PEM files into a temporary directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// Paths of one issued certificate and its key, plus the certificate itself.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Issued {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -62,7 +62,7 @@ impl Pki {
         Pki { dir, ca }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
@@ -83,11 +83,11 @@ impl Pki {
         issued
     }
 
-    fn server(&self, name: &str) -> Issued {
+    pub(crate) fn server(&self, name: &str) -> Issued {
         self.issue(name, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    fn client(&self, name: &str) -> Issued {
+    pub(crate) fn client(&self, name: &str) -> Issued {
         self.issue(name, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
@@ -845,4 +845,51 @@ async fn https_port_config_errors_name_the_key() {
     .await
     .expect_err("https without tls does not start");
     assert!(err.to_string().contains("https_port"), "{err}");
+}
+
+/// `tls { handshake_first: true }`: a client with async-nats's `tls_first` starts TLS at
+/// once and reads INFO encrypted; a plain TCP socket gets no plain-text INFO (the server
+/// waits for a ClientHello), and a client that waits for INFO first does not connect.
+/// (nats-server 2.9.10 has no handshake_first, so there is no reference run.)
+#[tokio::test]
+async fn handshake_first_serves_tls_first_clients() {
+    let pki = Pki::new("midge test CA");
+    let cert = pki.server("server");
+    let server = start(TlsOptions {
+        handshake_first: true,
+        ..tls_options(&pki, &cert, false)
+    })
+    .await;
+    let first = connect(&server, client_options(&pki).tls_first())
+        .await
+        .expect("TLS-first client connects");
+    let other = connect(&server, client_options(&pki).tls_first())
+        .await
+        .expect("TLS-first client connects");
+    assert!(first.server_info().tls_required);
+    pub_sub(&first, &other, "first", 100, 1000).await;
+
+    let mut tcp = TcpStream::connect(server.client_addr())
+        .await
+        .expect("tcp connect");
+    let mut buf = [0u8; 64];
+    let quiet = timeout(Duration::from_millis(300), tcp.read(&mut buf)).await;
+    assert!(
+        quiet.is_err(),
+        "no plain-text INFO before the handshake: {quiet:?}"
+    );
+
+    let waits_for_info = timeout(
+        Duration::from_secs(5),
+        client_options(&pki)
+            .connection_timeout(Duration::from_secs(2))
+            .connect(server.client_url()),
+    )
+    .await
+    .expect("attempt ends");
+    assert!(
+        waits_for_info.is_err(),
+        "a client waiting for INFO gets none"
+    );
+    server.shutdown().await;
 }

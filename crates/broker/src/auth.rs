@@ -103,14 +103,13 @@ pub async fn authenticate(
     verifier: &Verifier,
     auth: &Authorization,
     no_auth_user: Option<&str>,
-    nonce: Option<&str>,
-    peer: Option<IpAddr>,
+    origin: Origin<'_>,
     c: &ConnectOptions,
 ) -> Result<Authenticated, ()> {
     if let Some(op) = &auth.operator {
-        return jwt_login(op, nonce, peer, c, crate::jwt::unix_now());
+        return jwt_login(op, origin, c, crate::jwt::unix_now());
     }
-    match candidate(auth, no_auth_user, nonce, c) {
+    match candidate(auth, no_auth_user, origin.nonce, c) {
         Candidate::Decided(result) => result,
         Candidate::Password {
             configured,
@@ -126,15 +125,34 @@ pub async fn authenticate(
     }
 }
 
+/// What the server knows of a client besides its CONNECT.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The nonce its INFO carried (nkey and JWT users sign it).
+    pub nonce: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+    /// Its connection type as JWTs name them (`STANDARD`, `WEBSOCKET`).
+    pub kind: &'static str,
+}
+
+impl Origin<'_> {
+    /// A plain TCP client that was sent no nonce.
+    pub const PLAIN: Origin<'static> = Origin {
+        nonce: None,
+        ip: None,
+        kind: "STANDARD",
+    };
+}
+
 /// Operator mode: the user JWT of CONNECT, checked as nats-server does. Each refusal is
 /// logged at debug level with its reason; the client only hears 'Authorization Violation'.
 fn jwt_login(
     op: &OperatorMode,
-    nonce: Option<&str>,
-    peer: Option<IpAddr>,
+    origin: Origin<'_>,
     c: &ConnectOptions,
     now: i64,
 ) -> Result<Authenticated, ()> {
+    let (nonce, peer) = (origin.nonce, origin.ip);
     let refuse = |why: &str| {
         debug!("JWT login refused: {why}");
     };
@@ -191,8 +209,7 @@ fn jwt_login(
         }
     }
     let limits = &effective.limits;
-    // Every client of this transport is a plain (TCP) client.
-    if !crate::jwt::connection_type_allowed(&effective.allowed_connection_types, "STANDARD") {
+    if !crate::jwt::connection_type_allowed(&effective.allowed_connection_types, origin.kind) {
         refuse("connection type not allowed");
         return Err(());
     }
@@ -682,21 +699,27 @@ mod tests {
             sig: Some(sig),
             ..ConnectOptions::default()
         };
-        let who = authenticate(&v, &auth, None, Some(&nonce), None, &c).await;
+        let with = |nonce| Origin {
+            nonce,
+            ..Origin::PLAIN
+        };
+        let who = authenticate(&v, &auth, None, with(Some(&nonce)), &c).await;
         assert_eq!(who.map(|w| w.account), Ok(Some("A".into())));
         // No nonce sent (none was required when the client connected), or another nonce.
-        assert!(authenticate(&v, &auth, None, None, None, &c).await.is_err());
+        assert!(authenticate(&v, &auth, None, Origin::PLAIN, &c)
+            .await
+            .is_err());
         assert!(
-            authenticate(&v, &auth, None, Some("xxxxxxxxxxxxxxx"), None, &c)
+            authenticate(&v, &auth, None, with(Some("xxxxxxxxxxxxxxx")), &c)
                 .await
                 .is_err()
         );
         c.sig = None;
-        assert!(authenticate(&v, &auth, None, Some(&nonce), None, &c)
+        assert!(authenticate(&v, &auth, None, with(Some(&nonce)), &c)
             .await
             .is_err());
         c.nkey = None;
-        assert!(authenticate(&v, &auth, None, Some(&nonce), None, &c)
+        assert!(authenticate(&v, &auth, None, with(Some(&nonce)), &c)
             .await
             .is_err());
     }

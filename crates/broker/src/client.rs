@@ -112,6 +112,8 @@ pub(crate) struct ClientShared {
     /// read or write, never per message.
     /// Boxed: most connections are plain, and a session is large.
     tls: OnceLock<Box<tls::Session>>,
+    /// WebSocket framing for clients of the `websocket {}` listener; unset for NATS over TCP.
+    ws: OnceLock<Box<crate::ws::WsShared>>,
     pub peer: SocketAddr,
     pub start: SystemTime,
     out: Mutex<Outbound>,
@@ -152,8 +154,12 @@ struct Outbound {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already written by a partial direct write.
     head: usize,
-    /// Bytes the writer has taken and not finished writing; they still count as pending.
+    /// Bytes the writer (or a direct write) has taken and not finished writing; they still
+    /// count as pending.
     in_flight: usize,
+    /// Set while a publisher writes taken bytes straight to the socket: the writer task must
+    /// not take the buffer until it is clear (what the socket did not take goes back in front).
+    direct: bool,
     out_msgs: u64,
     out_bytes: u64,
     close: Option<CloseReason>,
@@ -166,6 +172,7 @@ impl ClientShared {
             cid,
             stream,
             tls: OnceLock::new(),
+            ws: OnceLock::new(),
             peer,
             start,
             out: Mutex::new(Outbound::default()),
@@ -214,6 +221,21 @@ impl ClientShared {
     /// connections install theirs in the reader).
     pub(crate) fn set_tls(&self, session: tls::Session) {
         let _ = self.tls.set(Box::new(session));
+    }
+
+    /// Installs the WebSocket framing of a connection whose upgrade is done.
+    pub(crate) fn set_ws(&self, ws: crate::ws::WsShared) {
+        let _ = self.ws.set(Box::new(ws));
+    }
+
+    /// The WebSocket framing, for clients of the WebSocket listener.
+    pub(crate) fn ws(&self) -> Option<&crate::ws::WsShared> {
+        self.ws.get().map(|b| &**b)
+    }
+
+    /// True once a TLS session is installed.
+    pub(crate) fn tls_established(&self) -> bool {
+        self.tls.get().is_some()
     }
 
     /// Wakes the writer task now.
@@ -325,42 +347,79 @@ impl ClientShared {
         }
     }
 
-    /// Writes queued data now if that cannot block: the socket takes it, no write is in
-    /// progress, and nobody else holds the buffer. True when nothing is left for the writer.
+    /// Writes queued data now if that cannot block: the socket takes it and no write is in
+    /// progress. True when nothing is left for the writer. The buffer is taken out of the
+    /// lock for the syscall (and the TLS encryption), so producers queueing to this client
+    /// meanwhile never wait on a write; the writer task leaves the buffer alone until the
+    /// direct write has put back what the socket did not take.
     fn try_flush_now(&self) -> bool {
-        let Some(mut out) = self.out.try_lock() else {
-            return false;
+        let (buf, head) = {
+            let Some(mut out) = self.out.try_lock() else {
+                return false;
+            };
+            // A WebSocket client's bytes are framed by its writer task.
+            if out.in_flight > 0 || out.direct || out.close.is_some() || self.ws.get().is_some() {
+                return false;
+            }
+            if out.buf.is_empty() {
+                return true;
+            }
+            let head = std::mem::take(&mut out.head);
+            let buf = std::mem::take(&mut out.buf);
+            out.in_flight = buf.len() - head;
+            out.direct = true;
+            (buf, head)
         };
-        if out.in_flight > 0 || out.close.is_some() {
-            return false;
-        }
-        if out.buf.is_empty() {
-            return true;
-        }
-        let head = out.head;
+        #[cfg(test)]
+        tests::direct_write_hook(self);
         // (bytes taken, whether nothing is left for the writer once they are)
         let (n, sent) = match self.tls.get() {
-            None => match self.stream.try_write(&out.buf[head..]) {
+            None => match self.stream.try_write(&buf[head..]) {
                 Ok(n) => (n, true),
-                Err(_) => return false,
+                Err(_) => (0, false),
             },
             // Plaintext rustls took is encrypted and its own; records the socket did not
             // take yet are left to the writer.
-            Some(tls) => match tls.try_write(&self.stream, &out.buf[head..]) {
-                Some(r) => r,
-                None => return false,
-            },
+            Some(tls) => tls
+                .try_write(&self.stream, &buf[head..])
+                .unwrap_or((0, false)),
         };
-        if head + n == out.buf.len() {
-            out.buf.clear();
-            out.head = 0;
-            if out.buf.capacity() > MAX_IDLE_OUT_BUF {
-                out.buf = Vec::new();
+        let mut out = self.out.lock();
+        out.direct = false;
+        out.in_flight = 0;
+        let closing = out.close;
+        if closing.is_some_and(CloseReason::is_slow_consumer) {
+            // Cut off meanwhile: nothing more goes to this client.
+            return false;
+        }
+        let done = head + n;
+        if done == buf.len() {
+            if out.buf.is_empty() {
+                // Small buffers are kept for the next message (request/reply goes this way);
+                // a larger one (the INFO that opened the connection, a burst) goes back.
+                if buf.capacity() <= KEEP_DIRECT_BUF {
+                    let mut buf = buf;
+                    buf.clear();
+                    out.buf = buf;
+                }
+                // A close meanwhile waits for this write: its writer must look again.
+                sent && closing.is_none()
+            } else {
+                false
             }
-            sent
         } else {
-            // Remember the progress instead of moving the rest of the buffer.
-            out.head += n;
+            if out.buf.is_empty() {
+                // Remember the progress instead of moving the rest of the buffer.
+                out.buf = buf;
+                out.head = done;
+            } else {
+                // Queued while the socket was busy: goes after what it did not take.
+                let mut rest = buf;
+                rest.drain(..done);
+                rest.extend_from_slice(&out.buf[out.head..]);
+                out.buf = rest;
+                out.head = 0;
+            }
             false
         }
     }
@@ -408,14 +467,85 @@ fn stall_duration(pending: usize, max_pending: usize) -> Duration {
     }
 }
 
+/// Registers a new client; true when that puts the server over `max_connections`.
+fn register(srv: &ServerInner, shared: &Arc<ClientShared>) -> bool {
+    let mut clients = srv.clients.lock();
+    clients.insert(shared.cid, shared.clone());
+    clients.len() > srv.opts().max_connections
+}
+
+/// Starts serving a WebSocket client whose upgrade is done (`ws.rs`): INFO goes out framed
+/// like everything after it, then it is an ordinary client.
+pub(crate) fn spawn_ws(
+    srv: Arc<ServerInner>,
+    shared: Arc<ClientShared>,
+    reader: Box<crate::ws::WsReader>,
+    wss: bool,
+) {
+    srv.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    let over_limit = register(&srv, &shared);
+    let nonce;
+    {
+        let opts = srv.opts();
+        let mut info = srv.info_template();
+        info.client_id = shared.cid;
+        info.client_ip = shared.peer.ip().to_string();
+        // As nats-server: TLS is the WebSocket listener's, and so are host and port.
+        info.tls_required = wss;
+        info.tls_available = wss;
+        info.tls_verify = wss && opts.websocket.tls.as_ref().is_some_and(|t| t.verify);
+        let auth = client_auth(&opts, true).0;
+        info.auth_required = auth.required();
+        nonce = auth.nonce_required().then(auth::new_nonce);
+        info.nonce.clone_from(&nonce);
+        if let Some(addr) = *srv.ws_addr.lock() {
+            let (host, port) = match &opts.websocket.advertise {
+                Some(adv) => crate::server::split_host_port(adv, addr.port()),
+                None => (addr.ip().to_string(), addr.port()),
+            };
+            info.host = host;
+            info.port = port;
+        }
+        info.connect_urls = Vec::new();
+        info.encode(&mut shared.out.lock().buf);
+    }
+    tokio::spawn(run(srv, shared, over_limit, None, Some(reader), nonce));
+}
+
+/// The authorization a client is checked against and its `no_auth_user`: the server's, or
+/// for a WebSocket client the `websocket {}` block's when that has its own (nats-server's
+/// auth override: its user/password/token replace the server's, the users list stays).
+pub(crate) fn client_auth(
+    opts: &Options,
+    ws: bool,
+) -> (
+    std::borrow::Cow<'_, crate::options::Authorization>,
+    Option<&str>,
+) {
+    if ws && opts.websocket.auth_override() {
+        let w = &opts.websocket;
+        let auth = crate::options::Authorization {
+            token: w.token.clone(),
+            user: w.user.clone(),
+            password: w.password.clone(),
+            users: opts.auth.users.clone(),
+            nkeys: opts.auth.nkeys.clone(),
+            operator: opts.auth.operator.clone(),
+            timeout: w.auth_timeout.unwrap_or(opts.auth.timeout),
+        };
+        (std::borrow::Cow::Owned(auth), w.no_auth_user.as_deref())
+    } else {
+        (
+            std::borrow::Cow::Borrowed(&opts.auth),
+            opts.no_auth_user.as_deref(),
+        )
+    }
+}
+
 /// Starts serving one accepted connection.
 pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, cid: u64) {
     let shared = Arc::new(ClientShared::new(cid, peer, stream));
-    let over_limit = {
-        let mut clients = srv.clients.lock();
-        clients.insert(cid, shared.clone());
-        clients.len() > srv.opts().max_connections
-    };
+    let over_limit = register(&srv, &shared);
     // With TLS, INFO is still plain text (the client upgrades after reading it), but the
     // reader sends it itself right before the handshake so that no plain byte can be left in
     // the outbound buffer once the session is installed. A refused client (over the limit)
@@ -437,14 +567,36 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
             None => info.encode(&mut shared.out.lock().buf),
         }
     }
-    let task = async move {
+    tokio::spawn(run(
+        srv,
+        shared,
+        over_limit,
+        tls.map(|t| (t, tls_info)),
+        None,
+        nonce,
+    ));
+}
+
+/// The life of a client connection: reader and writer until it closes, then clean-up.
+async fn run(
+    srv: Arc<ServerInner>,
+    shared: Arc<ClientShared>,
+    over_limit: bool,
+    tls: Option<(tls::TlsSettings, Vec<u8>)>,
+    ws: Option<Box<crate::ws::WsReader>>,
+    nonce: Option<String>,
+) {
+    let cid = shared.cid;
+    let peer = shared.peer;
+    {
         let mut conn = Conn::new(srv.clone(), shared.clone());
+        conn.ws = ws;
         conn.nonce = nonce;
         let reader = async {
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
                 CloseReason::MaxConnectionsExceeded
-            } else if let Some(tls) = tls {
+            } else if let Some((tls, tls_info)) = tls {
                 match Box::pin(conn.tls_handshake(tls, &tls_info)).await {
                     Ok(()) => conn.read_loop().await,
                     Err(reason) => reason,
@@ -475,11 +627,10 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         }
         srv.closed.push(ClosedConn::new(&shared, subs));
         srv.connection_closed(cid);
-    };
+    }
     // Every connection holds this future for its whole life: rare, large states (the TLS
     // handshake, bcrypt, a reload, a producer stall) are boxed inside it so an idle plain
     // connection stays small (2 KB here, 4.8 KB in all with its buffers and subscription).
-    tokio::spawn(task);
 }
 
 /// Writes whatever is queued for this client when a publisher could not write it
@@ -490,35 +641,60 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
     let mut opts = srv.opts_tx.subscribe();
     let mut deadline = opts.borrow_and_update().write_deadline;
     let mut batch: Vec<u8> = Vec::new();
+    // WebSocket clients: the framed bytes of each batch.
+    let mut framed: Vec<u8> = Vec::new();
     loop {
         // A reload may change the write deadline: one check per write, not per message.
         if opts.has_changed().unwrap_or(false) {
             deadline = opts.borrow_and_update().write_deadline;
         }
         let mut head = 0;
-        {
+        let direct = {
             let mut out = shared.out.lock();
-            out.in_flight = 0;
-            if out.buf.is_empty() {
-                if out.close.is_some() {
-                    break;
-                }
+            if out.direct {
+                true
             } else {
-                batch.clear();
-                std::mem::swap(&mut batch, &mut out.buf);
-                head = std::mem::take(&mut out.head);
-                out.in_flight = batch.len() - head;
+                out.in_flight = 0;
+                if out.buf.is_empty() {
+                    if out.close.is_some() {
+                        break;
+                    }
+                } else {
+                    batch.clear();
+                    std::mem::swap(&mut batch, &mut out.buf);
+                    head = std::mem::take(&mut out.head);
+                    out.in_flight = batch.len() - head;
+                }
+                false
             }
+        };
+        if direct {
+            // A publisher is writing; it wakes this task if it leaves anything behind.
+            shared.writer_wake.notified().await;
+            continue;
         }
         if batch.is_empty() {
             // Encrypted records a direct write or a read left behind when the socket was full.
             let tls_pending = shared.tls.get().is_some_and(|s| s.wants_write());
-            if !tls_pending {
+            // Control frames (a pong, a close) the WebSocket reader queued.
+            let ws_pending = shared.ws.get().is_some_and(|w| w.has_control());
+            if !tls_pending && !ws_pending {
                 shared.writer_wake.notified().await;
                 continue;
             }
         }
-        let write = write_all(shared, &batch[head..]);
+        let data = match shared.ws.get() {
+            None => &batch[head..],
+            Some(ws) => {
+                if let Err(e) = ws.frame(&batch[head..], &mut framed) {
+                    trace!(cid = shared.cid, "websocket framing error: {e}");
+                    shared.close(CloseReason::WriteError);
+                    break;
+                }
+                &framed[..]
+            }
+        };
+        let write = write_all(shared, data);
         let written = if route {
             Ok(write.await)
         } else {
@@ -542,11 +718,29 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
         }
         shared.out.lock().in_flight = 0;
         shared.drained.notify_waiters();
-        batch.clear();
-        // Keep a burst's buffer for the next burst, but not forever: idle connections
-        // should cost little memory.
-        if batch.capacity() > MAX_IDLE_OUT_BUF {
+        // Keep a burst's buffer for the next burst, but not forever; a small write (INFO,
+        // a PONG, a few messages) gives its buffer back: regrowing one is cheap, and most
+        // connections are idle most of the time.
+        if batch.len() - head <= SMALL_WRITE || batch.capacity() > MAX_IDLE_OUT_BUF {
             batch = Vec::new();
+        } else {
+            batch.clear();
+        }
+        if framed.capacity() > MAX_IDLE_OUT_BUF {
+            framed = Vec::new();
+        }
+    }
+    if let Some(ws) = shared.ws.get() {
+        // The close frame with nats-server's status for the reason (unless the client's own
+        // close frame was already answered); none for a slow or broken connection.
+        if let Some(r) = shared
+            .close_reason()
+            .filter(|r| !r.is_slow_consumer() && *r != CloseReason::WriteError)
+        {
+            ws.queue_close(crate::ws::close_status(r), &r.to_string());
+            if ws.frame(&[], &mut framed).is_ok() {
+                let _ = Box::pin(tokio::time::timeout(deadline, write_all(shared, &framed))).await;
+            }
         }
     }
     if let Some(tls) = shared.tls.get() {
@@ -560,7 +754,7 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
     let _ = rustix::net::shutdown(&shared.stream, rustix::net::Shutdown::Both);
 }
 
-async fn write_all(shared: &ClientShared, data: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_all(shared: &ClientShared, data: &[u8]) -> std::io::Result<()> {
     match shared.tls.get() {
         None => write_all_plain(&shared.stream, data).await,
         // Boxed: its state is large, and plain connections should not carry it.
@@ -615,11 +809,33 @@ pub(crate) struct Conn {
     ping_sent_at: Option<Instant>,
     batch_in_msgs: u64,
     batch_in_bytes: u64,
+    /// A WebSocket client: its deframer (taken by the read loop) and whether the
+    /// `websocket {}` block's authorization applies.
+    ws: Option<Box<crate::ws::WsReader>>,
+    is_ws: bool,
+}
+
+/// One read of protocol bytes: straight from the socket (or TLS session), or through the
+/// WebSocket deframer.
+fn read_some(
+    shared: &ClientShared,
+    ws: Option<&mut crate::ws::WsReader>,
+    dst: &mut [u8],
+    more: &mut bool,
+) -> std::io::Result<usize> {
+    match ws {
+        None => shared.read(dst, more),
+        Some(ws) => ws.read(shared, dst, more),
+    }
 }
 
 const DIRECT_FLUSH_MAX_MSGS: u64 = 4;
 /// Outbound buffers larger than this are released once written.
 const MAX_IDLE_OUT_BUF: usize = 1 << 20;
+/// A direct write that emptied the buffer keeps it up to this capacity.
+const KEEP_DIRECT_BUF: usize = 256;
+/// Writes up to this size release their buffer instead of keeping it for the next one.
+const SMALL_WRITE: usize = 2048;
 const MIN_READ_BUF: usize = 512;
 const MAX_READ_BUF: usize = 64 * 1024;
 /// First server PING comes this soon after CONNECT so a dead client is found early.
@@ -641,18 +857,23 @@ impl Conn {
             max_control_line: opts.max_control_line,
             max_payload: opts.max_payload,
         };
+        let is_ws = shared.ws.get().is_some();
+        let (auth, no_auth_user) = client_auth(&opts, is_ws);
+        let auth_required = auth.required();
         // Before CONNECT (allowed when no authentication is required) a client is in the
         // account of `no_auth_user`, or the global one.
         let account = srv.accounts.for_user(
-            opts.no_auth_user
-                .as_deref()
+            no_auth_user
                 .and_then(|u| opts.auth.users.iter().find(|x| x.user == u))
                 .and_then(|u| u.account.as_deref()),
         );
+        drop(auth);
         account.client_joined();
         *shared.account.lock() = account.name.clone();
         Conn {
-            auth_required: opts.auth.required(),
+            auth_required,
+            ws: None,
+            is_ws,
             opts,
             opts_rx,
             limits,
@@ -683,12 +904,17 @@ impl Conn {
         let mut ping_interval = self.opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
-        let auth = tokio::time::sleep(self.opts.auth_timeout());
+        let auth_timeout = match self.opts.websocket.auth_timeout {
+            Some(t) if self.is_ws => t,
+            _ => self.opts.auth_timeout(),
+        };
+        let auth = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth);
         // JWT users: armed when the login is accepted (see `expires_at`).
         let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
         tokio::pin!(expiry);
         self.wake_writers();
+        let mut ws = self.ws.take();
         // TLS: the handshake's last read may already hold the client's first ops.
         let mut tls_more = self.shared.tls.get().is_some();
         loop {
@@ -708,20 +934,30 @@ impl Conn {
                         .reset(tokio::time::Instant::now() + ping_interval);
                 }
             }
-            let room = rb.make_room();
+            let mut room = 0;
             if let Some(at) = self.expires_at.take() {
                 expiry.as_mut().reset(at);
                 self.expiry_armed = true;
             }
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
-                Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more))
+                room = rb.make_room();
+                Event::Read(read_some(
+                    &self.shared,
+                    ws.as_deref_mut(),
+                    &mut rb.buf[rb.end..],
+                    &mut tls_more,
+                ))
             } else {
+                rb.release_if_idle();
                 tokio::select! {
                     biased;
                     _ = self.shared.kill.notified() => Event::Kill,
                     r = self.shared.stream.readable() => match r {
-                        Ok(()) => Event::Read(self.shared.read(&mut rb.buf[rb.end..], &mut tls_more)),
+                        Ok(()) => {
+                            room = rb.make_room();
+                            Event::Read(read_some(&self.shared, ws.as_deref_mut(), &mut rb.buf[rb.end..], &mut tls_more))
+                        }
                         Err(e) => Event::Read(Err(e)),
                     },
                     _ = &mut ping => Event::Ping,
@@ -808,6 +1044,10 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         let shared = self.shared.clone();
         let mut started = false;
+        // handshake_first: nothing before the handshake; INFO is the first encrypted bytes.
+        let first = tls.handshake_first;
+        let allow_plain = tls.allow_non_tls && !first;
+        let plain_info = if first { &[][..] } else { info };
         let result = tokio::select! {
             biased;
             _ = shared.kill.notified() => {
@@ -815,13 +1055,16 @@ impl Conn {
             }
             r = tokio::time::timeout(
                 tls.timeout,
-                tls::handshake(&shared.stream, tls.config, info, tls.allow_non_tls, &mut started),
+                tls::handshake(&shared.stream, tls.config, plain_info, allow_plain, &mut started),
             ) => r,
         };
         let cid = shared.cid;
         match result {
             Ok(Ok(tls::Upgrade::Tls(session))) => {
                 let _ = shared.tls.set(Box::new(tls::Session::new(*session)));
+                if first {
+                    shared.out.lock().buf.extend_from_slice(info);
+                }
                 Ok(())
             }
             Ok(Ok(tls::Upgrade::Plain)) => Ok(()),
@@ -837,11 +1080,11 @@ impl Conn {
             }
             // A silent client may be a plain one waiting for something; nats-server too
             // takes it as plain once the TLS timeout is over.
-            Err(_) if !started && tls.allow_non_tls => Ok(()),
+            Err(_) if !started && allow_plain => Ok(()),
             Err(_) => {
                 debug!(cid, peer = %shared.peer, "TLS handshake timeout");
                 // Mid-handshake, a plain-text error would only garble the client's records.
-                if !started {
+                if !started && !first {
                     self.send_err("Secure Connection - TLS Required");
                 }
                 Err(CloseReason::TlsHandshakeError)
@@ -955,8 +1198,9 @@ impl Conn {
         let copts = self.parse_connect(json)?;
         let srv = self.srv.clone();
         let opts = self.opts.clone();
+        let (auth, no_auth_user) = client_auth(&opts, self.is_ws);
         let verdict = tokio::select! {
-            v = auth::authenticate(&srv.verifier, &opts.auth, opts.no_auth_user.as_deref(), self.nonce.as_deref(), Some(self.shared.peer.ip()), &copts) => Some(v),
+            v = auth::authenticate(&srv.verifier, &auth, no_auth_user, self.origin(), &copts) => Some(v),
             _ = auth_deadline => None,
         };
         let Some(verdict) = verdict else {
@@ -1245,20 +1489,14 @@ impl Conn {
         };
         self.router.set_max_pending(new.max_pending);
         self.apply_account_limits();
-        self.auth_required = new.auth.required();
+        let (auth, no_auth_user) = client_auth(&new, self.is_ws);
+        self.auth_required = auth.required();
         if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
             return Ok(());
         }
         let srv = self.srv.clone();
-        let who = auth::authenticate(
-            &srv.verifier,
-            &new.auth,
-            new.no_auth_user.as_deref(),
-            self.nonce.as_deref(),
-            Some(self.shared.peer.ip()),
-            &self.copts,
-        )
-        .await;
+        let origin = self.origin();
+        let who = auth::authenticate(&srv.verifier, &auth, no_auth_user, origin, &self.copts).await;
         // A client whose user moved to another account is closed like one whose user went:
         // its subscriptions live in the old account's subject space.
         let same_account = |a: &Option<String>| {
@@ -1289,6 +1527,15 @@ impl Conn {
     }
 
     /// Binds the client to the account its user belongs to (the global one for `None`).
+    /// What authentication knows of this client besides its CONNECT.
+    fn origin(&self) -> auth::Origin<'_> {
+        auth::Origin {
+            nonce: self.nonce.as_deref(),
+            ip: Some(self.shared.peer.ip()),
+            kind: if self.is_ws { "WEBSOCKET" } else { "STANDARD" },
+        }
+    }
+
     /// The account's `max_payload` where it is lower than the server's (and a JWT user's
     /// own where lower still).
     fn apply_account_limits(&mut self) {
@@ -1522,5 +1769,129 @@ impl Conn {
 
     fn wake_writers(&mut self) {
         self.router.flush(true);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The direct write path over a real loopback socket: the buffer lock is free while the
+    //! socket write runs, and bytes keep their order when the socket takes only part of them.
+
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::Read;
+
+    type Hook = Box<dyn Fn(&ClientShared)>;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Called by `try_flush_now` between taking the buffer and writing it.
+    pub(crate) fn direct_write_hook(shared: &ClientShared) {
+        HOOK.with(|h| {
+            if let Some(f) = h.borrow().as_ref() {
+                f(shared);
+            }
+        });
+    }
+
+    fn set_hook(f: impl Fn(&ClientShared) + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    async fn pair() -> (ClientShared, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = std::net::TcpStream::connect(addr).expect("connect");
+        let (server, remote) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let stream = TcpStream::from_std(server).expect("tokio stream");
+        // The reactor learns the socket is writable on its first turn.
+        stream.writable().await.expect("writable");
+        (ClientShared::new(1, remote, stream), peer)
+    }
+
+    fn frame(subject: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode::msg(&mut v, subject, b"1", None, payload);
+        v
+    }
+
+    /// Reads what the kernel already holds for `peer`, without waiting for more.
+    fn read_available(peer: &mut std::net::TcpStream) -> Vec<u8> {
+        peer.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match peer.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn producers_do_not_wait_on_a_direct_write() {
+        let (shared, mut peer) = pair().await;
+        shared
+            .queue_msg(b"1", b"first", None, None, b"one")
+            .expect("queued");
+        set_hook(|s| {
+            // Before the fix the publisher held the buffer lock across the syscall.
+            assert!(s.out.try_lock().is_some(), "buffer locked during the write");
+            s.queue_msg(b"1", b"second", None, None, b"two")
+                .expect("queued");
+            // The writer task's view: a write is in flight, the buffer is not its to take.
+            assert!(s.out.lock().direct);
+        });
+        shared.flush_or_wake(true);
+        HOOK.with(|h| h.borrow_mut().take());
+        // The second message waits for the writer (the caller wakes it).
+        {
+            let out = shared.out.lock();
+            assert!(!out.direct);
+            assert_eq!(&out.buf[out.head..], &frame(b"second", b"two")[..]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        let want = frame(b"first", b"one");
+        while got.len() < want.len() && Instant::now() < deadline {
+            got.extend(read_available(&mut peer));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_partial_direct_write_keeps_the_order() {
+        let (shared, mut peer) = pair().await;
+        // Larger than any socket buffer: the socket takes only part of it.
+        let big = vec![b'x'; 16 << 20];
+        shared
+            .queue_msg(b"1", b"big", None, None, &big)
+            .expect("queued");
+        set_hook(|s| {
+            s.queue_msg(b"1", b"after", None, None, b"tail")
+                .expect("queued");
+        });
+        assert!(
+            !shared.try_flush_now(),
+            "16 MiB cannot all be taken at once"
+        );
+        HOOK.with(|h| h.borrow_mut().take());
+        let mut want = frame(b"big", &big);
+        want.extend(frame(b"after", b"tail"));
+        let sent = read_available(&mut peer);
+        assert!(!sent.is_empty() && sent.len() < want.len());
+        let out = shared.out.lock();
+        let mut all = sent;
+        all.extend_from_slice(&out.buf[out.head..]);
+        assert_eq!(all.len(), want.len());
+        assert!(all == want, "bytes out of order after a partial write");
+        assert_eq!(out.in_flight, 0);
     }
 }

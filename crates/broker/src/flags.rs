@@ -397,6 +397,7 @@ impl Flags {
                 .tls
                 .as_ref()
                 .map_or(TlsOptions::DEFAULT_TIMEOUT, |t| t.timeout),
+            handshake_first: opts.tls.as_ref().is_some_and(|t| t.handshake_first),
         };
         crate::tls::load(&tls).map_err(|error| {
             let flag = match error.source_option() {

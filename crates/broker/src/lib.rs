@@ -41,6 +41,7 @@ mod route;
 mod server;
 mod sys;
 pub mod tls;
+mod ws;
 
 pub use crate::core::InternalMsg;
 pub use client::CloseReason;
@@ -49,5 +50,7 @@ pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use inproc::{LocalSubscription, PubSubError, LOCAL_SUBSCRIPTION_CAPACITY};
 pub use options::{AccountOptions, NkeyUser, Options, TlsOptions, User};
-pub use reload::{ReloadError, ReloadReport};
+pub use reload::{
+    non_reloadable_changes, startup_options, ReloadError, ReloadReport, StartupChange,
+};
 pub use server::{ClusterStats, ConnectionStats, Server, ServerBuilder, ServerStats};

@@ -73,6 +73,8 @@ pub struct Options {
     /// Leaf node connections (the `leafnodes {}` block): a port to accept leaf servers on
     /// (the hub role) and remotes to dial (the leaf role).
     pub leafnodes: LeafOptions,
+    /// The WebSocket client listener (the `websocket {}` block); off unless a port is set.
+    pub websocket: WebsocketOptions,
     /// Reload by itself when the config file changes, including a Kubernetes ConfigMap
     /// volume's `..data` symlink swap (midge only: `config_watch` / `--config_watch`).
     pub config_watch: bool,
@@ -115,7 +117,80 @@ impl Default for Options {
             config_watch: false,
             cluster: ClusterOptions::default(),
             leafnodes: LeafOptions::default(),
+            websocket: WebsocketOptions::default(),
         }
+    }
+}
+
+/// The `websocket {}` block: a second client listener speaking NATS inside WebSocket
+/// frames (RFC 6455), for browsers and clients behind HTTP proxies. Its clients share the
+/// accounts, permissions and subjects of TCP clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebsocketOptions {
+    pub host: IpAddr,
+    /// `None`: no WebSocket listener. `Some(0)` picks a free port.
+    pub port: Option<u16>,
+    /// `host:port` WebSocket clients are told to use instead of the listen address.
+    pub advertise: Option<String>,
+    /// TLS for the listener (`wss://`); required unless `no_tls`, as in nats-server.
+    pub tls: Option<TlsOptions>,
+    /// Serve plain `ws://` (for development, or behind a TLS-terminating proxy).
+    pub no_tls: bool,
+    /// Refuse upgrades whose `Origin` is not this server's own scheme, host and port.
+    pub same_origin: bool,
+    /// When not empty, only these origins (`scheme://host[:port]`) may upgrade.
+    pub allowed_origins: Vec<String>,
+    /// Offer permessage-deflate (no context takeover) to clients that ask for it.
+    pub compression: bool,
+    /// How long a new connection has for its TLS handshake and HTTP upgrade request.
+    pub handshake_timeout: Duration,
+    /// WebSocket clients that send no credentials are this user of `authorization.users`.
+    pub no_auth_user: Option<String>,
+    /// Name of the cookie carrying a user JWT (kept for JWT authentication).
+    pub jwt_cookie: Option<String>,
+    /// `authorization { user, password, token, timeout }` for WebSocket clients only.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub auth_timeout: Option<Duration>,
+}
+
+impl Default for WebsocketOptions {
+    fn default() -> Self {
+        WebsocketOptions {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: None,
+            advertise: None,
+            tls: None,
+            no_tls: false,
+            same_origin: false,
+            allowed_origins: Vec::new(),
+            compression: false,
+            handshake_timeout: WebsocketOptions::DEFAULT_HANDSHAKE_TIMEOUT,
+            no_auth_user: None,
+            jwt_cookie: None,
+            user: None,
+            password: None,
+            token: None,
+            auth_timeout: None,
+        }
+    }
+}
+
+impl WebsocketOptions {
+    /// nats-server has no upgrade deadline unless one is set; midge bounds it so a socket
+    /// that never sends its request cannot stay open.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// True when the server listens for WebSocket clients.
+    pub fn enabled(&self) -> bool {
+        self.port.is_some()
+    }
+
+    /// True when the block's own `authorization` or `no_auth_user` replaces the server's
+    /// for WebSocket clients (nats-server's "auth override").
+    pub fn auth_override(&self) -> bool {
+        self.user.is_some() || self.token.is_some() || self.no_auth_user.is_some()
     }
 }
 
@@ -395,6 +470,9 @@ pub struct TlsOptions {
     pub verify: bool,
     /// How long a client has for the TLS handshake (nats-server's default: 2s).
     pub timeout: Duration,
+    /// Clients start TLS right away and INFO comes encrypted (`handshake_first`, for clients
+    /// with a TLS-first option); plain clients are not served.
+    pub handshake_first: bool,
 }
 
 impl TlsOptions {
@@ -409,6 +487,7 @@ impl TlsOptions {
             ca_file: None,
             verify: false,
             timeout: Self::DEFAULT_TIMEOUT,
+            handshake_first: false,
         }
     }
 }
@@ -800,6 +879,8 @@ pub enum OptionsError {
     HttpsWithoutTls,
     #[error("http_port ({http}) and https_port ({https}) cannot both be set: choose one")]
     HttpAndHttps { http: u16, https: u16 },
+    #[error("websocket: {0}")]
+    Websocket(String),
 }
 
 impl Options {
@@ -983,6 +1064,48 @@ impl Options {
             .is_some_and(|n| n.contains(' '))
         {
             return Err(OptionsError::Cluster("name cannot contain spaces".into()));
+        }
+        self.validate_websocket().map_err(OptionsError::Websocket)?;
+        Ok(())
+    }
+
+    /// nats-server's `validateWebsocketOptions`.
+    fn validate_websocket(&self) -> Result<(), String> {
+        let ws = &self.websocket;
+        if !ws.enabled() {
+            return Ok(());
+        }
+        if ws.tls.is_none() && !ws.no_tls {
+            return Err(
+                "websocket requires TLS configuration (a tls {} block, or no_tls: true)".into(),
+            );
+        }
+        for origin in &ws.allowed_origins {
+            crate::ws::Origin::parse(origin)
+                .map_err(|e| format!("allowed origin \"{origin}\": {e}"))?;
+        }
+        if let Some(name) = &ws.no_auth_user {
+            if !self.auth.users.iter().any(|u| &u.user == name) {
+                return Err(format!(
+                    "no_auth_user \"{name}\" is not one of the authorization users"
+                ));
+            }
+        }
+        if !self.auth.users.is_empty() {
+            if ws.user.is_some() {
+                return Err(
+                    "websocket authentication username not compatible with presence of users"
+                        .into(),
+                );
+            }
+            if ws.token.is_some() {
+                return Err(
+                    "websocket authentication token not compatible with presence of users".into(),
+                );
+            }
+        }
+        if ws.user.is_some() && ws.token.is_some() {
+            return Err("authorization: cannot have a user/password and a token".into());
         }
         Ok(())
     }

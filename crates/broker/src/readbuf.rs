@@ -31,6 +31,9 @@ impl ReadBuf {
     /// Makes room for the next read (compacting, or growing a buffer that is full of one
     /// unfinished op) and returns how much there is: read into `buf[end..]`.
     pub fn make_room(&mut self) -> usize {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; self.min];
+        }
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.compact();
@@ -39,6 +42,18 @@ impl ReadBuf {
             }
         }
         self.buf.len() - self.end
+    }
+
+    /// Gives the memory back while the connection waits for its next read, when nothing is
+    /// left unparsed and the traffic is light (the buffer is at its smallest): most
+    /// connections are idle most of the time. The next [`ReadBuf::make_room`] allocates
+    /// again; a busy connection, whose buffer has grown, keeps it.
+    pub fn release_if_idle(&mut self) {
+        if self.start == self.end && self.buf.len() <= self.min {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
     }
 
     /// The parser needs `need` bytes from `start` to finish the current op.
@@ -108,6 +123,28 @@ mod tests {
             assert_eq!(rb.buf.len(), want);
             assert_eq!((rb.start, rb.end), (0, 0));
         }
+    }
+
+    #[test]
+    fn an_idle_buffer_is_released_and_comes_back() {
+        let mut rb = ReadBuf::new(512, 4096);
+        rb.release_if_idle();
+        assert_eq!(rb.buf.capacity(), 0);
+        assert_eq!(rb.make_room(), 512);
+        rb.buf[..4].copy_from_slice(b"PUB ");
+        rb.end = 4;
+        rb.release_if_idle();
+        assert_eq!(&rb.buf[..4], b"PUB ", "unparsed bytes are kept");
+        rb.start = 4;
+        let room = rb.make_room();
+        rb.settle(room, room);
+        assert_eq!(rb.buf.len(), 1024);
+        rb.release_if_idle();
+        assert_eq!(
+            rb.buf.len(),
+            1024,
+            "a busy connection keeps its grown buffer"
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ const FIXED: &[(&str, ShowOption)] = &[
     // this is shown from).
     ("cluster", |o| format!("{:?}", o.cluster)),
     ("leafnodes", |o| format!("{:?}", o.leafnodes)),
+    ("websocket", |o| format!("{:?}", o.websocket)),
 ];
 
 /// The configuration in force: its digest and when it was loaded.
@@ -310,10 +311,37 @@ fn load(path: &Path, flags: Option<&Flags>) -> Result<Options, ReloadError> {
     Ok(opts)
 }
 
-/// Fails with the first non-reloadable option that differs.
-fn check_reloadable(old: &Options, new: &Options) -> Result<Vec<&'static str>, ReloadError> {
-    // The trusted operators stay as they started (as nats-server); the accounts of
-    // `resolver_preload` are part of the reloadable authorization.
+/// The options of `opts` that only take effect at start-up: `opts` with every option a
+/// reload may change put back to its default, and without the config file's path. Two
+/// configurations can replace each other by a reload exactly when their startup options
+/// are equal; that is the test [`Server::reload`] applies. A supervisor deciding between a
+/// reload and a restart (the Kubernetes operator hashes this into its pod template) uses
+/// it so that the two decisions cannot disagree.
+pub fn startup_options(opts: &Options) -> Options {
+    let mut out = opts.clone();
+    let defaults = Options::default();
+    for (_, copy) in RELOADABLE {
+        copy(&mut out, &defaults);
+    }
+    out.config_file = None;
+    out
+}
+
+/// A start-up option that differs between two configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupChange {
+    /// Config file name of the option (`port`, `cluster`, ...).
+    pub option: String,
+    pub running: String,
+    pub new: String,
+}
+
+/// Every start-up option that differs from `old` in `new`, in config file order; empty
+/// when a reload can switch from one to the other. An option missing from the table of
+/// named ones is reported as one unnamed change rather than missed.
+pub fn non_reloadable_changes(old: &Options, new: &Options) -> Vec<StartupChange> {
+    // The trusted operators stay as they started (as nats-server), although they sit in the
+    // reloadable authorization next to the accounts of `resolver_preload`.
     let operators = |o: &Options| o.auth.operator.as_ref().map(|m| m.operators.clone());
     if operators(old) != operators(new) {
         let show = |o: &Options| {
@@ -322,32 +350,44 @@ fn check_reloadable(old: &Options, new: &Options) -> Result<Vec<&'static str>, R
                 operators(o).map(|v| v.into_iter().map(|c| c.sub).collect::<Vec<_>>())
             )
         };
-        return Err(ReloadError::NotReloadable {
+        return vec![StartupChange {
             option: "operator".into(),
             running: show(old),
             new: show(new),
-        });
+        }];
     }
-    let mut probe = new.clone();
-    for (_, copy) in RELOADABLE {
-        copy(&mut probe, old);
+    let (old, new) = (startup_options(old), startup_options(new));
+    if old == new {
+        return Vec::new();
     }
-    probe.config_file.clone_from(&old.config_file);
-    if probe != *old {
-        for (option, show) in FIXED {
-            let (running, new) = (show(old), show(&probe));
-            if running != new {
-                return Err(ReloadError::NotReloadable {
-                    option: (*option).to_string(),
-                    running,
-                    new,
-                });
-            }
-        }
-        return Err(ReloadError::NotReloadable {
+    let mut changes: Vec<StartupChange> = FIXED
+        .iter()
+        .filter_map(|(option, show)| {
+            let (running, new) = (show(&old), show(&new));
+            (running != new).then(|| StartupChange {
+                option: (*option).to_string(),
+                running,
+                new,
+            })
+        })
+        .collect();
+    if changes.is_empty() {
+        changes.push(StartupChange {
             option: "an option that only takes effect at start-up".to_string(),
             running: "-".into(),
             new: "changed".into(),
+        });
+    }
+    changes
+}
+
+/// Fails with the first non-reloadable option that differs.
+fn check_reloadable(old: &Options, new: &Options) -> Result<Vec<&'static str>, ReloadError> {
+    if let Some(first) = non_reloadable_changes(old, new).into_iter().next() {
+        return Err(ReloadError::NotReloadable {
+            option: first.option,
+            running: first.running,
+            new: first.new,
         });
     }
     let mut changed = Vec::new();
@@ -749,6 +789,42 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("server_name"));
+    }
+
+    /// The operator's restart decision rests on this: whatever `check_reloadable` refuses
+    /// changes the startup options, whatever it accepts does not.
+    #[test]
+    fn startup_options_split_exactly_like_reload() {
+        let old = Options::default();
+        let mut flipped = old.clone();
+        flipped.cluster.no_advertise = true;
+        assert!(check_reloadable(&old, &flipped).is_err());
+        assert_ne!(startup_options(&old), startup_options(&flipped));
+        assert_eq!(
+            non_reloadable_changes(&old, &flipped)
+                .iter()
+                .map(|c| c.option.as_str())
+                .collect::<Vec<_>>(),
+            ["cluster"]
+        );
+
+        let mut reloadable = old.clone();
+        reloadable.max_payload = 10;
+        reloadable.cluster.routes = vec!["nats://b:6222".into()];
+        reloadable.config_watch = true;
+        reloadable.config_file = Some("/etc/midge/midge.conf".into());
+        assert!(check_reloadable(&old, &reloadable).is_ok());
+        assert_eq!(startup_options(&old), startup_options(&reloadable));
+        assert!(non_reloadable_changes(&old, &reloadable).is_empty());
+
+        let mut both = reloadable.clone();
+        both.port = 4333;
+        both.http_port = Some(8333);
+        let names: Vec<_> = non_reloadable_changes(&old, &both)
+            .into_iter()
+            .map(|c| c.option)
+            .collect();
+        assert_eq!(names, ["port", "http_port"]);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub(crate) struct ServerInner {
     pub stats: Stats,
     pub start: SystemTime,
     pub client_addr: Mutex<Option<SocketAddr>>,
+    /// Where the WebSocket listener is bound (`websocket {}`), if any.
+    pub ws_addr: Mutex<Option<SocketAddr>>,
     pub shutting_down: AtomicBool,
     /// Routes and remote interest; `None` without a `cluster` port.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -177,7 +179,7 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
+pub(crate) fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => match p.parse() {
             Ok(port) => (h.trim_matches(|c| c == '[' || c == ']').to_string(), port),
@@ -323,6 +325,7 @@ impl Server {
             }
             None => None,
         };
+        let ws_listener = crate::ws::bind(&opts)?;
         if !opts.cluster.enabled() && !opts.cluster.routes.is_empty() {
             warn!(
                 "Cluster routes are ignored: no cluster port (cluster {{ listen }} or --cluster)"
@@ -348,6 +351,7 @@ impl Server {
             stats: Stats::default(),
             start,
             client_addr: Mutex::new(Some(client_addr)),
+            ws_addr: Mutex::new(ws_listener.as_ref().map(|l| l.addr)),
             shutting_down: AtomicBool::new(false),
             cluster,
             exited: AtomicBool::new(false),
@@ -382,6 +386,9 @@ impl Server {
         crate::core::imports::apply(&inner, &inner.opts());
         crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
+        if let Some(l) = ws_listener {
+            crate::ws::start(&inner, l);
+        }
         inner.ops.set_accept_task(accept);
         crate::reload::spawn_config_watch(&inner);
         if let (Some((l, addr)), Some(cluster)) = (route_listener, &inner.cluster) {
@@ -413,6 +420,12 @@ impl Server {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("nats://{addr}")
+    }
+
+    /// The address WebSocket clients connect to, with `websocket { port }` (the real port
+    /// when a random one was asked for).
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        *self.inner.ws_addr.lock()
     }
 
     /// The address routes connect to, when clustering is on (the real port when a random

@@ -201,6 +201,8 @@ pub(crate) struct TlsSettings {
     pub timeout: Duration,
     /// A client that does not start a handshake stays in plain text (`allow_non_tls`).
     pub allow_non_tls: bool,
+    /// TLS before INFO (`handshake_first`).
+    pub handshake_first: bool,
 }
 
 impl TlsSettings {
@@ -212,6 +214,7 @@ impl TlsSettings {
             verify: opts.verify,
             timeout: opts.timeout,
             allow_non_tls,
+            handshake_first: opts.handshake_first,
         })
     }
 }

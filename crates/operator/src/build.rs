@@ -17,15 +17,18 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
     VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use midge::options::ClusterOptions;
 use midge::Options;
-use sha2::{Digest, Sha256};
 
 use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
-use crate::validate::{Auth, ClusterPlan, HEADLESS_SUFFIX};
+use crate::validate::{Auth, ClusterPlan, NetworkPeers, HEADLESS_SUFFIX};
 
 pub const FIELD_MANAGER: &str = "midge-operator";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -43,9 +46,12 @@ pub const PID_FILE: &str = "/var/run/midge/midge.pid";
 pub const BROKER_BIN: &str = "/midge";
 const AUTH_DIR: &str = "/etc/midge-auth";
 const USERS_FILE: &str = "users.conf";
+/// How the config includes the users Secret: relative to the config file (an absolute path
+/// would be joined onto its directory), and outside the ConfigMap's read-only directory.
+pub const USERS_INCLUDE: &str = "../midge-auth/users.conf";
 const CLIENT_TLS_DIR: &str = "/etc/midge-tls/client";
 const ROUTE_TLS_DIR: &str = "/etc/midge-tls/routes";
-const TOKEN_ENV: &str = "MIDGE_AUTH_TOKEN";
+pub const AUTH_TOKEN_ENV: &str = "MIDGE_AUTH_TOKEN";
 /// The image runs as this numeric user and group; numeric so `runAsNonRoot` can be
 /// verified by the kubelet without reading the image's passwd file.
 const RUN_AS: i64 = 10001;
@@ -60,7 +66,11 @@ pub struct Children {
     pub client_service: Service,
     /// One per pool, in spec order.
     pub stateful_sets: Vec<StatefulSet>,
-    pub pod_disruption_budget: PodDisruptionBudget,
+    /// One per pool (same names as the StatefulSets), so that an unavailable server of one
+    /// pool (an offline edge node) never blocks draining the nodes of another.
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    /// Absent when `spec.networkPolicy.enabled` is false (then it is deleted).
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 impl Children {
@@ -74,7 +84,12 @@ impl Children {
         for sts in &self.stateful_sets {
             docs.push(serde_yaml::to_string(sts)?);
         }
-        docs.push(serde_yaml::to_string(&self.pod_disruption_budget)?);
+        for pdb in &self.pod_disruption_budgets {
+            docs.push(serde_yaml::to_string(pdb)?);
+        }
+        if let Some(policy) = &self.network_policy {
+            docs.push(serde_yaml::to_string(policy)?);
+        }
         Ok(docs.iter().map(|d| format!("---\n{d}")).collect::<String>())
     }
 }
@@ -165,18 +180,93 @@ pub fn build(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Children {
             .iter()
             .map(|pool| stateful_set(plan, pool, owner))
             .collect(),
-        pod_disruption_budget: PodDisruptionBudget {
-            metadata: metadata(plan, plan.name.clone(), None, owner),
-            spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
-                selector: Some(LabelSelector {
-                    match_labels: Some(cluster_selector(plan)),
-                    ..LabelSelector::default()
-                }),
-                ..PodDisruptionBudgetSpec::default()
+        pod_disruption_budgets: plan
+            .pools
+            .iter()
+            .map(|pool| pod_disruption_budget(plan, pool, owner))
+            .collect(),
+        network_policy: plan
+            .network_policy
+            .as_ref()
+            .map(|peers| network_policy(plan, peers, owner)),
+    }
+}
+
+fn pod_disruption_budget(
+    plan: &ClusterPlan,
+    pool: &NodePool,
+    owner: Option<&OwnerReference>,
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(
+            plan,
+            stateful_set_name(&plan.name, &pool.name),
+            Some(&pool.name),
+            owner,
+        ),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(pool_selector(plan, &pool.name)),
+                ..LabelSelector::default()
             }),
-            ..PodDisruptionBudget::default()
-        },
+            // A pod that is not ready serves nobody: evicting it must not wait for it to
+            // become ready (a crash-looping server would block every drain otherwise).
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// Who may reach the broker pods: the route port only from the cluster's own pods (any
+/// pod reaching it would join the mesh and see every message), the client and monitoring
+/// ports from the configured peers, every source when none are configured.
+fn network_policy(
+    plan: &ClusterPlan,
+    peers: &NetworkPeers,
+    owner: Option<&OwnerReference>,
+) -> NetworkPolicy {
+    let port = |number: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let own_pods = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(cluster_selector(plan)),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let from = |list: &[NetworkPolicyPeer]| (!list.is_empty()).then(|| list.to_vec());
+    // Server-to-server ports, open to the cluster's own pods only. A leaf node port for
+    // edge pools belongs here too, next to the route port.
+    let mesh_ports = vec![port(plan.ports.cluster)];
+    NetworkPolicy {
+        metadata: metadata(plan, plan.name.clone(), None, owner),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(cluster_selector(plan)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![own_pods]),
+                    ports: Some(mesh_ports),
+                },
+                NetworkPolicyIngressRule {
+                    from: from(&peers.client_from),
+                    ports: Some(vec![port(plan.ports.client)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: from(&peers.monitoring_from),
+                    ports: Some(vec![port(plan.ports.monitor)]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 
@@ -341,7 +431,7 @@ pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
             // `Options` it would be quoted as a literal. Replaces the broker's block.
             let _ = writeln!(
                 out,
-                "authorization {{\n  token: ${TOKEN_ENV}\n  timeout: \"{}\"\n}}",
+                "authorization {{\n  token: ${AUTH_TOKEN_ENV}\n  timeout: \"{}\"\n}}",
                 midge::conf::format_duration(options.auth.timeout)
             );
         }
@@ -350,7 +440,7 @@ pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
             // the broker's. Includes are resolved relative to this file (an absolute path
             // would be joined onto its directory), and the Secret cannot be mounted below
             // the ConfigMap's read-only directory, hence the `..`.
-            let _ = writeln!(out, "include \"../midge-auth/{USERS_FILE}\"");
+            let _ = writeln!(out, "include \"{USERS_INCLUDE}\"");
         }
         None => {}
     }
@@ -384,23 +474,6 @@ fn render_tls(out: &mut String, indent: &str, dir: &str, verify: bool) {
         let _ = writeln!(out, "{indent}  verify: true");
     }
     let _ = writeln!(out, "{indent}}}");
-}
-
-/// Hash of the settings the broker cannot reload. It goes into a pod annotation so that
-/// changing one of them rolls the pods, while reloadable changes (limits, auth, routes)
-/// only update the ConfigMap and leave the pods running. `config_watch` is reloadable, but
-/// a server started without it never reloads, so pods from before the operator rendered
-/// it roll once.
-pub fn restart_hash(plan: &ClusterPlan) -> String {
-    let input = format!(
-        "client_port={}\ncluster_port={}\nmonitor_port={}\ncluster_name={}\npid_file={PID_FILE}\nconfig_watch=true\n",
-        plan.ports.client, plan.ports.cluster, plan.ports.monitor, plan.name
-    );
-    let digest = Sha256::digest(input.as_bytes());
-    digest.iter().take(8).fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Longer than lame duck grace + duration so clients have moved before SIGKILL.
@@ -466,7 +539,9 @@ fn stateful_set(
         annotations.insert("prometheus.io/port".into(), plan.ports.monitor.to_string());
         annotations.insert("prometheus.io/path".into(), "/metrics".into());
     }
-    annotations.insert(RESTART_HASH_ANNOTATION.into(), restart_hash(plan));
+    // Start-up options as the broker splits them (see `broker_config`): changing one rolls
+    // the pods, while reloadable changes only update the ConfigMap the servers watch.
+    annotations.insert(RESTART_HASH_ANNOTATION.into(), plan.restart_hash.clone());
 
     let mut volumes = vec![
         Volume {
@@ -502,7 +577,7 @@ fn stateful_set(
     }];
     match &plan.auth {
         Some(Auth::Token(token)) => env.push(EnvVar {
-            name: TOKEN_ENV.into(),
+            name: AUTH_TOKEN_ENV.into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(CoreSecretKeySelector {
                     name: token.name.clone(),
@@ -721,8 +796,8 @@ mod tests {
         std::fs::create_dir(&auth_dir).expect("auth dir");
         std::fs::write(auth_dir.join(USERS_FILE), USERS_FILE_TEXT).expect("users file");
         let mut text = "POD_NAME: \"demo-a-0\"\n".to_string();
-        if conf.contains(&format!("${TOKEN_ENV}")) {
-            text.push_str(&format!("{TOKEN_ENV}: \"s3cret\"\n"));
+        if conf.contains(&format!("${AUTH_TOKEN_ENV}")) {
+            text.push_str(&format!("{AUTH_TOKEN_ENV}: \"s3cret\"\n"));
         }
         text.push_str(conf);
         let path = config_dir.join(CONFIG_FILE);
@@ -984,8 +1059,99 @@ mod tests {
             children.client_service.metadata.name.as_deref(),
             Some("demo")
         );
-        let pdb = children.pod_disruption_budget.spec.as_ref().expect("spec");
+        assert_eq!(children.pod_disruption_budgets.len(), 1);
+        let pdb = children.pod_disruption_budgets[0]
+            .spec
+            .as_ref()
+            .expect("spec");
         assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    /// One PDB per pool: an offline edge server only blocks evictions in its own pool,
+    /// and an unready server can always be evicted.
+    #[test]
+    fn one_pdb_per_pool_selecting_only_that_pool() {
+        let children = build(&plan(TWO_POOLS), None);
+        let pdbs: Vec<(String, BTreeMap<String, String>, Option<String>)> = children
+            .pod_disruption_budgets
+            .iter()
+            .map(|p| {
+                let spec = p.spec.clone().unwrap_or_default();
+                (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    spec.selector
+                        .and_then(|s| s.match_labels)
+                        .unwrap_or_default(),
+                    spec.unhealthy_pod_eviction_policy,
+                )
+            })
+            .collect();
+        let expected = |pool: &str| {
+            (
+                format!("demo-{pool}"),
+                pool_selector(&plan(TWO_POOLS), pool),
+                Some("AlwaysAllow".to_string()),
+            )
+        };
+        assert_eq!(pdbs, vec![expected("a"), expected("b")]);
+        assert_eq!(pdbs[0].1.get(LABEL_POOL).map(String::as_str), Some("a"));
+    }
+
+    /// The route port only admits the cluster's own pods; client and monitoring ports
+    /// admit the configured peers (everyone when none); disabled means no policy.
+    #[test]
+    fn network_policy_keeps_the_route_port_to_the_cluster() {
+        let children = build(&plan("  replicas: 3\n"), None);
+        let policy = children.network_policy.expect("enabled by default");
+        let spec = policy.spec.expect("spec");
+        assert_eq!(
+            spec.pod_selector.and_then(|s| s.match_labels),
+            Some(cluster_selector(&plan("  replicas: 3\n")))
+        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+        let rules = spec.ingress.unwrap_or_default();
+        let ports = |i: usize| -> Vec<IntOrString> {
+            rules[i]
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect()
+        };
+        assert_eq!(rules.len(), 3);
+        assert_eq!(ports(0), vec![IntOrString::Int(6222)]);
+        let route_from = rules[0].from.clone().unwrap_or_default();
+        assert_eq!(route_from.len(), 1);
+        assert_eq!(
+            route_from[0]
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(cluster_selector(&plan("  replicas: 3\n")))
+        );
+        assert!(route_from[0].namespace_selector.is_none());
+        assert_eq!(ports(1), vec![IntOrString::Int(4222)]);
+        assert_eq!(rules[1].from, None, "clients from everywhere by default");
+        assert_eq!(ports(2), vec![IntOrString::Int(8222)]);
+        assert_eq!(rules[2].from, None);
+
+        let children = build(
+            &plan("  replicas: 1\n  networkPolicy:\n    clientFrom: [{namespaceSelector: {matchLabels: {team: a}}}]\n    monitoringFrom: [{namespaceSelector: {matchLabels: {name: monitoring}}}]\n"),
+            None,
+        );
+        let rules = children
+            .network_policy
+            .and_then(|p| p.spec)
+            .and_then(|s| s.ingress)
+            .unwrap_or_default();
+        assert_eq!(rules[1].from.as_ref().map(Vec::len), Some(1));
+        assert_eq!(rules[2].from.as_ref().map(Vec::len), Some(1));
+
+        let children = build(
+            &plan("  replicas: 1\n  networkPolicy: {enabled: false}\n"),
+            None,
+        );
+        assert!(children.network_policy.is_none());
     }
 
     #[test]
@@ -1047,7 +1213,10 @@ mod tests {
             .env
             .clone()
             .unwrap_or_default();
-        let token = env.iter().find(|e| e.name == TOKEN_ENV).expect("token env");
+        let token = env
+            .iter()
+            .find(|e| e.name == AUTH_TOKEN_ENV)
+            .expect("token env");
         let secret = token
             .value_from
             .as_ref()
@@ -1061,10 +1230,14 @@ mod tests {
 
     #[test]
     fn users_auth_and_tls_are_mounted_from_secrets() {
-        let children = build(
-            &plan("  replicas: 1\n  auth: {users: {name: users, key: auth.conf}}\n  tls:\n    client: {secretName: client-cert, verify: true}\n    routes: {secretName: route-cert}\n"),
-            None,
-        );
+        // Route TLS is refused by the broker, hence by validation (see validate's tests);
+        // set here directly to pin where it goes for the broker that will have it.
+        let mut with_routes = plan("  replicas: 1\n  auth: {users: {name: users, key: auth.conf}}\n  tls:\n    client: {secretName: client-cert, verify: true}\n");
+        with_routes.route_tls = Some(TlsSecret {
+            secret_name: "route-cert".into(),
+            verify: false,
+        });
+        let children = build(&with_routes, None);
         let conf = config(&children);
         assert!(
             conf.contains("include \"../midge-auth/users.conf\""),
@@ -1198,13 +1371,39 @@ mod tests {
         );
     }
 
+    /// The hash is the broker's own split: `spec.service.type` flips `no_advertise` in the
+    /// `cluster {}` block, which the broker cannot reload, so it must roll the pods (the
+    /// hand-written list this replaces missed it); limits, routes and auth reload.
     #[test]
-    fn restart_hash_ignores_reloadable_changes() {
-        let hash = |spec: &str| restart_hash(&plan(spec));
+    fn restart_hash_follows_the_brokers_startup_options() {
+        let hash = |spec: &str| plan(spec).restart_hash;
         let base = hash("  replicas: 3\n");
-        assert_eq!(base, hash("  replicas: 5\n  broker: {maxPayload: 10, pingInterval: 1s}\n  auth: {token: {name: a, key: b}}\n"));
+        assert_eq!(base.len(), 64, "{base}");
+        assert_eq!(
+            base,
+            hash("  replicas: 5\n  broker: {maxPayload: 10, pingInterval: 1s}\n  auth: {token: {name: a, key: b}}\n")
+        );
+        assert_ne!(base, hash("  replicas: 3\n  service: {type: NodePort}\n"));
         assert_ne!(base, hash("  replicas: 3\n  ports: {client: 4333}\n"));
         assert_ne!(base, hash("  replicas: 3\n  monitoring: {port: 8333}\n"));
+
+        let children = build(
+            &plan("  replicas: 3\n  service: {type: LoadBalancer}\n"),
+            None,
+        );
+        let annotation = children.stateful_sets[0]
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(RESTART_HASH_ANNOTATION))
+            .cloned();
+        assert_eq!(
+            annotation,
+            Some(hash("  replicas: 3\n  service: {type: NodePort}\n"))
+        );
+        assert!(loaded(&children).cluster.no_advertise);
     }
 
     #[test]
@@ -1224,7 +1423,8 @@ mod tests {
             .to_yaml()
             .expect("yaml");
         assert_eq!(a, b);
-        assert_eq!(a.matches("uid: '1234'").count(), 6, "{a}");
-        assert_eq!(a.matches("\n---\n").count() + 1, 6);
+        // ConfigMap, 2 Services, 2 StatefulSets, 2 PDBs, the NetworkPolicy.
+        assert_eq!(a.matches("uid: '1234'").count(), 8, "{a}");
+        assert_eq!(a.matches("\n---\n").count() + 1, 8);
     }
 }

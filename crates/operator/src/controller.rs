@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -24,7 +26,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::build::{build, client_url, managed_selector, FIELD_MANAGER};
+use crate::build::{build, client_url, cluster_selector, managed_selector, FIELD_MANAGER};
 use crate::crd::{NatsCluster, NatsClusterStatus, PoolStatus};
 use crate::validate::{validate, ClusterPlan};
 
@@ -46,10 +48,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("listing StatefulSets: {0}")]
-    List(#[source] kube::Error),
-    #[error("deleting StatefulSet {name}: {source}")]
+    #[error("listing {kind}s: {source}")]
+    List {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
     Delete {
+        kind: &'static str,
         name: String,
         #[source]
         source: kube::Error,
@@ -59,12 +66,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server's refusal of an object (a 4xx other than throttling): the request
+    /// is wrong, not the connection, so the user must hear of it. As a stable message for
+    /// the Degraded condition (no request ids, no timestamps).
+    fn rejection(&self) -> Option<String> {
+        let Error::Apply {
+            kind,
+            name,
+            source: kube::Error::Api(status),
+        } = self
+        else {
+            return None;
+        };
+        ((400..500).contains(&status.code) && status.code != 429).then(|| {
+            format!(
+                "the API server refused {kind} {name} ({} {}): {}",
+                status.code, status.reason, status.message
+            )
+        })
+    }
+
     /// Fixed, low-cardinality label for the error metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::NoNamespace(_) => "no_namespace",
             Error::Apply { .. } => "apply",
-            Error::List(_) => "list",
+            Error::List { .. } => "list",
             Error::Delete { .. } => "delete",
             Error::Status(_) => "status",
         }
@@ -207,11 +234,7 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
             let message = invalid.to_string();
             let status = invalid_status(nc, &current, &message, now);
             write_status(client, nc, &ns, &current, status).await?;
-            let known = current
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Degraded" && c.status == "True" && c.message == message);
-            if !known {
+            if !is_degraded_with(&current, &message) {
                 publish(
                     ctx,
                     nc,
@@ -228,18 +251,40 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     };
 
     let children = build(&plan, nc.controller_owner_ref(&()).as_ref());
-    apply(client, &ns, &children.config_map).await?;
-    apply(client, &ns, &children.headless_service).await?;
-    apply(client, &ns, &children.client_service).await?;
-    let mut applied_sets = Vec::with_capacity(children.stateful_sets.len());
-    for sts in &children.stateful_sets {
-        applied_sets.push(apply(client, &ns, sts).await?);
-    }
-    apply(client, &ns, &children.pod_disruption_budget).await?;
+    let applied_sets = match apply_children(client, &ns, &children).await {
+        Ok(sets) => sets,
+        Err(error) => {
+            if let Some(message) = error.rejection() {
+                let status = apply_failed_status(nc, &current, &message, now);
+                write_status(client, nc, &ns, &current, status).await?;
+                if !is_degraded_with(&current, &message) {
+                    publish(ctx, nc, EventType::Warning, "ApplyFailed", "Apply", message).await;
+                }
+            }
+            // Retried with back-off: the rejection may come from something outside the
+            // spec (a quota, an admission webhook) that changes on its own.
+            return Err(error);
+        }
+    };
     delete_removed_pools(ctx, nc, &ns, &children.stateful_sets).await?;
+    let pdbs: Vec<String> = children
+        .pod_disruption_budgets
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    // Also removes the single cluster-wide PDB of earlier operator versions.
+    prune::<PodDisruptionBudget>(client, nc, &ns, &pdbs).await?;
+    if children.network_policy.is_none() {
+        prune::<NetworkPolicy>(client, nc, &ns, &[]).await?;
+    }
 
     let status = running_status(nc, &plan, &current, &applied_sets, now);
-    let ready = status.ready_replicas == status.replicas;
+    // Poll only while something rolls out; a settled cluster (zero servers included)
+    // waits for the watches and the periodic resync.
+    let rolling = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Progressing" && c.status == "True");
     let change = if current.pools.is_empty() {
         // No pool was ever recorded: this is the first time the objects were applied.
         Some((
@@ -267,7 +312,93 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     if let Some((reason, action, note)) = change {
         publish(ctx, nc, EventType::Normal, reason, action, note).await;
     }
-    Ok(Action::requeue(if ready { RESYNC } else { PROGRESS_POLL }))
+    Ok(Action::requeue(if rolling {
+        PROGRESS_POLL
+    } else {
+        RESYNC
+    }))
+}
+
+/// Whether the stored status already reports this problem (then no second Event).
+fn is_degraded_with(status: &NatsClusterStatus, message: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Degraded" && c.status == "True" && c.message == message)
+}
+
+/// Applies every child, in dependency order (the config before the servers reading it);
+/// returns the StatefulSets as the API server answered, with their status.
+async fn apply_children(
+    client: &Client,
+    ns: &str,
+    children: &crate::build::Children,
+) -> Result<Vec<StatefulSet>, Error> {
+    apply(client, ns, &children.config_map).await?;
+    apply(client, ns, &children.headless_service).await?;
+    apply(client, ns, &children.client_service).await?;
+    let mut applied_sets = Vec::with_capacity(children.stateful_sets.len());
+    for sts in &children.stateful_sets {
+        applied_sets.push(apply(client, ns, sts).await?);
+    }
+    for pdb in &children.pod_disruption_budgets {
+        apply(client, ns, pdb).await?;
+    }
+    if let Some(policy) = &children.network_policy {
+        apply(client, ns, policy).await?;
+    }
+    Ok(applied_sets)
+}
+
+/// Whether `object` is controlled by the NatsCluster `nc` (owner uid, not just the name:
+/// a look-alike created by someone else is never touched).
+fn owned_by(object: &impl Resource, nc: &NatsCluster) -> bool {
+    let uid = nc.uid();
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+/// Deletes this cluster's objects of kind `K` whose names are not in `wanted`; returns
+/// the names deleted.
+async fn prune<K>(
+    client: &Client,
+    nc: &NatsCluster,
+    ns: &str,
+    wanted: &[String],
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::Resource,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let existing = api
+        .list(&ListParams::default().labels(&managed_selector(&nc.name_any())))
+        .await
+        .map_err(|source| Error::List {
+            kind: K::KIND,
+            source,
+        })?;
+    let mut deleted = Vec::new();
+    for object in existing {
+        let name = object.name_any();
+        if owned_by(&object, nc) && !wanted.contains(&name) {
+            tracing::info!(cluster = %object_key(nc), kind = K::KIND, %name, "deleting");
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .map_err(|source| Error::Delete {
+                    kind: K::KIND,
+                    name: name.clone(),
+                    source,
+                })?;
+            deleted.push(name);
+        }
+    }
+    Ok(deleted)
 }
 
 fn has_reason(status: &NatsClusterStatus, type_: &str, reason: &str) -> bool {
@@ -323,49 +454,25 @@ where
     })
 }
 
-/// Deletes StatefulSets of pools that left the spec. Only the StatefulSets can become
-/// orphans: every other child has one fixed name per cluster. Objects are matched by
-/// label *and* owner uid, so a look-alike created by someone else is never touched.
+/// Deletes StatefulSets of pools that left the spec, with an Event for each.
 async fn delete_removed_pools(
     ctx: &Context,
     nc: &NatsCluster,
     ns: &str,
     desired: &[StatefulSet],
 ) -> Result<(), Error> {
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-    let existing = api
-        .list(&ListParams::default().labels(&managed_selector(&nc.name_any())))
-        .await
-        .map_err(Error::List)?;
-    let uid = nc.uid();
-    for sts in existing {
-        let name = sts.name_any();
-        let owned = sts
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref());
-        let wanted = desired
-            .iter()
-            .any(|d| d.metadata.name.as_deref() == Some(&name));
-        if owned && !wanted {
-            tracing::info!(cluster = %object_key(nc), statefulset = %name, "deleting removed pool");
-            api.delete(&name, &DeleteParams::background())
-                .await
-                .map_err(|source| Error::Delete {
-                    name: name.clone(),
-                    source,
-                })?;
-            let note = format!("deleted StatefulSet {name}: its pool is no longer in the spec");
-            publish(
-                ctx,
-                nc,
-                EventType::Normal,
-                "PoolRemoved",
-                "DeletePool",
-                note,
-            )
-            .await;
-        }
+    let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
+    for name in prune::<StatefulSet>(&ctx.client, nc, ns, &wanted).await? {
+        let note = format!("deleted StatefulSet {name}: its pool is no longer in the spec");
+        publish(
+            ctx,
+            nc,
+            EventType::Normal,
+            "PoolRemoved",
+            "DeletePool",
+            note,
+        )
+        .await;
     }
     Ok(())
 }
@@ -433,6 +540,35 @@ fn keep_or(previous: &[Condition], type_: &str, fallback: Condition) -> Conditio
         .unwrap_or(fallback)
 }
 
+/// Where one pool's StatefulSet stands, from the object the API server returned.
+struct PoolRollout {
+    status: PoolStatus,
+    /// The StatefulSet controller saw the current spec, every desired pod exists, runs
+    /// the current revision and is ready.
+    done: bool,
+}
+
+fn pool_rollout(pool: &crate::crd::NodePool, sts: &StatefulSet) -> PoolRollout {
+    let st = sts.status.clone().unwrap_or_default();
+    let ready = st.ready_replicas.unwrap_or(0);
+    let updated = st.updated_replicas.unwrap_or(0);
+    let observed = st.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    let done = observed
+        && st.replicas == pool.replicas
+        && updated == pool.replicas
+        && ready == pool.replicas
+        && st.current_revision == st.update_revision;
+    PoolRollout {
+        status: PoolStatus {
+            name: pool.name.clone(),
+            replicas: pool.replicas,
+            ready_replicas: ready.min(pool.replicas),
+            updated_replicas: updated.min(pool.replicas),
+        },
+        done,
+    }
+}
+
 fn running_status(
     nc: &NatsCluster,
     plan: &ClusterPlan,
@@ -441,51 +577,72 @@ fn running_status(
     now: Timestamp,
 ) -> NatsClusterStatus {
     let generation = nc.metadata.generation;
-    let pools: Vec<PoolStatus> = plan
+    let rollouts: Vec<PoolRollout> = plan
         .pools
         .iter()
         .zip(applied)
-        .map(|(pool, sts)| PoolStatus {
-            name: pool.name.clone(),
-            replicas: pool.replicas,
-            ready_replicas: sts
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        })
+        .map(|(pool, sts)| pool_rollout(pool, sts))
         .collect();
-    let replicas: i32 = pools.iter().map(|p| p.replicas).sum();
-    let ready: i32 = pools.iter().map(|p| p.ready_replicas.min(p.replicas)).sum();
-    let all_ready = ready == replicas;
+    let replicas: i32 = rollouts.iter().map(|p| p.status.replicas).sum();
+    let ready: i32 = rollouts.iter().map(|p| p.status.ready_replicas).sum();
+    let updated: i32 = rollouts.iter().map(|p| p.status.updated_replicas).sum();
+    let rolling: Vec<&str> = rollouts
+        .iter()
+        .filter(|p| !p.done)
+        .map(|p| p.status.name.as_str())
+        .collect();
+    let (ready_now, ready_reason, progressing, progress_reason, message) = if replicas == 0 {
+        (
+            false,
+            "NoServers",
+            false,
+            "NoServers",
+            "the spec asks for no servers".to_string(),
+        )
+    } else if rolling.is_empty() {
+        (
+            true,
+            "AllServersReady",
+            false,
+            "Stable",
+            format!("{ready}/{replicas} servers ready on the current revision"),
+        )
+    } else {
+        (
+            false,
+            "ServersNotReady",
+            true,
+            "RollingOut",
+            format!(
+                "{ready}/{replicas} servers ready, {updated}/{replicas} updated; rolling out: {}",
+                rolling.join(", ")
+            ),
+        )
+    };
     let prev = &current.conditions;
-    let progress = format!("{ready}/{replicas} servers ready");
     NatsClusterStatus {
         observed_generation: generation,
         replicas,
         ready_replicas: ready,
-        pools,
+        pools: rollouts.into_iter().map(|p| p.status).collect(),
+        selector: Some(selector_string(plan)),
         client_url: Some(client_url(plan)),
         conditions: vec![
             condition(
                 prev,
                 "Ready",
-                all_ready,
-                if all_ready {
-                    "AllServersReady"
-                } else {
-                    "ServersNotReady"
-                },
-                progress.clone(),
+                ready_now,
+                ready_reason,
+                message.clone(),
                 generation,
                 now,
             ),
             condition(
                 prev,
                 "Progressing",
-                !all_ready,
-                if all_ready { "Stable" } else { "RollingOut" },
-                progress,
+                progressing,
+                progress_reason,
+                message,
                 generation,
                 now,
             ),
@@ -499,6 +656,64 @@ fn running_status(
                 now,
             ),
         ],
+    }
+}
+
+/// The cluster's pod selector as the scale subresource reports it.
+fn selector_string(plan: &ClusterPlan) -> String {
+    cluster_selector(plan)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The API server refused an object: running objects are as they were, the rest of the
+/// apply did not happen.
+fn apply_failed_status(
+    nc: &NatsCluster,
+    current: &NatsClusterStatus,
+    message: &str,
+    now: Timestamp,
+) -> NatsClusterStatus {
+    let generation = nc.metadata.generation;
+    let prev = &current.conditions;
+    NatsClusterStatus {
+        observed_generation: generation,
+        conditions: vec![
+            keep_or(
+                prev,
+                "Ready",
+                condition(
+                    prev,
+                    "Ready",
+                    false,
+                    "ApplyFailed",
+                    String::new(),
+                    generation,
+                    now,
+                ),
+            ),
+            condition(
+                prev,
+                "Progressing",
+                false,
+                "ApplyFailed",
+                "the spec could not be applied; retrying with back-off".into(),
+                generation,
+                now,
+            ),
+            condition(
+                prev,
+                "Degraded",
+                true,
+                "ApplyFailed",
+                message.to_string(),
+                generation,
+                now,
+            ),
+        ],
+        ..current.clone()
     }
 }
 
@@ -648,7 +863,7 @@ mod tests {
     }
 
     fn sts_with_ready(ready: i32) -> StatefulSet {
-        serde_json::from_value(json!({"spec": {"selector": {}, "template": {}}, "status": {"replicas": ready, "readyReplicas": ready}}))
+        serde_json::from_value(json!({"metadata": {"generation": 1}, "spec": {"selector": {}, "template": {}}, "status": sts_status(ready, ready, 1)}))
             .expect("statefulset")
     }
 
@@ -687,8 +902,24 @@ mod tests {
 
     const APPLY: &str = "?&force=true&fieldManager=midge-operator";
 
-    /// Answers the five applies, echoing each body (StatefulSets with `ready` ready pods).
-    async fn expect_applies(handle: &mut Handle, sets: &[&str], ready: i32) -> Vec<Value> {
+    /// A StatefulSet status: `ready` pods ready and `updated` on the update revision,
+    /// generation `observed` seen by the StatefulSet controller (the object is at 1).
+    fn sts_status(ready: i32, updated: i32, observed: i64) -> Value {
+        let update_revision = if updated == ready { "r1" } else { "r2" };
+        json!({"replicas": ready, "readyReplicas": ready, "updatedReplicas": updated,
+               "observedGeneration": observed, "currentRevision": "r1",
+               "updateRevision": update_revision})
+    }
+
+    /// Answers every apply (ConfigMap, Services, StatefulSets, their PDBs and, when
+    /// `policy`, the NetworkPolicy), echoing each body; StatefulSets answer with
+    /// generation 1 and `status`.
+    async fn expect_applies_with(
+        handle: &mut Handle,
+        sets: &[&str],
+        status: Value,
+        policy: bool,
+    ) -> Vec<Value> {
         let mut bodies = Vec::new();
         let mut paths = vec![
             "/api/v1/namespaces/ns/configmaps/demo-config".to_string(),
@@ -699,17 +930,57 @@ mod tests {
             sets.iter()
                 .map(|s| format!("/apis/apps/v1/namespaces/ns/statefulsets/{s}")),
         );
-        paths.push("/apis/policy/v1/namespaces/ns/poddisruptionbudgets/demo".to_string());
+        paths.extend(
+            sets.iter()
+                .map(|s| format!("/apis/policy/v1/namespaces/ns/poddisruptionbudgets/{s}")),
+        );
+        if policy {
+            paths.push("/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/demo".into());
+        }
         for path in paths {
             let (mut body, send) = expect(handle, "PATCH", &format!("{path}{APPLY}")).await;
             assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], UID, "{path}");
             if path.contains("statefulsets") {
-                body["status"] = json!({"replicas": ready, "readyReplicas": ready});
+                body["metadata"]["generation"] = json!(1);
+                body["status"] = status.clone();
             }
             respond(send, 200, body.clone());
             bodies.push(body);
         }
         bodies
+    }
+
+    /// Every apply answered with `ready` servers per pool, all rolled out.
+    async fn expect_applies(handle: &mut Handle, sets: &[&str], ready: i32) -> Vec<Value> {
+        expect_applies_with(handle, sets, sts_status(ready, ready, 1), true).await
+    }
+
+    /// Answers the list of this cluster's objects of one kind (`group` is `apis/<g>/<v>`).
+    async fn expect_list_of(handle: &mut Handle, group: &str, plural: &str, items: Vec<Value>) {
+        let (_, send) = expect(
+            handle,
+            "GET",
+            &format!("/{group}/namespaces/ns/{plural}?&labelSelector=app.kubernetes.io%2Fname%3Dmidge%2Capp.kubernetes.io%2Finstance%3Ddemo%2Capp.kubernetes.io%2Fmanaged-by%3Dmidge-operator"),
+        )
+        .await;
+        respond(
+            send,
+            200,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}),
+        );
+    }
+
+    /// The PDB prune step's list, answered with `items`.
+    async fn expect_pdb_list(handle: &mut Handle, items: Vec<Value>) {
+        expect_list_of(handle, "apis/policy/v1", "poddisruptionbudgets", items).await;
+    }
+
+    fn owned(name: &str, uid: &str) -> Value {
+        json!({
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": [{
+                "apiVersion": "midge.dev/v1alpha1", "kind": "NatsCluster", "name": "demo",
+                "uid": uid, "controller": true}]}
+        })
     }
 
     async fn expect_list(handle: &mut Handle, items: Vec<Value>) {
@@ -817,6 +1088,7 @@ mod tests {
             );
             assert_eq!(bodies[3]["spec"]["replicas"], 3);
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["observedGeneration"], 2);
             assert_eq!(status["replicas"], 3);
@@ -824,7 +1096,7 @@ mod tests {
             assert_eq!(status["clientUrl"], "nats://demo.ns.svc.cluster.local:4222");
             assert_eq!(
                 status["pools"],
-                json!([{"name": "default", "replicas": 3, "readyReplicas": 0}])
+                json!([{"name": "default", "replicas": 3, "readyReplicas": 0, "updatedReplicas": 0}])
             );
             assert_eq!(condition_of(&status, "Ready")["status"], "False");
             assert_eq!(condition_of(&status, "Progressing")["status"], "True");
@@ -847,6 +1119,7 @@ mod tests {
         let action = run(nc, |mut h| async move {
             expect_applies(&mut h, &["demo-default"], 3).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             h
         })
         .await
@@ -871,6 +1144,7 @@ mod tests {
             );
             assert_eq!(bodies[3]["spec"]["replicas"], 5);
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["replicas"], 5);
             assert_eq!(condition_of(&status, "Ready")["reason"], "ServersNotReady");
@@ -910,6 +1184,26 @@ mod tests {
                 event["note"],
                 "deleted StatefulSet demo-b: its pool is no longer in the spec"
             );
+            // The removed pool's PDB goes too, and so does the single cluster-wide PDB
+            // earlier operator versions made.
+            expect_pdb_list(
+                &mut h,
+                vec![
+                    owned("demo", UID),
+                    owned("demo-a", UID),
+                    owned("demo-b", UID),
+                ],
+            )
+            .await;
+            for pdb in ["demo", "demo-b"] {
+                let (_, send) = expect(
+                    &mut h,
+                    "DELETE",
+                    &format!("/apis/policy/v1/namespaces/ns/poddisruptionbudgets/{pdb}?"),
+                )
+                .await;
+                respond(send, 200, owned(pdb, UID));
+            }
             h
         })
         .await
@@ -1009,8 +1303,8 @@ mod tests {
         granted.sort();
 
         // Every kind the build step produces is applied (server-side apply creating an
-        // object is authorised as create too). Kinds map to resources by plural: all of
-        // ours are regular (+s).
+        // object is authorised as create too). Kinds map to resources by their regular
+        // English plural.
         let sample = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../config/samples/natscluster-production.yaml"
@@ -1025,10 +1319,11 @@ mod tests {
             let doc = serde_yaml::Value::deserialize(doc).expect("object");
             let api_version = doc["apiVersion"].as_str().unwrap_or_default();
             let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            let resource = format!(
-                "{}s",
-                doc["kind"].as_str().unwrap_or_default().to_lowercase()
-            );
+            let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
+            let resource = match kind.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None => format!("{kind}s"),
+            };
             for verb in ["create", "patch"] {
                 needed.push(format!("{group}/{resource}:{verb}"));
             }
@@ -1045,6 +1340,13 @@ mod tests {
         }
         needed.push("midge.dev/natsclusters/status:patch".into());
         needed.push("apps/statefulsets:delete".into());
+        for pruned in [
+            "policy/poddisruptionbudgets",
+            "networking.k8s.io/networkpolicies",
+        ] {
+            needed.push(format!("{pruned}:list"));
+            needed.push(format!("{pruned}:delete"));
+        }
         needed.push("events.k8s.io/events:create".into());
         needed.push("events.k8s.io/events:patch".into());
         needed.sort();
@@ -1091,5 +1393,204 @@ mod tests {
             .metrics
             .render()
             .contains("midge_operator_reconcile_errors_total{step=\"apply\"} 3"));
+    }
+
+    /// Ready needs the rollout finished, not only ready pods: a StatefulSet whose
+    /// controller has not seen the new spec yet, or whose pods are still on the old
+    /// revision, leaves the cluster Progressing.
+    #[tokio::test]
+    async fn ready_waits_for_the_rollout() {
+        for (status, expected) in [
+            // 3 ready pods, only 1 on the new revision.
+            (
+                sts_status(3, 1, 1),
+                "3/3 servers ready, 1/3 updated; rolling out: default",
+            ),
+            // Everything looks done, but for generation 0 (the new spec is generation 1).
+            (
+                sts_status(3, 3, 0),
+                "3/3 servers ready, 3/3 updated; rolling out: default",
+            ),
+        ] {
+            let mut nc = cluster("  replicas: 3\n");
+            nc.status = Some(settled(&nc, 3));
+            let status_nc = nc.clone();
+            let action = run(nc, |mut h| async move {
+                expect_applies_with(&mut h, &["demo-default"], status, true).await;
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+                expect_pdb_list(&mut h, vec![]).await;
+                let status = expect_status(&mut h, &status_nc).await;
+                let ready = condition_of(&status, "Ready");
+                assert_eq!(ready["status"], "False");
+                assert_eq!(ready["reason"], "ServersNotReady");
+                assert_eq!(ready["message"], expected);
+                assert_eq!(condition_of(&status, "Progressing")["status"], "True");
+                assert_eq!(status["readyReplicas"], 3);
+                h
+            })
+            .await
+            .expect("reconcile succeeds");
+            assert_eq!(action, Action::requeue(PROGRESS_POLL));
+        }
+    }
+
+    /// A cluster scaled to zero serves nobody: not Ready.
+    #[tokio::test]
+    async fn zero_servers_is_not_ready() {
+        let nc = cluster("  replicas: 0\n");
+        let status_nc = nc.clone();
+        let action = run(nc, |mut h| async move {
+            expect_applies(&mut h, &["demo-default"], 0).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            let ready = condition_of(&status, "Ready");
+            assert_eq!(ready["status"], "False");
+            assert_eq!(ready["reason"], "NoServers");
+            assert_eq!(condition_of(&status, "Progressing")["status"], "False");
+            assert_eq!(
+                status["selector"],
+                "app.kubernetes.io/instance=demo,app.kubernetes.io/name=midge"
+            );
+            expect_event(&mut h, "Created").await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(RESYNC), "nothing to poll for");
+    }
+
+    /// A 422 from the API server reaches the user as Degraded/ApplyFailed and a Warning
+    /// Event, the rest of the apply is skipped, and the reconcile backs off. Once the
+    /// status says so, a retry writes nothing more.
+    #[tokio::test]
+    async fn rejected_apply_is_degraded_with_an_event() {
+        let mut nc = cluster("  replicas: 3\n");
+        nc.status = Some(settled(&nc, 3));
+        let status_nc = nc.clone();
+        let reject = |send| {
+            respond(
+                send,
+                422,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422, "reason": "Invalid",
+                       "message": "StatefulSet.apps \"demo-default\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden"}),
+            )
+        };
+        let error = run(nc.clone(), |mut h| async move {
+            for path in [
+                "/api/v1/namespaces/ns/configmaps/demo-config",
+                "/api/v1/namespaces/ns/services/demo-headless",
+                "/api/v1/namespaces/ns/services/demo",
+            ] {
+                let (body, send) = expect(&mut h, "PATCH", &format!("{path}{APPLY}")).await;
+                respond(send, 200, body);
+            }
+            let (_, send) = expect(
+                &mut h,
+                "PATCH",
+                &format!("/apis/apps/v1/namespaces/ns/statefulsets/demo-default{APPLY}"),
+            )
+            .await;
+            reject(send);
+            let status = expect_status(&mut h, &status_nc).await;
+            let degraded = condition_of(&status, "Degraded");
+            assert_eq!(degraded["status"], "True");
+            assert_eq!(degraded["reason"], "ApplyFailed");
+            assert_eq!(
+                degraded["message"],
+                "the API server refused StatefulSet demo-default (422 Invalid): StatefulSet.apps \"demo-default\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden"
+            );
+            assert_eq!(condition_of(&status, "Ready")["status"], "True", "running servers stay");
+            let event = expect_event(&mut h, "ApplyFailed").await;
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["note"], degraded["message"]);
+            h
+        })
+        .await
+        .expect_err("reconcile fails and backs off");
+        assert_eq!(error.metric_label(), "apply");
+
+        // The status already says it: the retry only repeats the applies.
+        let mut again = nc;
+        let message = error.rejection().expect("a rejection");
+        again.status = Some(apply_failed_status(
+            &again,
+            &settled(&again, 3),
+            &message,
+            now(),
+        ));
+        run(again, |mut h| async move {
+            for path in [
+                "/api/v1/namespaces/ns/configmaps/demo-config",
+                "/api/v1/namespaces/ns/services/demo-headless",
+                "/api/v1/namespaces/ns/services/demo",
+            ] {
+                let (body, send) = expect(&mut h, "PATCH", &format!("{path}{APPLY}")).await;
+                respond(send, 200, body);
+            }
+            let (_, send) = expect(
+                &mut h,
+                "PATCH",
+                &format!("/apis/apps/v1/namespaces/ns/statefulsets/demo-default{APPLY}"),
+            )
+            .await;
+            reject(send);
+            h
+        })
+        .await
+        .expect_err("still refused");
+    }
+
+    /// What the broker refuses (here its 30 s minimum lame duck duration) is refused
+    /// before anything is applied, with the broker's message and the field.
+    #[tokio::test]
+    async fn spec_the_broker_refuses_applies_nothing() {
+        let mut nc = cluster("  replicas: 3\n  broker: {lameDuckDuration: 10s}\n");
+        nc.status = Some(settled(&cluster("  replicas: 3\n"), 3));
+        let status_nc = nc.clone();
+        run(nc, |mut h| async move {
+            let status = expect_status(&mut h, &status_nc).await;
+            let degraded = condition_of(&status, "Degraded");
+            assert_eq!(degraded["reason"], "InvalidSpec");
+            assert_eq!(
+                degraded["message"],
+                "spec.broker.lameDuckDuration: the broker refuses the rendered config: /etc/midge/midge.conf:13:21: lame_duck_duration: 10s is too short, the minimum is 30s"
+            );
+            assert_eq!(condition_of(&status, "Ready")["status"], "True");
+            let event = expect_event(&mut h, "InvalidSpec").await;
+            assert_eq!(event["type"], "Warning");
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    /// `networkPolicy.enabled: false` deletes the policy the operator made, and only it.
+    #[tokio::test]
+    async fn disabled_network_policy_is_deleted() {
+        let mut nc = cluster("  replicas: 3\n  networkPolicy: {enabled: false}\n");
+        nc.status = Some(settled(&nc, 3));
+        run(nc, |mut h| async move {
+            expect_applies_with(&mut h, &["demo-default"], sts_status(3, 3, 1), false).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            expect_list_of(
+                &mut h,
+                "apis/networking.k8s.io/v1",
+                "networkpolicies",
+                vec![owned("demo", UID), owned("demo-extra", "someone-else")],
+            )
+            .await;
+            let (_, send) = expect(
+                &mut h,
+                "DELETE",
+                "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/demo?",
+            )
+            .await;
+            respond(send, 200, owned("demo", UID));
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
     }
 }

@@ -3,14 +3,17 @@
 //! The Rust types are the single source of truth: the CRD YAML in `config/crd/` is
 //! generated from them (`midge-operator crd`) and CI fails when the two drift apart.
 //! Schema constraints here catch what the API server can check on its own (ranges,
-//! patterns, enums); cross-field rules (unique pool names, at least one core pool...)
-//! live in [`crate::validate`] because OpenAPI cannot express them.
+//! patterns, enums) and, as CEL rules (`x-kubernetes-validations`), the simple cross-field
+//! rules the broker would refuse (lame duck timers, payload over pending, route TLS), so
+//! `kubectl apply` refuses them. Everything else (unique pool names, the broker's full
+//! checks of the rendered config) lives in [`crate::validate`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -43,9 +46,24 @@ pub fn default_image() -> String {
     // Raw JSON form: clippy's duplicated_attributes lint misfires on the structured form.
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Servers that pass their readiness probe"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.replicas","description":"Servers the spec asks for, over all pools"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // `kubectl scale`, HPA and KEDA drive `spec.replicas`: the shorthand single pool. A
+    // cluster with pools refuses it (CEL rule below); one pool is scaled by patching it.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
 )]
 #[serde(rename_all = "camelCase")]
+// Cross-field rules the API server checks at admission (CEL), so `kubectl apply` refuses
+// them; the operator checks the same and more with the broker's own loader.
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.replicas) || !has(self.pools) || size(self.pools) == 0",
+        "message": "set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools"
+    }
+]))]
 pub struct NatsClusterSpec {
     /// Shorthand for a single core pool named `default` with this many servers.
     /// Mutually exclusive with `pools`. Defaults to 3 when neither is set.
@@ -101,6 +119,10 @@ pub struct NatsClusterSpec {
         pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
     ))]
     pub cluster_domain: Option<String>,
+
+    /// NetworkPolicy for the broker pods. Enabled by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 
     /// Stop reconciling this cluster: running objects are left exactly as they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -196,9 +218,40 @@ pub struct Ports {
     pub cluster: Option<i32>,
 }
 
+/// Who may reach the broker pods. The route port is open only to the cluster's own pods;
+/// the client and monitoring ports to the peers listed here (every source when empty).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy. Defaults to true; false deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Sources allowed on the client port. Empty: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_from: Vec<NetworkPolicyPeer>,
+    /// Sources allowed on the monitoring port (Prometheus, for instance). Empty: every
+    /// source. Kubelet probes come from the node and are not affected on most networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitoring_from: Vec<NetworkPolicyPeer>,
+}
+
 /// Broker limits and timers, rendered into the broker config file.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.lameDuckDuration) || duration(self.lameDuckDuration) >= duration('30s')",
+        "message": "lameDuckDuration must be at least 30s (the broker's minimum)"
+    },
+    {
+        "rule": "duration(has(self.lameDuckGracePeriod) ? self.lameDuckGracePeriod : '10s') < duration(has(self.lameDuckDuration) ? self.lameDuckDuration : '30s')",
+        "message": "lameDuckGracePeriod must be shorter than lameDuckDuration (defaults 10s and 30s)"
+    },
+    {
+        "rule": "!has(self.maxPayload) || self.maxPayload <= (has(self.maxPending) ? self.maxPending : 67108864)",
+        "message": "maxPayload must not exceed maxPending (default 64 MiB): no message could be delivered"
+    }
+]))]
 pub struct BrokerSettings {
     /// Largest message payload in bytes (broker default 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,7 +271,7 @@ pub struct BrokerSettings {
     pub max_pending: Option<i64>,
     /// Interval between server PINGs, e.g. `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub ping_interval: Option<String>,
     /// Unanswered PINGs before a connection is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,22 +279,25 @@ pub struct BrokerSettings {
     pub ping_max: Option<i32>,
     /// How long a write to a client may block, e.g. `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub write_deadline: Option<String>,
     /// Time over which a server in lame duck mode closes its clients. Defaults to `30s`
     /// (shorter than the broker's 2m so a rolling restart of a pool stays reasonable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub lame_duck_duration: Option<String>,
     /// Wait before a server in lame duck mode starts closing clients. Defaults to `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub lame_duck_grace_period: Option<String>,
 }
 
 /// Client authentication. Set at most one of `token` and `users`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.token) && has(self.users))", "message": "set either token or users, not both"}
+]))]
 pub struct AuthSpec {
     /// A shared token every client presents, read from a Secret key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,6 +320,9 @@ pub struct SecretKeySelector {
 /// TLS settings. Each Secret has the cert-manager layout: `tls.crt`, `tls.key`, `ca.crt`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.routes)", "message": "route TLS is not supported by the broker yet: keep the route port private (spec.networkPolicy does)"}
+]))]
 pub struct TlsSpec {
     /// TLS on the client port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,6 +399,9 @@ pub struct NatsClusterStatus {
     pub ready_replicas: i32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<PoolStatus>,
+    /// Label selector of the cluster's pods, for the scale subresource (HPA, KEDA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// URL clients inside the Kubernetes cluster connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_url: Option<String>,
@@ -354,4 +416,130 @@ pub struct PoolStatus {
     pub name: String,
     pub replicas: i32,
     pub ready_replicas: i32,
+    /// Servers running the current pod template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+}
+
+/// The CRD's CEL rules (`x-kubernetes-validations`), evaluated offline with kube-cel
+/// against sample objects. No API server can run here; this evaluates the very rule text
+/// the generated CRD carries, with a CEL implementation of Kubernetes' functions.
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::{json, Value};
+
+    use super::NatsCluster;
+
+    fn schema() -> Value {
+        let crd = NatsCluster::crd();
+        let version = &crd.spec.versions[0];
+        let schema = version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("the CRD has a schema");
+        serde_json::to_value(schema).expect("schema as JSON")
+    }
+
+    fn object(spec: &str) -> Value {
+        let spec: Value = serde_yaml::from_str(spec).expect("test spec parses");
+        json!({"apiVersion": "midge.dev/v1alpha1", "kind": "NatsCluster",
+               "metadata": {"name": "demo", "namespace": "ns"}, "spec": spec})
+    }
+
+    /// `field: message` of every rule `spec` breaks.
+    fn violations(spec: &str) -> Vec<String> {
+        match kube_cel::Validator::new().validate(&schema(), &object(spec), None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors
+                .as_slice()
+                .iter()
+                .map(|e| format!("{}: {}", e.field_path, e.message))
+                .collect(),
+        }
+    }
+
+    fn rule_count(schema: &Value) -> usize {
+        match schema {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("x-kubernetes-validations", Value::Array(rules)) => rules.len(),
+                    _ => rule_count(v),
+                })
+                .sum(),
+            Value::Array(items) => items.iter().map(rule_count).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn valid_specs_and_every_sample_pass() {
+        for spec in [
+            "{}",
+            "{replicas: 3}",
+            "{broker: {lameDuckDuration: 1m, lameDuckGracePeriod: 15s, maxPayload: 1024, maxPending: 2048}}",
+            "{pools: [{name: a, replicas: 1}], auth: {token: {name: s, key: t}}, tls: {client: {secretName: c}}}",
+        ] {
+            assert_eq!(violations(spec), Vec::<String>::new(), "{spec}");
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/samples");
+        for entry in std::fs::read_dir(dir).expect("config/samples") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("sample");
+            let sample: Value = serde_yaml::from_str(&text).expect("sample parses");
+            let result = kube_cel::Validator::new().validate(&schema(), &sample, None);
+            assert!(result.is_ok(), "{}: {result:?}", path.display());
+        }
+    }
+
+    /// Each rule refuses what it is for, and the operator's own validation (the broker's
+    /// loader) refuses the same spec: the API server never accepts less than that.
+    #[test]
+    fn cross_field_rules_refuse_what_the_broker_refuses() {
+        let cases = [
+            (
+                "{broker: {lameDuckDuration: 10s, lameDuckGracePeriod: 5s}}",
+                "spec.broker: lameDuckDuration must be at least 30s (the broker's minimum)",
+            ),
+            (
+                "{broker: {lameDuckDuration: 30s, lameDuckGracePeriod: 45s}}",
+                "spec.broker: lameDuckGracePeriod must be shorter than lameDuckDuration (defaults 10s and 30s)",
+            ),
+            // The default duration (30s) counts too.
+            (
+                "{broker: {lameDuckGracePeriod: 40s}}",
+                "spec.broker: lameDuckGracePeriod must be shorter than lameDuckDuration (defaults 10s and 30s)",
+            ),
+            (
+                "{broker: {maxPayload: 2048, maxPending: 1024}}",
+                "spec.broker: maxPayload must not exceed maxPending (default 64 MiB): no message could be delivered",
+            ),
+            (
+                "{tls: {routes: {secretName: r}}}",
+                "spec.tls: route TLS is not supported by the broker yet: keep the route port private (spec.networkPolicy does)",
+            ),
+            (
+                "{auth: {token: {name: s, key: t}, users: {name: s, key: u}}}",
+                "spec.auth: set either token or users, not both",
+            ),
+            (
+                "{replicas: 2, pools: [{name: a, replicas: 1}]}",
+                "spec: set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools",
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(violations(spec), vec![expected.to_string()], "{spec}");
+            let cluster: NatsCluster = serde_json::from_value(object(spec)).expect("a NatsCluster");
+            assert!(
+                crate::validate::validate(&cluster).is_err(),
+                "the operator accepts {spec}"
+            );
+        }
+        // Every rule of the CRD has a case above.
+        let mut rules: Vec<&str> = cases.iter().map(|(_, message)| *message).collect();
+        rules.dedup();
+        assert_eq!(rule_count(&schema()), rules.len());
+    }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`crd`]: the custom resource types; the CRD YAML is generated from them.
 //! - [`validate`]: spec -> [`validate::ClusterPlan`] (pure), or every problem with its field path.
+//! - [`broker_config`]: the rendered broker config checked by the broker's own loader,
+//!   and the restart hash from the broker's own start-up options.
 //! - [`build`]: plan -> the Kubernetes objects to apply (pure, deterministic), including
 //!   the broker config file.
 //! - [`controller`]: apply with server-side apply, delete what is no longer produced,
@@ -15,6 +17,7 @@
 //!   (`midge-operator local`).
 //! - [`leader`]: leader election through a Lease, so that several replicas can run.
 
+pub mod broker_config;
 pub mod build;
 pub mod controller;
 pub mod crd;

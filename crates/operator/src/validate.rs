@@ -3,12 +3,15 @@
 //!
 //! The CRD schema already rejects most malformed values at admission time, but the checks
 //! are repeated here because `render` reads manifests that never went through an API server,
-//! and because cross-field rules (unique names, distinct ports) cannot be expressed in
-//! OpenAPI. Pure: no client, no clock.
+//! and because some cross-field rules (unique names, distinct ports) are not in the schema.
+//! Last, the rendered broker config is checked by the broker's own loader
+//! ([`crate::broker_config`]), so what the broker refuses is refused here. No client, no
+//! clock (a spec with a users Secret has its stand-in file written to a scratch directory).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::ResourceExt;
 
 use crate::crd::{
@@ -125,6 +128,19 @@ pub struct ClusterPlan {
     pub service_type: ServiceType,
     pub service_annotations: BTreeMap<String, String>,
     pub cluster_domain: String,
+    /// Hash of the broker's start-up options in the rendered config (see
+    /// [`crate::broker_config`]); in the pod template, so changing one rolls the pods.
+    pub restart_hash: String,
+    /// Who may reach the client and monitoring ports; `None` when the NetworkPolicy is
+    /// disabled.
+    pub network_policy: Option<NetworkPeers>,
+}
+
+/// Allowed sources of the broker pods' NetworkPolicy (empty lists: every source).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkPeers {
+    pub client_from: Vec<NetworkPolicyPeer>,
+    pub monitoring_from: Vec<NetworkPolicyPeer>,
 }
 
 impl ClusterPlan {
@@ -344,15 +360,6 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
             }
         }
     }
-    if let (Some(payload), Some(pending)) = (broker.max_payload, broker.max_pending) {
-        if payload > pending {
-            err(
-                "spec.broker.maxPayload",
-                format!("{payload} exceeds spec.broker.maxPending ({pending}): no message could ever be delivered"),
-            );
-        }
-    }
-
     let auth = match spec.auth.clone().unwrap_or_default() {
         crate::crd::AuthSpec {
             token: Some(_),
@@ -408,7 +415,7 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         }]));
     };
 
-    Ok(ClusterPlan {
+    let mut plan = ClusterPlan {
         name,
         namespace,
         image,
@@ -434,7 +441,20 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         service_type: service.type_.unwrap_or_default(),
         service_annotations: service.annotations,
         cluster_domain,
-    })
+        restart_hash: String::new(),
+        network_policy: {
+            let policy = spec.network_policy.clone().unwrap_or_default();
+            policy.enabled.unwrap_or(true).then_some(NetworkPeers {
+                client_from: policy.client_from,
+                monitoring_from: policy.monitoring_from,
+            })
+        },
+    };
+    // Last, on a plan that is otherwise valid: the broker's own loader has the final word.
+    let conf = crate::build::render_broker_config(&plan, &plan.pools);
+    let checked = crate::broker_config::check(&conf).map_err(ValidationError)?;
+    plan.restart_hash = checked.restart_hash;
+    Ok(plan)
 }
 
 fn check_secret_name(err: &mut impl FnMut(&str, String), path: &str, name: &str) {
@@ -677,12 +697,52 @@ mod tests {
         );
     }
 
+    /// Specs the broker refuses are refused here, by the broker's own loader, each error
+    /// naming the spec field and the line of the rendered file.
     #[test]
-    fn payload_larger_than_pending_is_rejected() {
+    fn what_the_broker_refuses_is_invalid() {
+        assert_eq!(
+            errors(&format!("{HEAD}spec:\n  broker: {{lameDuckDuration: 10s}}\n")),
+            vec!["spec.broker.lameDuckDuration: the broker refuses the rendered config: /etc/midge/midge.conf:13:21: lame_duck_duration: 10s is too short, the minimum is 30s"]
+        );
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  broker: {{lameDuckDuration: 30s, lameDuckGracePeriod: 45s}}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.broker.lameDuckGracePeriod: the broker refuses the rendered config: /etc/midge/midge.conf: lame_duck_grace_period (45s) must be shorter"),
+            "{errs:?}"
+        );
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  tls: {{routes: {{secretName: route-cert}}}}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "spec.tls.routes: the broker refuses the rendered config: /etc/midge/midge.conf:"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].ends_with("tls: not supported by midge yet"),
+            "{errs:?}"
+        );
+        // The users Secret's file is a stand-in here: the spec itself is fine.
+        assert!(errors(&format!(
+            "{HEAD}spec:\n  auth: {{users: {{name: u, key: k}}}}\n  tls: {{client: {{secretName: c, verify: true}}}}\n"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn payload_larger_than_pending_is_rejected_by_the_broker() {
         let errs = errors(&format!(
             "{HEAD}spec:\n  broker: {{maxPayload: 2048, maxPending: 1024}}\n"
         ));
-        assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("spec.broker.maxPayload: 2048 exceeds"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.broker.maxPayload: the broker refuses the rendered config: /etc/midge/midge.conf: max_payload"),
+            "{errs:?}"
+        );
     }
 }

@@ -43,8 +43,6 @@ impl fmt::Display for ConfWarning {
 const UNSUPPORTED: &[&str] = &[
     "jetstream",
     "gateway",
-    "websocket",
-    "ws",
     "mqtt",
     "roots",
     "root",
@@ -218,6 +216,9 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 struct Ctx {
     errors: Vec<ConfError>,
     warnings: Vec<ConfWarning>,
+    /// Leave the certificate and key files a config names unread (see
+    /// [`Options::apply_conf_without_files`]).
+    skip_files: bool,
 }
 
 impl Ctx {
@@ -270,7 +271,43 @@ impl Options {
     /// Sets the options a parsed config names, leaving the others as they are. Does not run
     /// [`Options::validate`]: the caller may still apply command-line flags.
     pub fn apply_conf(&mut self, map: &Map) -> Result<Vec<ConfWarning>, ConfError> {
-        let mut ctx = Ctx::default();
+        self.apply_conf_with(map, Ctx::default())
+    }
+
+    /// As [`Options::apply_conf`], except that the TLS certificate, key and CA files the
+    /// config names are not opened: every other key is read and checked exactly as
+    /// `midge -c` does. For a config checked away from the machine that will hold those
+    /// files, e.g. by the Kubernetes operator before the pods' Secret volumes exist.
+    pub fn apply_conf_without_files(&mut self, map: &Map) -> Result<Vec<ConfWarning>, ConfError> {
+        self.apply_conf_with(
+            map,
+            Ctx {
+                skip_files: true,
+                ..Ctx::default()
+            },
+        )
+    }
+
+    /// As [`Options::from_conf`] (the options a config gives, checked together), with the
+    /// files left unread as by [`Options::apply_conf_without_files`]. `config_file` is
+    /// recorded as the path the server will read the config from.
+    pub fn from_conf_without_files(
+        map: &Map,
+        config_file: &Path,
+    ) -> Result<LoadedConfig, ConfError> {
+        let mut options = Options {
+            config_file: Some(config_file.to_path_buf()),
+            ..Options::default()
+        };
+        let warnings = options.apply_conf_without_files(map)?;
+        options.validate().map_err(|source| ConfError::Options {
+            file: config_file.display().to_string(),
+            source,
+        })?;
+        Ok(LoadedConfig { options, warnings })
+    }
+
+    fn apply_conf_with(&mut self, map: &Map, mut ctx: Ctx) -> Result<Vec<ConfWarning>, ConfError> {
         if map.is_empty() {
             // Not an error (nats-server only warns), but usually a wrong file.
             ctx.warnings.push(ConfWarning {
@@ -638,6 +675,7 @@ impl Options {
             }
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "leafnodes" | "leaf" => self.leafnodes = parse_leafnodes(v, key, ctx)?,
+            "websocket" | "ws" => self.websocket = parse_websocket(v, key, ctx)?,
             "jetstream" if jetstream_disabled(v) => {}
             lower if UNSUPPORTED.contains(&lower) => {
                 if v.kind != ValueKind::Bool(false) {
@@ -1066,6 +1104,12 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
             }
             "tls" => {
                 let (tls, _) = parse_tls(v, &k, ctx)?;
+                if tls.handshake_first {
+                    return Err(v.invalid(
+                        &k,
+                        "handshake_first is supported for client connections only",
+                    ));
+                }
                 leaf.tls = Some(tls);
             }
             "authorization" => {
@@ -1137,7 +1181,7 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
                             "account" | "local" => {
                                 remote.account = Some(e.value.as_str(&ek)?.to_string());
                             }
-                            "tls" => remote.tls = Some(parse_remote_tls(&e.value, &ek)?),
+                            "tls" => remote.tls = Some(parse_remote_tls(&e.value, &ek, ctx)?),
                             "deny_imports" | "deny_import" | "deny_exports" | "deny_export" => {
                                 let subjects: Vec<&Value> = match &e.value.kind {
                                     ValueKind::String(_) => vec![&e.value],
@@ -1184,6 +1228,118 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
         }
     }
     Ok(leaf)
+}
+
+/// `websocket { listen, port, host, advertise, tls {}, no_tls, same_origin, allowed_origins,
+/// compression, handshake_timeout, authorization {}, no_auth_user, jwt_cookie }`.
+fn parse_websocket(
+    v: &Value,
+    key: &str,
+    ctx: &mut Ctx,
+) -> Result<crate::options::WebsocketOptions, ConfError> {
+    let map = v.as_map(key)?;
+    let mut ws = crate::options::WebsocketOptions::default();
+    let mut errors = Vec::new();
+    for entry in map.entries() {
+        let k = format!("{key}.{}", entry.key);
+        let v = &entry.value;
+        let result = (|| {
+            match entry.key.to_ascii_lowercase().as_str() {
+                "listen" => {
+                    let (host, port) = parse_host_port(v, &k)?;
+                    if let Some(host) = host {
+                        ws.host = host;
+                    }
+                    ws.port = Some(port);
+                }
+                "port" => ws.port = Some(parse_port(v, &k)?),
+                "host" | "net" => ws.host = parse_ip(v.as_str(&k)?, v, &k)?,
+                "advertise" => ws.advertise = Some(v.as_str(&k)?.to_string()),
+                "no_tls" => ws.no_tls = v.as_bool(&k)?,
+                "tls" => {
+                    let tls = parse_tls(v, &k, ctx)?.0;
+                    if tls.handshake_first {
+                        return Err(v.invalid(
+                            &k,
+                            "handshake_first is supported for client connections only",
+                        ));
+                    }
+                    ws.tls = Some(tls);
+                }
+                "same_origin" => ws.same_origin = v.as_bool(&k)?,
+                "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin"
+                | "origins" | "origin" => {
+                    let items: Vec<&Value> = match &v.kind {
+                        ValueKind::String(_) => vec![v],
+                        _ => v.as_array(&k)?.iter().collect(),
+                    };
+                    for item in items {
+                        let text = item.as_str(&k)?;
+                        crate::ws::Origin::parse(text).map_err(|m| {
+                            item.invalid(&k, format!("unable to parse allowed origin: {m}"))
+                        })?;
+                        ws.allowed_origins.push(text.to_string());
+                    }
+                }
+                "compression" | "compress" => ws.compression = v.as_bool(&k)?,
+                "handshake_timeout" => {
+                    ws.handshake_timeout = parse_seconds_or_duration(v, &k, ctx)?;
+                    if ws.handshake_timeout.is_zero() {
+                        ws.handshake_timeout =
+                            crate::options::WebsocketOptions::DEFAULT_HANDSHAKE_TIMEOUT;
+                    }
+                }
+                "authorization" | "authentication" => {
+                    let auth = parse_authorization(v, &k, ctx)?;
+                    if !auth.users.is_empty() {
+                        return Err(v.invalid(
+                            &k,
+                            "websocket authorization takes a user/password or a token, not users",
+                        ));
+                    }
+                    ws.user = auth.user;
+                    ws.password = auth.password;
+                    ws.token = auth.token;
+                    if auth.timeout != crate::options::Authorization::default().timeout {
+                        ws.auth_timeout = Some(auth.timeout);
+                    }
+                }
+                "no_auth_user" => ws.no_auth_user = Some(v.as_str(&k)?.to_string()),
+                "jwt_cookie" => {
+                    ws.jwt_cookie = Some(v.as_str(&k)?.to_string());
+                    ctx.warn(
+                        &v.pos,
+                        &k,
+                        "kept, but unused until midge supports JWT authentication",
+                    );
+                }
+                "user_cookie" | "pass_cookie" | "token_cookie" | "headers" | "ping_interval" => {
+                    return Err(unsupported(entry))
+                }
+                _ if entry.used_as_variable => {}
+                _ => {
+                    return Err(ConfError::UnknownKey {
+                        pos: entry.key_pos.clone(),
+                        key: k.clone(),
+                    })
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    if let Some(e) = ConfError::collect(errors) {
+        return Err(e);
+    }
+    if ws.port.is_some() && ws.tls.is_none() && !ws.no_tls {
+        return Err(v.invalid(
+            key,
+            "websocket requires TLS configuration (a tls {} block, or no_tls: true)",
+        ));
+    }
+    Ok(ws)
 }
 
 fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, ConfError> {
@@ -1279,6 +1435,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
     let mut verify: Option<(bool, &Value)> = None;
     let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
     let mut allow_non_tls = None;
+    let mut handshake_first = false;
     for entry in map.entries() {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
@@ -1321,10 +1478,18 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
                     ));
                 }
             }
-            "handshake_first"
-            | "first"
-            | "immediate"
-            | "pinned_certs"
+            "handshake_first" | "first" | "immediate" => match &ev.kind {
+                ValueKind::Bool(b) => handshake_first = *b,
+                // nats-server also takes a delay after which a silent client gets INFO in
+                // plain text (TLS-first and plain clients on one port).
+                _ => {
+                    return Err(ev.invalid(
+                        &k,
+                        "midge takes true or false (a fallback delay is not supported yet)",
+                    ))
+                }
+            },
+            "pinned_certs"
             | "cert_store"
             | "cert_match_by"
             | "cert_match"
@@ -1354,7 +1519,11 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         ca_file: ca.as_ref().map(|(p, _)| p.clone()),
         verify: verify.is_some_and(|(b, _)| b),
         timeout,
+        handshake_first,
     };
+    if ctx.skip_files {
+        return Ok((opts, allow_non_tls));
+    }
     if let Err(e) = crate::tls::load(&opts) {
         let (at, name) = match e.source_option() {
             TlsErrorSource::CertFile => (cert_v, "cert_file"),
@@ -1374,7 +1543,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
 }
 
 /// A remote's `tls { ca_file, cert_file, key_file, timeout }`, files checked now.
-fn parse_remote_tls(v: &Value, key: &str) -> Result<RemoteTls, ConfError> {
+fn parse_remote_tls(v: &Value, key: &str, ctx: &Ctx) -> Result<RemoteTls, ConfError> {
     let mut tls = RemoteTls {
         timeout: TlsOptions::DEFAULT_TIMEOUT,
         ..RemoteTls::default()
@@ -1393,7 +1562,7 @@ fn parse_remote_tls(v: &Value, key: &str) -> Result<RemoteTls, ConfError> {
     if tls.cert_file.is_some() != tls.key_file.is_some() {
         return Err(v.invalid(key, "cert_file and key_file go together"));
     }
-    if let Some(ca) = &tls.ca_file {
+    if let Some(ca) = tls.ca_file.as_ref().filter(|_| !ctx.skip_files) {
         let cert = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
         crate::tls::client_config(ca, cert).map_err(|e| v.invalid(key, e.to_string()))?;
     }

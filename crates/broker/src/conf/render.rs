@@ -80,6 +80,7 @@ impl Options {
         render_auth(self, &mut out);
         render_cluster(self, &mut out);
         render_leafnodes(self, &mut out);
+        render_websocket(self, &mut out);
         if let Some(tls) = &self.tls {
             out.push_str("tls {\n");
             let _ = writeln!(
@@ -97,6 +98,9 @@ impl Options {
             }
             let _ = writeln!(out, "  verify: {}", tls.verify);
             let _ = writeln!(out, "  timeout: {}", duration(tls.timeout));
+            if tls.handshake_first {
+                out.push_str("  handshake_first: true\n");
+            }
             out.push_str("}\n");
         }
         out
@@ -414,6 +418,70 @@ fn responses(r: &ResponsePermission) -> String {
         duration(r.expires)
     };
     format!("{{max: {max}, expires: {expires}}}")
+}
+
+fn render_websocket(options: &Options, out: &mut String) {
+    let w = &options.websocket;
+    if *w == crate::options::WebsocketOptions::default() {
+        return;
+    }
+    out.push_str("websocket {\n");
+    let _ = writeln!(out, "  host: {}", quote(&w.host.to_string()));
+    if let Some(port) = w.port {
+        let _ = writeln!(out, "  port: {port}");
+    }
+    if let Some(a) = &w.advertise {
+        let _ = writeln!(out, "  advertise: {}", quote(a));
+    }
+    let _ = writeln!(out, "  no_tls: {}", w.no_tls);
+    if let Some(tls) = &w.tls {
+        let _ = writeln!(
+            out,
+            "  tls {{ cert_file: {}, key_file: {}, verify: {}, timeout: {}{} }}",
+            quote(&tls.cert_file.to_string_lossy()),
+            quote(&tls.key_file.to_string_lossy()),
+            tls.verify,
+            duration(tls.timeout),
+            tls.ca_file
+                .as_ref()
+                .map(|ca| format!(", ca_file: {}", quote(&ca.to_string_lossy())))
+                .unwrap_or_default(),
+        );
+    }
+    let _ = writeln!(out, "  same_origin: {}", w.same_origin);
+    if !w.allowed_origins.is_empty() {
+        let _ = writeln!(out, "  allowed_origins: {}", list(&w.allowed_origins));
+    }
+    let _ = writeln!(out, "  compression: {}", w.compression);
+    let _ = writeln!(
+        out,
+        "  handshake_timeout: {}",
+        duration(w.handshake_timeout)
+    );
+    if let Some(u) = &w.no_auth_user {
+        let _ = writeln!(out, "  no_auth_user: {}", quote(u));
+    }
+    if let Some(c) = &w.jwt_cookie {
+        let _ = writeln!(out, "  jwt_cookie: {}", quote(c));
+    }
+    let auth = [
+        ("user", &w.user),
+        ("password", &w.password),
+        ("token", &w.token),
+    ];
+    if auth.iter().any(|(_, v)| v.is_some()) || w.auth_timeout.is_some() {
+        out.push_str("  authorization {\n");
+        for (k, v) in auth {
+            if let Some(v) = v {
+                let _ = writeln!(out, "    {k}: {}", quote(v));
+            }
+        }
+        if let Some(t) = w.auth_timeout {
+            let _ = writeln!(out, "    timeout: {}", t.as_secs_f64());
+        }
+        out.push_str("  }\n");
+    }
+    out.push_str("}\n");
 }
 
 fn list(items: &[String]) -> String {

@@ -621,7 +621,7 @@ fn unsupported_features_and_ignored_options() {
         "accounts { A: { mappings: {} } }",
         "leafnodes { remotes: [{url: \"nats-leaf://h\", credentials: \"/x.creds\"}] }",
         "cluster { port: 6222, tls {} }",
-        "websocket {}",
+        "websocket { port: 1, no_tls: true, headers { A: b } }",
         "mqtt {}",
         "gateway {}",
     ] {
@@ -1169,7 +1169,84 @@ fn sample_options() -> Options {
         },
         config_watch: true,
         allow_non_tls: true,
+        websocket: crate::options::WebsocketOptions {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: Some(8080),
+            advertise: Some("ws.example:443".into()),
+            no_tls: true,
+            same_origin: true,
+            allowed_origins: vec!["https://app.example".into()],
+            compression: true,
+            handshake_timeout: Duration::from_secs(5),
+            no_auth_user: Some("bob".into()),
+            auth_timeout: Some(Duration::from_millis(1500)),
+            ..crate::options::WebsocketOptions::default()
+        },
     }
+}
+
+#[test]
+fn websocket_block() {
+    let ws = load_ok(
+        "websocket {\n  listen: \"127.0.0.1:8443\"\n  no_tls: true\n  compression: true\n  allowed_origins: [\"http://a.example:8080\"]\n  authorization { user: u, password: p, timeout: 3 }\n}\n",
+    )
+    .options
+    .websocket;
+    assert_eq!(ws.port, Some(8443));
+    assert!(ws.compression && ws.no_tls);
+    assert_eq!(ws.user.as_deref(), Some("u"));
+    assert_eq!(ws.auth_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(
+        load_err("websocket {\n  port: 8443\n}\n"),
+        "test.conf:1:11: websocket: websocket requires TLS configuration (a tls {} block, or no_tls: true)"
+    );
+    let e =
+        load_err("websocket {\n  port: 1\n  no_tls: true\n  allowed_origins: [\"ftp://x\"]\n}\n");
+    assert!(
+        e.starts_with("test.conf:4:") && e.contains("the scheme must be http or https"),
+        "{e}"
+    );
+    let e = load_err("websocket { port: 1, no_tls: true, no_auth_user: ghost }\n");
+    assert!(
+        e.contains("no_auth_user \"ghost\" is not one of the authorization users"),
+        "{e}"
+    );
+    let e = load_err(
+        "authorization { users: [{user: a, password: b}] }\nwebsocket { port: 1, no_tls: true, authorization { token: t } }\n",
+    );
+    assert!(
+        e.contains("token not compatible with presence of users"),
+        "{e}"
+    );
+    let loaded = load_ok("websocket { port: 1, no_tls: true, jwt_cookie: my_jwt }\n");
+    assert_eq!(
+        loaded.options.websocket.jwt_cookie.as_deref(),
+        Some("my_jwt")
+    );
+    assert_eq!(loaded.warnings.len(), 1);
+}
+
+#[test]
+fn tls_handshake_first() {
+    let pki = crate::tls::test_pki::generate();
+    let (cert, key) = (pki.cert.display(), pki.key.display());
+    let text =
+        format!("tls {{ cert_file: \"{cert}\", key_file: \"{key}\", handshake_first: true }}\n");
+    let opts = load_ok(&text).options;
+    let tls = opts.tls.as_ref().expect("tls");
+    assert!(tls.handshake_first);
+    assert_eq!(load_ok(&opts.to_conf_string()).options.tls, opts.tls);
+    let e = load_err(&format!(
+        "tls {{ cert_file: \"{cert}\", key_file: \"{key}\", handshake_first: \"300ms\" }}\n"
+    ));
+    assert!(e.contains("a fallback delay is not supported yet"), "{e}");
+    let e = load_err(&format!(
+        "leafnodes {{ port: 1, tls {{ cert_file: \"{cert}\", key_file: \"{key}\", handshake_first: true }} }}\n"
+    ));
+    assert!(
+        e.contains("handshake_first is supported for client connections only"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1274,7 +1351,7 @@ fn tls_block() {
     );
     assert!(load_err("tls {}\n").contains("cert_file and key_file are both required"));
     assert!(load_err("tls { verify_and_map: true }\n").ends_with("not supported by midge yet"));
-    assert!(load_err("tls { handshake_first: true }\n").ends_with("not supported by midge yet"));
+    assert!(load_err("tls { pinned_certs: [] }\n").ends_with("not supported by midge yet"));
     assert!(load_err("tls { colour: red }\n").contains("unknown key 'tls.colour'"));
 }
 
@@ -1323,4 +1400,45 @@ fn account_errors_name_the_place() {
     assert!(e.contains("accounts.A.colour"), "{e}");
     let e = load_err("accounts { \"a b\": {} }\n");
     assert!(e.contains("invalid account name"), "{e}");
+}
+
+/// The operator checks a config before the Secret volumes holding its certificates exist:
+/// everything but the files is checked as by `midge -c`.
+#[test]
+fn without_files_checks_everything_but_the_certificates() {
+    let text = "tls {\n  cert_file: \"/absent/tls.crt\"\n  key_file: \"/absent/tls.key\"\n  ca_file: \"/absent/ca.crt\"\n  verify: true\n}\n\
+                leafnodes {\n  remotes: [{url: \"nats://hub:7422\", tls: {ca_file: \"/absent/ca.crt\"}}]\n}\n";
+    let map = parse(text);
+    let e = Options::from_conf(&map).unwrap_err().to_string();
+    assert!(e.contains("cannot read"), "{e}");
+    let loaded =
+        Options::from_conf_without_files(&map, std::path::Path::new("/etc/midge/midge.conf"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let tls = loaded.options.tls.expect("tls kept");
+    assert_eq!(tls.cert_file, PathBuf::from("/absent/tls.crt"));
+    assert!(tls.verify);
+    assert_eq!(
+        loaded.options.config_file,
+        Some(PathBuf::from("/etc/midge/midge.conf"))
+    );
+
+    // Whatever is refused for another reason still is.
+    let e = Options::from_conf_without_files(
+        &parse("cluster {\n  port: 6222\n  tls {\n    cert_file: \"/a\"\n    key_file: \"/b\"\n  }\n}\nlame_duck_duration: \"10s\"\n"),
+        std::path::Path::new("midge.conf"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("test.conf:3: tls: not supported"), "{e}");
+    assert!(e.contains("lame_duck_duration: 10s is too short"), "{e}");
+    let e = Options::from_conf_without_files(
+        &parse("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"40s\"\n"),
+        std::path::Path::new("/etc/midge/midge.conf"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("/etc/midge/midge.conf: lame_duck_grace_period"),
+        "{e}"
+    );
 }

@@ -7,8 +7,11 @@
 //! (the exporter types them all as gauges; PromQL treats both alike for `rate()` on
 //! monotonic series, and the honest type lets Prometheus detect resets). What the exporter
 //! has no name for lives in the `midge_*` family: `midge_build_info`,
-//! `midge_uptime_seconds` and the leaf node traffic totals `midge_leafz_*`.
+//! `midge_uptime_seconds`, the leaf node traffic totals `midge_leafz_*`, and the queue
+//! groups of this server's clients, `midge_queue_*`, for autoscaling workers (see
+//! [`queue_groups`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -194,6 +197,7 @@ pub(crate) fn render(state: &MonitorState) -> String {
         // Gauges: a connection that closes takes its counts with it.
         o.metric(name, "gauge", help, value);
     }
+    queue_groups(&mut o, srv);
     let uptime = SystemTime::now()
         .duration_since(srv.start)
         .unwrap_or_default()
@@ -217,4 +221,99 @@ pub(crate) fn render(state: &MonitorState) -> String {
         1,
     );
     o.text
+}
+
+/// One queue group of this server's clients: (account, subject, queue name).
+#[derive(Default)]
+struct Group {
+    /// (client id, subscription id, messages delivered to the member, bytes waiting in
+    /// its connection).
+    members: Vec<(u64, String, u64, usize)>,
+}
+
+/// Queue groups, as a worker fleet's autoscaler wants them: per group the members on this
+/// server, the messages delivered to those members and the bytes waiting to be written to
+/// them (a backlog the workers do not drain fast enough); per member the messages it was
+/// given (a counter for `rate()`). Labelled `account`, `subject`, `queue` (and
+/// `client_id`, `sid`); one series per local member, so a server with very many queue
+/// subscribers exposes as many series. Members on other servers of a cluster are counted
+/// by those servers: sum over the cluster's scrapes.
+fn queue_groups(o: &mut Out, srv: &crate::server::ServerInner) {
+    let clients: Vec<_> = srv.clients.lock().values().cloned().collect();
+    let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
+    for c in &clients {
+        let mut queued = Vec::new();
+        for sub in c.subs.lock().values() {
+            if let Some(q) = &sub.queue {
+                queued.push((
+                    String::from_utf8_lossy(&sub.subject).into_owned(),
+                    String::from_utf8_lossy(q).into_owned(),
+                    String::from_utf8_lossy(&sub.sid).into_owned(),
+                    sub.delivered.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        if queued.is_empty() {
+            continue;
+        }
+        let account = c.account.lock().to_string();
+        let pending = c.out_stats().2;
+        for (subject, queue, sid, delivered) in queued {
+            groups
+                .entry((account.clone(), subject, queue))
+                .or_default()
+                .members
+                .push((c.cid, sid, delivered, pending));
+        }
+    }
+    let server = &o.labels;
+    let label = |(account, subject, queue): &(String, String, String)| {
+        format!(
+            "{server},account=\"{}\",subject=\"{}\",queue=\"{}\"",
+            escape(account),
+            escape(subject),
+            escape(queue)
+        )
+    };
+    let mut text = String::new();
+    type Value = fn(&Group) -> u64;
+    let group_metrics: [(&str, &str, Value); 3] = [
+        (
+            "midge_queue_group_members",
+            "Members of the queue group connected to this server.",
+            |g| g.members.len() as u64,
+        ),
+        (
+            "midge_queue_group_delivered_msgs",
+            "Messages delivered to the group's current members on this server (drops when a member leaves: use the per-member counter for rates).",
+            |g| g.members.iter().map(|m| m.2).sum(),
+        ),
+        (
+            "midge_queue_group_pending_bytes",
+            "Bytes queued on this server for the group's members and not yet written to them.",
+            |g| g.members.iter().map(|m| m.3 as u64).sum(),
+        ),
+    ];
+    for (name, help, value) in group_metrics {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for (key, g) in &groups {
+            let _ = writeln!(text, "{name}{{{}}} {}", label(key), value(g));
+        }
+    }
+    let name = "midge_queue_member_delivered_msgs_total";
+    let _ = write!(
+        text,
+        "# HELP {name} Messages delivered to one member of a queue group.\n# TYPE {name} counter\n"
+    );
+    for (key, g) in &groups {
+        let labels = label(key);
+        for (cid, sid, delivered, _) in &g.members {
+            let _ = writeln!(
+                text,
+                "{name}{{{labels},client_id=\"{cid}\",sid=\"{}\"}} {delivered}",
+                escape(sid)
+            );
+        }
+    }
+    o.text.push_str(&text);
 }

@@ -1,7 +1,6 @@
 //! `/varz`: configuration and counters, with nats-server's field names, order and units
 //! (durations in nanoseconds, `auth_timeout`/`tls_timeout` in seconds as floats, times in
-//! RFC 3339). Sections midge has no feature for (gateway, leaf, mqtt, websocket,
-//! jetstream) are the empty objects nats-server shows when they are not configured.
+//! RFC 3339). Sections midge has no feature for (gateway, mqtt, jetstream) are the empty objects nats-server shows when they are not configured.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -40,7 +39,7 @@ pub(crate) struct Varz {
     gateway: Empty,
     leaf: LeafVarz,
     mqtt: Empty,
-    websocket: Empty,
+    websocket: WebsocketVarz,
     jetstream: Empty,
     tls_timeout: f64,
     write_deadline: u64,
@@ -90,6 +89,33 @@ struct LeafVarz {
 struct LeafRemoteVarz {
     local_account: String,
     urls: Vec<String>,
+}
+
+/// nats-server's `WebsocketOptsVarz`: empty (`{}`) without a WebSocket listener.
+#[derive(Debug, Serialize, Default)]
+struct WebsocketVarz {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_auth_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt_cookie: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshake_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "is_false")]
+    no_tls: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    same_origin: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    compression: bool,
 }
 
 /// nats-server's `ClusterOptsVarz`: empty (`{}`) without clustering.
@@ -189,7 +215,25 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
             }
         },
         mqtt: Empty {},
-        websocket: Empty {},
+        websocket: match *srv.ws_addr.lock() {
+            Some(addr) => {
+                let w = &opts.websocket;
+                WebsocketVarz {
+                    host: Some(w.host.to_string()),
+                    port: Some(addr.port()),
+                    advertise: w.advertise.clone(),
+                    no_auth_user: w.no_auth_user.clone(),
+                    jwt_cookie: w.jwt_cookie.clone(),
+                    handshake_timeout: Some(nanos(w.handshake_timeout)),
+                    auth_timeout: w.auth_timeout.map(|t| t.as_secs_f64()),
+                    no_tls: w.no_tls,
+                    same_origin: w.same_origin,
+                    allowed_origins: w.allowed_origins.clone(),
+                    compression: w.compression,
+                }
+            }
+            None => WebsocketVarz::default(),
+        },
         jetstream: Empty {},
         // No TLS yet; nats-server reports its default handshake timeout all the same.
         tls_timeout: 2.0,
