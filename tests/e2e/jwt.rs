@@ -639,3 +639,52 @@ async fn request(c: &async_nats::Client, subject: &str, body: &str) -> Value {
     .unwrap_or_else(|e| panic!("{subject}: {e}"));
     serde_json::from_slice(&msg.payload).unwrap_or_else(|e| panic!("{subject}: {e}"))
 }
+
+/// `allowed_connection_types`: a user allowed only `STANDARD` logs in over TCP and not over
+/// WebSocket, one allowed only `WEBSOCKET` the other way round.
+#[tokio::test]
+async fn connection_types_tell_tcp_from_websocket() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let ws_port = midge_tests::free_port();
+        let conf = format!(
+            "{}websocket {{\n  port: {ws_port}\n  host: 127.0.0.1\n  no_tls: true\n}}\n",
+            chain.config(json!({}))
+        );
+        let server = TestServer::start(kind, &conf).await;
+        let ws_url = format!("ws://127.0.0.1:{ws_port}");
+        for (types, tcp_ok, ws_ok) in [(["STANDARD"], true, false), (["WEBSOCKET"], false, true)] {
+            let user = KeyPair::new_user();
+            let jwt = user_jwt(
+                &chain.a,
+                &chain.a,
+                &user,
+                json!({"allowed_connection_types": types}),
+                None,
+            );
+            let path = chain.creds_file(&format!("{kind}-{}", types[0]), &jwt, &user);
+            for (url, ok) in [(server.url(), tcp_ok), (ws_url.clone(), ws_ok)] {
+                let result = tokio::time::timeout(
+                    WAIT,
+                    async_nats::ConnectOptions::with_credentials_file(&path)
+                        .await
+                        .expect("creds")
+                        .connect(url.as_str()),
+                )
+                .await
+                .expect("connect finishes in time");
+                match result {
+                    Ok(_) => assert!(ok, "[{kind}] {types:?} logged in on {url}"),
+                    Err(e) => {
+                        assert!(!ok, "[{kind}] {types:?} refused on {url}: {e}");
+                        assert!(
+                            e.to_string().to_lowercase().contains("authorization"),
+                            "[{kind}] {e}"
+                        );
+                    }
+                }
+            }
+        }
+    })
+    .await;
+}
