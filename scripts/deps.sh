@@ -17,10 +17,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-# The official Python client and pytest, for tests/python.
-if ! python3 -c 'import nats, pytest, pytest_asyncio, aiohttp' >/dev/null 2>&1; then
-  echo "deps: installing nats-py, pytest, pytest-asyncio with pip"
-  python3 -m pip install --quiet nats-py pytest pytest-asyncio aiohttp
+# The official Python client and pytest, for tests/python; nkeys for its nkey and .creds
+# logins, aiohttp for its WebSocket tests.
+if ! python3 -c 'import nats, nkeys, pytest, pytest_asyncio, aiohttp' >/dev/null 2>&1; then
+  echo "deps: installing nats-py, nkeys, pytest, pytest-asyncio, aiohttp with pip"
+  python3 -m pip install --quiet nats-py nkeys pytest pytest-asyncio aiohttp
 fi
 
 # Offline validation of the Kubernetes manifests the operator renders.

@@ -15,15 +15,20 @@
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
+//! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
+//! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
+//!   files) on midge and nats-server from the same artifacts.
 
 mod accounts;
 mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod jwt;
 mod leaf;
 mod limits;
 mod monitor;
+mod nkeys;
 mod ops;
 mod raw_protocol;
 mod system;

@@ -1,5 +1,6 @@
 //! Client authentication and per-user publish/subscribe permissions.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,11 @@ use midge_proto::hash::{keyed_map, keyed_set, KeyedMap, KeyedSet};
 use midge_proto::subject;
 
 use crate::info::ConnectOptions;
-use crate::options::{Authorization, Permissions, ResponsePermission, SubjectPermission};
+use tracing::{debug, warn};
+
+use crate::options::{
+    Authorization, OperatorMode, Permissions, ResponsePermission, SubjectPermission,
+};
 
 /// Who a client turned out to be: its permissions (None = everything allowed) and the
 /// account it is bound to (None = the global account).
@@ -18,6 +23,17 @@ use crate::options::{Authorization, Permissions, ResponsePermission, SubjectPerm
 pub struct Authenticated {
     pub permissions: Option<Permissions>,
     pub account: Option<String>,
+    /// JWT users: how long the login stays valid (the JWT's expiry, the end of its time
+    /// window); then the client is closed with 'User Authentication Expired'.
+    pub valid_for: Option<Duration>,
+    /// JWT users: their own subscription limit (`subs`), `None`: unlimited.
+    pub max_subs: Option<usize>,
+    /// JWT users: their own payload limit (`payload`), `None`: unlimited.
+    pub max_payload: Option<usize>,
+    /// JWT users: the user's public key (what monitoring shows as the user).
+    pub name: Option<String>,
+    /// JWT users whose account JWT allows no connections (`conn: 0`).
+    pub no_connections: bool,
 }
 
 impl Authenticated {
@@ -25,12 +41,58 @@ impl Authenticated {
         Authenticated {
             permissions: user.permissions.clone(),
             account: user.account.clone(),
+            ..Authenticated::default()
+        }
+    }
+
+    fn of_nkey(user: &crate::options::NkeyUser) -> Self {
+        Authenticated {
+            permissions: user.permissions.clone(),
+            account: user.account.clone(),
+            ..Authenticated::default()
         }
     }
 }
 
+/// Whether `sig` (from CONNECT) is a valid signature of `nonce` by the public nkey `public`.
+///
+/// As nats-server, the signature may be base64url without padding or standard base64 with
+/// padding; trailing bits are not checked (Go's decoders are not strict either).
+pub fn nonce_signed_by(public: &str, nonce: &[u8], sig: &str) -> bool {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::{alphabet, Engine as _};
+    const RAW_URL: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        general_purpose::NO_PAD
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    const STD: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        general_purpose::PAD
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let Ok(sig) = RAW_URL.decode(sig).or_else(|_| STD.decode(sig)) else {
+        return false;
+    };
+    let Ok(key) = nkeys::KeyPair::from_public_key(public) else {
+        return false;
+    };
+    key.verify(nonce, &sig).is_ok()
+}
+
+/// A fresh nonce for INFO: 11 random bytes in base64url (15 characters), as nats-server.
+pub fn new_nonce() -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let raw: [u8; 11] = rand::random();
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
 /// Checks the credentials in `CONNECT` against the configured authorization. A client that
 /// gives no credentials at all is `no_auth_user` when one is configured (as nats-server).
+/// `nonce` is the one this client's INFO carried (nkey users sign it).
 /// `Err(())` means the client must be rejected with 'Authorization Violation'.
 ///
 /// A bcrypt hash is verified on the blocking pool, never on an async worker: one
@@ -41,9 +103,13 @@ pub async fn authenticate(
     verifier: &Verifier,
     auth: &Authorization,
     no_auth_user: Option<&str>,
+    origin: Origin<'_>,
     c: &ConnectOptions,
 ) -> Result<Authenticated, ()> {
-    match candidate(auth, no_auth_user, c) {
+    if let Some(op) = &auth.operator {
+        return jwt_login(op, origin, c, crate::jwt::unix_now());
+    }
+    match candidate(auth, no_auth_user, origin.nonce, c) {
         Candidate::Decided(result) => result,
         Candidate::Password {
             configured,
@@ -59,6 +125,179 @@ pub async fn authenticate(
     }
 }
 
+/// What the server knows of a client besides its CONNECT.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The nonce its INFO carried (nkey and JWT users sign it).
+    pub nonce: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+    /// Its connection type as JWTs name them (`STANDARD`, `WEBSOCKET`).
+    pub kind: &'static str,
+}
+
+impl Origin<'_> {
+    /// A plain TCP client that was sent no nonce.
+    pub const PLAIN: Origin<'static> = Origin {
+        nonce: None,
+        ip: None,
+        kind: "STANDARD",
+    };
+}
+
+/// Operator mode: the user JWT of CONNECT, checked as nats-server does. Each refusal is
+/// logged at debug level with its reason; the client only hears 'Authorization Violation'.
+fn jwt_login(
+    op: &OperatorMode,
+    origin: Origin<'_>,
+    c: &ConnectOptions,
+    now: i64,
+) -> Result<Authenticated, ()> {
+    let (nonce, peer) = (origin.nonce, origin.ip);
+    let refuse = |why: &str| {
+        debug!("JWT login refused: {why}");
+    };
+    let Some(token) = c.jwt.as_deref() else {
+        refuse("authentication requires a user JWT");
+        return Err(());
+    };
+    let user =
+        crate::jwt::decode_user(token).map_err(|e| refuse(&format!("user JWT not valid: {e}")))?;
+    if user.time_invalid(now) {
+        refuse("user JWT expired or not yet valid");
+        return Err(());
+    }
+    let account_key = if user.nats.issuer_account.is_empty() {
+        &user.iss
+    } else {
+        &user.nats.issuer_account
+    };
+    let Some(account) = op.accounts.get(account_key) else {
+        refuse(&format!("account {account_key} is not known"));
+        return Err(());
+    };
+    if !op.trusts(&account.iss) {
+        refuse("account JWT not signed by a trusted operator");
+        return Err(());
+    }
+    // The user is signed by the account itself or one of its signing keys; a scoped
+    // signing key's template replaces the user's permissions and limits (and the user
+    // JWT may set none of its own).
+    let mut effective = &user.nats;
+    if user.iss != account.sub {
+        match account
+            .nats
+            .signing_keys
+            .iter()
+            .find(|k| k.key() == user.iss)
+        {
+            None => {
+                refuse("user JWT issuer is not known");
+                return Err(());
+            }
+            Some(crate::jwt::SigningKey::Scoped(scope)) => {
+                let own = &user.nats;
+                if own.limits != crate::jwt::UserLimits::default()
+                    || own.bearer_token
+                    || !own.allowed_connection_types.is_empty()
+                {
+                    refuse("scoped users require no permissions or limits set");
+                    return Err(());
+                }
+                effective = &scope.template;
+            }
+            Some(crate::jwt::SigningKey::Plain(_)) => {}
+        }
+    }
+    let limits = &effective.limits;
+    if !crate::jwt::connection_type_allowed(&effective.allowed_connection_types, origin.kind) {
+        refuse("connection type not allowed");
+        return Err(());
+    }
+    if account.time_invalid(now) {
+        refuse("account JWT has expired");
+        return Err(());
+    }
+    if let Some(issue) = account.validation_issues().first() {
+        refuse(&format!("account JWT not valid: {issue}"));
+        return Err(());
+    }
+    if effective.bearer_token && account.nats.limits.disallow_bearer {
+        refuse("account does not allow bearer tokens");
+        return Err(());
+    }
+    if !effective.bearer_token {
+        let signed = match (nonce, c.sig.as_deref()) {
+            (Some(nonce), Some(sig)) => nonce_signed_by(&user.sub, nonce.as_bytes(), sig),
+            _ => false,
+        };
+        if !signed {
+            refuse("signature missing or not verified");
+            return Err(());
+        }
+    }
+    if crate::jwt::is_revoked(&account.nats.revocations, &user.sub, user.iat) {
+        refuse("user authentication revoked");
+        return Err(());
+    }
+    if !peer.is_some_and(|ip| crate::jwt::source_allowed(&limits.src, ip)) {
+        warn!(
+            "Bad src Ip {}",
+            peer.map(|p| p.to_string()).unwrap_or_default()
+        );
+        return Err(());
+    }
+    let Some(window) = crate::jwt::within_times(&limits.times, &limits.times_location, now) else {
+        warn!("Outside connect times");
+        return Err(());
+    };
+    let expiry =
+        (user.exp > 0).then(|| Duration::from_secs(u64::try_from(user.exp - now).unwrap_or(0)));
+    let valid_for = match (expiry, window) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // -1 is unlimited, anything else a limit (0 included), as nats-server: the lower of the
+    // user's and the account's applies.
+    let limit = |n: i64| usize::try_from(n).ok();
+    let lower = |a: i64, b: i64| match (a < 0, b < 0) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => a.min(b),
+    };
+    let acc_limits = &account.nats.limits;
+    Ok(Authenticated {
+        permissions: limits
+            .permissions
+            .to_permissions()
+            .or_else(|| account.nats.default_permissions.to_permissions()),
+        account: Some(account.sub.clone()),
+        valid_for,
+        max_subs: limit(lower(limits.subs, acc_limits.subs)),
+        max_payload: limit(lower(limits.payload, acc_limits.payload)),
+        name: Some(user.sub.clone()),
+        no_connections: acc_limits.conn == 0,
+    })
+}
+
+/// Whether the user JWT of `c` is revoked by its account as `auth` has it now (a reload
+/// closes such clients with 'User Authentication Revoked').
+pub fn jwt_revoked(auth: &Authorization, c: &ConnectOptions) -> bool {
+    let (Some(op), Some(token)) = (&auth.operator, c.jwt.as_deref()) else {
+        return false;
+    };
+    let Ok(user) = crate::jwt::decode_user(token) else {
+        return false;
+    };
+    let account = if user.nats.issuer_account.is_empty() {
+        &user.iss
+    } else {
+        &user.nats.issuer_account
+    };
+    op.accounts
+        .get(account)
+        .is_some_and(|a| crate::jwt::is_revoked(&a.nats.revocations, &user.sub, user.iat))
+}
+
 /// What deciding a CONNECT takes: nothing more, or one password comparison.
 enum Candidate<'a> {
     Decided(Result<Authenticated, ()>),
@@ -69,13 +308,30 @@ enum Candidate<'a> {
     },
 }
 
+/// The order of nats-server: an nkey user when the client names an nkey, else the users
+/// list (with `no_auth_user`), else the token or the single user.
 fn candidate<'a>(
     auth: &'a Authorization,
     no_auth_user: Option<&str>,
+    nonce: Option<&str>,
     c: &'a ConnectOptions,
 ) -> Candidate<'a> {
     if !auth.required() {
         return Candidate::Decided(Ok(Authenticated::default()));
+    }
+    if let (false, Some(key)) = (auth.nkeys.is_empty(), c.nkey.as_deref()) {
+        let Some(user) = auth.nkeys.iter().find(|u| u.nkey == key) else {
+            return Candidate::Decided(Err(()));
+        };
+        let signed = match (nonce, c.sig.as_deref()) {
+            (Some(nonce), Some(sig)) => nonce_signed_by(key, nonce.as_bytes(), sig),
+            _ => false,
+        };
+        return Candidate::Decided(if signed {
+            Ok(Authenticated::of_nkey(user))
+        } else {
+            Err(())
+        });
     }
     let anonymous = c.user.is_none() && c.pass.is_none() && c.auth_token.is_none();
     if let (true, Some(name)) = (anonymous, no_auth_user) {
@@ -403,6 +659,70 @@ fn check(p: Option<&SubjectPermission>, subj: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn nonce_signatures_are_checked_in_both_base64_flavours() {
+        let user = nkeys::KeyPair::new_user();
+        let nonce = new_nonce();
+        assert_eq!(nonce.len(), 15);
+        let sig = user.sign(nonce.as_bytes()).expect("sign");
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sig);
+        let std = base64::engine::general_purpose::STANDARD.encode(&sig);
+        let public = user.public_key();
+        assert!(nonce_signed_by(&public, nonce.as_bytes(), &url));
+        assert!(nonce_signed_by(&public, nonce.as_bytes(), &std));
+        assert!(!nonce_signed_by(&public, b"another nonce", &url));
+        let other = nkeys::KeyPair::new_user().public_key();
+        assert!(!nonce_signed_by(&other, nonce.as_bytes(), &url));
+        assert!(!nonce_signed_by(&public, nonce.as_bytes(), "not base64!"));
+        assert!(!nonce_signed_by("UNOTAKEY", nonce.as_bytes(), &url));
+    }
+
+    #[tokio::test]
+    async fn nkey_users_need_the_signed_nonce() {
+        let kp = nkeys::KeyPair::new_user();
+        let auth = Authorization {
+            nkeys: vec![crate::options::NkeyUser {
+                nkey: kp.public_key(),
+                permissions: None,
+                account: Some("A".into()),
+            }],
+            ..Authorization::default()
+        };
+        let v = Verifier::with_permits(1);
+        let nonce = new_nonce();
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(kp.sign(nonce.as_bytes()).expect("sign"));
+        let mut c = ConnectOptions {
+            nkey: Some(kp.public_key()),
+            sig: Some(sig),
+            ..ConnectOptions::default()
+        };
+        let with = |nonce| Origin {
+            nonce,
+            ..Origin::PLAIN
+        };
+        let who = authenticate(&v, &auth, None, with(Some(&nonce)), &c).await;
+        assert_eq!(who.map(|w| w.account), Ok(Some("A".into())));
+        // No nonce sent (none was required when the client connected), or another nonce.
+        assert!(authenticate(&v, &auth, None, Origin::PLAIN, &c)
+            .await
+            .is_err());
+        assert!(
+            authenticate(&v, &auth, None, with(Some("xxxxxxxxxxxxxxx")), &c)
+                .await
+                .is_err()
+        );
+        c.sig = None;
+        assert!(authenticate(&v, &auth, None, with(Some(&nonce)), &c)
+            .await
+            .is_err());
+        c.nkey = None;
+        assert!(authenticate(&v, &auth, None, with(Some(&nonce)), &c)
+            .await
+            .is_err());
+    }
 
     #[tokio::test]
     async fn bcrypt_checks_run_off_the_runtime_and_successes_are_remembered() {

@@ -50,6 +50,12 @@ pub enum CloseReason {
     MaxConnectionsExceeded,
     /// The account's `max_connections` was reached.
     MaxAccountConnectionsExceeded,
+    /// A JWT user (or its account) allowed no subscriptions.
+    MaxSubscriptionsExceeded,
+    /// A JWT user whose JWT expired (or whose time window ended) while connected.
+    AuthenticationExpired,
+    /// A JWT user revoked by its account while connected.
+    AuthenticationRevoked,
     TlsHandshakeError,
     /// A route whose URL a config reload removed.
     RouteRemoved,
@@ -79,11 +85,14 @@ impl fmt::Display for CloseReason {
             CloseReason::ProtocolViolation => "Protocol Violation",
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::AuthenticationRevoked => "Authentication Revoked",
             CloseReason::StaleConnection => "Stale Connection",
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
+            CloseReason::MaxSubscriptionsExceeded => "Maximum Subscriptions Exceeded",
             CloseReason::LeafLoop => "Leafnode Loop Detected",
             CloseReason::TlsHandshakeError => "TLS Handshake Failure",
             CloseReason::RouteRemoved => "Route Removed",
@@ -475,6 +484,7 @@ pub(crate) fn spawn_ws(
 ) {
     srv.stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let over_limit = register(&srv, &shared);
+    let nonce;
     {
         let opts = srv.opts();
         let mut info = srv.info_template();
@@ -484,7 +494,10 @@ pub(crate) fn spawn_ws(
         info.tls_required = wss;
         info.tls_available = wss;
         info.tls_verify = wss && opts.websocket.tls.as_ref().is_some_and(|t| t.verify);
-        info.auth_required = client_auth(&opts, true).0.required();
+        let auth = client_auth(&opts, true).0;
+        info.auth_required = auth.required();
+        nonce = auth.nonce_required().then(auth::new_nonce);
+        info.nonce.clone_from(&nonce);
         if let Some(addr) = *srv.ws_addr.lock() {
             let (host, port) = match &opts.websocket.advertise {
                 Some(adv) => crate::server::split_host_port(adv, addr.port()),
@@ -496,7 +509,7 @@ pub(crate) fn spawn_ws(
         info.connect_urls = Vec::new();
         info.encode(&mut shared.out.lock().buf);
     }
-    tokio::spawn(run(srv, shared, over_limit, None, Some(reader)));
+    tokio::spawn(run(srv, shared, over_limit, None, Some(reader), nonce));
 }
 
 /// The authorization a client is checked against and its `no_auth_user`: the server's, or
@@ -516,6 +529,8 @@ pub(crate) fn client_auth(
             user: w.user.clone(),
             password: w.password.clone(),
             users: opts.auth.users.clone(),
+            nkeys: opts.auth.nkeys.clone(),
+            operator: opts.auth.operator.clone(),
             timeout: w.auth_timeout.unwrap_or(opts.auth.timeout),
         };
         (std::borrow::Cow::Owned(auth), w.no_auth_user.as_deref())
@@ -541,10 +556,12 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         srv.tls.read().clone()
     };
     let mut tls_info = Vec::new();
+    let nonce = srv.opts().auth.nonce_required().then(auth::new_nonce);
     {
         let mut info = srv.info_template();
         info.client_id = cid;
         info.client_ip = peer.ip().to_string();
+        info.nonce.clone_from(&nonce);
         match tls {
             Some(_) => info.encode(&mut tls_info),
             None => info.encode(&mut shared.out.lock().buf),
@@ -556,6 +573,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         over_limit,
         tls.map(|t| (t, tls_info)),
         None,
+        nonce,
     ));
 }
 
@@ -566,12 +584,14 @@ async fn run(
     over_limit: bool,
     tls: Option<(tls::TlsSettings, Vec<u8>)>,
     ws: Option<Box<crate::ws::WsReader>>,
+    nonce: Option<String>,
 ) {
     let cid = shared.cid;
     let peer = shared.peer;
     {
         let mut conn = Conn::new(srv.clone(), shared.clone());
         conn.ws = ws;
+        conn.nonce = nonce;
         let reader = async {
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
@@ -766,6 +786,14 @@ pub(crate) struct Conn {
     auth_required: bool,
     connected: bool,
     copts: ConnectOptions,
+    /// The nonce of this client's INFO, when one was sent (nkey users sign it).
+    nonce: Option<String>,
+    /// JWT users: when the login ends, once known (the read loop arms its timer with it).
+    expires_at: Option<tokio::time::Instant>,
+    expiry_armed: bool,
+    /// JWT users: their own subscription and payload limits (`None`: unlimited).
+    user_max_subs: Option<usize>,
+    user_max_payload: Option<usize>,
     perms: Option<ClientPermissions>,
     /// Match results of this connection's account (the account is the cache's).
     matches: MatchCache,
@@ -818,6 +846,7 @@ enum Event {
     Kill,
     Ping,
     AuthTimeout,
+    Expired,
 }
 
 impl Conn {
@@ -850,6 +879,11 @@ impl Conn {
             limits,
             connected: false,
             copts: ConnectOptions::default(),
+            nonce: None,
+            expires_at: None,
+            expiry_armed: false,
+            user_max_subs: None,
+            user_max_payload: None,
             perms: None,
             matches: MatchCache::new(account),
             router: Router::new(srv.clone(), shared.cid),
@@ -876,6 +910,9 @@ impl Conn {
         };
         let auth = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth);
+        // JWT users: armed when the login is accepted (see `expires_at`).
+        let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(expiry);
         self.wake_writers();
         let mut ws = self.ws.take();
         // TLS: the handshake's last read may already hold the client's first ops.
@@ -898,6 +935,10 @@ impl Conn {
                 }
             }
             let mut room = 0;
+            if let Some(at) = self.expires_at.take() {
+                expiry.as_mut().reset(at);
+                self.expiry_armed = true;
+            }
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
                 room = rb.make_room();
@@ -921,6 +962,7 @@ impl Conn {
                     },
                     _ = &mut ping => Event::Ping,
                     _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
+                    _ = &mut expiry, if self.expiry_armed => Event::Expired,
                 }
             };
             let n = match event {
@@ -936,6 +978,10 @@ impl Conn {
                 Event::AuthTimeout => {
                     self.send_err("Authentication Timeout");
                     return CloseReason::AuthenticationTimeout;
+                }
+                Event::Expired => {
+                    self.send_err("User Authentication Expired");
+                    return CloseReason::AuthenticationExpired;
                 }
                 Event::Ping => {
                     if let Err(reason) = self.ping_timer() {
@@ -1154,7 +1200,7 @@ impl Conn {
         let opts = self.opts.clone();
         let (auth, no_auth_user) = client_auth(&opts, self.is_ws);
         let verdict = tokio::select! {
-            v = auth::authenticate(&srv.verifier, &auth, no_auth_user, &copts) => Some(v),
+            v = auth::authenticate(&srv.verifier, &auth, no_auth_user, self.origin(), &copts) => Some(v),
             _ = auth_deadline => None,
         };
         let Some(verdict) = verdict else {
@@ -1190,16 +1236,33 @@ impl Conn {
         copts: ConnectOptions,
         verdict: Result<auth::Authenticated, ()>,
     ) -> Result<(), CloseReason> {
+        // A repeated CONNECT is not authenticated again: a JWT user keeps its name.
+        let mut jwt_user = if self.connected && self.copts.jwt.is_some() {
+            Some(self.shared.meta.lock().user.clone())
+        } else {
+            None
+        };
         if !self.connected {
             match verdict {
                 Ok(who) => {
+                    self.set_jwt_limits(&who);
+                    jwt_user = who.name.clone();
+                    let who_closed = who.no_connections;
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
                     let account = self.matches.account().clone();
                     let max = account.limits.read().max_connections;
-                    if max > 0 && account.num_clients.load(Ordering::Relaxed) as usize > max {
+                    let over =
+                        max > 0 && account.num_clients.load(Ordering::Relaxed) as usize > max;
+                    if over || who_closed {
                         self.send_err("maximum account active connections exceeded");
                         return Err(CloseReason::MaxAccountConnectionsExceeded);
+                    }
+                    // As nats-server: a JWT user allowed no subscriptions at all is told so
+                    // and closed.
+                    if self.user_max_subs == Some(0) {
+                        self.send_err("maximum subscriptions exceeded");
+                        return Err(CloseReason::MaxSubscriptionsExceeded);
                     }
                     self.apply_account_limits();
                 }
@@ -1226,7 +1289,13 @@ impl Conn {
             name: copts.name.clone().unwrap_or_default(),
             lang: copts.lang.clone().unwrap_or_default(),
             version: copts.version.clone().unwrap_or_default(),
-            user: copts.user.clone().unwrap_or_default(),
+            // nats-server shows an nkey or JWT user by its public key.
+            user: copts
+                .user
+                .clone()
+                .or_else(|| copts.nkey.clone())
+                .or(jwt_user)
+                .unwrap_or_default(),
         };
         self.copts = copts;
         let first = !self.connected;
@@ -1309,20 +1378,9 @@ impl Conn {
         self.queue_self_flush();
     }
 
-    /// SUB, checked in nats-server's order: the subscription limit, permissions, a duplicate
+    /// SUB, checked in nats-server's order: permissions, the subscription limit, a duplicate
     /// sid (silently accepted), then the subject itself.
     fn process_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        let server_max = self.opts.max_subscriptions;
-        let account_max = self.matches.account().limits.read().max_subscriptions;
-        let max_subs = match (server_max, account_max) {
-            (0, a) => a,
-            (s, 0) => s,
-            (s, a) => s.min(a),
-        };
-        if max_subs > 0 && self.shared.subs.lock().len() >= max_subs {
-            self.send_err("maximum subscriptions exceeded");
-            return;
-        }
         if let Some(perms) = &self.perms {
             if !perms.can_subscribe(subj) {
                 let text = match queue {
@@ -1339,6 +1397,20 @@ impl Conn {
                 self.send_err(&text);
                 return;
             }
+        }
+        let server_max = self.opts.max_subscriptions;
+        let account_max = self.matches.account().limits.read().max_subscriptions;
+        let max_subs = match (server_max, account_max) {
+            (0, a) => a,
+            (s, 0) => s,
+            (s, a) => s.min(a),
+        };
+        // A JWT user's own `subs` limit counts too (0: no subscriptions at all).
+        let n = self.shared.subs.lock().len();
+        let over = (max_subs > 0 && n >= max_subs) || self.user_max_subs.is_some_and(|u| n >= u);
+        if over {
+            self.send_err("maximum subscriptions exceeded");
+            return;
         }
         let sub = {
             let mut subs = self.shared.subs.lock();
@@ -1423,7 +1495,8 @@ impl Conn {
             return Ok(());
         }
         let srv = self.srv.clone();
-        let who = auth::authenticate(&srv.verifier, &auth, no_auth_user, &self.copts).await;
+        let origin = self.origin();
+        let who = auth::authenticate(&srv.verifier, &auth, no_auth_user, origin, &self.copts).await;
         // A client whose user moved to another account is closed like one whose user went:
         // its subscriptions live in the old account's subject space.
         let same_account = |a: &Option<String>| {
@@ -1434,9 +1507,16 @@ impl Conn {
         };
         match who {
             Ok(who) if same_account(&who.account) => {
+                self.set_jwt_limits(&who);
+                self.apply_account_limits();
                 self.set_permissions(who.permissions);
                 self.drop_denied_subs();
                 Ok(())
+            }
+            _ if auth::jwt_revoked(&new.auth, &self.copts) => {
+                warn!(cid = self.shared.cid, peer = %self.shared.peer, "User Authentication Revoked after config reload");
+                self.send_err("User Authentication Revoked");
+                Err(CloseReason::AuthenticationRevoked)
             }
             _ => {
                 warn!(cid = self.shared.cid, peer = %self.shared.peer, user = self.copts.user.as_deref().unwrap_or(""), "Authorization Violation after config reload");
@@ -1447,7 +1527,17 @@ impl Conn {
     }
 
     /// Binds the client to the account its user belongs to (the global one for `None`).
-    /// The account's `max_payload` where it is lower than the server's.
+    /// What authentication knows of this client besides its CONNECT.
+    fn origin(&self) -> auth::Origin<'_> {
+        auth::Origin {
+            nonce: self.nonce.as_deref(),
+            ip: Some(self.shared.peer.ip()),
+            kind: if self.is_ws { "WEBSOCKET" } else { "STANDARD" },
+        }
+    }
+
+    /// The account's `max_payload` where it is lower than the server's (and a JWT user's
+    /// own where lower still).
     fn apply_account_limits(&mut self) {
         let l = *self.matches.account().limits.read();
         let server = self.opts.max_payload;
@@ -1456,6 +1546,16 @@ impl Conn {
         } else {
             server
         };
+        if let Some(user) = self.user_max_payload {
+            self.limits.max_payload = self.limits.max_payload.min(user);
+        }
+    }
+
+    /// A JWT user's own limits and the end of its login.
+    fn set_jwt_limits(&mut self, who: &auth::Authenticated) {
+        self.user_max_subs = who.max_subs;
+        self.user_max_payload = who.max_payload;
+        self.expires_at = who.valid_for.map(|d| tokio::time::Instant::now() + d);
     }
 
     fn bind_account(&mut self, name: Option<&str>) {

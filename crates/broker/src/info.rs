@@ -32,6 +32,9 @@ pub struct ServerInfo {
     pub client_id: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub client_ip: String,
+    /// The challenge an nkey or JWT user signs in CONNECT (`sig`); only in the first INFO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -71,6 +74,12 @@ pub struct ConnectOptions {
     pub auth_token: Option<String>,
     pub user: Option<String>,
     pub pass: Option<String>,
+    /// Public nkey of an nkey user.
+    pub nkey: Option<String>,
+    /// Signature of the INFO nonce by the user's key (base64url, or standard base64).
+    pub sig: Option<String>,
+    /// User JWT (operator mode).
+    pub jwt: Option<String>,
     pub name: Option<String>,
     pub lang: Option<String>,
     pub version: Option<String>,
@@ -89,6 +98,9 @@ impl Default for ConnectOptions {
             auth_token: None,
             user: None,
             pass: None,
+            nkey: None,
+            sig: None,
+            jwt: None,
             name: None,
             lang: None,
             version: None,

@@ -29,6 +29,7 @@ mod error;
 pub mod flags;
 mod info;
 mod inproc;
+pub mod jwt;
 mod lameduck;
 mod leaf;
 pub mod logging;
@@ -48,7 +49,7 @@ pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use inproc::{LocalSubscription, PubSubError, LOCAL_SUBSCRIPTION_CAPACITY};
-pub use options::{AccountOptions, Options, TlsOptions, User};
+pub use options::{AccountOptions, NkeyUser, Options, TlsOptions, User};
 pub use reload::{
     non_reloadable_changes, startup_options, ReloadError, ReloadReport, StartupChange,
 };

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default client port, as nats-server.
@@ -499,6 +500,10 @@ pub struct Authorization {
     /// Plain text, or a bcrypt hash (`$2a$`, `$2b$`, `$2y$`...).
     pub password: Option<String>,
     pub users: Vec<User>,
+    /// Users identified by a public nkey (`users = [{nkey: "U..."}]`).
+    pub nkeys: Vec<NkeyUser>,
+    /// Operator mode: users present JWTs of accounts a trusted operator signed.
+    pub operator: Option<Arc<OperatorMode>>,
     /// How long a client has to send CONNECT when auth is required.
     pub timeout: Duration,
 }
@@ -510,6 +515,8 @@ impl Default for Authorization {
             user: None,
             password: None,
             users: Vec::new(),
+            nkeys: Vec::new(),
+            operator: None,
             timeout: Duration::from_secs(2),
         }
     }
@@ -518,8 +525,185 @@ impl Default for Authorization {
 impl Authorization {
     /// True when clients must authenticate.
     pub fn required(&self) -> bool {
-        self.token.is_some() || self.user.is_some() || !self.users.is_empty()
+        self.token.is_some()
+            || self.user.is_some()
+            || !self.users.is_empty()
+            || !self.nkeys.is_empty()
+            || self.operator.is_some()
     }
+
+    /// True when INFO carries a nonce for clients to sign (nkey users or operator mode).
+    pub fn nonce_required(&self) -> bool {
+        !self.nkeys.is_empty() || self.operator.is_some()
+    }
+}
+
+/// Operator mode (`operator`, `resolver`, `resolver_preload`): the server trusts operators,
+/// accounts are account JWTs those operators signed, and users log in with user JWTs
+/// (`.creds` files) that an account signed. The accounts also appear in
+/// [`Options::accounts`] (named by public key) with their exports, imports and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorMode {
+    /// The trusted operators.
+    pub operators: Vec<crate::jwt::OperatorClaims>,
+    pub resolver: Resolver,
+    /// Account public key -> its verified claims.
+    pub accounts: std::collections::BTreeMap<String, crate::jwt::AccountClaims>,
+}
+
+impl OperatorMode {
+    /// The directory of a directory resolver.
+    pub fn resolver_dir(&self) -> Option<&std::path::Path> {
+        match &self.resolver {
+            Resolver::Full { dir } => Some(dir),
+            Resolver::Memory => None,
+        }
+    }
+
+    /// Whether `key` is a trusted operator or one of its signing keys.
+    pub fn trusts(&self, key: &str) -> bool {
+        self.operators
+            .iter()
+            .any(|o| o.sub == key || o.nats.signing_keys.iter().any(|k| k == key))
+    }
+}
+
+impl OperatorMode {
+    /// The broker's accounts for the account JWTs (plus an empty system account when no
+    /// JWT is known for it), with warnings for what was left out: imports of unknown
+    /// accounts, imports their exporter does not allow, activation tokens.
+    pub fn account_options(&self, system: Option<&str>) -> (Vec<AccountOptions>, Vec<String>) {
+        let mut warnings = Vec::new();
+        for (key, claims) in &self.accounts {
+            for issue in claims.validation_issues() {
+                warnings.push(format!("account {key}: {issue}; its users are refused"));
+            }
+        }
+        let mut accounts: Vec<AccountOptions> = self
+            .accounts
+            .iter()
+            .map(|(key, claims)| account_from_jwt(key, claims, &mut warnings))
+            .collect();
+        let all = accounts.clone();
+        for acc in &mut accounts {
+            acc.imports
+                .retain(|import| match check_import(&all, &acc.name, import) {
+                    Ok(()) => true,
+                    Err(message) => {
+                        warnings.push(format!("account {}: import left out: {message}", acc.name));
+                        false
+                    }
+                });
+        }
+        if let Some(sys) = system {
+            if !accounts.iter().any(|a| a.name == sys) {
+                accounts.push(AccountOptions {
+                    name: sys.to_string(),
+                    ..AccountOptions::default()
+                });
+            }
+        }
+        (accounts, warnings)
+    }
+}
+
+/// The broker's account for a verified account JWT: exports, imports and limits. A limit
+/// of -1 (unlimited) is the broker's 0.
+fn account_from_jwt(
+    key: &str,
+    claims: &crate::jwt::AccountClaims,
+    warnings: &mut Vec<String>,
+) -> AccountOptions {
+    let limit = |n: i64| usize::try_from(n).unwrap_or(0);
+    let l = &claims.nats.limits;
+    let mut acc = AccountOptions {
+        name: key.to_string(),
+        limits: AccountLimits {
+            max_connections: limit(l.conn),
+            max_subscriptions: limit(l.subs),
+            max_payload: limit(l.payload),
+        },
+        ..AccountOptions::default()
+    };
+    let kind = |t: &str| {
+        if t.eq_ignore_ascii_case("service") {
+            ExportKind::Service
+        } else {
+            ExportKind::Stream
+        }
+    };
+    for e in &claims.nats.exports {
+        acc.exports.push(Export {
+            kind: kind(&e.kind),
+            subject: e.subject.clone(),
+            // Activation tokens are not supported: a token-only export is private to nobody.
+            accounts: e.token_req.then(Vec::new),
+            response_type: match e.response_type.to_ascii_lowercase().as_str() {
+                "stream" => ResponseType::Stream,
+                "chunked" => ResponseType::Chunked,
+                _ => ResponseType::Singleton,
+            },
+            response_threshold: if e.response_threshold == 0 {
+                DEFAULT_RESPONSE_THRESHOLD
+            } else {
+                Duration::from_nanos(e.response_threshold)
+            },
+        });
+    }
+    for i in &claims.nats.imports {
+        if !i.token.is_empty() {
+            warnings.push(format!(
+                "account {key}: import of {} with an activation token left out (not supported)",
+                i.subject
+            ));
+            continue;
+        }
+        let local = (!i.local_subject.is_empty()).then(|| i.local_subject.clone());
+        let import = match kind(&i.kind) {
+            ExportKind::Stream => Import {
+                kind: ExportKind::Stream,
+                account: i.account.clone(),
+                subject: i.subject.clone(),
+                prefix: (local.is_none() && !i.to.is_empty()).then(|| i.to.clone()),
+                to: local,
+            },
+            ExportKind::Service => Import {
+                kind: ExportKind::Service,
+                account: i.account.clone(),
+                subject: i.subject.clone(),
+                to: local.or_else(|| (!i.to.is_empty()).then(|| i.to.clone())),
+                prefix: None,
+            },
+        };
+        acc.imports.push(import);
+    }
+    acc
+}
+
+/// Where account JWTs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolver {
+    /// `resolver: MEMORY`: the `resolver_preload` accounts, fixed until a reload.
+    Memory,
+    /// `resolver: {type: full, dir: ...}`: account JWTs stored as `<key>.jwt` files in
+    /// `dir`, updated by claim pushes on `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE`.
+    Full { dir: PathBuf },
+}
+
+/// A user of `users = [...]` identified by a public user nkey (`U...`) instead of a name and
+/// password: the client proves it holds the seed by signing the nonce of its INFO.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NkeyUser {
+    pub nkey: String,
+    pub permissions: Option<Permissions>,
+    /// The account the user belongs to; `None`: `$G`.
+    pub account: Option<String>,
+}
+
+/// Whether `key` is a well-formed public user nkey (`U` + base32 of the key and a CRC).
+pub fn is_public_user_nkey(key: &str) -> bool {
+    nkeys::KeyPair::from_public_key(key)
+        .is_ok_and(|kp| kp.key_pair_type() == nkeys::KeyPairType::User)
 }
 
 /// One entry of `authorization { users: [...] }`.
@@ -764,6 +948,26 @@ impl Options {
                 }
             }
         }
+        for user in &self.auth.nkeys {
+            let Some(perms) = &user.permissions else {
+                continue;
+            };
+            let lists = [
+                (&perms.publish, false, "publish"),
+                (&perms.subscribe, true, "subscribe"),
+            ];
+            for (perm, allow_queue, what) in lists {
+                let subjects = perm.iter().flat_map(|p| p.allow.iter().chain(&p.deny));
+                for subject in subjects {
+                    check_permission_subject(subject, allow_queue).map_err(|message| {
+                        OptionsError::Permissions {
+                            user: user.nkey.clone(),
+                            message: format!("{what}: {message}"),
+                        }
+                    })?;
+                }
+            }
+        }
         for acc in &self.accounts {
             let bad = acc.name.is_empty()
                 || acc
@@ -774,13 +978,19 @@ impl Options {
                 return Err(OptionsError::AccountName(acc.name.clone()));
             }
         }
-        for user in &self.auth.users {
-            if let Some(account) = &user.account {
+        let user_accounts = self
+            .auth
+            .users
+            .iter()
+            .map(|u| (&u.user, &u.account))
+            .chain(self.auth.nkeys.iter().map(|u| (&u.nkey, &u.account)));
+        for (user, account) in user_accounts {
+            if let Some(account) = account {
                 let known = account == crate::core::GLOBAL_ACCOUNT
                     || self.accounts.iter().any(|a| &a.name == account);
                 if !known {
                     return Err(OptionsError::UnknownAccount {
-                        user: user.user.clone(),
+                        user: user.clone(),
                         account: account.clone(),
                     });
                 }
@@ -908,15 +1118,24 @@ impl Authorization {
         if single && self.token.is_some() {
             return Err("cannot have a user/password and a token".into());
         }
-        if !self.users.is_empty() && single {
+        let list = !self.users.is_empty() || !self.nkeys.is_empty();
+        if list && single {
             return Err("cannot have a single user/password and a users array".into());
         }
-        if !self.users.is_empty() && self.token.is_some() {
+        if list && self.token.is_some() {
             return Err("cannot have a token and a users array".into());
         }
         for (i, user) in self.users.iter().enumerate() {
             if self.users[..i].iter().any(|u| u.user == user.user) {
                 return Err(format!("duplicate user \"{}\"", user.user));
+            }
+        }
+        for (i, user) in self.nkeys.iter().enumerate() {
+            if !is_public_user_nkey(&user.nkey) {
+                return Err(format!("\"{}\" is not a valid public user nkey", user.nkey));
+            }
+            if self.nkeys[..i].iter().any(|u| u.nkey == user.nkey) {
+                return Err(format!("duplicate nkey user \"{}\"", user.nkey));
             }
         }
         Ok(())

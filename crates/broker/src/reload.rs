@@ -233,8 +233,22 @@ pub(crate) fn same_credentials(old: &Options, new: &Options, copts: &ConnectOpti
     if a.token != b.token || a.user != b.user || a.password != b.password {
         return false;
     }
+    // Operator mode: any change of the accounts is checked again (revocations, expiry).
+    if a.operator.is_some() || b.operator.is_some() {
+        return false;
+    }
     if a.users.is_empty() != b.users.is_empty() || old.no_auth_user != new.no_auth_user {
         return false;
+    }
+    if a.nkeys.is_empty() != b.nkeys.is_empty() {
+        return false;
+    }
+    // An nkey user is found by its key when nkey users are configured (see auth::candidate).
+    if let (false, Some(key)) = (b.nkeys.is_empty(), copts.nkey.as_deref()) {
+        let entry = |auth: &crate::options::Authorization| {
+            auth.nkeys.iter().find(|u| u.nkey == key).cloned()
+        };
+        return entry(a) == entry(b);
     }
     // An anonymous client is the no_auth_user (unchanged here, checked above).
     let anonymous = copts.user.is_none() && copts.pass.is_none() && copts.auth_token.is_none();
@@ -326,6 +340,22 @@ pub struct StartupChange {
 /// when a reload can switch from one to the other. An option missing from the table of
 /// named ones is reported as one unnamed change rather than missed.
 pub fn non_reloadable_changes(old: &Options, new: &Options) -> Vec<StartupChange> {
+    // The trusted operators stay as they started (as nats-server), although they sit in the
+    // reloadable authorization next to the accounts of `resolver_preload`.
+    let operators = |o: &Options| o.auth.operator.as_ref().map(|m| m.operators.clone());
+    if operators(old) != operators(new) {
+        let show = |o: &Options| {
+            format!(
+                "{:?}",
+                operators(o).map(|v| v.into_iter().map(|c| c.sub).collect::<Vec<_>>())
+            )
+        };
+        return vec![StartupChange {
+            option: "operator".into(),
+            running: show(old),
+            new: show(new),
+        }];
+    }
     let (old, new) = (startup_options(old), startup_options(new));
     if old == new {
         return Vec::new();
@@ -412,6 +442,69 @@ async fn try_reload(inner: &Arc<ServerInner>) -> Result<ReloadReport, ReloadErro
         previous: old,
         current: new,
     })
+}
+
+/// A pushed account JWT (directory resolver, `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE`):
+/// verified, stored as `<key>.jwt` in the resolver's directory, and put in force as a
+/// reload of that account would (limits, imports and exports change; clients whose user
+/// the new claims revoke or whose account expired are closed). `expected` is the key of
+/// the subject it came on, if any. Returns the account key, or it and what went wrong.
+pub(crate) async fn update_account_claims(
+    inner: &Arc<ServerInner>,
+    token: &str,
+    expected: Option<&str>,
+) -> Result<String, (String, String)> {
+    use crate::options::Resolver;
+    let _one_at_a_time = inner.ops.reload_lock.lock().await;
+    let old = inner.opts();
+    let Some(mode) = old.auth.operator.as_deref() else {
+        return Err((String::new(), "not in operator mode".into()));
+    };
+    let Resolver::Full { dir } = &mode.resolver else {
+        return Err((String::new(), "the resolver does not take updates".into()));
+    };
+    let claims = crate::jwt::decode_account(token).map_err(|e| {
+        (
+            expected.unwrap_or_default().to_string(),
+            format!("jwt update resulted in error - {e}"),
+        )
+    })?;
+    let key = claims.sub.clone();
+    let fail = |m: String| (key.clone(), m);
+    if expected.is_some_and(|e| e != key) {
+        return Err(fail("subject does not match the account of the JWT".into()));
+    }
+    if !mode.trusts(&claims.iss) {
+        return Err(fail(
+            "the account JWT is not signed by a trusted operator".into(),
+        ));
+    }
+    if mode
+        .accounts
+        .get(&key)
+        .is_some_and(|existing| existing.iat > claims.iat)
+    {
+        return Err(fail("jwt update rejected: the stored JWT is newer".into()));
+    }
+    let path = dir.join(format!("{key}.jwt"));
+    let tmp = dir.join(format!(".{key}.jwt.tmp"));
+    let written = std::fs::write(&tmp, token.trim()).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        return Err(fail(format!("cannot store {}: {e}", path.display())));
+    }
+    let mut mode = mode.clone();
+    mode.accounts.insert(key.clone(), claims);
+    let mut new = (*old).clone();
+    let (accounts, warnings) = mode.account_options(new.system_account.as_deref());
+    for w in warnings {
+        warn!("{w}");
+    }
+    new.accounts = accounts;
+    new.auth.operator = Some(Arc::new(mode));
+    let new = Arc::new(new);
+    apply(inner, &old, &new, &[]).map_err(|e| fail(e.to_string()))?;
+    info!("Updated account claims of {key}");
+    Ok(key)
 }
 
 /// Puts checked options in force. The steps that can fail come first and change nothing

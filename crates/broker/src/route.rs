@@ -617,9 +617,15 @@ impl RouteReader {
                 ..Default::default()
             };
             let srv = self.srv.clone();
-            if crate::auth::authenticate(&srv.verifier, &auth, None, &copts)
-                .await
-                .is_err()
+            if crate::auth::authenticate(
+                &srv.verifier,
+                &auth,
+                None,
+                crate::auth::Origin::PLAIN,
+                &copts,
+            )
+            .await
+            .is_err()
             {
                 warn!(peer = %self.conn.peer, "Route authentication error");
                 self.send_err("Authorization Violation");

@@ -133,6 +133,7 @@ impl ServerInner {
             max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
+            nonce: None,
             cluster: self.cluster.as_ref().map(|c| c.name()),
             connect_urls: match &self.cluster {
                 Some(c) if !opts.cluster.no_advertise => c.connect_urls(),

@@ -384,6 +384,27 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
             subs.push(sub);
         }
     }
+    // A directory resolver takes account JWT pushes and answers lookups.
+    let full_resolver = srv
+        .opts()
+        .auth
+        .operator
+        .as_ref()
+        .is_some_and(|m| matches!(m.resolver, crate::options::Resolver::Full { .. }));
+    if full_resolver {
+        for subject in CLAIM_SUBJECTS {
+            let sub = Subscription::new(
+                Subscriber::Internal(handler.clone()),
+                account.clone(),
+                subject.as_bytes(),
+                None,
+                b"",
+            );
+            if router::subscribe(srv, &sub).is_ok() {
+                subs.push(sub);
+            }
+        }
+    }
     let monitor = monitor::MonitorState::detached(srv.clone(), http_addr);
     let weak = Arc::downgrade(srv);
     let mut shutdown = srv.shutdown_signal();
@@ -449,8 +470,72 @@ struct ServerId<'a> {
     id: &'a str,
 }
 
+/// Account claim pushes and lookups (directory resolver), as nats-server's.
+const CLAIM_SUBJECTS: [&str; 3] = [
+    "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+    "$SYS.REQ.CLAIMS.UPDATE",
+    "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
+];
+
+/// `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` / `$SYS.REQ.CLAIMS.UPDATE` (the pushed JWT is the
+/// body) and `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP` (answered with the JWT, or not at all
+/// when unknown, so that another server may answer). `false`: not a claims subject.
+fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
+    let subject = String::from_utf8_lossy(&msg.subject).into_owned();
+    let reply = msg
+        .reply
+        .as_ref()
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .map(str::to_string);
+    let account = subject
+        .strip_prefix("$SYS.REQ.ACCOUNT.")
+        .and_then(|rest| rest.split('.').next())
+        .map(str::to_string);
+    if subject.ends_with(".CLAIMS.LOOKUP") {
+        let (Some(reply), Some(account)) = (reply, account) else {
+            return true;
+        };
+        let jwt = srv
+            .opts()
+            .auth
+            .operator
+            .as_ref()
+            .and_then(|m| m.resolver_dir())
+            .and_then(|dir| std::fs::read_to_string(dir.join(format!("{account}.jwt"))).ok());
+        if let Some(jwt) = jwt {
+            publish(srv, &reply, jwt.trim().as_bytes());
+        }
+        return true;
+    }
+    if !subject.ends_with(".CLAIMS.UPDATE") {
+        return false;
+    }
+    let token = String::from_utf8_lossy(&msg.payload).into_owned();
+    let weak = Arc::downgrade(srv);
+    tokio::spawn(async move {
+        let Some(srv) = weak.upgrade() else { return };
+        let result = crate::reload::update_account_claims(&srv, &token, account.as_deref()).await;
+        let Some(reply) = reply else { return };
+        let server = server_info(&srv);
+        let response = match result {
+            Ok(key) => serde_json::json!({"server": server,
+                "data": {"account": key, "code": 200, "message": "jwt updated"}}),
+            Err((key, description)) => {
+                tracing::warn!("account claim update refused: {description}");
+                serde_json::json!({"server": server,
+                    "error": {"account": key, "code": 500, "description": description}})
+            }
+        };
+        publish_json(&srv, &reply, &response);
+    });
+    true
+}
+
 /// Answers one request of the services.
 fn answer(srv: &Arc<ServerInner>, monitor: &monitor::MonitorState, msg: InternalMsg) {
+    if answer_claims(srv, &msg) {
+        return;
+    }
     let Some(reply) = msg.reply.as_ref().and_then(|r| std::str::from_utf8(r).ok()) else {
         return;
     };

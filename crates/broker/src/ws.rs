@@ -72,6 +72,9 @@ pub(crate) fn close_status(reason: CloseReason) -> u16 {
         ClientClosed => status::NORMAL,
         AuthenticationTimeout
         | AuthenticationViolation
+        | AuthenticationExpired
+        | AuthenticationRevoked
+        | MaxSubscriptionsExceeded
         | SlowConsumerPendingBytes
         | SlowConsumerWriteDeadline
         | MaxAccountConnectionsExceeded

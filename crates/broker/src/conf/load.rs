@@ -6,14 +6,15 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
     AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
-    LeafOptions, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission, ResponseType,
-    RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
+    LeafOptions, NkeyUser, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission,
+    ResponseType, RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
 
@@ -43,17 +44,13 @@ const UNSUPPORTED: &[&str] = &[
     "jetstream",
     "gateway",
     "mqtt",
-    "operator",
-    "operators",
     "roots",
     "root",
     "root_operators",
     "root_operator",
-    "resolver",
     "account_resolver",
     "accounts_resolver",
     "resolver_tls",
-    "resolver_preload",
     "resolver_pinned_accounts",
     "trusted",
     "trusted_keys",
@@ -98,6 +95,116 @@ const IGNORED: &[&str] = &[
     "no_fast_producer_stall",
     "feature_flags",
 ];
+
+/// Top-level keys of operator mode, read after everything else.
+const OPERATOR_KEYS: &[&str] = &[
+    "operator",
+    "operators",
+    "resolver",
+    "account_resolver",
+    "accounts_resolver",
+    "resolver_preload",
+];
+
+/// `resolver: {type: full, dir: "..."}`; the other settings of nats-server's directory
+/// resolver are accepted with a warning.
+fn parse_full_resolver(
+    entry: &Entry,
+    m: &Map,
+    ctx: &mut Ctx,
+) -> Result<crate::options::Resolver, ConfError> {
+    let mut kind = None;
+    let mut dir = None;
+    for f in m.entries() {
+        let k = format!("{}.{}", entry.key, f.key);
+        match f.key.to_ascii_lowercase().as_str() {
+            "type" => kind = Some(f.value.as_str(&k)?.to_ascii_lowercase()),
+            "dir" => dir = Some(PathBuf::from(f.value.as_str(&k)?)),
+            "allow_delete" | "interval" | "limit" | "timeout" | "ttl" | "hard_delete" => {
+                ctx.warn(&f.key_pos, &k, "accepted and ignored");
+            }
+            _ if f.used_as_variable => {}
+            _ => return Err(unsupported(f)),
+        }
+    }
+    match kind.as_deref() {
+        Some("full") => {}
+        Some(other) => {
+            return Err(entry.value.invalid(
+                &entry.key,
+                format!("resolver type {other:?} is not supported (full is)"),
+            ))
+        }
+        None => {
+            return Err(entry
+                .value
+                .invalid(&entry.key, "resolver needs a type (full)"))
+        }
+    }
+    let Some(dir) = dir else {
+        return Err(entry
+            .value
+            .invalid(&entry.key, "a full resolver needs a dir"));
+    };
+    Ok(crate::options::Resolver::Full { dir })
+}
+
+/// The account JWTs stored in a directory resolver's `dir` (created when missing), each in
+/// `<account key>.jwt`; files of another name are ignored.
+fn read_jwt_dir(dir: &Path) -> Result<Vec<(String, crate::jwt::AccountClaims)>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("resolver dir {}: {e}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("resolver dir {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jwt"))
+            .filter(|k| crate::jwt::is_account_key(k))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let claims = crate::jwt::decode_account(&text)
+            .map_err(|e| format!("{}: account JWT: {e}", path.display()))?;
+        if claims.sub != key {
+            return Err(format!(
+                "{}: the JWT is for account {}",
+                path.display(),
+                claims.sub
+            ));
+        }
+        out.push((key.to_string(), claims));
+    }
+    Ok(out)
+}
+
+/// An operator JWT given inline, or the path of a file holding it (bare, or between
+/// `-----BEGIN ...-----` lines as `nsc` writes them).
+fn read_jwt(text: &str) -> Result<String, String> {
+    let looks_inline = text.starts_with("eyJ") && text.split('.').count() == 3;
+    if looks_inline && !Path::new(text).exists() {
+        return Ok(text.trim().to_string());
+    }
+    let content =
+        std::fs::read_to_string(text).map_err(|e| format!("cannot read JWT file {text}: {e}"))?;
+    let mut inside = false;
+    let mut decorated = None;
+    for line in content.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN") {
+            inside = true;
+        } else if line.starts_with("------END") || line.starts_with("-----END") {
+            break;
+        } else if inside && !line.is_empty() {
+            decorated = Some(line.to_string());
+        }
+    }
+    Ok(decorated.unwrap_or_else(|| content.trim().to_string()))
+}
 
 /// nats-server's minimum, so that clients have time to move away.
 const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
@@ -214,13 +321,24 @@ impl Options {
             });
         }
         // Accounts last: their users join the `authorization` users wherever the blocks are.
+        // Operator mode after them: it adds the accounts of its JWTs.
         let is_accounts = |e: &&Entry| e.key.eq_ignore_ascii_case("accounts");
-        for entry in map.entries().iter().filter(|e| !is_accounts(e)) {
+        let is_operator = |e: &&Entry| OPERATOR_KEYS.contains(&e.key.to_ascii_lowercase().as_str());
+        for entry in map
+            .entries()
+            .iter()
+            .filter(|e| !is_accounts(e) && !is_operator(e))
+        {
             let result = self.apply_top_level(entry, &mut ctx);
             ctx.check(result);
         }
         for entry in map.entries().iter().filter(is_accounts) {
             let result = self.apply_accounts(entry);
+            ctx.check(result);
+        }
+        let operator: Vec<&Entry> = map.entries().iter().filter(is_operator).collect();
+        if !operator.is_empty() {
+            let result = self.apply_operator(&operator, &mut ctx);
             ctx.check(result);
         }
         match ConfError::collect(ctx.errors) {
@@ -229,12 +347,141 @@ impl Options {
         }
     }
 
+    /// `operator`, `resolver`, `resolver_preload`: operator mode. The preloaded account JWTs
+    /// are verified here (signed by a trusted operator, for the key they are listed under)
+    /// and become accounts named by their public keys.
+    fn apply_operator(&mut self, entries: &[&Entry], ctx: &mut Ctx) -> Result<(), ConfError> {
+        use crate::options::{OperatorMode, Resolver};
+        let mut operators = Vec::new();
+        let mut resolver = None;
+        let mut preload: Vec<(&Entry, &Entry)> = Vec::new();
+        let mut first: Option<&Entry> = None;
+        for entry in entries {
+            let key = entry.key.as_str();
+            let v = &entry.value;
+            match key.to_ascii_lowercase().as_str() {
+                "operator" | "operators" => {
+                    first.get_or_insert(entry);
+                    let items: Vec<&Value> = match &v.kind {
+                        ValueKind::Array(items) => items.iter().collect(),
+                        _ => vec![v],
+                    };
+                    for item in items {
+                        let text = item.as_str(key)?;
+                        let token = read_jwt(text).map_err(|m| item.invalid(key, m))?;
+                        let claims = crate::jwt::decode_operator(&token)
+                            .map_err(|e| item.invalid(key, format!("operator JWT: {e}")))?;
+                        operators.push(claims);
+                    }
+                }
+                "resolver" | "account_resolver" | "accounts_resolver" => match &v.kind {
+                    ValueKind::String(s) if s.eq_ignore_ascii_case("memory") => {
+                        resolver = Some(Resolver::Memory)
+                    }
+                    ValueKind::Map(m) => resolver = Some(parse_full_resolver(entry, m, ctx)?),
+                    _ => return Err(unsupported(entry)),
+                },
+                "resolver_preload" => {
+                    for e in v.as_map(key)?.entries() {
+                        if !e.used_as_variable {
+                            preload.push((entry, e));
+                        }
+                    }
+                }
+                _ => return Err(unsupported(entry)),
+            }
+        }
+        let Some(first) = first else {
+            let e = entries[0];
+            return Err(e.value.invalid(&e.key, "needs an operator (operator mode)"));
+        };
+        let at = |message: String| first.value.invalid(&first.key, message);
+        let Some(resolver) = resolver else {
+            return Err(at(
+                "operator mode needs a resolver (resolver: MEMORY)".into()
+            ));
+        };
+        let auth = &self.auth;
+        if auth.token.is_some()
+            || auth.user.is_some()
+            || !auth.users.is_empty()
+            || !auth.nkeys.is_empty()
+        {
+            return Err(at(
+                "operator mode takes its users from JWTs: authorization users, nkeys and tokens cannot be used with it".into(),
+            ));
+        }
+        if !self.accounts.is_empty() {
+            return Err(at(
+                "operator mode takes its accounts from JWTs: accounts {} cannot be used with it"
+                    .into(),
+            ));
+        }
+        if self.no_auth_user.is_some() {
+            return Err(at("no_auth_user cannot be used in operator mode".into()));
+        }
+        let mut mode = OperatorMode {
+            operators,
+            resolver,
+            accounts: std::collections::BTreeMap::new(),
+        };
+        if let Resolver::Full { dir } = &mode.resolver {
+            for (key, claims) in read_jwt_dir(dir).map_err(at)? {
+                if mode.trusts(&claims.iss) {
+                    mode.accounts.insert(key, claims);
+                } else {
+                    ctx.warn(
+                        &first.key_pos,
+                        "resolver",
+                        format!(
+                            "{}: {key}.jwt is not signed by a trusted operator, left out",
+                            dir.display()
+                        ),
+                    );
+                }
+            }
+        }
+        for (entry, e) in preload {
+            let k = format!("{}.{}", entry.key, e.key);
+            let token = e.value.as_str(&k)?;
+            let claims = crate::jwt::decode_account(token)
+                .map_err(|err| e.value.invalid(&k, format!("account JWT: {err}")))?;
+            if claims.sub != e.key {
+                return Err(e
+                    .value
+                    .invalid(&k, format!("the JWT is for account {}", claims.sub)));
+            }
+            if !mode.trusts(&claims.iss) {
+                return Err(e
+                    .value
+                    .invalid(&k, "the account JWT is not signed by a trusted operator"));
+            }
+            mode.accounts.insert(e.key.clone(), claims);
+        }
+        if self.system_account.is_none() {
+            let from_jwt = mode
+                .operators
+                .iter()
+                .map(|o| &o.nats.system_account)
+                .find(|s| !s.is_empty());
+            self.system_account = from_jwt.cloned();
+        }
+        let (accounts, warnings) = mode.account_options(self.system_account.as_deref());
+        for w in warnings {
+            ctx.warn(&first.key_pos, "resolver_preload", w);
+        }
+        self.accounts = accounts;
+        self.auth.operator = Some(Arc::new(mode));
+        Ok(())
+    }
+
     /// `accounts { NAME: { users: [...] } }`: the accounts, and their users added to the
     /// authorization users with their account set.
     fn apply_accounts(&mut self, entry: &Entry) -> Result<(), ConfError> {
         let key = entry.key.as_str();
         self.accounts.clear();
         self.auth.users.retain(|u| u.account.is_none());
+        self.auth.nkeys.retain(|u| u.account.is_none());
         let mut import_pos: Vec<(String, Value, String)> = Vec::new();
         for acc in entry.value.as_map(key)?.entries() {
             let k = format!("{key}.{}", acc.key);
@@ -250,7 +497,8 @@ impl Options {
                 let fk = format!("{k}.{}", field.key);
                 match field.key.to_ascii_lowercase().as_str() {
                     "users" => {
-                        for mut user in parse_users(&field.value, &fk)? {
+                        let (users, nkeys) = parse_users(&field.value, &fk)?;
+                        for mut user in users {
                             if self.auth.users.iter().any(|u| u.user == user.user) {
                                 return Err(field
                                     .value
@@ -258,6 +506,16 @@ impl Options {
                             }
                             user.account = Some(acc.key.clone());
                             self.auth.users.push(user);
+                        }
+                        for mut user in nkeys {
+                            if self.auth.nkeys.iter().any(|u| u.nkey == user.nkey) {
+                                return Err(field.value.invalid(
+                                    &fk,
+                                    format!("duplicate nkey user \"{}\"", user.nkey),
+                                ));
+                            }
+                            user.account = Some(acc.key.clone());
+                            self.auth.nkeys.push(user);
                         }
                     }
                     "exports" => account.exports = parse_exports(&field.value, &fk)?,
@@ -783,7 +1041,7 @@ fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorizat
                         );
                     }
                 }
-                "users" => auth.users = parse_users(v, &k)?,
+                "users" => (auth.users, auth.nkeys) = parse_users(v, &k)?,
                 "default_permission" | "default_permissions" | "permissions" => {
                     default_permissions = Some(parse_permissions(v, &k)?);
                 }
@@ -807,6 +1065,9 @@ fn parse_authorization(v: &Value, key: &str, ctx: &mut Ctx) -> Result<Authorizat
     }
     if let Some(defaults) = default_permissions {
         for user in auth.users.iter_mut().filter(|u| u.permissions.is_none()) {
+            user.permissions = Some(defaults.clone());
+        }
+        for user in auth.nkeys.iter_mut().filter(|u| u.permissions.is_none()) {
             user.permissions = Some(defaults.clone());
         }
     }
@@ -1329,13 +1590,17 @@ fn parse_auth_timeout(v: &Value, key: &str) -> Result<Duration, ConfError> {
     at_most_a_year(d, v, key)
 }
 
-fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
+/// A `users` list: entries with `user` (and `password`), and entries with an `nkey`.
+fn parse_users(v: &Value, key: &str) -> Result<(Vec<User>, Vec<NkeyUser>), ConfError> {
     let mut users: Vec<User> = Vec::new();
+    let mut nkeys: Vec<NkeyUser> = Vec::new();
     for (i, item) in v.as_array(key)?.iter().enumerate() {
         let k = format!("{key}[{i}]");
         let map = item.as_map(&k)?;
         let mut user = User::default();
         let mut has_user = false;
+        let mut has_password = false;
+        let mut nkey: Option<String> = None;
         for entry in map.entries() {
             let ek = format!("{k}.{}", entry.key);
             let ev = &entry.value;
@@ -1344,15 +1609,23 @@ fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
                     user.user = ev.as_str(&ek)?.to_string();
                     has_user = true;
                 }
-                "pass" | "password" => user.password = ev.as_str(&ek)?.to_string(),
+                "pass" | "password" => {
+                    user.password = ev.as_str(&ek)?.to_string();
+                    has_password = true;
+                }
+                "nkey" => {
+                    let key = ev.as_str(&ek)?;
+                    if !crate::options::is_public_user_nkey(key) {
+                        return Err(ev.invalid(&ek, "not a valid public nkey for a user"));
+                    }
+                    nkey = Some(key.to_string());
+                }
                 "permission" | "permissions" | "authorization" => {
                     user.permissions = Some(parse_permissions(ev, &ek)?);
                 }
-                "nkey"
-                | "allowed_connection_types"
-                | "connection_types"
-                | "clients"
-                | "proxy_required" => return Err(unsupported(entry)),
+                "allowed_connection_types" | "connection_types" | "clients" | "proxy_required" => {
+                    return Err(unsupported(entry))
+                }
                 _ if entry.used_as_variable => {}
                 _ => {
                     return Err(ConfError::UnknownKey {
@@ -1362,15 +1635,29 @@ fn parse_users(v: &Value, key: &str) -> Result<Vec<User>, ConfError> {
                 }
             }
         }
+        if let Some(nkey) = nkey {
+            if has_user || has_password {
+                return Err(item.invalid(&k, "nkey users do not take usernames or passwords"));
+            }
+            if nkeys.iter().any(|u| u.nkey == nkey) {
+                return Err(item.invalid(&k, format!("duplicate nkey user \"{nkey}\"")));
+            }
+            nkeys.push(NkeyUser {
+                nkey,
+                permissions: user.permissions,
+                account: None,
+            });
+            continue;
+        }
         if !has_user {
-            return Err(item.invalid(&k, "a user entry needs 'user'"));
+            return Err(item.invalid(&k, "a user entry needs 'user' or 'nkey'"));
         }
         if users.iter().any(|u| u.user == user.user) {
             return Err(item.invalid(&k, format!("duplicate user \"{}\"", user.user)));
         }
         users.push(user);
     }
-    Ok(users)
+    Ok((users, nkeys))
 }
 
 fn parse_permissions(v: &Value, key: &str) -> Result<Permissions, ConfError> {

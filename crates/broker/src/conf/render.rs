@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::format_duration;
-use crate::options::{Options, Permissions, ResponsePermission, SubjectPermission, User};
+use crate::options::{NkeyUser, Options, Permissions, ResponsePermission, SubjectPermission, User};
 
 impl Options {
     /// A config file that [`Options::from_conf`] reads back as these options (except
@@ -251,9 +251,11 @@ fn render_auth(options: &Options, out: &mut String) {
     field("token", auth.token.as_ref());
     let _ = writeln!(out, "  timeout: {}", duration(auth.timeout));
     let global: Vec<&User> = auth.users.iter().filter(|u| u.account.is_none()).collect();
-    if !global.is_empty() {
+    let global_nkeys: Vec<&NkeyUser> = auth.nkeys.iter().filter(|u| u.account.is_none()).collect();
+    if !global.is_empty() || !global_nkeys.is_empty() {
         out.push_str("  users: [\n");
         render_users(&global, "    ", out);
+        render_nkey_users(&global_nkeys, "    ", out);
         out.push_str("  ]\n");
     }
     out.push_str("}\n");
@@ -264,6 +266,11 @@ fn render_auth(options: &Options, out: &mut String) {
     for acc in &options.accounts {
         let users: Vec<&User> = auth
             .users
+            .iter()
+            .filter(|u| u.account.as_deref() == Some(acc.name.as_str()))
+            .collect();
+        let nkeys: Vec<&NkeyUser> = auth
+            .nkeys
             .iter()
             .filter(|u| u.account.as_deref() == Some(acc.name.as_str()))
             .collect();
@@ -278,9 +285,10 @@ fn render_auth(options: &Options, out: &mut String) {
             quote(&acc.name)
         };
         let _ = writeln!(out, "  {key}: {{");
-        if !users.is_empty() {
+        if !users.is_empty() || !nkeys.is_empty() {
             out.push_str("    users: [\n");
             render_users(&users, "      ", out);
+            render_nkey_users(&nkeys, "      ", out);
             out.push_str("    ]\n");
         }
         render_account_extras(acc, out);
@@ -358,6 +366,17 @@ fn render_users(users: &[&User], indent: &str, out: &mut String) {
             quote(&user.user),
             quote(&user.password)
         );
+        if let Some(perms) = &user.permissions {
+            out.push_str(", permissions: ");
+            render_permissions(perms, out);
+        }
+        out.push_str("}\n");
+    }
+}
+
+fn render_nkey_users(users: &[&NkeyUser], indent: &str, out: &mut String) {
+    for user in users {
+        let _ = write!(out, "{indent}{{nkey: {}", quote(&user.nkey));
         if let Some(perms) = &user.permissions {
             out.push_str(", permissions: ");
             render_permissions(perms, out);

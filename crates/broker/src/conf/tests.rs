@@ -700,6 +700,155 @@ fn authorization_forms() {
 }
 
 #[test]
+fn nkey_users_in_authorization_and_accounts() {
+    let a = &nkeys::KeyPair::new_user().public_key();
+    let b = &nkeys::KeyPair::new_user().public_key();
+    let text = format!(
+        "authorization {{ default_permissions: {{publish: \"x\"}}\n users: [{{nkey: {a}}}, {{user: u, password: p}}] }}\n\
+         accounts {{ A: {{ users: [{{nkey: {b}, permissions: {{subscribe: \"s\"}}}}] }} }}\n"
+    );
+    let opts = load(&text).expect("loads").options;
+    assert_eq!(opts.auth.users.len(), 1);
+    assert_eq!(opts.auth.nkeys.len(), 2);
+    assert_eq!(opts.auth.nkeys[0].nkey, *a);
+    assert_eq!(opts.auth.nkeys[0].account, None);
+    assert!(
+        opts.auth.nkeys[0].permissions.is_some(),
+        "default permissions apply"
+    );
+    assert_eq!(opts.auth.nkeys[1].account.as_deref(), Some("A"));
+    assert!(opts.auth.nonce_required());
+    // The rendered config reads back the same.
+    let again = load_ok(&opts.to_conf_string()).options;
+    assert_eq!(again.auth.nkeys, opts.auth.nkeys);
+
+    assert!(load_err(&format!(
+        "authorization {{ users: [{{nkey: {a}, user: x}}] }}"
+    ))
+    .contains("nkey users do not take usernames or passwords"));
+    let line = load_err("authorization {\n users: [{nkey: UBAD}] }");
+    assert!(
+        line.contains("test.conf:2:") && line.contains("not a valid public nkey for a user"),
+        "{line}"
+    );
+    // An account key is not a user key.
+    let account = nkeys::KeyPair::new_account().public_key();
+    assert!(
+        load_err(&format!("authorization {{ users: [{{nkey: {account}}}] }}"))
+            .contains("not a valid public nkey")
+    );
+    assert!(load_err(&format!(
+        "authorization {{ users: [{{nkey: {a}}}, {{nkey: {a}}}] }}"
+    ))
+    .contains("duplicate nkey user"));
+    assert!(load_err(&format!(
+        "authorization {{ token: t, users: [{{nkey: {a}}}] }}"
+    ))
+    .contains("cannot have a token and a users array"));
+}
+
+#[test]
+fn operator_mode_loads_verified_accounts_and_refuses_the_rest() {
+    use crate::jwt::encode;
+    let op = nkeys::KeyPair::new_operator();
+    let sys = nkeys::KeyPair::new_account();
+    let acc = nkeys::KeyPair::new_account();
+    let op_jwt = encode(
+        &op,
+        &serde_json::json!({"iss": op.public_key(), "sub": op.public_key(),
+            "nats": {"type": "operator", "version": 2, "system_account": sys.public_key()}}),
+    );
+    let account = |signer: &nkeys::KeyPair, key: &nkeys::KeyPair| {
+        encode(
+            signer,
+            &serde_json::json!({"iss": signer.public_key(), "sub": key.public_key(),
+                "nats": {"type": "account", "version": 2,
+                    "limits": {"conn": 5, "subs": -1, "payload": 1024},
+                    "exports": [{"subject": "svc.>", "type": "service"}]}}),
+        )
+    };
+    let conf = |preload: &str| {
+        format!("operator: {op_jwt}\nresolver: MEMORY\nresolver_preload: {{\n{preload}\n}}\n")
+    };
+    let good = conf(&format!(
+        "  {}: {}\n  {}: {}",
+        sys.public_key(),
+        account(&op, &sys),
+        acc.public_key(),
+        account(&op, &acc)
+    ));
+    let opts = load_ok(&good).options;
+    assert_eq!(
+        opts.system_account.as_deref(),
+        Some(sys.public_key().as_str())
+    );
+    let a = opts
+        .accounts
+        .iter()
+        .find(|a| a.name == acc.public_key())
+        .expect("account from its JWT");
+    assert_eq!(a.limits.max_connections, 5);
+    assert_eq!(a.limits.max_subscriptions, 0, "-1 is unlimited");
+    assert_eq!(a.limits.max_payload, 1024);
+    assert_eq!(a.exports[0].kind, crate::options::ExportKind::Service);
+    assert!(opts.auth.required() && opts.auth.nonce_required());
+
+    // Signed by an operator nobody trusts; listed under another key; not a JWT.
+    let stranger = nkeys::KeyPair::new_operator();
+    let e = load_err(&conf(&format!(
+        "  {}: {}",
+        acc.public_key(),
+        account(&stranger, &acc)
+    )));
+    assert!(
+        e.contains("test.conf:4:") && e.contains("not signed by a trusted operator"),
+        "{e}"
+    );
+    let e = load_err(&conf(&format!(
+        "  {}: {}",
+        sys.public_key(),
+        account(&op, &acc)
+    )));
+    assert!(e.contains("the JWT is for account"), "{e}");
+    assert!(load_err(&conf("  AXX: notajwt")).contains("account JWT: not a JWT"));
+    // Operator mode wants a resolver and no configured users.
+    assert!(load_err(&format!("operator: {op_jwt}\n")).contains("needs a resolver"));
+    assert!(load_err(&format!(
+        "operator: {op_jwt}\nresolver: MEMORY\nauthorization {{ users: [{{user: a, password: b}}] }}\n"
+    ))
+    .contains("operator mode takes its users from JWTs"));
+    let e = load_err(&format!(
+        "operator: {op_jwt}\nresolver: {{type: cache, dir: \"/nonexistent/jwt\"}}\n"
+    ));
+    assert!(
+        e.contains("resolver type \"cache\" is not supported"),
+        "{e}"
+    );
+    assert!(
+        load_err(&format!("operator: {op_jwt}\nresolver: {{type: full}}\n"))
+            .contains("a full resolver needs a dir")
+    );
+    // A directory resolver reads the account JWTs stored in its directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(format!("{}.jwt", acc.public_key())),
+        account(&op, &acc),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("README"), "not a JWT").expect("write");
+    let opts = load_ok(&format!(
+        "operator: {op_jwt}\nresolver: {{type: full, dir: \"{}\"}}\n",
+        dir.path().display()
+    ))
+    .options;
+    assert!(opts.accounts.iter().any(|a| a.name == acc.public_key()));
+    assert!(
+        load_err("operator: /nonexistent/op.jwt\nresolver: MEMORY\n")
+            .contains("cannot read JWT file /nonexistent/op.jwt")
+    );
+}
+
+#[test]
 fn rejected_auth_combinations() {
     assert_eq!(
         load_err("authorization {\n token: t\n user: u\n}\n"),
