@@ -259,24 +259,29 @@ async fn start_cluster(
     }
     drop(held);
     let cluster = format!("{}/{}", plan.namespace, plan.name);
-    // Core servers first, so that leaf servers find their hub at the first dial.
-    let (core_pods, leaf_pods): (Vec<_>, Vec<_>) = pods
-        .into_iter()
-        .zip(options)
-        .partition(|(pod, _)| !pod.leaf);
-    for (pod, opts) in core_pods.into_iter().chain(leaf_pods) {
-        let server = midge::Server::start(opts)
-            .await
-            .map_err(|source| LocalError::Start {
-                server: pod.name.clone(),
-                source,
-            })?;
-        servers.push(LocalServer {
-            cluster: cluster.clone(),
-            pool: pod.pool,
-            name: pod.name,
-            server,
-        });
+    // All at once: a server dials its peers as soon as it starts, and every dial takes an
+    // ephemeral port, which could be one of the ports released above that a server still
+    // to start is about to bind. Starting them together keeps that window short.
+    let started = futures::future::join_all(options.into_iter().map(midge::Server::start)).await;
+    let mut failed = None;
+    for (pod, result) in pods.into_iter().zip(started) {
+        match result {
+            Ok(server) => servers.push(LocalServer {
+                cluster: cluster.clone(),
+                pool: pod.pool,
+                name: pod.name,
+                server,
+            }),
+            Err(source) => {
+                failed.get_or_insert(LocalError::Start {
+                    server: pod.name,
+                    source,
+                });
+            }
+        }
+    }
+    if let Some(error) = failed {
+        return Err(error);
     }
     Ok(())
 }

@@ -205,9 +205,10 @@ async fn edge_sample_forms_a_hub_and_leaf_topology() {
                 .map(|s| s.name.clone())
                 .collect();
             others.sort();
-            eventually(&format!("{} routes to its {pool} peers", server.name), || {
-                remote_names(server) == others
-            })
+            eventually(
+                &format!("{} routes to its {pool} peers", server.name),
+                || remote_names(server) == others,
+            )
             .await;
         }
     }
