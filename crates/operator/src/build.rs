@@ -1136,6 +1136,266 @@ mod tests {
 
     const TWO_POOLS: &str = "  pools:\n  - {name: a, replicas: 2}\n  - {name: b, replicas: 1}\n";
 
+    const CLOUD_AND_EDGE: &str = "  pools:\n  - {name: cloud, replicas: 3}\n  - {name: edge, replicas: 2, role: leaf, broker: {maxConnections: 64, maxPending: 1048576}}\n";
+
+    fn pool_conf<'a>(children: &'a Children, name: &str) -> &'a str {
+        children
+            .pool_config_maps
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(CONFIG_FILE))
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no ConfigMap {name}"))
+    }
+
+    /// A leaf pool's ConfigMap, read by the broker's loader: a cluster of its own servers
+    /// only, one remote at the core's leaf node Service, its own limits; the core's config
+    /// routes to core servers only and listens for leaf nodes.
+    #[test]
+    fn leaf_pool_config_has_remotes_and_no_cross_routes() {
+        let children = build(&plan(CLOUD_AND_EDGE), None);
+        assert_eq!(
+            children.config_map_names(),
+            ["demo-config", "demo-edge-config"]
+        );
+        let core = loaded(&children);
+        assert_eq!(core.cluster.name.as_deref(), Some("demo"));
+        assert_eq!(core.cluster.routes.len(), 3);
+        assert!(core
+            .cluster
+            .routes
+            .iter()
+            .all(|r| r.contains("demo-cloud-")));
+        assert_eq!(core.leafnodes.port, Some(7422));
+        assert!(core.leafnodes.remotes.is_empty());
+
+        let edge = load(pool_conf(&children, "demo-edge-config")).expect("edge config loads");
+        assert_eq!(edge.cluster.name.as_deref(), Some("demo-edge"));
+        assert_eq!(
+            edge.cluster.routes,
+            [
+                "nats://demo-edge-0.demo-headless.ns.svc.cluster.local:6222",
+                "nats://demo-edge-1.demo-headless.ns.svc.cluster.local:6222"
+            ]
+        );
+        assert_eq!(
+            edge.leafnodes.port, None,
+            "a leaf pool does not listen for leafs"
+        );
+        assert_eq!(edge.leafnodes.remotes.len(), 1);
+        assert_eq!(
+            edge.leafnodes.remotes[0].urls,
+            ["nats-leaf://demo-leafnodes.ns.svc.cluster.local:7422"]
+        );
+        assert_eq!(edge.leafnodes.remotes[0].tls, None);
+        assert_eq!((edge.max_connections, edge.max_pending), (64, 1_048_576));
+        assert_eq!(edge.max_payload, core.max_payload);
+        // The edge pods mount their own ConfigMap and carry its restart hash.
+        let sts = &children.stateful_sets[1];
+        assert_eq!(
+            pod(sts)
+                .volumes
+                .as_ref()
+                .and_then(|v| v[0].config_map.as_ref())
+                .map(|c| c.name.as_str()),
+            Some("demo-edge-config")
+        );
+        let p = plan(CLOUD_AND_EDGE);
+        let hash = |sts: &StatefulSet| {
+            sts.spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(RESTART_HASH_ANNOTATION).cloned())
+        };
+        assert_eq!(hash(sts), Some(p.restart_hash_of(&p.pools[1]).to_string()));
+        assert_eq!(
+            hash(&children.stateful_sets[0]),
+            Some(p.restart_hash.clone())
+        );
+        // Scaling the leaf pool is a reload (its route port is open with one server too).
+        let one = plan("  pools:\n  - {name: cloud, replicas: 3}\n  - {name: edge, replicas: 1, role: leaf, broker: {maxConnections: 64, maxPending: 1048576}}\n");
+        assert_eq!(
+            one.restart_hash_of(&one.pools[1]),
+            p.restart_hash_of(&p.pools[1])
+        );
+        // Pod labels carry the role; ports: the leaf node port on core pods only.
+        let role = |sts: &StatefulSet| {
+            sts.spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref())
+                .and_then(|l| l.get(LABEL_ROLE).cloned())
+        };
+        assert_eq!(role(&children.stateful_sets[0]).as_deref(), Some("core"));
+        assert_eq!(role(sts).as_deref(), Some("leaf"));
+        let port_names = |sts: &StatefulSet| -> Vec<String> {
+            container(sts)
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone())
+                .collect()
+        };
+        assert!(port_names(&children.stateful_sets[0]).contains(&"leafnodes".to_string()));
+        assert!(!port_names(sts).contains(&"leafnodes".to_string()));
+    }
+
+    /// Cloud clients land on core servers only, edge clients have their own Service, and
+    /// the leaf node Service fronts the core servers.
+    #[test]
+    fn leaf_pools_get_their_services() {
+        let p = plan(CLOUD_AND_EDGE);
+        let children = build(&p, None);
+        let selector = |s: &Service| {
+            s.spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            selector(&children.client_service),
+            role_selector(&p, PoolRole::Core)
+        );
+        let leaf = children
+            .leafnodes_service
+            .as_ref()
+            .expect("leaf node Service");
+        assert_eq!(leaf.metadata.name.as_deref(), Some("demo-leafnodes"));
+        assert_eq!(selector(leaf), role_selector(&p, PoolRole::Core));
+        let ports = leaf
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].port),
+            (Some("leafnodes"), 7422)
+        );
+        assert_eq!(children.pool_client_services.len(), 1);
+        let edge = &children.pool_client_services[0];
+        assert_eq!(edge.metadata.name.as_deref(), Some("demo-edge"));
+        assert_eq!(selector(edge), pool_selector(&p, "edge"));
+        assert_eq!(
+            pool_client_url(&p, "edge"),
+            "nats://demo-edge.ns.svc.cluster.local:4222"
+        );
+        let headless: Vec<Option<String>> = children
+            .headless_service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            headless.last().cloned().flatten().as_deref(),
+            Some("leafnodes")
+        );
+        assert_eq!(
+            children.service_names(),
+            ["demo-headless", "demo", "demo-leafnodes", "demo-edge"]
+        );
+
+        // Without leaf pools nothing of it exists, and the client Service keeps the
+        // selector it always had.
+        let cloud_only = plan(TWO_POOLS);
+        let children = build(&cloud_only, None);
+        assert!(children.leafnodes_service.is_none());
+        assert!(children.pool_client_services.is_empty());
+        assert!(children.pool_config_maps.is_empty());
+        assert_eq!(
+            selector(&children.client_service),
+            cluster_selector(&cloud_only)
+        );
+        assert_eq!(
+            loaded(&children).leafnodes,
+            midge::options::LeafOptions::default()
+        );
+    }
+
+    /// The leaf node port is open to the cluster's own pods (the leaf pools' among them)
+    /// next to the route port, only when there are leaf pools.
+    #[test]
+    fn network_policy_opens_the_leaf_port_to_the_cluster() {
+        let ports = |spec: &str| -> Vec<IntOrString> {
+            let children = build(&plan(spec), None);
+            let rules = children
+                .network_policy
+                .and_then(|p| p.spec)
+                .and_then(|s| s.ingress)
+                .unwrap_or_default();
+            rules[0]
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect()
+        };
+        assert_eq!(
+            ports(CLOUD_AND_EDGE),
+            [IntOrString::Int(6222), IntOrString::Int(7422)]
+        );
+        assert_eq!(ports(TWO_POOLS), [IntOrString::Int(6222)]);
+    }
+
+    /// `spec.tls.leafnodes`: core servers serve the Secret's certificate on the leaf port,
+    /// leaf servers verify it with its CA (and present it with `verify`); the Secret is
+    /// mounted on both.
+    #[test]
+    fn leaf_tls_is_passed_to_both_ends() {
+        let p = plan(&format!(
+            "{CLOUD_AND_EDGE}  tls: {{leafnodes: {{secretName: leaf-cert, verify: true}}}}\n"
+        ));
+        let children = build(&p, None);
+        let core_conf = config(&children);
+        let core = parse(core_conf).expect("core config parses");
+        let leafnodes = core
+            .get("leafnodes")
+            .and_then(|l| l.value.as_map("leafnodes").ok())
+            .expect("leafnodes");
+        assert!(leafnodes.get("tls").is_some(), "{core_conf}");
+        assert!(
+            core_conf.contains("cert_file: \"/etc/midge-tls/leafnodes/tls.crt\""),
+            "{core_conf}"
+        );
+        assert!(
+            core_conf.contains("ca_file: \"/etc/midge-tls/leafnodes/ca.crt\""),
+            "{core_conf}"
+        );
+        let edge_conf = pool_conf(&children, "demo-edge-config");
+        assert!(
+            edge_conf.contains("tls: {timeout: \"2s\", ca_file: \"/etc/midge-tls/leafnodes/ca.crt\", cert_file: \"/etc/midge-tls/leafnodes/tls.crt\", key_file: \"/etc/midge-tls/leafnodes/tls.key\"}"),
+            "{edge_conf}"
+        );
+        for sts in &children.stateful_sets {
+            let secret = pod(sts)
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "tls-leafnodes")
+                .and_then(|v| v.secret.as_ref())
+                .and_then(|s| s.secret_name.clone());
+            assert_eq!(secret.as_deref(), Some("leaf-cert"));
+        }
+        // Without leaf pools the Secret is not needed anywhere.
+        let children = build(
+            &plan(&format!(
+                "{TWO_POOLS}  tls: {{leafnodes: {{secretName: leaf-cert}}}}\n"
+            )),
+            None,
+        );
+        assert!(pod(&children.stateful_sets[0])
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != "tls-leafnodes"));
+    }
+
     #[test]
     fn pre_stop_names_the_binary_where_the_image_has_it() {
         // The hook is exec'd without a shell or PATH; the image's entrypoint is the truth.
