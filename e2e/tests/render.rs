@@ -63,8 +63,14 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
     let cloud_aliases = cluster.aliases(cloud, &cloud.pod_name(0));
     let edge_aliases = cluster.aliases(edge, &edge.pod_name(0));
     for service in ["fleet-leafnodes.iot.svc.cluster.local", "fleet"] {
-        assert!(cloud_aliases.iter().any(|a| a == service), "{cloud_aliases:?}");
-        assert!(!edge_aliases.iter().any(|a| a == service), "{edge_aliases:?}");
+        assert!(
+            cloud_aliases.iter().any(|a| a == service),
+            "{cloud_aliases:?}"
+        );
+        assert!(
+            !edge_aliases.iter().any(|a| a == service),
+            "{edge_aliases:?}"
+        );
     }
     assert!(edge_aliases.iter().any(|a| a == "fleet-edge.iot.svc"));
     Ok(())
