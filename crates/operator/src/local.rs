@@ -158,20 +158,40 @@ struct LocalPod {
 }
 
 /// Holds `n` loopback listeners at once (so their ports differ); they are released just
-/// before the servers bind the ports. Another process could take one in that gap; the
-/// server then fails to start with the port in its error.
+/// before the servers bind the ports. The ports are taken below Linux's ephemeral range
+/// (32768-60999), where the kernel never picks the local port of an outgoing connection:
+/// the servers that start first dial their peers at once, and such a dial could otherwise
+/// take a port released here for a server still to start. Another process binding the
+/// very port in that gap would still make that server fail, with the port in its error.
 fn reserve(n: usize, held: &mut Vec<std::net::TcpListener>) -> Result<Vec<u16>, LocalError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const LOW: usize = 20_000;
+    const SPAN: usize = 32_768 - LOW;
+    // Where the next search starts: this process's own region, then onwards, so that
+    // clusters started one after the other (and parallel test processes) rarely meet.
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        (std::process::id() as usize).wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
     let mut ports = Vec::with_capacity(n);
-    for _ in 0..n {
-        let listener = std::net::TcpListener::bind(SocketAddr::new(LOOPBACK, 0))
-            .map_err(LocalError::ReservePort)?;
-        ports.push(
-            listener
-                .local_addr()
-                .map_err(LocalError::ReservePort)?
-                .port(),
-        );
-        held.push(listener);
+    let mut tried = 0;
+    while ports.len() < n {
+        if tried == SPAN {
+            return Err(LocalError::ReservePort(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "no free loopback port between 20000 and 32767",
+            )));
+        }
+        tried += 1;
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(LOW + offset).unwrap_or(20_000);
+        if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::new(LOOPBACK, port)) {
+            ports.push(port);
+            held.push(listener);
+        }
     }
     Ok(ports)
 }
@@ -259,29 +279,21 @@ async fn start_cluster(
     }
     drop(held);
     let cluster = format!("{}/{}", plan.namespace, plan.name);
-    // All at once: a server dials its peers as soon as it starts, and every dial takes an
-    // ephemeral port, which could be one of the ports released above that a server still
-    // to start is about to bind. Starting them together keeps that window short.
-    let started = futures::future::join_all(options.into_iter().map(midge::Server::start)).await;
-    let mut failed = None;
-    for (pod, result) in pods.into_iter().zip(started) {
-        match result {
-            Ok(server) => servers.push(LocalServer {
-                cluster: cluster.clone(),
-                pool: pod.pool,
-                name: pod.name,
-                server,
-            }),
-            Err(source) => {
-                failed.get_or_insert(LocalError::Start {
-                    server: pod.name,
-                    source,
-                });
-            }
-        }
-    }
-    if let Some(error) = failed {
-        return Err(error);
+    // In pod order, as the StatefulSets' pods come up; a leaf server that starts before
+    // its hub is up dials again a second later.
+    for (pod, opts) in pods.into_iter().zip(options) {
+        let server = midge::Server::start(opts)
+            .await
+            .map_err(|source| LocalError::Start {
+                server: pod.name.clone(),
+                source,
+            })?;
+        servers.push(LocalServer {
+            cluster: cluster.clone(),
+            pool: pod.pool,
+            name: pod.name,
+            server,
+        });
     }
     Ok(())
 }
