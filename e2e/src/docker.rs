@@ -174,25 +174,38 @@ impl DockerDriver {
             .with_context(|| format!("pool {} is no longer rendered", c.pool))
     }
 
-    fn config_dir(&self) -> PathBuf {
-        self.work.join("configmap")
+    /// Where ConfigMap `name` is written (and mounted from).
+    fn config_dir(&self, name: &str) -> PathBuf {
+        self.work.join("configmaps").join(name)
     }
 
-    /// Writes the ConfigMap's files the way the kubelet's atomic writer does: a new
+    /// Writes every rendered ConfigMap ([`Self::write_one_config_map`]).
+    fn write_config_map(&mut self) -> anyhow::Result<()> {
+        self.config_generation += 1;
+        let config_maps = self.cluster()?.config_maps.clone();
+        for (name, files) in &config_maps {
+            self.write_one_config_map(name, files)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a ConfigMap's files the way the kubelet's atomic writer does: a new
     /// timestamped directory, `..data` repointed to it by a rename, and each file a
     /// symlink through `..data`. A running server sees the whole new content at once.
-    fn write_config_map(&mut self) -> anyhow::Result<()> {
+    fn write_one_config_map(
+        &self,
+        name: &str,
+        files: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
         use std::os::unix::fs::{symlink, PermissionsExt};
-        let files = self.cluster()?.config_files.clone();
-        let dir = self.config_dir();
-        self.config_generation += 1;
+        let dir = self.config_dir(name);
         let version = format!("..{}", self.config_generation);
         let staged = dir.join(&version);
         std::fs::create_dir_all(&staged)?;
-        for path in [&self.work, &dir, &staged] {
+        for path in [&self.work, &self.work.join("configmaps"), &dir, &staged] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
         }
-        for (name, content) in &files {
+        for (name, content) in files {
             let file = staged.join(name);
             std::fs::write(&file, content)?;
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
@@ -202,10 +215,10 @@ impl DockerDriver {
         symlink(&version, &tmp)?;
         let previous = std::fs::read_link(dir.join("..data")).ok();
         std::fs::rename(&tmp, dir.join("..data"))?;
-        for name in files.keys() {
-            let link = dir.join(name);
+        for file in files.keys() {
+            let link = dir.join(file);
             if std::fs::symlink_metadata(&link).is_err() {
-                symlink(Path::new("..data").join(name), &link)?;
+                symlink(Path::new("..data").join(file), &link)?;
             }
         }
         if let Some(old) = previous {
@@ -273,7 +286,7 @@ impl DockerDriver {
             "-v".into(),
             format!("{}:{UNAME_IN_CONTAINER}:ro", uname.display()),
         ];
-        for alias in cluster.dns_names(&pod) {
+        for alias in cluster.aliases(pool, &pod) {
             args.extend(["--network-alias".into(), alias]);
         }
         if let Some((user, group)) = pool.user {
@@ -289,7 +302,10 @@ impl DockerDriver {
                     let mode = if *read_only { "ro" } else { "rw" };
                     args.extend([
                         "-v".into(),
-                        format!("{}:{path}:{mode}", self.config_dir().display()),
+                        format!(
+                            "{}:{path}:{mode}",
+                            self.config_dir(&pool.config_map).display()
+                        ),
                     ]);
                 }
                 Mount::EmptyDir { path } => {
@@ -553,7 +569,8 @@ impl ClusterDriver for DockerDriver {
         let name = self.container(server)?.name.clone();
         let network = self.network()?.to_string();
         let mut args = vec!["network".to_string(), "connect".to_string()];
-        for alias in self.cluster()?.dns_names(server) {
+        let pool = self.pool_of(server)?;
+        for alias in self.cluster()?.aliases(pool, server) {
             args.extend(["--alias".into(), alias]);
         }
         args.extend([network, name]);

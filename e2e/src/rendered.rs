@@ -50,7 +50,7 @@ pub struct HttpProbe {
 /// An `emptyDir` or `configMap` volume as the container mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
-    /// The cluster's ConfigMap, every key a file in `path`.
+    /// The pool's ConfigMap ([`Pool::config_map`]), every key a file in `path`.
     ConfigMap { path: String, read_only: bool },
     /// A scratch directory that lives as long as the pod.
     EmptyDir { path: String },
@@ -61,6 +61,10 @@ pub enum Mount {
 pub struct Pool {
     pub name: String,
     pub stateful_set: String,
+    /// The ConfigMap its pods mount: the cluster's, or the pool's own (a leaf pool).
+    pub config_map: String,
+    /// The pod template's labels (what Service selectors match).
+    pub labels: BTreeMap<String, String>,
     pub replicas: u32,
     pub image: String,
     pub command: Option<Vec<String>>,
@@ -126,8 +130,12 @@ pub struct RenderedCluster {
     pub name: String,
     pub namespace: String,
     pub headless_service: String,
-    /// The ConfigMap's files: name -> content.
+    /// The cluster-wide ConfigMap's files: name -> content.
     pub config_files: BTreeMap<String, String>,
+    /// Every ConfigMap's files, by ConfigMap name (the cluster's and each pool's own).
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// The other Services (client, leaf node, per-pool client): name and selector.
+    pub services: Vec<(String, BTreeMap<String, String>)>,
     pub pools: Vec<Pool>,
 }
 
@@ -139,6 +147,24 @@ impl RenderedCluster {
     /// The names cluster DNS gives a StatefulSet pod under its headless Service, shortest
     /// first: what resolves from a pod in the same namespace, in another, and the FQDN
     /// that the rendered routes use.
+    /// What cluster DNS resolves to pod `pod` of `pool`: its own names ([`Self::dns_names`])
+    /// and those of every Service selecting it (each Service's names resolve to all of its
+    /// pods, as network aliases shared by several containers do).
+    pub fn aliases(&self, pool: &Pool, pod: &str) -> Vec<String> {
+        let mut names = self.dns_names(pod);
+        for (service, selector) in &self.services {
+            if selector.iter().all(|(k, v)| pool.labels.get(k) == Some(v)) {
+                names.extend([
+                    service.clone(),
+                    format!("{service}.{}", self.namespace),
+                    format!("{service}.{}.svc", self.namespace),
+                    format!("{service}.{}.svc.{DEFAULT_CLUSTER_DOMAIN}", self.namespace),
+                ]);
+            }
+        }
+        names
+    }
+
     pub fn dns_names(&self, pod: &str) -> Vec<String> {
         let base = format!("{pod}.{}", self.headless_service);
         vec![
@@ -244,20 +270,49 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
             _ => {}
         }
     }
-    let [config_map] = <[ConfigMap; 1]>::try_from(config_maps)
-        .map_err(|v| shape(format!("{} ConfigMaps, expected one", v.len())))?;
-    let config_map_name = config_map.metadata.name.clone().unwrap_or_default();
-    let config_files = config_map.data.unwrap_or_default();
-    let namespace = config_map
+    // The cluster's own ConfigMap has no pool label; pools with their own config have one.
+    let shared = config_maps
+        .iter()
+        .find(|c| {
+            c.metadata
+                .labels
+                .as_ref()
+                .is_none_or(|l| !l.contains_key(POOL_LABEL))
+        })
+        .ok_or_else(|| shape("no cluster-wide ConfigMap"))?;
+    let config_files = shared.data.clone().unwrap_or_default();
+    let namespace = shared
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
+    let config_maps: BTreeMap<String, BTreeMap<String, String>> = config_maps
+        .into_iter()
+        .map(|c| {
+            (
+                c.metadata.name.unwrap_or_default(),
+                c.data.unwrap_or_default(),
+            )
+        })
+        .collect();
     let headless_service = services
         .iter()
         .find(|s| s.spec.as_ref().and_then(|spec| spec.cluster_ip.as_deref()) == Some("None"))
         .and_then(|s| s.metadata.name.clone())
         .ok_or_else(|| shape("no headless Service"))?;
+    let other_services = services
+        .iter()
+        .filter(|s| s.metadata.name.as_ref() != Some(&headless_service))
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.spec
+                    .as_ref()
+                    .and_then(|spec| spec.selector.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
     let name = stateful_sets
         .first()
         .and_then(|s| s.metadata.labels.as_ref())
@@ -265,18 +320,24 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
         .ok_or_else(|| shape("no StatefulSet with an instance label"))?;
     let pools = stateful_sets
         .iter()
-        .map(|sts| pool(sts, &config_map_name, &headless_service))
+        .map(|sts| pool(sts, &config_maps, &headless_service))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RenderedCluster {
         name,
         namespace,
         headless_service,
         config_files,
+        config_maps,
+        services: other_services,
         pools,
     })
 }
 
-fn pool(sts: &StatefulSet, config_map: &str, headless: &str) -> Result<Pool, RenderError> {
+fn pool(
+    sts: &StatefulSet,
+    config_maps: &BTreeMap<String, BTreeMap<String, String>>,
+    headless: &str,
+) -> Result<Pool, RenderError> {
     let sts_name = sts.metadata.name.clone().unwrap_or_default();
     let ctx = |msg: &str| shape(format!("StatefulSet {sts_name}: {msg}"));
     let spec = &sts.spec;
@@ -345,15 +406,17 @@ fn pool(sts: &StatefulSet, config_map: &str, headless: &str) -> Result<Pool, Ren
         .map(|v| (v.name.as_str(), v))
         .collect();
     let mut mounts = Vec::new();
+    let mut config_map = None;
     for m in container.volume_mounts.iter().flatten() {
         let volume = volumes
             .get(m.name.as_str())
             .ok_or_else(|| ctx(&format!("mount of unknown volume {}", m.name)))?;
-        if volume
+        if let Some(c) = volume
             .config_map
             .as_ref()
-            .is_some_and(|c| c.name == config_map)
+            .filter(|c| config_maps.contains_key(&c.name))
         {
+            config_map = Some(c.name.clone());
             mounts.push(Mount::ConfigMap {
                 path: m.mount_path.clone(),
                 read_only: m.read_only.unwrap_or(false),
@@ -364,11 +427,18 @@ fn pool(sts: &StatefulSet, config_map: &str, headless: &str) -> Result<Pool, Ren
             });
         } else {
             return Err(ctx(&format!(
-                "volume {} is neither the ConfigMap nor an emptyDir",
+                "volume {} is neither a rendered ConfigMap nor an emptyDir",
                 m.name
             )));
         }
     }
+    let config_map = config_map.ok_or_else(|| ctx("mounts no ConfigMap"))?;
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
 
     let pre_stop = container
         .lifecycle
@@ -386,6 +456,8 @@ fn pool(sts: &StatefulSet, config_map: &str, headless: &str) -> Result<Pool, Ren
     Ok(Pool {
         name,
         stateful_set: sts_name.clone(),
+        config_map,
+        labels,
         replicas: spec
             .replicas
             .and_then(|r| u32::try_from(r).ok())

@@ -238,7 +238,24 @@ async fn cloud_and_edge<D: ClusterDriver>(
     driver.deploy(manifest).await?;
     driver.wait_ready(READY_WITHIN).await?;
     let servers = driver.servers();
-    wait_full_mesh(driver, &names(&servers)).await?;
+    wait_full_mesh(driver, layout, &names(&servers)).await?;
+    // Each edge server holds its uplink: one leaf node connection to a cloud server.
+    for edge in servers.iter().filter(|s| s.pool == layout.edge) {
+        wait_for(
+            &format!("{}'s /leafz to show its uplink", edge.name),
+            MESH_WITHIN,
+            POLL,
+            || async {
+                let url = format!("{}/leafz", driver.monitor_url(&edge.name).await?);
+                let leafz = http::get_json(&url, Duration::from_secs(3)).await?;
+                match leafz["leafnodes"].as_u64() {
+                    Some(1) => Ok(Some(())),
+                    n => bail!("leafnodes {n:?}"),
+                }
+            },
+        )
+        .await?;
+    }
     let cloud_name = pod(driver, &layout.cloud, 0)?;
     let mut notes = Vec::new();
     for edge in servers.iter().filter(|s| s.pool == layout.edge) {
@@ -253,6 +270,15 @@ async fn cloud_and_edge<D: ClusterDriver>(
         ));
     }
     Ok(notes.join(", "))
+}
+
+/// Each server's pool, by server name.
+fn pools_of<D: ClusterDriver>(driver: &D) -> BTreeMap<String, String> {
+    driver
+        .servers()
+        .into_iter()
+        .map(|s| (s.name, s.pool))
+        .collect()
 }
 
 fn names(servers: &[crate::driver::Server]) -> BTreeSet<String> {
@@ -275,12 +301,28 @@ async fn route_peers<D: ClusterDriver>(
 }
 
 /// Waits until every server in `members` routes to exactly the others.
+/// Waits until each of `members` routes to exactly the others of its mesh: the core
+/// servers form one, each leaf (edge) pool its own, and no route crosses between them.
 async fn wait_full_mesh<D: ClusterDriver>(
     driver: &D,
+    layout: &Layout,
     members: &BTreeSet<String>,
 ) -> anyhow::Result<()> {
+    let pools = pools_of(driver);
+    let mesh = |server: &str| {
+        let pool = pools.get(server).map(String::as_str).unwrap_or_default();
+        if pool == layout.edge {
+            pool.to_string()
+        } else {
+            String::new()
+        }
+    };
     for server in members {
-        let mut expected = members.clone();
+        let mut expected: BTreeSet<String> = members
+            .iter()
+            .filter(|m| mesh(m) == mesh(server))
+            .cloned()
+            .collect();
         expected.remove(server);
         wait_for(
             &format!("{server}'s /routez to list {expected:?}"),
@@ -336,10 +378,17 @@ async fn cluster_scale<D: ClusterDriver>(
     driver.scale(&layout.cloud, grown).await?;
     driver.wait_ready(READY_WITHIN).await?;
     let members = names(&driver.servers());
-    wait_full_mesh(driver, &members).await?;
+    wait_full_mesh(driver, layout, &members).await?;
     // Gossip alone completes the mesh; the route lists must follow too (a server restarted
-    // later dials from its list), through a reload of the new ConfigMap.
-    wait_reloaded(driver, &before, members.len()).await?;
+    // later dials from its list), through a reload of the new ConfigMap. Only the cloud
+    // servers read it: the edge pool's ConfigMap names the cloud's leaf node Service,
+    // which scaling does not change.
+    let cloud_before: BTreeMap<_, _> = before
+        .iter()
+        .filter(|(name, _)| pools_of(driver).get(*name) == Some(&layout.cloud))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    wait_reloaded(driver, &cloud_before, grown as usize).await?;
     let after = starts_and_digests(driver).await?;
     let members_grown = after.len();
     for (server, (start, _)) in &before {
@@ -360,12 +409,14 @@ async fn cluster_scale<D: ClusterDriver>(
     driver.scale(&layout.cloud, base).await?;
     let drained = scale_down.elapsed();
     let members = names(&driver.servers());
-    wait_full_mesh(driver, &members).await?;
+    wait_full_mesh(driver, layout, &members).await?;
     let still: BTreeMap<_, _> = after
         .into_iter()
-        .filter(|(name, _)| members.contains(name))
+        .filter(|(name, _)| {
+            members.contains(name) && pools_of(driver).get(name) == Some(&layout.cloud)
+        })
         .collect();
-    wait_reloaded(driver, &still, members.len()).await?;
+    wait_reloaded(driver, &still, base as usize).await?;
     let shrunk = starts_and_digests(driver).await?;
     for (server, (start, _)) in &shrunk {
         let (was, _) = before
@@ -755,7 +806,7 @@ async fn kill_and_lose_edge<D: ClusterDriver>(
     driver.reconnect(&lost).await?;
     let back = Instant::now();
     driver.wait_ready(READY_WITHIN).await?;
-    wait_full_mesh(driver, &all).await?;
+    wait_full_mesh(driver, layout, &all).await?;
     let rejoined = back.elapsed();
     let c = client_for(driver, &killed).await?;
     let d = client_for(driver, &lost).await?;
@@ -808,7 +859,7 @@ async fn rolling_restart<D: ClusterDriver>(
             );
             driver.start(&server.name).await?;
             driver.wait_ready(READY_WITHIN).await?;
-            wait_full_mesh(driver, &all).await?;
+            wait_full_mesh(driver, layout, &all).await?;
             load.progress(50).await?;
         }
         Ok(())

@@ -17,6 +17,10 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
     let names: Vec<_> = cluster.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["cloud", "edge"]);
     for pool in &cluster.pools {
+        // Each pool's routes are in the ConfigMap it mounts: the edge pool's own.
+        let conf = cluster.config_maps[&pool.config_map]
+            .get("midge.conf")
+            .expect("the pool's ConfigMap holds midge.conf");
         for ordinal in 0..pool.replicas {
             let pod = pool.pod_name(ordinal);
             // The FQDN in the rendered routes is one of the network aliases.
@@ -43,6 +47,32 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
     assert_eq!((cloud.replicas, edge.replicas), (3, 2));
     assert_eq!(cloud.arches, ["amd64"]);
     assert_eq!(edge.arches, ["arm64", "arm"]);
+    // The edge pool is a leaf pool: its own config dials the cloud's leaf node Service,
+    // whose names the cloud containers carry (and the edge ones do not); the client
+    // Services split the same way.
+    assert_eq!(cloud.config_map, "fleet-config");
+    assert_eq!(edge.config_map, "fleet-edge-config");
+    let edge_conf = &cluster.config_maps["fleet-edge-config"]["midge.conf"];
+    assert!(
+        edge_conf.contains("nats-leaf://fleet-leafnodes.iot.svc.cluster.local:7422"),
+        "{edge_conf}"
+    );
+    assert!(!conf.contains("fleet-edge-0"), "{conf}");
+    assert!(!edge_conf.contains("fleet-cloud-0"), "{edge_conf}");
+    assert_eq!(cloud.port("leafnodes"), Some(7422));
+    let cloud_aliases = cluster.aliases(cloud, &cloud.pod_name(0));
+    let edge_aliases = cluster.aliases(edge, &edge.pod_name(0));
+    for service in ["fleet-leafnodes.iot.svc.cluster.local", "fleet"] {
+        assert!(
+            cloud_aliases.iter().any(|a| a == service),
+            "{cloud_aliases:?}"
+        );
+        assert!(
+            !edge_aliases.iter().any(|a| a == service),
+            "{edge_aliases:?}"
+        );
+    }
+    assert!(edge_aliases.iter().any(|a| a == "fleet-edge.iot.svc"));
     Ok(())
 }
 

@@ -24,17 +24,21 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use midge::options::ClusterOptions;
+use midge::options::{ClusterOptions, RemoteLeaf, RemoteTls, TlsOptions};
 use midge::Options;
 
 use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
-use crate::validate::{Auth, ClusterPlan, NetworkPeers, HEADLESS_SUFFIX};
+use crate::validate::{Auth, ClusterPlan, NetworkPeers, HEADLESS_SUFFIX, LEAFNODES_SUFFIX};
 
 pub const FIELD_MANAGER: &str = "midge-operator";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_POOL: &str = "midge.dev/pool";
+/// `core` or `leaf` on every pod: selects the core servers for the client Service and the
+/// leaf node Service, and the leaf servers in the NetworkPolicy. Not part of any
+/// StatefulSet selector (those are immutable), so a pool may change its role.
+pub const LABEL_ROLE: &str = "midge.dev/role";
 pub const RESTART_HASH_ANNOTATION: &str = "midge.dev/restart-hash";
 
 pub const CONFIG_DIR: &str = "/etc/midge";
@@ -51,6 +55,7 @@ const USERS_FILE: &str = "users.conf";
 pub const USERS_INCLUDE: &str = "../midge-auth/users.conf";
 const CLIENT_TLS_DIR: &str = "/etc/midge-tls/client";
 const ROUTE_TLS_DIR: &str = "/etc/midge-tls/routes";
+const LEAF_TLS_DIR: &str = "/etc/midge-tls/leafnodes";
 pub const AUTH_TOKEN_ENV: &str = "MIDGE_AUTH_TOKEN";
 /// The image runs as this numeric user and group; numeric so `runAsNonRoot` can be
 /// verified by the kubelet without reading the image's passwd file.
@@ -61,9 +66,19 @@ const SHUTDOWN_SLACK_SECONDS: u64 = 20;
 /// Everything reconcile applies for one cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Children {
+    /// The config shared by the pools without one of their own.
     pub config_map: ConfigMap,
+    /// One per pool with its own config (leaf pools, pools with their own limits), in
+    /// spec order.
+    pub pool_config_maps: Vec<ConfigMap>,
     pub headless_service: Service,
+    /// The core servers' client port (every server's when there is no leaf pool).
     pub client_service: Service,
+    /// The core servers' leaf node port, which leaf pools dial; only with leaf pools.
+    pub leafnodes_service: Option<Service>,
+    /// One client Service per leaf pool (`<cluster>-<pool>`), in spec order: edge clients
+    /// stay on their edge servers.
+    pub pool_client_services: Vec<Service>,
     /// One per pool, in spec order.
     pub stateful_sets: Vec<StatefulSet>,
     /// One per pool (same names as the StatefulSets), so that an unavailable server of one
@@ -74,13 +89,38 @@ pub struct Children {
 }
 
 impl Children {
+    /// Names of every ConfigMap, the shared one first.
+    pub fn config_map_names(&self) -> Vec<String> {
+        std::iter::once(&self.config_map)
+            .chain(&self.pool_config_maps)
+            .filter_map(|c| c.metadata.name.clone())
+            .collect()
+    }
+
+    /// Names of every Service.
+    pub fn service_names(&self) -> Vec<String> {
+        [&self.headless_service, &self.client_service]
+            .into_iter()
+            .chain(&self.leafnodes_service)
+            .chain(&self.pool_client_services)
+            .filter_map(|s| s.metadata.name.clone())
+            .collect()
+    }
+
     /// Every object as a multi-document YAML stream, in apply order.
     pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
-        let mut docs = vec![
-            serde_yaml::to_string(&self.config_map)?,
-            serde_yaml::to_string(&self.headless_service)?,
-            serde_yaml::to_string(&self.client_service)?,
-        ];
+        let mut docs = vec![serde_yaml::to_string(&self.config_map)?];
+        for config_map in &self.pool_config_maps {
+            docs.push(serde_yaml::to_string(config_map)?);
+        }
+        docs.push(serde_yaml::to_string(&self.headless_service)?);
+        docs.push(serde_yaml::to_string(&self.client_service)?);
+        if let Some(service) = &self.leafnodes_service {
+            docs.push(serde_yaml::to_string(service)?);
+        }
+        for service in &self.pool_client_services {
+            docs.push(serde_yaml::to_string(service)?);
+        }
         for sts in &self.stateful_sets {
             docs.push(serde_yaml::to_string(sts)?);
         }
@@ -104,6 +144,56 @@ pub fn config_map_name(cluster: &str) -> String {
 
 pub fn stateful_set_name(cluster: &str, pool: &str) -> String {
     format!("{cluster}-{pool}")
+}
+
+/// The ConfigMap of a pool with its own config.
+pub fn pool_config_map_name(cluster: &str, pool: &str) -> String {
+    format!("{cluster}-{pool}-config")
+}
+
+/// The ConfigMap `pool`'s servers read.
+pub fn config_map_of(plan: &ClusterPlan, pool: &NodePool) -> String {
+    if ClusterPlan::has_own_config(pool) {
+        pool_config_map_name(&plan.name, &pool.name)
+    } else {
+        config_map_name(&plan.name)
+    }
+}
+
+pub fn leafnodes_service_name(cluster: &str) -> String {
+    format!("{cluster}{LEAFNODES_SUFFIX}")
+}
+
+/// A leaf pool's client Service (the StatefulSet's name: another kind, no clash).
+pub fn pool_client_service_name(cluster: &str, pool: &str) -> String {
+    stateful_set_name(cluster, pool)
+}
+
+/// The URL leaf servers dial: the core servers' leaf node port behind their Service.
+pub fn leaf_remote_url(plan: &ClusterPlan) -> String {
+    format!(
+        "nats-leaf://{}.{}.svc.{}:{}",
+        leafnodes_service_name(&plan.name),
+        plan.namespace,
+        plan.cluster_domain,
+        plan.ports.leafnodes
+    )
+}
+
+/// The address edge clients of leaf pool `pool` use.
+pub fn pool_client_url(plan: &ClusterPlan, pool: &str) -> String {
+    let scheme = if plan.client_tls.is_some() {
+        "tls"
+    } else {
+        "nats"
+    };
+    format!(
+        "{scheme}://{}.{}.svc.{}:{}",
+        pool_client_service_name(&plan.name, pool),
+        plan.namespace,
+        plan.cluster_domain,
+        plan.ports.client
+    )
 }
 
 /// The address clients inside the Kubernetes cluster use.
@@ -131,6 +221,19 @@ pub fn cluster_selector(plan: &ClusterPlan) -> BTreeMap<String, String> {
 /// Label selector for every object this operator manages for one cluster.
 pub fn managed_selector(cluster: &str) -> String {
     format!("{LABEL_NAME}=midge,{LABEL_INSTANCE}={cluster},{LABEL_MANAGED_BY}={FIELD_MANAGER}")
+}
+
+fn role_selector(plan: &ClusterPlan, role: PoolRole) -> BTreeMap<String, String> {
+    let mut labels = cluster_selector(plan);
+    labels.insert(LABEL_ROLE.to_string(), role_name(role).to_string());
+    labels
+}
+
+fn role_name(role: PoolRole) -> &'static str {
+    match role {
+        PoolRole::Core => "core",
+        PoolRole::Leaf => "leaf",
+    }
 }
 
 fn pool_selector(plan: &ClusterPlan, pool: &str) -> BTreeMap<String, String> {
@@ -173,8 +276,33 @@ pub fn build(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Children {
             data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), config)])),
             ..ConfigMap::default()
         },
+        pool_config_maps: plan
+            .pools
+            .iter()
+            .filter(|pool| ClusterPlan::has_own_config(pool))
+            .map(|pool| ConfigMap {
+                metadata: metadata(
+                    plan,
+                    pool_config_map_name(&plan.name, &pool.name),
+                    Some(&pool.name),
+                    owner,
+                ),
+                data: Some(BTreeMap::from([(
+                    CONFIG_FILE.to_string(),
+                    render_pool_config(plan, pool),
+                )])),
+                ..ConfigMap::default()
+            })
+            .collect(),
         headless_service: headless_service(plan, owner),
         client_service: client_service(plan, owner),
+        leafnodes_service: plan
+            .has_leaf_pools()
+            .then(|| leafnodes_service(plan, owner)),
+        pool_client_services: plan
+            .leaf_pools()
+            .map(|pool| pool_client_service(plan, pool, owner))
+            .collect(),
         stateful_sets: plan
             .pools
             .iter()
@@ -240,9 +368,12 @@ fn network_policy(
         ..NetworkPolicyPeer::default()
     };
     let from = |list: &[NetworkPolicyPeer]| (!list.is_empty()).then(|| list.to_vec());
-    // Server-to-server ports, open to the cluster's own pods only. A leaf node port for
-    // edge pools belongs here too, next to the route port.
-    let mesh_ports = vec![port(plan.ports.cluster)];
+    // Server-to-server ports, open to the cluster's own pods only: the route port, and the
+    // core servers' leaf node port that leaf pools dial (when there are any).
+    let mut mesh_ports = vec![port(plan.ports.cluster)];
+    if plan.has_leaf_pools() {
+        mesh_ports.push(port(plan.ports.leafnodes));
+    }
     NetworkPolicy {
         metadata: metadata(plan, plan.name.clone(), None, owner),
         spec: Some(NetworkPolicySpec {
@@ -290,19 +421,30 @@ fn headless_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Servi
             // deadlock cluster formation.
             publish_not_ready_addresses: Some(true),
             selector: Some(cluster_selector(plan)),
-            ports: Some(vec![
-                service_port("client", plan.ports.client),
-                service_port("cluster", plan.ports.cluster),
-                service_port("monitor", plan.ports.monitor),
-            ]),
+            ports: Some({
+                let mut ports = vec![
+                    service_port("client", plan.ports.client),
+                    service_port("cluster", plan.ports.cluster),
+                    service_port("monitor", plan.ports.monitor),
+                ];
+                if plan.has_leaf_pools() {
+                    ports.push(service_port("leafnodes", plan.ports.leafnodes));
+                }
+                ports
+            }),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     }
 }
 
-fn client_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Service {
-    let mut meta = metadata(plan, plan.name.clone(), None, owner);
+/// A client Service of the spec's type and annotations selecting `selector`.
+fn typed_client_service(
+    plan: &ClusterPlan,
+    meta: ObjectMeta,
+    selector: BTreeMap<String, String>,
+) -> Service {
+    let mut meta = meta;
     if !plan.service_annotations.is_empty() {
         meta.annotations = Some(plan.service_annotations.clone());
     }
@@ -310,8 +452,57 @@ fn client_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Service
         metadata: meta,
         spec: Some(ServiceSpec {
             type_: Some(plan.service_type.as_str().to_string()),
-            selector: Some(cluster_selector(plan)),
+            selector: Some(selector),
             ports: Some(vec![service_port("client", plan.ports.client)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The core servers' clients. Without leaf pools it selects every server of the cluster
+/// as it always did, so existing clusters keep their selector; with them, only core
+/// servers (cloud clients never land on an edge server).
+fn client_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Service {
+    let selector = if plan.has_leaf_pools() {
+        role_selector(plan, PoolRole::Core)
+    } else {
+        cluster_selector(plan)
+    };
+    typed_client_service(
+        plan,
+        metadata(plan, plan.name.clone(), None, owner),
+        selector,
+    )
+}
+
+/// The clients of one leaf pool: edge clients connect to their own edge servers.
+fn pool_client_service(
+    plan: &ClusterPlan,
+    pool: &NodePool,
+    owner: Option<&OwnerReference>,
+) -> Service {
+    typed_client_service(
+        plan,
+        metadata(
+            plan,
+            pool_client_service_name(&plan.name, &pool.name),
+            Some(&pool.name),
+            owner,
+        ),
+        pool_selector(plan, &pool.name),
+    )
+}
+
+/// The core servers' leaf node port, which every leaf server dials (cluster-internal).
+/// Ready servers only: a core server in lame duck mode refuses leaf nodes.
+fn leafnodes_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Service {
+    Service {
+        metadata: metadata(plan, leafnodes_service_name(&plan.name), None, owner),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(role_selector(plan, PoolRole::Core)),
+            ports: Some(vec![service_port("leafnodes", plan.ports.leafnodes)]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -336,8 +527,84 @@ fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
 /// name, the auth token (an environment variable), the users file (an include) and TLS
 /// (the broker has no TLS yet). The routes list names every core pod, the pod's own name
 /// included (the broker drops a route to itself), and is re-rendered on every scale so
-/// running servers learn new peers from the file.
+/// running servers learn new peers from the file. With leaf pools in `pools`, the core
+/// servers also listen for leaf nodes.
 pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
+    let mut options = server_options(plan);
+    options.cluster.name = Some(plan.name.clone());
+    options.cluster.routes = pools
+        .iter()
+        .filter(|p| p.role == PoolRole::Core)
+        .flat_map(|pool| (0..pool.replicas).map(|ordinal| route_url(plan, &pool.name, ordinal)))
+        .collect();
+    if pools.iter().any(|p| p.role == PoolRole::Leaf) {
+        options.leafnodes.port = Some(port(plan.ports.leafnodes));
+        if let Some(tls) = &plan.leaf_tls {
+            let mut hub = TlsOptions::new(
+                format!("{LEAF_TLS_DIR}/tls.crt"),
+                format!("{LEAF_TLS_DIR}/tls.key"),
+            );
+            if tls.verify {
+                hub.ca_file = Some(format!("{LEAF_TLS_DIR}/ca.crt").into());
+                hub.verify = true;
+            }
+            options.leafnodes.tls = Some(hub);
+        }
+    }
+    options
+}
+
+/// The options of a pool with its own config ([`ClusterPlan::has_own_config`]).
+///
+/// A core pool runs the cluster's options with its own limits. A leaf pool's servers are
+/// routed among themselves only, as a cluster named `<cluster>-<pool>` (a different name
+/// from the core's: that is how the hub tells a leaf cluster apart), and each dials the
+/// core servers' leaf node Service. The route port is always open, also with one server,
+/// so that scaling a leaf pool from one server to more is a reload, not a restart.
+pub fn pool_broker_options(plan: &ClusterPlan, pool: &NodePool) -> Options {
+    let mut options = match pool.role {
+        PoolRole::Core => broker_options(plan, &plan.pools),
+        PoolRole::Leaf => {
+            let mut options = server_options(plan);
+            options.cluster.name = Some(format!("{}-{}", plan.name, pool.name));
+            options.cluster.routes = (0..pool.replicas)
+                .map(|ordinal| route_url(plan, &pool.name, ordinal))
+                .collect();
+            let tls = plan.leaf_tls.as_ref().map(|tls| RemoteTls {
+                ca_file: Some(format!("{LEAF_TLS_DIR}/ca.crt").into()),
+                cert_file: tls.verify.then(|| format!("{LEAF_TLS_DIR}/tls.crt").into()),
+                key_file: tls.verify.then(|| format!("{LEAF_TLS_DIR}/tls.key").into()),
+                timeout: TlsOptions::DEFAULT_TIMEOUT,
+            });
+            options.leafnodes.remotes = vec![RemoteLeaf {
+                urls: vec![leaf_remote_url(plan)],
+                tls,
+                ..RemoteLeaf::default()
+            }];
+            options
+        }
+    };
+    let limit = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
+    if let Some(b) = &pool.broker {
+        if let Some(v) = b.max_payload {
+            options.max_payload = limit(v);
+        }
+        if let Some(v) = b.max_connections {
+            options.max_connections = limit(v);
+        }
+        if let Some(v) = b.max_subscriptions {
+            options.max_subscriptions = limit(v);
+        }
+        if let Some(v) = b.max_pending {
+            options.max_pending = limit(v);
+        }
+    }
+    options
+}
+
+/// What every server runs with, core or leaf: ports, timers, the cluster's limits, and a
+/// route listener (the routes themselves are the caller's).
+fn server_options(plan: &ClusterPlan) -> Options {
     let b = &plan.broker;
     let mut options = Options {
         // Each pod sets its own name from `$POD_NAME` (see render_broker_config).
@@ -354,15 +621,7 @@ pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
         lame_duck_duration: Duration::from_millis(b.lame_duck_duration.millis),
         lame_duck_grace_period: Duration::from_millis(b.lame_duck_grace_period.millis),
         cluster: ClusterOptions {
-            name: Some(plan.name.clone()),
             port: Some(port(plan.ports.cluster)),
-            routes: pools
-                .iter()
-                .filter(|p| p.role == PoolRole::Core)
-                .flat_map(|pool| {
-                    (0..pool.replicas).map(|ordinal| route_url(plan, &pool.name, ordinal))
-                })
-                .collect(),
             // Clients coming through a load balancer or node port cannot reach pod IPs, so
             // the servers must not hand those out as reconnect URLs.
             no_advertise: plan.service_type != ServiceType::ClusterIP,
@@ -407,7 +666,16 @@ fn port(value: i32) -> u16 {
 /// few things a shared `Options` value cannot say. Those rely on the config format's rule
 /// that a repeated key replaces the earlier value, so they come after the broker's text.
 pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
-    let options = broker_options(plan, pools);
+    render_options(plan, &broker_options(plan, pools))
+}
+
+/// Renders the `midge.conf` of a pool with its own config ([`pool_broker_options`]): the
+/// same file as [`render_broker_config`] apart from what the pool's options change.
+pub fn render_pool_config(plan: &ClusterPlan, pool: &NodePool) -> String {
+    render_options(plan, &pool_broker_options(plan, pool))
+}
+
+fn render_options(plan: &ClusterPlan, options: &Options) -> String {
     let mut out = String::new();
     // `write!` into a String cannot fail; the results are ignored for that reason.
     let _ = writeln!(
@@ -452,15 +720,16 @@ pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
     out
 }
 
-/// Puts `block` at the end of the `cluster {}` block, which `Options::to_conf_string`
-/// writes last (the operator always enables clustering). Should that order change, the
-/// block lands after it instead, which the config tests catch as a parse difference.
+/// Puts `block` at the end of the `cluster {}` block (the operator always enables
+/// clustering): before the first line that closes a top-level block after its opening.
+/// Should the block be missing, `block` lands at the end instead, which the config tests
+/// catch as a parse difference.
 fn insert_into_cluster_block(conf: &mut String, block: &str) {
-    match conf.strip_suffix("}\n") {
-        Some(head) if head.contains("\ncluster {\n") => {
-            let at = head.len();
-            conf.insert_str(at, block);
-        }
+    let end = conf
+        .find("\ncluster {\n")
+        .and_then(|open| conf[open..].find("\n}\n").map(|close| open + close + 1));
+    match end {
+        Some(at) => conf.insert_str(at, block),
         _ => conf.push_str(block),
     }
 }
@@ -533,6 +802,7 @@ fn stateful_set(
 
     let mut pod_labels = pool.pod_labels.clone();
     pod_labels.extend(labels(plan, Some(&pool.name)));
+    pod_labels.insert(LABEL_ROLE.into(), role_name(pool.role).into());
     let mut annotations = pool.pod_annotations.clone();
     if plan.metrics {
         annotations.insert("prometheus.io/scrape".into(), "true".into());
@@ -541,7 +811,10 @@ fn stateful_set(
     }
     // Start-up options as the broker splits them (see `broker_config`): changing one rolls
     // the pods, while reloadable changes only update the ConfigMap the servers watch.
-    annotations.insert(RESTART_HASH_ANNOTATION.into(), plan.restart_hash.clone());
+    annotations.insert(
+        RESTART_HASH_ANNOTATION.into(),
+        plan.restart_hash_of(pool).to_string(),
+    );
 
     let mut volumes = vec![
         Volume {
@@ -549,7 +822,7 @@ fn stateful_set(
             // Mounted as a directory, never with subPath: the kubelet only propagates
             // ConfigMap updates into directory mounts, and the broker reloads on change.
             config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(&plan.name),
+                name: config_map_of(plan, pool),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -610,6 +883,23 @@ fn stateful_set(
         volumes.push(tls_volume("tls-routes", tls));
         mounts.push(mount("tls-routes", ROUTE_TLS_DIR, true));
     }
+    // Core servers present it to leaf servers, which verify it (and with `verify` the
+    // other way round too).
+    let leaf_port = pool.role == PoolRole::Core && plan.has_leaf_pools();
+    if let Some(tls) = &plan.leaf_tls {
+        if leaf_port || pool.role == PoolRole::Leaf {
+            volumes.push(tls_volume("tls-leafnodes", tls));
+            mounts.push(mount("tls-leafnodes", LEAF_TLS_DIR, true));
+        }
+    }
+    let mut ports = vec![
+        container_port("client", plan.ports.client),
+        container_port("cluster", plan.ports.cluster),
+        container_port("monitor", plan.ports.monitor),
+    ];
+    if leaf_port {
+        ports.push(container_port("leafnodes", plan.ports.leafnodes));
+    }
 
     let container = Container {
         name: "midge".into(),
@@ -617,11 +907,7 @@ fn stateful_set(
         image_pull_policy: plan.image_pull_policy.map(|p| p.as_str().to_string()),
         args: Some(vec!["-c".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
         env: Some(env),
-        ports: Some(vec![
-            container_port("client", plan.ports.client),
-            container_port("cluster", plan.ports.cluster),
-            container_port("monitor", plan.ports.monitor),
-        ]),
+        ports: Some(ports),
         resources: pool.resources.clone(),
         volume_mounts: Some(mounts),
         lifecycle: Some(Lifecycle {
@@ -849,6 +1135,266 @@ mod tests {
     }
 
     const TWO_POOLS: &str = "  pools:\n  - {name: a, replicas: 2}\n  - {name: b, replicas: 1}\n";
+
+    const CLOUD_AND_EDGE: &str = "  pools:\n  - {name: cloud, replicas: 3}\n  - {name: edge, replicas: 2, role: leaf, broker: {maxConnections: 64, maxPending: 1048576}}\n";
+
+    fn pool_conf<'a>(children: &'a Children, name: &str) -> &'a str {
+        children
+            .pool_config_maps
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(CONFIG_FILE))
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no ConfigMap {name}"))
+    }
+
+    /// A leaf pool's ConfigMap, read by the broker's loader: a cluster of its own servers
+    /// only, one remote at the core's leaf node Service, its own limits; the core's config
+    /// routes to core servers only and listens for leaf nodes.
+    #[test]
+    fn leaf_pool_config_has_remotes_and_no_cross_routes() {
+        let children = build(&plan(CLOUD_AND_EDGE), None);
+        assert_eq!(
+            children.config_map_names(),
+            ["demo-config", "demo-edge-config"]
+        );
+        let core = loaded(&children);
+        assert_eq!(core.cluster.name.as_deref(), Some("demo"));
+        assert_eq!(core.cluster.routes.len(), 3);
+        assert!(core
+            .cluster
+            .routes
+            .iter()
+            .all(|r| r.contains("demo-cloud-")));
+        assert_eq!(core.leafnodes.port, Some(7422));
+        assert!(core.leafnodes.remotes.is_empty());
+
+        let edge = load(pool_conf(&children, "demo-edge-config")).expect("edge config loads");
+        assert_eq!(edge.cluster.name.as_deref(), Some("demo-edge"));
+        assert_eq!(
+            edge.cluster.routes,
+            [
+                "nats://demo-edge-0.demo-headless.ns.svc.cluster.local:6222",
+                "nats://demo-edge-1.demo-headless.ns.svc.cluster.local:6222"
+            ]
+        );
+        assert_eq!(
+            edge.leafnodes.port, None,
+            "a leaf pool does not listen for leafs"
+        );
+        assert_eq!(edge.leafnodes.remotes.len(), 1);
+        assert_eq!(
+            edge.leafnodes.remotes[0].urls,
+            ["nats-leaf://demo-leafnodes.ns.svc.cluster.local:7422"]
+        );
+        assert_eq!(edge.leafnodes.remotes[0].tls, None);
+        assert_eq!((edge.max_connections, edge.max_pending), (64, 1_048_576));
+        assert_eq!(edge.max_payload, core.max_payload);
+        // The edge pods mount their own ConfigMap and carry its restart hash.
+        let sts = &children.stateful_sets[1];
+        assert_eq!(
+            pod(sts)
+                .volumes
+                .as_ref()
+                .and_then(|v| v[0].config_map.as_ref())
+                .map(|c| c.name.as_str()),
+            Some("demo-edge-config")
+        );
+        let p = plan(CLOUD_AND_EDGE);
+        let hash = |sts: &StatefulSet| {
+            sts.spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(RESTART_HASH_ANNOTATION).cloned())
+        };
+        assert_eq!(hash(sts), Some(p.restart_hash_of(&p.pools[1]).to_string()));
+        assert_eq!(
+            hash(&children.stateful_sets[0]),
+            Some(p.restart_hash.clone())
+        );
+        // Scaling the leaf pool is a reload (its route port is open with one server too).
+        let one = plan("  pools:\n  - {name: cloud, replicas: 3}\n  - {name: edge, replicas: 1, role: leaf, broker: {maxConnections: 64, maxPending: 1048576}}\n");
+        assert_eq!(
+            one.restart_hash_of(&one.pools[1]),
+            p.restart_hash_of(&p.pools[1])
+        );
+        // Pod labels carry the role; ports: the leaf node port on core pods only.
+        let role = |sts: &StatefulSet| {
+            sts.spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref())
+                .and_then(|l| l.get(LABEL_ROLE).cloned())
+        };
+        assert_eq!(role(&children.stateful_sets[0]).as_deref(), Some("core"));
+        assert_eq!(role(sts).as_deref(), Some("leaf"));
+        let port_names = |sts: &StatefulSet| -> Vec<String> {
+            container(sts)
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone())
+                .collect()
+        };
+        assert!(port_names(&children.stateful_sets[0]).contains(&"leafnodes".to_string()));
+        assert!(!port_names(sts).contains(&"leafnodes".to_string()));
+    }
+
+    /// Cloud clients land on core servers only, edge clients have their own Service, and
+    /// the leaf node Service fronts the core servers.
+    #[test]
+    fn leaf_pools_get_their_services() {
+        let p = plan(CLOUD_AND_EDGE);
+        let children = build(&p, None);
+        let selector = |s: &Service| {
+            s.spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            selector(&children.client_service),
+            role_selector(&p, PoolRole::Core)
+        );
+        let leaf = children
+            .leafnodes_service
+            .as_ref()
+            .expect("leaf node Service");
+        assert_eq!(leaf.metadata.name.as_deref(), Some("demo-leafnodes"));
+        assert_eq!(selector(leaf), role_selector(&p, PoolRole::Core));
+        let ports = leaf
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            (ports[0].name.as_deref(), ports[0].port),
+            (Some("leafnodes"), 7422)
+        );
+        assert_eq!(children.pool_client_services.len(), 1);
+        let edge = &children.pool_client_services[0];
+        assert_eq!(edge.metadata.name.as_deref(), Some("demo-edge"));
+        assert_eq!(selector(edge), pool_selector(&p, "edge"));
+        assert_eq!(
+            pool_client_url(&p, "edge"),
+            "nats://demo-edge.ns.svc.cluster.local:4222"
+        );
+        let headless: Vec<Option<String>> = children
+            .headless_service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            headless.last().cloned().flatten().as_deref(),
+            Some("leafnodes")
+        );
+        assert_eq!(
+            children.service_names(),
+            ["demo-headless", "demo", "demo-leafnodes", "demo-edge"]
+        );
+
+        // Without leaf pools nothing of it exists, and the client Service keeps the
+        // selector it always had.
+        let cloud_only = plan(TWO_POOLS);
+        let children = build(&cloud_only, None);
+        assert!(children.leafnodes_service.is_none());
+        assert!(children.pool_client_services.is_empty());
+        assert!(children.pool_config_maps.is_empty());
+        assert_eq!(
+            selector(&children.client_service),
+            cluster_selector(&cloud_only)
+        );
+        assert_eq!(
+            loaded(&children).leafnodes,
+            midge::options::LeafOptions::default()
+        );
+    }
+
+    /// The leaf node port is open to the cluster's own pods (the leaf pools' among them)
+    /// next to the route port, only when there are leaf pools.
+    #[test]
+    fn network_policy_opens_the_leaf_port_to_the_cluster() {
+        let ports = |spec: &str| -> Vec<IntOrString> {
+            let children = build(&plan(spec), None);
+            let rules = children
+                .network_policy
+                .and_then(|p| p.spec)
+                .and_then(|s| s.ingress)
+                .unwrap_or_default();
+            rules[0]
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect()
+        };
+        assert_eq!(
+            ports(CLOUD_AND_EDGE),
+            [IntOrString::Int(6222), IntOrString::Int(7422)]
+        );
+        assert_eq!(ports(TWO_POOLS), [IntOrString::Int(6222)]);
+    }
+
+    /// `spec.tls.leafnodes`: core servers serve the Secret's certificate on the leaf port,
+    /// leaf servers verify it with its CA (and present it with `verify`); the Secret is
+    /// mounted on both.
+    #[test]
+    fn leaf_tls_is_passed_to_both_ends() {
+        let p = plan(&format!(
+            "{CLOUD_AND_EDGE}  tls: {{leafnodes: {{secretName: leaf-cert, verify: true}}}}\n"
+        ));
+        let children = build(&p, None);
+        let core_conf = config(&children);
+        let core = parse(core_conf).expect("core config parses");
+        let leafnodes = core
+            .get("leafnodes")
+            .and_then(|l| l.value.as_map("leafnodes").ok())
+            .expect("leafnodes");
+        assert!(leafnodes.get("tls").is_some(), "{core_conf}");
+        assert!(
+            core_conf.contains("cert_file: \"/etc/midge-tls/leafnodes/tls.crt\""),
+            "{core_conf}"
+        );
+        assert!(
+            core_conf.contains("ca_file: \"/etc/midge-tls/leafnodes/ca.crt\""),
+            "{core_conf}"
+        );
+        let edge_conf = pool_conf(&children, "demo-edge-config");
+        assert!(
+            edge_conf.contains("tls: {timeout: \"2s\", ca_file: \"/etc/midge-tls/leafnodes/ca.crt\", cert_file: \"/etc/midge-tls/leafnodes/tls.crt\", key_file: \"/etc/midge-tls/leafnodes/tls.key\"}"),
+            "{edge_conf}"
+        );
+        for sts in &children.stateful_sets {
+            let secret = pod(sts)
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "tls-leafnodes")
+                .and_then(|v| v.secret.as_ref())
+                .and_then(|s| s.secret_name.clone());
+            assert_eq!(secret.as_deref(), Some("leaf-cert"));
+        }
+        // Without leaf pools the Secret is not needed anywhere.
+        let children = build(
+            &plan(&format!(
+                "{TWO_POOLS}  tls: {{leafnodes: {{secretName: leaf-cert}}}}\n"
+            )),
+            None,
+        );
+        assert!(pod(&children.stateful_sets[0])
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != "tls-leafnodes"));
+    }
 
     #[test]
     fn pre_stop_names_the_binary_where_the_image_has_it() {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -266,7 +267,13 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
             return Err(error);
         }
     };
-    delete_removed_pools(ctx, nc, &ns, &children.stateful_sets).await?;
+    let removed_pools = delete_removed_pools(ctx, nc, &ns, &children.stateful_sets).await?;
+    // Pool ConfigMaps and Services only exist with leaf pools or per-pool limits, and only
+    // go away with such a pool: a cloud-only cluster is spared the two lists.
+    if removed_pools || !children.pool_config_maps.is_empty() {
+        prune::<ConfigMap>(client, nc, &ns, &children.config_map_names()).await?;
+        prune::<Service>(client, nc, &ns, &children.service_names()).await?;
+    }
     let pdbs: Vec<String> = children
         .pod_disruption_budgets
         .iter()
@@ -335,8 +342,17 @@ async fn apply_children(
     children: &crate::build::Children,
 ) -> Result<Vec<StatefulSet>, Error> {
     apply(client, ns, &children.config_map).await?;
+    for config_map in &children.pool_config_maps {
+        apply(client, ns, config_map).await?;
+    }
     apply(client, ns, &children.headless_service).await?;
     apply(client, ns, &children.client_service).await?;
+    if let Some(service) = &children.leafnodes_service {
+        apply(client, ns, service).await?;
+    }
+    for service in &children.pool_client_services {
+        apply(client, ns, service).await?;
+    }
     let mut applied_sets = Vec::with_capacity(children.stateful_sets.len());
     for sts in &children.stateful_sets {
         applied_sets.push(apply(client, ns, sts).await?);
@@ -460,9 +476,11 @@ async fn delete_removed_pools(
     nc: &NatsCluster,
     ns: &str,
     desired: &[StatefulSet],
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
-    for name in prune::<StatefulSet>(&ctx.client, nc, ns, &wanted).await? {
+    let deleted = prune::<StatefulSet>(&ctx.client, nc, ns, &wanted).await?;
+    let removed = !deleted.is_empty();
+    for name in deleted {
         let note = format!("deleted StatefulSet {name}: its pool is no longer in the spec");
         publish(
             ctx,
@@ -474,7 +492,7 @@ async fn delete_removed_pools(
         )
         .await;
     }
-    Ok(())
+    Ok(removed)
 }
 
 async fn write_status(
@@ -1184,6 +1202,47 @@ mod tests {
                 event["note"],
                 "deleted StatefulSet demo-b: its pool is no longer in the spec"
             );
+            // A removed leaf pool leaves its ConfigMap and client Service: both go, the
+            // cluster's own and someone else's stay.
+            expect_list_of(
+                &mut h,
+                "api/v1",
+                "configmaps",
+                vec![
+                    owned("demo-config", UID),
+                    owned("demo-b-config", UID),
+                    owned("demo-c-config", "someone-else"),
+                ],
+            )
+            .await;
+            let (_, send) = expect(
+                &mut h,
+                "DELETE",
+                "/api/v1/namespaces/ns/configmaps/demo-b-config?",
+            )
+            .await;
+            respond(send, 200, owned("demo-b-config", UID));
+            expect_list_of(
+                &mut h,
+                "api/v1",
+                "services",
+                vec![
+                    owned("demo", UID),
+                    owned("demo-headless", UID),
+                    owned("demo-leafnodes", UID),
+                    owned("demo-b", UID),
+                ],
+            )
+            .await;
+            for service in ["demo-leafnodes", "demo-b"] {
+                let (_, send) = expect(
+                    &mut h,
+                    "DELETE",
+                    &format!("/api/v1/namespaces/ns/services/{service}?"),
+                )
+                .await;
+                respond(send, 200, owned(service, UID));
+            }
             // The removed pool's PDB goes too, and so does the single cluster-wide PDB
             // earlier operator versions made.
             expect_pdb_list(
@@ -1210,6 +1269,93 @@ mod tests {
         .expect("reconcile succeeds");
     }
 
+    /// A cluster with a leaf pool: the pool's own ConfigMap (its remotes, not the core's
+    /// routes), the leaf node Service and the pool's client Service are applied between
+    /// the shared objects and the StatefulSets, and the ConfigMaps and Services of pools
+    /// that left are looked for.
+    #[tokio::test]
+    async fn leaf_pool_gets_its_own_config_and_services() {
+        let mut nc =
+            cluster("  pools:\n  - {name: cloud, replicas: 2}\n  - {name: edge, replicas: 2, role: leaf, broker: {maxConnections: 100}}\n");
+        nc.status = Some(settled(&nc, 2));
+        run(nc, |mut h| async move {
+            let paths = [
+                "/api/v1/namespaces/ns/configmaps/demo-config",
+                "/api/v1/namespaces/ns/configmaps/demo-edge-config",
+                "/api/v1/namespaces/ns/services/demo-headless",
+                "/api/v1/namespaces/ns/services/demo",
+                "/api/v1/namespaces/ns/services/demo-leafnodes",
+                "/api/v1/namespaces/ns/services/demo-edge",
+                "/apis/apps/v1/namespaces/ns/statefulsets/demo-cloud",
+                "/apis/apps/v1/namespaces/ns/statefulsets/demo-edge",
+                "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/demo-cloud",
+                "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/demo-edge",
+                "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/demo",
+            ];
+            let mut bodies = Vec::new();
+            for path in paths {
+                let (mut body, send) = expect(&mut h, "PATCH", &format!("{path}{APPLY}")).await;
+                assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], UID, "{path}");
+                if path.contains("statefulsets") {
+                    body["metadata"]["generation"] = json!(1);
+                    body["status"] = sts_status(2, 2, 1);
+                }
+                respond(send, 200, body.clone());
+                bodies.push(body);
+            }
+            let core = bodies[0]["data"]["midge.conf"].as_str().unwrap_or_default();
+            let edge = bodies[1]["data"]["midge.conf"].as_str().unwrap_or_default();
+            assert!(core.contains("demo-cloud-1.demo-headless"), "{core}");
+            assert!(
+                !core.contains("demo-edge-"),
+                "the core routes to no leaf: {core}"
+            );
+            assert!(core.contains("  port: 7422\n"), "{core}");
+            assert!(
+                edge.contains("nats-leaf://demo-leafnodes.ns.svc.cluster.local:7422"),
+                "{edge}"
+            );
+            assert!(
+                !edge.contains("demo-cloud-"),
+                "the edge routes to no core: {edge}"
+            );
+            assert!(edge.contains("max_connections: 100\n"), "{edge}");
+            assert_eq!(bodies[5]["spec"]["selector"]["midge.dev/pool"], "edge");
+            assert_eq!(bodies[3]["spec"]["selector"]["midge.dev/role"], "core");
+            assert_eq!(
+                bodies[7]["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+                "demo-edge-config"
+            );
+            expect_list(
+                &mut h,
+                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
+            )
+            .await;
+            expect_list_of(
+                &mut h,
+                "api/v1",
+                "configmaps",
+                vec![owned("demo-config", UID), owned("demo-edge-config", UID)],
+            )
+            .await;
+            expect_list_of(
+                &mut h,
+                "api/v1",
+                "services",
+                vec![owned("demo", UID), owned("demo-edge", UID)],
+            )
+            .await;
+            expect_pdb_list(
+                &mut h,
+                vec![owned("demo-cloud", UID), owned("demo-edge", UID)],
+            )
+            .await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
     #[tokio::test]
     async fn invalid_spec_sets_degraded_and_touches_nothing() {
         let nc = cluster("  pools: [{name: edge, replicas: 1, role: leaf}]\n");
@@ -1221,7 +1367,7 @@ mod tests {
             assert_eq!(degraded["reason"], "InvalidSpec");
             assert_eq!(
                 degraded["message"],
-                "spec.pools[0].role: role leaf is reserved until leaf nodes are supported; spec.pools: at least one pool must have role core"
+                "spec.pools: needs at least one pool with role core: leaf pools connect to the core pools and cannot run on their own"
             );
             let event = expect_event(&mut h, "InvalidSpec").await;
             assert_eq!(event["type"], "Warning");
@@ -1343,6 +1489,8 @@ mod tests {
         for pruned in [
             "policy/poddisruptionbudgets",
             "networking.k8s.io/networkpolicies",
+            "/configmaps",
+            "/services",
         ] {
             needed.push(format!("{pruned}:list"));
             needed.push(format!("{pruned}:delete"));

@@ -62,6 +62,10 @@ pub fn default_image() -> String {
     {
         "rule": "!has(self.replicas) || !has(self.pools) || size(self.pools) == 0",
         "message": "set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools"
+    },
+    {
+        "rule": "!has(self.pools) || size(self.pools) == 0 || self.pools.exists(p, !has(p.role) || p.role == 'core')",
+        "message": "spec.pools needs at least one pool with role core: leaf pools connect to the core pools and cannot run on their own"
     }
 ]))]
 pub struct NatsClusterSpec {
@@ -162,10 +166,16 @@ pub struct NodePool {
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
 
-    /// `core` servers form the full route mesh. `leaf` (edge sites joining as leaf
-    /// nodes) is reserved and rejected until the broker supports leaf nodes.
+    /// `core` servers form the full route mesh. `leaf` servers (an edge site) are routed
+    /// only among themselves, dial the core pools as leaf nodes and have their own client
+    /// Service `<cluster>-<pool>` and their own config.
     #[serde(default)]
     pub role: PoolRole,
+
+    /// Limits for this pool's servers only (smaller ones for a Raspberry Pi, say), over
+    /// `spec.broker`. A pool that sets them gets its own ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<PoolBrokerSettings>,
 
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -200,8 +210,30 @@ pub enum PoolRole {
     /// Full-mesh route member.
     #[default]
     Core,
-    /// Edge server joining the core as a leaf node (reserved, not supported yet).
+    /// Edge server joining the core pools as a leaf node.
     Leaf,
+}
+
+/// Per-pool limits; unset fields keep the cluster's (`spec.broker`) value.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolBrokerSettings {
+    /// Largest message payload in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67108864))]
+    pub max_payload: Option<i64>,
+    /// Most client connections per server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<i64>,
+    /// Most subscriptions per connection; 0 means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_subscriptions: Option<i64>,
+    /// Most bytes pending for one client before it is a slow consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pending: Option<i64>,
 }
 
 /// Listening ports shared by every server of the cluster.
@@ -216,6 +248,11 @@ pub struct Ports {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub cluster: Option<i32>,
+    /// Leaf node port of the core pools, which leaf pools dial. Defaults to 7422; only
+    /// listened on when the cluster has a leaf pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub leafnodes: Option<i32>,
 }
 
 /// Who may reach the broker pods. The route port is open only to the cluster's own pods;
@@ -330,6 +367,13 @@ pub struct TlsSpec {
     /// TLS between servers. Routes always verify the peer against `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<TlsSecret>,
+    /// TLS on the leaf node connections from leaf pools to core pools. The Secret is
+    /// mounted on both sides: core servers present `tls.crt` (it must name the Service
+    /// `<cluster>-leafnodes.<namespace>.svc`), leaf servers verify it against `ca.crt`.
+    /// With `verify`, leaf servers present the same certificate and core servers verify
+    /// it (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leafnodes: Option<TlsSecret>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -338,7 +382,7 @@ pub struct TlsSecret {
     /// Name of a `kubernetes.io/tls` Secret in the cluster's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
-    /// Require and verify client certificates against `ca.crt` (client TLS only).
+    /// Require and verify client certificates against `ca.crt` (client and leaf node TLS).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
 }
@@ -481,6 +525,7 @@ mod tests {
             "{replicas: 3}",
             "{broker: {lameDuckDuration: 1m, lameDuckGracePeriod: 15s, maxPayload: 1024, maxPending: 2048}}",
             "{pools: [{name: a, replicas: 1}], auth: {token: {name: s, key: t}}, tls: {client: {secretName: c}}}",
+            "{pools: [{name: a, replicas: 1}, {name: e, replicas: 2, role: leaf, broker: {maxPayload: 1024}}]}",
         ] {
             assert_eq!(violations(spec), Vec::<String>::new(), "{spec}");
         }
@@ -527,6 +572,10 @@ mod tests {
             (
                 "{replicas: 2, pools: [{name: a, replicas: 1}]}",
                 "spec: set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools",
+            ),
+            (
+                "{pools: [{name: e, replicas: 1, role: leaf}, {name: f, replicas: 1, role: leaf}]}",
+                "spec: spec.pools needs at least one pool with role core: leaf pools connect to the core pools and cannot run on their own",
             ),
         ];
         for (spec, expected) in cases {

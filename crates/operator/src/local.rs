@@ -1,10 +1,12 @@
 //! `midge-operator local`: runs the clusters of a manifest on this machine, one in-process
-//! [`midge::Server`] per core pod, for trying midge without Kubernetes.
+//! [`midge::Server`] per pod, for trying midge without Kubernetes.
 //!
-//! Each server reads the very `midge.conf` the operator would put in the ConfigMap (with
+//! Each server reads the very `midge.conf` the operator would put in its ConfigMap (with
 //! `$POD_NAME` resolved to the pod's name), and only what cannot work off Kubernetes is
-//! rewritten: every listener moves to 127.0.0.1 on a free port, and the routes list names
-//! the loopback route ports of every core server, its own included, as on Kubernetes.
+//! rewritten: every listener moves to 127.0.0.1 on a free port, the routes list names the
+//! loopback route ports of every core server (of every server of its own pool for a leaf
+//! pool), its own included, as on Kubernetes, and a leaf pool's remote lists the core
+//! servers' loopback leaf node ports instead of their Service.
 //!
 //! Secrets (auth, TLS) cannot be read without a Kubernetes API, so manifests that
 //! reference one are refused with the field to remove, rather than silently run open.
@@ -13,7 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use kube::ResourceExt;
 
-use crate::build::render_broker_config;
+use crate::build::{render_broker_config, render_pool_config};
+use crate::crd::PoolRole;
 use crate::render::{parse_manifests, RenderError};
 use crate::validate::{validate, Auth, ClusterPlan};
 
@@ -118,6 +121,7 @@ fn refuse_secrets(plan: &ClusterPlan) -> Result<(), LocalError> {
         Some(Auth::Users(_)) => Some("spec.auth.users"),
         None if plan.client_tls.is_some() => Some("spec.tls.client"),
         None if plan.route_tls.is_some() => Some("spec.tls.routes"),
+        None if plan.leaf_tls.is_some() => Some("spec.tls.leafnodes"),
         None => None,
     };
     match field {
@@ -145,67 +149,149 @@ fn pod_options(plan: &ClusterPlan, conf: &str, pod: &str) -> Result<midge::Optio
         })
 }
 
+/// One pod to run: its pool, its name and the config its ConfigMap holds.
+struct LocalPod {
+    pool: String,
+    name: String,
+    conf: String,
+    leaf: bool,
+}
+
+/// Holds `n` loopback listeners at once (so their ports differ); they are released just
+/// before the servers bind the ports. The ports are taken below Linux's ephemeral range
+/// (32768-60999), where the kernel never picks the local port of an outgoing connection:
+/// the servers that start first dial their peers at once, and such a dial could otherwise
+/// take a port released here for a server still to start. Another process binding the
+/// very port in that gap would still make that server fail, with the port in its error.
+fn reserve(n: usize, held: &mut Vec<std::net::TcpListener>) -> Result<Vec<u16>, LocalError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const LOW: usize = 20_000;
+    const SPAN: usize = 32_768 - LOW;
+    // Where the next search starts: this process's own region, then onwards, so that
+    // clusters started one after the other (and parallel test processes) rarely meet.
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        (std::process::id() as usize).wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut ports = Vec::with_capacity(n);
+    let mut tried = 0;
+    while ports.len() < n {
+        if tried == SPAN {
+            return Err(LocalError::ReservePort(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "no free loopback port between 20000 and 32767",
+            )));
+        }
+        tried += 1;
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(LOW + offset).unwrap_or(20_000);
+        if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::new(LOOPBACK, port)) {
+            ports.push(port);
+            held.push(listener);
+        }
+    }
+    Ok(ports)
+}
+
 async fn start_cluster(
     plan: &ClusterPlan,
     servers: &mut Vec<LocalServer>,
 ) -> Result<(), LocalError> {
-    let conf = render_broker_config(plan, &plan.pools);
-    let pods: Vec<(String, String)> = plan
-        .core_pools()
+    let shared = render_broker_config(plan, &plan.pools);
+    let pods: Vec<LocalPod> = plan
+        .pools
+        .iter()
         .flat_map(|pool| {
-            (0..pool.replicas).map(|ordinal| {
+            let conf = if ClusterPlan::has_own_config(pool) {
+                render_pool_config(plan, pool)
+            } else {
+                shared.clone()
+            };
+            (0..pool.replicas).map(move |ordinal| {
                 let sts = crate::build::stateful_set_name(&plan.name, &pool.name);
-                (pool.name.clone(), format!("{sts}-{ordinal}"))
+                LocalPod {
+                    pool: pool.name.clone(),
+                    name: format!("{sts}-{ordinal}"),
+                    conf: conf.clone(),
+                    leaf: pool.role == PoolRole::Leaf,
+                }
             })
         })
         .collect();
-    // Every route URL must be known before the first server starts, so the route ports
-    // are reserved up front: all listeners are held at once (so the ports differ) and
-    // released just before the servers bind them. Another process could take one in that
-    // gap; the server then fails to start with the port in its error.
-    let reserved: Vec<std::net::TcpListener> = pods
+    // Every route and leaf node URL must be known before the first server starts, so
+    // the ports are reserved up front: a route port for every server, a leaf node port
+    // for every core server when the cluster has leaf pools.
+    let mut held = Vec::new();
+    let route_ports = reserve(pods.len(), &mut held)?;
+    let core = pods.iter().filter(|p| !p.leaf).count();
+    let leaf_ports = if plan.has_leaf_pools() {
+        reserve(core, &mut held)?
+    } else {
+        Vec::new()
+    };
+    // Routes stay within a pool's role: every core server (as on Kubernetes), or the
+    // servers of the same leaf pool. Leaf servers dial every core server's leaf port
+    // (on Kubernetes, one Service in front of them).
+    let routes_of = |pod: &LocalPod| -> Vec<String> {
+        pods.iter()
+            .zip(&route_ports)
+            .filter(|(p, _)| {
+                if pod.leaf {
+                    p.pool == pod.pool
+                } else {
+                    !p.leaf
+                }
+            })
+            .map(|(_, port)| format!("nats://{LOOPBACK}:{port}"))
+            .collect()
+    };
+    let hub_urls: Vec<String> = leaf_ports
         .iter()
-        .map(|_| std::net::TcpListener::bind(SocketAddr::new(LOOPBACK, 0)))
-        .collect::<Result<_, _>>()
-        .map_err(LocalError::ReservePort)?;
-    let ports: Vec<u16> = reserved
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()
-        .map_err(LocalError::ReservePort)?;
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|p| format!("nats://{LOOPBACK}:{p}"))
+        .map(|port| format!("nats-leaf://{LOOPBACK}:{port}"))
         .collect();
     let mut options = Vec::with_capacity(pods.len());
-    for ((_, pod), port) in pods.iter().zip(&ports) {
-        let mut opts = pod_options(plan, &conf, pod)?;
+    let mut core_leaf_ports = leaf_ports.iter();
+    for (pod, port) in pods.iter().zip(&route_ports) {
+        let mut opts = pod_options(plan, &pod.conf, &pod.name)?;
         opts.host = LOOPBACK;
         opts.port = 0;
         opts.http_host = Some(LOOPBACK);
         opts.http_port = Some(0);
         opts.cluster.host = LOOPBACK;
         opts.cluster.port = Some(*port);
-        opts.cluster.routes.clone_from(&routes);
+        opts.cluster.routes = routes_of(pod);
+        if pod.leaf {
+            for remote in &mut opts.leafnodes.remotes {
+                remote.urls.clone_from(&hub_urls);
+            }
+        } else if opts.leafnodes.port.is_some() {
+            opts.leafnodes.host = LOOPBACK;
+            opts.leafnodes.port = core_leaf_ports.next().copied();
+        }
         // The pid file is for the pod's preStop hook and lives in a pod volume; there is no
         // file to watch either: the config exists only in memory here.
         opts.pid_file = None;
         opts.config_watch = false;
         options.push(opts);
     }
-    drop(reserved);
+    drop(held);
     let cluster = format!("{}/{}", plan.namespace, plan.name);
-    for ((pool, name), opts) in pods.into_iter().zip(options) {
+    // In pod order, as the StatefulSets' pods come up; a leaf server that starts before
+    // its hub is up dials again a second later.
+    for (pod, opts) in pods.into_iter().zip(options) {
         let server = midge::Server::start(opts)
             .await
             .map_err(|source| LocalError::Start {
-                server: name.clone(),
+                server: pod.name.clone(),
                 source,
             })?;
         servers.push(LocalServer {
             cluster: cluster.clone(),
-            pool,
-            name,
+            pool: pod.pool,
+            name: pod.name,
             server,
         });
     }
@@ -247,13 +333,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leaf_pools_and_empty_manifests_are_refused() {
+    async fn leaf_only_and_empty_manifests_are_refused() {
         let err = start(&format!(
             "{HEAD}  pools: [{{name: e, replicas: 1, role: leaf}}]\n"
         ))
         .await
-        .expect_err("leaf is rejected");
-        assert!(err.to_string().contains("spec.pools[0].role"), "{err}");
+        .expect_err("a leaf pool needs a core pool");
+        assert!(
+            err.to_string()
+                .contains("spec.pools: needs at least one pool with role core"),
+            "{err}"
+        );
         assert!(matches!(start("---\n").await, Err(LocalError::Empty)));
     }
 }

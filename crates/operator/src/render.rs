@@ -87,10 +87,10 @@ mod tests {
     #[test]
     fn invalid_manifest_reports_the_field() {
         let err = render("apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: x}\nspec:\n  pools: [{name: e, replicas: 1, role: leaf}]\n")
-            .expect_err("leaf is rejected");
+            .expect_err("a leaf-only cluster is rejected");
         assert!(
             err.to_string()
-                .contains("spec.pools[0].role: role leaf is reserved"),
+                .contains("spec.pools: needs at least one pool with role core"),
             "{err}"
         );
     }

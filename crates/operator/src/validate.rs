@@ -24,6 +24,7 @@ pub const DEFAULT_POOL: &str = "default";
 pub const DEFAULT_CLIENT_PORT: i32 = 4222;
 pub const DEFAULT_CLUSTER_PORT: i32 = 6222;
 pub const DEFAULT_MONITOR_PORT: i32 = 8222;
+pub const DEFAULT_LEAFNODE_PORT: i32 = 7422;
 pub const DEFAULT_LAME_DUCK_DURATION: &str = "30s";
 pub const DEFAULT_LAME_DUCK_GRACE: &str = "10s";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -33,14 +34,17 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const MAX_STATEFULSET_NAME: usize = 52;
 /// Suffix of the headless Service name; a Service name is a 63-character DNS label.
 pub const HEADLESS_SUFFIX: &str = "-headless";
+/// Suffix of the Service leaf pools dial the core pools' leaf node port through.
+pub const LEAFNODES_SUFFIX: &str = "-leafnodes";
 
 /// Labels the operator owns on every pod; users may not override them through
 /// `podLabels` because the selectors depend on them.
-pub const RESERVED_LABELS: [&str; 4] = [
+pub const RESERVED_LABELS: [&str; 5] = [
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
     "app.kubernetes.io/managed-by",
     "midge.dev/pool",
+    "midge.dev/role",
 ];
 
 /// One problem in the spec.
@@ -88,6 +92,8 @@ pub struct Ports {
     pub client: i32,
     pub cluster: i32,
     pub monitor: i32,
+    /// Leaf node port of the core servers (listened on when the cluster has leaf pools).
+    pub leafnodes: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +130,8 @@ pub struct ClusterPlan {
     pub auth: Option<Auth>,
     pub client_tls: Option<TlsSecret>,
     pub route_tls: Option<TlsSecret>,
+    /// TLS of the leaf node connections (leaf pools to core pools).
+    pub leaf_tls: Option<TlsSecret>,
     pub metrics: bool,
     pub service_type: ServiceType,
     pub service_annotations: BTreeMap<String, String>,
@@ -131,6 +139,9 @@ pub struct ClusterPlan {
     /// Hash of the broker's start-up options in the rendered config (see
     /// [`crate::broker_config`]); in the pod template, so changing one rolls the pods.
     pub restart_hash: String,
+    /// The same for each pool with its own config ([`ClusterPlan::has_own_config`]), by
+    /// pool name.
+    pub pool_restart_hashes: BTreeMap<String, String>,
     /// Who may reach the client and monitoring ports; `None` when the NetworkPolicy is
     /// disabled.
     pub network_policy: Option<NetworkPeers>,
@@ -147,6 +158,29 @@ impl ClusterPlan {
     /// Pools whose servers are route mesh members.
     pub fn core_pools(&self) -> impl Iterator<Item = &NodePool> {
         self.pools.iter().filter(|p| p.role == PoolRole::Core)
+    }
+
+    /// Pools whose servers are leaf nodes of the core pools (edge sites).
+    pub fn leaf_pools(&self) -> impl Iterator<Item = &NodePool> {
+        self.pools.iter().filter(|p| p.role == PoolRole::Leaf)
+    }
+
+    /// Whether the core servers listen for leaf nodes (only when a leaf pool exists).
+    pub fn has_leaf_pools(&self) -> bool {
+        self.leaf_pools().next().is_some()
+    }
+
+    /// Whether `pool` has a config of its own (a leaf pool, or a pool with its own
+    /// limits) instead of the cluster's shared one.
+    pub fn has_own_config(pool: &NodePool) -> bool {
+        pool.role == PoolRole::Leaf || pool.broker.is_some()
+    }
+
+    /// The restart hash of `pool`'s config.
+    pub fn restart_hash_of(&self, pool: &NodePool) -> &str {
+        self.pool_restart_hashes
+            .get(&pool.name)
+            .map_or(self.restart_hash.as_str(), String::as_str)
     }
 }
 
@@ -246,11 +280,35 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
                 format!("must be >= 0, got {}", pool.replicas),
             );
         }
-        if pool.role == PoolRole::Leaf {
+        // A leaf pool's client Service is `<cluster>-<pool>`: it must not take the name
+        // of the cluster-wide Services.
+        let service = format!("-{}", pool.name);
+        if pool.role == PoolRole::Leaf
+            && (service == HEADLESS_SUFFIX || service == LEAFNODES_SUFFIX)
+        {
             err(
-                &format!("{path}.role"),
-                "role leaf is reserved until leaf nodes are supported".into(),
+                &format!("{path}.name"),
+                format!(
+                    "{:?} is reserved: a leaf pool's client Service would take the name of the cluster's {} Service",
+                    pool.name, pool.name
+                ),
             );
+        }
+        let overrides = pool.broker.clone().unwrap_or_default();
+        for (field, value, min) in [
+            ("maxPayload", overrides.max_payload, 1),
+            ("maxConnections", overrides.max_connections, 1),
+            ("maxSubscriptions", overrides.max_subscriptions, 0),
+            ("maxPending", overrides.max_pending, 1),
+        ] {
+            if let Some(value) = value {
+                if value < min {
+                    err(
+                        &format!("{path}.broker.{field}"),
+                        format!("must be >= {min}, got {value}"),
+                    );
+                }
+            }
         }
         for key in pool.pod_labels.keys() {
             if RESERVED_LABELS.contains(&key.as_str()) {
@@ -262,7 +320,10 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         }
     }
     if !spec.pools.is_empty() && !spec.pools.iter().any(|p| p.role == PoolRole::Core) {
-        err("spec.pools", "at least one pool must have role core".into());
+        err(
+            "spec.pools",
+            "needs at least one pool with role core: leaf pools connect to the core pools and cannot run on their own".into(),
+        );
     }
     // Checked on the resolved pools so the shorthand `default` pool is covered too.
     if !name.is_empty() {
@@ -291,11 +352,13 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         client: ports_spec.client.unwrap_or(DEFAULT_CLIENT_PORT),
         cluster: ports_spec.cluster.unwrap_or(DEFAULT_CLUSTER_PORT),
         monitor: monitoring.port.unwrap_or(DEFAULT_MONITOR_PORT),
+        leafnodes: ports_spec.leafnodes.unwrap_or(DEFAULT_LEAFNODE_PORT),
     };
     let named_ports = [
         ("spec.ports.client", "client", ports.client),
         ("spec.ports.cluster", "cluster", ports.cluster),
         ("spec.monitoring.port", "monitoring", ports.monitor),
+        ("spec.ports.leafnodes", "leaf node", ports.leafnodes),
     ];
     for (i, (path, _, port)) in named_ports.iter().enumerate() {
         if !(1..=65535).contains(port) {
@@ -389,6 +452,9 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
     if let Some(routes) = &tls.routes {
         check_secret_name(&mut err, "spec.tls.routes.secretName", &routes.secret_name);
     }
+    if let Some(leaf) = &tls.leafnodes {
+        check_secret_name(&mut err, "spec.tls.leafnodes.secretName", &leaf.secret_name);
+    }
 
     let cluster_domain = spec
         .cluster_domain
@@ -437,11 +503,13 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         auth,
         client_tls: tls.client,
         route_tls: tls.routes,
+        leaf_tls: tls.leafnodes,
         metrics: monitoring.metrics.unwrap_or(true),
         service_type: service.type_.unwrap_or_default(),
         service_annotations: service.annotations,
         cluster_domain,
         restart_hash: String::new(),
+        pool_restart_hashes: BTreeMap::new(),
         network_policy: {
             let policy = spec.network_policy.clone().unwrap_or_default();
             policy.enabled.unwrap_or(true).then_some(NetworkPeers {
@@ -451,10 +519,55 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         },
     };
     // Last, on a plan that is otherwise valid: the broker's own loader has the final word.
+    // Every config a pod reads is checked: the shared one and each pool's own.
+    // A cluster-wide problem is reported once, from the shared config.
     let conf = crate::build::render_broker_config(&plan, &plan.pools);
     let checked = crate::broker_config::check(&conf).map_err(ValidationError)?;
     plan.restart_hash = checked.restart_hash;
+    let mut errors = Vec::new();
+    for (i, pool) in plan.pools.iter().enumerate() {
+        if !ClusterPlan::has_own_config(pool) {
+            continue;
+        }
+        let conf = crate::build::render_pool_config(&plan, pool);
+        match crate::broker_config::check(&conf) {
+            Ok(checked) => {
+                plan.pool_restart_hashes
+                    .insert(pool.name.clone(), checked.restart_hash);
+            }
+            Err(e) => errors.extend(e.into_iter().map(|e| pool_field_error(pool, i, e))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ValidationError(errors));
+    }
     Ok(plan)
+}
+
+/// An error in the config of pool `i`: a limit the pool overrides is that pool's field,
+/// and the message says whose config it is.
+fn pool_field_error(pool: &NodePool, i: usize, error: FieldError) -> FieldError {
+    let overrides = pool.broker.clone().unwrap_or_default();
+    let overridden = [
+        ("maxPayload", overrides.max_payload.is_some()),
+        ("maxConnections", overrides.max_connections.is_some()),
+        ("maxSubscriptions", overrides.max_subscriptions.is_some()),
+        ("maxPending", overrides.max_pending.is_some()),
+    ];
+    let path = match error.path.strip_prefix("spec.broker.") {
+        Some(field) if overridden.iter().any(|(f, set)| *f == field && *set) => {
+            format!("spec.pools[{i}].broker.{field}")
+        }
+        _ => error.path,
+    };
+    FieldError {
+        path,
+        message: error.message.replacen(
+            "the rendered config",
+            &format!("pool {}'s rendered config", pool.name),
+            1,
+        ),
+    }
 }
 
 fn check_secret_name(err: &mut impl FnMut(&str, String), path: &str, name: &str) {
@@ -552,7 +665,8 @@ mod tests {
             Ports {
                 client: 4222,
                 cluster: 6222,
-                monitor: 8222
+                monitor: 8222,
+                leafnodes: 7422
             }
         );
         assert_eq!(plan.broker.lame_duck_duration.millis, 30_000);
@@ -584,16 +698,48 @@ mod tests {
     }
 
     #[test]
-    fn leaf_role_is_rejected_and_a_core_pool_is_required() {
+    fn leaf_pools_need_a_core_pool_and_free_service_names() {
         let errs = errors(&format!(
             "{HEAD}spec:\n  pools:\n  - {{name: edge, replicas: 1, role: leaf}}\n"
         ));
         assert_eq!(
             errs,
+            vec!["spec.pools: needs at least one pool with role core: leaf pools connect to the core pools and cannot run on their own"]
+        );
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 1}}\n  - {{name: headless, replicas: 1, role: leaf}}\n  - {{name: leafnodes, replicas: 1, role: leaf, broker: {{maxConnections: 0}}}}\n  ports: {{leafnodes: 6222}}\n"
+        ));
+        assert_eq!(
+            errs,
             vec![
-                "spec.pools[0].role: role leaf is reserved until leaf nodes are supported",
-                "spec.pools: at least one pool must have role core",
+                "spec.pools[1].name: \"headless\" is reserved: a leaf pool's client Service would take the name of the cluster's headless Service",
+                "spec.pools[2].name: \"leafnodes\" is reserved: a leaf pool's client Service would take the name of the cluster's leafnodes Service",
+                "spec.pools[2].broker.maxConnections: must be >= 1, got 0",
+                "spec.ports.leafnodes: 6222 is already the cluster port",
             ]
+        );
+        let plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 1}}\n  - {{name: edge, replicas: 2, role: leaf}}\n"
+        )))
+        .expect("a core and a leaf pool");
+        assert!(plan.has_leaf_pools());
+        // The leaf pool's config differs in start-up options (no leaf listener, its own
+        // cluster name): its restart hash is its own.
+        assert_ne!(plan.restart_hash_of(&plan.pools[1]), plan.restart_hash);
+        assert_eq!(plan.restart_hash_of(&plan.pools[0]), plan.restart_hash);
+    }
+
+    /// Each pool's own config goes through the broker's loader too; an error in a limit
+    /// the pool overrides names the pool's field and its config.
+    #[test]
+    fn pool_configs_are_checked_by_the_broker() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 1}}\n  - {{name: pi, replicas: 1, role: leaf, broker: {{maxPayload: 4096, maxPending: 1024}}}}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.pools[1].broker.maxPayload: the broker refuses pool pi's rendered config: /etc/midge/midge.conf: max_payload"),
+            "{errs:?}"
         );
     }
 

@@ -124,3 +124,140 @@ async fn sample_cluster_forms_a_mesh_and_carries_a_message() {
         .await
         .expect("every server shuts down");
 }
+
+/// `GET path` as JSON.
+async fn http_json(base: &str, path: &str) -> serde_json::Value {
+    let body = http_get(base, path).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"))
+}
+
+/// The number of leaf node connections `/leafz` reports.
+async fn leaf_count(server: &LocalServer) -> u64 {
+    let monitor = server.monitor_url().expect("monitoring is on");
+    http_json(&monitor, "/leafz").await["leafnodes"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Publishes `payload` on `subject` from `publisher` until `messages` yields it, failing
+/// at the deadline. Interest crosses a leaf connection (and the hub's routes) after the
+/// subscription, with no event to wait on; a message published before it arrives is
+/// dropped, so the publish is repeated until one gets through.
+async fn deliver(
+    publisher: &async_nats::Client,
+    messages: &mut async_nats::Subscriber,
+    subject: &str,
+    payload: &str,
+) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        publisher
+            .publish(subject.to_string(), payload.to_string().into())
+            .await
+            .expect("published");
+        publisher.flush().await.expect("publish flushed");
+        match tokio::time::timeout(Duration::from_millis(250), messages.next()).await {
+            Ok(Some(message)) => {
+                assert_eq!(&message.payload[..], payload.as_bytes());
+                return;
+            }
+            Ok(None) => panic!("subscription to {subject} closed"),
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out: {payload} on {subject}"
+            ),
+        }
+    }
+}
+
+/// The cloud + Pi-edge sample under `midge-operator local`: the `cloud` pool is a mesh of
+/// its own, the leaf pool `edge` is routed only within itself, each edge server holds one
+/// leaf connection to a cloud server (through the rendered remotes, pointed at the cloud
+/// servers' loopback leaf ports), and a client of an edge server and a client of a cloud
+/// server exchange messages both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_sample_forms_a_hub_and_leaf_topology() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/samples/natscluster-edge.yaml"
+    ))
+    .expect("sample manifest");
+    let clusters = start(&yaml).await.expect("local cluster starts");
+    let names: Vec<&str> = clusters.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "fleet-cloud-0",
+            "fleet-cloud-1",
+            "fleet-cloud-2",
+            "fleet-edge-0",
+            "fleet-edge-1"
+        ]
+    );
+    let (cloud, edge) = clusters.servers.split_at(3);
+
+    // Routes never cross roles: each pool is a mesh of its own.
+    for (pool, servers) in [("cloud", cloud), ("edge", edge)] {
+        for server in servers {
+            let mut others: Vec<String> = servers
+                .iter()
+                .filter(|s| s.name != server.name)
+                .map(|s| s.name.clone())
+                .collect();
+            others.sort();
+            eventually(
+                &format!("{} routes to its {pool} peers", server.name),
+                || remote_names(server) == others,
+            )
+            .await;
+        }
+    }
+    // Every edge server has its uplink; the cloud servers hold the two between them.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        let mut edge_links = Vec::new();
+        for server in edge {
+            edge_links.push(leaf_count(server).await);
+        }
+        let mut hub_links = 0;
+        for server in cloud {
+            hub_links += leaf_count(server).await;
+        }
+        if edge_links == [1, 1] && hub_links == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: uplinks edge {edge_links:?}, hub side {hub_links}"
+        );
+        tick.tick().await;
+    }
+    // The edge servers' config is their own: the sample's smaller limits.
+    for server in edge {
+        let varz = http_json(&server.monitor_url().expect("monitoring"), "/varz").await;
+        assert_eq!(varz["max_connections"], 1024, "{}", server.name);
+    }
+    let varz = http_json(&cloud[0].monitor_url().expect("monitoring"), "/varz").await;
+    assert_eq!(varz["max_connections"], 65536);
+
+    let edge_client = async_nats::connect(edge[0].client_url())
+        .await
+        .expect("edge client connects");
+    let cloud_client = async_nats::connect(cloud[2].client_url())
+        .await
+        .expect("cloud client connects");
+
+    let mut up = cloud_client.subscribe("telemetry.up").await.expect("sub");
+    cloud_client.flush().await.expect("subscription sent");
+    deliver(&edge_client, &mut up, "telemetry.up", "from the edge").await;
+
+    let mut down = edge_client.subscribe("commands.down").await.expect("sub");
+    edge_client.flush().await.expect("subscription sent");
+    deliver(&cloud_client, &mut down, "commands.down", "from the cloud").await;
+
+    drop((up, down, edge_client, cloud_client));
+    tokio::time::timeout(TIMEOUT, clusters.shutdown())
+        .await
+        .expect("every server shuts down");
+}
