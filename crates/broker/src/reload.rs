@@ -839,11 +839,13 @@ mod tests {
             "authorization { token: t }\n",
         )
         .unwrap();
-        let mut opts = Options::default();
-        opts.tls = Some(crate::options::TlsOptions {
-            ca_file: Some("/tls/ca.crt".into()),
-            ..crate::options::TlsOptions::new("/tls/tls.crt", "/tls/tls.key")
-        });
+        let mut opts = Options {
+            tls: Some(crate::options::TlsOptions {
+                ca_file: Some("/tls/ca.crt".into()),
+                ..crate::options::TlsOptions::new("/tls/tls.crt", "/tls/tls.key")
+            }),
+            ..Options::default()
+        };
         opts.leafnodes.tls = Some(crate::options::TlsOptions::new("/tls/tls.crt", "/leaf.key"));
         let files = watched_files(&conf, &opts).unwrap();
         let expected: Vec<PathBuf> = vec![
