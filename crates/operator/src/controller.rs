@@ -1385,6 +1385,10 @@ mod tests {
             needed.push(format!("{pruned}:list"));
             needed.push(format!("{pruned}:delete"));
         }
+        // Referenced Secrets: watched (main.rs) and read by reconcile.
+        for verb in ["get", "list", "watch"] {
+            needed.push(format!("/secrets:{verb}"));
+        }
         needed.push("events.k8s.io/events:create".into());
         needed.push("events.k8s.io/events:patch".into());
         needed.sort();
