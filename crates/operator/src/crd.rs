@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "midge.dev";
 
 /// Image used when `spec.image` is empty: the broker released together with this
-/// operator, so an operator upgrade never silently pairs with an untested broker.
+/// operator, so an operator upgrade never silently pairs with an untested broker. No
+/// public registry holds it: users build and push it, or load it into kind (README).
 pub fn default_image() -> String {
     format!("ghcr.io/midge-dev/midge:{}", env!("CARGO_PKG_VERSION"))
 }
@@ -73,7 +74,9 @@ pub struct NatsClusterSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
 
-    /// Broker image. Defaults to the midge release matching this operator's version.
+    /// Broker image. Defaults to the midge release matching this operator's version,
+    /// `ghcr.io/midge-dev/midge:<version>`, which no public registry holds: build and push
+    /// it yourself (and set this), or load it into kind under that name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
