@@ -13,6 +13,7 @@ VERSIONS=${KUBE_VERSIONS:-"1.33.0 1.34.0 1.35.0 1.36.0 1.37.0"}
 TOOLS=${MIDGE_PY_TOOLS:-$HOME/.cache/midge-py-tools}
 CHART=charts/midge-operator
 HA_VALUES=$CHART/ci/ha-values.yaml
+NS_VALUES=$CHART/ci/namespaced-values.yaml
 started=$SECONDS
 step() { echo "check-chart: $* ($((SECONDS - started))s)"; }
 
@@ -33,7 +34,8 @@ fi
 
 helm lint --strict $CHART
 helm lint --strict $CHART -f $HA_VALUES
-step "helm lint --strict passed (default and HA values)"
+helm lint --strict $CHART -f $NS_VALUES
+step "helm lint --strict passed (default, HA and namespaced values)"
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -50,7 +52,17 @@ if helm template midge-operator $CHART --set replicaCount=2 --set leaderElection
   echo "error: two replicas without leader election must be refused" >&2
   exit 1
 fi
-step "helm template renders $(grep -c '^kind:' "$out/chart-default.yaml") objects (default), $(grep -c '^kind:' "$out/chart-ha.yaml") (HA)"
+# Namespaced mode: a Role and RoleBinding in the watched namespace, no cluster-wide grant,
+# and the operator told which namespace to watch.
+helm template midge-operator $CHART --namespace midge-system -f $NS_VALUES > "$out/chart-namespaced.yaml"
+if grep -qE '^kind: ClusterRole(Binding)?$' "$out/chart-namespaced.yaml" \
+    || [[ $(grep -cE '^kind: Role(Binding)?$' "$out/chart-namespaced.yaml") != 2 ]] \
+    || ! grep -A1 'name: MIDGE_OPERATOR_WATCH_NAMESPACE' "$out/chart-namespaced.yaml" | grep -q 'value: "apps"' \
+    || grep -q MIDGE_OPERATOR_WATCH_NAMESPACE "$out/chart-default.yaml"; then
+  echo "error: watchNamespace must swap the ClusterRole for a Role in that namespace and set MIDGE_OPERATOR_WATCH_NAMESPACE" >&2
+  exit 1
+fi
+step "helm template renders $(grep -c '^kind:' "$out/chart-default.yaml") objects (default), $(grep -c '^kind:' "$out/chart-ha.yaml") (HA), $(grep -c '^kind:' "$out/chart-namespaced.yaml") (namespaced)"
 
 scripts/render-manifests.sh --check
 step "config/rbac and config/operator match the chart"

@@ -13,6 +13,8 @@
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
+//! - `rotation` runs a midge process with `config_watch` on the directory layout the kubelet
+//!   gives ConfigMap and Secret volumes, and rotates a certificate and a token in the Secret.
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
@@ -31,6 +33,7 @@ mod monitor;
 mod nkeys;
 mod ops;
 mod raw_protocol;
+mod rotation;
 mod system;
 mod tls;
 mod websocket;

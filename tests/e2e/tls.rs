@@ -42,7 +42,7 @@ pub(crate) struct Pki {
 pub(crate) struct Issued {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl Pki {
@@ -127,7 +127,7 @@ async fn connect(
 }
 
 /// Reads the plain-text INFO line a server sends first, and nothing after it.
-async fn read_info(stream: &mut TcpStream) -> serde_json::Value {
+pub(crate) async fn read_info(stream: &mut TcpStream) -> serde_json::Value {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
@@ -155,7 +155,7 @@ async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     rest
 }
 
-fn rustls_client(pki: &Pki) -> tokio_rustls::TlsConnector {
+pub(crate) fn rustls_client(pki: &Pki) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(pki.ca_file()).expect("read CA");
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {

@@ -644,10 +644,96 @@ fn fingerprint(path: &Path, previous: Option<&Fingerprint>) -> std::io::Result<F
     })
 }
 
+/// The files a reload reads, so a change to any of them is a change of configuration: the
+/// config file first, then the files it includes (a users file from a Secret, for
+/// instance), then the certificate files of the TLS blocks a reload loads again (client
+/// and leaf node TLS). Kubernetes updates a ConfigMap volume and a Secret volume
+/// independently: watching the referenced files too means a certificate or users file
+/// replaced after the config file changed is loaded as well, by a second reload.
+/// `None` when the config file does not parse (its includes are unknown then).
+fn watched_files(config: &Path, opts: &Options) -> Option<Vec<PathBuf>> {
+    let (_, included) = crate::conf::parse_file_with_includes(config).ok()?;
+    let mut files = vec![config.to_path_buf()];
+    files.extend(included);
+    for tls in [&opts.tls, &opts.leafnodes.tls].into_iter().flatten() {
+        files.push(tls.cert_file.clone());
+        files.push(tls.key_file.clone());
+        files.extend(tls.ca_file.clone());
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    Some(files)
+}
+
+/// One look at every watched file: the config file's fingerprint (it must be readable),
+/// and each referenced file's, `None` when it cannot be read right now (the reload then
+/// reports the file by name).
+#[derive(Debug, Clone, PartialEq)]
+struct Look {
+    config: Fingerprint,
+    referenced: Vec<(PathBuf, Option<Fingerprint>)>,
+}
+
+impl Look {
+    fn take(files: &[PathBuf], previous: Option<&Look>) -> std::io::Result<Look> {
+        let Some((config, referenced)) = files.split_first() else {
+            return Err(std::io::Error::other("no config file to watch"));
+        };
+        let earlier = |path: &Path| {
+            previous.and_then(|p| {
+                p.referenced
+                    .iter()
+                    .find(|(f, _)| f == path)
+                    .and_then(|(_, fp)| fp.as_ref())
+            })
+        };
+        Ok(Look {
+            config: fingerprint(config, previous.map(|p| &p.config))?,
+            referenced: referenced
+                .iter()
+                .map(|f| (f.clone(), fingerprint(f, earlier(f)).ok()))
+                .collect(),
+        })
+    }
+
+    /// Same content everywhere (whatever the modification times say).
+    fn same_content(&self, other: &Look) -> bool {
+        self.hashes() == other.hashes()
+    }
+
+    fn hashes(&self) -> Vec<(&Path, Option<[u8; 32]>)> {
+        // The config file by content only: the kubelet's swap moves its resolved path.
+        std::iter::once((Path::new(""), Some(self.config.hash)))
+            .chain(
+                self.referenced
+                    .iter()
+                    .map(|(p, f)| (p.as_path(), f.as_ref().map(|f| f.hash))),
+            )
+            .collect()
+    }
+
+    /// The files whose content differs from `old` (all of them without `old`).
+    fn changed_since(&self, old: Option<&Look>) -> Vec<String> {
+        let old = old.map(Look::hashes).unwrap_or_default();
+        let mut changed: Vec<String> = Vec::new();
+        if old.first().map(|(_, h)| *h) != Some(Some(self.config.hash)) {
+            changed.push("the config file".into());
+        }
+        for (path, hash) in self.hashes().into_iter().skip(1) {
+            if !old.iter().any(|(p, h)| *p == path && *h == hash) {
+                changed.push(path.display().to_string());
+            }
+        }
+        changed
+    }
+}
+
 /// Starts the config file watcher when the server has a config file. It polls once a
-/// second (bounded work: a stat, and a read only when the file moved) while `config_watch`
-/// is on, and reloads once a change has stayed the same for one more look, so that an
-/// editor's or kubelet's multi-step write is read complete.
+/// second (bounded work: a stat per watched file, and a read only when one moved) while
+/// `config_watch` is on, and reloads once a change has stayed the same for one more look,
+/// so that an editor's or kubelet's multi-step write is read complete. Watched are the
+/// config file and the files it references ([`watched_files`]), so a rotated certificate
+/// or users file is loaded without a change to the config file.
 pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
     let Some(path) = inner.opts().config_file.clone() else {
         return;
@@ -656,18 +742,16 @@ pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
     let mut shutdown = inner.shutdown_signal();
     // The first look happens now, before the server is announced ready: taken inside the
     // task it could land after an early change and make that change the baseline.
-    let first = fingerprint(&path, None).ok();
+    let mut files = watched_files(&path, &inner.opts()).unwrap_or_else(|| vec![path.clone()]);
+    let first = Look::take(&files, None).ok();
     tokio::spawn(async move {
-        let look = |previous: Option<Fingerprint>| {
-            let path = path.clone();
-            async move {
-                tokio::task::spawn_blocking(move || fingerprint(&path, previous.as_ref()))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            }
+        let look = |files: Vec<PathBuf>, previous: Option<Look>| async move {
+            tokio::task::spawn_blocking(move || Look::take(&files, previous.as_ref()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
         let mut applied = first;
-        let mut pending: Option<Fingerprint> = None;
+        let mut pending: Option<Look> = None;
         let mut failing = false;
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -686,7 +770,8 @@ pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
             if !inner.opts().config_watch {
                 continue;
             }
-            let seen = match look(pending.clone().or_else(|| applied.clone())).await {
+            let seen = match look(files.clone(), pending.clone().or_else(|| applied.clone())).await
+            {
                 Ok(f) => {
                     failing = false;
                     f
@@ -700,7 +785,7 @@ pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
                     continue;
                 }
             };
-            if applied.as_ref().is_some_and(|a| a.hash == seen.hash) {
+            if applied.as_ref().is_some_and(|a| a.same_content(&seen)) {
                 // Touched, or changed back: nothing to load.
                 applied = Some(seen);
                 pending = None;
@@ -710,15 +795,23 @@ pub(crate) fn spawn_config_watch(inner: &Arc<ServerInner>) {
                 pending = Some(seen);
                 continue;
             }
+            let changed = seen.changed_since(applied.as_ref());
             info!(
-                "Config watch: {} changed (now {}), reloading",
+                "Config watch: {} changed ({}), reloading",
                 path.display(),
-                seen.resolved.display()
+                changed.join(", ")
             );
-            // A failed reload is logged by `reload`; the file is not tried again until it
-            // changes again.
+            // A failed reload is logged by `reload`; the files are not tried again until
+            // one changes again.
             let _ = reload(&inner).await;
             applied = pending.take();
+            // The reload may have changed what is referenced (a new include, another
+            // certificate path): watch the files of the options now in force. A new file
+            // differs from the baseline, so it costs one more (idempotent) reload rather
+            // than risking a change made meanwhile going unnoticed.
+            if let Some(now) = watched_files(&path, &inner.opts()) {
+                files = now;
+            }
         }
     });
 }
@@ -825,6 +918,57 @@ mod tests {
             .map(|c| c.option)
             .collect();
         assert_eq!(names, ["port", "http_port"]);
+    }
+
+    /// The watcher watches what a reload reads: the config, its includes, and the
+    /// certificate files of the TLS blocks a reload loads again.
+    #[test]
+    fn watched_files_are_the_config_its_includes_and_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("midge.conf");
+        std::fs::write(&conf, "port: 1\ninclude users.conf\n").unwrap();
+        std::fs::write(
+            dir.path().join("users.conf"),
+            "authorization { token: t }\n",
+        )
+        .unwrap();
+        let mut opts = Options {
+            tls: Some(crate::options::TlsOptions {
+                ca_file: Some("/tls/ca.crt".into()),
+                ..crate::options::TlsOptions::new("/tls/tls.crt", "/tls/tls.key")
+            }),
+            ..Options::default()
+        };
+        opts.leafnodes.tls = Some(crate::options::TlsOptions::new("/tls/tls.crt", "/leaf.key"));
+        let files = watched_files(&conf, &opts).unwrap();
+        let expected: Vec<PathBuf> = vec![
+            conf.clone(),
+            dir.path().join("users.conf"),
+            "/tls/tls.crt".into(),
+            "/tls/tls.key".into(),
+            "/tls/ca.crt".into(),
+            "/leaf.key".into(),
+        ];
+        assert_eq!(files, expected);
+
+        // A change to a referenced file alone is a change, and is named.
+        let first = Look::take(&files[..2], None).unwrap();
+        std::fs::write(
+            dir.path().join("users.conf"),
+            "authorization { token: u }\n",
+        )
+        .unwrap();
+        let second = Look::take(&files[..2], Some(&first)).unwrap();
+        assert!(!second.same_content(&first));
+        assert_eq!(
+            second.changed_since(Some(&first)),
+            [dir.path().join("users.conf").display().to_string()]
+        );
+        assert!(second.same_content(&Look::take(&files[..2], None).unwrap()));
+
+        // A config that no longer parses keeps the watcher on its previous files.
+        std::fs::write(&conf, "port: {\n").unwrap();
+        assert_eq!(watched_files(&conf, &opts), None);
     }
 
     #[test]

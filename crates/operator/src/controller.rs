@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::build::{build, client_url, cluster_selector, managed_selector, FIELD_MANAGER};
 use crate::crd::{NatsCluster, NatsClusterStatus, PoolStatus};
+use crate::secrets::{referenced, SecretDigests, SecretUse};
 use crate::validate::{validate, ClusterPlan};
 
 /// Periodic resync while everything is ready; watches on the children trigger earlier.
@@ -64,6 +65,12 @@ pub enum Error {
     },
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("reading Secret {name}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -95,6 +102,7 @@ impl Error {
             Error::List { .. } => "list",
             Error::Delete { .. } => "delete",
             Error::Status(_) => "status",
+            Error::Secret { .. } => "secret",
         }
     }
 }
@@ -251,7 +259,12 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
         }
     };
 
-    let children = build(&plan, nc.controller_owner_ref(&()).as_ref());
+    let mut children = build(&plan, nc.controller_owner_ref(&()).as_ref());
+    // Digests of the referenced Secrets: into the config (reloaded) or the pod template
+    // (rolled), see `crate::secrets`.
+    let uses = referenced(&plan);
+    let secrets = read_secrets(client, &ns, &uses).await?;
+    SecretDigests::compute(&uses, &secrets).apply_to(&mut children);
     let applied_sets = match apply_children(client, &ns, &children).await {
         Ok(sets) => sets,
         Err(error) => {
@@ -324,6 +337,30 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     } else {
         RESYNC
     }))
+}
+
+/// Reads the Secrets `uses` names; one that does not exist is left out (it digests as
+/// absent, and its creation is a Secret event that reconciles again).
+async fn read_secrets(
+    client: &Client,
+    ns: &str,
+    uses: &[SecretUse],
+) -> Result<BTreeMap<String, Secret>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for u in uses {
+        if out.contains_key(&u.name) {
+            continue;
+        }
+        let found = api.get_opt(&u.name).await.map_err(|source| Error::Secret {
+            name: u.name.clone(),
+            source,
+        })?;
+        if let Some(secret) = found {
+            out.insert(u.name.clone(), secret);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the stored status already reports this problem (then no second Event).
@@ -1495,6 +1532,10 @@ mod tests {
             needed.push(format!("{pruned}:list"));
             needed.push(format!("{pruned}:delete"));
         }
+        // Referenced Secrets: watched (main.rs) and read by reconcile.
+        for verb in ["get", "list", "watch"] {
+            needed.push(format!("/secrets:{verb}"));
+        }
         needed.push("events.k8s.io/events:create".into());
         needed.push("events.k8s.io/events:patch".into());
         needed.sort();
@@ -1711,6 +1752,155 @@ mod tests {
         })
         .await
         .expect("reconcile succeeds");
+    }
+
+    /// Answers the GET of Secret `name` with `data` (base64-encoded here), or 404.
+    async fn expect_secret(handle: &mut Handle, name: &str, data: Option<&[(&str, &str)]>) {
+        let (_, send) = expect(
+            handle,
+            "GET",
+            &format!("/api/v1/namespaces/ns/secrets/{name}"),
+        )
+        .await;
+        match data {
+            Some(data) => {
+                let secret = k8s_openapi::api::core::v1::Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.into()),
+                        namespace: Some("ns".into()),
+                        ..Default::default()
+                    },
+                    data: Some(
+                        data.iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.to_string(),
+                                    k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                                )
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                };
+                let mut body = serde_json::to_value(&secret).expect("json");
+                body["apiVersion"] = json!("v1");
+                body["kind"] = json!("Secret");
+                respond(send, 200, body);
+            }
+            None => respond(
+                send,
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                       "reason": "NotFound", "message": format!("secrets \"{name}\" not found")}),
+            ),
+        }
+    }
+
+    /// A rotated certificate (cert-manager renewing the client TLS Secret) reaches the
+    /// servers through the config they watch: the reconcile the Secret event triggers
+    /// reads the Secrets, and only the ConfigMap changes (its digest comment); the pod
+    /// template stays, so nothing restarts.
+    #[tokio::test]
+    async fn rotated_certificate_changes_the_config_not_the_pods() {
+        let spec = "  replicas: 3\n  auth: {users: {name: users, key: auth.conf}}\n  tls: {client: {secretName: cert}}\n";
+        let mut nc = cluster(spec);
+        nc.status = Some(settled(&nc, 3));
+        let mut applied = Vec::new();
+        for crt in ["certificate v1", "certificate v2"] {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            run(nc.clone(), move |mut h| async move {
+                expect_secret(
+                    &mut h,
+                    "users",
+                    Some(&[("auth.conf", "authorization { token: t }")]),
+                )
+                .await;
+                expect_secret(
+                    &mut h,
+                    "cert",
+                    Some(&[("tls.crt", crt), ("tls.key", "k"), ("ca.crt", "ca")]),
+                )
+                .await;
+                let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+                expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+                let _ = tx.send(bodies);
+                h
+            })
+            .await
+            .expect("reconcile succeeds");
+            applied.push(rx.await.expect("bodies"));
+        }
+        let conf = |bodies: &[Value]| {
+            bodies[0]["data"]["midge.conf"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (one, two) = (conf(&applied[0]), conf(&applied[1]));
+        assert!(one.contains("# secret users: sha256:"), "{one}");
+        assert!(one.contains("# secret tls-client: sha256:"), "{one}");
+        assert_ne!(one, two, "the ConfigMap changes with the certificate");
+        let users_line = |c: &str| {
+            c.lines()
+                .find(|l| l.starts_with("# secret users:"))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            users_line(&one),
+            users_line(&two),
+            "the users digest did not move"
+        );
+        let template = |bodies: &[Value]| bodies[3]["spec"]["template"].clone();
+        assert_eq!(template(&applied[0]), template(&applied[1]), "no roll");
+        assert!(template(&applied[0])["metadata"]["annotations"]
+            .get("midge.dev/secret-restart-hash")
+            .is_none());
+    }
+
+    /// The token is an environment variable: a new token rolls the pods (a new pod
+    /// template annotation) and leaves the config as it was. A Secret not created yet
+    /// digests as absent and does not fail the reconcile.
+    #[tokio::test]
+    async fn rotated_token_rolls_the_pods() {
+        let mut nc = cluster("  replicas: 3\n  auth: {token: {name: creds, key: token}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let mut applied = Vec::new();
+        for token in [None, Some("t1"), Some("t2")] {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            run(nc.clone(), move |mut h| async move {
+                let data = token.map(|t| vec![("token", t)]);
+                expect_secret(&mut h, "creds", data.as_deref()).await;
+                let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+                expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+                let _ = tx.send(bodies);
+                h
+            })
+            .await
+            .expect("reconcile succeeds");
+            applied.push(rx.await.expect("bodies"));
+        }
+        let hash = |bodies: &[Value]| {
+            bodies[3]["spec"]["template"]["metadata"]["annotations"]
+                ["midge.dev/secret-restart-hash"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let hashes: Vec<Option<String>> = applied.iter().map(|b| hash(b)).collect();
+        assert!(hashes.iter().all(Option::is_some), "{hashes:?}");
+        assert_ne!(hashes[0], hashes[1]);
+        assert_ne!(hashes[1], hashes[2]);
+        let conf = |bodies: &[Value]| bodies[0]["data"]["midge.conf"].clone();
+        assert_eq!(
+            conf(&applied[1]),
+            conf(&applied[2]),
+            "the config does not change"
+        );
+        assert!(!conf(&applied[1])
+            .as_str()
+            .unwrap_or_default()
+            .contains("# secret"));
     }
 
     /// `networkPolicy.enabled: false` deletes the policy the operator made, and only it.

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "midge.dev";
 
 /// Image used when `spec.image` is empty: the broker released together with this
-/// operator, so an operator upgrade never silently pairs with an untested broker.
+/// operator, so an operator upgrade never silently pairs with an untested broker. No
+/// public registry holds it: users build and push it, or load it into kind (README).
 pub fn default_image() -> String {
     format!("ghcr.io/midge-dev/midge:{}", env!("CARGO_PKG_VERSION"))
 }
@@ -44,8 +45,10 @@ pub fn default_image() -> String {
     derive = "PartialEq",
     doc = "A NATS-compatible midge cluster: one or more pools of broker servers joined by routes.",
     // Raw JSON form: clippy's duplicated_attributes lint misfires on the structured form.
-    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Servers that pass their readiness probe"}"#,
-    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.replicas","description":"Servers the spec asks for, over all pools"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"The Ready condition: every server ready on the current revision"}"#,
+    printcolumn = r#"{"name":"Servers","type":"integer","jsonPath":".status.readyReplicas","description":"Servers that pass their readiness probe"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas","description":"Servers the spec asks for, over all pools"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1,"description":"Why the cluster is (not) ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // `kubectl scale`, HPA and KEDA drive `spec.replicas`: the shorthand single pool. A
     // cluster with pools refuses it (CEL rule below); one pool is scaled by patching it.
@@ -75,7 +78,9 @@ pub struct NatsClusterSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
 
-    /// Broker image. Defaults to the midge release matching this operator's version.
+    /// Broker image. Defaults to the midge release matching this operator's version,
+    /// `ghcr.io/midge-dev/midge:<version>`, which no public registry holds: build and push
+    /// it yourself (and set this), or load it into kind under that name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
@@ -88,9 +93,14 @@ pub struct NatsClusterSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<String>,
 
-    /// Node pools. Each becomes one StatefulSet.
+    /// Node pools. Each becomes one StatefulSet. A list map keyed by `name`: server-side
+    /// apply and strategic merges address a pool by its name, so two tools (or a
+    /// `kubectl patch` and a GitOps controller) can own different pools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
     pub pools: Vec<NodePool>,
 
     /// Listening ports of every server.
@@ -516,6 +526,41 @@ mod tests {
             Value::Array(items) => items.iter().map(rule_count).sum(),
             _ => 0,
         }
+    }
+
+    /// `pools` is a list map keyed by name (the API server then refuses two pools of one
+    /// name, and server-side apply merges pools by name), which needs `name` required.
+    #[test]
+    fn pools_are_a_list_map_keyed_by_name() {
+        let schema = schema();
+        let pools = &schema["properties"]["spec"]["properties"]["pools"];
+        assert_eq!(pools["x-kubernetes-list-type"], "map", "{pools}");
+        assert_eq!(pools["x-kubernetes-list-map-keys"], json!(["name"]));
+        let required = pools["items"]["required"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(required.contains(&json!("name")), "{pools}");
+    }
+
+    /// `kubectl get natsclusters` shows the Ready condition, the server counts and (wide)
+    /// the reason.
+    #[test]
+    fn printer_columns_show_the_ready_condition() {
+        let crd = NatsCluster::crd();
+        let columns: Vec<(String, String, Option<i32>)> = crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| (c.name.clone(), c.json_path.clone(), c.priority))
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(names, ["Ready", "Servers", "Replicas", "Reason", "Age"]);
+        assert_eq!(
+            columns[0].1,
+            r#".status.conditions[?(@.type=="Ready")].status"#
+        );
+        assert_eq!(columns[3].2, Some(1), "the reason only with -o wide");
     }
 
     #[test]

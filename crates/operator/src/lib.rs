@@ -9,6 +9,8 @@
 //!   and the restart hash from the broker's own start-up options.
 //! - [`build`]: plan -> the Kubernetes objects to apply (pure, deterministic), including
 //!   the broker config file.
+//! - [`secrets`]: digests of the referenced Secrets, placed where a change reaches the
+//!   servers (config reload or pod roll), and the Secret-to-cluster watch mapping.
 //! - [`controller`]: apply with server-side apply, delete what is no longer produced,
 //!   write the status; error back-off and metrics.
 //! - [`render`]: the same validate + build for manifests on disk (`midge-operator render`).
@@ -25,4 +27,5 @@ pub mod http;
 pub mod leader;
 pub mod local;
 pub mod render;
+pub mod secrets;
 pub mod validate;

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::events::Reporter;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, CustomResourceExt};
 use midge_operator::controller::{error_policy, reconcile, Context};
 use midge_operator::crd::NatsCluster;
 use midge_operator::leader::{run_while_leader, LeaderElector, LeaseConfig};
+use midge_operator::secrets::clusters_referencing;
 
 const USAGE: &str = "usage: midge-operator <command>
 
@@ -20,12 +21,16 @@ environment (run):
   MIDGE_OPERATOR_HTTP_ADDR     address of /healthz and /metrics (default 0.0.0.0:8080)
   MIDGE_OPERATOR_LEADER_ELECT  true: reconcile only while holding the Lease (default false)
   MIDGE_OPERATOR_LEASE_NAME    name of that Lease (default midge-operator)
+  MIDGE_OPERATOR_WATCH_NAMESPACE  watch only this namespace (needs only a Role there);
+                               empty: every namespace (needs the ClusterRole)
   POD_NAME                     this replica's identity in the Lease and in Events
   POD_NAMESPACE                namespace of the Lease (default: the client's namespace)
   RUST_LOG                     log filter (default info)
 
 commands:
-  run [--leader-elect] reconcile NatsCluster resources (in a cluster or with a kubeconfig)
+  run [--leader-elect] [--namespace <ns>]
+                       reconcile NatsCluster resources (in a cluster or with a kubeconfig);
+                       --namespace overrides MIDGE_OPERATOR_WATCH_NAMESPACE
   crd                  print the NatsCluster CustomResourceDefinition as YAML
   render -f <file|->   print every object the operator would apply for a manifest
   local -f <file|->    run the manifest's clusters on this machine (loopback ports, no
@@ -39,16 +44,24 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("run") => {
-            let leader_elect = match &args[1..] {
-                [] => env_flag("MIDGE_OPERATOR_LEADER_ELECT")?,
-                [flag] if flag == "--leader-elect" => true,
-                _ => bail!("unknown arguments to run\n\n{USAGE}"),
-            };
+            let mut leader_elect = env_flag("MIDGE_OPERATOR_LEADER_ELECT")?;
+            let mut namespace = non_empty_env("MIDGE_OPERATOR_WATCH_NAMESPACE");
+            let mut rest = args[1..].iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--leader-elect" => leader_elect = true,
+                    "--namespace" => match rest.next().filter(|ns| !ns.is_empty()) {
+                        Some(ns) => namespace = Some(ns.clone()),
+                        None => bail!("--namespace needs a namespace\n\n{USAGE}"),
+                    },
+                    other => bail!("unknown argument to run: {other}\n\n{USAGE}"),
+                }
+            }
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
-                .block_on(run(leader_elect))
+                .block_on(run(leader_elect, namespace))
         }
         Some("crd") => {
             print!(
@@ -167,7 +180,7 @@ async fn shutdown_signal() {
 
 /// Runs the controller until shutdown (or, with leader election, while this replica
 /// leads), then lets in-flight reconciles finish.
-async fn run(leader_elect: bool) -> anyhow::Result<()> {
+async fn run(leader_elect: bool, watch_namespace: Option<String>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -183,6 +196,10 @@ async fn run(leader_elect: bool) -> anyhow::Result<()> {
         instance: pod_name.clone(),
     };
     let ctx = Arc::new(Context::new(client.clone(), reporter));
+    match &watch_namespace {
+        Some(ns) => tracing::info!(namespace = %ns, "watching one namespace"),
+        None => tracing::info!("watching every namespace"),
+    }
 
     let addr =
         std::env::var("MIDGE_OPERATOR_HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".to_string());
@@ -210,39 +227,58 @@ async fn run(leader_elect: bool) -> anyhow::Result<()> {
             LeaseConfig::new(lease_name, identity),
         );
         run_while_leader(elector, shutdown, |stop| {
-            run_controller(client.clone(), ctx.clone(), stop)
+            run_controller(client.clone(), watch_namespace.clone(), ctx.clone(), stop)
         })
         .await;
     } else {
-        run_controller(client, ctx, shutdown).await;
+        run_controller(client, watch_namespace, ctx, shutdown).await;
     }
     http.abort();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The controller, until `stop` completes; in-flight reconciles finish first.
+/// The controller, until `stop` completes; in-flight reconciles finish first. With a
+/// namespace, every watch is limited to it (a Role there is enough).
 async fn run_controller(
     client: Client,
+    namespace: Option<String>,
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
     // Children are watched only through our label so unrelated objects cause no work.
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=midge-operator");
-    Controller::new(
-        Api::<NatsCluster>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
-    .owns(Api::<Service>::all(client), children)
-    .graceful_shutdown_on(stop)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(cluster = %object, "reconciled"),
-            Err(error) => tracing::debug!(%error, "reconcile error"),
-        }
-    })
-    .await;
+    let controller = Controller::new(api::<NatsCluster>(&client, ns), watcher::Config::default());
+    let clusters = controller.store();
+    controller
+        .owns(api::<StatefulSet>(&client, ns), children.clone())
+        .owns(api::<ConfigMap>(&client, ns), children.clone())
+        .owns(api::<Service>(&client, ns), children)
+        // Users' Secrets carry none of our labels: every Secret event is mapped to the
+        // clusters of its namespace that name it (usually none).
+        .watches(
+            api::<Secret>(&client, ns),
+            watcher::Config::default(),
+            move |secret| clusters_referencing(&clusters, &secret),
+        )
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile error"),
+            }
+        })
+        .await;
 }

@@ -121,6 +121,15 @@ pub fn parse_file(path: impl AsRef<Path>) -> Result<Map, ConfError> {
     parser::parse_root_file(path.as_ref())
 }
 
+/// Parses a config file like [`parse_file`], and also returns every file it included
+/// (directly or through other includes), as the `include` directives named them joined
+/// onto the including file's directory. The config watcher watches these too.
+pub fn parse_file_with_includes(
+    path: impl AsRef<Path>,
+) -> Result<(Map, Vec<std::path::PathBuf>), ConfError> {
+    parser::parse_root_file_with_includes(path.as_ref())
+}
+
 /// Parses config text; `origin_name` names it in positions (and, when it is a path, includes are
 /// resolved relative to its directory).
 pub fn parse_str(text: &str, origin_name: &str) -> Result<Map, ConfError> {

@@ -6,8 +6,9 @@
 //! values. It is stricter where nats-server silently does something surprising (an unknown size
 //! suffix is an error rather than a dropped key) and gives every error a position.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::value::{Map, Value, ValueKind};
@@ -32,6 +33,9 @@ struct Shared {
     includes: Vec<PathBuf>,
     /// [`weight`] of everything variable references copied so far.
     expanded: Cell<usize>,
+    /// Every file included so far, as the directive resolved it (not canonicalised: a
+    /// watcher must look at the path, whose symlinks a Secret volume update repoints).
+    included: Rc<RefCell<Vec<PathBuf>>>,
 }
 
 impl Shared {
@@ -42,15 +46,24 @@ impl Shared {
                 .into_iter()
                 .collect(),
             expanded: Cell::new(0),
+            included: Rc::default(),
         }
     }
 }
 
 /// Parses a top-level file.
 pub(super) fn parse_root_file(path: &Path) -> Result<Map, ConfError> {
+    parse_root_file_with_includes(path).map(|(map, _)| map)
+}
+
+/// Parses a top-level file; also returns the files it included, directly or not, in the
+/// order they were read.
+pub(super) fn parse_root_file_with_includes(path: &Path) -> Result<(Map, Vec<PathBuf>), ConfError> {
     let text = read(path, None)?;
     let shared = Shared::new(Some(path));
-    parse_text_with(&text, &path.display().to_string(), &shared)
+    let map = parse_text_with(&text, &path.display().to_string(), &shared)?;
+    let included = shared.included.take();
+    Ok((map, included))
 }
 
 /// Parses top-level text; `origin` names it, and includes are relative to its directory.
@@ -406,9 +419,11 @@ impl<'a> Parser<'a> {
         }
         let mut includes = chain.clone();
         includes.push(canonical);
+        self.shared.included.borrow_mut().push(full.clone());
         let shared = Shared {
             includes,
             expanded: Cell::new(self.shared.expanded.get()),
+            included: self.shared.included.clone(),
         };
         let result = parse_text_with(&text, &full.display().to_string(), &shared);
         self.shared.expanded.set(shared.expanded.get());

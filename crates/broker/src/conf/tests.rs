@@ -260,6 +260,36 @@ fn includes_are_relative_to_the_including_file() {
     );
 }
 
+/// The config watcher watches included files too: every include is reported, nested ones
+/// included, by the path the directive resolved to.
+#[test]
+fn includes_are_reported_with_the_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(
+        dir.path().join("main.conf"),
+        "port: 1\ninclude ./sub/auth.conf\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sub/auth.conf"),
+        "authorization { include 'token.conf' }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("sub/token.conf"), "token: secret\n").unwrap();
+    let (m, included) = super::parse_file_with_includes(dir.path().join("main.conf")).unwrap();
+    assert!(m.get("authorization").is_some());
+    assert_eq!(
+        included,
+        vec![
+            dir.path().join("./sub/auth.conf"),
+            dir.path().join("sub").join("token.conf")
+        ]
+    );
+    let (_, none) = super::parse_file_with_includes(dir.path().join("sub/token.conf")).unwrap();
+    assert!(none.is_empty());
+}
+
 #[test]
 fn missing_include_names_the_directive() {
     let dir = tempfile::tempdir().unwrap();
