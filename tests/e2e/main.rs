@@ -12,6 +12,7 @@
 //! - `limits` covers starvation and leaks: listen backlog, silent sockets, bcrypt storms,
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
+//! - `route_tls` runs clusters of midge and nats-server whose routes use TLS.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
@@ -26,6 +27,7 @@ mod limits;
 mod monitor;
 mod ops;
 mod raw_protocol;
+mod route_tls;
 mod system;
 mod tls;
 mod websocket;

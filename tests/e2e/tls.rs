@@ -42,7 +42,7 @@ pub(crate) struct Pki {
 pub(crate) struct Issued {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl Pki {
@@ -66,11 +66,11 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
-    fn issue(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Issued {
+    fn issue(&self, name: &str, usages: &[ExtendedKeyUsagePurpose]) -> Issued {
         let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
         let issued = Issued {
@@ -84,11 +84,22 @@ impl Pki {
     }
 
     pub(crate) fn server(&self, name: &str) -> Issued {
-        self.issue(name, ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(name, &[ExtendedKeyUsagePurpose::ServerAuth])
     }
 
     pub(crate) fn client(&self, name: &str) -> Issued {
-        self.issue(name, ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(name, &[ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
+    /// A route certificate: routes authenticate both ways, so it serves as both.
+    pub(crate) fn route(&self, name: &str) -> Issued {
+        self.issue(
+            name,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
 }
 

@@ -115,6 +115,9 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("cluster.routes", |o, n| {
         o.cluster.routes = n.cluster.routes.clone()
     }),
+    // New routes use the new certificates (and pins); established routes keep their
+    // sessions, except those whose certificate a changed pin list no longer allows.
+    ("cluster.tls", |o, n| o.cluster.tls = n.cluster.tls.clone()),
     // Read again for every accepted leaf connection: new certificates serve new ones.
     ("leafnodes.tls", |o, n| {
         o.leafnodes.tls = n.leafnodes.tls.clone()
@@ -431,11 +434,21 @@ fn apply(
         ),
         None => None,
     };
+    let route_tls = match &new.cluster.tls {
+        Some(t) => Some(
+            crate::tls::RouteTls::load(t)
+                .map_err(|e| ReloadError::Invalid(format!("cluster.tls: {e}")))?,
+        ),
+        None => None,
+    };
     if changed.iter().any(|c| LOGGING.contains(c)) {
         crate::logging::apply(new)?;
     }
     if tls.is_some() || old.tls.is_some() {
         *inner.tls.write() = tls;
+    }
+    if let Some(cluster) = &inner.cluster {
+        *cluster.tls.write() = route_tls;
     }
     // Every connection switches before its next read; idle ones are woken to do it now
     // (to drop a removed user at once).
