@@ -448,7 +448,17 @@ fn apply(
         *inner.tls.write() = tls;
     }
     if let Some(cluster) = &inner.cluster {
+        let pinned = route_tls.as_ref().and_then(|t| t.pinned.clone());
         *cluster.tls.write() = route_tls;
+        if changed.contains(&"cluster.tls") {
+            let routes: Vec<_> = cluster.state.lock().routes.values().cloned().collect();
+            close_unpinned(routes.iter().map(|r| &r.conn), pinned.as_deref());
+        }
+    }
+    if changed.contains(&"tls") {
+        let pinned = inner.tls.read().as_ref().and_then(|t| t.pinned.clone());
+        let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
+        close_unpinned(clients.iter(), pinned.as_deref());
     }
     // Every connection switches before its next read; idle ones are woken to do it now
     // (to drop a removed user at once).
@@ -470,6 +480,25 @@ fn apply(
         info!("Reloaded: {name}{}", shown_value(name, new));
     }
     Ok(())
+}
+
+/// As nats-server: a changed `pinned_certs` closes the TLS connections whose certificate
+/// it no longer lists.
+fn close_unpinned<'a>(
+    conns: impl Iterator<Item = &'a Arc<crate::client::ClientShared>>,
+    pinned: Option<&std::collections::BTreeSet<String>>,
+) {
+    if pinned.is_none() {
+        return;
+    }
+    for conn in conns {
+        if let Some(cert) = conn.peer_certificate() {
+            if !crate::tls::pinned_ok(pinned, Some(&cert)) {
+                info!(cid = conn.cid, peer = %conn.peer, "Closing a connection whose certificate is no longer pinned");
+                conn.close(crate::client::CloseReason::TlsHandshakeError);
+            }
+        }
+    }
 }
 
 fn shown_value(name: &str, o: &Options) -> String {

@@ -205,6 +205,8 @@ pub(crate) struct TlsSettings {
     pub allow_non_tls: bool,
     /// TLS before INFO (`handshake_first`).
     pub handshake_first: bool,
+    /// Client certificates whose key is not listed are refused (`pinned_certs`).
+    pub pinned: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl TlsSettings {
@@ -217,6 +219,7 @@ impl TlsSettings {
             timeout: opts.timeout,
             allow_non_tls,
             handshake_first: opts.handshake_first,
+            pinned: opts.pinned_certs.clone().map(Arc::new),
         })
     }
 }

@@ -1306,6 +1306,9 @@ fn parse_tls(
             "routes start TLS right away and never fall back to plain text: handshake_first and allow_non_tls do not apply",
         ));
     }
+    if block == TlsBlock::Cluster && opts.ca_file.is_none() {
+        return Err(v.invalid(key, crate::tls::TlsError::RouteWithoutCa.to_string()));
+    }
     if ctx.skip_files {
         return Ok((opts, allow_non_tls));
     }
