@@ -12,12 +12,14 @@
 //! - `limits` covers starvation and leaks: listen backlog, silent sockets, bcrypt storms,
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
+//! - `cert_auth` runs midge and nats-server with `verify_and_map` and `pinned_certs`.
 //! - `route_tls` runs clusters of midge and nats-server whose routes use TLS.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 
 mod accounts;
+mod cert_auth;
 mod client;
 mod cluster;
 mod differential;

@@ -83,6 +83,21 @@ impl Pki {
         issued
     }
 
+    /// A client certificate made from `params` (its names, SANs), written as `file`.
+    pub(crate) fn client_from(&self, file: &str, mut params: CertificateParams) -> Issued {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
+        let issued = Issued {
+            cert: self.dir.path().join(format!("{file}.pem")),
+            key: self.dir.path().join(format!("{file}-key.pem")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).expect("write certificate");
+        std::fs::write(&issued.key, key.serialize_pem()).expect("write key");
+        issued
+    }
+
     pub(crate) fn server(&self, name: &str) -> Issued {
         self.issue(name, &[ExtendedKeyUsagePurpose::ServerAuth])
     }
