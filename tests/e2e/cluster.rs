@@ -23,12 +23,12 @@ const MSG_DEADLINE: Duration = Duration::from_secs(5);
 /// Ports of one cluster member, chosen up front so routes lists can name every member and a
 /// restarted server comes back where its peers expect it.
 #[derive(Debug, Clone, Copy)]
-struct Member {
-    client: u16,
-    route: u16,
+pub(crate) struct Member {
+    pub(crate) client: u16,
+    pub(crate) route: u16,
 }
 
-fn members(n: usize) -> Vec<Member> {
+pub(crate) fn members(n: usize) -> Vec<Member> {
     (0..n)
         .map(|_| Member {
             client: free_port(),
@@ -59,7 +59,7 @@ async fn start(kind: ServerKind, name: &str, me: Member, routes: &[u16]) -> Test
         .await
 }
 
-async fn client(server: &TestServer) -> async_nats::Client {
+pub(crate) async fn client(server: &TestServer) -> async_nats::Client {
     async_nats::connect(server.url())
         .await
         .unwrap_or_else(|e| panic!("connect to {} {}: {e}", server.kind(), server.url()))
@@ -67,7 +67,7 @@ async fn client(server: &TestServer) -> async_nats::Client {
 
 /// Publishes on `from` until a subscriber on `to` gets the message: proves `to`'s interest
 /// reached `from` over a direct route (servers forward one hop only).
-async fn crosses(from: &async_nats::Client, to: &async_nats::Client, what: &str) {
+pub(crate) async fn crosses(from: &async_nats::Client, to: &async_nats::Client, what: &str) {
     let subject = format!("probe.{}", rand_token());
     let mut sub = to.subscribe(subject.clone()).await.expect("subscribe");
     to.flush().await.expect("flush");
@@ -85,7 +85,7 @@ async fn crosses(from: &async_nats::Client, to: &async_nats::Client, what: &str)
 }
 
 /// Every server reaches every other one directly.
-async fn full_mesh(servers: &[&TestServer]) {
+pub(crate) async fn full_mesh(servers: &[&TestServer]) {
     let mut clients = Vec::new();
     for s in servers {
         clients.push(client(s).await);
@@ -106,7 +106,7 @@ async fn full_mesh(servers: &[&TestServer]) {
     }
 }
 
-fn rand_token() -> String {
+pub(crate) fn rand_token() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}x{}",
@@ -150,7 +150,7 @@ async fn seed_only_config_joins_the_full_mesh_by_gossip() {
 }
 
 /// A queue group with members on every server gets each message exactly once in total.
-async fn queue_exactly_once(servers: &[&TestServer]) {
+pub(crate) async fn queue_exactly_once(servers: &[&TestServer]) {
     let publisher = client(servers[0]).await;
     let mut members = Vec::new();
     let subject = format!("work.{}", rand_token());
@@ -427,7 +427,7 @@ async fn midge_joins_a_nats_server_seed_by_gossip() {
 
 /// Rewrites `server`'s config file, sends SIGHUP, and waits until the `nth` reload (from
 /// the start) is logged as done.
-async fn reload_config(server: &TestServer, text: &str, nth: usize) {
+pub(crate) async fn reload_config(server: &TestServer, text: &str, nth: usize) {
     std::fs::write(server.config_path(), text).expect("rewrite config");
     let status = std::process::Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
@@ -528,7 +528,7 @@ async fn reload_removing_a_route_stops_soliciting_it() {
 }
 
 /// Waits until the server's log has a line containing `needle`.
-async fn wait_log(server: &TestServer, needle: &str) {
+pub(crate) async fn wait_log(server: &TestServer, needle: &str) {
     let deadline = Instant::now() + MESH_DEADLINE;
     while !server.log_text().contains(needle) {
         assert!(
@@ -908,7 +908,7 @@ async fn a_server_in_lame_duck_mode_leaves_the_others_connect_urls() {
 }
 
 /// A bare HTTP/1.0 GET of a monitoring endpoint's JSON (the server closes after the body).
-async fn http_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+pub(crate) async fn http_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await

@@ -12,6 +12,8 @@
 //! - `limits` covers starvation and leaks: listen backlog, silent sockets, bcrypt storms,
 //!   the monitoring port under idle connections, slow consumer counting.
 //! - `system` covers the system account: events, `$SYS.REQ.SERVER` services, mixed clusters.
+//! - `cert_auth` runs midge and nats-server with `verify_and_map` and `pinned_certs`.
+//! - `route_tls` runs clusters of midge and nats-server whose routes use TLS.
 //! - `leaf` runs hub + leaf pairs of midge and nats-server in every combination.
 //! - `rotation` runs a midge process with `config_watch` on the directory layout the kubelet
 //!   gives ConfigMap and Secret volumes, and rotates a certificate and a token in the Secret.
@@ -22,6 +24,7 @@
 //!   files) on midge and nats-server from the same artifacts.
 
 mod accounts;
+mod cert_auth;
 mod client;
 mod cluster;
 mod differential;
@@ -34,6 +37,7 @@ mod nkeys;
 mod ops;
 mod raw_protocol;
 mod rotation;
+mod route_tls;
 mod system;
 mod tls;
 mod websocket;

@@ -66,11 +66,11 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
-    fn issue(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Issued {
+    fn issue(&self, name: &str, usages: &[ExtendedKeyUsagePurpose]) -> Issued {
         let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
         let issued = Issued {
@@ -83,12 +83,38 @@ impl Pki {
         issued
     }
 
+    /// A client certificate made from `params` (its names, SANs), written as `file`.
+    pub(crate) fn client_from(&self, file: &str, mut params: CertificateParams) -> Issued {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
+        let issued = Issued {
+            cert: self.dir.path().join(format!("{file}.pem")),
+            key: self.dir.path().join(format!("{file}-key.pem")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).expect("write certificate");
+        std::fs::write(&issued.key, key.serialize_pem()).expect("write key");
+        issued
+    }
+
     pub(crate) fn server(&self, name: &str) -> Issued {
-        self.issue(name, ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(name, &[ExtendedKeyUsagePurpose::ServerAuth])
     }
 
     pub(crate) fn client(&self, name: &str) -> Issued {
-        self.issue(name, ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(name, &[ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
+    /// A route certificate: routes authenticate both ways, so it serves as both.
+    pub(crate) fn route(&self, name: &str) -> Issued {
+        self.issue(
+            name,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
 }
 

@@ -37,7 +37,7 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    fn of(user: &crate::options::User) -> Self {
+    pub(crate) fn of(user: &crate::options::User) -> Self {
         Authenticated {
             permissions: user.permissions.clone(),
             account: user.account.clone(),

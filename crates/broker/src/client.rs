@@ -233,6 +233,11 @@ impl ClientShared {
         self.ws.get().map(|b| &**b)
     }
 
+    /// The peer's certificate (DER), on a TLS connection where it presented one.
+    pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.tls.get().and_then(|s| s.peer_certificate())
+    }
+
     /// True once a TLS session is installed.
     pub(crate) fn tls_established(&self) -> bool {
         self.tls.get().is_some()
@@ -1061,7 +1066,13 @@ impl Conn {
         let cid = shared.cid;
         match result {
             Ok(Ok(tls::Upgrade::Tls(session))) => {
-                let _ = shared.tls.set(Box::new(tls::Session::new(*session)));
+                let session = tls::Session::new(*session);
+                let cert = session.peer_certificate();
+                if !tls::pinned_ok(tls.pinned.as_deref(), cert.as_deref()) {
+                    debug!(cid, peer = %shared.peer, "TLS handshake error: certificate not pinned");
+                    return Err(CloseReason::TlsHandshakeError);
+                }
+                let _ = shared.tls.set(Box::new(session));
                 if first {
                     shared.out.lock().buf.extend_from_slice(info);
                 }
@@ -1199,15 +1210,44 @@ impl Conn {
         let srv = self.srv.clone();
         let opts = self.opts.clone();
         let (auth, no_auth_user) = client_auth(&opts, self.is_ws);
-        let verdict = tokio::select! {
-            v = auth::authenticate(&srv.verifier, &auth, no_auth_user, self.origin(), &copts) => Some(v),
-            _ = auth_deadline => None,
+        let mut copts = copts;
+        let origin = self.origin();
+        let verdict = match self.mapped_user(&opts) {
+            Some(mapped) => Some(mapped.map(|(name, who)| {
+                // Named in logs, `/connz` and later reload checks, as nats-server does.
+                copts.user = Some(name);
+                who
+            })),
+            None => tokio::select! {
+                v = auth::authenticate(&srv.verifier, &auth, no_auth_user, origin, &copts) => Some(v),
+                _ = auth_deadline => None,
+            },
         };
         let Some(verdict) = verdict else {
             self.send_err("Authentication Timeout");
             return Err(CloseReason::AuthenticationTimeout);
         };
         self.finish_connect(copts, verdict)
+    }
+
+    /// With `verify_and_map` (and a `users` list), who the client certificate names, instead
+    /// of CONNECT's credentials (see `certmap`); `None` when mapping is off.
+    fn mapped_user(&self, opts: &Options) -> Option<Result<(String, auth::Authenticated), ()>> {
+        opts.tls
+            .as_ref()
+            .filter(|t| t.verify_and_map && !self.is_ws)?;
+        if opts.auth.users.is_empty() {
+            return None;
+        }
+        let cert = self.shared.tls.get().and_then(|s| s.peer_certificate());
+        let user = cert.and_then(|c| crate::certmap::user_for(&c, &opts.auth.users));
+        if let Some(u) = user {
+            debug!(cid = self.shared.cid, user = %u.user, "user mapped from the client certificate");
+        }
+        Some(
+            user.map(|u| (u.user.clone(), auth::Authenticated::of(u)))
+                .ok_or(()),
+        )
     }
 
     fn parse_connect(&mut self, json: &[u8]) -> Result<ConnectOptions, CloseReason> {
@@ -1491,12 +1531,21 @@ impl Conn {
         self.apply_account_limits();
         let (auth, no_auth_user) = client_auth(&new, self.is_ws);
         self.auth_required = auth.required();
-        if !self.connected || crate::reload::same_credentials(&old, &new, &self.copts) {
+        let mapping = |o: &Options| o.tls.as_ref().is_some_and(|t| t.verify_and_map);
+        if !self.connected
+            || (mapping(&old) == mapping(&new)
+                && crate::reload::same_credentials(&old, &new, &self.copts))
+        {
             return Ok(());
         }
         let srv = self.srv.clone();
         let origin = self.origin();
-        let who = auth::authenticate(&srv.verifier, &auth, no_auth_user, origin, &self.copts).await;
+        let who = match self.mapped_user(&new) {
+            Some(mapped) => mapped.map(|(_, who)| who),
+            None => {
+                auth::authenticate(&srv.verifier, &auth, no_auth_user, origin, &self.copts).await
+            }
+        };
         // A client whose user moved to another account is closed like one whose user went:
         // its subscriptions live in the old account's subject space.
         let same_account = |a: &Option<String>| {

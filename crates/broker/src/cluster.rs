@@ -104,6 +104,11 @@ pub(crate) struct RouteInfo {
     /// Leaf-origin interest and messages are understood (`LS+`/`LMSG` with an origin).
     #[serde(skip_serializing_if = "is_false")]
     pub lnoc: bool,
+    /// Routes use TLS, and (always, with routes) verify the peer's certificate.
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_required: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_verify: bool,
 }
 
 /// The route `CONNECT` document (never `lang`: nats-server takes a `lang` as a client that
@@ -185,6 +190,9 @@ pub(crate) struct Cluster {
     /// Set once clients were given other members' URLs: from then on `connect_urls` is never
     /// empty, so when the last member goes clients learn that only this server is left.
     shared_member_urls: AtomicBool,
+    /// Route TLS for new connections (`cluster { tls {} }`); a reload swaps it, established
+    /// routes keep their sessions.
+    pub tls: parking_lot::RwLock<Option<crate::tls::RouteTls>>,
 }
 
 impl Cluster {
@@ -192,6 +200,7 @@ impl Cluster {
         opts: &crate::options::Options,
         listen_addr: SocketAddr,
         client_addr: SocketAddr,
+        tls: Option<crate::tls::RouteTls>,
     ) -> Cluster {
         let c = &opts.cluster;
         let (name, dynamic) = match &c.name {
@@ -230,6 +239,7 @@ impl Cluster {
             routes_to_self: Mutex::new(routes_to_self),
             own_client_urls: own_client_urls(opts, client_addr),
             shared_member_urls: AtomicBool::new(false),
+            tls: parking_lot::RwLock::new(tls),
         }
     }
 
@@ -511,6 +521,8 @@ pub(crate) fn route_info(srv: &ServerInner, cluster: &Cluster) -> RouteInfo {
         },
         ldm: false,
         lnoc: true,
+        tls_required: cluster.tls.read().is_some(),
+        tls_verify: cluster.tls.read().is_some(),
     }
 }
 

@@ -398,6 +398,8 @@ impl Flags {
                 .as_ref()
                 .map_or(TlsOptions::DEFAULT_TIMEOUT, |t| t.timeout),
             handshake_first: opts.tls.as_ref().is_some_and(|t| t.handshake_first),
+            verify_and_map: opts.tls.as_ref().is_some_and(|t| t.verify_and_map),
+            pinned_certs: opts.tls.as_ref().and_then(|t| t.pinned_certs.clone()),
         };
         crate::tls::load(&tls).map_err(|error| {
             let flag = match error.source_option() {

@@ -600,7 +600,13 @@ async fn run(
                 let shake = crate::tls::handshake(&conn.stream, config, &json, false, &mut started);
                 match tokio::time::timeout(tls_opts.timeout, shake).await {
                     Ok(Ok(crate::tls::Upgrade::Tls(session))) => {
-                        conn.set_tls(crate::tls::Session::new(*session));
+                        let session = crate::tls::Session::new(*session);
+                        let cert = session.peer_certificate();
+                        if !crate::tls::pinned_ok(tls_opts.pinned_certs.as_ref(), cert.as_deref()) {
+                            error!("{peer} - lid:{id} - Leafnode TLS handshake error: certificate not pinned");
+                            return Some(CloseReason::TlsHandshakeError);
+                        }
+                        conn.set_tls(session);
                     }
                     Ok(Ok(crate::tls::Upgrade::Plain)) => {
                         return Some(CloseReason::TlsHandshakeError)

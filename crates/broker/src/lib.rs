@@ -21,6 +21,7 @@
 //! [`Server::lame_duck_mode`].
 
 mod auth;
+mod certmap;
 mod client;
 mod cluster;
 pub mod conf;

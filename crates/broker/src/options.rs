@@ -220,6 +220,10 @@ pub struct ClusterOptions {
     pub no_advertise: bool,
     /// Connection attempts for routes learned by gossip (configured routes retry forever).
     pub connect_retries: u32,
+    /// TLS for routes (`cluster { tls {} }`), both ways: as nats-server, each side presents
+    /// its certificate and verifies the other's against `ca_file` (required), whatever
+    /// `verify` says.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -235,6 +239,7 @@ impl Default for ClusterOptions {
             advertise: None,
             no_advertise: false,
             connect_retries: 0,
+            tls: None,
         }
     }
 }
@@ -473,6 +478,14 @@ pub struct TlsOptions {
     /// Clients start TLS right away and INFO comes encrypted (`handshake_first`, for clients
     /// with a TLS-first option); plain clients are not served.
     pub handshake_first: bool,
+    /// The client's user is the one its certificate names (`verify_and_map`; implies
+    /// `verify`): SAN e-mail, SAN DNS name, SAN URI, then the subject DN, matched against
+    /// the `users` list by name.
+    pub verify_and_map: bool,
+    /// Peers whose leaf certificate's public key is not listed are refused
+    /// (`pinned_certs`: lower-case hex SHA-256 of the SubjectPublicKeyInfo DER). `None`: no
+    /// pinning.
+    pub pinned_certs: Option<std::collections::BTreeSet<String>>,
 }
 
 impl TlsOptions {
@@ -488,6 +501,8 @@ impl TlsOptions {
             verify: false,
             timeout: Self::DEFAULT_TIMEOUT,
             handshake_first: false,
+            verify_and_map: false,
+            pinned_certs: None,
         }
     }
 }

@@ -115,6 +115,9 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("cluster.routes", |o, n| {
         o.cluster.routes = n.cluster.routes.clone()
     }),
+    // New routes use the new certificates (and pins); established routes keep their
+    // sessions, except those whose certificate a changed pin list no longer allows.
+    ("cluster.tls", |o, n| o.cluster.tls = n.cluster.tls.clone()),
     // Read again for every accepted leaf connection: new certificates serve new ones.
     ("leafnodes.tls", |o, n| {
         o.leafnodes.tls = n.leafnodes.tls.clone()
@@ -524,11 +527,31 @@ fn apply(
         ),
         None => None,
     };
+    let route_tls = match &new.cluster.tls {
+        Some(t) => Some(
+            crate::tls::RouteTls::load(t)
+                .map_err(|e| ReloadError::Invalid(format!("cluster.tls: {e}")))?,
+        ),
+        None => None,
+    };
     if changed.iter().any(|c| LOGGING.contains(c)) {
         crate::logging::apply(new)?;
     }
     if tls.is_some() || old.tls.is_some() {
         *inner.tls.write() = tls;
+    }
+    if let Some(cluster) = &inner.cluster {
+        let pinned = route_tls.as_ref().and_then(|t| t.pinned.clone());
+        *cluster.tls.write() = route_tls;
+        if changed.contains(&"cluster.tls") {
+            let routes: Vec<_> = cluster.state.lock().routes.values().cloned().collect();
+            close_unpinned(routes.iter().map(|r| &r.conn), pinned.as_deref());
+        }
+    }
+    if changed.contains(&"tls") {
+        let pinned = inner.tls.read().as_ref().and_then(|t| t.pinned.clone());
+        let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
+        close_unpinned(clients.iter(), pinned.as_deref());
     }
     // Every connection switches before its next read; idle ones are woken to do it now
     // (to drop a removed user at once).
@@ -550,6 +573,25 @@ fn apply(
         info!("Reloaded: {name}{}", shown_value(name, new));
     }
     Ok(())
+}
+
+/// As nats-server: a changed `pinned_certs` closes the TLS connections whose certificate
+/// it no longer lists.
+fn close_unpinned<'a>(
+    conns: impl Iterator<Item = &'a Arc<crate::client::ClientShared>>,
+    pinned: Option<&std::collections::BTreeSet<String>>,
+) {
+    if pinned.is_none() {
+        return;
+    }
+    for conn in conns {
+        if let Some(cert) = conn.peer_certificate() {
+            if !crate::tls::pinned_ok(pinned, Some(&cert)) {
+                info!(cid = conn.cid, peer = %conn.peer, "Closing a connection whose certificate is no longer pinned");
+                conn.close(crate::client::CloseReason::TlsHandshakeError);
+            }
+        }
+    }
 }
 
 fn shown_value(name: &str, o: &Options) -> String {
@@ -655,9 +697,18 @@ fn watched_files(config: &Path, opts: &Options) -> Option<Vec<PathBuf>> {
     let (_, included) = crate::conf::parse_file_with_includes(config).ok()?;
     let mut files = vec![config.to_path_buf()];
     files.extend(included);
-    for tls in [&opts.tls, &opts.leafnodes.tls].into_iter().flatten() {
+    for tls in [&opts.tls, &opts.leafnodes.tls, &opts.cluster.tls]
+        .into_iter()
+        .flatten()
+    {
         files.push(tls.cert_file.clone());
         files.push(tls.key_file.clone());
+        files.extend(tls.ca_file.clone());
+    }
+    // A leaf node's certificate and CA for its hub: read again when it next dials.
+    for tls in opts.leafnodes.remotes.iter().filter_map(|r| r.tls.as_ref()) {
+        files.extend(tls.cert_file.clone());
+        files.extend(tls.key_file.clone());
         files.extend(tls.ca_file.clone());
     }
     let mut seen = std::collections::HashSet::new();

@@ -274,30 +274,8 @@ async fn run_route(
     }
     let rid = cluster.next_rid.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(ClientShared::new(rid, peer, stream));
-    conn.append(0, 0, |out| {
-        if let Some((url, _)) = &solicited {
-            let connect = RouteConnect {
-                echo: true,
-                verbose: false,
-                pedantic: false,
-                user: url.user.clone(),
-                pass: url.password.clone(),
-                tls_required: false,
-                headers: true,
-                name: srv.id.clone(),
-                cluster: cluster.name(),
-                dynamic: cluster.dynamic.load(Ordering::Relaxed),
-                lang: None,
-            };
-            if let Ok(json) = serde_json::to_vec(&connect) {
-                encode::connect(out, &json);
-            }
-        }
-        if let Ok(json) = serde_json::to_vec(&cluster::route_info(&srv, &cluster)) {
-            encode::info(out, &json);
-        }
-    });
-    debug!("{peer} - rid:{rid} - Route connection created");
+    let tls = cluster.tls.read().clone();
+    let tls_required = tls.is_some();
     let mut reader = RouteReader {
         router: Router::new(srv.clone(), rid),
         matches: keyed_map(),
@@ -314,6 +292,40 @@ async fn run_route(
         pings_out: 0,
         ping_sent: None,
     };
+    if let Some(tls) = tls {
+        // As nats-server: TLS starts right away, before either side says anything.
+        if let Err(e) = tls_handshake(&srv, &conn, &tls, reader.solicited.as_ref()).await {
+            error!("{peer} - rid:{rid} - TLS route handshake error: {e}");
+            reader.conn.close(CloseReason::TlsHandshakeError);
+            reader.finish(CloseReason::TlsHandshakeError);
+            return;
+        }
+    }
+    let solicited = &reader.solicited;
+    conn.append(0, 0, |out| {
+        if let Some((url, _)) = solicited {
+            let connect = RouteConnect {
+                echo: true,
+                verbose: false,
+                pedantic: false,
+                user: url.user.clone(),
+                pass: url.password.clone(),
+                tls_required,
+                headers: true,
+                name: srv.id.clone(),
+                cluster: cluster.name(),
+                dynamic: cluster.dynamic.load(Ordering::Relaxed),
+                lang: None,
+            };
+            if let Ok(json) = serde_json::to_vec(&connect) {
+                encode::connect(out, &json);
+            }
+        }
+        if let Ok(json) = serde_json::to_vec(&cluster::route_info(&srv, &cluster)) {
+            encode::info(out, &json);
+        }
+    });
+    debug!("{peer} - rid:{rid} - Route connection created");
     let read = async {
         let reason = reader.read_loop().await;
         reader.end_of_read();
@@ -323,6 +335,59 @@ async fn run_route(
     let write = client::write_loop(&srv, &conn, true);
     let (reason, ()) = tokio::join!(read, write);
     reader.finish(reason);
+}
+
+/// Why a route's TLS handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum RouteTlsError {
+    #[error("{0}")]
+    Handshake(#[from] crate::tls::HandshakeError),
+    #[error("{0}")]
+    ServerName(String),
+    #[error("timeout")]
+    Timeout,
+    #[error("peer's certificate is not in pinned_certs")]
+    NotPinned,
+}
+
+/// The TLS handshake of a new route: the client side when we dialled (verifying the peer
+/// against `ca_file` under its URL's name), the server side otherwise (requiring a
+/// certificate), both within the TLS timeout; then `pinned_certs`. Installs the session.
+async fn tls_handshake(
+    srv: &ServerInner,
+    conn: &ClientShared,
+    tls: &crate::tls::RouteTls,
+    solicited: Option<&(RouteUrl, bool)>,
+) -> Result<(), RouteTlsError> {
+    let session = match solicited {
+        Some((url, _)) => {
+            let name = crate::tls::route_server_name(&url.host, &srv.opts().cluster.routes)
+                .map_err(RouteTlsError::ServerName)?;
+            let shake = crate::tls::client_handshake(&conn.stream, tls.dial.clone(), name);
+            let c = tokio::time::timeout(tls.timeout, shake)
+                .await
+                .map_err(|_| RouteTlsError::Timeout)??;
+            crate::tls::Session::new(*c)
+        }
+        None => {
+            let mut started = false;
+            let shake =
+                crate::tls::handshake(&conn.stream, tls.accept.clone(), b"", false, &mut started);
+            match tokio::time::timeout(tls.timeout, shake).await {
+                Ok(Ok(crate::tls::Upgrade::Tls(c))) => crate::tls::Session::new(*c),
+                Ok(Ok(crate::tls::Upgrade::Plain)) => {
+                    return Err(crate::tls::HandshakeError::NotTls.into())
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(RouteTlsError::Timeout),
+            }
+        }
+    };
+    if !crate::tls::pinned_ok(tls.pinned.as_deref(), session.peer_certificate().as_deref()) {
+        return Err(RouteTlsError::NotPinned);
+    }
+    conn.set_tls(session);
+    Ok(())
 }
 
 struct RouteReader {
@@ -367,6 +432,8 @@ impl RouteReader {
         tokio::pin!(auth_timeout);
         let needs_auth = self.solicited.is_none() && self.srv.opts().cluster.user.is_some();
         let mut shutdown = self.srv.shutdown_signal();
+        // TLS: the handshake's last read may already hold the peer's first bytes.
+        let mut tls_more = self.conn.tls_established();
         self.conn.wake();
         loop {
             let room = rb.make_room();
@@ -374,10 +441,14 @@ impl RouteReader {
                 biased;
                 _ = self.conn.kill.notified() => Event::Kill,
                 _ = shutdown.changed() => Event::Kill,
-                r = self.conn.stream.readable() => match r {
-                    Ok(()) => Event::Read(self.conn.stream.try_read(&mut rb.buf[rb.end..])),
+                r = self.conn.stream.readable(), if !tls_more => match r {
+                    Ok(()) => Event::Read(self.conn.read(&mut rb.buf[rb.end..], &mut tls_more)),
                     Err(e) => Event::Read(Err(e)),
                 },
+                // Decrypted bytes are waiting in the TLS session: the socket may have none.
+                () = std::future::ready(()), if tls_more => {
+                    Event::Read(self.conn.read(&mut rb.buf[rb.end..], &mut tls_more))
+                }
                 _ = &mut ping => Event::Ping,
                 _ = &mut auth_timeout, if needs_auth && !self.connected => Event::AuthTimeout,
             };

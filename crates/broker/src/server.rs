@@ -307,6 +307,12 @@ impl Server {
             .as_ref()
             .map(|t| TlsSettings::load(t, opts.allow_non_tls))
             .transpose()?;
+        let route_tls = opts
+            .cluster
+            .tls
+            .as_ref()
+            .map(crate::tls::RouteTls::load)
+            .transpose()?;
         let id = new_server_id();
         let name = opts.server_name.clone().unwrap_or_else(|| id.clone());
         let bind = SocketAddr::new(opts.host, opts.port);
@@ -331,9 +337,14 @@ impl Server {
                 "Cluster routes are ignored: no cluster port (cluster {{ listen }} or --cluster)"
             );
         }
-        let cluster = route_listener
-            .as_ref()
-            .map(|(_, addr)| Arc::new(crate::cluster::Cluster::new(&opts, *addr, client_addr)));
+        let cluster = route_listener.as_ref().map(|(_, addr)| {
+            Arc::new(crate::cluster::Cluster::new(
+                &opts,
+                *addr,
+                client_addr,
+                route_tls,
+            ))
+        });
         let (shutdown_tx, _) = watch::channel(false);
         // One instant for both: `config_load_time` after `start` is how tools see a reload.
         let start = SystemTime::now();

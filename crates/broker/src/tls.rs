@@ -52,6 +52,8 @@ pub enum TlsError {
     },
     #[error("verify needs ca_file: the CA that client certificates must chain to")]
     VerifyWithoutCa,
+    #[error("cluster tls needs ca_file: routes verify each other's certificates both ways")]
+    RouteWithoutCa,
     #[error("TLS configuration: {0}")]
     Config(String),
 }
@@ -76,7 +78,7 @@ impl TlsError {
             }
             TlsError::ReadCa { .. } | TlsError::BadCa { .. } => TlsErrorSource::CaFile,
             TlsError::VerifyWithoutCa => TlsErrorSource::Verify,
-            TlsError::Config(_) => TlsErrorSource::Other,
+            TlsError::RouteWithoutCa | TlsError::Config(_) => TlsErrorSource::Other,
         }
     }
 }
@@ -203,6 +205,8 @@ pub(crate) struct TlsSettings {
     pub allow_non_tls: bool,
     /// TLS before INFO (`handshake_first`).
     pub handshake_first: bool,
+    /// Client certificates whose key is not listed are refused (`pinned_certs`).
+    pub pinned: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl TlsSettings {
@@ -215,8 +219,82 @@ impl TlsSettings {
             timeout: opts.timeout,
             allow_non_tls,
             handshake_first: opts.handshake_first,
+            pinned: opts.pinned_certs.clone().map(Arc::new),
         })
     }
+}
+
+/// What new route connections use (`cluster { tls {} }`); a reload swaps the whole value.
+/// As nats-server, routes always authenticate both ways: the accepting side requires a
+/// certificate chaining to `ca_file`, and the dialling side verifies the peer's against it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTls {
+    pub accept: Arc<ServerConfig>,
+    pub dial: Arc<ClientConfig>,
+    pub timeout: Duration,
+    pub pinned: Option<Arc<std::collections::BTreeSet<String>>>,
+}
+
+impl RouteTls {
+    pub fn load(opts: &TlsOptions) -> Result<Self, TlsError> {
+        let Some(ca) = &opts.ca_file else {
+            return Err(TlsError::RouteWithoutCa);
+        };
+        let verified = TlsOptions {
+            verify: true,
+            ..opts.clone()
+        };
+        Ok(RouteTls {
+            accept: load(&verified)?,
+            dial: client_config(ca, Some((&opts.cert_file, &opts.key_file)))?,
+            timeout: opts.timeout,
+            pinned: opts.pinned_certs.clone().map(Arc::new),
+        })
+    }
+}
+
+/// The SNI name and verified identity a dialled route must have: its URL's host. For an
+/// address (gossiped routes are dialled by IP), the host name of a configured route
+/// instead when there is one, as nats-server does: certificates usually name the
+/// cluster's DNS names, not pod addresses.
+pub(crate) fn route_server_name(
+    host: &str,
+    configured: &[String],
+) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let name = if host.parse::<std::net::IpAddr>().is_ok() {
+        configured
+            .iter()
+            .filter_map(|r| crate::options::RouteUrl::parse(r).ok())
+            .map(|u| u.host)
+            .find(|h| h.parse::<std::net::IpAddr>().is_err())
+            .unwrap_or_else(|| host.to_string())
+    } else {
+        host.to_string()
+    };
+    rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|e| format!("bad server name {name}: {e}"))
+}
+
+/// Lower-case hex SHA-256 of a certificate's SubjectPublicKeyInfo DER: the key nats-server's
+/// `pinned_certs` lists (`openssl x509 -noout -pubkey | openssl pkey -pubin -outform DER |
+/// sha256sum`). `None` when the certificate does not parse.
+pub(crate) fn spki_sha256(cert: &[u8]) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, parsed.public_key().raw);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a peer with leaf certificate `peer` may connect under `pinned_certs` (`None`:
+/// no pinning). Without a certificate it may not.
+pub(crate) fn pinned_ok(
+    pinned: Option<&std::collections::BTreeSet<String>>,
+    peer: Option<&[u8]>,
+) -> bool {
+    let Some(pinned) = pinned else {
+        return true;
+    };
+    peer.and_then(spki_sha256)
+        .is_some_and(|key| pinned.contains(&key))
 }
 
 /// `io::Read` over the shared non-blocking socket: `WouldBlock` passes through to rustls's
@@ -449,6 +527,14 @@ impl Session {
         // `WouldBlock` here means a record is still incomplete: wait for more ciphertext.
         let result = conn.reader().read(dst);
         outcome(result, &conn)
+    }
+
+    /// The peer's leaf certificate (DER), when it presented one.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        let conn = self.0.lock();
+        conn.peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
     }
 
     /// True when encrypted records wait to be sent.

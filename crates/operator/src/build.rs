@@ -1776,8 +1776,7 @@ mod tests {
 
     #[test]
     fn users_auth_and_tls_are_mounted_from_secrets() {
-        // Route TLS is refused by the broker, hence by validation (see validate's tests);
-        // set here directly to pin where it goes for the broker that will have it.
+        // Set directly (validation takes it too) to pin where route TLS goes.
         let mut with_routes = plan("  replicas: 1\n  auth: {users: {name: users, key: auth.conf}}\n  tls:\n    client: {secretName: client-cert, verify: true}\n");
         with_routes.route_tls = Some(TlsSecret {
             secret_name: "route-cert".into(),
@@ -1789,16 +1788,15 @@ mod tests {
             conf.contains("include \"../midge-auth/users.conf\""),
             "{conf}"
         );
-        // The route TLS block sits inside `cluster {}` (not supported by the broker yet),
-        // the client one at the top level (its files come from the Secret volume, absent
-        // here); those are the only errors.
+        // The route TLS block sits inside `cluster {}`, the client one at the top level;
+        // their files come from the Secret volumes, absent here: those are the only errors.
         assert_eq!(tls_blocks(conf), (true, true), "{conf}");
-        let err = load(conf).expect_err("route TLS is refused and the files are absent");
+        let err = load(conf).expect_err("the certificate files are absent");
         let mut keys = tls_errors(&err, conf);
         keys.sort();
         assert_eq!(
             keys,
-            ["missing file: tls.cert_file", "unsupported: tls"],
+            ["missing file: cluster.tls.cert_file", "missing file: tls.cert_file"],
             "{err}"
         );
         assert!(conf.contains("\ntls {\n  cert_file: \"/etc/midge-tls/client/tls.crt\"\n  key_file: \"/etc/midge-tls/client/tls.key\"\n  ca_file: \"/etc/midge-tls/client/ca.crt\"\n  verify: true\n}\n"), "{conf}");

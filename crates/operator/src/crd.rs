@@ -367,9 +367,6 @@ pub struct SecretKeySelector {
 /// TLS settings. Each Secret has the cert-manager layout: `tls.crt`, `tls.key`, `ca.crt`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.routes)", "message": "route TLS is not supported by the broker yet: keep the route port private (spec.networkPolicy does)"}
-]))]
 pub struct TlsSpec {
     /// TLS on the client port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -605,10 +602,6 @@ mod tests {
             (
                 "{broker: {maxPayload: 2048, maxPending: 1024}}",
                 "spec.broker: maxPayload must not exceed maxPending (default 64 MiB): no message could be delivered",
-            ),
-            (
-                "{tls: {routes: {secretName: r}}}",
-                "spec.tls: route TLS is not supported by the broker yet: keep the route port private (spec.networkPolicy does)",
             ),
             (
                 "{auth: {token: {name: s, key: t}, users: {name: s, key: u}}}",

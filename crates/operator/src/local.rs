@@ -311,6 +311,7 @@ mod tests {
             ("  auth: {token: {name: a, key: b}}\n", "spec.auth.token"),
             ("  auth: {users: {name: a, key: b}}\n", "spec.auth.users"),
             ("  tls: {client: {secretName: c}}\n", "spec.tls.client"),
+            ("  tls: {routes: {secretName: c}}\n", "spec.tls.routes"),
         ] {
             let err = start(&format!("{HEAD}{spec}"))
                 .await
@@ -321,15 +322,6 @@ mod tests {
             );
             assert!(err.to_string().contains(field), "{err}");
         }
-        // Route TLS is refused before any Secret is needed: the broker does not have it.
-        let err = start(&format!("{HEAD}  tls: {{routes: {{secretName: c}}}}\n"))
-            .await
-            .expect_err("route TLS is refused");
-        assert!(
-            err.to_string()
-                .contains("spec.tls.routes: the broker refuses the rendered config"),
-            "{err}"
-        );
     }
 
     #[tokio::test]

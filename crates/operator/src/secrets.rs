@@ -47,7 +47,7 @@ pub enum Placement {
 /// One Secret the servers use, with the keys that matter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretUse {
-    /// Fixed role name (`token`, `users`, `tls-client`, `tls-routes`): written into the
+    /// Fixed role name (`token`, `users`, `tls-client`, `tls-routes`, `tls-leafnodes`): written into the
     /// config file, so never the user-chosen Secret name.
     pub role: &'static str,
     pub name: String,
@@ -78,6 +78,7 @@ pub fn referenced(plan: &ClusterPlan) -> Vec<SecretUse> {
     for (role, tls) in [
         ("tls-client", &plan.client_tls),
         ("tls-routes", &plan.route_tls),
+        ("tls-leafnodes", &plan.leaf_tls),
     ] {
         if let Some(tls) = tls {
             uses.push(SecretUse {
@@ -108,6 +109,7 @@ fn spec_secret_names(nc: &NatsCluster) -> Vec<&str> {
             tls.client
                 .iter()
                 .chain(&tls.routes)
+                .chain(&tls.leafnodes)
                 .map(|t| t.secret_name.as_str()),
         );
     }

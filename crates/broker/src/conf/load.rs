@@ -659,7 +659,7 @@ impl Options {
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
             "tls" => {
-                let (tls, allow_non_tls) = parse_tls(v, key, ctx)?;
+                let (tls, allow_non_tls) = parse_tls(v, key, TlsBlock::Client, ctx)?;
                 self.tls = Some(tls);
                 if let Some(allow) = allow_non_tls {
                     self.allow_non_tls = allow;
@@ -1103,7 +1103,7 @@ fn parse_leafnodes(v: &Value, key: &str, ctx: &mut Ctx) -> Result<LeafOptions, C
                 leaf.reconnect = parse_seconds_or_duration(v, &k, ctx)?;
             }
             "tls" => {
-                let (tls, _) = parse_tls(v, &k, ctx)?;
+                let (tls, _) = parse_tls(v, &k, TlsBlock::Leaf, ctx)?;
                 if tls.handshake_first {
                     return Err(v.invalid(
                         &k,
@@ -1257,7 +1257,7 @@ fn parse_websocket(
                 "advertise" => ws.advertise = Some(v.as_str(&k)?.to_string()),
                 "no_tls" => ws.no_tls = v.as_bool(&k)?,
                 "tls" => {
-                    let tls = parse_tls(v, &k, ctx)?.0;
+                    let tls = parse_tls(v, &k, TlsBlock::Websocket, ctx)?.0;
                     if tls.handshake_first {
                         return Err(v.invalid(
                             &k,
@@ -1404,7 +1404,8 @@ fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, 
                         "ignored: midge uses one route per server pair (nats-server 2.9 style)",
                     );
                 }
-                "tls" | "permissions" => return Err(unsupported(entry)),
+                "tls" => cluster.tls = Some(parse_tls(v, &k, TlsBlock::Cluster, ctx)?.0),
+                "permissions" => return Err(unsupported(entry)),
                 _ if entry.used_as_variable => {}
                 _ => {
                     return Err(ConfError::UnknownKey {
@@ -1425,17 +1426,33 @@ fn parse_cluster(v: &Value, key: &str, ctx: &mut Ctx) -> Result<ClusterOptions, 
     }
 }
 
-/// `tls { cert_file, key_file, ca_file, verify, timeout }` for client connections, and
-/// `allow_non_tls` if the block sets it (nats-server only knows it at the top level). The files
-/// are loaded here, as nats-server does, so a bad path or a key that does not match its
-/// certificate is reported at the line that names it (and `-t` catches it).
-fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<bool>), ConfError> {
+/// Which `tls {}` block is being read: they share the syntax, not every option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsBlock {
+    Client,
+    Cluster,
+    Leaf,
+    Websocket,
+}
+
+/// `tls { cert_file, key_file, ca_file, verify, timeout, ... }`, and `allow_non_tls` if the
+/// block sets it (nats-server only knows it at the top level). The files are loaded here, as
+/// nats-server does, so a bad path or a key that does not match its certificate is reported
+/// at the line that names it (and `-t` catches it).
+fn parse_tls(
+    v: &Value,
+    key: &str,
+    block: TlsBlock,
+    ctx: &mut Ctx,
+) -> Result<(TlsOptions, Option<bool>), ConfError> {
     let map = v.as_map(key)?;
     let (mut cert, mut key_file, mut ca) = (None, None, None);
     let mut verify: Option<(bool, &Value)> = None;
     let mut timeout = TlsOptions::DEFAULT_TIMEOUT;
     let mut allow_non_tls = None;
     let mut handshake_first = false;
+    let mut verify_and_map = false;
+    let mut pinned_certs = None;
     for entry in map.entries() {
         let k = format!("{key}.{}", entry.key);
         let ev = &entry.value;
@@ -1448,7 +1465,29 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
             "allow_non_tls" => allow_non_tls = Some(ev.as_bool(&k)?),
             "verify_and_map" => {
                 if ev.as_bool(&k)? {
+                    if block != TlsBlock::Client {
+                        return Err(ev.invalid(
+                            &k,
+                            "midge maps certificates to users in the top-level tls block only",
+                        ));
+                    }
+                    // As nats-server: mapping implies verifying.
+                    verify_and_map = true;
+                    verify = Some((true, ev));
+                }
+            }
+            "pinned_certs" => {
+                if block == TlsBlock::Websocket {
                     return Err(unsupported(entry));
+                }
+                pinned_certs = parse_pinned_certs(ev, &k)?;
+            }
+            "insecure" if block == TlsBlock::Cluster => {
+                if ev.as_bool(&k)? {
+                    return Err(ev.invalid(
+                        &k,
+                        "midge always verifies route certificates against ca_file",
+                    ));
                 }
             }
             "insecure" => {
@@ -1489,8 +1528,7 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
                     ))
                 }
             },
-            "pinned_certs"
-            | "cert_store"
+            "cert_store"
             | "cert_match_by"
             | "cert_match"
             | "ca_certs_match"
@@ -1520,11 +1558,26 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         verify: verify.is_some_and(|(b, _)| b),
         timeout,
         handshake_first,
+        verify_and_map,
+        pinned_certs,
     };
+    if block == TlsBlock::Cluster && (opts.handshake_first || allow_non_tls.is_some()) {
+        return Err(v.invalid(
+            key,
+            "routes start TLS right away and never fall back to plain text: handshake_first and allow_non_tls do not apply",
+        ));
+    }
+    if block == TlsBlock::Cluster && opts.ca_file.is_none() {
+        return Err(v.invalid(key, crate::tls::TlsError::RouteWithoutCa.to_string()));
+    }
     if ctx.skip_files {
         return Ok((opts, allow_non_tls));
     }
-    if let Err(e) = crate::tls::load(&opts) {
+    let loaded = match block {
+        TlsBlock::Cluster => crate::tls::RouteTls::load(&opts).map(|_| ()),
+        _ => crate::tls::load(&opts).map(|_| ()),
+    };
+    if let Err(e) = loaded {
         let (at, name) = match e.source_option() {
             TlsErrorSource::CertFile => (cert_v, "cert_file"),
             TlsErrorSource::KeyFile => (key_v, "key_file"),
@@ -1540,6 +1593,26 @@ fn parse_tls(v: &Value, key: &str, ctx: &mut Ctx) -> Result<(TlsOptions, Option<
         return Err(at.invalid(&k, e.to_string()));
     }
     Ok((opts, allow_non_tls))
+}
+
+/// `pinned_certs: [ "<hex sha256 of the SubjectPublicKeyInfo DER>", ... ]`, as nats-server:
+/// 64 hex digits each, compared in lower case; an empty list pins nothing.
+fn parse_pinned_certs(
+    v: &Value,
+    key: &str,
+) -> Result<Option<std::collections::BTreeSet<String>>, ConfError> {
+    let mut set = std::collections::BTreeSet::new();
+    for item in v.as_array(key)? {
+        let text = item.as_str(key)?;
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(item.invalid(
+                key,
+                format!("{text:?} is not a hex SHA-256 of a SubjectPublicKeyInfo (64 hex digits)"),
+            ));
+        }
+        set.insert(text.to_ascii_lowercase());
+    }
+    Ok((!set.is_empty()).then_some(set))
 }
 
 /// A remote's `tls { ca_file, cert_file, key_file, timeout }`, files checked now.

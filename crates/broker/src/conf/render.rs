@@ -82,26 +82,7 @@ impl Options {
         render_leafnodes(self, &mut out);
         render_websocket(self, &mut out);
         if let Some(tls) = &self.tls {
-            out.push_str("tls {\n");
-            let _ = writeln!(
-                out,
-                "  cert_file: {}",
-                quote(&tls.cert_file.to_string_lossy())
-            );
-            let _ = writeln!(
-                out,
-                "  key_file: {}",
-                quote(&tls.key_file.to_string_lossy())
-            );
-            if let Some(ca) = &tls.ca_file {
-                let _ = writeln!(out, "  ca_file: {}", quote(&ca.to_string_lossy()));
-            }
-            let _ = writeln!(out, "  verify: {}", tls.verify);
-            let _ = writeln!(out, "  timeout: {}", duration(tls.timeout));
-            if tls.handshake_first {
-                out.push_str("  handshake_first: true\n");
-            }
-            out.push_str("}\n");
+            render_tls(tls, "", &mut out);
         }
         out
     }
@@ -235,7 +216,34 @@ fn render_cluster(options: &Options, out: &mut String) {
     }
     let _ = writeln!(out, "  no_advertise: {}", c.no_advertise);
     let _ = writeln!(out, "  connect_retries: {}", c.connect_retries);
+    if let Some(tls) = &c.tls {
+        render_tls(tls, "  ", out);
+    }
     out.push_str("}\n");
+}
+
+/// A `tls {}` block at `indent`.
+fn render_tls(tls: &crate::options::TlsOptions, indent: &str, out: &mut String) {
+    let _ = writeln!(out, "{indent}tls {{");
+    let path = |p: &std::path::Path| quote(&p.to_string_lossy());
+    let _ = writeln!(out, "{indent}  cert_file: {}", path(&tls.cert_file));
+    let _ = writeln!(out, "{indent}  key_file: {}", path(&tls.key_file));
+    if let Some(ca) = &tls.ca_file {
+        let _ = writeln!(out, "{indent}  ca_file: {}", path(ca));
+    }
+    let _ = writeln!(out, "{indent}  verify: {}", tls.verify);
+    let _ = writeln!(out, "{indent}  timeout: {}", duration(tls.timeout));
+    if tls.handshake_first {
+        let _ = writeln!(out, "{indent}  handshake_first: true");
+    }
+    if tls.verify_and_map {
+        let _ = writeln!(out, "{indent}  verify_and_map: true");
+    }
+    if let Some(pins) = &tls.pinned_certs {
+        let pins: Vec<String> = pins.iter().cloned().collect();
+        let _ = writeln!(out, "{indent}  pinned_certs: {}", list(&pins));
+    }
+    let _ = writeln!(out, "{indent}}}");
 }
 
 fn render_auth(options: &Options, out: &mut String) {

@@ -650,7 +650,6 @@ fn unsupported_features_and_ignored_options() {
     for key in [
         "accounts { A: { mappings: {} } }",
         "leafnodes { remotes: [{url: \"nats-leaf://h\", credentials: \"/x.creds\"}] }",
-        "cluster { port: 6222, tls {} }",
         "websocket { port: 1, no_tls: true, headers { A: b } }",
         "mqtt {}",
         "gateway {}",
@@ -1178,6 +1177,7 @@ fn sample_options() -> Options {
             advertise: Some("demo-0:6222".into()),
             no_advertise: true,
             connect_retries: 7,
+            tls: None,
         },
         leafnodes: crate::options::LeafOptions {
             port: Some(7422),
@@ -1380,8 +1380,8 @@ fn tls_block() {
         "{e}"
     );
     assert!(load_err("tls {}\n").contains("cert_file and key_file are both required"));
-    assert!(load_err("tls { verify_and_map: true }\n").ends_with("not supported by midge yet"));
-    assert!(load_err("tls { pinned_certs: [] }\n").ends_with("not supported by midge yet"));
+    assert!(load_err("tls { verify_and_map: true }\n").contains("cert_file and key_file"));
+    assert!(load_err("tls { cert_store: x }\n").ends_with("not supported by midge yet"));
     assert!(load_err("tls { colour: red }\n").contains("unknown key 'tls.colour'"));
 }
 
@@ -1459,7 +1459,10 @@ fn without_files_checks_everything_but_the_certificates() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("test.conf:3: tls: not supported"), "{e}");
+    assert!(
+        e.contains("test.conf:3:7: cluster.tls: cluster tls needs ca_file"),
+        "{e}"
+    );
     assert!(e.contains("lame_duck_duration: 10s is too short"), "{e}");
     let e = Options::from_conf_without_files(
         &parse("lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"40s\"\n"),
@@ -1471,4 +1474,19 @@ fn without_files_checks_everything_but_the_certificates() {
         e.starts_with("/etc/midge/midge.conf: lame_duck_grace_period"),
         "{e}"
     );
+}
+
+#[test]
+fn pinned_certs_and_cluster_tls_errors_name_the_line() {
+    let e = load_err("tls { cert_file: c, key_file: k, pinned_certs: [\"abc\"] }\n");
+    assert!(
+        e.starts_with("test.conf:1:") && e.contains("64 hex digits"),
+        "{e}"
+    );
+    let e = load_err("cluster { port: 1, tls { cert_file: c, key_file: k, insecure: true } }\n");
+    assert!(e.contains("always verifies route certificates"), "{e}");
+    let e = load_err(
+        "websocket { port: 1, tls { cert_file: c, key_file: k, verify_and_map: true } }\n",
+    );
+    assert!(e.contains("top-level tls block only"), "{e}");
 }

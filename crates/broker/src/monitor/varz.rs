@@ -131,6 +131,12 @@ struct ClusterVarz {
     auth_timeout: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "is_false")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    tls_verify: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -185,6 +191,9 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
                 cluster_port: Some(c.listen_addr.port()),
                 auth_timeout: Some(opts.cluster.auth_timeout.as_secs_f64()),
                 urls: opts.cluster.routes.clone(),
+                tls_timeout: opts.cluster.tls.as_ref().map(|t| t.timeout.as_secs_f64()),
+                tls_required: opts.cluster.tls.is_some(),
+                tls_verify: opts.cluster.tls.is_some(),
             },
             None => ClusterVarz::default(),
         },
