@@ -1796,7 +1796,10 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["missing file: cluster.tls.cert_file", "missing file: tls.cert_file"],
+            [
+                "missing file: cluster.tls.cert_file",
+                "missing file: tls.cert_file"
+            ],
             "{err}"
         );
         assert!(conf.contains("\ntls {\n  cert_file: \"/etc/midge-tls/client/tls.crt\"\n  key_file: \"/etc/midge-tls/client/tls.key\"\n  ca_file: \"/etc/midge-tls/client/ca.crt\"\n  verify: true\n}\n"), "{conf}");
