@@ -925,3 +925,69 @@ pub(crate) async fn http_json(addr: std::net::SocketAddr, path: &str) -> serde_j
     let (_, json) = text.split_once("\r\n\r\n").expect("headers end");
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
 }
+
+/// `/healthz?routes=1` (the operator's readiness probe): 503 while a server with peers has
+/// not routed yet, 200 once a route connected (and for good after), 200 at once for a
+/// server whose only configured route is itself; plain `/healthz` is 200 throughout.
+#[test]
+fn readiness_waits_for_the_first_route() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let peer_port = free_port();
+        let mut opts = midge::Options {
+            host: [127, 0, 0, 1].into(),
+            port: 0,
+            http_port: Some(0),
+            server_name: Some("waiting".into()),
+            ..Default::default()
+        };
+        opts.cluster.name = Some("ready".into());
+        opts.cluster.host = [127, 0, 0, 1].into();
+        opts.cluster.port = Some(0);
+        opts.cluster.routes = vec![format!("nats://127.0.0.1:{peer_port}")];
+        let waiting = midge::Server::start(opts.clone()).await.expect("start");
+        let monitor = waiting.monitor_addr().expect("monitoring on");
+        assert_eq!(http_json(monitor, "/healthz").await["status"], "ok");
+        let gated = http_json(monitor, "/healthz?routes=1").await;
+        assert_eq!(gated["status"], "unavailable", "{gated}");
+        assert_eq!(gated["error"], "no route connected yet", "{gated}");
+
+        // The peer comes up on the configured port: the first route makes it ready.
+        let mut peer_opts = opts.clone();
+        peer_opts.server_name = Some("peer".into());
+        peer_opts.cluster.port = Some(peer_port);
+        peer_opts.cluster.routes = Vec::new();
+        let peer = midge::Server::start(peer_opts).await.expect("start peer");
+        let deadline = Instant::now() + MESH_DEADLINE;
+        while http_json(monitor, "/healthz?routes=1").await["status"] != "ok" {
+            assert!(Instant::now() < deadline, "never ready after the route");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Joined once is enough: losing the peer later does not take it out of rotation.
+        peer.shutdown().await;
+        let deadline = Instant::now() + MESH_DEADLINE;
+        while !waiting.routes().is_empty() {
+            assert!(Instant::now() < deadline, "route outlived its peer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            http_json(monitor, "/healthz?routes=1").await["status"],
+            "ok"
+        );
+        waiting.shutdown().await;
+
+        // A pool of one: its list names only itself.
+        let own_port = free_port();
+        let mut alone = opts;
+        alone.cluster.port = Some(own_port);
+        alone.cluster.routes = vec![format!("nats://127.0.0.1:{own_port}")];
+        let alone = midge::Server::start(alone).await.expect("start alone");
+        let monitor = alone.monitor_addr().expect("monitoring on");
+        let deadline = Instant::now() + MESH_DEADLINE;
+        while http_json(monitor, "/healthz?routes=1").await["status"] != "ok" {
+            assert!(Instant::now() < deadline, "a server alone never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        alone.shutdown().await;
+    });
+}

@@ -185,6 +185,12 @@ pub(crate) struct Cluster {
     pub next_rid: AtomicU64,
     /// Addresses that turned out to be this server; never dialled again.
     pub routes_to_self: Mutex<KeyedSet<SocketAddr>>,
+    /// Configured route URLs found to name this server (a StatefulSet's list names every
+    /// pod): when they are all of them, the server has no peers to join.
+    pub self_urls: AtomicUsize,
+    /// Set when the first route registered: the server has joined its mesh once
+    /// (`/healthz?routes=1`).
+    pub ever_routed: AtomicBool,
     /// This server's own client URLs (`host:port`), as put in `connect_urls`.
     pub own_client_urls: Vec<String>,
     /// Set once clients were given other members' URLs: from then on `connect_urls` is never
@@ -237,6 +243,8 @@ impl Cluster {
             num_routes: AtomicUsize::new(0),
             next_rid: AtomicU64::new(1),
             routes_to_self: Mutex::new(routes_to_self),
+            self_urls: AtomicUsize::new(0),
+            ever_routed: AtomicBool::new(false),
             own_client_urls: own_client_urls(opts, client_addr),
             shared_member_urls: AtomicBool::new(false),
             tls: parking_lot::RwLock::new(tls),

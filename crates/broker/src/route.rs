@@ -232,6 +232,9 @@ async fn connect_loop(srv: &Arc<ServerInner>, url: RouteUrl, configured: bool) {
             }
             Err(e) if e.get_ref().is_some_and(|i| i.is::<SelfRoute>()) => {
                 debug!("Route {target} is this server, ignoring it");
+                if configured {
+                    cluster.self_urls.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
             Err(e) => {
@@ -769,8 +772,11 @@ impl RouteReader {
             // Our own routes list names us (a StatefulSet gives every pod the same list):
             // remember the address so it is never dialled again, and say nothing.
             self.self_route = true;
-            if self.solicited.is_some() {
+            if let Some((_, configured)) = &self.solicited {
                 self.cluster.routes_to_self.lock().insert(self.conn.peer);
+                if *configured {
+                    self.cluster.self_urls.fetch_add(1, Ordering::Relaxed);
+                }
             }
             debug!(peer = %self.conn.peer, "Detected route to self, ignoring");
             return Err(CloseReason::ClientClosed);
@@ -827,6 +833,7 @@ impl RouteReader {
             self.cluster
                 .num_routes
                 .store(state.routes.len(), Ordering::Release);
+            self.cluster.ever_routed.store(true, Ordering::Release);
             cluster::send_all_interest(&state, &self.conn, route.lnoc);
             state
                 .routes

@@ -752,10 +752,16 @@ pub fn termination_grace_seconds(plan: &ClusterPlan) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
-fn http_probe(period: i32, timeout: i32, failures: i32) -> Probe {
+/// Liveness: the server answers. Readiness and start-up: it also joined its mesh once
+/// (midge's `/healthz?routes=1`: a route connected, or nothing to join, or a minute passed),
+/// so a rolling restart moves on only once the restarted server routes again.
+const LIVENESS_PATH: &str = "/healthz";
+const READINESS_PATH: &str = "/healthz?routes=1";
+
+fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/healthz".to_string()),
+            path: Some(path.to_string()),
             port: IntOrString::String("monitor".to_string()),
             ..HTTPGetAction::default()
         }),
@@ -925,11 +931,11 @@ fn stateful_set(
             ..Lifecycle::default()
         }),
         // Up to 3 minutes to start (image pull excluded), so a slow ARM node is not killed.
-        startup_probe: Some(http_probe(2, 2, 90)),
-        readiness_probe: Some(http_probe(5, 3, 3)),
+        startup_probe: Some(http_probe(READINESS_PATH, 2, 2, 90)),
+        readiness_probe: Some(http_probe(READINESS_PATH, 5, 3, 3)),
         // Lenient: a server busy with a burst must not be restarted, which would only
         // move its load (and its clients) onto the others.
-        liveness_probe: Some(http_probe(30, 10, 6)),
+        liveness_probe: Some(http_probe(LIVENESS_PATH, 30, 10, 6)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -1860,12 +1866,16 @@ mod tests {
             c.args.clone().unwrap_or_default(),
             vec!["-c", "/etc/midge/midge.conf"]
         );
-        for probe in [&c.startup_probe, &c.readiness_probe, &c.liveness_probe] {
+        for (probe, path) in [
+            (&c.startup_probe, "/healthz?routes=1"),
+            (&c.readiness_probe, "/healthz?routes=1"),
+            (&c.liveness_probe, "/healthz"),
+        ] {
             let get = probe
                 .as_ref()
                 .and_then(|p| p.http_get.as_ref())
                 .expect("http probe");
-            assert_eq!(get.path.as_deref(), Some("/healthz"));
+            assert_eq!(get.path.as_deref(), Some(path));
             assert_eq!(get.port, IntOrString::String("monitor".into()));
         }
         let liveness = c.liveness_probe.as_ref().expect("liveness");

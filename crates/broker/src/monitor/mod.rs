@@ -321,7 +321,7 @@ pub(crate) fn handle(
     }
     let result: Result<Reply, QueryError> = match endpoint {
         "/" => Ok(index()),
-        "/healthz" => Ok(healthz(&state.srv, callback)),
+        "/healthz" => Ok(healthz(&state.srv, &query, callback)),
         "/varz" => Ok(Reply::json(200, &varz::varz(state), callback)),
         "/connz" => connz::connz(&state.srv, &query).map(|c| Reply::json(200, &c, callback)),
         "/subsz" => subsz::subsz(&state.srv, &query).map(|s| Reply::json(200, &s, callback)),
@@ -507,8 +507,31 @@ struct Health {
     error: Option<&'static str>,
 }
 
-/// Kubernetes probes only look at the status code; bodies are nats-server's.
-fn healthz(srv: &ServerInner, callback: Option<&str>) -> Reply {
+/// How long `/healthz?routes=1` waits for a first route before answering as `/healthz`:
+/// a server restarted while all its peers are gone must not stay unready forever.
+const JOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the server has joined its mesh: a route connected once, or nothing to join (no
+/// cluster, no configured route, or every configured route names this server), or
+/// [`JOIN_GRACE`] passed since the start.
+fn joined_mesh(srv: &ServerInner) -> bool {
+    let Some(cluster) = &srv.cluster else {
+        return true;
+    };
+    if cluster.ever_routed.load(Ordering::Acquire) {
+        return true;
+    }
+    let configured = srv.opts().cluster.routes.len();
+    configured == 0
+        || cluster.self_urls.load(Ordering::Relaxed) >= configured
+        || srv.start.elapsed().unwrap_or_default() >= JOIN_GRACE
+}
+
+/// Kubernetes probes only look at the status code; bodies are nats-server's. midge's
+/// `routes=1` (the operator's readiness and startup probes) also answers 503 until the
+/// server has joined its mesh once ([`joined_mesh`]), so a rolling restart waits for each
+/// restarted server to route again before it stops the next one.
+fn healthz(srv: &ServerInner, query: &Query, callback: Option<&str>) -> Reply {
     if srv.shutting_down.load(Ordering::Acquire) {
         let h = Health {
             status: "unavailable",
@@ -524,6 +547,13 @@ fn healthz(srv: &ServerInner, callback: Option<&str>) -> Reply {
             error: Some("failed to be ready for connections: server is in lame duck mode"),
         };
         tracing::warn!("Healthcheck failed: server is in lame duck mode");
+        return Reply::json(503, &h, callback);
+    }
+    if query.get("routes").is_some_and(|v| v == "1" || v == "true") && !joined_mesh(srv) {
+        let h = Health {
+            status: "unavailable",
+            error: Some("no route connected yet"),
+        };
         return Reply::json(503, &h, callback);
     }
     let ok = Health {
