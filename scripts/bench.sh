@@ -16,6 +16,12 @@
 #                    first, subscribers (and responder) on the second (midge-bench --sub-url)
 #   LEAF=1           a hub and a leaf node per side: the publisher on the hub, subscribers
 #                    on the leaf (LEAF=reverse: the publisher on the leaf)
+#   TLS=1            every client connection is TLS: both servers get the same `tls {}` block
+#                    (a CA and a server certificate for localhost/127.0.0.1 generated with
+#                    openssl into the log dir), midge-bench runs with --tls --tls-ca
+#   WS=1             clients connect over WebSocket: both servers get `websocket { port:
+#                    <free>, no_tls: true }` (with TLS=1: the same `tls {}` instead, wss://)
+#                    and midge-bench a ws:// URL. TLS and WS do not apply to idle.
 # Plumbing check with nats-server on both sides:
 #   MIDGE_BIN=/usr/sbin/nats-server scripts/bench.sh
 set -euo pipefail
@@ -33,14 +39,24 @@ BENCH_ARGS=${BENCH_ARGS:-}
 READY_SECS=${READY_SECS:-15}
 CLUSTER=${CLUSTER:-}
 LEAF=${LEAF:-}
+TLS=${TLS:-}
+WS=${WS:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 COMMAND="$(printf '%q ' "$0" "$@")"
 ENV_SHOWN="ROUNDS=$ROUNDS MSGS=$MSGS SIZE=$SIZE SUBS=$SUBS REQS=$REQS CONNS=$CONNS PAIRS=$PAIRS"
+[[ -n $TLS ]] && ENV_SHOWN+=" TLS=$TLS"
+[[ -n $WS ]] && ENV_SHOWN+=" WS=$WS"
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 command -v jq >/dev/null || die "jq is required to read midge-bench --json output"
+if [[ -n $TLS || -n $WS ]]; then
+  for scenario in $SCENARIOS; do
+    [[ $scenario == idle ]] && die "idle measures plain TCP connections: leave it out of SCENARIOS with TLS or WS"
+  done
+  [[ -n $TLS ]] && { command -v openssl >/dev/null || die "TLS=1 needs openssl to make a test certificate"; }
+fi
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
   if [[ -n ${MIDGE_BIN:-} ]]; then
@@ -62,7 +78,7 @@ if (( $(ulimit -n) < CONNS + 100 )); then
 fi
 
 LOGDIR=$(mktemp -d /tmp/midge-bench.XXXXXX)
-declare -A PID PORT
+declare -A PID PORT WSPORT
 cleanup() {
   local who
   for who in "${!PID[@]}"; do
@@ -93,21 +109,78 @@ free_port() {
   done
 }
 
-# start_server WHO BIN [FLAGS...]: starts it on a free port, waits for readiness, sets
-# PID/PORT[WHO].
+# TLS=1: a CA and a server certificate for localhost and 127.0.0.1 (ECDSA P-256), shared
+# by both servers; midge-bench trusts the CA.
+TLS_BLOCK=""
+TRANSPORT_ARGS=""
+if [[ -n $TLS ]]; then
+  (
+    cd "$LOGDIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -keyout ca-key.pem -out ca.pem -subj /CN=midge-bench-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout server-key.pem -out server.csr -subj /CN=localhost
+    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem
+  ) >"$LOGDIR/openssl.log" 2>&1 || { cat "$LOGDIR/openssl.log" >&2; die "openssl failed"; }
+  TLS_BLOCK="tls { cert_file: \"$LOGDIR/server.pem\", key_file: \"$LOGDIR/server-key.pem\" }"
+  TRANSPORT_ARGS="--tls --tls-ca $LOGDIR/ca.pem"
+fi
+
+# client_url WHO: the URL midge-bench uses for server WHO.
+client_url() {
+  if [[ -n $WS ]]; then
+    echo "$( [[ -n $TLS ]] && echo wss || echo ws )://127.0.0.1:${WSPORT[$1]}"
+  else
+    echo "nats://127.0.0.1:${PORT[$1]}"
+  fi
+}
+
+# start_server WHO BIN [-c FILE] [FLAGS...]: starts it on a free port, waits for readiness,
+# sets PID/PORT[WHO] (and WSPORT[WHO] with WS=1). With TLS or WS the server runs from a
+# config file of its own: FILE's text plus the `tls {}` / `websocket {}` blocks.
 start_server() {
-  local who=$1 bin=$2 attempt port deadline
+  local who=$1 bin=$2 attempt port deadline base="" conf wsport
   shift 2
+  if [[ ${1:-} == -c ]]; then
+    base=$2
+    shift 2
+  fi
   for attempt in 1 2 3 4 5; do
     port=$(free_port)
+    conf=()
+    if [[ -n $TLS || -n $WS ]]; then
+      {
+        [[ -n $base ]] && cat "$base"
+        [[ -n $TLS ]] && echo "$TLS_BLOCK"
+        if [[ -n $WS ]]; then
+          wsport=$(free_port)
+          WSPORT[$who]=$wsport
+          echo "websocket {"
+          echo "  host: 127.0.0.1"
+          echo "  port: $wsport"
+          if [[ -n $TLS ]]; then echo "  $TLS_BLOCK"; else echo "  no_tls: true"; fi
+          echo "}"
+        fi
+      } >"$LOGDIR/$who.conf"
+      conf=(-c "$LOGDIR/$who.conf")
+    elif [[ -n $base ]]; then
+      conf=(-c "$base")
+    fi
     # shellcheck disable=SC2086
-    "$bin" -a 127.0.0.1 -p "$port" $SERVER_ARGS "$@" >"$LOGDIR/$who.log" 2>&1 &
+    "$bin" -a 127.0.0.1 -p "$port" "${conf[@]}" $SERVER_ARGS "$@" >"$LOGDIR/$who.log" 2>&1 &
     PID[$who]=$!
     PORT[$who]=$port
     deadline=$(( $(now_ms) + READY_SECS * 1000 ))
     while (( $(now_ms) < deadline )); do
       kill -0 "${PID[$who]}" 2>/dev/null || break
-      ready "$port" && return 0
+      if ready "$port"; then
+        [[ -z $WS ]] && return 0
+        timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "${WSPORT[$who]}" 2>/dev/null && return 0
+      fi
       sleep 0.02
     done
     kill "${PID[$who]}" 2>/dev/null || true
@@ -176,22 +249,22 @@ measure() {
     mode=${scenario#pairs-}
     accounts_conf "$LOGDIR/$mode.conf" "$mode"
     start_server "$who-$mode" "$( [[ $who == A ]] && echo "$A_BIN" || echo "$B_BIN")" -c "$LOGDIR/$mode.conf"
-    url=nats://127.0.0.1:${PORT[$who-$mode]}
+    url=$(client_url "$who-$mode")
     name=pairs
   elif [[ $scenario == idle ]]; then
     start_server "$who-idle" "$( [[ $who == A ]] && echo "$A_BIN" || echo "$B_BIN")"
     extra="--server-pid ${PID[$who-idle]}"
     url=nats://127.0.0.1:${PORT[$who-idle]}
   else
-    url=nats://127.0.0.1:${PORT[$who]}
-    [[ -n $CLUSTER || -n $LEAF ]] && extra="--sub-url nats://127.0.0.1:${PORT[$who-2]}"
+    url=$(client_url "$who")
+    [[ -n $CLUSTER || -n $LEAF ]] && extra="--sub-url $(client_url "$who-2")"
     if [[ $LEAF == reverse ]]; then
-      url=nats://127.0.0.1:${PORT[$who-2]}
-      extra="--sub-url nats://127.0.0.1:${PORT[$who]}"
+      url=$(client_url "$who-2")
+      extra="--sub-url $(client_url "$who")"
     fi
   fi
   # shellcheck disable=SC2046,SC2086
-  if out=$("$BENCH" "$name" --url "$url" --json $(bench_args_for "$scenario") $extra $BENCH_ARGS \
+  if out=$("$BENCH" "$name" --url "$url" --json $(bench_args_for "$scenario") $extra $TRANSPORT_ARGS $BENCH_ARGS \
       2>>"$LOGDIR/bench-$who.err"); then
     while IFS= read -r line; do
       key=${line%%:*}
@@ -224,9 +297,11 @@ echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "- command: $ENV_SHOWN $COMMAND"
 echo "- A (midge): $A_BIN $(timeout 2 "$A_BIN" --version 2>&1 | head -1 || true)"
 echo "- B (nats-server): $B_BIN $(timeout 2 "$B_BIN" --version 2>&1 | head -1 || true)"
-echo "- servers: -a 127.0.0.1 -p <free port> $SERVER_ARGS; bench: $BENCH <scenario> --json $BENCH_ARGS"
+echo "- servers: -a 127.0.0.1 -p <free port> $SERVER_ARGS; bench: $BENCH <scenario> --json $TRANSPORT_ARGS $BENCH_ARGS"
 echo "- git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); logs: $LOGDIR"
 [[ -n $CLUSTER ]] && echo "- cluster: two routed servers per side; publisher on the first, subscribers on the second"
+[[ -n $TLS ]] && echo "- TLS: every client connection; both servers: tls { cert_file, key_file } (ECDSA P-256 server certificate from a generated CA)"
+[[ -n $WS ]] && echo "- WebSocket: clients connect to websocket { port: <free>, $( [[ -n $TLS ]] && echo "tls {} (wss://)" || echo "no_tls: true (ws://)" ) } (no compression)"
 [[ -n $LEAF ]] && echo "- leaf: a hub and a leaf per side ($( [[ $LEAF == reverse ]] && echo "publisher on the leaf, subscribers on the hub" || echo "publisher on the hub, subscribers on the leaf"))"
 echo
 

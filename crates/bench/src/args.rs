@@ -1,11 +1,12 @@
 //! Command-line parsing (hand-written: the bench has no CLI dependency).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 pub const USAGE: &str = "\
-midge-bench: NATS load generator (core protocol over plain TCP)
+midge-bench: NATS load generator (core protocol over TCP, TLS or WebSocket)
 
 USAGE: midge-bench <SCENARIO> [OPTIONS]     (or --scenario <SCENARIO>)
 
@@ -21,7 +22,8 @@ SCENARIOS:
                    a server whose users are in one account, then in one account each)
 
 OPTIONS:
-  --url URL          nats://host:port              [default: nats://127.0.0.1:4222]
+  --url URL          nats://host:port, tls://host:port (implies --tls), ws://host:port
+                     (implies --ws) or wss://host:port    [default: nats://127.0.0.1:4222]
   --sub-url URL      subscribers and responder connect here instead (another server
                      of the same cluster: measures forwarding over a route) [default: --url]
   --msgs N           messages (reqrep: requests)   [default: 1000000; reqrep 20000]
@@ -36,6 +38,13 @@ OPTIONS:
   --subject S        subject prefix                [default: bench]
   --timeout SECS     deadline for the whole run    [default: 120]
   --json             one-line JSON result
+  --tls              every connection upgrades to TLS after the server's INFO (as NATS
+                     clients do; with --ws: TLS before the WebSocket upgrade)
+  --tls-ca PEM       CA certificate(s) the server certificate must chain to (needed by --tls)
+  --tls-server-name NAME
+                     name the server certificate must carry [default: the URL's host]
+  --ws               NATS over WebSocket: HTTP/1.1 upgrade, then masked binary frames (one
+                     per write) out, server frames deframed in; no compression. Not for idle
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +102,10 @@ pub struct Args {
     pub subject: String,
     pub timeout: Duration,
     pub json: bool,
+    pub tls: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+    pub ws: bool,
 }
 
 /// Parses the arguments after the program name; `Ok(None)` means help was asked for.
@@ -111,6 +124,10 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     let mut subject = "bench".to_string();
     let mut timeout = 120;
     let mut json = false;
+    let mut tls = false;
+    let mut tls_ca = None;
+    let mut tls_server_name = None;
+    let mut ws = false;
 
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -140,6 +157,10 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "--subject" => subject = value()?,
             "--timeout" => timeout = number(&flag, &value()?)?,
             "--json" => json = true,
+            "--tls" => tls = true,
+            "--tls-ca" => tls_ca = Some(PathBuf::from(value()?)),
+            "--tls-server-name" => tls_server_name = Some(value()?),
+            "--ws" => ws = true,
             s if !s.starts_with('-') && scenario.is_none() => scenario = Some(Scenario::parse(s)?),
             s => bail!("unexpected argument {s:?}\n\n{USAGE}"),
         }
@@ -174,6 +195,10 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         subject,
         timeout: Duration::from_secs(timeout),
         json,
+        tls,
+        tls_ca,
+        tls_server_name,
+        ws,
     }))
 }
 

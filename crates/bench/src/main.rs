@@ -1,13 +1,14 @@
-//! midge-bench: a load generator speaking the core NATS protocol over plain TCP, so the
-//! same command measures midge and nats-server. See `midge-bench --help`.
+//! midge-bench: a load generator speaking the core NATS protocol over plain TCP, TLS or
+//! WebSocket, so the same command measures midge and nats-server. See `midge-bench --help`.
 //!
-//! `scan` is the wire scanner (no IO), `conn` a blocking client connection, `scenario` the
-//! workloads, `args` the command line.
+//! `scan` is the wire scanner (no IO), `conn` a blocking client connection and its
+//! transports, `ws` the WebSocket framing, `scenario` the workloads, `args` the command line.
 
 mod args;
 mod conn;
 mod scan;
 mod scenario;
+mod ws;
 
 use anyhow::Result;
 

@@ -22,7 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::args::{Args, Scenario};
-use crate::conn::{check_deadline, dial, host_port, Conn, CONNECT};
+use crate::conn::{check_deadline, dial, Conn, Endpoint, CONNECT};
 use crate::scan::{Event, Scanner, SEQ_BYTES};
 
 /// Ordered `(name, value)` results of one run.
@@ -36,9 +36,9 @@ const REQREP_WARMUP: u64 = 100;
 const IDLE_BATCH: usize = 256;
 
 pub fn run(args: &Args) -> Result<Report> {
-    let addr = host_port(&args.url)?;
+    let addr = Endpoint::new(&args.url, args)?;
     let sub_addr = match &args.sub_url {
-        Some(url) => host_port(url)?,
+        Some(url) => Endpoint::new(url, args)?,
         None => addr.clone(),
     };
     let deadline = Instant::now() + args.timeout;
@@ -61,16 +61,21 @@ pub fn run(args: &Args) -> Result<Report> {
 /// the same server twice).
 #[derive(Debug, Clone, Copy)]
 struct Addrs<'a> {
-    publisher: &'a str,
-    subscribers: &'a str,
+    publisher: &'a Endpoint,
+    subscribers: &'a Endpoint,
 }
 
 /// When the receivers are on another server, their interest reaches the sending server over
 /// a route some time after their SUBs: waits until a probe subscribed on `to` after them (so
 /// announced after them, on the same ordered route) receives what a connection on `from`
 /// publishes.
-fn await_route_interest(from: &str, to: &str, subject: &str, deadline: Instant) -> Result<()> {
-    if from == to {
+fn await_route_interest(
+    from: &Endpoint,
+    to: &Endpoint,
+    subject: &str,
+    deadline: Instant,
+) -> Result<()> {
+    if from.addr == to.addr {
         return Ok(());
     }
     let probe_subject = format!("{subject}.probe");
@@ -561,7 +566,12 @@ fn respond(mut conn: Conn, total: u64, payload: Vec<u8>, deadline: Instant) -> R
     Ok(answered)
 }
 
-fn idle(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
+fn idle(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
+    ensure!(
+        ep.is_plain(),
+        "idle measures plain TCP connections only (no --tls or --ws)"
+    );
+    let addr = ep.addr.as_str();
     let rss_before = args.server_pid.map(rss_kb).transpose()?;
     let mut conns: Vec<TcpStream> = Vec::with_capacity(args.conns);
     let mut buf = vec![0u8; 16 * 1024];
@@ -656,7 +666,7 @@ fn rss_kb(pid: u32) -> Result<u64> {
 /// Each publisher sends `msgs / pairs` messages; every subscriber must get exactly its own
 /// publisher's (with one account per pair on the same subject names, anything else would
 /// show a leak). Throughput is all deliveries over the time to the last one.
-fn pairs(args: &Args, addr: &str, deadline: Instant) -> Result<Report> {
+fn pairs(args: &Args, addr: &Endpoint, deadline: Instant) -> Result<Report> {
     let n = args.pairs;
     let per_pair = (args.msgs / n as u64).max(1);
     let size = args.size;
