@@ -251,7 +251,7 @@ fn labels(plan: &ClusterPlan, pool: Option<&str>) -> BTreeMap<String, String> {
     labels
 }
 
-fn metadata(
+pub(crate) fn metadata(
     plan: &ClusterPlan,
     name: String,
     pool: Option<&str>,
@@ -510,7 +510,7 @@ fn leafnodes_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Serv
 }
 
 /// DNS name of one server's route endpoint.
-fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
+pub(crate) fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
     format!(
         "nats://{}-{ordinal}.{}.{}.svc.{}:{}",
         stateful_set_name(&plan.name, pool),

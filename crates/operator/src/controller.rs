@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -71,6 +71,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("creating Secret {name}: {source}")]
+    CreateSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    RouteTls(#[from] crate::route_tls::RouteTlsError),
 }
 
 impl Error {
@@ -103,6 +111,8 @@ impl Error {
             Error::Delete { .. } => "delete",
             Error::Status(_) => "status",
             Error::Secret { .. } => "secret",
+            Error::CreateSecret { .. } => "create_secret",
+            Error::RouteTls(_) => "route_tls",
         }
     }
 }
@@ -263,7 +273,8 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     // Digests of the referenced Secrets: into the config (reloaded) or the pod template
     // (rolled), see `crate::secrets`.
     let uses = referenced(&plan);
-    let secrets = read_secrets(client, &ns, &uses).await?;
+    let mut secrets = read_secrets(client, &ns, &uses).await?;
+    ensure_route_secret(ctx, nc, &plan, &ns, &mut secrets).await?;
     SecretDigests::compute(&uses, &secrets).apply_to(&mut children);
     let applied_sets = match apply_children(client, &ns, &children).await {
         Ok(sets) => sets,
@@ -361,6 +372,59 @@ async fn read_secrets(
         }
     }
     Ok(out)
+}
+
+/// With `spec.tls.routes.generate`, creates the route TLS Secret when `secrets` (just
+/// read) does not hold it, and adds it there, so that it is digested like any other. An
+/// existing Secret is never rewritten: deleting it is how a new pair is made. Created
+/// without server-side apply on purpose: an apply would overwrite the pair each time.
+async fn ensure_route_secret(
+    ctx: &Context,
+    nc: &NatsCluster,
+    plan: &ClusterPlan,
+    ns: &str,
+    secrets: &mut BTreeMap<String, Secret>,
+) -> Result<(), Error> {
+    let Some(tls) = plan.route_tls.as_ref().filter(|_| plan.route_tls_generated) else {
+        return Ok(());
+    };
+    let name = tls.secret_name.clone();
+    if secrets.contains_key(&name) {
+        return Ok(());
+    }
+    let credentials = crate::route_tls::generate(plan, SystemTime::now())?;
+    let secret =
+        crate::route_tls::secret(plan, nc.controller_owner_ref(&()).as_ref(), &credentials);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let stored = match api.create(&params, &secret).await {
+        Ok(created) => {
+            let note = format!("created Secret {name} with a new route CA and certificate");
+            publish(
+                ctx,
+                nc,
+                EventType::Normal,
+                "RouteCredentialsCreated",
+                "Create",
+                note,
+            )
+            .await;
+            created
+        }
+        // Created since it was read (another operator replica, a user): use that one.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&name).await.map_err(|source| Error::Secret {
+                name: name.clone(),
+                source,
+            })?
+        }
+        Err(source) => return Err(Error::CreateSecret { name, source }),
+    };
+    secrets.insert(name, stored);
+    Ok(())
 }
 
 /// Whether the stored status already reports this problem (then no second Event).
