@@ -1596,8 +1596,9 @@ mod tests {
             needed.push(format!("{pruned}:list"));
             needed.push(format!("{pruned}:delete"));
         }
-        // Referenced Secrets: watched (main.rs) and read by reconcile.
-        for verb in ["get", "list", "watch"] {
+        // Referenced Secrets: watched (main.rs) and read by reconcile; the generated
+        // route TLS Secret is created (never patched: an existing one is kept).
+        for verb in ["get", "list", "watch", "create"] {
             needed.push(format!("/secrets:{verb}"));
         }
         needed.push("events.k8s.io/events:create".into());
@@ -1965,6 +1966,85 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .contains("# secret"));
+    }
+
+    /// `tls.routes.generate`: an absent Secret is created once, owned by the cluster, and
+    /// used like a user's (mounted, digested into the config); a present one is only read.
+    #[tokio::test]
+    async fn generated_route_secret_is_created_once() {
+        let mut nc = cluster("  replicas: 3\n  tls: {routes: {generate: true}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        run(nc.clone(), move |mut h| async move {
+            expect_secret(&mut h, "demo-routes-tls", None).await;
+            let (created, send) = expect(
+                &mut h,
+                "POST",
+                "/api/v1/namespaces/ns/secrets?&fieldManager=midge-operator",
+            )
+            .await;
+            respond(send, 201, created.clone());
+            expect_event(&mut h, "RouteCredentialsCreated").await;
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            let _ = tx.send((created, bodies));
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        let (created, bodies) = rx.await.expect("bodies");
+        assert_eq!(created["metadata"]["name"], "demo-routes-tls");
+        assert_eq!(created["type"], "kubernetes.io/tls");
+        let owner = &created["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], UID);
+        assert_eq!(owner["kind"], "NatsCluster");
+        assert_eq!(owner["controller"], true);
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            assert!(created["data"][key].is_string(), "{key}: {created}");
+        }
+        let conf = bodies[0]["data"]["midge.conf"].as_str().unwrap_or_default();
+        let digest_line = conf
+            .lines()
+            .find(|l| l.starts_with("# secret tls-routes: sha256:"))
+            .map(str::to_string);
+        assert!(
+            digest_line.is_some(),
+            "the created Secret is digested: {conf}"
+        );
+        let volumes = bodies[3]["spec"]["template"]["spec"]["volumes"].to_string();
+        assert!(
+            volumes.contains("\"secretName\":\"demo-routes-tls\""),
+            "{volumes}"
+        );
+
+        // Present (whatever it holds): read and digested, never written.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        run(nc, move |mut h| async move {
+            expect_secret(
+                &mut h,
+                "demo-routes-tls",
+                Some(&[("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", "ca")]),
+            )
+            .await;
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            let _ = tx.send(bodies);
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        let bodies = rx.await.expect("bodies");
+        let conf = bodies[0]["data"]["midge.conf"].as_str().unwrap_or_default();
+        assert!(conf.contains("# secret tls-routes: sha256:"), "{conf}");
+        assert_ne!(
+            conf.lines()
+                .find(|l| l.starts_with("# secret tls-routes:"))
+                .map(str::to_string),
+            digest_line,
+            "the stored Secret is the one digested"
+        );
     }
 
     /// `networkPolicy.enabled: false` deletes the policy the operator made, and only it.
