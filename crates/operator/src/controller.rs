@@ -389,7 +389,8 @@ async fn ensure_route_secret(
         return Ok(());
     };
     let name = tls.secret_name.clone();
-    if secrets.contains_key(&name) {
+    if let Some(existing) = secrets.get(&name) {
+        warn_if_expiring(ctx, nc, &name, existing).await;
         return Ok(());
     }
     let credentials = crate::route_tls::generate(plan, SystemTime::now())?;
@@ -425,6 +426,37 @@ async fn ensure_route_secret(
     };
     secrets.insert(name, stored);
     Ok(())
+}
+
+/// The generated certificate is never renewed by the operator: a Warning Event (repeated
+/// on every reconcile, which the recorder folds into a series) once less than
+/// [`crate::route_tls::EXPIRY_WARNING`] is left.
+async fn warn_if_expiring(ctx: &Context, nc: &NatsCluster, name: &str, secret: &Secret) {
+    let Some(left) = crate::route_tls::seconds_left(secret, SystemTime::now()) else {
+        return;
+    };
+    let warn_at = i64::try_from(crate::route_tls::EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    if left >= warn_at {
+        return;
+    }
+    let when = if left > 0 {
+        format!("expires in {} days", left / 86_400)
+    } else {
+        "has expired: routes cannot be established".to_string()
+    };
+    let note = format!(
+        "the generated route certificate in Secret {name} {when}; delete the Secret to have a new pair generated"
+    );
+    tracing::warn!(cluster = %object_key(nc), secret = name, left_seconds = left, "route certificate expiring");
+    publish(
+        ctx,
+        nc,
+        EventType::Warning,
+        "RouteCertificateExpiring",
+        "Check",
+        note,
+    )
+    .await;
 }
 
 /// Whether the stored status already reports this problem (then no second Event).
@@ -2045,6 +2077,36 @@ mod tests {
             digest_line,
             "the stored Secret is the one digested"
         );
+    }
+
+    /// A generated certificate close to its end is not renewed (the Secret is kept) but
+    /// warned about.
+    #[tokio::test]
+    async fn expiring_generated_route_certificate_is_warned_about() {
+        let mut nc = cluster("  replicas: 3\n  tls: {routes: {generate: true}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let plan = validate(&nc).expect("valid");
+        // Made 340 days ago: 25 days left.
+        let made = SystemTime::now() - Duration::from_secs(340 * 86_400);
+        let creds = crate::route_tls::generate(&plan, made).expect("generated");
+        run(nc, move |mut h| async move {
+            let data = [
+                ("tls.crt", creds.tls_crt.as_str()),
+                ("tls.key", creds.tls_key.as_str()),
+                ("ca.crt", creds.ca_crt.as_str()),
+            ];
+            expect_secret(&mut h, "demo-routes-tls", Some(&data)).await;
+            let event = expect_event(&mut h, "RouteCertificateExpiring").await;
+            assert_eq!(event["type"], "Warning");
+            let note = event["note"].as_str().unwrap_or_default();
+            assert!(note.contains("demo-routes-tls expires in 2"), "{note}");
+            expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
     }
 
     /// `networkPolicy.enabled: false` deletes the policy the operator made, and only it.

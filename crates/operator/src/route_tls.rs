@@ -49,6 +49,20 @@ pub enum RouteTlsError {
     Generate(#[from] rcgen::Error),
 }
 
+/// Time left before the generated certificate expires at which the operator starts to
+/// warn (a Warning Event on every reconcile) that the Secret should be deleted.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Seconds from `now` until the certificate in the Secret's `tls.crt` expires (negative
+/// once expired); `None` when it holds no readable certificate.
+pub fn seconds_left(secret: &Secret, now: SystemTime) -> Option<i64> {
+    let data = secret.data.as_ref()?.get("tls.crt")?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&data.0).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
+    let now = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    Some(cert.validity().not_after.timestamp() - now)
+}
+
 /// Name of the Secret the operator generates for `cluster`.
 pub fn secret_name(cluster: &str) -> String {
     format!("{cluster}{SECRET_SUFFIX}")
@@ -336,5 +350,24 @@ mod tests {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
         assert_eq!(data["tls.crt"].0, creds.tls_crt.as_bytes());
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_secret() {
+        let plan = plan("  replicas: 1\n");
+        let now = SystemTime::now();
+        let creds = generate(&plan, now).expect("generated");
+        let secret = secret(&plan, None, &creds);
+        let left = seconds_left(&secret, now).expect("a certificate");
+        assert_eq!(left, i64::try_from(CERT_VALIDITY.as_secs()).expect("fits"));
+        let later = now + CERT_VALIDITY + DAY;
+        assert_eq!(seconds_left(&secret, later), Some(-86_400));
+        let mut garbage = secret.clone();
+        garbage.data = Some(BTreeMap::from([(
+            "tls.crt".to_string(),
+            ByteString(b"not a certificate".to_vec()),
+        )]));
+        assert_eq!(seconds_left(&garbage, now), None);
+        assert_eq!(seconds_left(&Secret::default(), now), None);
     }
 }
