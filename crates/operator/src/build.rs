@@ -251,7 +251,7 @@ fn labels(plan: &ClusterPlan, pool: Option<&str>) -> BTreeMap<String, String> {
     labels
 }
 
-fn metadata(
+pub(crate) fn metadata(
     plan: &ClusterPlan,
     name: String,
     pool: Option<&str>,
@@ -510,7 +510,7 @@ fn leafnodes_service(plan: &ClusterPlan, owner: Option<&OwnerReference>) -> Serv
 }
 
 /// DNS name of one server's route endpoint.
-fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
+pub(crate) fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String {
     format!(
         "nats://{}-{ordinal}.{}.{}.svc.{}:{}",
         stateful_set_name(&plan.name, pool),
@@ -1504,9 +1504,9 @@ mod tests {
                 let conf = render_broker_config(&plan, &plan.pools);
                 let result = load(&conf);
                 if plan.client_tls.is_some() || plan.route_tls.is_some() {
-                    // Client TLS parses, but its certificate files come from a Secret volume
-                    // that does not exist here; route TLS is not supported by the broker yet.
-                    // Those are the only errors, each from the block where it belongs.
+                    // Client and route TLS parse, but their certificate files come from
+                    // Secret volumes that do not exist here. Those are the only errors,
+                    // each from the block where it belongs.
                     with_tls += 1;
                     let err = result.expect_err("the TLS files are not mounted here");
                     let mut keys = tls_errors(&err, &conf);
@@ -1514,11 +1514,11 @@ mod tests {
                     let blocks = (plan.client_tls.is_some(), plan.route_tls.is_some());
                     assert_eq!(tls_blocks(&conf), blocks, "{conf}");
                     let mut expected = Vec::new();
+                    if blocks.1 {
+                        expected.push("missing file: cluster.tls.cert_file".to_string());
+                    }
                     if blocks.0 {
                         expected.push("missing file: tls.cert_file".to_string());
-                    }
-                    if blocks.1 {
-                        expected.push("unsupported: tls".to_string());
                     }
                     assert_eq!(keys, expected, "{conf}");
                     continue;

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -71,6 +71,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("creating Secret {name}: {source}")]
+    CreateSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    RouteTls(#[from] crate::route_tls::RouteTlsError),
 }
 
 impl Error {
@@ -103,6 +111,8 @@ impl Error {
             Error::Delete { .. } => "delete",
             Error::Status(_) => "status",
             Error::Secret { .. } => "secret",
+            Error::CreateSecret { .. } => "create_secret",
+            Error::RouteTls(_) => "route_tls",
         }
     }
 }
@@ -263,7 +273,8 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     // Digests of the referenced Secrets: into the config (reloaded) or the pod template
     // (rolled), see `crate::secrets`.
     let uses = referenced(&plan);
-    let secrets = read_secrets(client, &ns, &uses).await?;
+    let mut secrets = read_secrets(client, &ns, &uses).await?;
+    ensure_route_secret(ctx, nc, &plan, &ns, &mut secrets).await?;
     SecretDigests::compute(&uses, &secrets).apply_to(&mut children);
     let applied_sets = match apply_children(client, &ns, &children).await {
         Ok(sets) => sets,
@@ -361,6 +372,91 @@ async fn read_secrets(
         }
     }
     Ok(out)
+}
+
+/// With `spec.tls.routes.generate`, creates the route TLS Secret when `secrets` (just
+/// read) does not hold it, and adds it there, so that it is digested like any other. An
+/// existing Secret is never rewritten: deleting it is how a new pair is made. Created
+/// without server-side apply on purpose: an apply would overwrite the pair each time.
+async fn ensure_route_secret(
+    ctx: &Context,
+    nc: &NatsCluster,
+    plan: &ClusterPlan,
+    ns: &str,
+    secrets: &mut BTreeMap<String, Secret>,
+) -> Result<(), Error> {
+    let Some(tls) = plan.route_tls.as_ref().filter(|_| plan.route_tls_generated) else {
+        return Ok(());
+    };
+    let name = tls.secret_name.clone();
+    if let Some(existing) = secrets.get(&name) {
+        warn_if_expiring(ctx, nc, &name, existing).await;
+        return Ok(());
+    }
+    let credentials = crate::route_tls::generate(plan, SystemTime::now())?;
+    let secret =
+        crate::route_tls::secret(plan, nc.controller_owner_ref(&()).as_ref(), &credentials);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let stored = match api.create(&params, &secret).await {
+        Ok(created) => {
+            let note = format!("created Secret {name} with a new route CA and certificate");
+            publish(
+                ctx,
+                nc,
+                EventType::Normal,
+                "RouteCredentialsCreated",
+                "Create",
+                note,
+            )
+            .await;
+            created
+        }
+        // Created since it was read (another operator replica, a user): use that one.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&name).await.map_err(|source| Error::Secret {
+                name: name.clone(),
+                source,
+            })?
+        }
+        Err(source) => return Err(Error::CreateSecret { name, source }),
+    };
+    secrets.insert(name, stored);
+    Ok(())
+}
+
+/// The generated certificate is never renewed by the operator: a Warning Event (repeated
+/// on every reconcile, which the recorder folds into a series) once less than
+/// [`crate::route_tls::EXPIRY_WARNING`] is left.
+async fn warn_if_expiring(ctx: &Context, nc: &NatsCluster, name: &str, secret: &Secret) {
+    let Some(left) = crate::route_tls::seconds_left(secret, SystemTime::now()) else {
+        return;
+    };
+    let warn_at = i64::try_from(crate::route_tls::EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    if left >= warn_at {
+        return;
+    }
+    let when = if left > 0 {
+        format!("expires in {} days", left / 86_400)
+    } else {
+        "has expired: routes cannot be established".to_string()
+    };
+    let note = format!(
+        "the generated route certificate in Secret {name} {when}; delete the Secret to have a new pair generated"
+    );
+    tracing::warn!(cluster = %object_key(nc), secret = name, left_seconds = left, "route certificate expiring");
+    publish(
+        ctx,
+        nc,
+        EventType::Warning,
+        "RouteCertificateExpiring",
+        "Check",
+        note,
+    )
+    .await;
 }
 
 /// Whether the stored status already reports this problem (then no second Event).
@@ -1532,8 +1628,9 @@ mod tests {
             needed.push(format!("{pruned}:list"));
             needed.push(format!("{pruned}:delete"));
         }
-        // Referenced Secrets: watched (main.rs) and read by reconcile.
-        for verb in ["get", "list", "watch"] {
+        // Referenced Secrets: watched (main.rs) and read by reconcile; the generated
+        // route TLS Secret is created (never patched: an existing one is kept).
+        for verb in ["get", "list", "watch", "create"] {
             needed.push(format!("/secrets:{verb}"));
         }
         needed.push("events.k8s.io/events:create".into());
@@ -1901,6 +1998,115 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .contains("# secret"));
+    }
+
+    /// `tls.routes.generate`: an absent Secret is created once, owned by the cluster, and
+    /// used like a user's (mounted, digested into the config); a present one is only read.
+    #[tokio::test]
+    async fn generated_route_secret_is_created_once() {
+        let mut nc = cluster("  replicas: 3\n  tls: {routes: {generate: true}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        run(nc.clone(), move |mut h| async move {
+            expect_secret(&mut h, "demo-routes-tls", None).await;
+            let (created, send) = expect(
+                &mut h,
+                "POST",
+                "/api/v1/namespaces/ns/secrets?&fieldManager=midge-operator",
+            )
+            .await;
+            respond(send, 201, created.clone());
+            expect_event(&mut h, "RouteCredentialsCreated").await;
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            let _ = tx.send((created, bodies));
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        let (created, bodies) = rx.await.expect("bodies");
+        assert_eq!(created["metadata"]["name"], "demo-routes-tls");
+        assert_eq!(created["type"], "kubernetes.io/tls");
+        let owner = &created["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], UID);
+        assert_eq!(owner["kind"], "NatsCluster");
+        assert_eq!(owner["controller"], true);
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            assert!(created["data"][key].is_string(), "{key}: {created}");
+        }
+        let conf = bodies[0]["data"]["midge.conf"].as_str().unwrap_or_default();
+        let digest_line = conf
+            .lines()
+            .find(|l| l.starts_with("# secret tls-routes: sha256:"))
+            .map(str::to_string);
+        assert!(
+            digest_line.is_some(),
+            "the created Secret is digested: {conf}"
+        );
+        let volumes = bodies[3]["spec"]["template"]["spec"]["volumes"].to_string();
+        assert!(
+            volumes.contains("\"secretName\":\"demo-routes-tls\""),
+            "{volumes}"
+        );
+
+        // Present (whatever it holds): read and digested, never written.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        run(nc, move |mut h| async move {
+            expect_secret(
+                &mut h,
+                "demo-routes-tls",
+                Some(&[("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", "ca")]),
+            )
+            .await;
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            let _ = tx.send(bodies);
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        let bodies = rx.await.expect("bodies");
+        let conf = bodies[0]["data"]["midge.conf"].as_str().unwrap_or_default();
+        assert!(conf.contains("# secret tls-routes: sha256:"), "{conf}");
+        assert_ne!(
+            conf.lines()
+                .find(|l| l.starts_with("# secret tls-routes:"))
+                .map(str::to_string),
+            digest_line,
+            "the stored Secret is the one digested"
+        );
+    }
+
+    /// A generated certificate close to its end is not renewed (the Secret is kept) but
+    /// warned about.
+    #[tokio::test]
+    async fn expiring_generated_route_certificate_is_warned_about() {
+        let mut nc = cluster("  replicas: 3\n  tls: {routes: {generate: true}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let plan = validate(&nc).expect("valid");
+        // Made 340 days ago: 25 days left.
+        let made = SystemTime::now() - Duration::from_secs(340 * 86_400);
+        let creds = crate::route_tls::generate(&plan, made).expect("generated");
+        run(nc, move |mut h| async move {
+            let data = [
+                ("tls.crt", creds.tls_crt.as_str()),
+                ("tls.key", creds.tls_key.as_str()),
+                ("ca.crt", creds.ca_crt.as_str()),
+            ];
+            expect_secret(&mut h, "demo-routes-tls", Some(&data)).await;
+            let event = expect_event(&mut h, "RouteCertificateExpiring").await;
+            assert_eq!(event["type"], "Warning");
+            let note = event["note"].as_str().unwrap_or_default();
+            assert!(note.contains("demo-routes-tls expires in 2"), "{note}");
+            expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
     }
 
     /// `networkPolicy.enabled: false` deletes the policy the operator made, and only it.

@@ -371,9 +371,11 @@ pub struct TlsSpec {
     /// TLS on the client port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<TlsSecret>,
-    /// TLS between servers. Routes always verify the peer against `ca.crt`.
+    /// TLS between servers (mutual: both sides verify the peer against `ca.crt`), from a
+    /// Secret of yours or one the operator generates. Only pods holding the Secret can
+    /// join the route mesh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<TlsSecret>,
+    pub routes: Option<RouteTls>,
     /// TLS on the leaf node connections from leaf pools to core pools. The Secret is
     /// mounted on both sides: core servers present `tls.crt` (it must name the Service
     /// `<cluster>-leafnodes.<namespace>.svc`), leaf servers verify it against `ca.crt`.
@@ -392,6 +394,31 @@ pub struct TlsSecret {
     /// Require and verify client certificates against `ca.crt` (client and leaf node TLS).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
+}
+
+/// Route TLS: set exactly one of `secretName` and `generate: true`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.secretName) != (has(self.generate) && self.generate)",
+        "message": "set exactly one of secretName and generate: true"
+    }
+]))]
+pub struct RouteTls {
+    /// Name of a `kubernetes.io/tls` Secret in the cluster's namespace (`tls.crt`,
+    /// `tls.key`, `ca.crt`); its certificate must name the pods' DNS names
+    /// (`*.<cluster>-headless.<namespace>.svc.<clusterDomain>`) and be usable as both a
+    /// server and a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// Let the operator create the Secret `<cluster>-routes-tls`: a private CA (ECDSA
+    /// P-256, 10 years, its key not kept) and one certificate for every pod of the
+    /// cluster (valid one year). Created only when absent and never renewed: delete the
+    /// Secret to get a new pair. The Secret is owned by the cluster and goes with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -567,6 +594,9 @@ mod tests {
             "{replicas: 3}",
             "{broker: {lameDuckDuration: 1m, lameDuckGracePeriod: 15s, maxPayload: 1024, maxPending: 2048}}",
             "{pools: [{name: a, replicas: 1}], auth: {token: {name: s, key: t}}, tls: {client: {secretName: c}}}",
+            "{tls: {routes: {secretName: r}}}",
+            "{tls: {routes: {generate: true}}}",
+            "{tls: {routes: {secretName: r, generate: false}}}",
             "{pools: [{name: a, replicas: 1}, {name: e, replicas: 2, role: leaf, broker: {maxPayload: 1024}}]}",
         ] {
             assert_eq!(violations(spec), Vec::<String>::new(), "{spec}");
@@ -602,6 +632,18 @@ mod tests {
             (
                 "{broker: {maxPayload: 2048, maxPending: 1024}}",
                 "spec.broker: maxPayload must not exceed maxPending (default 64 MiB): no message could be delivered",
+            ),
+            (
+                "{tls: {routes: {secretName: r, generate: true}}}",
+                "spec.tls.routes: set exactly one of secretName and generate: true",
+            ),
+            (
+                "{tls: {routes: {}}}",
+                "spec.tls.routes: set exactly one of secretName and generate: true",
+            ),
+            (
+                "{tls: {routes: {generate: false}}}",
+                "spec.tls.routes: set exactly one of secretName and generate: true",
             ),
             (
                 "{auth: {token: {name: s, key: t}, users: {name: s, key: u}}}",

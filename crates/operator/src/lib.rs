@@ -27,5 +27,6 @@ pub mod http;
 pub mod leader;
 pub mod local;
 pub mod render;
+pub mod route_tls;
 pub mod secrets;
 pub mod validate;

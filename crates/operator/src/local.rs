@@ -120,6 +120,8 @@ fn refuse_secrets(plan: &ClusterPlan) -> Result<(), LocalError> {
         Some(Auth::Token(_)) => Some("spec.auth.token"),
         Some(Auth::Users(_)) => Some("spec.auth.users"),
         None if plan.client_tls.is_some() => Some("spec.tls.client"),
+        // Generated route credentials need the Secret volume too: refused alike.
+        None if plan.route_tls_generated => Some("spec.tls.routes.generate"),
         None if plan.route_tls.is_some() => Some("spec.tls.routes"),
         None if plan.leaf_tls.is_some() => Some("spec.tls.leafnodes"),
         None => None,
@@ -312,6 +314,10 @@ mod tests {
             ("  auth: {users: {name: a, key: b}}\n", "spec.auth.users"),
             ("  tls: {client: {secretName: c}}\n", "spec.tls.client"),
             ("  tls: {routes: {secretName: c}}\n", "spec.tls.routes"),
+            (
+                "  tls: {routes: {generate: true}}\n",
+                "spec.tls.routes.generate",
+            ),
         ] {
             let err = start(&format!("{HEAD}{spec}"))
                 .await

@@ -32,7 +32,9 @@ commands:
                        reconcile NatsCluster resources (in a cluster or with a kubeconfig);
                        --namespace overrides MIDGE_OPERATOR_WATCH_NAMESPACE
   crd                  print the NatsCluster CustomResourceDefinition as YAML
-  render -f <file|->   print every object the operator would apply for a manifest
+  render -f <file|->   print every object the operator would apply for a manifest; a
+                       generated route TLS Secret gets a new pair on every render (a
+                       running cluster keeps the first one it gets)
   local -f <file|->    run the manifest's clusters on this machine (loopback ports, no
                        Kubernetes) until Ctrl-C; RUST_LOG=info shows the servers' logs
 ";

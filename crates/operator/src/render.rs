@@ -1,4 +1,8 @@
 //! `midge-operator render`: manifests in, every child object out, no cluster needed.
+//!
+//! A cluster with `spec.tls.routes.generate` also gets its route TLS Secret, with a pair
+//! generated for this output. In a cluster the operator creates that Secret once and
+//! keeps it, so the rendered one is only what the first reconcile would create.
 
 use kube::ResourceExt;
 use serde::Deserialize;
@@ -23,6 +27,12 @@ pub enum RenderError {
         name: String,
         #[source]
         source: ValidationError,
+    },
+    #[error("NatsCluster {name}: {source}")]
+    RouteTls {
+        name: String,
+        #[source]
+        source: crate::route_tls::RouteTlsError,
     },
     #[error("cannot serialise objects: {0}")]
     Serialise(#[from] serde_yaml::Error),
@@ -57,6 +67,16 @@ pub fn render(yaml: &str) -> Result<String, RenderError> {
             source,
         })?;
         // No owner reference: a manifest read from a file has no uid yet.
+        if plan.route_tls_generated {
+            let credentials = crate::route_tls::generate(&plan, std::time::SystemTime::now())
+                .map_err(|source| RenderError::RouteTls {
+                    name: cluster.name_any(),
+                    source,
+                })?;
+            let secret = crate::route_tls::secret(&plan, None, &credentials);
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&secret)?);
+        }
         out.push_str(&build(&plan, None).to_yaml()?);
     }
     Ok(out)
@@ -82,6 +102,34 @@ mod tests {
             let out = render(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(out.contains("kind: StatefulSet"), "{}", path.display());
         }
+    }
+
+    /// Offline, the generated route Secret is rendered (first, as the operator creates it
+    /// before the servers) with a fresh pair, and the servers use it like any other.
+    #[test]
+    fn generated_route_tls_renders_its_secret() {
+        let yaml = "apiVersion: midge.dev/v1alpha1\nkind: NatsCluster\nmetadata: {name: x, namespace: ns}\nspec:\n  replicas: 2\n  tls: {routes: {generate: true}}\n";
+        let out = render(yaml).expect("renders");
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&out)
+            .map(|d| serde_yaml::Value::deserialize(d).expect("object"))
+            .collect();
+        let secret = &docs[0];
+        assert_eq!(secret["kind"], "Secret", "{out}");
+        assert_eq!(secret["metadata"]["name"], "x-routes-tls");
+        assert_eq!(secret["type"], "kubernetes.io/tls");
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            assert!(
+                secret["data"][key].as_str().is_some_and(|v| !v.is_empty()),
+                "{key}"
+            );
+        }
+        assert!(out.contains("secretName: x-routes-tls"), "{out}");
+        assert!(
+            out.contains("cert_file: \"/etc/midge-tls/routes/tls.crt\""),
+            "{out}"
+        );
+        // A new pair on every render.
+        assert_ne!(render(yaml).expect("renders"), out);
     }
 
     #[test]

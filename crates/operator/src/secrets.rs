@@ -93,25 +93,26 @@ pub fn referenced(plan: &ClusterPlan) -> Vec<SecretUse> {
 }
 
 /// Names of the Secrets a NatsCluster's spec references (valid or not: a spec being
-/// fixed still wants its Secrets watched).
-fn spec_secret_names(nc: &NatsCluster) -> Vec<&str> {
-    let mut names = Vec::new();
+/// fixed still wants its Secrets watched), the generated route Secret included: deleting
+/// it reconciles the cluster, which makes a new one.
+fn spec_secret_names(nc: &NatsCluster) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
     if let Some(auth) = &nc.spec.auth {
-        names.extend(
-            auth.token
-                .iter()
-                .chain(&auth.users)
-                .map(|s| s.name.as_str()),
-        );
+        names.extend(auth.token.iter().chain(&auth.users).map(|s| s.name.clone()));
     }
     if let Some(tls) = &nc.spec.tls {
         names.extend(
             tls.client
                 .iter()
-                .chain(&tls.routes)
                 .chain(&tls.leafnodes)
-                .map(|t| t.secret_name.as_str()),
+                .map(|t| t.secret_name.clone()),
         );
+        if let Some(routes) = &tls.routes {
+            names.extend(routes.secret_name.clone());
+            if routes.generate {
+                names.push(crate::route_tls::secret_name(&nc.name_any()));
+            }
+        }
     }
     names
 }
@@ -126,7 +127,7 @@ pub fn clusters_referencing(
     clusters
         .state()
         .iter()
-        .filter(|nc| nc.namespace() == ns && spec_secret_names(nc).contains(&name.as_str()))
+        .filter(|nc| nc.namespace() == ns && spec_secret_names(nc).contains(&name))
         .map(|nc| ObjectRef::from_obj(nc.as_ref()))
         .collect()
 }
@@ -404,6 +405,7 @@ mod tests {
             cluster("b", "ns", "  auth: {users: {name: cert, key: u}}\n"),
             cluster("c", "other", "  tls: {client: {secretName: cert}}\n"),
             cluster("d", "ns", "  replicas: 1\n"),
+            cluster("e", "ns", "  tls: {routes: {generate: true}}\n"),
         ] {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(nc));
         }
@@ -414,5 +416,11 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a", "b"]);
         assert!(clusters_referencing(&reader, &secret("unrelated", &[])).is_empty());
+        // The generated route Secret: deleting it reconciles its cluster (a new one).
+        let generated: Vec<String> = clusters_referencing(&reader, &secret("e-routes-tls", &[]))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(generated, ["e"]);
     }
 }

@@ -15,8 +15,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::ResourceExt;
 
 use crate::crd::{
-    default_image, NatsCluster, NodePool, PoolRole, PullPolicy, SecretKeySelector, ServiceType,
-    TlsSecret,
+    default_image, NatsCluster, NodePool, PoolRole, PullPolicy, RouteTls, SecretKeySelector,
+    ServiceType, TlsSecret,
 };
 
 pub const DEFAULT_REPLICAS: i32 = 3;
@@ -129,7 +129,11 @@ pub struct ClusterPlan {
     pub broker: BrokerLimits,
     pub auth: Option<Auth>,
     pub client_tls: Option<TlsSecret>,
+    /// Route TLS; with `spec.tls.routes.generate` the Secret is the generated one
+    /// ([`crate::route_tls`]), used exactly like a user's.
     pub route_tls: Option<TlsSecret>,
+    /// Whether the operator creates the route TLS Secret when it is absent.
+    pub route_tls_generated: bool,
     /// TLS of the leaf node connections (leaf pools to core pools).
     pub leaf_tls: Option<TlsSecret>,
     pub metrics: bool,
@@ -449,9 +453,38 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
     if let Some(client) = &tls.client {
         check_secret_name(&mut err, "spec.tls.client.secretName", &client.secret_name);
     }
-    if let Some(routes) = &tls.routes {
-        check_secret_name(&mut err, "spec.tls.routes.secretName", &routes.secret_name);
-    }
+    let route_tls = match &tls.routes {
+        None => None,
+        Some(RouteTls {
+            secret_name: Some(secret_name),
+            generate: false,
+        }) => {
+            check_secret_name(&mut err, "spec.tls.routes.secretName", secret_name);
+            Some(TlsSecret {
+                secret_name: secret_name.clone(),
+                verify: true,
+            })
+        }
+        Some(RouteTls {
+            secret_name: None,
+            generate: true,
+        }) => {
+            let secret_name = crate::route_tls::secret_name(&name);
+            check_secret_name(&mut err, "spec.tls.routes.generate", &secret_name);
+            Some(TlsSecret {
+                secret_name,
+                verify: true,
+            })
+        }
+        Some(_) => {
+            err(
+                "spec.tls.routes",
+                "set exactly one of secretName and generate: true".into(),
+            );
+            None
+        }
+    };
+    let route_tls_generated = tls.routes.as_ref().is_some_and(|r| r.generate);
     if let Some(leaf) = &tls.leafnodes {
         check_secret_name(&mut err, "spec.tls.leafnodes.secretName", &leaf.secret_name);
     }
@@ -502,7 +535,8 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         },
         auth,
         client_tls: tls.client,
-        route_tls: tls.routes,
+        route_tls,
+        route_tls_generated,
         leaf_tls: tls.leafnodes,
         metrics: monitoring.metrics.unwrap_or(true),
         service_type: service.type_.unwrap_or_default(),
@@ -870,6 +904,41 @@ mod tests {
             "{HEAD}spec:\n  auth: {{users: {{name: u, key: k}}}}\n  tls: {{client: {{secretName: c, verify: true}}}}\n"
         ))
         .is_empty());
+    }
+
+    /// `generate` names the operator's Secret and is then used like a user's Secret; one
+    /// of the two must be set, not both.
+    #[test]
+    fn route_tls_is_a_secret_name_or_generated() {
+        let plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n  tls: {{routes: {{generate: true}}}}\n"
+        )))
+        .expect("valid");
+        assert!(plan.route_tls_generated);
+        assert_eq!(
+            plan.route_tls.as_ref().map(|t| t.secret_name.as_str()),
+            Some("demo-routes-tls")
+        );
+        let plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n  tls: {{routes: {{secretName: mine}}}}\n"
+        )))
+        .expect("valid");
+        assert!(!plan.route_tls_generated);
+        assert_eq!(
+            plan.route_tls.as_ref().map(|t| t.secret_name.as_str()),
+            Some("mine")
+        );
+        for routes in [
+            "{secretName: mine, generate: true}",
+            "{}",
+            "{generate: false}",
+        ] {
+            assert_eq!(
+                errors(&format!("{HEAD}spec:\n  tls: {{routes: {routes}}}\n")),
+                vec!["spec.tls.routes: set exactly one of secretName and generate: true"],
+                "{routes}"
+            );
+        }
     }
 
     #[test]
