@@ -30,7 +30,8 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
                 .env(ordinal)
                 .contains(&("POD_NAME".into(), pod.clone())));
         }
-        assert_eq!(pool.readiness.path, "/healthz");
+        // Ready once joined: the probe the docker driver polls is the pods' own.
+        assert_eq!(pool.readiness.path, "/healthz?routes=1");
         assert_eq!(Some(pool.readiness.port), pool.port("monitor"));
         assert_eq!(pool.args, ["-c", "/etc/midge/midge.conf"]);
         assert!(pool.mounts.contains(&Mount::ConfigMap {
