@@ -576,7 +576,7 @@ pub(crate) fn spawn(srv: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr, 
         srv,
         shared,
         over_limit,
-        tls.map(|t| (t, tls_info)),
+        tls.map(|t| Box::new((t, tls_info))),
         None,
         nonce,
     ));
@@ -587,7 +587,8 @@ async fn run(
     srv: Arc<ServerInner>,
     shared: Arc<ClientShared>,
     over_limit: bool,
-    tls: Option<(tls::TlsSettings, Vec<u8>)>,
+    // Boxed, as every state a plain connection does not need (see `spawn`).
+    tls: Option<Box<(tls::TlsSettings, Vec<u8>)>>,
     ws: Option<Box<crate::ws::WsReader>>,
     nonce: Option<String>,
 ) {
@@ -601,7 +602,8 @@ async fn run(
             let reason = if over_limit {
                 conn.send_err("maximum connections exceeded");
                 CloseReason::MaxConnectionsExceeded
-            } else if let Some((tls, tls_info)) = tls {
+            } else if let Some(tls) = tls {
+                let (tls, tls_info) = *tls;
                 match Box::pin(conn.tls_handshake(tls, &tls_info)).await {
                     Ok(()) => conn.read_loop().await,
                     Err(reason) => reason,
@@ -795,7 +797,6 @@ pub(crate) struct Conn {
     nonce: Option<String>,
     /// JWT users: when the login ends, once known (the read loop arms its timer with it).
     expires_at: Option<tokio::time::Instant>,
-    expiry_armed: bool,
     /// JWT users: their own subscription and payload limits (`None`: unlimited).
     user_max_subs: Option<usize>,
     user_max_payload: Option<usize>,
@@ -831,6 +832,17 @@ fn read_some(
     match ws {
         None => shared.read(dst, more),
         Some(ws) => ws.read(shared, dst, more),
+    }
+}
+
+/// A timer a connection holds only while it needs it (see `Conn::read_loop`).
+type Timer = std::pin::Pin<Box<tokio::time::Sleep>>;
+
+/// Waits for `timer`; never, when there is none.
+async fn fire(timer: &mut Option<Timer>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -886,7 +898,6 @@ impl Conn {
             copts: ConnectOptions::default(),
             nonce: None,
             expires_at: None,
-            expiry_armed: false,
             user_max_subs: None,
             user_max_payload: None,
             perms: None,
@@ -913,11 +924,14 @@ impl Conn {
             Some(t) if self.is_ws => t,
             _ => self.opts.auth_timeout(),
         };
-        let auth = tokio::time::sleep(auth_timeout);
-        tokio::pin!(auth);
-        // JWT users: armed when the login is accepted (see `expires_at`).
-        let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
-        tokio::pin!(expiry);
+        // Timers only some connections need live on the heap, and only while needed: every
+        // connection's task carries its future for its whole life (idle connections stay
+        // small). The login deadline goes once the client is in; JWT users get an expiry,
+        // armed when the login is accepted (see `expires_at`).
+        let mut auth: Option<Timer> = self
+            .auth_required
+            .then(|| Box::pin(tokio::time::sleep(auth_timeout)));
+        let mut expiry: Option<Timer> = None;
         self.wake_writers();
         let mut ws = self.ws.take();
         // TLS: the handshake's last read may already hold the client's first ops.
@@ -941,8 +955,10 @@ impl Conn {
             }
             let mut room = 0;
             if let Some(at) = self.expires_at.take() {
-                expiry.as_mut().reset(at);
-                self.expiry_armed = true;
+                expiry = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+            if self.connected && auth.is_some() {
+                auth = None;
             }
             let event = if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
@@ -966,8 +982,8 @@ impl Conn {
                         Err(e) => Event::Read(Err(e)),
                     },
                     _ = &mut ping => Event::Ping,
-                    _ = &mut auth, if self.auth_required && !self.connected => Event::AuthTimeout,
-                    _ = &mut expiry, if self.expiry_armed => Event::Expired,
+                    _ = fire(&mut auth), if auth.is_some() && !self.connected => Event::AuthTimeout,
+                    _ = fire(&mut expiry), if expiry.is_some() => Event::Expired,
                 }
             };
             let n = match event {
@@ -1008,7 +1024,10 @@ impl Conn {
                             // Checking the credentials may wait for bcrypt: nothing after
                             // this CONNECT is processed until they are decided.
                             ClientOp::Connect(json) if self.auth_required && !self.connected => {
-                                Box::pin(self.connect_with_auth(json, auth.as_mut())).await
+                                let deadline = auth.get_or_insert_with(|| {
+                                    Box::pin(tokio::time::sleep(auth_timeout))
+                                });
+                                Box::pin(self.connect_with_auth(json, deadline.as_mut())).await
                             }
                             op => self.process(op),
                         };
