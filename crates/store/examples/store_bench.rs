@@ -39,13 +39,15 @@ fn rate(n: u64, d: Duration) -> String {
     let per_s = n as f64 / d.as_secs_f64();
     if per_s >= 1e6 {
         format!("{:.2} M/s", per_s / 1e6)
-    } else {
+    } else if per_s >= 1e4 {
         format!("{:.0} k/s", per_s / 1e3)
+    } else {
+        format!("{per_s:.0} /s")
     }
 }
 
 fn mbps(bytes: u64, d: Duration) -> String {
-    format!("{:.0} MB/s", bytes as f64 / d.as_secs_f64() / 1e6)
+    format!("{:.2} MB/s", bytes as f64 / d.as_secs_f64() / 1e6)
 }
 
 /// Appends `n` messages; returns the time taken (without a final sync).
