@@ -1,5 +1,5 @@
 //! File store measurements: append throughput (`Interval` and `Always`, 16 B and 1 KiB
-//! payloads), `get` throughput, and recovery of a ~1 GB store whose writer was killed.
+//! payloads), `get` and `remove` throughput, and recovery of a ~1 GB store whose writer was killed.
 //!
 //!     cargo run --release -p midge-store --example store_bench
 //!
@@ -131,6 +131,21 @@ fn gets(dir: &Path, n: u64) {
     assert!(sum > 0);
 }
 
+/// Removes every message oldest first, as a work queue does (blocks are deleted as they
+/// empty).
+fn removes(dir: &Path, n: u64) {
+    let (mut s, _) = FileStore::open(dir, cfg(interval())).expect("open");
+    let t = Instant::now();
+    for seq in 1..=n {
+        assert!(s.remove(seq, false).expect("remove"));
+    }
+    let d = t.elapsed();
+    println!("\n## remove, oldest first (Interval, {n} messages of 16 B)");
+    println!("| removes | time | removes/s |");
+    println!("| --- | --- | --- |");
+    println!("| {n} | {:.2} s | {} |", d.as_secs_f64(), rate(n, d));
+}
+
 fn drop_caches() -> bool {
     let synced = Command::new("sync").status().is_ok_and(|s| s.success());
     synced && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
@@ -213,6 +228,7 @@ fn main() {
     std::fs::create_dir_all(&base).expect("bench dir");
     let (dir, n) = appends(&base);
     gets(&dir, n);
+    removes(&dir, n);
     let _ = std::fs::remove_dir_all(&dir);
     println!("\n## recovery after SIGKILL of the writer (Interval, 8 MiB blocks)");
     println!("| payload | on disk | msgs | write time | cache | open time | read rate | blocks | torn bytes cut |");

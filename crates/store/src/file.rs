@@ -580,6 +580,14 @@ impl FileStore {
         let (first, last, left) = (e.first, e.last, e.msgs);
         if left == 0 {
             self.subjects.release(s.subj);
+        } else if left == 1 {
+            // The one left is the other end (a KV key with history 1 never scans).
+            let e = self.subjects.get_mut(s.subj);
+            if seq == first {
+                e.first = last;
+            } else {
+                e.last = first;
+            }
         } else if seq == first {
             let next = self
                 .live_from(seq + 1)
