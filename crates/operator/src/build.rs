@@ -28,7 +28,9 @@ use midge::options::{ClusterOptions, RemoteLeaf, RemoteTls, TlsOptions};
 use midge::Options;
 
 use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
-use crate::validate::{Auth, ClusterPlan, NetworkPeers, HEADLESS_SUFFIX, LEAFNODES_SUFFIX};
+use crate::validate::{
+    Auth, ClusterPlan, NetworkPeers, PoolPlan, HEADLESS_SUFFIX, LEAFNODES_SUFFIX,
+};
 
 pub const FIELD_MANAGER: &str = "midge-operator";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -529,7 +531,7 @@ pub(crate) fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String 
 /// included (the broker drops a route to itself), and is re-rendered on every scale so
 /// running servers learn new peers from the file. With leaf pools in `pools`, the core
 /// servers also listen for leaf nodes.
-pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
+pub fn broker_options(plan: &ClusterPlan, pools: &[PoolPlan]) -> Options {
     let mut options = server_options(plan);
     options.cluster.name = Some(plan.name.clone());
     options.cluster.routes = pools
@@ -561,7 +563,7 @@ pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
 /// from the core's: that is how the hub tells a leaf cluster apart), and each dials the
 /// core servers' leaf node Service. The route port is always open, also with one server,
 /// so that scaling a leaf pool from one server to more is a reload, not a restart.
-pub fn pool_broker_options(plan: &ClusterPlan, pool: &NodePool) -> Options {
+pub fn pool_broker_options(plan: &ClusterPlan, pool: &PoolPlan) -> Options {
     let mut options = match pool.role {
         PoolRole::Core => broker_options(plan, &plan.pools),
         PoolRole::Leaf => {
@@ -665,13 +667,13 @@ fn port(value: i32) -> u16 {
 /// ([`Options::to_conf_string`], so the file always reads back as those options), plus the
 /// few things a shared `Options` value cannot say. Those rely on the config format's rule
 /// that a repeated key replaces the earlier value, so they come after the broker's text.
-pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
+pub fn render_broker_config(plan: &ClusterPlan, pools: &[PoolPlan]) -> String {
     render_options(plan, &broker_options(plan, pools))
 }
 
 /// Renders the `midge.conf` of a pool with its own config ([`pool_broker_options`]): the
 /// same file as [`render_broker_config`] apart from what the pool's options change.
-pub fn render_pool_config(plan: &ClusterPlan, pool: &NodePool) -> String {
+pub fn render_pool_config(plan: &ClusterPlan, pool: &PoolPlan) -> String {
     render_options(plan, &pool_broker_options(plan, pool))
 }
 
@@ -801,7 +803,7 @@ fn tls_volume(name: &str, tls: &TlsSecret) -> Volume {
 
 fn stateful_set(
     plan: &ClusterPlan,
-    pool: &NodePool,
+    pool: &PoolPlan,
     owner: Option<&OwnerReference>,
 ) -> StatefulSet {
     let name = stateful_set_name(&plan.name, &pool.name);
@@ -1002,7 +1004,9 @@ fn stateful_set(
     StatefulSet {
         metadata: metadata(plan, name, Some(&pool.name), owner),
         spec: StatefulSetSpec {
-            replicas: Some(pool.replicas),
+            // Left out for an externally scaled pool: what server-side apply does not name,
+            // the operator does not own, so `kubectl scale` and autoscalers keep it.
+            replicas: (!pool.external).then_some(pool.replicas),
             service_name: Some(headless_service_name(&plan.name)),
             // All servers start together: each only needs DNS names of its peers, not
             // their readiness, and ordered start-up would make cluster formation slow.
@@ -1412,6 +1416,43 @@ mod tests {
             .expect("the Dockerfile has an ENTRYPOINT");
         assert_eq!(entrypoint.trim(), format!("[\"{BROKER_BIN}\"]"));
         assert!(BROKER_BIN.starts_with('/'));
+    }
+
+    /// A pool with `scaling: External`: its StatefulSet names no `spec.replicas` (so the
+    /// operator never owns the count that `kubectl scale` or an HPA sets), and the routes,
+    /// the edge cluster's routes and the PDB follow the count the controller observed.
+    #[test]
+    fn externally_scaled_pools_leave_the_count_to_the_stateful_set() {
+        let mut p = plan("  pools:\n  - {name: a, replicas: 2}\n  - {name: b, scaling: External}\n  - {name: edge, role: leaf, scaling: External}\n");
+        let children = build(&p, None);
+        let counts: Vec<Option<i32>> = children
+            .stateful_sets
+            .iter()
+            .map(|s| s.spec.replicas)
+            .collect();
+        assert_eq!(counts, [Some(2), None, None]);
+        assert_eq!(
+            loaded(&children).cluster.routes.len(),
+            3,
+            "a new StatefulSet has one server"
+        );
+
+        p.observe_replicas("b", 4);
+        p.observe_replicas("edge", 3);
+        let children = build(&p, None);
+        assert_eq!(children.stateful_sets[1].spec.replicas, None);
+        let routes = loaded(&children).cluster.routes;
+        assert_eq!(routes.len(), 6, "{routes:?}");
+        assert_eq!(
+            routes.last().map(String::as_str),
+            Some("nats://demo-b-3.demo-headless.ns.svc.cluster.local:6222")
+        );
+        let edge = load(pool_conf(&children, "demo-edge-config")).expect("edge config loads");
+        assert_eq!(edge.cluster.routes.len(), 3);
+        assert_eq!(
+            children.pod_disruption_budgets[1].metadata.name.as_deref(),
+            Some("demo-b")
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::build::{build, client_url, cluster_selector, managed_selector, FIELD_MANAGER};
 use crate::crd::{NatsCluster, NatsClusterStatus, PoolStatus};
 use crate::secrets::{referenced, SecretDigests, SecretUse};
-use crate::validate::{validate, ClusterPlan};
+use crate::validate::{validate, ClusterPlan, PoolPlan, STATEFULSET_DEFAULT_REPLICAS};
 
 /// Periodic resync while everything is ready; watches on the children trigger earlier.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -38,6 +38,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 const PROGRESS_POLL: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Field manager that takes over `spec.replicas` of an externally scaled pool's
+/// StatefulSet from the operator (see [`hand_over_replicas`]).
+pub const REPLICAS_HANDOVER_MANAGER: &str = "midge-operator-handover";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,6 +82,12 @@ pub enum Error {
     },
     #[error(transparent)]
     RouteTls(#[from] crate::route_tls::RouteTlsError),
+    #[error("handing the server count of StatefulSet {name} over to kubectl scale and autoscalers: {source}")]
+    Handover {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -113,6 +122,7 @@ impl Error {
             Error::Secret { .. } => "secret",
             Error::CreateSecret { .. } => "create_secret",
             Error::RouteTls(_) => "route_tls",
+            Error::Handover { .. } => "handover",
         }
     }
 }
@@ -246,7 +256,7 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
         return Ok(Action::await_change());
     }
 
-    let plan = match validate(nc) {
+    let mut plan = match validate(nc) {
         Ok(plan) => plan,
         Err(invalid) => {
             tracing::info!(cluster = %object_key(nc), error = %invalid, "invalid spec");
@@ -268,6 +278,25 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
             return Ok(Action::await_change());
         }
     };
+
+    // Observe: the cluster's StatefulSets as they run. An externally scaled pool is built
+    // for the count its StatefulSet has (routes, status), and its count is handed over
+    // when the operator still owns it from before the pool switched.
+    let live = list_owned::<StatefulSet>(client, nc, &ns).await?;
+    for pool in plan.pools.iter().filter(|p| p.external) {
+        if let Some(sts) = live.iter().find(|s| s.name_any() == sts_name(&plan, pool)) {
+            if owns_replicas(sts) {
+                hand_over_replicas(client, &ns, sts).await?;
+            }
+        }
+    }
+    for sts in &live {
+        let replicas = sts.spec.replicas;
+        let pool = sts.labels().get(crate::build::LABEL_POOL).cloned();
+        if let Some(pool) = pool {
+            plan.observe_replicas(&pool, replicas.unwrap_or(STATEFULSET_DEFAULT_REPLICAS));
+        }
+    }
 
     let mut children = build(&plan, nc.controller_owner_ref(&()).as_ref());
     // Digests of the referenced Secrets: into the config (reloaded) or the pod template
@@ -291,7 +320,7 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
             return Err(error);
         }
     };
-    let removed_pools = delete_removed_pools(ctx, nc, &ns, &children.stateful_sets).await?;
+    let removed_pools = delete_removed_pools(ctx, nc, &ns, &live, &children.stateful_sets).await?;
     // Pool ConfigMaps and Services only exist with leaf pools or per-pool limits, and only
     // go away with such a pool: a cloud-only cluster is spared the two lists.
     if removed_pools || !children.pool_config_maps.is_empty() {
@@ -509,14 +538,8 @@ fn owned_by(object: &impl Resource, nc: &NatsCluster) -> bool {
         .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
-/// Deletes this cluster's objects of kind `K` whose names are not in `wanted`; returns
-/// the names deleted.
-async fn prune<K>(
-    client: &Client,
-    nc: &NatsCluster,
-    ns: &str,
-    wanted: &[String],
-) -> Result<Vec<String>, Error>
+/// This cluster's objects of kind `K`: labelled as the operator's and controlled by `nc`.
+async fn list_owned<K>(client: &Client, nc: &NatsCluster, ns: &str) -> Result<Vec<K>, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -532,10 +555,51 @@ where
             kind: K::KIND,
             source,
         })?;
+    Ok(existing
+        .into_iter()
+        .filter(|object| owned_by(object, nc))
+        .collect())
+}
+
+/// Deletes this cluster's objects of kind `K` whose names are not in `wanted`; returns
+/// the names deleted.
+async fn prune<K>(
+    client: &Client,
+    nc: &NatsCluster,
+    ns: &str,
+    wanted: &[String],
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::Resource,
+{
+    let existing = list_owned::<K>(client, nc, ns).await?;
+    delete_unwanted(client, nc, ns, &existing, wanted).await
+}
+
+/// Deletes the objects of `existing` (this cluster's) whose names are not in `wanted`.
+async fn delete_unwanted<K>(
+    client: &Client,
+    nc: &NatsCluster,
+    ns: &str,
+    existing: &[K],
+    wanted: &[String],
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::Resource,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut deleted = Vec::new();
     for object in existing {
         let name = object.name_any();
-        if owned_by(&object, nc) && !wanted.contains(&name) {
+        if !wanted.contains(&name) {
             tracing::info!(cluster = %object_key(nc), kind = K::KIND, %name, "deleting");
             api.delete(&name, &DeleteParams::background())
                 .await
@@ -603,15 +667,17 @@ where
     })
 }
 
-/// Deletes StatefulSets of pools that left the spec, with an Event for each.
+/// Deletes the StatefulSets (of `live`, listed by this reconcile) of pools that left the
+/// spec, with an Event for each.
 async fn delete_removed_pools(
     ctx: &Context,
     nc: &NatsCluster,
     ns: &str,
+    live: &[StatefulSet],
     desired: &[StatefulSet],
 ) -> Result<bool, Error> {
     let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
-    let deleted = prune::<StatefulSet>(&ctx.client, nc, ns, &wanted).await?;
+    let deleted = delete_unwanted(&ctx.client, nc, ns, live, &wanted).await?;
     let removed = !deleted.is_empty();
     for name in deleted {
         let note = format!("deleted StatefulSet {name}: its pool is no longer in the spec");
@@ -626,6 +692,53 @@ async fn delete_removed_pools(
         .await;
     }
     Ok(removed)
+}
+
+fn sts_name(plan: &ClusterPlan, pool: &PoolPlan) -> String {
+    crate::build::stateful_set_name(&plan.name, &pool.name)
+}
+
+/// Whether the operator's own applies own `spec.replicas` of `sts`: a pool that was scaled
+/// by the operator and now is not. Leaving the field out of the next apply would then
+/// delete it (Kubernetes would default it to 1, scaling the pool down), so the count is
+/// handed over first.
+fn owns_replicas(sts: &StatefulSet) -> bool {
+    sts.metadata.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.subresource.is_none()
+            && entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .and_then(|spec| spec.get("f:replicas"))
+                .is_some()
+    })
+}
+
+/// Applies `spec.replicas` of `sts`, at the count it has, under a field manager of its own
+/// ([`REPLICAS_HANDOVER_MANAGER`]): the count then has an owner besides the operator,
+/// which can leave it out of its applies without the field being deleted, and which
+/// `kubectl scale` or an autoscaler takes over on their first change. Not forced: should
+/// the count move in between, the conflict is retried with the new count.
+async fn hand_over_replicas(client: &Client, ns: &str, sts: &StatefulSet) -> Result<(), Error> {
+    let name = sts.name_any();
+    let replicas = sts.spec.replicas.unwrap_or(STATEFULSET_DEFAULT_REPLICAS);
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas},
+    });
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Handover { name, source })?;
+    Ok(())
 }
 
 async fn write_status(
@@ -699,7 +812,7 @@ struct PoolRollout {
     done: bool,
 }
 
-fn pool_rollout(pool: &crate::crd::NodePool, sts: &StatefulSet) -> PoolRollout {
+fn pool_rollout(pool: &PoolPlan, sts: &StatefulSet) -> PoolRollout {
     let st = sts.status.clone().unwrap_or_default();
     let ready = st.ready_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
@@ -1188,6 +1301,32 @@ mod tests {
         })
     }
 
+    /// A StatefulSet of pool `pool` as listed: at `replicas` servers, and with
+    /// `spec.replicas` owned by the operator's applies when `operator_owned`.
+    fn pool_sts(name: &str, pool: &str, replicas: i32, operator_owned: bool) -> Value {
+        let mut sts = owned_sts(name, UID);
+        sts["metadata"]["labels"] = json!({"midge.dev/pool": pool});
+        sts["spec"]["replicas"] = json!(replicas);
+        if operator_owned {
+            sts["metadata"]["managedFields"] = json!([{
+                "manager": "midge-operator", "operation": "Apply", "apiVersion": "apps/v1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:replicas": {}, "f:serviceName": {}}}
+            }]);
+        }
+        sts
+    }
+
+    /// The route URLs of a rendered `midge.conf`.
+    fn routes_in(conf: &Value) -> Vec<String> {
+        conf.as_str()
+            .unwrap_or_default()
+            .split('"')
+            .filter(|part| part.starts_with("nats://"))
+            .map(str::to_string)
+            .collect()
+    }
+
     fn condition_of<'a>(status: &'a Value, type_: &str) -> &'a Value {
         status["conditions"]
             .as_array()
@@ -1230,6 +1369,7 @@ mod tests {
         let nc = cluster("  replicas: 3\n");
         let status_nc = nc.clone();
         let action = run(nc, |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let bodies = expect_applies(&mut h, &["demo-default"], 0).await;
             assert_eq!(
                 bodies[0]["data"]["midge.conf"]
@@ -1238,7 +1378,6 @@ mod tests {
                 Some(3)
             );
             assert_eq!(bodies[3]["spec"]["replicas"], 3);
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["observedGeneration"], 2);
@@ -1268,8 +1407,8 @@ mod tests {
         let mut nc = cluster("  replicas: 3\n");
         nc.status = Some(settled(&nc, 3));
         let action = run(nc, |mut h| async move {
-            expect_applies(&mut h, &["demo-default"], 3).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_applies(&mut h, &["demo-default"], 3).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             h
         })
@@ -1278,12 +1417,126 @@ mod tests {
         assert_eq!(action, Action::requeue(RESYNC));
     }
 
+    /// `scaling: External`: the pool's StatefulSet owns its count. `kubectl scale
+    /// statefulset/demo-workers --replicas=5` (or an HPA) changes it, the StatefulSet event
+    /// reconciles, and the ConfigMap's routes and the status follow the live count; the
+    /// applied StatefulSet never names `spec.replicas`, so the operator never takes the
+    /// count back.
+    #[tokio::test]
+    async fn externally_scaled_pool_follows_its_stateful_set() {
+        let nc = cluster(
+            "  pools:\n  - {name: core, replicas: 3}\n  - {name: workers, scaling: External}\n",
+        );
+        let mut status = None;
+        for (count, event) in [(3, "Created"), (5, "Scaled")] {
+            let mut nc = nc.clone();
+            nc.status = status.take();
+            let status_nc = nc.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            run(nc, move |mut h| async move {
+                expect_list(
+                    &mut h,
+                    vec![
+                        owned_sts("demo-core", UID),
+                        pool_sts("demo-workers", "workers", count, false),
+                    ],
+                )
+                .await;
+                let bodies = expect_applies(&mut h, &["demo-core", "demo-workers"], 3).await;
+                let routes = routes_in(&bodies[0]["data"]["midge.conf"]);
+                let workers: Vec<&String> = routes
+                    .iter()
+                    .filter(|r| r.contains("demo-workers-"))
+                    .collect();
+                assert_eq!(
+                    workers.len(),
+                    usize::try_from(count).unwrap_or(0),
+                    "{routes:?}"
+                );
+                assert_eq!(routes.len(), 3 + workers.len());
+                assert_eq!(bodies[3]["spec"]["replicas"], 3, "the operator's pool");
+                assert!(
+                    bodies[4]["spec"].get("replicas").is_none(),
+                    "the external pool's count is not applied: {}",
+                    bodies[4]["spec"]
+                );
+                // The PDB of the pool is there as for any other.
+                assert_eq!(bodies[6]["metadata"]["name"], "demo-workers");
+                expect_pdb_list(&mut h, vec![]).await;
+                let status = expect_status(&mut h, &status_nc).await;
+                assert_eq!(status["replicas"], 3 + count);
+                assert_eq!(status["pools"][1]["name"], "workers");
+                assert_eq!(status["pools"][1]["replicas"], count);
+                let _ = tx.send(status);
+                let note = expect_event(&mut h, event).await["note"].clone();
+                if event == "Scaled" {
+                    assert_eq!(note, "scaled from 6 to 8 servers");
+                }
+                h
+            })
+            .await
+            .expect("reconcile succeeds");
+            let written = rx.await.expect("status");
+            status = Some(serde_json::from_value(written).expect("a status"));
+        }
+    }
+
+    /// A pool switched from `replicas: 4` to `scaling: External` still has its count owned
+    /// by the operator's applies: leaving it out of the next apply would delete the field
+    /// and drop the StatefulSet to one server. The count is first applied as it is under a
+    /// field manager of its own (not forced), then the operator's apply leaves it out.
+    #[tokio::test]
+    async fn switching_a_pool_to_external_scaling_hands_its_count_over() {
+        let mut nc = cluster("  pools:\n  - {name: workers, scaling: External}\n");
+        nc.status = Some(settled(&nc, 1));
+        let status_nc = nc.clone();
+        run(nc, |mut h| async move {
+            expect_list(&mut h, vec![pool_sts("demo-workers", "workers", 4, true)]).await;
+            let (body, send) = expect(
+                &mut h,
+                "PATCH",
+                "/apis/apps/v1/namespaces/ns/statefulsets/demo-workers?&fieldManager=midge-operator-handover",
+            )
+            .await;
+            assert_eq!(
+                body,
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                       "metadata": {"name": "demo-workers", "namespace": "ns"},
+                       "spec": {"replicas": 4}})
+            );
+            respond(send, 200, pool_sts("demo-workers", "workers", 4, true));
+            let bodies = expect_applies(&mut h, &["demo-workers"], 4).await;
+            assert!(bodies[3]["spec"].get("replicas").is_none(), "{}", bodies[3]);
+            assert_eq!(routes_in(&bodies[0]["data"]["midge.conf"]).len(), 4);
+            expect_pdb_list(&mut h, vec![owned("demo-workers", UID)]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            assert_eq!(status["replicas"], 4);
+            expect_event(&mut h, "Scaled").await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+
+        // Once handed over (the operator no longer owns the count), nothing more is done.
+        let mut nc = cluster("  pools:\n  - {name: workers, scaling: External}\n");
+        nc.status = Some(settled(&nc, 1));
+        run(nc, |mut h| async move {
+            expect_list(&mut h, vec![pool_sts("demo-workers", "workers", 1, false)]).await;
+            expect_applies(&mut h, &["demo-workers"], 1).await;
+            expect_pdb_list(&mut h, vec![owned("demo-workers", UID)]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
     #[tokio::test]
     async fn scale_up_rerenders_routes_and_status() {
         let mut nc = cluster("  replicas: 5\n");
         nc.status = Some(settled(&cluster("  replicas: 3\n"), 3));
         let status_nc = nc.clone();
         run(nc, |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
             let conf = bodies[0]["data"]["midge.conf"]
                 .as_str()
@@ -1294,7 +1547,6 @@ mod tests {
                 "{conf}"
             );
             assert_eq!(bodies[3]["spec"]["replicas"], 5);
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["replicas"], 5);
@@ -1312,7 +1564,6 @@ mod tests {
         let mut nc = cluster("  pools: [{name: a, replicas: 1}]\n");
         nc.status = Some(settled(&nc, 1));
         run(nc, |mut h| async move {
-            expect_applies(&mut h, &["demo-a"], 1).await;
             expect_list(
                 &mut h,
                 vec![
@@ -1322,6 +1573,7 @@ mod tests {
                 ],
             )
             .await;
+            expect_applies(&mut h, &["demo-a"], 1).await;
             let (body, send) = expect(
                 &mut h,
                 "DELETE",
@@ -1412,6 +1664,11 @@ mod tests {
             cluster("  pools:\n  - {name: cloud, replicas: 2}\n  - {name: edge, replicas: 2, role: leaf, broker: {maxConnections: 100}}\n");
         nc.status = Some(settled(&nc, 2));
         run(nc, |mut h| async move {
+            expect_list(
+                &mut h,
+                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
+            )
+            .await;
             let paths = [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/configmaps/demo-edge-config",
@@ -1459,11 +1716,6 @@ mod tests {
                 bodies[7]["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
                 "demo-edge-config"
             );
-            expect_list(
-                &mut h,
-                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
-            )
-            .await;
             expect_list_of(
                 &mut h,
                 "api/v1",
@@ -1644,6 +1896,7 @@ mod tests {
     async fn api_error_stops_the_pipeline_and_backs_off() {
         let nc = cluster("  replicas: 3\n");
         let error = run(nc.clone(), |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let (_, send) = expect(&mut h, "PATCH", &format!("/api/v1/namespaces/ns/configmaps/demo-config{APPLY}")).await;
             respond(
                 send,
@@ -1702,8 +1955,8 @@ mod tests {
             nc.status = Some(settled(&nc, 3));
             let status_nc = nc.clone();
             let action = run(nc, |mut h| async move {
-                expect_applies_with(&mut h, &["demo-default"], status, true).await;
                 expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+                expect_applies_with(&mut h, &["demo-default"], status, true).await;
                 expect_pdb_list(&mut h, vec![]).await;
                 let status = expect_status(&mut h, &status_nc).await;
                 let ready = condition_of(&status, "Ready");
@@ -1726,8 +1979,8 @@ mod tests {
         let nc = cluster("  replicas: 0\n");
         let status_nc = nc.clone();
         let action = run(nc, |mut h| async move {
-            expect_applies(&mut h, &["demo-default"], 0).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_applies(&mut h, &["demo-default"], 0).await;
             expect_pdb_list(&mut h, vec![]).await;
             let status = expect_status(&mut h, &status_nc).await;
             let ready = condition_of(&status, "Ready");
@@ -1763,6 +2016,7 @@ mod tests {
             )
         };
         let error = run(nc.clone(), |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             for path in [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/services/demo-headless",
@@ -1806,6 +2060,7 @@ mod tests {
             now(),
         ));
         run(again, |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             for path in [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/services/demo-headless",
@@ -1906,6 +2161,7 @@ mod tests {
         for crt in ["certificate v1", "certificate v2"] {
             let (tx, rx) = tokio::sync::oneshot::channel();
             run(nc.clone(), move |mut h| async move {
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 expect_secret(
                     &mut h,
                     "users",
@@ -1919,7 +2175,6 @@ mod tests {
                 )
                 .await;
                 let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
                 let _ = tx.send(bodies);
                 h
@@ -1966,10 +2221,10 @@ mod tests {
         for token in [None, Some("t1"), Some("t2")] {
             let (tx, rx) = tokio::sync::oneshot::channel();
             run(nc.clone(), move |mut h| async move {
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 let data = token.map(|t| vec![("token", t)]);
                 expect_secret(&mut h, "creds", data.as_deref()).await;
                 let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
                 let _ = tx.send(bodies);
                 h
@@ -2008,6 +2263,7 @@ mod tests {
         nc.status = Some(settled(&nc, 3));
         let (tx, rx) = tokio::sync::oneshot::channel();
         run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_secret(&mut h, "demo-routes-tls", None).await;
             let (created, send) = expect(
                 &mut h,
@@ -2018,7 +2274,6 @@ mod tests {
             respond(send, 201, created.clone());
             expect_event(&mut h, "RouteCredentialsCreated").await;
             let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let _ = tx.send((created, bodies));
             h
@@ -2053,6 +2308,7 @@ mod tests {
         // Present (whatever it holds): read and digested, never written.
         let (tx, rx) = tokio::sync::oneshot::channel();
         run(nc, move |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_secret(
                 &mut h,
                 "demo-routes-tls",
@@ -2060,7 +2316,6 @@ mod tests {
             )
             .await;
             let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let _ = tx.send(bodies);
             h
@@ -2090,6 +2345,7 @@ mod tests {
         let made = SystemTime::now() - Duration::from_secs(340 * 86_400);
         let creds = crate::route_tls::generate(&plan, made).expect("generated");
         run(nc, move |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let data = [
                 ("tls.crt", creds.tls_crt.as_str()),
                 ("tls.key", creds.tls_key.as_str()),
@@ -2101,7 +2357,6 @@ mod tests {
             let note = event["note"].as_str().unwrap_or_default();
             assert!(note.contains("demo-routes-tls expires in 2"), "{note}");
             expect_applies(&mut h, &["demo-default"], 3).await;
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             h
         })
@@ -2115,8 +2370,8 @@ mod tests {
         let mut nc = cluster("  replicas: 3\n  networkPolicy: {enabled: false}\n");
         nc.status = Some(settled(&nc, 3));
         run(nc, |mut h| async move {
-            expect_applies_with(&mut h, &["demo-default"], sts_status(3, 3, 1), false).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_applies_with(&mut h, &["demo-default"], sts_status(3, 3, 1), false).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             expect_list_of(
                 &mut h,

@@ -51,7 +51,8 @@ pub fn default_image() -> String {
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1,"description":"Why the cluster is (not) ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // `kubectl scale`, HPA and KEDA drive `spec.replicas`: the shorthand single pool. A
-    // cluster with pools refuses it (CEL rule below); one pool is scaled by patching it.
+    // cluster with pools refuses it (CEL rule below); one pool is scaled by patching it,
+    // or, with `scaling: External`, through its StatefulSet's own scale subresource.
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -64,7 +65,7 @@ pub fn default_image() -> String {
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.replicas) || !has(self.pools) || size(self.pools) == 0",
-        "message": "set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools"
+        "message": "set either spec.replicas or spec.pools, not both: kubectl scale natscluster only applies to a cluster without pools; scale one pool by patching spec.pools[i].replicas, or give it scaling: External and scale its StatefulSet"
     },
     {
         "rule": "!has(self.pools) || size(self.pools) == 0 || self.pools.exists(p, !has(p.role) || p.role == 'core')",
@@ -164,6 +165,12 @@ impl PullPolicy {
 /// A group of servers sharing scheduling, resources and a role.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.scaling) && self.scaling == 'External' ? !has(self.replicas) : has(self.replicas)",
+        "message": "set replicas, or scaling: External without replicas (the StatefulSet <cluster>-<pool> then owns the count: kubectl scale statefulset, HPA, KEDA)"
+    }
+]))]
 pub struct NodePool {
     /// Pool name, part of the StatefulSet and pod names (a DNS-1123 label).
     #[schemars(
@@ -172,9 +179,20 @@ pub struct NodePool {
     )]
     pub name: String,
 
-    /// Number of servers in this pool.
+    /// Number of servers in this pool. Required unless `scaling` is `External`, where it
+    /// must be left out: the StatefulSet's own count is then the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
+
+    /// Who sets this pool's server count. `Operator` (the default): `replicas` here, as
+    /// for any other field. `External`: the StatefulSet `<cluster>-<pool>` owns it, so
+    /// `kubectl scale statefulset/<cluster>-<pool>`, a HorizontalPodAutoscaler or KEDA
+    /// targeting that StatefulSet scale the pool; the operator never sets the count (it
+    /// starts at 1, or keeps the count the pool had when it switched) and follows it in
+    /// the routes and the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<PoolScaling>,
 
     /// `core` servers form the full route mesh. `leaf` servers (an edge site) are routed
     /// only among themselves, dial the core pools as leaf nodes and have their own client
@@ -211,6 +229,16 @@ pub struct NodePool {
     /// Extra labels on this pool's pods (the operator's own labels cannot be overridden).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_labels: BTreeMap<String, String>,
+}
+
+/// Who owns a pool's server count.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PoolScaling {
+    /// `spec.pools[i].replicas`.
+    #[default]
+    Operator,
+    /// The StatefulSet's `spec.replicas`, through its scale subresource.
+    External,
 }
 
 /// What a pool's servers do in the cluster.
@@ -598,6 +626,7 @@ mod tests {
             "{tls: {routes: {generate: true}}}",
             "{tls: {routes: {secretName: r, generate: false}}}",
             "{pools: [{name: a, replicas: 1}, {name: e, replicas: 2, role: leaf, broker: {maxPayload: 1024}}]}",
+            "{pools: [{name: a, scaling: External}, {name: b, replicas: 2, scaling: Operator}]}",
         ] {
             assert_eq!(violations(spec), Vec::<String>::new(), "{spec}");
         }
@@ -651,7 +680,15 @@ mod tests {
             ),
             (
                 "{replicas: 2, pools: [{name: a, replicas: 1}]}",
-                "spec: set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools",
+                "spec: set either spec.replicas or spec.pools, not both: kubectl scale natscluster only applies to a cluster without pools; scale one pool by patching spec.pools[i].replicas, or give it scaling: External and scale its StatefulSet",
+            ),
+            (
+                "{pools: [{name: a}]}",
+                "spec.pools[0]: set replicas, or scaling: External without replicas (the StatefulSet <cluster>-<pool> then owns the count: kubectl scale statefulset, HPA, KEDA)",
+            ),
+            (
+                "{pools: [{name: a, replicas: 3, scaling: External}]}",
+                "spec.pools[0]: set replicas, or scaling: External without replicas (the StatefulSet <cluster>-<pool> then owns the count: kubectl scale statefulset, HPA, KEDA)",
             ),
             (
                 "{pools: [{name: e, replicas: 1, role: leaf}, {name: f, replicas: 1, role: leaf}]}",

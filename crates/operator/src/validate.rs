@@ -15,8 +15,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::ResourceExt;
 
 use crate::crd::{
-    default_image, NatsCluster, NodePool, PoolRole, PullPolicy, RouteTls, SecretKeySelector,
-    ServiceType, TlsSecret,
+    default_image, NatsCluster, NodePool, PoolRole, PoolScaling, PullPolicy, RouteTls,
+    SecretKeySelector, ServiceType, TlsSecret,
 };
 
 pub const DEFAULT_REPLICAS: i32 = 3;
@@ -115,6 +115,34 @@ pub enum Auth {
     Users(SecretKeySelector),
 }
 
+/// How many servers a StatefulSet has when nobody sets `spec.replicas` (Kubernetes'
+/// default): where an externally scaled pool starts.
+pub const STATEFULSET_DEFAULT_REPLICAS: i32 = 1;
+
+/// A pool of the spec with its server count resolved. It dereferences to the spec's
+/// [`NodePool`] (name, role, scheduling...), so a plan's pool reads like the spec's, but
+/// `replicas` is the count every object is built for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolPlan {
+    pub spec: NodePool,
+    /// `spec.pools[i].replicas` for a pool the operator scales. For one scaled through its
+    /// StatefulSet ([`PoolPlan::external`]), the StatefulSet's own count once the
+    /// controller has read it ([`ClusterPlan::observe_replicas`]), and until then the
+    /// count a new StatefulSet starts with.
+    pub replicas: i32,
+    /// `scaling: External`: the StatefulSet owns its `spec.replicas`, which the operator
+    /// leaves out of what it applies.
+    pub external: bool,
+}
+
+impl std::ops::Deref for PoolPlan {
+    type Target = NodePool;
+
+    fn deref(&self) -> &NodePool {
+        &self.spec
+    }
+}
+
 /// A validated spec with every default filled in: what [`crate::build`] works from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterPlan {
@@ -124,7 +152,7 @@ pub struct ClusterPlan {
     pub image_pull_policy: Option<PullPolicy>,
     pub image_pull_secrets: Vec<String>,
     /// In spec order; the shorthand `replicas` becomes one core pool named `default`.
-    pub pools: Vec<NodePool>,
+    pub pools: Vec<PoolPlan>,
     pub ports: Ports,
     pub broker: BrokerLimits,
     pub auth: Option<Auth>,
@@ -160,13 +188,22 @@ pub struct NetworkPeers {
 
 impl ClusterPlan {
     /// Pools whose servers are route mesh members.
-    pub fn core_pools(&self) -> impl Iterator<Item = &NodePool> {
+    pub fn core_pools(&self) -> impl Iterator<Item = &PoolPlan> {
         self.pools.iter().filter(|p| p.role == PoolRole::Core)
     }
 
     /// Pools whose servers are leaf nodes of the core pools (edge sites).
-    pub fn leaf_pools(&self) -> impl Iterator<Item = &NodePool> {
+    pub fn leaf_pools(&self) -> impl Iterator<Item = &PoolPlan> {
         self.pools.iter().filter(|p| p.role == PoolRole::Leaf)
+    }
+
+    /// Sets the server count of the externally scaled pool `pool` to what its StatefulSet
+    /// says (`spec.replicas` of the live object). Routes, leaf remotes, PDBs and status
+    /// are then built for it. Pools the operator scales keep the spec's count.
+    pub fn observe_replicas(&mut self, pool: &str, replicas: i32) {
+        if let Some(p) = self.pools.iter_mut().find(|p| p.external && p.name == pool) {
+            p.replicas = replicas.max(0);
+        }
     }
 
     /// Whether the core servers listen for leaf nodes (only when a leaf pool exists).
@@ -244,10 +281,14 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         if replicas < 0 {
             err("spec.replicas", format!("must be >= 0, got {replicas}"));
         }
-        vec![NodePool {
-            name: DEFAULT_POOL.into(),
+        vec![PoolPlan {
+            spec: NodePool {
+                name: DEFAULT_POOL.into(),
+                replicas: Some(replicas),
+                ..NodePool::default()
+            },
             replicas,
-            ..NodePool::default()
+            external: false,
         }]
     } else {
         if spec.replicas.is_some() {
@@ -256,7 +297,20 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
                 "set either spec.replicas or spec.pools, not both".into(),
             );
         }
-        spec.pools.clone()
+        spec.pools
+            .iter()
+            .map(|pool| {
+                let external = pool.scaling == Some(PoolScaling::External);
+                PoolPlan {
+                    spec: pool.clone(),
+                    replicas: match pool.replicas {
+                        Some(n) if !external => n,
+                        _ => STATEFULSET_DEFAULT_REPLICAS,
+                    },
+                    external,
+                }
+            })
+            .collect()
     };
 
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -278,11 +332,20 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         } else {
             seen.insert(&pool.name, i);
         }
-        if pool.replicas < 0 {
-            err(
+        let sts = format!("{name}-{}", pool.name);
+        match (pool.replicas, pool.scaling.unwrap_or_default()) {
+            (Some(n), PoolScaling::Operator) if n < 0 => {
+                err(&format!("{path}.replicas"), format!("must be >= 0, got {n}"));
+            }
+            (Some(_), PoolScaling::External) => err(
                 &format!("{path}.replicas"),
-                format!("must be >= 0, got {}", pool.replicas),
-            );
+                format!("must not be set with scaling: External: the StatefulSet {sts} owns the count (kubectl scale statefulset/{sts}, an HPA or KEDA)"),
+            ),
+            (None, PoolScaling::Operator) => err(
+                &format!("{path}.replicas"),
+                "is required (or set scaling: External to scale the pool's StatefulSet with kubectl scale, an HPA or KEDA)".into(),
+            ),
+            _ => {}
         }
         // A leaf pool's client Service is `<cluster>-<pool>`: it must not take the name
         // of the cluster-wide Services.
@@ -789,6 +852,41 @@ mod tests {
             )),
             vec!["spec.pools[0].replicas: must be >= 0, got -2"]
         );
+    }
+
+    /// `scaling: External` leaves the count to the StatefulSet: `replicas` must be left
+    /// out (and is required otherwise); the plan starts at the StatefulSet's default and
+    /// takes the live count once the controller observed it.
+    #[test]
+    fn externally_scaled_pools_take_the_live_count() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 2, scaling: External}}\n  - {{name: b}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.pools[0].replicas: must not be set with scaling: External: the StatefulSet demo-a owns the count (kubectl scale statefulset/demo-a, an HPA or KEDA)",
+                "spec.pools[1].replicas: is required (or set scaling: External to scale the pool's StatefulSet with kubectl scale, an HPA or KEDA)",
+            ]
+        );
+        let mut plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 2}}\n  - {{name: b, scaling: External}}\n"
+        )))
+        .expect("valid");
+        let counts = |plan: &ClusterPlan| -> Vec<(i32, bool)> {
+            plan.pools
+                .iter()
+                .map(|p| (p.replicas, p.external))
+                .collect()
+        };
+        assert_eq!(
+            counts(&plan),
+            [(2, false), (STATEFULSET_DEFAULT_REPLICAS, true)]
+        );
+        plan.observe_replicas("b", 7);
+        // Only an external pool follows its StatefulSet.
+        plan.observe_replicas("a", 9);
+        assert_eq!(counts(&plan), [(2, false), (7, true)]);
     }
 
     #[test]
