@@ -275,6 +275,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Turns JetStream on, with file streams stored under `store_dir` (in
+    /// `<store_dir>/jetstream/<account>/streams/<stream>/`) and nats-server's defaults for
+    /// the rest; set [`Options::jetstream`] for limits, domain and sync policy.
+    pub fn jetstream(mut self, store_dir: impl Into<std::path::PathBuf>) -> Self {
+        let js = self
+            .opts
+            .jetstream
+            .get_or_insert_with(crate::options::JetStreamOptions::default);
+        js.enabled = true;
+        js.store_dir = Some(store_dir.into());
+        self
+    }
+
     /// Serves clients over TLS only.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.opts.tls = Some(tls);
@@ -396,6 +409,9 @@ impl Server {
         crate::leaf::start(&inner).await?;
         crate::core::imports::apply(&inner, &inner.opts());
         crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
+        if inner.opts().jetstream_enabled().is_some() {
+            warn!("JetStream is configured but its API is not served yet (issue 14 in progress)");
+        }
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         if let Some(l) = ws_listener {
             crate::ws::start(&inner, l);
