@@ -304,6 +304,7 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     let uses = referenced(&plan);
     let mut secrets = read_secrets(client, &ns, &uses).await?;
     ensure_route_secret(ctx, nc, &plan, &ns, &mut secrets).await?;
+    ensure_leaf_secret(ctx, nc, &plan, &ns, &mut secrets).await?;
     SecretDigests::compute(&uses, &secrets).apply_to(&mut children);
     let applied_sets = match apply_children(client, &ns, &children).await {
         Ok(sets) => sets,
@@ -425,36 +426,100 @@ async fn ensure_route_secret(
     let credentials = crate::route_tls::generate(plan, SystemTime::now())?;
     let secret =
         crate::route_tls::secret(plan, nc.controller_owner_ref(&()).as_ref(), &credentials);
+    let (stored, created) = create_secret(ctx, ns, &secret).await?;
+    if created {
+        let note = format!("created Secret {name} with a new route CA and certificate");
+        publish(
+            ctx,
+            nc,
+            EventType::Normal,
+            "RouteCredentialsCreated",
+            "Create",
+            note,
+        )
+        .await;
+    }
+    secrets.insert(name, stored);
+    Ok(())
+}
+
+/// With leaf pools, creates the generated leaf credentials Secret when `secrets` (just
+/// read) does not hold it, and adds it there, so that it is digested like any other;
+/// never rewritten, as the route TLS Secret. The Secret in use, generated or the user's,
+/// is checked: one the pods cannot use (a missing key, characters a URL does not carry)
+/// is a Warning Event on every reconcile, which the recorder folds into a series. A
+/// user's Secret that does not exist yet is waited for (the pods cannot start without
+/// it, and its creation reconciles).
+async fn ensure_leaf_secret(
+    ctx: &Context,
+    nc: &NatsCluster,
+    plan: &ClusterPlan,
+    ns: &str,
+    secrets: &mut BTreeMap<String, Secret>,
+) -> Result<(), Error> {
+    let Some(leaf) = &plan.leaf_auth else {
+        return Ok(());
+    };
+    let name = leaf.secret_name.clone();
+    if let Some(existing) = secrets.get(&name) {
+        if let Err(problem) = crate::leaf_auth::read(existing) {
+            let note =
+                format!("Secret {name}: {problem}; leaf servers cannot log in to the core servers");
+            tracing::warn!(cluster = %object_key(nc), secret = %name, %problem, "unusable leaf credentials");
+            publish(
+                ctx,
+                nc,
+                EventType::Warning,
+                "LeafCredentialsInvalid",
+                "Check",
+                note,
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    if !leaf.generated {
+        return Ok(());
+    }
+    let credentials = crate::leaf_auth::generate();
+    let secret =
+        crate::leaf_auth::secret(plan, nc.controller_owner_ref(&()).as_ref(), &credentials);
+    let (stored, created) = create_secret(ctx, ns, &secret).await?;
+    if created {
+        let note = format!("created Secret {name} with a new leaf node user and password");
+        publish(
+            ctx,
+            nc,
+            EventType::Normal,
+            "LeafCredentialsCreated",
+            "Create",
+            note,
+        )
+        .await;
+    }
+    secrets.insert(name, stored);
+    Ok(())
+}
+
+/// Creates `secret` (a plain create: an existing Secret is never overwritten). Returns the
+/// stored Secret and whether this call created it: one created since it was read (by
+/// another operator replica, or a user) is read and used instead.
+async fn create_secret(ctx: &Context, ns: &str, secret: &Secret) -> Result<(Secret, bool), Error> {
+    let name = secret.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let stored = match api.create(&params, &secret).await {
-        Ok(created) => {
-            let note = format!("created Secret {name} with a new route CA and certificate");
-            publish(
-                ctx,
-                nc,
-                EventType::Normal,
-                "RouteCredentialsCreated",
-                "Create",
-                note,
-            )
-            .await;
-            created
-        }
-        // Created since it was read (another operator replica, a user): use that one.
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            api.get(&name).await.map_err(|source| Error::Secret {
-                name: name.clone(),
-                source,
-            })?
-        }
-        Err(source) => return Err(Error::CreateSecret { name, source }),
-    };
-    secrets.insert(name, stored);
-    Ok(())
+    match api.create(&params, secret).await {
+        Ok(created) => Ok((created, true)),
+        Err(kube::Error::Api(status)) if status.code == 409 => api
+            .get(&name)
+            .await
+            .map(|stored| (stored, false))
+            .map_err(|source| Error::Secret { name, source }),
+        Err(source) => Err(Error::CreateSecret { name, source }),
+    }
 }
 
 /// The generated certificate is never renewed by the operator: a Warning Event (repeated
@@ -1669,6 +1734,12 @@ mod tests {
                 vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
             )
             .await;
+            expect_secret(
+                &mut h,
+                "demo-leaf-credentials",
+                Some(&[("user", "leaf"), ("password", "pw")]),
+            )
+            .await;
             let paths = [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/configmaps/demo-edge-config",
@@ -1701,10 +1772,19 @@ mod tests {
                 "the core routes to no leaf: {core}"
             );
             assert!(core.contains("  port: 7422\n"), "{core}");
+            assert!(edge.contains("{urls: [$MIDGE_LEAF_URL]}"), "{edge}");
+            let edge_env =
+                bodies[7]["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
             assert!(
-                edge.contains("nats-leaf://demo-leafnodes.ns.svc.cluster.local:7422"),
-                "{edge}"
+                edge_env.contains("@demo-leafnodes.ns.svc.cluster.local:7422"),
+                "{edge_env}"
             );
+            // Leaf credentials are read at start-up: their digest is in the pod templates.
+            for sts in [&bodies[6], &bodies[7]] {
+                assert!(sts["spec"]["template"]["metadata"]["annotations"]
+                    ["midge.dev/secret-restart-hash"]
+                    .is_string());
+            }
             assert!(
                 !edge.contains("demo-cloud-"),
                 "the edge routes to no core: {edge}"
@@ -1739,6 +1819,142 @@ mod tests {
         })
         .await
         .expect("reconcile succeeds");
+    }
+
+    /// The leaf credentials Secret is created once when absent (owned by the cluster, a
+    /// user `leaf` and a random password), digested into every pod template (the broker
+    /// reads leaf credentials at start-up: a new password rolls the pods), and only read
+    /// when present; deleting it (a Secret event) is how the password is rotated.
+    #[tokio::test]
+    async fn generated_leaf_credentials_are_created_once() {
+        let spec =
+            "  pools:\n  - {name: cloud, replicas: 1}\n  - {name: edge, replicas: 1, role: leaf}\n";
+        let mut nc = cluster(spec);
+        nc.status = Some(settled(&nc, 1));
+        let sets = ["demo-cloud", "demo-edge"];
+        let listed = || vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)];
+        let hash = |body: &Value| {
+            body["spec"]["template"]["metadata"]["annotations"]["midge.dev/secret-restart-hash"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, listed()).await;
+            expect_secret(&mut h, "demo-leaf-credentials", None).await;
+            let (created, send) = expect(
+                &mut h,
+                "POST",
+                "/api/v1/namespaces/ns/secrets?&fieldManager=midge-operator",
+            )
+            .await;
+            respond(send, 201, created.clone());
+            let event = expect_event(&mut h, "LeafCredentialsCreated").await;
+            assert_eq!(
+                event["note"],
+                "created Secret demo-leaf-credentials with a new leaf node user and password"
+            );
+            let bodies = leaf_cluster_applies(&mut h, &sets).await;
+            let _ = tx.send((created, hash(&bodies[6]), hash(&bodies[7])));
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        let (created, cloud_hash, edge_hash) = rx.await.expect("bodies");
+        assert_eq!(created["metadata"]["name"], "demo-leaf-credentials");
+        assert_eq!(created["type"], "Opaque");
+        assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
+        let decoded = |key: &str| {
+            let secret: Secret = serde_json::from_value(created.clone()).expect("a Secret");
+            secret.data.and_then(|d| d.get(key).map(|v| v.0.clone()))
+        };
+        assert_eq!(decoded("user").as_deref(), Some(&b"leaf"[..]));
+        assert_eq!(decoded("password").map(|p| p.len()), Some(32));
+        assert!(cloud_hash.is_some() && cloud_hash == edge_hash);
+
+        // Present: read, digested, never written.
+        run(nc, move |mut h| async move {
+            expect_list(&mut h, listed()).await;
+            expect_secret(
+                &mut h,
+                "demo-leaf-credentials",
+                Some(&[("user", "leaf"), ("password", "another")]),
+            )
+            .await;
+            let bodies = leaf_cluster_applies(&mut h, &sets).await;
+            assert!(hash(&bodies[6]).is_some());
+            assert_ne!(
+                hash(&bodies[6]),
+                cloud_hash,
+                "a new password rolls the pods"
+            );
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    /// A Secret of the user's (`spec.auth.leafnodes.secretName`) is only read; one the
+    /// pods cannot use is said in a Warning Event, and the objects are applied as usual.
+    #[tokio::test]
+    async fn unusable_leaf_credentials_are_warned_about() {
+        let spec = "  pools:\n  - {name: cloud, replicas: 1}\n  - {name: edge, replicas: 1, role: leaf}\n  auth: {leafnodes: {secretName: mine}}\n";
+        let mut nc = cluster(spec);
+        nc.status = Some(settled(&nc, 1));
+        run(nc, |mut h| async move {
+            expect_list(
+                &mut h,
+                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
+            )
+            .await;
+            expect_secret(&mut h, "mine", Some(&[("user", "edge"), ("password", "p@ss")])).await;
+            let event = expect_event(&mut h, "LeafCredentialsInvalid").await;
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(
+                event["note"],
+                "Secret mine: \"password\" holds characters other than letters, digits and '-._~' (it goes into the leaf remote's URL unescaped); leaf servers cannot log in to the core servers"
+            );
+            let bodies = leaf_cluster_applies(&mut h, &["demo-cloud", "demo-edge"]).await;
+            let env = bodies[7]["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+            assert!(env.contains("\"name\":\"mine\""), "{env}");
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    /// Answers the applies of a cloud + edge cluster (pools `sets`, the edge one last),
+    /// and the prune lists that follow; returns the applied bodies.
+    async fn leaf_cluster_applies(h: &mut Handle, sets: &[&str]) -> Vec<Value> {
+        let mut paths = vec![
+            "/api/v1/namespaces/ns/configmaps/demo-config".to_string(),
+            "/api/v1/namespaces/ns/configmaps/demo-edge-config".to_string(),
+            "/api/v1/namespaces/ns/services/demo-headless".to_string(),
+            "/api/v1/namespaces/ns/services/demo".to_string(),
+            "/api/v1/namespaces/ns/services/demo-leafnodes".to_string(),
+            "/api/v1/namespaces/ns/services/demo-edge".to_string(),
+        ];
+        for kind in [
+            "apis/apps/v1/namespaces/ns/statefulsets",
+            "apis/policy/v1/namespaces/ns/poddisruptionbudgets",
+        ] {
+            paths.extend(sets.iter().map(|s| format!("/{kind}/{s}")));
+        }
+        paths.push("/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/demo".into());
+        let mut bodies = Vec::new();
+        for path in paths {
+            let (mut body, send) = expect(h, "PATCH", &format!("{path}{APPLY}")).await;
+            if path.contains("statefulsets") {
+                body["metadata"]["generation"] = json!(1);
+                body["status"] = sts_status(1, 1, 1);
+            }
+            respond(send, 200, body.clone());
+            bodies.push(body);
+        }
+        expect_list_of(h, "api/v1", "configmaps", vec![]).await;
+        expect_list_of(h, "api/v1", "services", vec![]).await;
+        expect_pdb_list(h, vec![]).await;
+        bodies
     }
 
     #[tokio::test]

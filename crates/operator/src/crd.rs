@@ -380,6 +380,23 @@ pub struct AuthSpec {
     /// A Secret key holding an `authorization { users: [...] }` config block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<SecretKeySelector>,
+    /// The user leaf pools log in to the core pools with. Leaf connections are always
+    /// authenticated: without this, the operator generates the Secret
+    /// `<cluster>-leaf-credentials` (user `leaf`, a random password) once the cluster has a
+    /// leaf pool, and keeps it until it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leafnodes: Option<LeafAuth>,
+}
+
+/// Leaf node credentials from a Secret of yours.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeafAuth {
+    /// A Secret in the cluster's namespace with the keys `user` and `password`, each of
+    /// letters, digits and `-._~` only (they go into the leaf remote's URL). Changing it
+    /// rolls the pods: the broker reads leaf credentials at start-up only.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// One key of a Secret in the cluster's namespace.

@@ -164,6 +164,9 @@ pub struct ClusterPlan {
     pub route_tls_generated: bool,
     /// TLS of the leaf node connections (leaf pools to core pools).
     pub leaf_tls: Option<TlsSecret>,
+    /// The credentials leaf servers log in to the core servers with; only when the
+    /// cluster has a leaf pool.
+    pub leaf_auth: Option<LeafAuthPlan>,
     pub metrics: bool,
     pub service_type: ServiceType,
     pub service_annotations: BTreeMap<String, String>,
@@ -177,6 +180,15 @@ pub struct ClusterPlan {
     /// Who may reach the client and monitoring ports; `None` when the NetworkPolicy is
     /// disabled.
     pub network_policy: Option<NetworkPeers>,
+}
+
+/// Where the leaf node credentials come from ([`crate::leaf_auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafAuthPlan {
+    /// The Secret with the keys `user` and `password`.
+    pub secret_name: String,
+    /// Whether the operator creates it when it is absent (`<cluster>-leaf-credentials`).
+    pub generated: bool,
 }
 
 /// Allowed sources of the broker pods' NetworkPolicy (empty lists: every source).
@@ -490,10 +502,31 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
             }
         }
     }
-    let auth = match spec.auth.clone().unwrap_or_default() {
+    let auth_spec = spec.auth.clone().unwrap_or_default();
+    let has_leaf_pools = pools.iter().any(|p| p.role == PoolRole::Leaf);
+    let leaf_auth = match &auth_spec.leafnodes {
+        _ if !has_leaf_pools => None,
+        Some(leaf) => {
+            check_secret_name(
+                &mut err,
+                "spec.auth.leafnodes.secretName",
+                &leaf.secret_name,
+            );
+            Some(LeafAuthPlan {
+                secret_name: leaf.secret_name.clone(),
+                generated: false,
+            })
+        }
+        None => Some(LeafAuthPlan {
+            secret_name: crate::leaf_auth::secret_name(&name),
+            generated: true,
+        }),
+    };
+    let auth = match auth_spec {
         crate::crd::AuthSpec {
             token: Some(_),
             users: Some(_),
+            ..
         } => {
             err("spec.auth", "set either token or users, not both".into());
             None
@@ -601,6 +634,7 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         route_tls,
         route_tls_generated,
         leaf_tls: tls.leafnodes,
+        leaf_auth,
         metrics: monitoring.metrics.unwrap_or(true),
         service_type: service.type_.unwrap_or_default(),
         service_annotations: service.annotations,
@@ -824,6 +858,41 @@ mod tests {
         // cluster name): its restart hash is its own.
         assert_ne!(plan.restart_hash_of(&plan.pools[1]), plan.restart_hash);
         assert_eq!(plan.restart_hash_of(&plan.pools[0]), plan.restart_hash);
+    }
+
+    /// With a leaf pool, leaf connections are authenticated: by the user's Secret, or by
+    /// the one the operator generates. Without one, nothing of it.
+    #[test]
+    fn leaf_pools_get_leaf_credentials() {
+        let pools =
+            "  pools:\n  - {name: a, replicas: 1}\n  - {name: edge, replicas: 2, role: leaf}\n";
+        let plan = validate(&cluster(&format!("{HEAD}spec:\n{pools}"))).expect("valid");
+        assert_eq!(
+            plan.leaf_auth,
+            Some(LeafAuthPlan {
+                secret_name: "demo-leaf-credentials".into(),
+                generated: true
+            })
+        );
+        let plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n{pools}  auth: {{leafnodes: {{secretName: edge-login}}}}\n"
+        )))
+        .expect("valid");
+        assert_eq!(
+            plan.leaf_auth,
+            Some(LeafAuthPlan {
+                secret_name: "edge-login".into(),
+                generated: false
+            })
+        );
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n{pools}  auth: {{leafnodes: {{secretName: Bad_Name}}}}\n"
+            )),
+            vec!["spec.auth.leafnodes.secretName: \"Bad_Name\" is not a valid Secret name"]
+        );
+        let plan = validate(&cluster(&format!("{HEAD}spec: {{replicas: 1}}"))).expect("valid");
+        assert_eq!(plan.leaf_auth, None);
     }
 
     /// Each pool's own config goes through the broker's loader too; an error in a limit
