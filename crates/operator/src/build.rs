@@ -550,6 +550,7 @@ pub(crate) fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String 
 /// servers also listen for leaf nodes.
 pub fn broker_options(plan: &ClusterPlan, pools: &[PoolPlan]) -> Options {
     let mut options = server_options(plan);
+    options.jetstream = crate::jetstream::options(plan.jetstream.as_ref());
     options.cluster.name = Some(plan.name.clone());
     options.cluster.routes = pools
         .iter()
@@ -603,6 +604,7 @@ pub fn pool_broker_options(plan: &ClusterPlan, pool: &PoolPlan) -> Options {
             options
         }
     };
+    options.jetstream = crate::jetstream::options(pool.jetstream.as_ref());
     let limit = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
     if let Some(b) = &pool.broker {
         if let Some(v) = b.max_payload {
@@ -939,6 +941,24 @@ fn stateful_set(
             mounts.push(mount("tls-leafnodes", LEAF_TLS_DIR, true));
         }
     }
+    // The JetStream store: the pod's own claim, or scratch space for a pool with memory
+    // streams only (the broker creates its directory there at start-up).
+    let mut claims = Vec::new();
+    if let Some(js) = &pool.jetstream {
+        match &js.file_store {
+            Some(file) => claims.push(crate::jetstream::volume_claim_template(file)),
+            None => volumes.push(Volume {
+                name: crate::jetstream::VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }),
+        }
+        mounts.push(mount(
+            crate::jetstream::VOLUME,
+            crate::jetstream::STORE_DIR,
+            false,
+        ));
+    }
     let mut ports = vec![
         container_port("client", plan.ports.client),
         container_port("cluster", plan.ports.cluster),
@@ -1069,6 +1089,7 @@ fn stateful_set(
                 }),
                 spec: Some(pod_spec),
             },
+            volume_claim_templates: (!claims.is_empty()).then_some(claims),
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
@@ -1676,6 +1697,73 @@ mod tests {
             children.pod_disruption_budgets[1].metadata.name.as_deref(),
             Some("demo-b")
         );
+    }
+
+    /// `spec.jetstream`: the file store on a claim per pod mounted where the broker's
+    /// `store_dir` points, the `jetstream {}` block read back by the broker; a pool with
+    /// memory streams only gets scratch space there and its own config; JetStream options
+    /// are start-up options in the broker's table, so changing one rolls the pods, and a
+    /// cluster without JetStream has none of it.
+    #[test]
+    fn jetstream_puts_the_file_store_on_a_claim_per_pod() {
+        let spec = "  pools:\n  - {name: a, replicas: 2}\n  - {name: m, replicas: 1, jetstream: {memoryStore: 64Mi, fileStore: {enabled: false}}}\n  jetstream: {memoryStore: 256Mi, fileStore: {size: 5Gi, storageClassName: fast}}\n";
+        let p = plan(spec);
+        let children = build(&p, None);
+        let core = loaded(&children);
+        let js = core.jetstream.clone().expect("jetstream {}");
+        assert!(js.enabled);
+        assert_eq!(js.store_dir.as_deref(), Some(std::path::Path::new("/data")));
+        assert_eq!(
+            (js.max_memory, js.max_file),
+            (Some(256 << 20), Some((5u64 << 30) / 10 * 9))
+        );
+        let a = &children.stateful_sets[0];
+        let claims = a.spec.volume_claim_templates.clone().unwrap_or_default();
+        assert_eq!(claims.len(), 1);
+        let claim = claims[0].spec.clone().unwrap_or_default();
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("jetstream"));
+        assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(claim.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+        assert_eq!(
+            claim
+                .resources
+                .and_then(|r| r.requests)
+                .map(|r| r["storage"].0.clone()),
+            Some("5Gi".to_string())
+        );
+        let mount_of = |sts: &StatefulSet| {
+            container(sts)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == "jetstream")
+                .map(|m| (m.mount_path.clone(), m.read_only))
+        };
+        assert_eq!(mount_of(a), Some(("/data".into(), Some(false))));
+        // Memory only: its own config with max_file_store 0, an emptyDir, no claim.
+        assert_eq!(
+            children.config_map_names(),
+            ["demo-config", "demo-m-config"]
+        );
+        let m = load(pool_conf(&children, "demo-m-config")).expect("loads");
+        let mjs = m.jetstream.expect("jetstream {}");
+        assert_eq!((mjs.max_memory, mjs.max_file), (Some(64 << 20), Some(0)));
+        let msts = &children.stateful_sets[1];
+        assert_eq!(msts.spec.volume_claim_templates, None);
+        assert_eq!(mount_of(msts), Some(("/data".into(), Some(false))));
+        assert!(pod(msts)
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "jetstream" && v.empty_dir.is_some()));
+        // A restart, not a reload.
+        let bigger = plan(&spec.replace("memoryStore: 256Mi", "memoryStore: 512Mi"));
+        assert_ne!(bigger.restart_hash, p.restart_hash);
+        // Without spec.jetstream: no block, no volume.
+        let none = build(&plan("  replicas: 1\n"), None);
+        assert_eq!(loaded(&none).jetstream, None);
+        assert_eq!(none.stateful_sets[0].spec.volume_claim_templates, None);
+        assert_eq!(mount_of(&none.stateful_sets[0]), None);
     }
 
     #[test]

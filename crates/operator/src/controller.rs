@@ -299,6 +299,28 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
     }
 
     let mut children = build(&plan, nc.controller_owner_ref(&()).as_ref());
+    // Kubernetes refuses a change of a StatefulSet's volume claim templates (the
+    // JetStream file store): nothing is applied until the StatefulSet is recreated, which
+    // deleting it (an owned StatefulSet event) makes the next reconcile do.
+    let refused = volume_changes(nc, &plan, &live, &children.stateful_sets);
+    if !refused.is_empty() {
+        let message = refused.join("; ");
+        tracing::info!(cluster = %object_key(nc), %message, "volume change refused");
+        let status = refused_status(nc, &current, "VolumeChangeRefused", &message, now);
+        write_status(client, nc, &ns, &current, status).await?;
+        if !is_degraded_with(&current, &message) {
+            publish(
+                ctx,
+                nc,
+                EventType::Warning,
+                "VolumeChangeRefused",
+                "Validate",
+                message,
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
     // Digests of the referenced Secrets: into the config (reloaded) or the pod template
     // (rolled), see `crate::secrets`.
     let uses = referenced(&plan);
@@ -759,6 +781,31 @@ async fn delete_removed_pools(
     Ok(removed)
 }
 
+/// For each pool whose live StatefulSet cannot take the desired one's volume claim
+/// templates, the spec field and why.
+fn volume_changes(
+    nc: &NatsCluster,
+    plan: &ClusterPlan,
+    live: &[StatefulSet],
+    desired: &[StatefulSet],
+) -> Vec<String> {
+    plan.pools
+        .iter()
+        .zip(desired)
+        .enumerate()
+        .filter_map(|(i, (pool, want))| {
+            let have = live.iter().find(|s| s.name_any() == want.name_any())?;
+            let why = crate::jetstream::volume_change(have, want)?;
+            let field = if nc.spec.pools.get(i).is_some_and(|p| p.jetstream.is_some()) {
+                format!("spec.pools[{i}].jetstream")
+            } else {
+                "spec.jetstream".to_string()
+            };
+            Some(format!("{field}: pool {}: {why}", pool.name))
+        })
+        .collect()
+}
+
 fn sts_name(plan: &ClusterPlan, pool: &PoolPlan) -> String {
     crate::build::stateful_set_name(&plan.name, &pool.name)
 }
@@ -1049,7 +1096,19 @@ fn apply_failed_status(
 fn invalid_status(
     nc: &NatsCluster,
     current: &NatsClusterStatus,
+    message: &str,
+    now: Timestamp,
+) -> NatsClusterStatus {
+    refused_status(nc, current, "InvalidSpec", message, now)
+}
+
+/// The spec is not applied (`reason`: `InvalidSpec`, `VolumeChangeRefused`): running
+/// objects stay as they are until the spec (or the StatefulSet) changes.
+fn refused_status(
+    nc: &NatsCluster,
+    current: &NatsClusterStatus,
     reason: &str,
+    message: &str,
     now: Timestamp,
 ) -> NatsClusterStatus {
     let generation = nc.metadata.generation;
@@ -1060,21 +1119,13 @@ fn invalid_status(
             keep_or(
                 prev,
                 "Ready",
-                condition(
-                    prev,
-                    "Ready",
-                    false,
-                    "InvalidSpec",
-                    String::new(),
-                    generation,
-                    now,
-                ),
+                condition(prev, "Ready", false, reason, String::new(), generation, now),
             ),
             condition(
                 prev,
                 "Progressing",
                 false,
-                "InvalidSpec",
+                reason,
                 "running objects are left unchanged until the spec is fixed".into(),
                 generation,
                 now,
@@ -1083,8 +1134,8 @@ fn invalid_status(
                 prev,
                 "Degraded",
                 true,
-                "InvalidSpec",
-                reason.to_string(),
+                reason,
+                message.to_string(),
                 generation,
                 now,
             ),
@@ -1955,6 +2006,72 @@ mod tests {
         expect_list_of(h, "api/v1", "services", vec![]).await;
         expect_pdb_list(h, vec![]).await;
         bodies
+    }
+
+    /// Kubernetes refuses any change of a StatefulSet's volume claim templates: a new
+    /// JetStream volume size for an existing pool is refused before anything is applied
+    /// (Degraded/VolumeChangeRefused, a Warning Event, what to do), and applied once the
+    /// StatefulSet is gone (deleted with `--cascade=orphan`: the pods stay and the new
+    /// StatefulSet adopts them). A template as the API server stores it (with its
+    /// defaults) is no change.
+    #[tokio::test]
+    async fn jetstream_volume_change_is_refused_until_the_stateful_set_is_recreated() {
+        let stored = |size: &str| {
+            let mut sts = owned_sts("demo-default", UID);
+            sts["spec"]["volumeClaimTemplates"] = json!([{
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "jetstream"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem",
+                         "resources": {"requests": {"storage": size}}},
+                "status": {"phase": "Pending"}
+            }]);
+            sts
+        };
+        let mut nc = cluster("  replicas: 3\n  jetstream: {fileStore: {size: 20Gi}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let status_nc = nc.clone();
+        let action = run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, vec![stored("10Gi")]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            let degraded = condition_of(&status, "Degraded");
+            assert_eq!(degraded["reason"], "VolumeChangeRefused");
+            assert_eq!(
+                degraded["message"],
+                "spec.jetstream: pool default: the StatefulSet has jetstream of 10Gi (the default storage class), the spec asks for jetstream of 20Gi (the default storage class); Kubernetes cannot change a StatefulSet's volume claim templates: delete it with `kubectl delete statefulset demo-default --cascade=orphan` (the pods keep running) and the operator recreates it (README, \"Change a JetStream volume\")"
+            );
+            assert_eq!(condition_of(&status, "Ready")["status"], "True", "servers run on");
+            let event = expect_event(&mut h, "VolumeChangeRefused").await;
+            assert_eq!(event["type"], "Warning");
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+
+        // The same size as stored: applied as usual.
+        run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, vec![stored("20480Mi")]).await;
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            assert_eq!(
+                bodies[3]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+                    ["storage"],
+                "20Gi"
+            );
+            expect_pdb_list(&mut h, vec![]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+
+        // Deleted with --cascade=orphan: created anew with the new template.
+        run(nc, move |mut h| async move {
+            expect_list(&mut h, vec![]).await;
+            expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_pdb_list(&mut h, vec![]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -139,6 +140,12 @@ pub struct NatsClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
 
+    /// JetStream (streams, consumers, key-value and object stores) on every server, each
+    /// with its own store: clustered JetStream (streams replicated over Raft) is not built
+    /// yet. Pools may override it (`pools[].jetstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamSpec>,
+
     /// Stop reconciling this cluster: running objects are left exactly as they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
@@ -204,6 +211,12 @@ pub struct NodePool {
     /// `spec.broker`. A pool that sets them gets its own ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<PoolBrokerSettings>,
+
+    /// JetStream for this pool's servers, field by field over `spec.jetstream` (a smaller
+    /// volume or memory streams only for an edge pool, `enabled: false` for none). A pool
+    /// that sets it gets its own ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamSpec>,
 
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -272,6 +285,55 @@ pub struct PoolBrokerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_pending: Option<i64>,
+}
+
+/// JetStream settings. Every field is optional: a pool's block overrides the cluster's
+/// field by field, and what neither sets has the default given here.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JetStreamSpec {
+    /// Run JetStream. Defaults to true wherever a `jetstream` block applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Most bytes all memory-backed streams of one server hold (`max_memory_store`), a
+    /// Kubernetes quantity such as `512Mi`. Defaults to half of the pool's memory limit;
+    /// without a limit, to the broker's default (75% of the node's memory), so set one of
+    /// the two. Must not exceed the pool's memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_store: Option<Quantity>,
+    /// File-backed streams on a PersistentVolumeClaim per server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_store: Option<FileStoreSpec>,
+    /// The JetStream domain (`$JS.<domain>.API`): give edge pools their own, so that
+    /// clients address the hub's JetStream or the edge's across the leaf connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub domain: Option<String>,
+}
+
+/// The file store's volume. A StatefulSet's volume claim template cannot change once it
+/// exists: the operator refuses a change of `enabled`, `size` or `storageClassName` on an
+/// existing pool (Degraded, `VolumeChangeRefused`) until its StatefulSet is recreated
+/// (README, "Change a JetStream volume").
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStoreSpec {
+    /// Defaults to true. `false`: memory-backed streams only, no volume (file streams are
+    /// refused for lack of space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Size of each server's PersistentVolumeClaim. Defaults to `10Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// Storage class of the claims; the cluster's default class when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Most bytes all file-backed streams of one server hold (`max_file_store`). Defaults
+    /// to 90% of `size` (the file system and the store's indexes take some of the volume);
+    /// must not exceed it. A pool that sets its own `size` does not inherit the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Quantity>,
 }
 
 /// Listening ports shared by every server of the cluster.

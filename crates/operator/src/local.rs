@@ -3,7 +3,8 @@
 //!
 //! Each server reads the very `midge.conf` the operator would put in its ConfigMap (with
 //! `$POD_NAME` resolved to the pod's name), and only what cannot work off Kubernetes is
-//! rewritten: every listener moves to 127.0.0.1 on a free port, the routes list names the
+//! rewritten: every listener moves to 127.0.0.1 on a free port, a JetStream store to a
+//! temporary directory of each server's, the routes list names the
 //! loopback route ports of every core server (of every server of its own pool for a leaf
 //! pool), its own included, as on Kubernetes, and a leaf pool's remote lists the core
 //! servers' loopback leaf node ports instead of their Service.
@@ -50,6 +51,8 @@ pub enum LocalError {
     },
     #[error("cannot reserve a loopback route port: {0}")]
     ReservePort(#[source] std::io::Error),
+    #[error("cannot make a JetStream store directory: {0}")]
+    StoreDir(#[source] std::io::Error),
     #[error("server {server} did not start: {source}")]
     Start {
         server: String,
@@ -70,6 +73,9 @@ pub struct LocalServer {
     /// Where a core server listens for leaf nodes (`nats-leaf://127.0.0.1:<port>`, no
     /// credentials), when the cluster has leaf pools.
     pub leafnodes_url: Option<String>,
+    /// The JetStream store (the pod's volume on Kubernetes): a temporary directory of
+    /// this server's, removed when this is dropped.
+    pub store_dir: Option<tempfile::TempDir>,
 }
 
 impl LocalServer {
@@ -305,6 +311,7 @@ async fn start_cluster(
     let leaf_url = hub_urls.first().cloned().unwrap_or_default();
     let mut options = Vec::with_capacity(pods.len());
     let mut leafnodes_urls = Vec::with_capacity(pods.len());
+    let mut stores = Vec::with_capacity(pods.len());
     let mut core_leaf_ports = leaf_ports.iter();
     for (pod, port) in pods.iter().zip(&route_ports) {
         let mut opts = pod_options(plan, &pod.conf, &pod.name, leaf, &leaf_url)?;
@@ -332,13 +339,31 @@ async fn start_cluster(
         // file to watch either: the config exists only in memory here.
         opts.pid_file = None;
         opts.config_watch = false;
+        // Each server's own store instead of the pod's volume.
+        let store = match &mut opts.jetstream {
+            Some(js) => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("{}-", pod.name))
+                    .tempdir()
+                    .map_err(LocalError::StoreDir)?;
+                js.store_dir = Some(dir.path().to_path_buf());
+                Some(dir)
+            }
+            None => None,
+        };
+        stores.push(store);
         options.push(opts);
     }
     drop(held);
     let cluster = format!("{}/{}", plan.namespace, plan.name);
     // In pod order, as the StatefulSets' pods come up; a leaf server that starts before
     // its hub is up dials again a second later.
-    for ((pod, opts), leafnodes_url) in pods.into_iter().zip(options).zip(leafnodes_urls) {
+    let started = pods
+        .into_iter()
+        .zip(options)
+        .zip(leafnodes_urls)
+        .zip(stores);
+    for (((pod, opts), leafnodes_url), store_dir) in started {
         let server = midge::Server::start(opts)
             .await
             .map_err(|source| LocalError::Start {
@@ -351,6 +376,7 @@ async fn start_cluster(
             name: pod.name,
             server,
             leafnodes_url,
+            store_dir,
         });
     }
     Ok(())

@@ -18,6 +18,7 @@ use crate::crd::{
     default_image, NatsCluster, NodePool, PoolRole, PoolScaling, PullPolicy, RouteTls,
     SecretKeySelector, ServiceType, TlsSecret,
 };
+use crate::jetstream::JetStreamPlan;
 
 pub const DEFAULT_REPLICAS: i32 = 3;
 pub const DEFAULT_POOL: &str = "default";
@@ -133,6 +134,9 @@ pub struct PoolPlan {
     /// `scaling: External`: the StatefulSet owns its `spec.replicas`, which the operator
     /// leaves out of what it applies.
     pub external: bool,
+    /// JetStream as this pool's servers run it (`spec.jetstream` with the pool's
+    /// override); `None`: off.
+    pub jetstream: Option<JetStreamPlan>,
 }
 
 impl std::ops::Deref for PoolPlan {
@@ -180,6 +184,9 @@ pub struct ClusterPlan {
     /// Who may reach the client and monitoring ports; `None` when the NetworkPolicy is
     /// disabled.
     pub network_policy: Option<NetworkPeers>,
+    /// `spec.jetstream` alone: what the shared config runs (pools that override it have
+    /// their own config).
+    pub jetstream: Option<JetStreamPlan>,
 }
 
 /// Where the leaf node credentials come from ([`crate::leaf_auth`]).
@@ -224,9 +231,9 @@ impl ClusterPlan {
     }
 
     /// Whether `pool` has a config of its own (a leaf pool, or a pool with its own
-    /// limits) instead of the cluster's shared one.
+    /// limits or JetStream settings) instead of the cluster's shared one.
     pub fn has_own_config(pool: &NodePool) -> bool {
-        pool.role == PoolRole::Leaf || pool.broker.is_some()
+        pool.role == PoolRole::Leaf || pool.broker.is_some() || pool.jetstream.is_some()
     }
 
     /// The restart hash of `pool`'s config.
@@ -240,11 +247,15 @@ impl ClusterPlan {
 /// Validates `cluster` and resolves its defaults.
 pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
     let mut errors = Vec::new();
+    // A problem of a field several pools inherit (`spec.jetstream`) is reported once.
     let mut err = |path: &str, message: String| {
-        errors.push(FieldError {
+        let error = FieldError {
             path: path.to_string(),
             message,
-        })
+        };
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
     };
     let spec = &cluster.spec;
 
@@ -301,6 +312,7 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
             },
             replicas,
             external: false,
+            jetstream: None,
         }]
     } else {
         if spec.replicas.is_some() {
@@ -320,10 +332,23 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
                         _ => STATEFULSET_DEFAULT_REPLICAS,
                     },
                     external,
+                    jetstream: None,
                 }
             })
             .collect()
     };
+    let mut pools = pools;
+    for (i, pool) in pools.iter_mut().enumerate() {
+        let index = (!spec.pools.is_empty()).then_some(i);
+        pool.jetstream =
+            crate::jetstream::resolve(spec.jetstream.as_ref(), &pool.spec, index, &mut err);
+    }
+    let jetstream = crate::jetstream::resolve(
+        spec.jetstream.as_ref(),
+        &NodePool::default(),
+        None,
+        &mut err,
+    );
 
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, pool) in spec.pools.iter().enumerate() {
@@ -648,6 +673,7 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
                 monitoring_from: policy.monitoring_from,
             })
         },
+        jetstream,
     };
     // Last, on a plan that is otherwise valid: the broker's own loader has the final word.
     // Every config a pod reads is checked: the shared one and each pool's own.

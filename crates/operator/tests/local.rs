@@ -344,6 +344,7 @@ async fn stray_leaf(url: &str) -> LocalServer {
             .await
             .expect("a stray leaf starts"),
         leafnodes_url: None,
+        store_dir: None,
     }
 }
 
