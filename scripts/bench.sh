@@ -50,7 +50,13 @@
 #                    messages (acked, WINDOW outstanding), kill -9s the server, restarts it
 #                    on the same store dir and times until $JS.API.STREAM.INFO reports every
 #                    message (scripts/js-recovery-bench.sh runs just this; REC_TIMEOUT [900]
-#                    seconds per step)
+#                    seconds per step). DROP_CACHES=1: `sync; echo 3 > /proc/sys/vm/drop_caches`
+#                    before the restart, so it reads the store from disk (root; this empties
+#                    the page cache of the whole machine)
+#   JS_CONF_A, JS_CONF_B  config text for side A or B's JetStream servers (given with -c
+#                    besides -js -sd; overrides SYNC=always), e.g. equal durability with
+#                    nats-server 2.9.10's fixed 60 s background fsync:
+#                    JS_CONF_A='jetstream { sync_interval: "60s" }'
 # Plumbing check with nats-server on both sides:
 #   MIDGE_BIN=/usr/sbin/nats-server scripts/bench.sh
 #   MIDGE_BIN=/usr/sbin/nats-server JS=1 scripts/bench.sh
@@ -78,6 +84,7 @@ SYNC=${SYNC:-default}
 REC_BYTES=${REC_BYTES:-1000000000}
 REC_SIZE=${REC_SIZE:-1024}
 REC_TIMEOUT=${REC_TIMEOUT:-900}
+DROP_CACHES=${DROP_CACHES:-}
 PAIRS=${PAIRS:-100}
 SERVER_ARGS=${SERVER_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-}
@@ -93,7 +100,7 @@ COMMAND="$(printf '%q ' "$0" "$@")"
 ENV_SHOWN="ROUNDS=$ROUNDS MSGS=$MSGS SIZE=$SIZE SUBS=$SUBS REQS=$REQS CONNS=$CONNS PAIRS=$PAIRS"
 if [[ -n $JS ]]; then
   ENV_SHOWN="JS=$JS ROUNDS=$ROUNDS SIZE=$SIZE JS_MSGS=$JS_MSGS JS_SYNC_MSGS=$JS_SYNC_MSGS WINDOW=$WINDOW BATCH=$BATCH ACK=$ACK STORAGE=$STORAGE SYNC=$SYNC"
-  [[ " $SCENARIOS " == *" js-recovery "* ]] && ENV_SHOWN+=" REC_BYTES=$REC_BYTES REC_SIZE=$REC_SIZE"
+  [[ " $SCENARIOS " == *" js-recovery "* ]] && ENV_SHOWN+=" REC_BYTES=$REC_BYTES REC_SIZE=$REC_SIZE${DROP_CACHES:+ DROP_CACHES=$DROP_CACHES}"
 fi
 [[ -n $TLS ]] && ENV_SHOWN+=" TLS=$TLS"
 [[ -n $WS ]] && ENV_SHOWN+=" WS=$WS"
@@ -104,6 +111,7 @@ if [[ -n $JS ]]; then
   [[ -n $CLUSTER || -n $LEAF || -n $TLS || -n $WS ]] && die "JS=1 measures single servers over plain TCP (no CLUSTER, LEAF, TLS or WS)"
   [[ $SYNC == default || $SYNC == always ]] || die "SYNC must be default or always"
   [[ $STORAGE == file || $STORAGE == memory ]] || die "STORAGE must be file or memory"
+  [[ -z $DROP_CACHES || -w /proc/sys/vm/drop_caches ]] || die "DROP_CACHES=1 needs a writable /proc/sys/vm/drop_caches (root)"
 fi
 if [[ -n $TLS || -n $WS ]]; then
   for scenario in $SCENARIOS; do
@@ -316,12 +324,26 @@ FAILED=0
 # server_bin WHO: the binary of side A (A, A-rec, ...) or B.
 server_bin() { [[ $1 == A* ]] && echo "$A_BIN" || echo "$B_BIN"; }
 
-# JS=1: the flags every JetStream server gets besides -js -sd (SYNC=always: the config file).
-JS_CONF=()
-if [[ -n $JS && $SYNC == always ]]; then
-  echo "jetstream { sync_interval: always }" >"$LOGDIR/js-sync-always.conf"
-  JS_CONF=(-c "$LOGDIR/js-sync-always.conf")
+# JS=1: the config file each side's JetStream servers get besides -js -sd, if any:
+# JS_CONF_A / JS_CONF_B (its text), else the SYNC=always block for both.
+declare -A JS_CONF_FILE
+if [[ -n $JS ]]; then
+  for side in A B; do
+    text=$( [[ $side == A ]] && echo "${JS_CONF_A:-}" || echo "${JS_CONF_B:-}" )
+    [[ -z $text && $SYNC == always ]] && text="jetstream { sync_interval: always }"
+    if [[ -n $text ]]; then
+      echo "$text" >"$LOGDIR/js-$side.conf"
+      JS_CONF_FILE[$side]=$LOGDIR/js-$side.conf
+    fi
+  done
 fi
+
+# js_conf_args WHO: `-c FILE` for WHO's side, or nothing.
+js_conf_args() {
+  local file=${JS_CONF_FILE[${1:0:1}]:-}
+  [[ -n $file ]] && echo "-c $file"
+  return 0
+}
 STORE_ROOT=${STORE_ROOT:-$LOGDIR}
 mkdir -p "$STORE_ROOT"
 STORE_SEQ=0
@@ -340,8 +362,11 @@ declare -A STORE
 start_js_server() {
   local who=$1
   STORE[$who]=$(fresh_store "$who")
-  if ! try_start_server "$who" "$(server_bin "$who")" "${JS_CONF[@]}" -js -sd "${STORE[$who]}" 2>>"$LOGDIR/start-$who.err"; then
-    UNSUPPORTED[$who]="refused -js -sd <dir>${JS_CONF[*]:+ ${JS_CONF[*]}}: $(grep -v '^ *$' "$LOGDIR/$who.log" | tail -1 | cut -c1-160)"
+  local conf
+  conf=$(js_conf_args "$who")
+  # shellcheck disable=SC2086
+  if ! try_start_server "$who" "$(server_bin "$who")" $conf -js -sd "${STORE[$who]}" 2>>"$LOGDIR/start-$who.err"; then
+    UNSUPPORTED[$who]="refused -js -sd <dir>${conf:+ $conf}: $(grep -v '^ *$' "$LOGDIR/$who.log" | tail -1 | cut -c1-160)"
     echo "  $who: unsupported: ${UNSUPPORTED[$who]}" >&2
     echo "${UNSUPPORTED[$who]}" >"$LOGDIR/unsupported-$who"
     rm -rf "${STORE[$who]}"
@@ -372,8 +397,13 @@ measure_recovery() {
   unset "PID[$who-rec]"
   bytes=$(du -sb "$dir" | cut -f1)
   port=$(free_port)
+  if [[ -n $DROP_CACHES ]]; then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  fi
   t0=$(now_ms)
-  "$bin" -a 127.0.0.1 -p "$port" "${JS_CONF[@]}" $SERVER_ARGS -js -sd "$dir" >"$LOGDIR/$who-rec-restart.log" 2>&1 &
+  # shellcheck disable=SC2046,SC2086
+  "$bin" -a 127.0.0.1 -p "$port" $(js_conf_args "$who") $SERVER_ARGS -js -sd "$dir" >"$LOGDIR/$who-rec-restart.log" 2>&1 &
   pid=$!
   PID[$who-rec]=$pid
   # js-recover times itself; this loop only stops it if the server exits meanwhile.
@@ -482,7 +512,11 @@ echo "- git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown
 [[ -n $TLS ]] && echo "- TLS: every client connection; both servers: tls { cert_file, key_file } (ECDSA P-256 server certificate from a generated CA)"
 [[ -n $WS ]] && echo "- WebSocket: clients connect to websocket { port: <free>, $( [[ -n $TLS ]] && echo "tls {} (wss://)" || echo "no_tls: true (ws://)" ) } (no compression)"
 if [[ -n $JS ]]; then
-  echo "- JetStream: each round starts both servers afresh with -js -sd <new dir under $STORE_ROOT> ($(df --output=source "$STORE_ROOT" | tail -1), $(findmnt -no FSTYPE -T "$STORE_ROOT" 2>/dev/null || echo '?'))$( [[ $SYNC == always ]] && echo " and -c <jetstream { sync_interval: always }>"); SYNC=$SYNC$( [[ $SYNC == default ]] && echo " (each server's own background fsync: nats-server 2.9.10 every 60 s)"); storage $STORAGE"
+  echo "- JetStream: each round starts both servers afresh with -js -sd <new dir under $STORE_ROOT> ($(df --output=source "$STORE_ROOT" | tail -1), $(findmnt -no FSTYPE -T "$STORE_ROOT" 2>/dev/null || echo '?')); SYNC=$SYNC$( [[ $SYNC == default ]] && echo " (each server's own background fsync: nats-server 2.9.10 every 60 s)"); storage $STORAGE"
+  for side in A B; do
+    [[ -n ${JS_CONF_FILE[$side]:-} ]] && echo "- $side JetStream config (-c): \`$(tr '\n' ' ' <"${JS_CONF_FILE[$side]}" | sed 's/ *$//')\`"
+  done
+  [[ -n $DROP_CACHES ]] && echo "- js-recovery: page cache dropped before each restart"
 fi
 [[ -n $LEAF ]] && echo "- leaf: a hub and a leaf per side ($( [[ $LEAF == reverse ]] && echo "publisher on the leaf, subscribers on the hub" || echo "publisher on the hub, subscribers on the leaf"))"
 echo
