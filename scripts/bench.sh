@@ -25,8 +25,9 @@
 #
 # JetStream (JS=1): single servers over plain TCP, each round on fresh servers started with
 # `-js -sd <fresh store dir>` (both store dirs under STORE_ROOT, so on the same disk), and
-# the JetStream scenarios of midge-bench. A server that refuses to start that way (midge
-# before it has JetStream) gets "unsupported" in its column instead of failing the run.
+# the JetStream scenarios of midge-bench. A server that refuses to start that way, or starts
+# but does not answer $JS.API.INFO (midge while JetStream is being built), gets "unsupported"
+# in its column instead of failing the run.
 #   SCENARIOS ["js-pub js-pub-async js-pull js-push kv-put kv-get"]; js-recovery (below) on
 #                    request
 #   SIZE [128]       payload bytes (KV: value bytes)
@@ -94,6 +95,8 @@ LEAF=${LEAF:-}
 TLS=${TLS:-}
 WS=${WS:-}
 
+# midge-bench's errors end up in the table's log lines: no backtraces in them.
+export RUST_LIB_BACKTRACE=0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 COMMAND="$(printf '%q ' "$0" "$@")"
@@ -356,8 +359,9 @@ fresh_store() {
   echo "$dir"
 }
 
-# start_js_server WHO: a JetStream server on a fresh store dir (STORE[WHO]); on refusal
-# marks WHO unsupported (with the last line of its log) and fails.
+# start_js_server WHO: a JetStream server on a fresh store dir (STORE[WHO]); when it refuses
+# to start (the last line of its log says why) or starts but does not answer $JS.API.INFO,
+# marks WHO unsupported and fails.
 declare -A STORE
 start_js_server() {
   local who=$1
@@ -370,6 +374,14 @@ start_js_server() {
     echo "  $who: unsupported: ${UNSUPPORTED[$who]}" >&2
     echo "${UNSUPPORTED[$who]}" >"$LOGDIR/unsupported-$who"
     rm -rf "${STORE[$who]}"
+    return 1
+  fi
+  # Accepting -js is not serving JetStream (midge while it is being built): ask $JS.API.INFO.
+  if ! "$BENCH" js-info --url "nats://127.0.0.1:${PORT[$who]}" --timeout 10 >/dev/null 2>"$LOGDIR/js-info-$who.err"; then
+    UNSUPPORTED[$who]="started with -js -sd <dir>${conf:+ $conf}, but \$JS.API.INFO: $(grep -v '^ *$' "$LOGDIR/js-info-$who.err" | head -1 | cut -c1-160)"
+    echo "  $who: unsupported: ${UNSUPPORTED[$who]}" >&2
+    echo "${UNSUPPORTED[$who]}" >"$LOGDIR/unsupported-$who"
+    stop_js_server "$who"
     return 1
   fi
 }

@@ -35,6 +35,7 @@ the end; the acks, PubAcks and replies are all checked):
   kv-get           the same bucket filled with --msgs keys, then a direct get of each, up to
                    --window outstanding, each value checked: ops/s
   js-fill          fills file stream --stream with --msgs messages and leaves it in place
+  js-info          asks $JS.API.INFO once (does the server serve JetStream?)
   js-recover       waits until $JS.API.STREAM.INFO.<--stream> answers with at least --msgs
                    messages, retrying connections; times from --started-at-ms
 
@@ -91,6 +92,7 @@ pub enum Scenario {
     KvGet,
     JsFill,
     JsRecover,
+    JsInfo,
 }
 
 impl Scenario {
@@ -111,6 +113,7 @@ impl Scenario {
             Scenario::KvGet => "kv-get",
             Scenario::JsFill => "js-fill",
             Scenario::JsRecover => "js-recover",
+            Scenario::JsInfo => "js-info",
         }
     }
 
@@ -125,6 +128,7 @@ impl Scenario {
                 | Scenario::KvGet
                 | Scenario::JsFill
                 | Scenario::JsRecover
+                | Scenario::JsInfo
         )
     }
 
@@ -145,6 +149,7 @@ impl Scenario {
             "kv-get" => Scenario::KvGet,
             "js-fill" => Scenario::JsFill,
             "js-recover" => Scenario::JsRecover,
+            "js-info" => Scenario::JsInfo,
             _ => bail!("unknown scenario {s:?}\n\n{USAGE}"),
         })
     }

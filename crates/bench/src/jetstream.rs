@@ -45,6 +45,7 @@ pub fn run(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
         Scenario::KvGet => kv_get(args, ep, deadline),
         Scenario::JsFill => fill_only(args, ep, deadline),
         Scenario::JsRecover => recover(args, ep, deadline),
+        Scenario::JsInfo => info(ep, deadline),
         s => bail!("{} is not a JetStream scenario", s.name()),
     }
 }
@@ -730,6 +731,20 @@ fn fill_only(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
             json!(args.msgs as f64 * args.size as f64 / 1e6 / secs),
         ),
         ("secs", json!(secs)),
+    ])
+}
+
+/// `js-info`: the account's JetStream usage from `$JS.API.INFO`; fails when nothing
+/// answers there (JetStream off or not implemented) or the reply is an error.
+fn info(ep: &Endpoint, deadline: Instant) -> Result<Report> {
+    let mut api = Api::open(ep, deadline)?;
+    let v = api.call("$JS.API.INFO", &Value::Null)?;
+    Ok(vec![
+        ("scenario", json!("js-info")),
+        ("streams", v["streams"].clone()),
+        ("consumers", v["consumers"].clone()),
+        ("memory", v["memory"].clone()),
+        ("storage", v["storage"].clone()),
     ])
 }
 
