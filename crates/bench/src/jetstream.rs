@@ -35,6 +35,8 @@ const BUCKET: &str = "BENCH";
 const RETRY: Duration = Duration::from_millis(5);
 /// How long one STREAM.INFO request of js-recover may take before it is sent again.
 const INFO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long js-recover waits for a short message count to grow before calling the rest lost.
+const RECOVER_STALL: Duration = Duration::from_secs(10);
 
 pub fn run(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
     match args.scenario {
@@ -749,7 +751,8 @@ fn info(ep: &Endpoint, deadline: Instant) -> Result<Report> {
 }
 
 /// `js-recover`: connects (retrying until the server accepts), then asks for the stream's
-/// info until it reports at least `--msgs` messages. Reports the seconds since
+/// info until it reports at least `--msgs` messages (failing when a lower count stays the
+/// same for [`RECOVER_STALL`]: messages lost). Reports the seconds since
 /// `--started-at-ms` to the first accepted connection, the first answer, and the full count.
 fn recover(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
     let now_ms = || -> Result<u64> {
@@ -774,6 +777,7 @@ fn recover(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
     let connected = since(now_ms()?);
     let mut first_answer: Option<(f64, u64)> = None;
     let mut not_found = 0u64;
+    let mut count_since: Option<(u64, Instant)> = None;
     loop {
         check_deadline(
             deadline,
@@ -801,6 +805,17 @@ fn recover(args: &Args, ep: &Endpoint, deadline: Instant) -> Result<Report> {
             continue;
         };
         first_answer.get_or_insert((at, messages));
+        match count_since {
+            Some((c, since)) if c == messages => ensure!(
+                since.elapsed() < RECOVER_STALL,
+                "{} reports {messages} of {} messages, unchanged for {RECOVER_STALL:?}: \
+                 {} acked messages lost",
+                args.stream,
+                args.msgs,
+                args.msgs.saturating_sub(messages)
+            ),
+            _ => count_since = Some((messages, Instant::now())),
+        }
         if messages >= args.msgs {
             let (first_secs, first_messages) = first_answer.unwrap_or((at, messages));
             return Ok(vec![
