@@ -83,11 +83,14 @@ macro_rules! ok {
     };
 }
 
+mod acks;
 mod consumers;
 mod limits;
 mod messages;
+mod ordered;
 mod publish;
 mod pull;
+mod push;
 mod streams;
 
 /// A JetStream feature as midge lands it; each test belongs to exactly one.
@@ -389,6 +392,25 @@ pub(crate) async fn fetch(consumer: &PullConsumer, max: usize) -> Vec<jetstream:
     taken
         .into_iter()
         .map(|m| m.unwrap_or_else(|err| panic!("fetch: {err:?}")))
+        .collect()
+}
+
+/// What a pull consumer delivers to one request for up to `max` messages that waits up to
+/// `expires`: ends when `max` arrived or the request expired.
+pub(crate) async fn batch(
+    consumer: &PullConsumer,
+    max: usize,
+    expires: Duration,
+) -> Vec<jetstream::Message> {
+    let batch = ok!(consumer
+        .batch()
+        .max_messages(max)
+        .expires(expires)
+        .messages());
+    let taken: Vec<_> = within!(batch.take(max).collect::<Vec<_>>());
+    taken
+        .into_iter()
+        .map(|m| m.unwrap_or_else(|err| panic!("batch: {err:?}")))
         .collect()
 }
 

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{fetch, js, next, next_msg, publish, send, stream_seqs, text, Feature};
+use super::{
+    eventually, fetch, js, next, next_msg, publish, send, stream_seqs, text, Feature, WAIT,
+};
 
 fn stream(name: &str, subjects: &[&str]) -> Config {
     Config {
@@ -194,6 +196,27 @@ async fn pull_requests_on_the_wire() {
         let subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
         assert_eq!(subjects, ["p.7"]);
         assert_status(&status, StatusCode::TIMEOUT, "Request Timeout");
+
+        // Deleting the consumer ends the requests waiting on it (ordered consumers recreate
+        // theirs when they see this).
+        pull_request(
+            &client,
+            &inbox,
+            json!({"batch": 1, "expires": 5_000_000_000u64}),
+        )
+        .await;
+        eventually("the request is waiting", WAIT, || {
+            let handle = &handle;
+            async move {
+                let info = handle.consumer_info("C").await.ok()?;
+                (info.num_waiting == 1).then_some(())
+            }
+        })
+        .await;
+        ok!(handle.delete_consumer("C"));
+        let (messages, status) = until_status(&mut sub, 0).await;
+        assert!(messages.is_empty());
+        assert_status(&status, StatusCode::REQUEST_TERMINATED, "Consumer Deleted");
     })
     .await;
 }
