@@ -45,7 +45,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck, Context};
 use async_nats::Client;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use midge_tests::{reference_only, run_on, ServerKind, TestServer};
 use serde_json::Value;
 
@@ -83,14 +83,27 @@ macro_rules! ok {
     };
 }
 
+/// The next item of a stream of `Result`s, within [`WAIT`]; panics (naming the line) if
+/// the stream ends, yields an error or stays silent.
+macro_rules! next {
+    ($stream:expr) => {
+        within!(futures::StreamExt::next(&mut $stream))
+            .unwrap_or_else(|| panic!("{}:{}: stream ended early", file!(), line!()))
+            .unwrap_or_else(|err| panic!("{}:{}: stream error: {err:?}", file!(), line!()))
+    };
+}
+
 mod acks;
 mod consumers;
+mod kv;
 mod limits;
 mod messages;
+mod objects;
 mod ordered;
 mod publish;
 mod pull;
 mod push;
+mod retention;
 mod streams;
 
 /// A JetStream feature as midge lands it; each test belongs to exactly one.
@@ -368,15 +381,6 @@ pub(crate) async fn send(
 ) -> Result<PublishAck, jetstream::context::PublishError> {
     let ack = ok!(js.send_publish(subject.to_string(), message));
     within!(ack)
-}
-
-/// The next item of a message stream, within [`WAIT`].
-pub(crate) async fn next<T, E: Debug>(
-    stream: &mut (impl Stream<Item = Result<T, E>> + Unpin),
-) -> T {
-    within!(stream.next())
-        .expect("stream ended early")
-        .unwrap_or_else(|err| panic!("stream error: {err:?}"))
 }
 
 /// The next message of a core subscription, within [`WAIT`].

@@ -7,7 +7,7 @@ use async_nats::jetstream::consumer::{pull, push, AckPolicy};
 use async_nats::jetstream::stream::Config;
 use futures::TryStreamExt;
 
-use super::{eventually, js, next, publish, text, Feature, WAIT};
+use super::{eventually, js, publish, text, Feature, WAIT};
 
 fn stream(name: &str, subjects: &[&str]) -> Config {
     Config {
@@ -35,7 +35,7 @@ async fn ordered_pull_consumer_recreates_after_its_consumer_is_deleted() {
         assert_eq!(config.durable_name, None);
         let mut messages = ok!(consumer.messages());
         for i in 1..=5u64 {
-            let message = next(&mut messages).await;
+            let message = next!(messages);
             assert_eq!(text(&message.payload), i.to_string());
         }
 
@@ -47,7 +47,7 @@ async fn ordered_pull_consumer_recreates_after_its_consumer_is_deleted() {
             publish(&js, "o.x", &i.to_string()).await;
         }
         for i in 6..=10u64 {
-            let message = next(&mut messages).await;
+            let message = next!(messages);
             let info = message.info().expect("JetStream message");
             assert_eq!(
                 (text(&message.payload), info.stream_sequence),
@@ -85,11 +85,11 @@ async fn ordered_push_consumer_delivers_everything_in_order() {
 
         let mut messages = ok!(consumer.messages());
         for i in (1..=49).step_by(2) {
-            let message = next(&mut messages).await;
+            let message = next!(messages);
             assert_eq!(text(&message.payload), i.to_string());
         }
         publish(&js, "o.odd", "51").await;
-        let message = next(&mut messages).await;
+        let message = next!(messages);
         assert_eq!(text(&message.payload), "51");
         let info = eventually("the consumer saw 51", WAIT, || {
             let handle = &handle;

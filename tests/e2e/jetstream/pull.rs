@@ -12,9 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{
-    eventually, fetch, js, next, next_msg, publish, send, stream_seqs, text, Feature, WAIT,
-};
+use super::{eventually, fetch, js, next_msg, publish, send, stream_seqs, text, Feature, WAIT};
 
 fn stream(name: &str, subjects: &[&str]) -> Config {
     Config {
@@ -304,7 +302,7 @@ async fn fetch_batch_and_messages_apis() {
             publish(&js, "p.x", &i.to_string()).await;
         }
         for seq in 6..=10u64 {
-            let message = next(&mut messages).await;
+            let message = next!(messages);
             assert_eq!(message.info().expect("info").stream_sequence, seq);
             assert_eq!(text(&message.payload), seq.to_string());
             ok!(message.ack());

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{api, js, next, next_msg, publish, send, Feature, WAIT};
+use super::{api, js, next_msg, publish, send, Feature, WAIT};
 
 fn stream(name: &str, subjects: &[&str]) -> Config {
     Config {
@@ -75,7 +75,7 @@ async fn push_consumer_with_flow_control_and_heartbeats() {
         // 4 MiB: more than the first flow-control window, so the client has to answer.
         let mut messages = ok!(consumer.messages());
         for seq in 1..=64u64 {
-            let message = next(&mut messages).await;
+            let message = next!(messages);
             let info = message.info().expect("JetStream message");
             assert_eq!(info.stream_sequence, seq);
             assert_eq!(message.payload.len(), 64 * 1024);
@@ -83,7 +83,7 @@ async fn push_consumer_with_flow_control_and_heartbeats() {
             ok!(message.ack());
         }
         publish(&js, "push", "after").await;
-        let late = next(&mut messages).await;
+        let late = next!(messages);
         assert_eq!(&late.payload[..], b"after");
     })
     .await;
