@@ -15,11 +15,11 @@
 //! | `all,-objects`             | every feature but `objects`                     |
 //!
 //! Tags ([`Feature`]): `account` (`$JS.API.INFO`), `streams` (create, update, info, list,
-//! names, delete, overlap errors, restart), `publish` (PubAck, `Nats-Msg-Id`,
+//! names, delete, overlap errors, response fields, restart), `publish` (PubAck, `Nats-Msg-Id`,
 //! `Nats-Expected-*`), `limits` (max msgs/bytes/age/msg size/msgs per subject, discard
 //! policies, sealed, deny delete/purge, byte accounting), `messages` (get, direct get,
 //! delete, purge, subject counts), `consumers` (durable, ephemeral, deliver policies,
-//! filters), `pull` (batch, max_bytes, expires, no_wait, heartbeats), `push` (flow control,
+//! filters, replay, response fields, restart), `pull` (batch, max_bytes, expires, no_wait, heartbeats), `push` (flow control,
 //! idle heartbeats), `acks` (ack policies, ack wait, redelivery, max deliver, backoff, NAK,
 //! WPI, TERM, max ack pending, advisories), `ordered`, `retention` (work queue, interest),
 //! `kv`, `objects`. An unknown tag fails every test, so a typo never passes silently.
@@ -352,6 +352,21 @@ pub(crate) fn assert_api_error(response: &Value, code: u64, err_code: u64, descr
         Some(&serde_json::json!({"code": code, "err_code": err_code, "description": description})),
         "expected API error {code}/{err_code} {description:?} in {response}"
     );
+}
+
+/// Asserts that the object at `path` in `value` has at least `keys`: every field nats-server
+/// 2.9.10 sends there (clients parse them; a server claiming 2.10 may send more).
+pub(crate) fn assert_has_keys(value: &Value, path: &str, keys: &[&str]) {
+    let object = value
+        .pointer(path)
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("no object at {path:?} in {value}"));
+    let missing: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !object.contains_key(*k))
+        .collect();
+    assert!(missing.is_empty(), "{path:?} lacks {missing:?}: {value}");
 }
 
 /// Asserts that an async-nats error carries the server's API error: the client shows it as

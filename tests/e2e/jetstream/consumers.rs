@@ -1,14 +1,21 @@
 //! Consumer management and selection (`consumers`): durable and ephemeral consumers, their
-//! info, list, names and deletion, config errors, the deliver policies and filter subjects.
+//! info, list, names and deletion, config errors, the fields of their API responses, the
+//! deliver policies, filter subjects, replay original, and a durable consumer surviving
+//! `kill -9`.
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::consumer::{
+    pull, push, AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy,
+};
 use async_nats::jetstream::stream::Config;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 
-use super::{api, assert_api_error, assert_js_error, fetch, js, publish, stream_seqs, Feature};
+use super::{
+    api, assert_api_error, assert_has_keys, assert_js_error, fetch, js, publish, stream_seqs,
+    Feature,
+};
 
 fn stream(name: &str, subjects: &[&str]) -> Config {
     Config {
@@ -317,6 +324,154 @@ async fn filter_subjects_select_messages() {
         } else {
             assert_eq!(got, [1, 2, 3, 4, 5], "2.9.10 ignores filter_subjects");
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn durable_consumer_survives_kill_and_restart() {
+    js(Feature::Consumers, |server| async move {
+        let (_, js) = server.connect().await;
+        let handle = ok!(js.create_stream(stream("R", &["r"])));
+        for i in 1..=4 {
+            publish(&js, "r", &i.to_string()).await;
+        }
+        let consumer = ok!(handle.create_consumer(pull::Config {
+            ack_wait: Duration::from_secs(30),
+            ..durable("D")
+        }));
+        for message in fetch(&consumer, 2).await {
+            ok!(message.double_ack());
+        }
+        drop((consumer, handle, js));
+
+        let server = server.restart().await;
+        let (_, js) = server.connect().await;
+        let handle = super::eventually("the stream is recovered", super::WAIT, || {
+            let js = &js;
+            async move { js.get_stream("R").await.ok() }
+        })
+        .await;
+        let mut consumer: PullConsumer = ok!(handle.get_consumer("D"));
+        let info = ok!(consumer.info()).clone();
+        assert_eq!(
+            info.config.ack_wait,
+            Duration::from_secs(30),
+            "config recovered"
+        );
+        // At least once: acks may be lost in a crash, never the unacked messages.
+        let after = stream_seqs(&fetch(&consumer, 10).await);
+        assert!(
+            after.ends_with(&[3, 4]) && after.len() <= 4,
+            "after restart: {after:?}"
+        );
+        assert_eq!(after.first(), Some(&(5 - after.len() as u64)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replay_original_keeps_the_publish_spacing() {
+    js(Feature::Consumers, |server| async move {
+        let (client, js) = server.connect().await;
+        let handle = ok!(js.create_stream(stream("RP", &["rp"])));
+        publish(&js, "rp", "first").await;
+        // The gap to replay: time passing is the scenario here, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        publish(&js, "rp", "second").await;
+        let first_at = ok!(handle.get_raw_message(1)).time;
+        let second_at = ok!(handle.get_raw_message(2)).time;
+        let stored_gap = Duration::try_from(second_at - first_at).expect("ordered timestamps");
+
+        let deliver = client.new_inbox();
+        let mut sub = ok!(client.subscribe(deliver.clone()));
+        ok!(handle.create_consumer(push::Config {
+            deliver_subject: deliver,
+            replay_policy: ReplayPolicy::Original,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        }));
+        let first = super::next_msg(&mut sub).await;
+        let arrived = std::time::Instant::now();
+        let second = super::next_msg(&mut sub).await;
+        let replay_gap = arrived.elapsed();
+        assert_eq!(
+            (&first.payload[..], &second.payload[..]),
+            (&b"first"[..], &b"second"[..])
+        );
+        assert!(
+            replay_gap >= stored_gap - Duration::from_millis(100),
+            "replayed {replay_gap:?} apart, published {stored_gap:?} apart"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn consumer_responses_carry_every_field_of_the_reference() {
+    js(Feature::Consumers, |server| async move {
+        let (client, js) = server.connect().await;
+        ok!(js.create_stream(stream("F", &["f"])));
+        publish(&js, "f", "x").await;
+        let created = api(
+            &client,
+            "CONSUMER.CREATE.F.D",
+            json!({"stream_name": "F", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
+        )
+        .await;
+        let top = [
+            "type",
+            "stream_name",
+            "name",
+            "created",
+            "config",
+            "delivered",
+            "ack_floor",
+            "num_ack_pending",
+            "num_redelivered",
+            "num_waiting",
+            "num_pending",
+        ];
+        let config = [
+            "durable_name",
+            "name",
+            "deliver_policy",
+            "ack_policy",
+            "ack_wait",
+            "max_deliver",
+            "replay_policy",
+            "max_waiting",
+            "max_ack_pending",
+            "num_replicas",
+        ];
+        assert_has_keys(&created, "", &top);
+        assert_has_keys(&created, "/config", &config);
+        for sequences in ["/delivered", "/ack_floor"] {
+            assert_has_keys(&created, sequences, &["consumer_seq", "stream_seq"]);
+        }
+        let info = api(&client, "CONSUMER.INFO.F.D", Value::Null).await;
+        assert_eq!(
+            info["type"],
+            "io.nats.jetstream.api.v1.consumer_info_response"
+        );
+        assert_has_keys(&info, "", &top);
+        assert_has_keys(&info, "/config", &config);
+        let names = api(&client, "CONSUMER.NAMES.F", Value::Null).await;
+        assert_eq!(
+            names["type"],
+            "io.nats.jetstream.api.v1.consumer_names_response"
+        );
+        assert_eq!(
+            (&names["total"], &names["limit"], &names["consumers"]),
+            (&json!(1), &json!(1024), &json!(["D"]))
+        );
+        let list = api(&client, "CONSUMER.LIST.F", Value::Null).await;
+        assert_eq!(
+            list["type"],
+            "io.nats.jetstream.api.v1.consumer_list_response"
+        );
+        assert_eq!((&list["total"], &list["limit"]), (&json!(1), &json!(256)));
+        assert_has_keys(&list, "/consumers/0", &top[1..]);
     })
     .await;
 }

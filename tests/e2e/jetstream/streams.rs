@@ -1,5 +1,6 @@
 //! Account info (`account`) and stream management (`streams`): create, update, info, list,
-//! names, delete, subject overlap errors, and a file stream surviving `kill -9`.
+//! names, delete, subject overlap errors, the fields of the API responses, and a file stream
+//! surviving `kill -9`.
 
 use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
@@ -7,8 +8,8 @@ use futures::TryStreamExt;
 use serde_json::{json, Value};
 
 use super::{
-    api, assert_api_error, assert_js_error, eventually, js, publish, Enable, Feature, JsServer,
-    WAIT,
+    api, assert_api_error, assert_has_keys, assert_js_error, eventually, js, publish, Enable,
+    Feature, JsServer, WAIT,
 };
 use midge_tests::run_on;
 
@@ -432,6 +433,114 @@ async fn file_stream_survives_kill_and_restart() {
             ("d.2", &b"message 2"[..])
         );
         assert_eq!(publish(&js, "d.4", "after restart").await.sequence, 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn responses_carry_every_field_of_the_reference() {
+    js(Feature::Streams, |server| async move {
+        let (client, js) = server.connect().await;
+        let created = api(
+            &client,
+            "STREAM.CREATE.F",
+            json!({"name": "F", "subjects": ["f.*"]}),
+        )
+        .await;
+        let config = [
+            "name",
+            "subjects",
+            "retention",
+            "max_consumers",
+            "max_msgs",
+            "max_bytes",
+            "max_age",
+            "max_msgs_per_subject",
+            "max_msg_size",
+            "discard",
+            "storage",
+            "num_replicas",
+            "duplicate_window",
+            "allow_direct",
+            "mirror_direct",
+            "sealed",
+            "deny_delete",
+            "deny_purge",
+            "allow_rollup_hdrs",
+        ];
+        let empty_state = [
+            "messages",
+            "bytes",
+            "first_seq",
+            "first_ts",
+            "last_seq",
+            "last_ts",
+            "consumer_count",
+        ];
+        assert_has_keys(
+            &created,
+            "",
+            &["type", "config", "created", "state", "did_create"],
+        );
+        assert_has_keys(&created, "/config", &config);
+        assert_has_keys(&created, "/state", &empty_state);
+        assert_eq!(created["did_create"], json!(true));
+        // An empty stream's first and last times are Go's zero time.
+        assert_eq!(created["state"]["first_ts"], "0001-01-01T00:00:00Z");
+
+        publish(&js, "f.a", "x").await;
+        publish(&js, "f.b", "y").await;
+        publish(&js, "f.a", "z").await;
+        ok!(ok!(js.get_stream("F")).delete_message(2));
+        let info = api(&client, "STREAM.INFO.F", Value::Null).await;
+        // total/offset/limit page the per-subject counts (async-nats reads `total`).
+        assert_has_keys(
+            &info,
+            "",
+            &[
+                "type", "config", "created", "state", "total", "offset", "limit",
+            ],
+        );
+        assert_has_keys(&info, "/config", &config);
+        assert_has_keys(&info, "/state", &empty_state);
+        assert_has_keys(&info, "/state", &["num_subjects", "num_deleted"]);
+        assert_eq!(
+            (
+                &info["state"]["num_subjects"],
+                &info["state"]["num_deleted"]
+            ),
+            (&json!(1), &json!(1))
+        );
+
+        let account = api(&client, "INFO", Value::Null).await;
+        assert_has_keys(
+            &account,
+            "",
+            &[
+                "type",
+                "memory",
+                "storage",
+                "streams",
+                "consumers",
+                "limits",
+                "api",
+            ],
+        );
+        assert_has_keys(
+            &account,
+            "/limits",
+            &[
+                "max_memory",
+                "max_storage",
+                "max_streams",
+                "max_consumers",
+                "max_ack_pending",
+                "memory_max_stream_bytes",
+                "storage_max_stream_bytes",
+                "max_bytes_required",
+            ],
+        );
+        assert_has_keys(&account, "/api", &["total", "errors"]);
     })
     .await;
 }
