@@ -7,24 +7,36 @@
 //! Every test names one feature tag and runs against nats-server always, and against midge
 //! only when `MIDGE_JS` enables that tag ([`kinds_for`] is the one place that decides):
 //!
-//! | `MIDGE_JS`                 | midge runs                                      |
-//! |----------------------------|-------------------------------------------------|
-//! | unset, empty or `0`        | nothing (nats-server only: the suite passes today) |
-//! | `1` or `all`               | every feature                                   |
-//! | `streams,publish,kv`       | those features                                  |
-//! | `all,-objects`             | every feature but `objects`                     |
+//! | `MIDGE_JS`             | midge runs                                            |
+//! |------------------------|-------------------------------------------------------|
+//! | unset, empty or `0`    | nothing: nats-server only (the suite passes today)    |
+//! | `1` or `all`           | every feature                                         |
+//! | `streams,publish,kv`   | those features                                        |
+//! | `all,-objects`         | every feature but `objects`                           |
 //!
-//! Tags ([`Feature`]): `account` (`$JS.API.INFO`), `streams` (create, update, info, list,
-//! names, delete, overlap errors, response fields, restart), `publish` (PubAck, `Nats-Msg-Id`,
-//! `Nats-Expected-*`), `limits` (max msgs/bytes/age/msg size/msgs per subject, discard
-//! policies, sealed, deny delete/purge, byte accounting), `messages` (get, direct get,
-//! delete, purge, subject counts), `consumers` (durable, ephemeral, deliver policies,
-//! filters, replay, response fields, restart), `pull` (batch, max_bytes, expires, no_wait, heartbeats), `push` (flow control,
-//! idle heartbeats), `acks` (ack policies, ack wait, redelivery, max deliver, backoff, NAK,
-//! WPI, TERM, max ack pending, advisories), `ordered`, `retention` (work queue, interest),
-//! `kv`, `objects`. An unknown tag fails every test, so a typo never passes silently.
-//! `MIDGE_TESTS_REFERENCE_ONLY=1` wins over `MIDGE_JS`. Run one tag with
-//! `MIDGE_JS=kv cargo test -p midge-tests --test e2e jetstream::kv`.
+//! Tags ([`Feature`]) and where their tests are:
+//!
+//! | tag         | file            | covers                                                  |
+//! |-------------|-----------------|---------------------------------------------------------|
+//! | `account`   | `streams.rs`    | `$JS.API.INFO`, `jetstream {}` with per-account limits  |
+//! | `streams`   | `streams.rs`    | stream CRUD, list, names, overlaps, fields, `kill -9`   |
+//! | `publish`   | `publish.rs`    | PubAck, `Nats-Msg-Id` window, `Nats-Expected-*`         |
+//! | `limits`    | `limits.rs`     | max_*, discard, sealed, deny delete/purge, byte counts  |
+//! | `messages`  | `messages.rs`   | get, direct get, delete, purge, subject counts          |
+//! | `consumers` | `consumers.rs`  | CRUD, errors, deliver policies, filters, replay, restart |
+//! | `pull`      | `pull.rs`       | batch, max_bytes, expires, no_wait, heartbeats on the wire |
+//! | `push`      | `push.rs`       | flow control and its stall, idle heartbeats, groups     |
+//! | `acks`      | `acks.rs`       | policies, ack wait, NAK, WPI, TERM, max deliver, backoff |
+//! | `ordered`   | `ordered.rs`    | async-nats ordered pull and push consumers              |
+//! | `retention` | `retention.rs`  | work queue (scaled-down worker loses nothing), interest |
+//! | `kv`        | `kv.rs`         | buckets, revisions, markers, history, keys, watch, TTL  |
+//! | `objects`   | `objects.rs`    | chunked objects, digest, list, delete, links, metadata  |
+//!
+//! An unknown tag fails every test, so a typo never passes silently.
+//! `MIDGE_TESTS_REFERENCE_ONLY=1` wins over `MIDGE_JS`. For example
+//! `MIDGE_JS=kv cargo test -p midge-tests --test e2e jetstream::kv`. The suite takes about
+//! 11 s against nats-server on two cores with the default two test threads
+//! (`-- --test-threads 8` brings it to about 4 s: most of it is waiting on timers).
 //!
 //! Every server is started with `-js -sd <fresh temp dir>` (or a `jetstream {}` block,
 //! see [`JsServer`]). The same assertions run against both kinds, so expected values written

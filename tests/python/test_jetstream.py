@@ -126,6 +126,18 @@ def assert_api_error(err, code, err_code, description):
     assert (err.code, err.err_code, err.description) == (code, err_code, description), repr(err)
 
 
+async def until(check, what):
+    """Polls the async `check` until it is true, for at most WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not within {WAIT}s"
+        await asyncio.sleep(0.05)
+
+
+async def waiting_requests(sub):
+    return (await sub.consumer_info()).num_waiting > 0
+
+
 async def seqs(msgs):
     return [m.metadata.sequence.stream for m in msgs]
 
@@ -328,7 +340,7 @@ async def test_pull_fetch_batches_and_timeouts(js):
     assert time.monotonic() - started >= 0.4
     # A waiting fetch gets a message published while it waits.
     fetching = asyncio.ensure_future(sub.fetch(1, timeout=WAIT))
-    await asyncio.sleep(0.1)
+    await until(lambda: waiting_requests(sub), "the fetch is waiting")
     await js.publish("p", b"late")
     assert (await fetching)[0].data == b"late"
 
