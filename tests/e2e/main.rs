@@ -22,6 +22,8 @@
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
+//! - `jetstream` drives JetStream, key-value and the object store through async-nats against
+//!   nats-server `-js`, and against midge per feature as `MIDGE_JS` enables it (see its docs).
 
 mod accounts;
 mod cert_auth;
@@ -29,6 +31,7 @@ mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod jetstream;
 mod jwt;
 mod leaf;
 mod limits;
