@@ -420,3 +420,121 @@ async fn restart(kind: ServerKind) {
         .expect("ack");
     assert_eq!(ack.stream, "KEEP");
 }
+
+/// `/jsz` and `/varz` (through `$SYS.REQ.SERVER.PING.<Z>`), stream advisories, and
+/// JetStream per account: an account without it gets no API.
+#[tokio::test]
+async fn monitoring_advisories_and_accounts() {
+    both(monitoring).await;
+}
+
+async fn monitoring(kind: ServerKind) {
+    let dir = tempfile::tempdir().expect("store dir");
+    let config = format!(
+        "jetstream {{ store_dir: \"{}\" }}\nsystem_account: SYS\naccounts {{\n  \
+         SYS: {{ users: [{{user: sys, password: sys}}] }}\n  \
+         A: {{ users: [{{user: a, password: a}}], jetstream: enabled }}\n  \
+         B: {{ users: [{{user: b, password: b}}] }}\n}}\n",
+        dir.path().display()
+    );
+    let server = TestServer::start(kind, &config).await;
+    let login = |user: &'static str| {
+        let url = server.url();
+        async move {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+                .connect(url)
+                .await
+                .expect("login")
+        }
+    };
+    let a = login("a").await;
+    let mut advisories = a
+        .subscribe("$JS.EVENT.ADVISORY.STREAM.>")
+        .await
+        .expect("subscribe");
+    midge_tests::round_trip(&a).await;
+    let js = jetstream::new(a.clone());
+    js.create_stream(stream::Config {
+        name: "S".into(),
+        subjects: vec!["s.*".into()],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .expect("create");
+    let advisory = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut advisories))
+        .await
+        .expect("advisory in time")
+        .expect("advisory");
+    assert_eq!(
+        advisory.subject.as_str(),
+        "$JS.EVENT.ADVISORY.STREAM.CREATED.S"
+    );
+    let body: Value = serde_json::from_slice(&advisory.payload).expect("json");
+    assert_eq!(
+        body["type"], "io.nats.jetstream.advisory.v1.stream_action",
+        "{kind}"
+    );
+    assert_eq!(
+        (body["stream"].as_str(), body["action"].as_str()),
+        (Some("S"), Some("create"))
+    );
+    for _ in 0..2 {
+        js.publish("s.x", "m".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    let sys = login("sys").await;
+    let jsz = request(
+        &sys,
+        "$SYS.REQ.SERVER.PING.JSZ",
+        r#"{"accounts":true,"streams":true,"config":true}"#,
+    )
+    .await;
+    let data = &jsz["data"];
+    assert!(
+        data["config"]["max_memory"].as_u64().is_some(),
+        "{kind}: {jsz}"
+    );
+    assert!(data["config"]["store_dir"].is_string(), "{kind}: {jsz}");
+    assert_eq!(
+        (data["streams"].as_u64(), data["messages"].as_u64()),
+        (Some(1), Some(2)),
+        "{kind}: {jsz}"
+    );
+    assert!(
+        data["api"]["total"].as_u64().is_some_and(|n| n >= 1),
+        "{kind}: {jsz}"
+    );
+    let detail = &data["account_details"][0];
+    assert_eq!(detail["name"], "A", "{kind}: {jsz}");
+    let stream = &detail["stream_detail"][0];
+    assert_eq!(stream["name"], "S", "{kind}: {jsz}");
+    assert_eq!(stream["state"]["messages"], 2, "{kind}: {jsz}");
+    assert_eq!(stream["config"]["name"], "S", "{kind}: {jsz}");
+    let varz = request(&sys, "$SYS.REQ.SERVER.PING.VARZ", "").await;
+    let section = &varz["data"]["jetstream"];
+    assert!(
+        section["config"]["max_storage"].as_u64().is_some(),
+        "{kind}: {section}"
+    );
+    assert!(
+        section["stats"]["memory"].as_u64().is_some_and(|m| m > 0),
+        "{kind}: {section}"
+    );
+    assert_eq!(varz["server"]["jetstream"], true, "{kind}");
+
+    // B has no JetStream: its requests are answered "not enabled for account".
+    let b = login("b").await;
+    let info = request(&b, "$JS.API.INFO", "").await;
+    assert_eq!(info["error"]["err_code"], 10039, "{kind}: {info}");
+    assert_eq!(
+        info["type"],
+        "io.nats.jetstream.api.v1.account_info_response"
+    );
+    let create = request(&b, "$JS.API.STREAM.CREATE.X", r#"{"name":"X"}"#).await;
+    assert_eq!(create["error"]["err_code"], 10039, "{kind}: {create}");
+}

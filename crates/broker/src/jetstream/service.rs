@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, types, ApiError, StreamConfig, StreamInfo};
 use super::stream::{api_msg, Stream};
-use super::{headers, JetStream, JsAccount};
+use super::{headers, JetStream, JsAccount, StreamAction};
 use crate::core::router::Router;
 use crate::core::{Account, InternalMsg};
 use crate::server::ServerInner;
@@ -161,8 +161,10 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
         }
     };
     let Some(jsa) = js.account(&req.account.name) else {
-        let body = api::error_response(types::SYSTEM, &ApiError::not_enabled_for_account());
-        respond(srv, &req.account, reply, None, &body);
+        if let Some(kind) = response_type(tail) {
+            let body = api::error_response(kind, &ApiError::not_enabled_for_account());
+            respond(srv, &req.account, reply, None, &body);
+        }
         return;
     };
     let request = Request {
@@ -190,6 +192,31 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
         }
         Reply::None => {}
     }
+}
+
+/// The response type of a request, `None` for what gets no JSON answer.
+fn response_type(tail: &str) -> Option<&'static str> {
+    let t = tail;
+    Some(match () {
+        _ if t == "INFO" => types::ACCOUNT_INFO,
+        _ if t == "STREAM.NAMES" => types::STREAM_NAMES,
+        _ if t == "STREAM.LIST" => types::STREAM_LIST,
+        _ if t.starts_with("STREAM.CREATE.") => types::STREAM_CREATE,
+        _ if t.starts_with("STREAM.UPDATE.") => types::STREAM_UPDATE,
+        _ if t.starts_with("STREAM.INFO.") => types::STREAM_INFO,
+        _ if t.starts_with("STREAM.DELETE.") => types::STREAM_DELETE,
+        _ if t.starts_with("STREAM.PURGE.") => types::STREAM_PURGE,
+        _ if t.starts_with("STREAM.MSG.GET.") => types::MSG_GET,
+        _ if t.starts_with("STREAM.MSG.DELETE.") => types::MSG_DELETE,
+        _ if t.starts_with("CONSUMER.CREATE.") || t.starts_with("CONSUMER.DURABLE.") => {
+            types::CONSUMER_CREATE
+        }
+        _ if t.starts_with("CONSUMER.INFO.") => types::CONSUMER_INFO,
+        _ if t.starts_with("CONSUMER.NAMES.") => types::CONSUMER_NAMES,
+        _ if t.starts_with("CONSUMER.LIST.") => types::CONSUMER_LIST,
+        _ if t.starts_with("CONSUMER.DELETE.") => types::CONSUMER_DELETE,
+        _ => return None,
+    })
 }
 
 fn respond(
@@ -335,6 +362,10 @@ pub(crate) fn stream_info(
     })
 }
 
+fn advise(req: &Request<'_>, stream: &str, action: StreamAction) {
+    super::stream_advisory(req.srv, req.js, &req.jsa.account, stream, action);
+}
+
 #[derive(Serialize)]
 struct CreateBody {
     #[serde(flatten)]
@@ -382,17 +413,19 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
     if let Some(e) = create_checks(req.js, jsa, &cfg, None) {
         return Reply::error(kind, e);
     }
-    match super::open_stream(req.srv, req.js, jsa, cfg, api::now_nanos(), true) {
-        Ok(stream) => match stream_info(req.js, &stream, None) {
-            Ok(info) => Reply::ok(
-                kind,
-                &CreateBody {
-                    info,
-                    did_create: true,
-                },
-            ),
-            Err(e) => Reply::error(kind, e),
-        },
+    let stream = match super::open_stream(req.srv, req.js, jsa, cfg, api::now_nanos(), true) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(kind, e),
+    };
+    advise(req, name, StreamAction::Create);
+    match stream_info(req.js, &stream, None) {
+        Ok(info) => Reply::ok(
+            kind,
+            &CreateBody {
+                info,
+                did_create: true,
+            },
+        ),
         Err(e) => Reply::error(kind, e),
     }
 }
@@ -483,6 +516,7 @@ fn stream_update(req: &Request<'_>, name: &str) -> Reply {
     if let Err(e) = super::apply_update(req.srv, req.js, jsa, &stream, cfg) {
         return Reply::error(kind, e);
     }
+    advise(req, name, StreamAction::Update);
     match stream_info(req.js, &stream, None) {
         Ok(info) => Reply::ok(kind, &info),
         Err(e) => Reply::error(kind, e),
@@ -620,7 +654,10 @@ fn stream_delete(req: &Request<'_>, name: &str) -> Reply {
         return Reply::error(kind, ApiError::stream_not_found());
     };
     match super::delete_stream(req.srv, req.js, req.jsa, &stream) {
-        Ok(()) => Reply::ok(kind, &Success { success: true }),
+        Ok(()) => {
+            advise(req, name, StreamAction::Delete);
+            Reply::ok(kind, &Success { success: true })
+        }
         Err(e) => Reply::error(kind, e),
     }
 }
