@@ -538,3 +538,97 @@ async fn monitoring(kind: ServerKind) {
     let create = request(&b, "$JS.API.STREAM.CREATE.X", r#"{"name":"X"}"#).await;
     assert_eq!(create["error"]["err_code"], 10039, "{kind}: {create}");
 }
+
+/// Account limits: streams, memory bytes and per-stream bytes, as nats-server answers them.
+#[tokio::test]
+async fn account_limits_match_nats_server() {
+    let config = |dir: &std::path::Path| {
+        format!(
+            "jetstream {{ store_dir: \"{}\" }}\naccounts {{\n  \
+             A: {{ users: [{{user: a, password: a}}], jetstream {{ max_streams: 2, max_mem: 4096, \
+             max_file: 8192, max_consumers: 5 }} }}\n}}\n",
+            dir.display()
+        )
+    };
+    let (d1, d2) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let reference = TestServer::start(ServerKind::NatsServer, &config(d1.path())).await;
+    let midge = TestServer::start(ServerKind::Midge, &config(d2.path())).await;
+    let login = |s: &TestServer| {
+        async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into()).connect(s.url())
+    };
+    let r = login(&reference).await.expect("login");
+    let m = login(&midge).await.expect("login");
+    let info_r = request(&r, "$JS.API.INFO", "").await;
+    let info_m = request(&m, "$JS.API.INFO", "").await;
+    assert_eq!(info_r["limits"], info_m["limits"], "{info_r}\n{info_m}");
+    let steps: &[(&str, &str)] = &[
+        (
+            "$JS.API.STREAM.CREATE.BIG",
+            r#"{"name":"BIG","storage":"memory","max_bytes":10000}"#,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.M",
+            r#"{"name":"M","storage":"memory","max_bytes":2048}"#,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.M2",
+            r#"{"name":"M2","storage":"memory","max_bytes":4096}"#,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","max_bytes":1024}"#,
+        ),
+        ("$JS.API.STREAM.CREATE.G", r#"{"name":"G"}"#),
+    ];
+    for (subject, body) in steps {
+        let a = request(&r, subject, body).await;
+        let b = request(&m, subject, body).await;
+        assert_eq!(
+            a["error"], b["error"],
+            "{subject} {body}:\nnats-server {a}\nmidge       {b}"
+        );
+    }
+}
+
+/// A publisher far faster than the stream: nothing is lost, the publisher is slowed down
+/// (midge only: the queue in front of a stream is midge's).
+#[tokio::test]
+async fn a_fast_publisher_loses_nothing() {
+    let (server, _dir) = js_server(ServerKind::Midge).await;
+    let client = connect(&server).await;
+    let js = jetstream::new(client.clone());
+    let mut s = js
+        .create_stream(stream::Config {
+            name: "FLOOD".into(),
+            subjects: vec!["flood".into()],
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    const N: u64 = 200_000;
+    for i in 0..N {
+        client
+            .publish("flood", i.to_string().into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = s.info().await.expect("info").clone();
+        if info.state.messages == N {
+            assert_eq!(info.state.last_sequence, N);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {N} stored",
+            info.state.messages
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
