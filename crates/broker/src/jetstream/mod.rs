@@ -19,6 +19,8 @@
 pub(crate) mod api;
 pub(crate) mod consumer;
 pub(crate) mod headers;
+#[cfg(test)]
+mod server_tests;
 pub(crate) mod service;
 pub(crate) mod stream;
 pub(crate) mod transform;

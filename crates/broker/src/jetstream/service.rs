@@ -400,11 +400,12 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
             return Reply::error(kind, ApiError::stream_name_exists());
         }
         return match stream_info(req.js, &existing, None) {
+            // nats-server says did_create for an existing identical stream too.
             Ok(info) => Reply::ok(
                 kind,
                 &CreateBody {
                     info,
-                    did_create: false,
+                    did_create: true,
                 },
             ),
             Err(e) => Reply::error(kind, e),
