@@ -608,13 +608,14 @@ pub(crate) fn send_replies(
     }
     let mut router = Router::new(srv.clone(), rand::random());
     for (reply, body) in acks.drain(..) {
-        publish_with(&mut router, account, &reply, None, &body);
+        publish_with(&mut router, account, &reply, None, None, &body);
     }
     for r in republished.drain(..) {
         publish_with(
             &mut router,
             account,
             r.subject.as_bytes(),
+            None,
             Some(&r.headers),
             &r.payload,
         );
@@ -672,15 +673,17 @@ pub(crate) fn stream_advisory(
         return;
     };
     let mut router = Router::new(srv.clone(), rand::random());
-    publish_with(&mut router, account, subject.as_bytes(), None, &json);
+    publish_with(&mut router, account, subject.as_bytes(), None, None, &json);
     router.flush(true);
 }
 
-/// One message into `account` through `router` (flush it afterwards).
+/// One message into `account` through `router` (flush it afterwards), as the server
+/// publishes it (PubAcks, advisories; consumers deliver with an ack `reply`).
 pub(crate) fn publish_with(
     router: &mut Router,
     account: &Arc<Account>,
     subject: &[u8],
+    reply: Option<&[u8]>,
     headers: Option<&[u8]>,
     payload: &[u8],
 ) -> bool {
@@ -693,7 +696,7 @@ pub(crate) fn publish_with(
         &result,
         Origin::Internal,
         subject,
-        None,
+        reply,
         headers,
         payload,
     )

@@ -227,7 +227,14 @@ fn respond(
     payload: &[u8],
 ) {
     let mut router = Router::new(srv.clone(), rand::random());
-    super::publish_with(&mut router, account, subject.as_bytes(), headers, payload);
+    super::publish_with(
+        &mut router,
+        account,
+        subject.as_bytes(),
+        None,
+        headers,
+        payload,
+    );
     router.flush(true);
 }
 

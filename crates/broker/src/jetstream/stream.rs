@@ -1042,6 +1042,84 @@ mod tests {
         assert_eq!(headers::get(&r.headers, headers::SEQUENCE), Some("1"));
     }
 
+    /// A store that is out of space.
+    #[derive(Debug)]
+    struct FullStore(MemStore);
+
+    impl Store for FullStore {
+        fn append(
+            &mut self,
+            _: &str,
+            _: Option<&[u8]>,
+            _: &[u8],
+            _: i64,
+        ) -> midge_store::Result<u64> {
+            Err(StoreError::Full("no space left on device".into()))
+        }
+        fn get(&self, seq: u64) -> midge_store::Result<StoredMsg> {
+            self.0.get(seq)
+        }
+        fn next_matching(&self, seq: u64, filter: Option<&str>) -> Option<StoredMsg> {
+            self.0.next_matching(seq, filter)
+        }
+        fn last_matching(&self, filter: &str) -> Option<StoredMsg> {
+            self.0.last_matching(filter)
+        }
+        fn remove(&mut self, seq: u64, erase: bool) -> midge_store::Result<bool> {
+            self.0.remove(seq, erase)
+        }
+        fn purge(
+            &mut self,
+            f: Option<&str>,
+            up_to: Option<u64>,
+            keep: u64,
+        ) -> midge_store::Result<u64> {
+            self.0.purge(f, up_to, keep)
+        }
+        fn state(&self) -> midge_store::StreamState {
+            self.0.state()
+        }
+        fn subjects_state(
+            &self,
+            f: &str,
+        ) -> std::collections::BTreeMap<String, midge_store::SubjectState> {
+            self.0.subjects_state(f)
+        }
+        fn subject_state(&self, s: &str) -> Option<midge_store::SubjectState> {
+            self.0.subject_state(s)
+        }
+        fn num_pending(&self, seq: u64, f: Option<&str>) -> u64 {
+            self.0.num_pending(seq, f)
+        }
+        fn reset_first_seq(&mut self, seq: u64) -> midge_store::Result<()> {
+            self.0.reset_first_seq(seq)
+        }
+        fn sync(&mut self) -> midge_store::Result<()> {
+            Ok(())
+        }
+        fn delete(&mut self) -> midge_store::Result<()> {
+            self.0.delete()
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_resources_to_the_publisher() {
+        let cfg = super::super::check_config(config(|_| {}), None).expect("valid");
+        let mut s = StreamInner::new(cfg, Box::new(FullStore(MemStore::new()))).expect("stream");
+        let e = put(&mut s, "s.a", None).expect_err("full");
+        assert_eq!(
+            (e.code, e.err_code, e.description.as_str()),
+            (503, 10023, "insufficient resources")
+        );
+        assert_eq!(s.store.state().msgs, 0);
+    }
+
+    #[test]
+    fn first_seq_numbers_a_new_stream() {
+        let mut s = stream(config(|c| c.first_seq = 100));
+        assert_eq!(put(&mut s, "s.a", None).expect("stored").seq, 100);
+    }
+
     #[test]
     fn interest_retention_without_interest_keeps_nothing() {
         let mut s = stream(config(|c| c.retention = Retention::Interest));
