@@ -632,3 +632,52 @@ async fn a_fast_publisher_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A stream sourcing another (filtered) and a mirror, on both servers: same messages,
+/// same `Nats-Stream-Source` header, same sequences in the mirror.
+#[tokio::test]
+async fn sources_and_mirrors() {
+    both(sourcing).await;
+}
+
+async fn sourcing(kind: ServerKind) {
+    let (server, _dir) = js_server(kind).await;
+    let client = connect(&server).await;
+    for (name, body) in [
+        ("O", r#"{"name":"O","subjects":["o.*"]}"#),
+        (
+            "AGG",
+            r#"{"name":"AGG","sources":[{"name":"O","filter_subject":"o.keep"}]}"#,
+        ),
+        ("M", r#"{"name":"M","mirror":{"name":"O"}}"#),
+    ] {
+        let created = request(&client, &format!("$JS.API.STREAM.CREATE.{name}"), body).await;
+        assert!(created["error"].is_null(), "{kind} {name}: {created}");
+    }
+    for subject in ["o.keep", "o.drop", "o.keep"] {
+        publish(&client, subject, &[]).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let agg = request(&client, "$JS.API.STREAM.INFO.AGG", "").await;
+        let m = request(&client, "$JS.API.STREAM.INFO.M", "").await;
+        if agg["state"]["messages"] == 2 && m["state"]["messages"] == 3 {
+            assert_eq!(m["state"]["last_seq"], 3, "{kind}: {m}");
+            assert_eq!(agg["sources"][0]["name"], "O", "{kind}: {agg}");
+            assert_eq!(m["mirror"]["name"], "O", "{kind}: {m}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{kind}: {agg}\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let js = jetstream::new(client.clone());
+    let agg = js.get_stream("AGG").await.expect("AGG");
+    let second = agg.get_raw_message(2).await.expect("get");
+    assert_eq!(second.subject.as_str(), "o.keep");
+    let source = second
+        .headers
+        .get("Nats-Stream-Source")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    assert!(source.starts_with("O 3"), "{kind}: {source:?}");
+}

@@ -22,6 +22,7 @@ pub(crate) mod headers;
 #[cfg(test)]
 mod server_tests;
 pub(crate) mod service;
+pub(crate) mod source;
 pub(crate) mod stream;
 pub(crate) mod transform;
 
@@ -496,12 +497,14 @@ pub(crate) fn open_stream(
         consumers: Mutex::new(BTreeMap::new()),
         dir,
         config_changed: Notify::new(),
+        sources: Mutex::new(Vec::new()),
     });
     let limits = stream_limits(js, jsa);
     limits.usage_changed(config.storage, 0, bytes);
     subscribe_stream(srv, &stream, &config.subjects);
     jsa.streams.write().insert(name, stream.clone());
-    tokio::spawn(stream.clone().run(Arc::downgrade(srv), limits));
+    tokio::spawn(stream.clone().run(Arc::downgrade(srv), limits.clone()));
+    source::spawn(srv, jsa, &stream, source::specs(&config)?, limits);
     Ok(stream)
 }
 
@@ -547,6 +550,7 @@ pub(crate) fn apply_update(
         .map_err(ApiError::update_failed)?;
     }
     let limits = stream_limits(js, jsa);
+    let sources_before = stream.config().sources;
     let subjects_changed = {
         let mut inner = stream.inner.lock();
         let changed = inner.config.subjects != config.subjects;
@@ -556,6 +560,9 @@ pub(crate) fn apply_update(
     };
     if subjects_changed {
         subscribe_stream(srv, stream, &config.subjects);
+    }
+    if config.sources != sources_before {
+        source::spawn(srv, jsa, stream, source::specs(&config)?, limits);
     }
     stream.config_changed.notify_one();
     Ok(())
@@ -819,12 +826,9 @@ pub(crate) fn check_config(
             ));
         }
     }
-    if cfg.mirror.is_some() || cfg.sources.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid_config(
-            "stream mirrors and sources are not supported by midge yet",
-        ));
-    }
-    if cfg.subjects.is_empty() {
+    let sourced = cfg.mirror.is_some() || cfg.sources.as_ref().is_some_and(|s| !s.is_empty());
+    source::specs(&cfg)?;
+    if cfg.subjects.is_empty() && !sourced {
         cfg.subjects.push(cfg.name.clone());
     }
     let mut seen = std::collections::HashSet::new();

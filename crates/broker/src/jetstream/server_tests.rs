@@ -124,3 +124,86 @@ async fn updates_resubscribe_and_enforce_new_limits() {
     assert!(!srv.publish(None, "u.a", None, None, b"").expect("publish"));
     srv.shutdown().await;
 }
+
+/// Waits until `stream` of `account` holds `n` messages; its info then.
+async fn wait_messages(srv: &Server, account: Option<&str>, stream: &str, n: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = request(srv, account, &format!("$JS.API.STREAM.INFO.{stream}"), "").await;
+        if info["state"]["messages"] == n {
+            return info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{info}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn sources_and_mirrors_copy_within_the_server() {
+    let (srv, _dir) = server("").await;
+    for (name, body) in [
+        (
+            "O",
+            r#"{"name":"O","subjects":["o.*"],"storage":"memory","allow_direct":true}"#,
+        ),
+        ("P", r#"{"name":"P","subjects":["p.*"],"storage":"memory"}"#),
+        (
+            "AGG",
+            r#"{"name":"AGG","storage":"memory","sources":[{"name":"O","filter_subject":"o.keep"},{"name":"P","subject_transforms":[{"src":"p.*","dest":"moved.$1"}]}]}"#,
+        ),
+        (
+            "M",
+            r#"{"name":"M","storage":"memory","mirror":{"name":"O"}}"#,
+        ),
+    ] {
+        let created = request(&srv, None, &format!("$JS.API.STREAM.CREATE.{name}"), body).await;
+        assert!(created["error"].is_null(), "{name}: {created}");
+    }
+    for subject in ["o.keep", "o.drop", "p.x", "o.keep"] {
+        request(&srv, None, subject, "m").await;
+    }
+    // Origin O: 1 o.keep, 2 o.drop, 3 o.keep.
+    let agg = wait_messages(&srv, None, "AGG", 3).await;
+    assert_eq!(agg["sources"][0]["name"], "O", "{agg}");
+    let last = request(
+        &srv,
+        None,
+        "$JS.API.STREAM.MSG.GET.AGG",
+        r#"{"last_by_subj":"moved.x"}"#,
+    )
+    .await;
+    assert_eq!(last["message"]["subject"], "moved.x", "{last}");
+    let mirror = wait_messages(&srv, None, "M", 3).await;
+    assert_eq!(mirror["state"]["last_seq"], 3, "{mirror}");
+    assert_eq!(mirror["config"]["mirror_direct"], true, "{mirror}");
+    let m3 = request(&srv, None, "$JS.API.STREAM.MSG.GET.M", r#"{"seq":3}"#).await;
+    assert_eq!(m3["message"]["subject"], "o.keep", "{m3}");
+    // A gap in the origin stays a gap in a mirror made afterwards.
+    request(&srv, None, "$JS.API.STREAM.MSG.DELETE.O", r#"{"seq":2}"#).await;
+    request(
+        &srv,
+        None,
+        "$JS.API.STREAM.CREATE.M2",
+        r#"{"name":"M2","storage":"memory","mirror":{"name":"O"}}"#,
+    )
+    .await;
+    let m2 = wait_messages(&srv, None, "M2", 2).await;
+    assert_eq!(
+        (
+            m2["state"]["first_seq"].as_u64(),
+            m2["state"]["last_seq"].as_u64()
+        ),
+        (Some(1), Some(3)),
+        "{m2}"
+    );
+    // A stream that would source itself through another is refused.
+    let cycle = request(
+        &srv,
+        None,
+        "$JS.API.STREAM.UPDATE.P",
+        r#"{"name":"P","subjects":["p.*"],"storage":"memory","sources":[{"name":"AGG"}]}"#,
+    )
+    .await;
+    assert_eq!(cycle["error"]["description"], "detected cycle", "{cycle}");
+    srv.shutdown().await;
+}

@@ -325,6 +325,10 @@ pub(crate) fn stream_info(
     stream: &Stream,
     opts: Option<&api::StreamInfoRequest>,
 ) -> Result<StreamInfo, ApiError> {
+    let (mirror, sources) = match js.account(&stream.account.name) {
+        Some(jsa) => super::source::info(&jsa, stream),
+        None => (None, Vec::new()),
+    };
     let inner = stream.inner.lock();
     let st = inner.store.state();
     let subjects = match opts.map(|o| o.subjects_filter.as_str()) {
@@ -365,6 +369,8 @@ pub(crate) fn stream_info(
         },
         domain: js.domain.clone(),
         cluster: None,
+        mirror,
+        sources,
         ts: api::rfc3339_nanos(api::now_nanos()),
     })
 }
@@ -394,12 +400,21 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
     }
     let jsa = req.jsa;
     let limits = *jsa.limits.read();
-    let cfg = match super::check_config(cfg, Some(&limits)) {
+    let mut cfg = match super::check_config(cfg, Some(&limits)) {
         Ok(c) => c,
         Err(e) => return Reply::error(kind, e),
     };
     if cfg.num_replicas > 1 {
         return Reply::error(kind, ApiError::replicas_not_supported());
+    }
+    // A mirror serves direct gets when its origin does (nats-server's inheritance).
+    let origin = cfg
+        .mirror
+        .as_ref()
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str());
+    if let Some(origin) = origin.and_then(|n| jsa.stream(n)) {
+        cfg.mirror_direct = origin.config().allow_direct;
     }
     let _one_at_a_time = jsa.create_lock.lock();
     if let Some(existing) = jsa.stream(name) {
@@ -468,6 +483,9 @@ fn create_checks(
             }
         }
     }
+    if forms_cycle(jsa, cfg) {
+        return Some(ApiError::invalid_config("detected cycle"));
+    }
     if cfg.max_bytes > 0 {
         let old = replacing
             .filter(|o| o.storage == cfg.storage && o.max_bytes > 0)
@@ -493,6 +511,33 @@ fn create_checks(
         }
     }
     None
+}
+
+/// The streams a configuration copies from (mirror and sources).
+fn origins(cfg: &StreamConfig) -> Vec<String> {
+    cfg.mirror
+        .iter()
+        .chain(cfg.sources.iter().flatten())
+        .filter_map(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect()
+}
+
+/// Whether following sources and mirrors from `cfg` leads back to it.
+fn forms_cycle(jsa: &JsAccount, cfg: &StreamConfig) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = origins(cfg);
+    while let Some(name) = todo.pop() {
+        if name == cfg.name {
+            return true;
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(s) = jsa.stream(&name) {
+            todo.extend(origins(&s.config()));
+        }
+    }
+    false
 }
 
 fn stream_update(req: &Request<'_>, name: &str) -> Reply {

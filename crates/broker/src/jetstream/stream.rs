@@ -588,6 +588,8 @@ pub(crate) struct Stream {
     pub dir: Option<PathBuf>,
     /// Wakes the stream's task when `max_age` changed (the expiry timer).
     pub config_changed: Notify,
+    /// Its mirror or sources (see `source.rs`).
+    pub sources: Mutex<Vec<super::source::SourceSpec>>,
 }
 
 impl Stream {
