@@ -498,6 +498,8 @@ pub(crate) fn open_stream(
         dir,
         config_changed: Notify::new(),
         sources: Mutex::new(Vec::new()),
+        on_disk: config.storage == Storage::File,
+        sync_each_batch: config.storage == Storage::File && js.sync == JetStreamSync::Always,
     });
     let limits = stream_limits(js, jsa);
     limits.usage_changed(config.storage, 0, bytes);

@@ -590,6 +590,11 @@ pub(crate) struct Stream {
     pub config_changed: Notify,
     /// Its mirror or sources (see `source.rs`).
     pub sources: Mutex<Vec<super::source::SourceSpec>>,
+    /// A file stream: its batches are stored on the blocking pool.
+    pub on_disk: bool,
+    /// `sync_interval: always`: each batch is fsynced once before its PubAcks go out (a
+    /// group commit: every acknowledged message is on disk, at one fsync per batch).
+    pub sync_each_batch: bool,
 }
 
 impl Stream {
@@ -670,7 +675,32 @@ impl Stream {
                 if batch.is_empty() {
                     break;
                 }
-                self.store_batch(&batch, &*limits, &mut acks, &mut republished);
+                if self.on_disk {
+                    // Disk writes (and fsyncs) off the async workers.
+                    let me = self.clone();
+                    let lim = limits.clone();
+                    let work = std::mem::take(&mut batch);
+                    let done = tokio::task::spawn_blocking(move || {
+                        let mut acks = Vec::new();
+                        let mut republished = Vec::new();
+                        me.store_batch(&work, &*lim, &mut acks, &mut republished);
+                        (work, acks, republished)
+                    })
+                    .await;
+                    match done {
+                        Ok((work, a, r)) => {
+                            batch = work;
+                            acks = a;
+                            republished = r;
+                        }
+                        Err(e) => {
+                            warn!(stream = %self.name, "JetStream store task failed: {e}");
+                            return;
+                        }
+                    }
+                } else {
+                    self.store_batch(&batch, &*limits, &mut acks, &mut republished);
+                }
                 let Some(srv) = srv.upgrade() else { return };
                 super::send_replies(&srv, &self.account, &mut acks, &mut republished);
                 self.notify_stored();
@@ -734,6 +764,24 @@ impl Stream {
                 },
             };
             acks.push((reply.clone(), serde_json::to_vec(&ack).unwrap_or_default()));
+        }
+        if self.sync_each_batch {
+            if let Err(e) = inner.store.sync() {
+                // Stored but not known durable: the publishers hear it and may retry
+                // (a Nats-Msg-Id makes the retry a duplicate, not a second copy).
+                warn!(stream = %self.name, "JetStream fsync failed: {e}");
+                let error = ApiError::store_failed(format!("sync failed: {e}"));
+                for (_, body) in acks.iter_mut() {
+                    let ack = api::PubAck {
+                        error: Some(error.clone()),
+                        stream: self.name.clone(),
+                        seq: 0,
+                        domain: None,
+                        duplicate: false,
+                    };
+                    *body = serde_json::to_vec(&ack).unwrap_or_default();
+                }
+            }
         }
     }
 }
