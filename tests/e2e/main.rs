@@ -24,6 +24,8 @@
 //!   JetStream API, and compares the API's errors request by request.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
+//! - `jetstream` drives JetStream, key-value and the object store through async-nats against
+//!   nats-server `-js`, and against midge per feature as `MIDGE_JS` enables it (see its docs).
 
 mod accounts;
 mod cert_auth;
@@ -31,6 +33,7 @@ mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod jetstream;
 mod jetstream_streams;
 mod jwt;
 mod leaf;
