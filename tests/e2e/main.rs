@@ -20,6 +20,8 @@
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
+//! - `jetstream_streams` runs JetStream streams on midge and nats-server with async-nats's
+//!   JetStream API, and compares the API's errors request by request.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
 //! - `jetstream` drives JetStream, key-value and the object store through async-nats against
@@ -32,6 +34,7 @@ mod cluster;
 mod differential;
 mod embedded;
 mod jetstream;
+mod jetstream_streams;
 mod jwt;
 mod leaf;
 mod limits;

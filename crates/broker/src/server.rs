@@ -77,6 +77,8 @@ pub(crate) struct ServerInner {
     pub sys: crate::sys::SysState,
     /// Leaf node connections (see `leaf.rs`).
     pub leafs: crate::leaf::Leafs,
+    /// JetStream, when it is on (see `jetstream/`).
+    pub jetstream: Option<Arc<crate::jetstream::JetStream>>,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -363,6 +365,7 @@ impl Server {
         let start = SystemTime::now();
         let ops = crate::reload::OpsState::new(&opts, flags, start);
         let accounts = Accounts::new(&opts);
+        let jetstream = crate::jetstream::JetStream::new(&opts)?;
         let (opts_tx, _) = watch::channel(opts);
         let inner = Arc::new(ServerInner {
             opts_tx,
@@ -384,6 +387,7 @@ impl Server {
             verifier: crate::auth::Verifier::default(),
             sys: crate::sys::SysState::default(),
             leafs: crate::leaf::Leafs::default(),
+            jetstream,
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -409,9 +413,7 @@ impl Server {
         crate::leaf::start(&inner).await?;
         crate::core::imports::apply(&inner, &inner.opts());
         crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
-        if inner.opts().jetstream_enabled().is_some() {
-            warn!("JetStream is configured but its API is not served yet (issue 14 in progress)");
-        }
+        crate::jetstream::start(&inner);
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         if let Some(l) = ws_listener {
             crate::ws::start(&inner, l);
