@@ -30,6 +30,7 @@ mod error;
 pub mod flags;
 mod info;
 mod inproc;
+mod jetstream;
 pub mod jwt;
 mod lameduck;
 mod leaf;

@@ -1,0 +1,3 @@
+//! JetStream (placeholder until the core lands on wt-js).
+
+pub(crate) mod consumer;
