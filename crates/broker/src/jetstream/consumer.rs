@@ -1,13 +1,26 @@
-//! JetStream consumers: the engine (pure state machine over a stream's store) and, around
-//! it, the task that delivers, the API requests and the durable state on disk.
-
-#![allow(dead_code)]
+//! JetStream consumers (`$JS.API.CONSUMER.>` and what it creates).
+//!
+//! - `engine.rs`: a consumer as a pure state machine over its stream's store (positions,
+//!   pending acks with deadlines, redelivery, pull request queue, flow control,
+//!   heartbeats), unit-tested without IO; `config.rs` its configuration with nats-server's
+//!   defaults and checks; `ack.rs` the ack subjects and bodies; `pull.rs` pull requests
+//!   and their status replies; `info.rs` the JSON out; `errors.rs` the API errors.
+//! - `runtime.rs`: a running consumer, one task each, that feeds the engine its acks,
+//!   pull requests, the stream's new messages and the time, and publishes what comes out
+//!   in batches through the router; interest and work-queue retention.
+//! - `handlers.rs`: the API requests; `persist.rs`: durable consumers of file streams on
+//!   disk (config and state, replaced atomically), recovered at start-up.
 
 pub(crate) mod ack;
 pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod errors;
+pub(crate) mod handlers;
 pub(crate) mod info;
 pub(crate) mod persist;
 pub(crate) mod pull;
+pub(crate) mod runtime;
 pub(crate) mod time;
+
+pub(crate) use handlers::{api, recover};
+pub(crate) use runtime::{stream_purged, Consumer};
