@@ -20,6 +20,9 @@
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
+//! - `jetstream_consumers` runs JetStream consumers (pull, push, ordered, acks, redelivery,
+//!   work queues, API errors, durable state across a restart) through async-nats on midge
+//!   and nats-server `-js`.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
 
@@ -29,6 +32,7 @@ mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod jetstream_consumers;
 mod jwt;
 mod leaf;
 mod limits;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::config::{
-    is_valid_name, ConsumerAction, ConsumerConfig, CreateConsumerRequest, DeliverPolicy,
-    Retention, StreamFacts, MAX_NAME_LEN,
+    is_valid_name, ConsumerAction, ConsumerConfig, CreateConsumerRequest, DeliverPolicy, Retention,
+    StreamFacts, MAX_NAME_LEN,
 };
 use super::engine::Engine;
 use super::errors::{self, ApiError};
@@ -30,10 +30,9 @@ pub(crate) fn api(req: &Request<'_>, op: &str) -> Reply {
             create(req, stream, Some(consumer), filter, false)
         }
         ["DURABLE", "CREATE", stream, durable] => create(req, stream, Some(durable), None, true),
-        ["DURABLE", "CREATE", ..] => Reply::error(
-            info::CREATE_RESPONSE,
-            errors::durable_name_not_in_subject(),
-        ),
+        ["DURABLE", "CREATE", ..] => {
+            Reply::error(info::CREATE_RESPONSE, errors::durable_name_not_in_subject())
+        }
         ["INFO", stream, consumer] => consumer_info(req, stream, consumer),
         ["DELETE", stream, consumer] => delete(req, stream, consumer),
         ["NAMES", stream] => names(req, stream),
@@ -151,8 +150,7 @@ fn add_consumer(
         cfg.max_ack_pending = account_limits.max_ack_pending;
     }
     cfg.check(&facts)?;
-    if account_limits.max_ack_pending > 0 && cfg.max_ack_pending > account_limits.max_ack_pending
-    {
+    if account_limits.max_ack_pending > 0 && cfg.max_ack_pending > account_limits.max_ack_pending {
         return Err(ApiError::new(
             400,
             10121,
@@ -249,9 +247,7 @@ fn add_consumer(
     cfg.set_ephemeral_threshold();
     let now = now_ns();
     let dir = match (&stream.dir, cfg.is_durable() && !cfg.memory_storage) {
-        (Some(d), true) if scfg.storage == Storage::File => {
-            Some(persist::consumer_dir(d, &name))
-        }
+        (Some(d), true) if scfg.storage == Storage::File => Some(persist::consumer_dir(d, &name)),
         _ => None,
     };
     if let Some(dir) = &dir {
@@ -328,10 +324,7 @@ fn partition_unique(stream: &Stream, name: &str, filters: &[String]) -> bool {
             return false;
         }
         for a in filters {
-            if theirs
-                .iter()
-                .any(|b| super::config::subjects_collide(a, b))
-            {
+            if theirs.iter().any(|b| super::config::subjects_collide(a, b)) {
                 return false;
             }
         }
@@ -365,8 +358,15 @@ fn advise_action(req: &Request<'_>, stream: &str, consumer: &str, action: &'stat
     router.flush(true);
 }
 
-fn lookup(req: &Request<'_>, stream: &str, consumer: &str) -> Result<(Arc<Stream>, Arc<Consumer>), ApiError> {
-    let s = req.jsa.stream(stream).ok_or_else(errors::stream_not_found)?;
+fn lookup(
+    req: &Request<'_>,
+    stream: &str,
+    consumer: &str,
+) -> Result<(Arc<Stream>, Arc<Consumer>), ApiError> {
+    let s = req
+        .jsa
+        .stream(stream)
+        .ok_or_else(errors::stream_not_found)?;
     let c = s
         .consumers
         .lock()

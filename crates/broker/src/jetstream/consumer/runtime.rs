@@ -81,8 +81,7 @@ impl Consumer {
     pub fn wants(&self, subject: &str) -> bool {
         let f = self.filters.read();
         f.is_empty()
-            || f
-                .iter()
+            || f.iter()
                 .any(|f| midge_store::filter_matches(Some(f), subject))
     }
 
@@ -93,9 +92,9 @@ impl Consumer {
 
     /// The stream is going away: stop without saving (its directory goes with it).
     pub fn stop(&self) {
-        let _ = self
-            .state
-            .compare_exchange(RUNNING, STREAM_GONE, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.state
+                .compare_exchange(RUNNING, STREAM_GONE, Ordering::AcqRel, Ordering::Acquire);
         self.wake.notify_one();
     }
 
@@ -122,12 +121,8 @@ impl Consumer {
     /// Hands a message to the task as if it arrived on its inbox (pull requests that came
     /// through the API service).
     pub fn inject(&self, subject: &str, reply: Option<&str>, payload: &[u8]) -> bool {
-        self.inbox.deliver(
-            subject.as_bytes(),
-            reply.map(str::as_bytes),
-            None,
-            payload,
-        )
+        self.inbox
+            .deliver(subject.as_bytes(), reply.map(str::as_bytes), None, payload)
     }
 
     /// Puts a checked config update in force.
@@ -381,7 +376,10 @@ impl Task {
                         let dir = dir.clone();
                         saving = Some(tokio::task::spawn_blocking(move || {
                             if let Err(e) = persist::write_state(&dir, &state) {
-                                warn!("JetStream: cannot save consumer state in {}: {e}", dir.display());
+                                warn!(
+                                    "JetStream: cannot save consumer state in {}: {e}",
+                                    dir.display()
+                                );
                             }
                         }));
                     } else {
@@ -655,7 +653,13 @@ impl Task {
             }
         }
         if !acked.is_empty() {
-            retire(&self.stream, &*self.limits, self.retention, Some(&self.consumer), &acked);
+            retire(
+                &self.stream,
+                &*self.limits,
+                self.retention,
+                Some(&self.consumer),
+                &acked,
+            );
         }
         router.flush(true);
     }
