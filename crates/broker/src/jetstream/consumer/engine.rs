@@ -1231,7 +1231,25 @@ impl Engine {
                     .push(status(pull::plain_status(404, "No Messages")));
                 return PullOutcome::Rejected;
             }
+            if available > 0 {
+                // What is there is already promised to the requests before this one.
+                let mut statuses = Vec::new();
+                let build = |_: &str| hb.clone();
+                let (wanted, _) = w.sweep(now, false, has_interest, &build, &mut statuses);
+                self.out.extend(statuses.into_iter().map(Outbound::Status));
+                if available < u64::try_from(wanted).unwrap_or(0) {
+                    if let Some(w) = &mut self.waiting {
+                        w.last_active = now;
+                    }
+                    self.out
+                        .push(status(pull::plain_status(408, "Requests Pending")));
+                    return PullOutcome::Rejected;
+                }
+            }
         }
+        let Some(w) = &mut self.waiting else {
+            return PullOutcome::Rejected;
+        };
         let mut req = req;
         if req.batch <= 0 {
             req.batch = 1;
