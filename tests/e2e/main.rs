@@ -20,6 +20,8 @@
 //! - `websocket` runs the `websocket {}` listener of midge and nats-server: async-nats over
 //!   `ws://` and `wss://`, a raw RFC 6455 client for origins, compression and close frames.
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
+//! - `jetstream_streams` runs JetStream streams on midge and nats-server with async-nats's
+//!   JetStream API, and compares the API's errors request by request.
 //! - `jetstream_consumers` runs JetStream consumers (pull, push, ordered, acks, redelivery,
 //!   work queues, API errors, durable state across a restart) through async-nats on midge
 //!   and nats-server `-js`.
@@ -33,6 +35,7 @@ mod cluster;
 mod differential;
 mod embedded;
 mod jetstream_consumers;
+mod jetstream_streams;
 mod jwt;
 mod leaf;
 mod limits;

@@ -1778,6 +1778,17 @@ impl Conn {
     /// healthy subscriber that reads as fast as it can is then never cut off by a burst;
     /// one that stops reading still reaches `max_pending` (or the write deadline) and is.
     async fn stall_for_receivers(&mut self) {
+        // Streams are waited for without a deadline: their messages must not be lost, and
+        // their queues drain as fast as the store takes them.
+        for ingest in self.router.take_stalled_streams() {
+            loop {
+                let drained = ingest.drained.notified();
+                if ingest.is_under_half() {
+                    break;
+                }
+                drained.await;
+            }
+        }
         let stalled = self.router.take_stalled();
         if stalled.is_empty() {
             return;

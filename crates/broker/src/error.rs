@@ -15,4 +15,6 @@ pub enum Error {
     /// Its messages name the file at fault already.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    JetStream(#[from] crate::jetstream::JetStreamError),
 }

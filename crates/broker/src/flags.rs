@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::conf::ConfError;
-use crate::options::{parse_host, Options, TlsOptions};
+use crate::options::{parse_host, JetStreamOptions, Options, TlsOptions};
 
 /// What the command line asks for.
 // Built once per process, so the size of `Run` does not matter; boxing would only make
@@ -68,8 +68,8 @@ pub struct Flags {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub auth: Option<String>,
-    // Clustering, JetStream and the rest below are parsed so that they exist for later
-    // work, but `apply` refuses the ones that ask for a missing feature.
+    // Some of the flags below (syslog, profiling, ...) are parsed so that scripts written for
+    // nats-server keep working, but `apply` refuses the ones that ask for a missing feature.
     pub cluster: Option<String>,
     pub routes: Option<String>,
     pub cluster_name: Option<String>,
@@ -474,9 +474,6 @@ impl Flags {
             None => None,
         };
         let tls = self.tls_override(opts)?;
-        if self.jetstream == Some(true) {
-            return unsupported("--jetstream");
-        }
         if self.syslog == Some(true) || given(&self.remote_syslog) {
             return unsupported("--syslog");
         }
@@ -492,9 +489,6 @@ impl Flags {
 
         let mut warnings = Vec::new();
         let mut ignore = |flag: &str, why: &str| warnings.push(format!("{flag}: ignored: {why}"));
-        if self.store_dir.is_some() {
-            ignore("--store_dir", "JetStream is not supported by midge yet");
-        }
         if self.max_traced_msg_len.is_some() {
             ignore("--max_traced_msg_len", "not implemented");
         }
@@ -555,6 +549,22 @@ impl Flags {
         }
         if let Some(path) = self.config {
             opts.config_file = Some(path);
+        }
+        // As nats-server: -sd only says where; -js turns JetStream on (with the config
+        // file's settings, if it has a jetstream block), -js=false off.
+        if let Some(dir) = self.store_dir {
+            let js = opts.jetstream.get_or_insert_with(|| JetStreamOptions {
+                enabled: false,
+                ..JetStreamOptions::default()
+            });
+            js.store_dir = Some(dir);
+        }
+        if let Some(on) = self.jetstream {
+            match &mut opts.jetstream {
+                Some(js) => js.enabled = on,
+                None if on => opts.jetstream = Some(JetStreamOptions::default()),
+                None => {}
+            }
         }
         if let Some((host, port, user, password)) = cluster_listen {
             opts.cluster.host = host;
@@ -658,9 +668,10 @@ TLS (clients):
         --tlscacert <file>           CA that client certificates must chain to (PEM)
         --tlsverify                  Require and verify client certificates
 
-Not supported by midge yet (accepted so that scripts keep working; asking for the feature
-fails, tuning it is ignored with a warning):
-        -js/--jetstream, -sd/--store_dir
+JetStream:
+    -js, --jetstream                 Enable JetStream
+    -sd, --store_dir <dir>           Where file streams are stored
+                                     (<dir>/jetstream/<account>/streams/<stream>)
 
 Other:
     -h, --help                       Show this help
@@ -798,20 +809,49 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_features_fail_and_tuning_warns() {
-        for args in [&["-js"], &["--jetstream"]] {
+    fn jetstream_flags() {
+        for args in [&["-js"][..], &["--jetstream"]] {
             let mut opts = Options::default();
-            let e = run(args).apply(&mut opts).unwrap_err().to_string();
-            assert!(e.ends_with("not supported by midge yet"), "{args:?}: {e}");
-            assert_eq!(opts, Options::default());
+            assert!(run(args).apply(&mut opts).unwrap().is_empty());
+            assert_eq!(opts.jetstream, Some(JetStreamOptions::default()));
         }
         let mut opts = Options::default();
         assert!(run(&["-js=false", "--tls=false", "--tlscert", "c.pem"])
             .apply(&mut opts)
             .is_ok());
-        let warnings = run(&["--sd", "/data"]).apply(&mut opts).unwrap();
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].starts_with("--store_dir: ignored"));
+        assert_eq!(opts.jetstream, None);
+        // -sd alone only says where.
+        assert!(run(&["--sd", "/data"]).apply(&mut opts).unwrap().is_empty());
+        assert!(opts.jetstream_enabled().is_none());
+        assert_eq!(
+            opts.jetstream.as_ref().and_then(|j| j.store_dir.clone()),
+            Some(PathBuf::from("/data"))
+        );
+        run(&["-js"]).apply(&mut opts).unwrap();
+        let js = opts.jetstream_enabled().unwrap();
+        assert_eq!(js.store_dir, Some(PathBuf::from("/data")));
+    }
+
+    /// Flags go on top of the file's block: -js turns on what the file configured and
+    /// left off, -sd replaces its directory, -js=false turns it off.
+    #[test]
+    fn jetstream_flags_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("js.conf");
+        std::fs::write(
+            &path,
+            "jetstream { enabled: false, store_dir: /file, max_mem: 1G }\n",
+        )
+        .unwrap();
+        let flags = run(&["-c", path.to_str().unwrap(), "-js", "-sd", "/flag"]);
+        let (opts, _) = flags.load_options().unwrap();
+        let js = opts.jetstream_enabled().unwrap();
+        assert_eq!(js.store_dir, Some(PathBuf::from("/flag")));
+        assert_eq!(js.max_memory, Some(1_000_000_000));
+        std::fs::write(&path, "jetstream: enabled\n").unwrap();
+        let flags = run(&["-c", path.to_str().unwrap(), "-js=false"]);
+        let (opts, _) = flags.load_options().unwrap();
+        assert!(opts.jetstream_enabled().is_none());
     }
 
     #[test]
@@ -915,7 +955,7 @@ mod tests {
         let path = dir.path().join("m.conf");
         std::fs::write(
             &path,
-            "port: 1111\nserver_name: file\ndebug: true\nstore_dir: /x\n",
+            "port: 1111\nserver_name: file\ndebug: true\nmax_traced_msg_len: 1\n",
         )
         .unwrap();
         let flags = run(&["-c", path.to_str().unwrap(), "-p", "2222", "-D=false"]);

@@ -218,7 +218,7 @@ pub fn decode_account(token: &str) -> Result<AccountClaims, JwtError> {
 }
 
 /// Account limits; -1: unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default)]
 pub struct AccountLimits {
     pub subs: i64,
@@ -230,6 +230,50 @@ pub struct AccountLimits {
     /// Whether exports may contain wildcards.
     pub wildcards: bool,
     pub disallow_bearer: bool,
+    /// JetStream limits; all zero (and no tiers): JetStream is off for the account.
+    #[serde(flatten)]
+    pub jetstream: JetStreamLimits,
+    /// JetStream limits by tier (`R1`, `R3`): used when the flat ones are all zero.
+    pub tiered_limits: BTreeMap<String, JetStreamLimits>,
+}
+
+/// The JetStream limits of an account JWT (`-1`: unlimited; 0 in `mem_storage` and
+/// `disk_storage` both: no JetStream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(default)]
+pub struct JetStreamLimits {
+    pub mem_storage: i64,
+    pub disk_storage: i64,
+    pub streams: i64,
+    pub consumer: i64,
+    pub max_ack_pending: i64,
+    pub mem_max_stream_bytes: i64,
+    pub disk_max_stream_bytes: i64,
+    pub max_bytes_required: bool,
+}
+
+impl AccountLimits {
+    /// The broker's JetStream limits for the account, as nats-server reads the claims: the
+    /// flat limits when a storage limit is set, else the `R1` tier (one server), else off.
+    pub fn jetstream_limits(&self) -> Option<crate::options::AccountJetStreamLimits> {
+        let l = if self.jetstream.mem_storage != 0 || self.jetstream.disk_storage != 0 {
+            &self.jetstream
+        } else {
+            self.tiered_limits.get("R1")?
+        };
+        // 0 counts (streams, consumers, per-stream bytes) are unlimited, as in nats-server.
+        let unlimited = |n: i64| if n == 0 { -1 } else { n };
+        Some(crate::options::AccountJetStreamLimits {
+            max_memory: l.mem_storage,
+            max_store: l.disk_storage,
+            max_streams: unlimited(l.streams),
+            max_consumers: unlimited(l.consumer),
+            max_ack_pending: unlimited(l.max_ack_pending),
+            memory_max_stream_bytes: unlimited(l.mem_max_stream_bytes),
+            store_max_stream_bytes: unlimited(l.disk_max_stream_bytes),
+            max_bytes_required: l.max_bytes_required,
+        })
+    }
 }
 
 impl AccountClaims {
@@ -616,6 +660,40 @@ mod tests {
         );
         assert_eq!(decode_user(&forged), Err(JwtError::Signature));
         assert_eq!(decode_user("a.b"), Err(JwtError::Shape));
+    }
+
+    /// nats-server's reading of the JetStream limits: flat ones when a storage limit is set,
+    /// else the R1 tier; zero counts are unlimited; no storage limit at all is no JetStream.
+    #[test]
+    fn jetstream_limits_of_account_claims() {
+        let limits = |json: serde_json::Value| -> AccountLimits {
+            serde_json::from_value(json).expect("limits")
+        };
+        assert_eq!(
+            limits(serde_json::json!({"subs": -1})).jetstream_limits(),
+            None
+        );
+        let flat = limits(serde_json::json!({"mem_storage": -1, "disk_storage": 1024,
+            "streams": 5, "consumer": 0}))
+        .jetstream_limits()
+        .expect("enabled");
+        assert_eq!(
+            (
+                flat.max_memory,
+                flat.max_store,
+                flat.max_streams,
+                flat.max_consumers
+            ),
+            (-1, 1024, 5, -1)
+        );
+        let tiered = limits(
+            serde_json::json!({"tiered_limits": {"R1": {"mem_storage": 10,
+            "disk_storage": 20, "streams": 2, "max_bytes_required": true}}}),
+        )
+        .jetstream_limits()
+        .expect("enabled");
+        assert_eq!((tiered.max_memory, tiered.max_store), (10, 20));
+        assert!(tiered.max_bytes_required);
     }
 
     #[test]

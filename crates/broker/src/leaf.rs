@@ -274,8 +274,14 @@ fn should_tell(leaf: &Leaf, sub: &Subscription) -> bool {
             route.origins.lock().get(&key) != Some(cluster)
         }
         // The exporter's reply wildcard is a local matter of service imports.
-        Subscriber::Responses(_) => false,
-        Subscriber::Client(_) | Subscriber::Internal(_) | Subscriber::Service(_) => true,
+        // A leaf's clients reach their own server's JetStream API (nats-server keeps
+        // JetStream APIs apart across leaf connections with domains).
+        Subscriber::Responses(_) | Subscriber::JsApi(_) => false,
+        // A stream takes what the other side publishes on its subjects.
+        Subscriber::Client(_)
+        | Subscriber::Internal(_)
+        | Subscriber::Service(_)
+        | Subscriber::Stream(_) => true,
     }
 }
 

@@ -51,7 +51,10 @@ pub use cluster::RouteStats;
 pub use error::Error;
 pub use info::NATS_COMPAT_VERSION;
 pub use inproc::{LocalSubscription, PubSubError, LOCAL_SUBSCRIPTION_CAPACITY};
-pub use options::{AccountOptions, NkeyUser, Options, TlsOptions, User};
+pub use options::{
+    AccountJetStreamLimits, AccountOptions, JetStreamOptions, JetStreamSync, NkeyUser, Options,
+    TlsOptions, User,
+};
 pub use reload::{
     non_reloadable_changes, startup_options, ReloadError, ReloadReport, StartupChange,
 };

@@ -78,6 +78,10 @@ pub struct Options {
     /// Reload by itself when the config file changes, including a Kubernetes ConfigMap
     /// volume's `..data` symlink swap (midge only: `config_watch` / `--config_watch`).
     pub config_watch: bool,
+    /// JetStream (`jetstream {}`, `-js`, `-sd`): `None` when nothing configures it; a
+    /// config that only names a store directory (top-level `store_dir`, `-sd`) keeps it here
+    /// with `enabled: false`, so that a later `-js` uses it (as nats-server). Not reloadable.
+    pub jetstream: Option<JetStreamOptions>,
 }
 
 impl Default for Options {
@@ -118,6 +122,94 @@ impl Default for Options {
             cluster: ClusterOptions::default(),
             leafnodes: LeafOptions::default(),
             websocket: WebsocketOptions::default(),
+            jetstream: None,
+        }
+    }
+}
+
+/// nats-server's default `sync_interval`: how often file streams are fsynced when not
+/// `sync: always`. Midge keeps it (see [`JetStreamSync`]).
+pub const DEFAULT_JS_SYNC_INTERVAL: Duration = Duration::from_secs(120);
+
+/// How file-backed streams make stored messages durable (`jetstream { sync_interval }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JetStreamSync {
+    /// `sync_interval: always`: fsync before the PubAck; an acknowledged message survives
+    /// power loss.
+    Always,
+    /// fsync every interval. Every append reaches the OS at once, so a `kill -9` of the
+    /// process loses nothing acknowledged; a power loss or kernel crash can lose what was
+    /// acknowledged within the last interval. The default is nats-server's 2 minutes, so
+    /// that a config written for nats-server keeps the durability it was written for.
+    Interval(Duration),
+}
+
+/// The `jetstream {}` block (nats-server's `JetStreamConfig`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JetStreamOptions {
+    /// `enabled` (`jetstream: enabled`, `-js`). False when only a store directory was
+    /// given (top-level `store_dir`, `-sd`) or `jetstream { enabled: false }`.
+    pub enabled: bool,
+    /// `store_dir`: file streams live in `<store_dir>/jetstream/<account>/streams/<name>/`.
+    /// `None`: `<temp dir>/nats/jetstream`, as nats-server (with its warning: a reboot may
+    /// lose it).
+    pub store_dir: Option<PathBuf>,
+    /// `max_memory_store`: bytes all memory streams may hold. `None`: 75% of the machine's
+    /// memory (256 MiB when it cannot be read), as nats-server.
+    pub max_memory: Option<u64>,
+    /// `max_file_store`: bytes all file streams may hold. `None`: the free space of the
+    /// store directory's file system (1 TiB when it cannot be read), as nats-server.
+    pub max_file: Option<u64>,
+    /// `domain`: the JetStream domain (`$JS.<domain>.API.>` reaches this server too).
+    pub domain: Option<String>,
+    pub sync: JetStreamSync,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        JetStreamOptions {
+            enabled: true,
+            store_dir: None,
+            max_memory: None,
+            max_file: None,
+            domain: None,
+            sync: JetStreamSync::Interval(DEFAULT_JS_SYNC_INTERVAL),
+        }
+    }
+}
+
+/// JetStream limits of one account (`accounts { A: { jetstream: {...} } }`, or an account
+/// JWT's `limits`). `-1` is unlimited, as in nats-server's JSON (`$JS.API.INFO` shows them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountJetStreamLimits {
+    /// Bytes the account's memory streams may hold.
+    pub max_memory: i64,
+    /// Bytes the account's file streams may hold.
+    pub max_store: i64,
+    pub max_streams: i64,
+    pub max_consumers: i64,
+    /// Largest `max_ack_pending` a consumer of the account may have.
+    pub max_ack_pending: i64,
+    /// Largest `max_bytes` of one memory stream.
+    pub memory_max_stream_bytes: i64,
+    /// Largest `max_bytes` of one file stream.
+    pub store_max_stream_bytes: i64,
+    /// Streams must be created with a `max_bytes`.
+    pub max_bytes_required: bool,
+}
+
+impl Default for AccountJetStreamLimits {
+    /// `jetstream: enabled`: everything unlimited.
+    fn default() -> Self {
+        AccountJetStreamLimits {
+            max_memory: -1,
+            max_store: -1,
+            max_streams: -1,
+            max_consumers: -1,
+            max_ack_pending: -1,
+            memory_max_stream_bytes: -1,
+            store_max_stream_bytes: -1,
+            max_bytes_required: false,
         }
     }
 }
@@ -638,6 +730,7 @@ fn account_from_jwt(
             max_subscriptions: limit(l.subs),
             max_payload: limit(l.payload),
         },
+        jetstream: l.jetstream_limits(),
         ..AccountOptions::default()
     };
     let kind = |t: &str| {
@@ -742,6 +835,10 @@ pub struct AccountOptions {
     pub imports: Vec<Import>,
     /// `limits {}` (or the same keys directly in the account).
     pub limits: AccountLimits,
+    /// `jetstream: enabled` or `jetstream {max_mem, max_file, max_streams, max_consumers}`;
+    /// `None`: JetStream is off for the account (unless no account is configured at all:
+    /// then the global account has it, see [`Options::jetstream_accounts`]).
+    pub jetstream: Option<AccountJetStreamLimits>,
 }
 
 /// Per-account limits; 0 means no limit of the account's own (the server-wide one holds).
@@ -899,6 +996,45 @@ pub enum OptionsError {
 }
 
 impl Options {
+    /// The JetStream settings when JetStream is on.
+    pub fn jetstream_enabled(&self) -> Option<&JetStreamOptions> {
+        self.jetstream.as_ref().filter(|js| js.enabled)
+    }
+
+    /// The JetStream limits of account `name`, `None` when JetStream is off for it. As
+    /// nats-server: with JetStream on and no account configured (the global account only),
+    /// the global account has JetStream without limits; otherwise the accounts that say so.
+    /// The system account never has it.
+    pub fn jetstream_account_limits(&self, name: &str) -> Option<AccountJetStreamLimits> {
+        self.jetstream_enabled()?;
+        if self.system_account_name() == Some(name) {
+            return None;
+        }
+        let configured = self
+            .accounts
+            .iter()
+            .filter(|a| Some(a.name.as_str()) != self.system_account_name())
+            .count();
+        if configured == 0 && name == crate::core::GLOBAL_ACCOUNT {
+            return Some(AccountJetStreamLimits::default());
+        }
+        self.accounts
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.jetstream)
+    }
+
+    /// Names of the accounts with JetStream on.
+    pub fn jetstream_accounts(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::iter::once(crate::core::GLOBAL_ACCOUNT)
+            .chain(self.account_names())
+            .filter(|n| self.jetstream_account_limits(n).is_some())
+            .map(str::to_string)
+            .collect();
+        names.dedup();
+        names
+    }
+
     /// Names of the configured accounts (the global account is always there too).
     pub fn account_names(&self) -> impl Iterator<Item = &str> {
         self.accounts.iter().map(|a| a.name.as_str())

@@ -145,6 +145,8 @@ const FIXED: &[(&str, ShowOption)] = &[
     ("cluster", |o| format!("{:?}", o.cluster)),
     ("leafnodes", |o| format!("{:?}", o.leafnodes)),
     ("websocket", |o| format!("{:?}", o.websocket)),
+    // Store directory, limits, domain and sync: streams are opened with them at start-up.
+    ("jetstream", |o| format!("{:?}", o.jetstream)),
 ];
 
 /// The configuration in force: its digest and when it was loaded.
@@ -969,6 +971,16 @@ mod tests {
             .map(|c| c.option)
             .collect();
         assert_eq!(names, ["port", "http_port"]);
+
+        // JetStream needs a restart: its streams were opened with the settings it has.
+        let mut js = old.clone();
+        js.jetstream = Some(crate::options::JetStreamOptions::default());
+        assert_ne!(startup_options(&old), startup_options(&js));
+        let names: Vec<_> = non_reloadable_changes(&old, &js)
+            .into_iter()
+            .map(|c| c.option)
+            .collect();
+        assert_eq!(names, ["jetstream"]);
     }
 
     /// The watcher watches what a reload reads: the config, its includes, and the

@@ -77,6 +77,8 @@ pub(crate) struct ServerInner {
     pub sys: crate::sys::SysState,
     /// Leaf node connections (see `leaf.rs`).
     pub leafs: crate::leaf::Leafs,
+    /// JetStream, when it is on (see `jetstream/`).
+    pub jetstream: Option<Arc<crate::jetstream::JetStream>>,
     shutdown_tx: watch::Sender<bool>,
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
@@ -275,6 +277,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Turns JetStream on, with file streams stored under `store_dir` (in
+    /// `<store_dir>/jetstream/<account>/streams/<stream>/`) and nats-server's defaults for
+    /// the rest; set [`Options::jetstream`] for limits, domain and sync policy.
+    pub fn jetstream(mut self, store_dir: impl Into<std::path::PathBuf>) -> Self {
+        let js = self
+            .opts
+            .jetstream
+            .get_or_insert_with(crate::options::JetStreamOptions::default);
+        js.enabled = true;
+        js.store_dir = Some(store_dir.into());
+        self
+    }
+
     /// Serves clients over TLS only.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.opts.tls = Some(tls);
@@ -350,6 +365,7 @@ impl Server {
         let start = SystemTime::now();
         let ops = crate::reload::OpsState::new(&opts, flags, start);
         let accounts = Accounts::new(&opts);
+        let jetstream = crate::jetstream::JetStream::new(&opts)?;
         let (opts_tx, _) = watch::channel(opts);
         let inner = Arc::new(ServerInner {
             opts_tx,
@@ -371,6 +387,7 @@ impl Server {
             verifier: crate::auth::Verifier::default(),
             sys: crate::sys::SysState::default(),
             leafs: crate::leaf::Leafs::default(),
+            jetstream,
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -396,6 +413,7 @@ impl Server {
         crate::leaf::start(&inner).await?;
         crate::core::imports::apply(&inner, &inner.opts());
         crate::sys::start(&inner, monitor.as_ref().map(|m| (m.addr(), m.is_https())));
+        crate::jetstream::start(&inner);
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         if let Some(l) = ws_listener {
             crate::ws::start(&inner, l);

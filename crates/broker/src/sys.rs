@@ -64,7 +64,7 @@ fn server_info(srv: &ServerInner) -> ServerInfo<'_> {
         id: &srv.id,
         cluster: srv.cluster.as_ref().map(|c| c.name()),
         ver: NATS_COMPAT_VERSION,
-        jetstream: false,
+        jetstream: srv.jetstream.is_some(),
         flags: 0,
         seq: srv.sys.seq.fetch_add(1, Ordering::Relaxed) + 1,
         time: rfc3339(SystemTime::now()),

@@ -12,9 +12,10 @@ use std::time::Duration;
 use super::value::{Entry, Map, Value, ValueKind};
 use super::{parse_duration, ConfError, Pos};
 use crate::options::{
-    AccountLimits, AccountOptions, Authorization, ClusterOptions, Export, ExportKind, Import,
-    LeafOptions, NkeyUser, Options, Permissions, RemoteLeaf, RemoteTls, ResponsePermission,
-    ResponseType, RouteUrl, SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
+    AccountJetStreamLimits, AccountLimits, AccountOptions, Authorization, ClusterOptions, Export,
+    ExportKind, Import, JetStreamOptions, JetStreamSync, LeafOptions, NkeyUser, Options,
+    Permissions, RemoteLeaf, RemoteTls, ResponsePermission, ResponseType, RouteUrl,
+    SubjectPermission, TlsOptions, User, DEFAULT_RESPONSE_THRESHOLD,
 };
 use crate::tls::TlsErrorSource;
 
@@ -41,7 +42,6 @@ impl fmt::Display for ConfWarning {
 
 /// Top-level keys of nats-server features midge does not implement: asking for them fails.
 const UNSUPPORTED: &[&str] = &[
-    "jetstream",
     "gateway",
     "mqtt",
     "roots",
@@ -78,8 +78,6 @@ const UNSUPPORTED: &[&str] = &[
 /// Top-level keys that only tune a feature midge lacks (or a nats-server internal): they change
 /// nothing by themselves, so a file written for nats-server still loads.
 const IGNORED: &[&str] = &[
-    "store_dir",
-    "storedir",
     "server_tags",
     "server_metadata",
     "default_js_domain",
@@ -538,7 +536,8 @@ impl Options {
                     | "max_payload" | "max_pay" | "max_leafnodes" | "max_leafs" => {
                         parse_account_limit(&mut account.limits, field, &fk)?;
                     }
-                    "jetstream" | "mappings" | "maps" | "nkey" | "default_permissions" => {
+                    "jetstream" => account.jetstream = parse_account_jetstream(field, &fk)?,
+                    "mappings" | "maps" | "nkey" | "default_permissions" => {
                         return Err(unsupported(field))
                     }
                     _ if field.used_as_variable => {}
@@ -676,19 +675,22 @@ impl Options {
             "cluster" => self.cluster = parse_cluster(v, key, ctx)?,
             "leafnodes" | "leaf" => self.leafnodes = parse_leafnodes(v, key, ctx)?,
             "websocket" | "ws" => self.websocket = parse_websocket(v, key, ctx)?,
-            "jetstream" if jetstream_disabled(v) => {}
+            "jetstream" => self.jetstream = parse_jetstream(v, key, self.jetstream.take(), ctx)?,
             lower if UNSUPPORTED.contains(&lower) => {
                 if v.kind != ValueKind::Bool(false) {
                     return Err(unsupported(entry));
                 }
             }
             "store_dir" | "storedir" => {
-                v.as_str(key)?;
-                ctx.warn(
-                    &v.pos,
-                    key,
-                    "ignored: JetStream is not supported by midge yet",
-                );
+                let dir = v.as_str(key)?;
+                let js = self.jetstream.get_or_insert_with(|| JetStreamOptions {
+                    enabled: false,
+                    ..JetStreamOptions::default()
+                });
+                if js.store_dir.is_some() {
+                    return Err(v.invalid(key, "duplicate 'store_dir' configuration"));
+                }
+                js.store_dir = Some(PathBuf::from(dir));
             }
             lower if IGNORED.contains(&lower) => {
                 ctx.warn(
@@ -717,18 +719,238 @@ fn unsupported(entry: &Entry) -> ConfError {
     }
 }
 
-/// `jetstream: disabled` (or false, or `{enabled: false}`) does not ask for the feature.
-fn jetstream_disabled(v: &Value) -> bool {
-    match &v.kind {
-        ValueKind::Bool(b) => !b,
+/// `jetstream: enabled | disabled | true | false` or `jetstream { ... }` (nats-server's
+/// `parseJetStream`), on top of what a top-level `store_dir` already set.
+fn parse_jetstream(
+    v: &Value,
+    key: &str,
+    existing: Option<JetStreamOptions>,
+    ctx: &mut Ctx,
+) -> Result<Option<JetStreamOptions>, ConfError> {
+    let switch = |on: bool, existing: Option<JetStreamOptions>| match existing {
+        Some(js) => Some(JetStreamOptions { enabled: on, ..js }),
+        None => on.then(JetStreamOptions::default),
+    };
+    let map = match &v.kind {
+        ValueKind::Bool(on) => return Ok(switch(*on, existing)),
         ValueKind::String(s) => {
-            s.eq_ignore_ascii_case("disabled") || s.eq_ignore_ascii_case("false")
+            return match s.to_ascii_lowercase().as_str() {
+                "enabled" | "enable" | "true" => Ok(switch(true, existing)),
+                "disabled" | "disable" | "false" => Ok(switch(false, existing)),
+                _ => Err(v.invalid(key, format!("expected 'enabled' or 'disabled', got '{s}'"))),
+            }
         }
-        ValueKind::Map(m) => m.entries().iter().any(|e| {
-            e.key.eq_ignore_ascii_case("enabled") && e.value.kind == ValueKind::Bool(false)
-        }),
-        _ => false,
+        ValueKind::Map(m) => m,
+        other => {
+            return Err(v.invalid(
+                key,
+                format!(
+                    "expected a map, a boolean or enabled/disabled, got {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    let top_level_dir = existing.and_then(|js| js.store_dir);
+    let mut js = JetStreamOptions {
+        store_dir: top_level_dir.clone(),
+        ..JetStreamOptions::default()
+    };
+    for e in map.entries() {
+        let k = format!("{key}.{}", e.key);
+        let ev = &e.value;
+        match e.key.to_ascii_lowercase().as_str() {
+            "store" | "store_dir" | "storedir" => {
+                if top_level_dir.is_some() {
+                    return Err(ev.invalid(&k, "duplicate 'store_dir' configuration"));
+                }
+                js.store_dir = Some(PathBuf::from(ev.as_str(&k)?));
+            }
+            "sync" | "sync_interval" => {
+                js.sync = match &ev.kind {
+                    ValueKind::String(s) if s.eq_ignore_ascii_case("always") => {
+                        JetStreamSync::Always
+                    }
+                    _ => {
+                        let d = parse_duration_value(ev, &k)?;
+                        if d.is_zero() {
+                            return Err(ev.invalid(&k, "must be a positive duration or 'always'"));
+                        }
+                        JetStreamSync::Interval(d)
+                    }
+                }
+            }
+            "max_memory_store" | "max_mem_store" | "max_mem" => {
+                js.max_memory = parse_storage_size(ev, &k)?;
+            }
+            "max_file_store" | "max_file" => js.max_file = parse_storage_size(ev, &k)?,
+            "domain" => {
+                let domain = ev.as_str(&k)?;
+                let valid = !domain.is_empty()
+                    && domain
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    return Err(ev.invalid(
+                        &k,
+                        format!("invalid domain '{domain}': letters, digits, '-' and '_' only"),
+                    ));
+                }
+                js.domain = Some(domain.to_string());
+            }
+            "enable" | "enabled" => js.enabled = ev.as_bool(&k)?,
+            // Storing in plain text what was asked to be encrypted would be worse than
+            // refusing to start.
+            "key"
+            | "ek"
+            | "encryption_key"
+            | "prev_key"
+            | "prev_ek"
+            | "prev_encryption_key"
+            | "cipher" => return Err(unsupported(e)),
+            "extension_hint"
+            | "limits"
+            | "unique_tag"
+            | "max_outstanding_catchup"
+            | "request_queue_limit"
+            | "max_buffered_msgs"
+            | "max_buffered_size"
+            | "strict"
+            | "tpm" => ctx.warn(
+                &e.key_pos,
+                &k,
+                "ignored: it tunes clustered JetStream or a nats-server internal",
+            ),
+            _ if e.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: e.key_pos.clone(),
+                    key: k,
+                })
+            }
+        }
     }
+    Ok(Some(js))
+}
+
+/// A byte size as nats-server's `getStorageSize` reads it: an integer (the config lexer
+/// already applied a `1G`/`512MB` suffix), or a string such as `"1G"` or `"512M"` (powers of
+/// 1024; a trailing `B`/`iB` is accepted too). Negative: the default (`None`).
+fn parse_storage_size(v: &Value, key: &str) -> Result<Option<u64>, ConfError> {
+    let n = match &v.kind {
+        ValueKind::Integer(n) => *n,
+        ValueKind::String(s) => parse_size_string(s).map_err(|m| v.invalid(key, m))?,
+        other => {
+            return Err(v.invalid(
+                key,
+                format!(
+                    "expected a size such as 1G or \"512M\", got {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    Ok(u64::try_from(n).ok())
+}
+
+/// `"1G"`, `"512MB"`, `"10KiB"`, `"1000"`: powers of 1024 for every suffix.
+pub(crate) fn parse_size_string(text: &str) -> Result<i64, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Ok(0);
+    }
+    let digits = s
+        .bytes()
+        .enumerate()
+        .take_while(|&(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+        .count();
+    let (num, suffix) = s.split_at(digits);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid size \"{text}\""))?;
+    let lower = suffix.trim().to_ascii_lowercase();
+    let unit = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => {
+            return Err(format!(
+                "invalid size \"{text}\": the suffix must be K, M, G or T"
+            ))
+        }
+    };
+    n.checked_mul(1i64 << shift)
+        .ok_or_else(|| format!("size \"{text}\" is too big"))
+}
+
+/// `jetstream: enabled | disabled` or `jetstream { max_mem, max_file, max_streams,
+/// max_consumers, ... }` in an account (nats-server's `parseJetStreamForAccount`).
+fn parse_account_jetstream(
+    entry: &Entry,
+    key: &str,
+) -> Result<Option<AccountJetStreamLimits>, ConfError> {
+    let v = &entry.value;
+    let map = match &v.kind {
+        ValueKind::Bool(on) => return Ok(on.then(AccountJetStreamLimits::default)),
+        ValueKind::String(s) => {
+            return match s.to_ascii_lowercase().as_str() {
+                "enabled" | "enable" | "true" => Ok(Some(AccountJetStreamLimits::default())),
+                "disabled" | "disable" | "false" => Ok(None),
+                _ => Err(v.invalid(key, format!("expected 'enabled' or 'disabled', got '{s}'"))),
+            }
+        }
+        ValueKind::Map(m) => m,
+        other => {
+            return Err(v.invalid(
+                key,
+                format!(
+                    "expected a map, a boolean or enabled/disabled, got {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    };
+    let mut limits = AccountJetStreamLimits::default();
+    for e in map.entries() {
+        let k = format!("{key}.{}", e.key);
+        let ev = &e.value;
+        let size = || -> Result<i64, ConfError> {
+            match &ev.kind {
+                ValueKind::String(s) => parse_size_string(s).map_err(|m| ev.invalid(&k, m)),
+                _ => ev.as_i64(&k),
+            }
+        };
+        match e.key.to_ascii_lowercase().as_str() {
+            "max_memory" | "max_mem" | "mem" | "memory" => limits.max_memory = size()?,
+            "max_store" | "max_file" | "max_disk" | "store" | "disk" => limits.max_store = size()?,
+            "max_streams" | "streams" => limits.max_streams = ev.as_i64(&k)?,
+            "max_consumers" | "consumers" => limits.max_consumers = ev.as_i64(&k)?,
+            "max_ack_pending" => limits.max_ack_pending = ev.as_i64(&k)?,
+            "mem_max_stream_bytes" | "memory_max_stream_bytes" => {
+                limits.memory_max_stream_bytes = size()?
+            }
+            "disk_max_stream_bytes" | "store_max_stream_bytes" => {
+                limits.store_max_stream_bytes = size()?
+            }
+            "max_bytes_required" | "max_stream_bytes" | "max_bytes" => {
+                limits.max_bytes_required = ev.as_bool(&k)?
+            }
+            _ if e.used_as_variable => {}
+            _ => {
+                return Err(ConfError::UnknownKey {
+                    pos: e.key_pos.clone(),
+                    key: k,
+                })
+            }
+        }
+    }
+    Ok(Some(limits))
 }
 
 /// A port number; `-1` (nats-server's "random port") becomes 0.

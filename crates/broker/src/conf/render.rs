@@ -81,6 +81,7 @@ impl Options {
         render_cluster(self, &mut out);
         render_leafnodes(self, &mut out);
         render_websocket(self, &mut out);
+        render_jetstream(self, &mut out);
         if let Some(tls) = &self.tls {
             render_tls(tls, "", &mut out);
         }
@@ -364,6 +365,50 @@ fn render_account_extras(acc: &crate::options::AccountOptions, out: &mut String)
             l.max_connections, l.max_subscriptions, l.max_payload
         );
     }
+    if let Some(js) = &acc.jetstream {
+        let _ = writeln!(
+            out,
+            "    jetstream: {{max_mem: {}, max_file: {}, max_streams: {}, max_consumers: {}, \
+             max_ack_pending: {}, memory_max_stream_bytes: {}, store_max_stream_bytes: {}, \
+             max_bytes_required: {}}}",
+            js.max_memory,
+            js.max_store,
+            js.max_streams,
+            js.max_consumers,
+            js.max_ack_pending,
+            js.memory_max_stream_bytes,
+            js.store_max_stream_bytes,
+            js.max_bytes_required
+        );
+    }
+}
+
+/// The `jetstream {}` block, when anything configures JetStream.
+fn render_jetstream(options: &Options, out: &mut String) {
+    use crate::options::JetStreamSync;
+    let Some(js) = &options.jetstream else {
+        return;
+    };
+    out.push_str("jetstream {\n");
+    let _ = writeln!(out, "  enabled: {}", js.enabled);
+    if let Some(dir) = &js.store_dir {
+        let _ = writeln!(out, "  store_dir: {}", quote(&dir.to_string_lossy()));
+    }
+    if let Some(n) = js.max_memory {
+        let _ = writeln!(out, "  max_memory_store: {n}");
+    }
+    if let Some(n) = js.max_file {
+        let _ = writeln!(out, "  max_file_store: {n}");
+    }
+    if let Some(domain) = &js.domain {
+        let _ = writeln!(out, "  domain: {}", quote(domain));
+    }
+    let sync = match js.sync {
+        JetStreamSync::Always => quote("always"),
+        JetStreamSync::Interval(d) => duration(d),
+    };
+    let _ = writeln!(out, "  sync_interval: {sync}");
+    out.push_str("}\n");
 }
 
 fn render_users(users: &[&User], indent: &str, out: &mut String) {

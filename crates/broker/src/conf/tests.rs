@@ -639,14 +639,6 @@ fn key_errors() {
 
 #[test]
 fn unsupported_features_and_ignored_options() {
-    assert_eq!(
-        load_err("port: 1\njetstream {}\n"),
-        "test.conf:2: jetstream: not supported by midge yet"
-    );
-    assert_eq!(
-        load_err("jetstream: enabled\n"),
-        "test.conf:1: jetstream: not supported by midge yet"
-    );
     for key in [
         "accounts { A: { mappings: {} } }",
         "leafnodes { remotes: [{url: \"nats-leaf://h\", credentials: \"/x.creds\"}] }",
@@ -664,12 +656,120 @@ fn unsupported_features_and_ignored_options() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(load_ok("jetstream: disabled\n").warnings.is_empty());
-    let loaded = load_ok("store_dir: /data\nmax_traced_msg_len: 10\n");
-    assert_eq!(loaded.warnings.len(), 2);
+    let loaded = load_ok("max_traced_msg_len: 10\n");
+    assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0]
         .to_string()
-        .starts_with("test.conf:1:12: store_dir: ignored"));
+        .starts_with("test.conf:1:21: max_traced_msg_len: ignored"));
+    assert!(load_err("jetstream { key: s3cr3t }\n").ends_with("not supported by midge yet"));
+}
+
+#[test]
+fn jetstream_block() {
+    use crate::options::{JetStreamOptions, JetStreamSync};
+    for text in [
+        "jetstream: enabled\n",
+        "jetstream: true\n",
+        "jetstream {}\n",
+    ] {
+        let js = load_ok(text).options.jetstream;
+        assert_eq!(js, Some(JetStreamOptions::default()), "{text}");
+    }
+    for text in ["jetstream: disabled\n", "jetstream: false\n"] {
+        let loaded = load_ok(text);
+        assert!(loaded.options.jetstream_enabled().is_none(), "{text}");
+        assert!(loaded.warnings.is_empty());
+    }
+    let js = load_ok(
+        "jetstream {\n  store_dir: /data\n  max_memory_store: 1G\n  max_file_store: \"512M\"\n  \
+         domain: hub\n  sync_interval: 10s\n}\n",
+    )
+    .options
+    .jetstream
+    .unwrap();
+    assert!(js.enabled);
+    assert_eq!(js.store_dir, Some(PathBuf::from("/data")));
+    // An unquoted suffix is the config lexer's (powers of 1000 for one letter); a string is
+    // nats-server's getStorageSize (powers of 1024).
+    assert_eq!(js.max_memory, Some(1_000_000_000));
+    assert_eq!(js.max_file, Some(512 << 20));
+    assert_eq!(js.domain.as_deref(), Some("hub"));
+    assert_eq!(js.sync, JetStreamSync::Interval(Duration::from_secs(10)));
+    let js = load_ok(
+        "jetstream { storedir: \"/d\", max_mem: 512MB, max_file: \"2GB\", sync: always }\n",
+    )
+    .options
+    .jetstream
+    .unwrap();
+    assert_eq!(js.max_memory, Some(512 << 20));
+    assert_eq!(js.max_file, Some(2 << 30));
+    assert_eq!(js.sync, JetStreamSync::Always);
+    // A block that says enabled: false keeps its settings for -js.
+    let js = load_ok("jetstream { enabled: false, store_dir: /d }\n").options;
+    assert!(js.jetstream_enabled().is_none());
+    assert_eq!(js.jetstream.unwrap().store_dir, Some(PathBuf::from("/d")));
+    // Top-level store_dir: where, not whether; before or after the block.
+    let o = load_ok("store_dir: /top\n").options;
+    assert!(o.jetstream_enabled().is_none());
+    let o = load_ok("store_dir: /top\njetstream: enabled\n").options;
+    assert_eq!(
+        o.jetstream_enabled().unwrap().store_dir,
+        Some(PathBuf::from("/top"))
+    );
+    let o = load_ok("jetstream: enabled\nstoredir: /top\n").options;
+    assert_eq!(
+        o.jetstream_enabled().unwrap().store_dir,
+        Some(PathBuf::from("/top"))
+    );
+    assert!(
+        load_err("store_dir: /a\njetstream { store_dir: /b }\n").contains("duplicate 'store_dir'")
+    );
+    assert!(load_err("jetstream: maybe\n").contains("expected 'enabled' or 'disabled'"));
+    assert!(load_err("jetstream { max_mem: \"1X\" }\n").contains("suffix must be K, M, G or T"));
+    assert!(load_err("jetstream { domain: \"a.b\" }\n").contains("invalid domain"));
+    assert!(load_err("jetstream { colour: red }\n").contains("unknown key 'jetstream.colour'"));
+    let loaded = load_ok("jetstream { unique_tag: az }\n");
+    assert_eq!(loaded.warnings.len(), 1);
+}
+
+#[test]
+fn account_jetstream() {
+    use crate::options::AccountJetStreamLimits;
+    let o = load_ok(
+        "jetstream: enabled\naccounts {\n  A: { jetstream: enabled }\n  B: { jetstream: disabled }\n  \
+         C: { jetstream { max_mem: 1M, max_file: \"1G\", max_streams: 10, max_consumers: 100 } }\n  \
+         D: {}\n}\n",
+    )
+    .options;
+    let by_name = |n: &str| o.accounts.iter().find(|a| a.name == n).unwrap().jetstream;
+    assert_eq!(by_name("A"), Some(AccountJetStreamLimits::default()));
+    assert_eq!(by_name("B"), None);
+    assert_eq!(
+        by_name("C"),
+        Some(AccountJetStreamLimits {
+            max_memory: 1_000_000,
+            max_store: 1 << 30,
+            max_streams: 10,
+            max_consumers: 100,
+            ..AccountJetStreamLimits::default()
+        })
+    );
+    assert_eq!(o.jetstream_accounts(), ["A", "C"]);
+    assert!(o.jetstream_account_limits("$G").is_none());
+    assert!(o.jetstream_account_limits("D").is_none());
+    // Without accounts the global account has JetStream; never the system account.
+    let o = load_ok("jetstream: enabled\n").options;
+    assert_eq!(o.jetstream_accounts(), ["$G"]);
+    assert!(o.jetstream_account_limits("$SYS").is_none());
+    // Without JetStream on the server, no account has it.
+    let o = load_ok("accounts { A: { jetstream: enabled } }\n").options;
+    assert!(o.jetstream_accounts().is_empty());
+    let rendered = load_ok(
+        "jetstream { max_mem: 1M, store_dir: \"/d d\", domain: x, sync: always }\naccounts { A: { jetstream { max_streams: 3 } } }\n",
+    )
+    .options;
+    let back = load_ok(&rendered.to_conf_string()).options;
+    assert_eq!(back, rendered, "{}", rendered.to_conf_string());
 }
 
 #[test]
@@ -1198,6 +1298,14 @@ fn sample_options() -> Options {
             ..crate::options::LeafOptions::default()
         },
         config_watch: true,
+        jetstream: Some(crate::options::JetStreamOptions {
+            store_dir: Some("/var/lib/midge".into()),
+            max_memory: Some(1 << 30),
+            max_file: Some(10 << 30),
+            domain: Some("edge".into()),
+            sync: crate::options::JetStreamSync::Always,
+            ..crate::options::JetStreamOptions::default()
+        }),
         allow_non_tls: true,
         websocket: crate::options::WebsocketOptions {
             host: IpAddr::from([127, 0, 0, 1]),

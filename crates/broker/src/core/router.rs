@@ -32,6 +32,7 @@ use super::imports::{self, Responses, ServiceImport, Shadow};
 use super::{Account, InternalSub, SubRef, Subscriber, Subscription};
 use crate::client::{ClientShared, CloseReason, Queued};
 use crate::cluster::{self, Route};
+use crate::jetstream::stream::StreamIngest;
 use crate::leaf::Leaf;
 use crate::server::ServerInner;
 
@@ -248,6 +249,8 @@ pub(crate) struct Router {
     /// Imports being followed (an import may lead into an account that imports again);
     /// bounded by [`MAX_IMPORT_DEPTH`] so a cycle of imports cannot loop.
     depth: u8,
+    /// Streams whose ingest queue went over its mark during this read.
+    stalled_streams: Vec<Arc<StreamIngest>>,
 }
 
 /// How many imports one message may pass through.
@@ -274,12 +277,20 @@ impl Router {
             batch_out_bytes: 0,
             depth: 0,
             stalled: Vec::new(),
+            stalled_streams: Vec::new(),
         }
     }
 
-    /// Whether some receiver went over half of `max_pending` during this read.
+    /// Whether some receiver went over half of `max_pending` (or some stream's queue
+    /// over its mark) during this read.
     pub fn has_stalled(&self) -> bool {
-        !self.stalled.is_empty()
+        !self.stalled.is_empty() || !self.stalled_streams.is_empty()
+    }
+
+    /// The streams whose queues went over their mark during this read: the publisher
+    /// waits for them to drain before reading more.
+    pub fn take_stalled_streams(&mut self) -> Vec<Arc<StreamIngest>> {
+        std::mem::take(&mut self.stalled_streams)
     }
 
     /// The receivers to wait for after this read (the vector goes back with
@@ -370,6 +381,16 @@ impl Router {
                 }
                 Subscriber::Responses(rs) => {
                     delivered |= self.service_response(rs, subj, headers, payload);
+                }
+                Subscriber::Stream(ingest) => {
+                    if !from_route {
+                        delivered |= self.deliver_stream(ingest, subj, reply, headers, payload);
+                    }
+                }
+                Subscriber::JsApi(inbox) => {
+                    if !from_route {
+                        delivered |= inbox.deliver(subj, reply, headers, payload);
+                    }
                 }
             }
         }
@@ -472,8 +493,11 @@ impl Router {
                     }
                     false
                 }
-                // Imports and responses never join queue groups.
-                Subscriber::Service(_) | Subscriber::Responses(_) => false,
+                // Imports, responses and JetStream never join queue groups.
+                Subscriber::Service(_)
+                | Subscriber::Responses(_)
+                | Subscriber::Stream(_)
+                | Subscriber::JsApi(_) => false,
             };
             if ok {
                 return true;
@@ -623,6 +647,27 @@ impl Router {
             self.stalled.push(target.clone());
         }
         self.queue_wake(target);
+        true
+    }
+
+    /// A message for a stream: queued for its task. Over the queue's mark, the publisher is
+    /// remembered to wait after its read (back-pressure, never loss).
+    fn deliver_stream(
+        &mut self,
+        ingest: &Arc<StreamIngest>,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        if ingest.is_closed() {
+            return false;
+        }
+        if ingest.push(subj, reply, headers, payload)
+            && !self.stalled_streams.iter().any(|s| Arc::ptr_eq(s, ingest))
+        {
+            self.stalled_streams.push(ingest.clone());
+        }
         true
     }
 
@@ -856,7 +901,10 @@ fn leaf_origin(sub: &Subscription) -> Option<&Arc<str>> {
 fn announced(sub: &Subscription) -> bool {
     match &sub.owner {
         _ if sub.shadow.is_some() => true,
-        Subscriber::Route(_) | Subscriber::Service(_) => false,
+        Subscriber::Route(_)
+        | Subscriber::Service(_)
+        | Subscriber::Stream(_)
+        | Subscriber::JsApi(_) => false,
         Subscriber::Leaf(l) => !l.spoke,
         _ => true,
     }
@@ -868,7 +916,11 @@ pub(crate) fn unsubscribe(srv: &ServerInner, sub: &Arc<Subscription>) {
         Subscriber::Client(c) => c.forget_sub(sub),
         Subscriber::Route(r) => r.forget_sub(sub),
         Subscriber::Leaf(l) => l.forget_sub(sub),
-        Subscriber::Internal(_) | Subscriber::Service(_) | Subscriber::Responses(_) => true,
+        Subscriber::Internal(_)
+        | Subscriber::Service(_)
+        | Subscriber::Responses(_)
+        | Subscriber::Stream(_)
+        | Subscriber::JsApi(_) => true,
     };
     if owned {
         remove_from_account(srv, sub);

@@ -31,6 +31,13 @@ pub(crate) enum Subscriber {
     Responses(Arc<super::imports::Responses>),
     /// Interest a leaf node connection announced (`LS+`): `LMSG` frames go to it.
     Leaf(Arc<crate::leaf::Leaf>),
+    /// A JetStream stream's subjects: the message is queued for the stream's task, never
+    /// dropped; a full queue makes the publisher wait (see `jetstream::stream`). Local
+    /// only: routes neither hear of it nor feed it (each server keeps its own streams).
+    Stream(Arc<crate::jetstream::stream::StreamIngest>),
+    /// `$JS.API.>` of a JetStream account: requests go to the API task with their account.
+    /// Local only, as streams.
+    JsApi(Arc<crate::jetstream::service::ApiInbox>),
 }
 
 /// A subscription: shared by its owner's table (a client's sids, a route's interest) and

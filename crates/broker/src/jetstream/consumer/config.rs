@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::errors::{self, ApiError};
-use super::time::{format_rfc3339, parse_rfc3339};
+use super::time::parse_rfc3339;
 
 /// nats-server's `JsAckWaitDefault`: 30 s.
 pub(crate) const DEFAULT_ACK_WAIT_NS: i64 = 30_000_000_000;
@@ -90,15 +90,6 @@ fn opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StartTime>, D::Err
 pub(crate) struct StartTime {
     pub ns: i64,
     pub text: String,
-}
-
-impl StartTime {
-    pub fn from_ns(ns: i64) -> StartTime {
-        StartTime {
-            ns,
-            text: format_rfc3339(ns),
-        }
-    }
 }
 
 impl Serialize for StartTime {
@@ -269,8 +260,6 @@ pub(crate) struct StreamFacts {
     pub subjects: Vec<String>,
     pub retention: Retention,
     pub replicas: i64,
-    /// `max_msgs_per_subject` (-1 or 0: unlimited).
-    pub max_msgs_per_subject: i64,
     /// `consumer_limits.max_ack_pending` and `.inactive_threshold` of the stream (2.10).
     pub limit_max_ack_pending: i64,
     pub limit_inactive_threshold: i64,

@@ -486,14 +486,6 @@ impl Engine {
         self.npf = last;
     }
 
-    pub fn num_pending(&self) -> u64 {
-        self.npc
-    }
-
-    pub fn is_pull(&self) -> bool {
-        self.waiting.is_some()
-    }
-
     /// Push: whether someone listens on the deliver subject.
     pub fn set_active(&mut self, active: bool) {
         self.active = active;
@@ -1403,11 +1395,6 @@ impl Engine {
             }
         }
     }
-
-    /// Whether anything is due for delivery right now (redeliveries, or new messages).
-    pub fn has_work(&self) -> bool {
-        !self.rdq.is_empty() || self.npc > 0 || self.lss.is_some()
-    }
 }
 
 /// The header block of a `headers_only` delivery: the original headers plus
@@ -1528,7 +1515,7 @@ mod tests {
             -1,
             0,
         );
-        assert_eq!(e.num_pending(), 3);
+        assert_eq!(e.npc, 3);
         pull(&mut e, &store, "inbox.1", r#"{"batch":2}"#, 10);
         assert_eq!(e.deliver(&store, 10, 100, &yes), Progress::Idle);
         let got = msgs(&mut e);
@@ -1760,11 +1747,11 @@ mod tests {
     fn num_pending_follows_the_stream() {
         let mut store = store_with(&["a", "b"]);
         let mut e = Engine::new("S", "X", config(r#"{"filter_subject":"a"}"#), &store, -1, 0);
-        assert_eq!(e.num_pending(), 1);
+        assert_eq!(e.npc, 1);
         store.append("a", None, b"x", 10).expect("append");
         store.append("b", None, b"x", 11).expect("append");
         e.catch_up_pending(&store);
-        assert_eq!(e.num_pending(), 2);
+        assert_eq!(e.npc, 2);
         pull(&mut e, &store, "i", "1", 0);
         e.deliver(&store, 0, 100, &yes);
         assert!(msgs(&mut e)[0].2.ends_with(".1"));

@@ -2,26 +2,7 @@
 //! `err_code` and its description (server/errors.json): clients match on `err_code`, people
 //! read the description.
 
-use serde::Serialize;
-
-/// An API error as it goes out in `{"error": {...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{description} ({err_code})")]
-pub(crate) struct ApiError {
-    pub code: u16,
-    pub err_code: u16,
-    pub description: String,
-}
-
-impl ApiError {
-    pub fn new(code: u16, err_code: u16, description: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            err_code,
-            description: description.into(),
-        }
-    }
-}
+pub(crate) use crate::jetstream::api::ApiError;
 
 macro_rules! api_errors {
     ($($name:ident => $code:literal, $err_code:literal, $desc:literal;)*) => {
@@ -66,8 +47,6 @@ api_errors! {
     wq_consumer_not_unique => 400, 10100, "filtered consumer not unique on workqueue stream";
     wq_consumer_not_deliver_all => 400, 10101, "consumer must be deliver all on workqueue stream";
     bad_durable_name => 400, 10103, "durable name can not contain '.', '*', '>'";
-    existing_active => 400, 10105, "consumer already exists and is still active";
-    replacement_with_different_name => 400, 10106, "consumer replacement durable config not the same";
     flow_control_needs_heartbeats => 400, 10108, "consumer with flow control also needs heartbeats";
     invalid_deliver_subject => 400, 10112, "invalid push consumer deliver subject";
     max_request_batch_negative => 400, 10114, "consumer max request batch needs to be > 0";
@@ -142,9 +121,4 @@ pub(crate) fn store_failed(err: &str) -> ApiError {
         10104,
         format!("error creating store for consumer: {err}"),
     )
-}
-
-/// `JSStreamGeneralErrorF`.
-pub(crate) fn general(text: impl Into<String>) -> ApiError {
-    ApiError::new(500, 10051, text)
 }

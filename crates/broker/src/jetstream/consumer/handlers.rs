@@ -53,7 +53,6 @@ fn facts(stream: &Stream) -> (StreamFacts, crate::jetstream::api::StreamConfig) 
             jsapi::Retention::WorkQueue => Retention::WorkQueue,
         },
         replicas: cfg.num_replicas,
-        max_msgs_per_subject: cfg.max_msgs_per_subject,
         limit_max_ack_pending: cfg.consumer_limits.max_ack_pending,
         limit_inactive_threshold: cfg.consumer_limits.inactive_threshold,
     };
@@ -140,7 +139,7 @@ fn add_consumer(
     action: ConsumerAction,
 ) -> Result<ConsumerInfo, ApiError> {
     let (facts, scfg) = facts(stream);
-    let account_limits = req.jsa.limits.read().clone();
+    let account_limits = *req.jsa.limits.read();
     cfg.set_defaults(&facts);
     if cfg.ack_policy != super::config::AckPolicy::None
         && cfg.max_ack_pending == super::config::DEFAULT_MAX_ACK_PENDING
@@ -170,7 +169,7 @@ fn add_consumer(
     if let Some(name) = &wanted {
         let existing = stream.consumers.lock().get(name).cloned();
         if let Some(eo) = existing {
-            let mut current = eo.config();
+            let current = eo.config();
             if action == ConsumerAction::Create {
                 // Compared as the request came, before the ephemeral default is added.
                 let mut asked = cfg.clone();
@@ -445,16 +444,12 @@ fn names(req: &Request<'_>, stream: &str) -> Reply {
         .map(|c| c.name.clone())
         .collect();
     let body = NamesResponse {
-        kind: info::NAMES_RESPONSE,
         total,
         offset,
         limit: info::NAMES_LIMIT,
         consumers,
     };
-    Reply::Json {
-        body: info::to_json(&body),
-        error: false,
-    }
+    Reply::ok(info::NAMES_RESPONSE, &body)
 }
 
 fn list(req: &Request<'_>, stream: &str) -> Reply {
@@ -474,16 +469,12 @@ fn list(req: &Request<'_>, stream: &str) -> Reply {
         .map(|c| c.info(&s))
         .collect();
     let body = ListResponse {
-        kind: info::LIST_RESPONSE,
         total,
         offset,
         limit: info::LIST_LIMIT,
         consumers,
     };
-    Reply::Json {
-        body: info::to_json(&body),
-        error: false,
-    }
+    Reply::ok(info::LIST_RESPONSE, &body)
 }
 
 /// A pull request: handed to the consumer's task. Without such a consumer nobody would
@@ -524,7 +515,12 @@ pub(crate) fn recover(
         let mut cfg = r.meta.config;
         cfg.set_defaults(&facts);
         if let Err(e) = cfg.check(&facts) {
-            warn_skip(&stream.name, &r.name, &e.description);
+            tracing::warn!(
+                "JetStream: consumer '{} > {}' not restored: {}",
+                stream.name,
+                r.name,
+                e.description
+            );
             continue;
         }
         let now = now_ns();
@@ -564,10 +560,6 @@ pub(crate) fn recover(
             r.name
         );
     }
-}
-
-fn warn_skip(stream: &str, consumer: &str, why: &str) {
-    tracing::warn!("JetStream: consumer '{stream} > {consumer}' not restored: {why}");
 }
 
 #[cfg(test)]

@@ -5,14 +5,13 @@ use serde::Serialize;
 
 use super::config::ConsumerConfig;
 use super::engine::Snapshot;
-use super::errors::ApiError;
 use super::time::format_rfc3339;
 
-pub(crate) const CREATE_RESPONSE: &str = "io.nats.jetstream.api.v1.consumer_create_response";
-pub(crate) const INFO_RESPONSE: &str = "io.nats.jetstream.api.v1.consumer_info_response";
-pub(crate) const DELETE_RESPONSE: &str = "io.nats.jetstream.api.v1.consumer_delete_response";
-pub(crate) const NAMES_RESPONSE: &str = "io.nats.jetstream.api.v1.consumer_names_response";
-pub(crate) const LIST_RESPONSE: &str = "io.nats.jetstream.api.v1.consumer_list_response";
+pub(crate) use crate::jetstream::api::types::{
+    CONSUMER_CREATE as CREATE_RESPONSE, CONSUMER_DELETE as DELETE_RESPONSE,
+    CONSUMER_INFO as INFO_RESPONSE, CONSUMER_LIST as LIST_RESPONSE,
+    CONSUMER_NAMES as NAMES_RESPONSE,
+};
 
 /// nats-server's `JSApiNamesLimit` and `JSApiListLimit`: page sizes.
 pub(crate) const NAMES_LIMIT: usize = 1024;
@@ -79,33 +78,8 @@ impl ConsumerInfo {
     }
 }
 
-/// `{"type": ..., <info>}` for create and info.
-#[derive(Debug, Serialize)]
-pub(crate) struct InfoResponse<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(flatten)]
-    pub info: &'a ConsumerInfo,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct ErrorResponse<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub error: &'a ApiError,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct DeleteResponse {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub success: bool,
-}
-
 #[derive(Debug, Serialize)]
 pub(crate) struct NamesResponse {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub total: usize,
     pub offset: usize,
     pub limit: usize,
@@ -114,17 +88,10 @@ pub(crate) struct NamesResponse {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ListResponse {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub total: usize,
     pub offset: usize,
     pub limit: usize,
     pub consumers: Vec<ConsumerInfo>,
-}
-
-/// An error answer of type `kind`.
-pub(crate) fn error_json(kind: &'static str, error: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&ErrorResponse { kind, error }).unwrap_or_default()
 }
 
 /// A JSON body or, should encoding fail, an empty one (never happens for these types).
@@ -228,23 +195,11 @@ mod tests {
             ..Snapshot::default()
         };
         let info = ConsumerInfo::new("S", "D", 0, &cfg, &snap, false, 2_000_000_000);
-        let json = String::from_utf8(to_json(&InfoResponse {
-            kind: INFO_RESPONSE,
-            info: &info,
-        }))
-        .expect("utf8");
+        let json =
+            String::from_utf8(crate::jetstream::api::response(INFO_RESPONSE, &info)).expect("utf8");
         assert_eq!(
             json,
             r#"{"type":"io.nats.jetstream.api.v1.consumer_info_response","stream_name":"S","name":"D","created":"1970-01-01T00:00:00Z","config":{"durable_name":"D","deliver_policy":"all","ack_policy":"explicit","ack_wait":30000000000,"max_deliver":-1,"replay_policy":"instant","max_waiting":512,"max_ack_pending":1000,"num_replicas":0},"delivered":{"consumer_seq":3,"stream_seq":3,"last_active":"1970-01-01T00:00:01Z"},"ack_floor":{"consumer_seq":0,"stream_seq":0},"num_ack_pending":3,"num_redelivered":0,"num_waiting":1,"num_pending":0,"ts":"1970-01-01T00:00:02Z"}"#
-        );
-    }
-
-    #[test]
-    fn error_shape() {
-        let e = super::super::errors::consumer_not_found();
-        assert_eq!(
-            String::from_utf8(error_json(INFO_RESPONSE, &e)).expect("utf8"),
-            r#"{"type":"io.nats.jetstream.api.v1.consumer_info_response","error":{"code":404,"err_code":10014,"description":"consumer not found"}}"#
         );
     }
 }

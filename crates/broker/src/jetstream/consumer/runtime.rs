@@ -59,7 +59,6 @@ pub(crate) struct Consumer {
     pub name: String,
     pub stream_name: String,
     pub created_ns: i64,
-    pub durable: bool,
     /// Subjects it delivers (empty: all), readable without the engine's lock (the stream
     /// asks while it stores).
     filters: RwLock<Vec<String>>,
@@ -196,7 +195,6 @@ pub(crate) fn start(
         name: engine.name.to_string(),
         stream_name: engine.stream.to_string(),
         created_ns,
-        durable: cfg.is_durable(),
         filters: RwLock::new(cfg.filters()),
         engine: Mutex::new(engine),
         inbox: inbox.clone(),
@@ -857,8 +855,9 @@ pub(crate) fn cleanup_interest(stream: &Stream, limits: &dyn Limits) {
     }
 }
 
-/// The stream was purged down to `first_seq`: its consumers move on.
-pub(crate) fn stream_purged(stream: &Stream, first_seq: u64) {
+/// The stream was purged: its consumers move past what went.
+pub(crate) fn stream_purged(stream: &Stream) {
+    let first_seq = stream.inner.lock().store.state().first_seq;
     let consumers: Vec<Arc<Consumer>> = stream.consumers.lock().values().cloned().collect();
     for c in consumers {
         {
