@@ -83,7 +83,11 @@ struct RateLimit {
 pub(crate) enum Outbound {
     /// A stream message, to the deliver subject or a pull request's reply subject.
     Msg {
-        subject: Arc<str>,
+        /// Where it goes: the deliver subject or a pull request's reply subject.
+        to: Arc<str>,
+        /// The subject it was stored under: what the receiver sees (nats-server's
+        /// "deliver as"), while the delivery matches on `to`.
+        subject: String,
         reply: String,
         headers: Option<Bytes>,
         payload: Bytes,
@@ -195,6 +199,12 @@ impl Candidate {
         match self {
             Candidate::Redelivery(_, dc) => *dc,
             _ => 1,
+        }
+    }
+
+    fn into_msg(self) -> StoredMsg {
+        match self {
+            Candidate::Redelivery(m, _) | Candidate::Skip(m) | Candidate::Stream(m) => m,
         }
     }
 }
@@ -420,8 +430,10 @@ impl Engine {
         }
         self.sseq = sseq.max(1);
         self.dseq = 1;
+        // nats-server starts its consumer store with only the delivered sequence set, so a
+        // new consumer reports an ack floor of 0 until its first ack (or expiry) moves it.
         self.adflr = 0;
-        self.asflr = self.sseq - 1;
+        self.asflr = 0;
     }
 
     fn start_replay(&mut self, store: &dyn Store) {
@@ -797,7 +809,8 @@ impl Engine {
             }
             let to = subject.clone();
             self.out.push(Outbound::Msg {
-                subject,
+                to: subject,
+                subject: candidate.into_msg().subject,
                 reply,
                 headers,
                 payload,
@@ -977,6 +990,7 @@ impl Engine {
     /// Ack deadlines that passed: redeliver, or give up after `max_deliver` deliveries
     /// (nats-server's `checkPending`).
     fn expire_pending(&mut self, now: i64, first_seq: u64) {
+        let had_pending = !self.pending.is_empty();
         let gone: Vec<u64> = self.pending.range(..first_seq).map(|(s, _)| *s).collect();
         for seq in gone {
             if let Some(p) = self.forget(seq) {
@@ -1012,7 +1026,7 @@ impl Engine {
                 self.queue_redelivery(seq);
             }
         }
-        if self.pending.is_empty() {
+        if had_pending && self.pending.is_empty() {
             self.adflr = self.dseq - 1;
             self.asflr = self.sseq - 1;
         }
@@ -1469,11 +1483,11 @@ mod tests {
         out.into_iter()
             .filter_map(|o| match o {
                 Outbound::Msg {
-                    subject,
+                    to,
                     reply,
                     stream_seq,
                     ..
-                } => Some((subject.to_string(), stream_seq, reply)),
+                } => Some((to.to_string(), stream_seq, reply)),
                 _ => None,
             })
             .collect()

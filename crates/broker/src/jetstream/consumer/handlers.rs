@@ -417,6 +417,31 @@ fn offset(body: &[u8]) -> Result<usize, ApiError> {
     Ok(usize::try_from(r.offset).unwrap_or(0))
 }
 
+/// An error of names or list: nats-server sends the whole (empty) page along.
+fn paged_error(kind: &str, error: ApiError) -> Reply {
+    #[derive(serde::Serialize)]
+    struct Body {
+        error: ApiError,
+        total: usize,
+        offset: usize,
+        limit: usize,
+        consumers: [u8; 0],
+    }
+    Reply::Json {
+        body: crate::jetstream::api::response(
+            kind,
+            &Body {
+                error,
+                total: 0,
+                offset: 0,
+                limit: 0,
+                consumers: [],
+            },
+        ),
+        error: true,
+    }
+}
+
 fn sorted_consumers(stream: &Stream) -> Vec<Arc<Consumer>> {
     stream
         .consumers
@@ -430,10 +455,10 @@ fn sorted_consumers(stream: &Stream) -> Vec<Arc<Consumer>> {
 fn names(req: &Request<'_>, stream: &str) -> Reply {
     let offset = match offset(req.payload) {
         Ok(o) => o,
-        Err(e) => return Reply::error(info::NAMES_RESPONSE, e),
+        Err(e) => return paged_error(info::NAMES_RESPONSE, e),
     };
     let Some(s) = req.jsa.stream(stream) else {
-        return Reply::error(info::NAMES_RESPONSE, errors::stream_not_found());
+        return paged_error(info::NAMES_RESPONSE, errors::stream_not_found());
     };
     let all = sorted_consumers(&s);
     let total = all.len();
@@ -455,10 +480,10 @@ fn names(req: &Request<'_>, stream: &str) -> Reply {
 fn list(req: &Request<'_>, stream: &str) -> Reply {
     let offset = match offset(req.payload) {
         Ok(o) => o,
-        Err(e) => return Reply::error(info::LIST_RESPONSE, e),
+        Err(e) => return paged_error(info::LIST_RESPONSE, e),
     };
     let Some(s) = req.jsa.stream(stream) else {
-        return Reply::error(info::LIST_RESPONSE, errors::stream_not_found());
+        return paged_error(info::LIST_RESPONSE, errors::stream_not_found());
     };
     let all = sorted_consumers(&s);
     let total = all.len();

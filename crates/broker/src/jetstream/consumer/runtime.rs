@@ -490,6 +490,7 @@ impl Task {
         for o in out {
             match o {
                 Outbound::Msg {
+                    to,
                     subject,
                     reply,
                     headers,
@@ -497,7 +498,8 @@ impl Task {
                     stream_seq,
                     charged,
                 } => {
-                    let result = account.sublist.matches(subject.as_bytes());
+                    // Matched on where it goes, delivered under its own subject.
+                    let result = account.sublist.matches(to.as_bytes());
                     let ok = router.route(
                         account,
                         &result,
@@ -508,7 +510,7 @@ impl Task {
                         &payload,
                     );
                     if !ok {
-                        failed.push((stream_seq, charged.map(|c| (subject.to_string(), c))));
+                        failed.push((stream_seq, charged.map(|c| (to.to_string(), c))));
                     }
                 }
                 Outbound::Status(s) => {
