@@ -420,3 +420,264 @@ async fn restart(kind: ServerKind) {
         .expect("ack");
     assert_eq!(ack.stream, "KEEP");
 }
+
+/// `/jsz` and `/varz` (through `$SYS.REQ.SERVER.PING.<Z>`), stream advisories, and
+/// JetStream per account: an account without it gets no API.
+#[tokio::test]
+async fn monitoring_advisories_and_accounts() {
+    both(monitoring).await;
+}
+
+async fn monitoring(kind: ServerKind) {
+    let dir = tempfile::tempdir().expect("store dir");
+    let config = format!(
+        "jetstream {{ store_dir: \"{}\" }}\nsystem_account: SYS\naccounts {{\n  \
+         SYS: {{ users: [{{user: sys, password: sys}}] }}\n  \
+         A: {{ users: [{{user: a, password: a}}], jetstream: enabled }}\n  \
+         B: {{ users: [{{user: b, password: b}}] }}\n}}\n",
+        dir.path().display()
+    );
+    let server = TestServer::start(kind, &config).await;
+    let login = |user: &'static str| {
+        let url = server.url();
+        async move {
+            async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+                .connect(url)
+                .await
+                .expect("login")
+        }
+    };
+    let a = login("a").await;
+    let mut advisories = a
+        .subscribe("$JS.EVENT.ADVISORY.STREAM.>")
+        .await
+        .expect("subscribe");
+    midge_tests::round_trip(&a).await;
+    let js = jetstream::new(a.clone());
+    js.create_stream(stream::Config {
+        name: "S".into(),
+        subjects: vec!["s.*".into()],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .expect("create");
+    let advisory = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut advisories))
+        .await
+        .expect("advisory in time")
+        .expect("advisory");
+    assert_eq!(
+        advisory.subject.as_str(),
+        "$JS.EVENT.ADVISORY.STREAM.CREATED.S"
+    );
+    let body: Value = serde_json::from_slice(&advisory.payload).expect("json");
+    assert_eq!(
+        body["type"], "io.nats.jetstream.advisory.v1.stream_action",
+        "{kind}"
+    );
+    assert_eq!(
+        (body["stream"].as_str(), body["action"].as_str()),
+        (Some("S"), Some("create"))
+    );
+    for _ in 0..2 {
+        js.publish("s.x", "m".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    let sys = login("sys").await;
+    let jsz = request(
+        &sys,
+        "$SYS.REQ.SERVER.PING.JSZ",
+        r#"{"accounts":true,"streams":true,"config":true}"#,
+    )
+    .await;
+    let data = &jsz["data"];
+    assert!(
+        data["config"]["max_memory"].as_u64().is_some(),
+        "{kind}: {jsz}"
+    );
+    assert!(data["config"]["store_dir"].is_string(), "{kind}: {jsz}");
+    assert_eq!(
+        (data["streams"].as_u64(), data["messages"].as_u64()),
+        (Some(1), Some(2)),
+        "{kind}: {jsz}"
+    );
+    assert!(
+        data["api"]["total"].as_u64().is_some_and(|n| n >= 1),
+        "{kind}: {jsz}"
+    );
+    let detail = &data["account_details"][0];
+    assert_eq!(detail["name"], "A", "{kind}: {jsz}");
+    let stream = &detail["stream_detail"][0];
+    assert_eq!(stream["name"], "S", "{kind}: {jsz}");
+    assert_eq!(stream["state"]["messages"], 2, "{kind}: {jsz}");
+    assert_eq!(stream["config"]["name"], "S", "{kind}: {jsz}");
+    let varz = request(&sys, "$SYS.REQ.SERVER.PING.VARZ", "").await;
+    let section = &varz["data"]["jetstream"];
+    assert!(
+        section["config"]["max_storage"].as_u64().is_some(),
+        "{kind}: {section}"
+    );
+    assert!(
+        section["stats"]["memory"].as_u64().is_some_and(|m| m > 0),
+        "{kind}: {section}"
+    );
+    assert_eq!(varz["server"]["jetstream"], true, "{kind}");
+
+    // B has no JetStream: its requests are answered "not enabled for account".
+    let b = login("b").await;
+    let info = request(&b, "$JS.API.INFO", "").await;
+    assert_eq!(info["error"]["err_code"], 10039, "{kind}: {info}");
+    assert_eq!(
+        info["type"],
+        "io.nats.jetstream.api.v1.account_info_response"
+    );
+    let create = request(&b, "$JS.API.STREAM.CREATE.X", r#"{"name":"X"}"#).await;
+    assert_eq!(create["error"]["err_code"], 10039, "{kind}: {create}");
+}
+
+/// Account limits: streams, memory bytes and per-stream bytes, as nats-server answers them.
+#[tokio::test]
+async fn account_limits_match_nats_server() {
+    let config = |dir: &std::path::Path| {
+        format!(
+            "jetstream {{ store_dir: \"{}\" }}\naccounts {{\n  \
+             A: {{ users: [{{user: a, password: a}}], jetstream {{ max_streams: 2, max_mem: 4096, \
+             max_file: 8192, max_consumers: 5 }} }}\n}}\n",
+            dir.display()
+        )
+    };
+    let (d1, d2) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let reference = TestServer::start(ServerKind::NatsServer, &config(d1.path())).await;
+    let midge = TestServer::start(ServerKind::Midge, &config(d2.path())).await;
+    let login = |s: &TestServer| {
+        async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into()).connect(s.url())
+    };
+    let r = login(&reference).await.expect("login");
+    let m = login(&midge).await.expect("login");
+    let info_r = request(&r, "$JS.API.INFO", "").await;
+    let info_m = request(&m, "$JS.API.INFO", "").await;
+    assert_eq!(info_r["limits"], info_m["limits"], "{info_r}\n{info_m}");
+    let steps: &[(&str, &str)] = &[
+        (
+            "$JS.API.STREAM.CREATE.BIG",
+            r#"{"name":"BIG","storage":"memory","max_bytes":10000}"#,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.M",
+            r#"{"name":"M","storage":"memory","max_bytes":2048}"#,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.M2",
+            r#"{"name":"M2","storage":"memory","max_bytes":4096}"#,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","max_bytes":1024}"#,
+        ),
+        ("$JS.API.STREAM.CREATE.G", r#"{"name":"G"}"#),
+    ];
+    for (subject, body) in steps {
+        let a = request(&r, subject, body).await;
+        let b = request(&m, subject, body).await;
+        assert_eq!(
+            a["error"], b["error"],
+            "{subject} {body}:\nnats-server {a}\nmidge       {b}"
+        );
+    }
+}
+
+/// A publisher far faster than the stream: nothing is lost, the publisher is slowed down
+/// (midge only: the queue in front of a stream is midge's).
+#[tokio::test]
+async fn a_fast_publisher_loses_nothing() {
+    let (server, _dir) = js_server(ServerKind::Midge).await;
+    let client = connect(&server).await;
+    let js = jetstream::new(client.clone());
+    let mut s = js
+        .create_stream(stream::Config {
+            name: "FLOOD".into(),
+            subjects: vec!["flood".into()],
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    const N: u64 = 200_000;
+    for i in 0..N {
+        client
+            .publish("flood", i.to_string().into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = s.info().await.expect("info").clone();
+        if info.state.messages == N {
+            assert_eq!(info.state.last_sequence, N);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {N} stored",
+            info.state.messages
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stream sourcing another (filtered) and a mirror, on both servers: same messages,
+/// same `Nats-Stream-Source` header, same sequences in the mirror.
+#[tokio::test]
+async fn sources_and_mirrors() {
+    both(sourcing).await;
+}
+
+async fn sourcing(kind: ServerKind) {
+    let (server, _dir) = js_server(kind).await;
+    let client = connect(&server).await;
+    for (name, body) in [
+        ("O", r#"{"name":"O","subjects":["o.*"]}"#),
+        (
+            "AGG",
+            r#"{"name":"AGG","sources":[{"name":"O","filter_subject":"o.keep"}]}"#,
+        ),
+        ("M", r#"{"name":"M","mirror":{"name":"O"}}"#),
+    ] {
+        let created = request(&client, &format!("$JS.API.STREAM.CREATE.{name}"), body).await;
+        assert!(created["error"].is_null(), "{kind} {name}: {created}");
+    }
+    for subject in ["o.keep", "o.drop", "o.keep"] {
+        publish(&client, subject, &[]).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let agg = request(&client, "$JS.API.STREAM.INFO.AGG", "").await;
+        let m = request(&client, "$JS.API.STREAM.INFO.M", "").await;
+        if agg["state"]["messages"] == 2 && m["state"]["messages"] == 3 {
+            assert_eq!(m["state"]["last_seq"], 3, "{kind}: {m}");
+            assert_eq!(agg["sources"][0]["name"], "O", "{kind}: {agg}");
+            assert_eq!(m["mirror"]["name"], "O", "{kind}: {m}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{kind}: {agg}\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let js = jetstream::new(client.clone());
+    let agg = js.get_stream("AGG").await.expect("AGG");
+    let second = agg.get_raw_message(2).await.expect("get");
+    assert_eq!(second.subject.as_str(), "o.keep");
+    let source = second
+        .headers
+        .get("Nats-Stream-Source")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    assert!(source.starts_with("O 3"), "{kind}: {source:?}");
+}

@@ -559,6 +559,7 @@ fn apply(
     // (to drop a removed user at once).
     inner.accounts.sync(new);
     crate::core::imports::apply(inner, new);
+    crate::jetstream::accounts_changed(inner, new);
     inner.opts_tx.send_replace(new.clone());
     let clients: Vec<_> = inner.clients.lock().values().cloned().collect();
     for c in &clients {

@@ -587,7 +587,7 @@ fn answer(srv: &Arc<ServerInner>, monitor: &monitor::MonitorState, msg: Internal
                 id: &srv.id,
             },
         ),
-        "VARZ" | "CONNZ" | "SUBSZ" | "ROUTEZ" | "LEAFZ" | "ACCOUNTZ" | "HEALTHZ" => {
+        "VARZ" | "CONNZ" | "SUBSZ" | "ROUTEZ" | "LEAFZ" | "ACCOUNTZ" | "JSZ" | "HEALTHZ" => {
             let query = monitor::Query::from_json(body.as_ref());
             let (data, error) = match monitor::endpoint_json(monitor, endpoint, &query) {
                 Ok(v) => (Some(v), None),

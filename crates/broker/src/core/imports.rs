@@ -342,7 +342,10 @@ fn responses_of(srv: &ServerInner, exporter: &Arc<Account>) -> Arc<Responses> {
 /// Gives `sub` (of an importing account) its shadows in the exporting accounts.
 pub(crate) fn add_shadows(srv: &ServerInner, sub: &Arc<Subscription>) {
     if sub.shadow.is_some()
-        || !matches!(sub.owner, Subscriber::Client(_) | Subscriber::Internal(_))
+        || !matches!(
+            sub.owner,
+            Subscriber::Client(_) | Subscriber::Internal(_) | Subscriber::Stream(_)
+        )
         || !sub.account.imports.has_streams()
     {
         return;

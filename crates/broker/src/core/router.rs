@@ -709,6 +709,10 @@ impl Router {
             Subscriber::Internal(h) => {
                 self.deliver_internal(&parent, h, &mapped, reply, headers, payload)
             }
+            // A stream of the importing account stores what it imports.
+            Subscriber::Stream(ingest) => {
+                !origin.is_route() && self.deliver_stream(ingest, &mapped, reply, headers, payload)
+            }
             _ => false,
         }
     }

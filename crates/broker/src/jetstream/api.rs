@@ -497,7 +497,22 @@ pub struct StreamInfo {
     pub domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<SourceInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceInfo>,
     pub ts: String,
+}
+
+/// `mirror` / `sources` of a stream info (nats-server's `StreamSourceInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub lag: u64,
+    /// Nanoseconds since it last heard from its origin.
+    pub active: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_subject: Option<String>,
 }
 
 /// `cluster` of a stream info: this server alone leads every stream.

@@ -13,6 +13,7 @@ pub const SEQUENCE: &str = "Nats-Sequence";
 pub const TIME_STAMP: &str = "Nats-Time-Stamp";
 pub const LAST_SEQUENCE: &str = "Nats-Last-Sequence";
 pub const MSG_SIZE: &str = "Nats-Msg-Size";
+pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
 
 /// The value of header `key` (name compared without case), trimmed.
 pub fn get<'a>(block: &'a [u8], key: &str) -> Option<&'a str> {

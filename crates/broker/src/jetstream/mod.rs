@@ -19,7 +19,10 @@
 pub(crate) mod api;
 pub(crate) mod consumer;
 pub(crate) mod headers;
+#[cfg(test)]
+mod server_tests;
 pub(crate) mod service;
+pub(crate) mod source;
 pub(crate) mod stream;
 pub(crate) mod transform;
 
@@ -71,6 +74,11 @@ pub(crate) struct JetStream {
     pub api_total: AtomicU64,
     pub api_errors: AtomicU64,
     accounts: RwLock<BTreeMap<String, Arc<JsAccount>>>,
+    /// The API task's queue (set at start), for accounts enabled later by a reload.
+    api_tx: Mutex<Option<tokio::sync::mpsc::Sender<service::ApiRequest>>>,
+    /// `$JS.API.>` of the accounts without JetStream: answered "not enabled for account",
+    /// as nats-server does.
+    disabled_api_subs: Mutex<BTreeMap<String, Vec<Arc<Subscription>>>>,
 }
 
 /// JetStream in one account.
@@ -124,6 +132,8 @@ impl JetStream {
             api_total: AtomicU64::new(0),
             api_errors: AtomicU64::new(0),
             accounts: RwLock::new(BTreeMap::new()),
+            api_tx: Mutex::new(None),
+            disabled_api_subs: Mutex::new(BTreeMap::new()),
         })))
     }
 
@@ -138,20 +148,6 @@ impl JetStream {
     /// Bytes reserved by streams with `max_bytes` of `storage`, server-wide.
     pub fn reserved(&self, storage: Storage) -> u64 {
         self.accounts().iter().map(|a| a.reserved(storage)).sum()
-    }
-
-    /// Streams and consumers in every account.
-    #[allow(dead_code)] // For /jsz and /varz (next commit).
-    pub fn counts(&self) -> (usize, usize) {
-        let mut streams = 0;
-        let mut consumers = 0;
-        for a in self.accounts() {
-            for s in a.streams.read().values() {
-                streams += 1;
-                consumers += s.consumers.lock().len();
-            }
-        }
-        (streams, consumers)
     }
 
     fn stream_dir(&self, account: &str, stream: &str) -> PathBuf {
@@ -258,45 +254,106 @@ pub(crate) fn start(srv: &Arc<ServerInner>) {
         info!("  Domain:          {d}");
     }
     let (tx, rx) = tokio::sync::mpsc::channel(service::REQUEST_QUEUE);
+    *js.api_tx.lock() = Some(tx);
     for name in opts.jetstream_accounts() {
-        let Some(account) = srv.accounts.get(&name) else {
-            continue;
-        };
-        let limits = opts.jetstream_account_limits(&name).unwrap_or_default();
-        let jsa = Arc::new(JsAccount {
-            account: account.clone(),
-            limits: RwLock::new(limits),
-            streams: RwLock::new(BTreeMap::new()),
-            mem_used: AtomicU64::new(0),
-            store_used: AtomicU64::new(0),
-            api_total: AtomicU64::new(0),
-            api_errors: AtomicU64::new(0),
-            api_subs: Mutex::new(Vec::new()),
-            create_lock: Mutex::new(()),
-        });
-        js.accounts.write().insert(name.clone(), jsa.clone());
-        recover_streams(srv, &js, &jsa);
-        let inbox = Arc::new(service::ApiInbox::new(account.clone(), tx.clone()));
-        let mut subjects = vec!["$JS.API.>".to_string()];
-        if let Some(d) = &js.domain {
-            subjects.push(format!("$JS.{d}.API.>"));
-        }
-        for subject in subjects {
-            let sub = Subscription::new(
-                Subscriber::JsApi(inbox.clone()),
-                account.clone(),
-                subject.as_bytes(),
-                None,
-                b"",
-            );
-            if router::subscribe(srv, &sub).is_ok() {
-                jsa.api_subs.lock().push(sub);
-            }
+        enable_account(srv, &js, &opts, &name);
+    }
+    let system = srv.accounts.system().map(|a| a.name.clone());
+    for account in srv.accounts.all() {
+        if js.account(&account.name).is_none() && Some(&account.name) != system.as_ref() {
+            let subs = subscribe_api(srv, &js, &account);
+            js.disabled_api_subs
+                .lock()
+                .insert(account.name.to_string(), subs);
         }
     }
     service::spawn(srv, js.clone(), rx);
     spawn_sync_timer(srv, &js);
     info!("JetStream started");
+}
+
+/// JetStream in account `name`: its state, its streams on disk, its API subscriptions.
+fn enable_account(srv: &Arc<ServerInner>, js: &Arc<JetStream>, opts: &Options, name: &str) {
+    let Some(account) = srv.accounts.get(name) else {
+        return;
+    };
+    let limits = opts.jetstream_account_limits(name).unwrap_or_default();
+    let jsa = Arc::new(JsAccount {
+        account: account.clone(),
+        limits: RwLock::new(limits),
+        streams: RwLock::new(BTreeMap::new()),
+        mem_used: AtomicU64::new(0),
+        store_used: AtomicU64::new(0),
+        api_total: AtomicU64::new(0),
+        api_errors: AtomicU64::new(0),
+        api_subs: Mutex::new(Vec::new()),
+        create_lock: Mutex::new(()),
+    });
+    js.accounts.write().insert(name.to_string(), jsa.clone());
+    recover_streams(srv, js, &jsa);
+    let subs = match js.disabled_api_subs.lock().remove(name) {
+        Some(subs) => subs,
+        None => subscribe_api(srv, js, &account),
+    };
+    *jsa.api_subs.lock() = subs;
+}
+
+/// The `$JS.API.>` (and domain) subscriptions of an account.
+fn subscribe_api(
+    srv: &Arc<ServerInner>,
+    js: &JetStream,
+    account: &Arc<Account>,
+) -> Vec<Arc<Subscription>> {
+    let Some(tx) = js.api_tx.lock().clone() else {
+        return Vec::new();
+    };
+    let inbox = Arc::new(service::ApiInbox::new(account.clone(), tx));
+    let mut subjects = vec!["$JS.API.>".to_string()];
+    if let Some(d) = &js.domain {
+        subjects.push(format!("$JS.{d}.API.>"));
+    }
+    let mut subs = Vec::new();
+    for subject in subjects {
+        let sub = Subscription::new(
+            Subscriber::JsApi(inbox.clone()),
+            account.clone(),
+            subject.as_bytes(),
+            None,
+            b"",
+        );
+        if router::subscribe(srv, &sub).is_ok() {
+            subs.push(sub);
+        }
+    }
+    subs
+}
+
+/// A reload changed the accounts: new limits are in force at once, accounts that gained
+/// JetStream get it. An account that lost it keeps its streams until a restart (they are
+/// not deleted by a config change), with a warning.
+pub(crate) fn accounts_changed(srv: &Arc<ServerInner>, opts: &Options) {
+    let Some(js) = srv.jetstream.clone() else {
+        return;
+    };
+    for name in opts.jetstream_accounts() {
+        match js.account(&name) {
+            Some(jsa) => {
+                *jsa.limits.write() = opts.jetstream_account_limits(&name).unwrap_or_default();
+            }
+            None => {
+                info!("JetStream enabled for account {name}");
+                enable_account(srv, &js, opts, &name);
+            }
+        }
+    }
+    for jsa in js.accounts() {
+        if opts.jetstream_account_limits(&jsa.account.name).is_none() {
+            warn!(
+                "JetStream stays on for account {} until a restart (a reload does not remove streams)",
+                jsa.account.name
+            );
+        }
+    }
 }
 
 /// File streams are fsynced on this interval unless `sync: always`.
@@ -441,12 +498,16 @@ pub(crate) fn open_stream(
         consumers: Mutex::new(BTreeMap::new()),
         dir,
         config_changed: Notify::new(),
+        sources: Mutex::new(Vec::new()),
+        on_disk: config.storage == Storage::File,
+        sync_each_batch: config.storage == Storage::File && js.sync == JetStreamSync::Always,
     });
     let limits = stream_limits(js, jsa);
     limits.usage_changed(config.storage, 0, bytes);
     subscribe_stream(srv, &stream, &config.subjects);
     jsa.streams.write().insert(name, stream.clone());
-    tokio::spawn(stream.clone().run(Arc::downgrade(srv), limits));
+    tokio::spawn(stream.clone().run(Arc::downgrade(srv), limits.clone()));
+    source::spawn(srv, jsa, &stream, source::specs(&config)?, limits);
     Ok(stream)
 }
 
@@ -492,6 +553,7 @@ pub(crate) fn apply_update(
         .map_err(ApiError::update_failed)?;
     }
     let limits = stream_limits(js, jsa);
+    let sources_before = stream.config().sources;
     let subjects_changed = {
         let mut inner = stream.inner.lock();
         let changed = inner.config.subjects != config.subjects;
@@ -501,6 +563,9 @@ pub(crate) fn apply_update(
     };
     if subjects_changed {
         subscribe_stream(srv, stream, &config.subjects);
+    }
+    if config.sources != sources_before {
+        source::spawn(srv, jsa, stream, source::specs(&config)?, limits);
     }
     stream.config_changed.notify_one();
     Ok(())
@@ -553,13 +618,14 @@ pub(crate) fn send_replies(
     }
     let mut router = Router::new(srv.clone(), rand::random());
     for (reply, body) in acks.drain(..) {
-        publish_with(&mut router, account, &reply, None, &body);
+        publish_with(&mut router, account, &reply, None, None, &body);
     }
     for r in republished.drain(..) {
         publish_with(
             &mut router,
             account,
             r.subject.as_bytes(),
+            None,
             Some(&r.headers),
             &r.payload,
         );
@@ -567,11 +633,67 @@ pub(crate) fn send_replies(
     router.flush(true);
 }
 
-/// One message into `account` through `router` (flush it afterwards).
+/// What happened to a stream, for `$JS.EVENT.ADVISORY.STREAM.<CREATED|UPDATED|DELETED>`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StreamAction {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Publishes a stream advisory in the stream's account, as nats-server's
+/// `JSStreamActionAdvisory`; nothing is built when nobody listens.
+pub(crate) fn stream_advisory(
+    srv: &Arc<ServerInner>,
+    js: &JetStream,
+    account: &Arc<Account>,
+    stream: &str,
+    action: StreamAction,
+) {
+    let (what, action) = match action {
+        StreamAction::Create => ("CREATED", "create"),
+        StreamAction::Update => ("UPDATED", "modify"),
+        StreamAction::Delete => ("DELETED", "delete"),
+    };
+    let subject = format!("$JS.EVENT.ADVISORY.STREAM.{what}.{stream}");
+    let interest = account.sublist.matches(subject.as_bytes());
+    if interest.psubs.is_empty() && interest.qsubs.is_empty() {
+        return;
+    }
+    #[derive(Serialize)]
+    struct Advisory<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: String,
+        timestamp: String,
+        stream: &'a str,
+        action: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<&'a str>,
+    }
+    let body = Advisory {
+        kind: "io.nats.jetstream.advisory.v1.stream_action",
+        id: crate::sys::random_id(22),
+        timestamp: api::rfc3339_nanos(api::now_nanos()),
+        stream,
+        action,
+        domain: js.domain.as_deref(),
+    };
+    let Ok(json) = serde_json::to_vec(&body) else {
+        return;
+    };
+    let mut router = Router::new(srv.clone(), rand::random());
+    publish_with(&mut router, account, subject.as_bytes(), None, None, &json);
+    router.flush(true);
+}
+
+/// One message into `account` through `router` (flush it afterwards), as the server
+/// publishes it (PubAcks, advisories; consumers deliver with an ack `reply`).
 pub(crate) fn publish_with(
     router: &mut Router,
     account: &Arc<Account>,
     subject: &[u8],
+    reply: Option<&[u8]>,
     headers: Option<&[u8]>,
     payload: &[u8],
 ) -> bool {
@@ -584,7 +706,7 @@ pub(crate) fn publish_with(
         &result,
         Origin::Internal,
         subject,
-        None,
+        reply,
         headers,
         payload,
     )
@@ -707,12 +829,9 @@ pub(crate) fn check_config(
             ));
         }
     }
-    if cfg.mirror.is_some() || cfg.sources.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid_config(
-            "stream mirrors and sources are not supported by midge yet",
-        ));
-    }
-    if cfg.subjects.is_empty() {
+    let sourced = cfg.mirror.is_some() || cfg.sources.as_ref().is_some_and(|s| !s.is_empty());
+    source::specs(&cfg)?;
+    if cfg.subjects.is_empty() && !sourced {
         cfg.subjects.push(cfg.name.clone());
     }
     let mut seen = std::collections::HashSet::new();

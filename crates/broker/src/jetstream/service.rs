@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, types, ApiError, StreamConfig, StreamInfo};
 use super::stream::{api_msg, Stream};
-use super::{headers, JetStream, JsAccount};
+use super::{headers, JetStream, JsAccount, StreamAction};
 use crate::core::router::Router;
 use crate::core::{Account, InternalMsg};
 use crate::server::ServerInner;
@@ -161,8 +161,10 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
         }
     };
     let Some(jsa) = js.account(&req.account.name) else {
-        let body = api::error_response(types::SYSTEM, &ApiError::not_enabled_for_account());
-        respond(srv, &req.account, reply, None, &body);
+        if let Some(kind) = response_type(tail) {
+            let body = api::error_response(kind, &ApiError::not_enabled_for_account());
+            respond(srv, &req.account, reply, None, &body);
+        }
         return;
     };
     let request = Request {
@@ -192,6 +194,31 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
     }
 }
 
+/// The response type of a request, `None` for what gets no JSON answer.
+fn response_type(tail: &str) -> Option<&'static str> {
+    let t = tail;
+    Some(match () {
+        _ if t == "INFO" => types::ACCOUNT_INFO,
+        _ if t == "STREAM.NAMES" => types::STREAM_NAMES,
+        _ if t == "STREAM.LIST" => types::STREAM_LIST,
+        _ if t.starts_with("STREAM.CREATE.") => types::STREAM_CREATE,
+        _ if t.starts_with("STREAM.UPDATE.") => types::STREAM_UPDATE,
+        _ if t.starts_with("STREAM.INFO.") => types::STREAM_INFO,
+        _ if t.starts_with("STREAM.DELETE.") => types::STREAM_DELETE,
+        _ if t.starts_with("STREAM.PURGE.") => types::STREAM_PURGE,
+        _ if t.starts_with("STREAM.MSG.GET.") => types::MSG_GET,
+        _ if t.starts_with("STREAM.MSG.DELETE.") => types::MSG_DELETE,
+        _ if t.starts_with("CONSUMER.CREATE.") || t.starts_with("CONSUMER.DURABLE.") => {
+            types::CONSUMER_CREATE
+        }
+        _ if t.starts_with("CONSUMER.INFO.") => types::CONSUMER_INFO,
+        _ if t.starts_with("CONSUMER.NAMES.") => types::CONSUMER_NAMES,
+        _ if t.starts_with("CONSUMER.LIST.") => types::CONSUMER_LIST,
+        _ if t.starts_with("CONSUMER.DELETE.") => types::CONSUMER_DELETE,
+        _ => return None,
+    })
+}
+
 fn respond(
     srv: &Arc<ServerInner>,
     account: &Arc<Account>,
@@ -200,7 +227,14 @@ fn respond(
     payload: &[u8],
 ) {
     let mut router = Router::new(srv.clone(), rand::random());
-    super::publish_with(&mut router, account, subject.as_bytes(), headers, payload);
+    super::publish_with(
+        &mut router,
+        account,
+        subject.as_bytes(),
+        None,
+        headers,
+        payload,
+    );
     router.flush(true);
 }
 
@@ -291,6 +325,10 @@ pub(crate) fn stream_info(
     stream: &Stream,
     opts: Option<&api::StreamInfoRequest>,
 ) -> Result<StreamInfo, ApiError> {
+    let (mirror, sources) = match js.account(&stream.account.name) {
+        Some(jsa) => super::source::info(&jsa, stream),
+        None => (None, Vec::new()),
+    };
     let inner = stream.inner.lock();
     let st = inner.store.state();
     let subjects = match opts.map(|o| o.subjects_filter.as_str()) {
@@ -331,8 +369,14 @@ pub(crate) fn stream_info(
         },
         domain: js.domain.clone(),
         cluster: None,
+        mirror,
+        sources,
         ts: api::rfc3339_nanos(api::now_nanos()),
     })
+}
+
+fn advise(req: &Request<'_>, stream: &str, action: StreamAction) {
+    super::stream_advisory(req.srv, req.js, &req.jsa.account, stream, action);
 }
 
 #[derive(Serialize)]
@@ -356,12 +400,21 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
     }
     let jsa = req.jsa;
     let limits = *jsa.limits.read();
-    let cfg = match super::check_config(cfg, Some(&limits)) {
+    let mut cfg = match super::check_config(cfg, Some(&limits)) {
         Ok(c) => c,
         Err(e) => return Reply::error(kind, e),
     };
     if cfg.num_replicas > 1 {
         return Reply::error(kind, ApiError::replicas_not_supported());
+    }
+    // A mirror serves direct gets when its origin does (nats-server's inheritance).
+    let origin = cfg
+        .mirror
+        .as_ref()
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str());
+    if let Some(origin) = origin.and_then(|n| jsa.stream(n)) {
+        cfg.mirror_direct = origin.config().allow_direct;
     }
     let _one_at_a_time = jsa.create_lock.lock();
     if let Some(existing) = jsa.stream(name) {
@@ -369,21 +422,7 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
             return Reply::error(kind, ApiError::stream_name_exists());
         }
         return match stream_info(req.js, &existing, None) {
-            Ok(info) => Reply::ok(
-                kind,
-                &CreateBody {
-                    info,
-                    did_create: false,
-                },
-            ),
-            Err(e) => Reply::error(kind, e),
-        };
-    }
-    if let Some(e) = create_checks(req.js, jsa, &cfg, None) {
-        return Reply::error(kind, e);
-    }
-    match super::open_stream(req.srv, req.js, jsa, cfg, api::now_nanos(), true) {
-        Ok(stream) => match stream_info(req.js, &stream, None) {
+            // nats-server says did_create for an existing identical stream too.
             Ok(info) => Reply::ok(
                 kind,
                 &CreateBody {
@@ -392,7 +431,24 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
                 },
             ),
             Err(e) => Reply::error(kind, e),
-        },
+        };
+    }
+    if let Some(e) = create_checks(req.js, jsa, &cfg, None) {
+        return Reply::error(kind, e);
+    }
+    let stream = match super::open_stream(req.srv, req.js, jsa, cfg, api::now_nanos(), true) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(kind, e),
+    };
+    advise(req, name, StreamAction::Create);
+    match stream_info(req.js, &stream, None) {
+        Ok(info) => Reply::ok(
+            kind,
+            &CreateBody {
+                info,
+                did_create: true,
+            },
+        ),
         Err(e) => Reply::error(kind, e),
     }
 }
@@ -427,6 +483,9 @@ fn create_checks(
             }
         }
     }
+    if forms_cycle(jsa, cfg) {
+        return Some(ApiError::invalid_config("detected cycle"));
+    }
     if cfg.max_bytes > 0 {
         let old = replacing
             .filter(|o| o.storage == cfg.storage && o.max_bytes > 0)
@@ -452,6 +511,33 @@ fn create_checks(
         }
     }
     None
+}
+
+/// The streams a configuration copies from (mirror and sources).
+fn origins(cfg: &StreamConfig) -> Vec<String> {
+    cfg.mirror
+        .iter()
+        .chain(cfg.sources.iter().flatten())
+        .filter_map(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect()
+}
+
+/// Whether following sources and mirrors from `cfg` leads back to it.
+fn forms_cycle(jsa: &JsAccount, cfg: &StreamConfig) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = origins(cfg);
+    while let Some(name) = todo.pop() {
+        if name == cfg.name {
+            return true;
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(s) = jsa.stream(&name) {
+            todo.extend(origins(&s.config()));
+        }
+    }
+    false
 }
 
 fn stream_update(req: &Request<'_>, name: &str) -> Reply {
@@ -483,6 +569,7 @@ fn stream_update(req: &Request<'_>, name: &str) -> Reply {
     if let Err(e) = super::apply_update(req.srv, req.js, jsa, &stream, cfg) {
         return Reply::error(kind, e);
     }
+    advise(req, name, StreamAction::Update);
     match stream_info(req.js, &stream, None) {
         Ok(info) => Reply::ok(kind, &info),
         Err(e) => Reply::error(kind, e),
@@ -620,7 +707,10 @@ fn stream_delete(req: &Request<'_>, name: &str) -> Reply {
         return Reply::error(kind, ApiError::stream_not_found());
     };
     match super::delete_stream(req.srv, req.js, req.jsa, &stream) {
-        Ok(()) => Reply::ok(kind, &Success { success: true }),
+        Ok(()) => {
+            advise(req, name, StreamAction::Delete);
+            Reply::ok(kind, &Success { success: true })
+        }
         Err(e) => Reply::error(kind, e),
     }
 }

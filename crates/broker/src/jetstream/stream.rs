@@ -588,6 +588,13 @@ pub(crate) struct Stream {
     pub dir: Option<PathBuf>,
     /// Wakes the stream's task when `max_age` changed (the expiry timer).
     pub config_changed: Notify,
+    /// Its mirror or sources (see `source.rs`).
+    pub sources: Mutex<Vec<super::source::SourceSpec>>,
+    /// A file stream: its batches are stored on the blocking pool.
+    pub on_disk: bool,
+    /// `sync_interval: always`: each batch is fsynced once before its PubAcks go out (a
+    /// group commit: every acknowledged message is on disk, at one fsync per batch).
+    pub sync_each_batch: bool,
 }
 
 impl Stream {
@@ -668,7 +675,32 @@ impl Stream {
                 if batch.is_empty() {
                     break;
                 }
-                self.store_batch(&batch, &*limits, &mut acks, &mut republished);
+                if self.on_disk {
+                    // Disk writes (and fsyncs) off the async workers.
+                    let me = self.clone();
+                    let lim = limits.clone();
+                    let work = std::mem::take(&mut batch);
+                    let done = tokio::task::spawn_blocking(move || {
+                        let mut acks = Vec::new();
+                        let mut republished = Vec::new();
+                        me.store_batch(&work, &*lim, &mut acks, &mut republished);
+                        (work, acks, republished)
+                    })
+                    .await;
+                    match done {
+                        Ok((work, a, r)) => {
+                            batch = work;
+                            acks = a;
+                            republished = r;
+                        }
+                        Err(e) => {
+                            warn!(stream = %self.name, "JetStream store task failed: {e}");
+                            return;
+                        }
+                    }
+                } else {
+                    self.store_batch(&batch, &*limits, &mut acks, &mut republished);
+                }
                 let Some(srv) = srv.upgrade() else { return };
                 super::send_replies(&srv, &self.account, &mut acks, &mut republished);
                 self.notify_stored();
@@ -732,6 +764,24 @@ impl Stream {
                 },
             };
             acks.push((reply.clone(), serde_json::to_vec(&ack).unwrap_or_default()));
+        }
+        if self.sync_each_batch {
+            if let Err(e) = inner.store.sync() {
+                // Stored but not known durable: the publishers hear it and may retry
+                // (a Nats-Msg-Id makes the retry a duplicate, not a second copy).
+                warn!(stream = %self.name, "JetStream fsync failed: {e}");
+                let error = ApiError::store_failed(format!("sync failed: {e}"));
+                for (_, body) in acks.iter_mut() {
+                    let ack = api::PubAck {
+                        error: Some(error.clone()),
+                        stream: self.name.clone(),
+                        seq: 0,
+                        domain: None,
+                        duplicate: false,
+                    };
+                    *body = serde_json::to_vec(&ack).unwrap_or_default();
+                }
+            }
         }
     }
 }
@@ -1040,6 +1090,84 @@ mod tests {
         let r = r.expect("republished");
         assert_eq!(r.subject, "repub.s.moved.x");
         assert_eq!(headers::get(&r.headers, headers::SEQUENCE), Some("1"));
+    }
+
+    /// A store that is out of space.
+    #[derive(Debug)]
+    struct FullStore(MemStore);
+
+    impl Store for FullStore {
+        fn append(
+            &mut self,
+            _: &str,
+            _: Option<&[u8]>,
+            _: &[u8],
+            _: i64,
+        ) -> midge_store::Result<u64> {
+            Err(StoreError::Full("no space left on device".into()))
+        }
+        fn get(&self, seq: u64) -> midge_store::Result<StoredMsg> {
+            self.0.get(seq)
+        }
+        fn next_matching(&self, seq: u64, filter: Option<&str>) -> Option<StoredMsg> {
+            self.0.next_matching(seq, filter)
+        }
+        fn last_matching(&self, filter: &str) -> Option<StoredMsg> {
+            self.0.last_matching(filter)
+        }
+        fn remove(&mut self, seq: u64, erase: bool) -> midge_store::Result<bool> {
+            self.0.remove(seq, erase)
+        }
+        fn purge(
+            &mut self,
+            f: Option<&str>,
+            up_to: Option<u64>,
+            keep: u64,
+        ) -> midge_store::Result<u64> {
+            self.0.purge(f, up_to, keep)
+        }
+        fn state(&self) -> midge_store::StreamState {
+            self.0.state()
+        }
+        fn subjects_state(
+            &self,
+            f: &str,
+        ) -> std::collections::BTreeMap<String, midge_store::SubjectState> {
+            self.0.subjects_state(f)
+        }
+        fn subject_state(&self, s: &str) -> Option<midge_store::SubjectState> {
+            self.0.subject_state(s)
+        }
+        fn num_pending(&self, seq: u64, f: Option<&str>) -> u64 {
+            self.0.num_pending(seq, f)
+        }
+        fn reset_first_seq(&mut self, seq: u64) -> midge_store::Result<()> {
+            self.0.reset_first_seq(seq)
+        }
+        fn sync(&mut self) -> midge_store::Result<()> {
+            Ok(())
+        }
+        fn delete(&mut self) -> midge_store::Result<()> {
+            self.0.delete()
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_resources_to_the_publisher() {
+        let cfg = super::super::check_config(config(|_| {}), None).expect("valid");
+        let mut s = StreamInner::new(cfg, Box::new(FullStore(MemStore::new()))).expect("stream");
+        let e = put(&mut s, "s.a", None).expect_err("full");
+        assert_eq!(
+            (e.code, e.err_code, e.description.as_str()),
+            (503, 10023, "insufficient resources")
+        );
+        assert_eq!(s.store.state().msgs, 0);
+    }
+
+    #[test]
+    fn first_seq_numbers_a_new_stream() {
+        let mut s = stream(config(|c| c.first_seq = 100));
+        assert_eq!(put(&mut s, "s.a", None).expect("stored").seq, 100);
     }
 
     #[test]

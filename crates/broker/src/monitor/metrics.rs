@@ -208,6 +208,7 @@ pub(crate) fn render(state: &MonitorState) -> String {
         "Seconds since the server started.",
         uptime,
     );
+    jetstream(srv, &mut o);
     o.labels = format!(
         "server_id=\"{}\",version=\"{}\",nats_version=\"{}\"",
         escape(&srv.id),
@@ -221,6 +222,145 @@ pub(crate) fn render(state: &MonitorState) -> String {
         1,
     );
     o.text
+}
+
+/// JetStream, with the prometheus-nats-exporter's `-jsz` names: server totals
+/// (`jetstream_server_*`) and one series per stream (`jetstream_stream_*`, labelled
+/// `account` and `stream_name`).
+fn jetstream(srv: &crate::server::ServerInner, o: &mut Out) {
+    let Some(js) = &srv.jetstream else {
+        o.metric(
+            "jetstream_server_jetstream_disabled",
+            "gauge",
+            "1 when JetStream is off.",
+            1,
+        );
+        return;
+    };
+    o.metric(
+        "jetstream_server_jetstream_disabled",
+        "gauge",
+        "1 when JetStream is off.",
+        0,
+    );
+    o.metric(
+        "jetstream_server_max_memory",
+        "gauge",
+        "Bytes memory streams may hold.",
+        js.max_memory,
+    );
+    o.metric(
+        "jetstream_server_max_storage",
+        "gauge",
+        "Bytes file streams may hold.",
+        js.max_store,
+    );
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    o.metric(
+        "jetstream_server_memory_used",
+        "gauge",
+        "Bytes memory streams hold.",
+        load(&js.mem_used),
+    );
+    o.metric(
+        "jetstream_server_storage_used",
+        "gauge",
+        "Bytes file streams hold.",
+        load(&js.store_used),
+    );
+    o.metric(
+        "jetstream_server_api_requests",
+        "counter",
+        "JetStream API requests answered.",
+        load(&js.api_total),
+    );
+    o.metric(
+        "jetstream_server_api_errors",
+        "counter",
+        "JetStream API requests answered with an error.",
+        load(&js.api_errors),
+    );
+    let mut rows = Vec::new();
+    let (mut streams, mut consumers, mut messages, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for a in js.accounts() {
+        for s in a.streams.read().values() {
+            let st = s.inner.lock().store.state();
+            let n_consumers = s.consumers.lock().len() as u64;
+            streams += 1;
+            consumers += n_consumers;
+            messages += st.msgs;
+            bytes += st.bytes;
+            rows.push((a.account.name.to_string(), s.name.clone(), st, n_consumers));
+        }
+    }
+    o.metric(
+        "jetstream_server_total_streams",
+        "gauge",
+        "Streams in every account.",
+        streams,
+    );
+    o.metric(
+        "jetstream_server_total_consumers",
+        "gauge",
+        "Consumers in every account.",
+        consumers,
+    );
+    o.metric(
+        "jetstream_server_total_messages",
+        "gauge",
+        "Messages stored in every stream.",
+        messages,
+    );
+    o.metric(
+        "jetstream_server_total_message_bytes",
+        "gauge",
+        "Bytes stored in every stream.",
+        bytes,
+    );
+    type Value = fn(&midge_store::StreamState, u64) -> u64;
+    let series: [(&str, &str, Value); 5] = [
+        (
+            "jetstream_stream_total_messages",
+            "Messages in the stream.",
+            |s, _| s.msgs,
+        ),
+        (
+            "jetstream_stream_total_bytes",
+            "Bytes in the stream.",
+            |s, _| s.bytes,
+        ),
+        (
+            "jetstream_stream_first_seq",
+            "First sequence in the stream.",
+            |s, _| s.first_seq,
+        ),
+        (
+            "jetstream_stream_last_seq",
+            "Last sequence in the stream.",
+            |s, _| s.last_seq,
+        ),
+        (
+            "jetstream_stream_consumer_count",
+            "Consumers of the stream.",
+            |_, c| c,
+        ),
+    ];
+    for (name, help, value) in series {
+        if rows.is_empty() {
+            break;
+        }
+        let _ = write!(o.text, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for (account, stream, st, n_consumers) in &rows {
+            let _ = writeln!(
+                o.text,
+                "{name}{{{},account=\"{}\",stream_name=\"{}\"}} {}",
+                o.labels,
+                escape(account),
+                escape(stream),
+                value(st, *n_consumers)
+            );
+        }
+    }
 }
 
 /// One queue group of this server's clients: (account, subject, queue name).

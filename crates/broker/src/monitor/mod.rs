@@ -18,6 +18,7 @@
 //! certificate serves new connections) and, as nats-server, no client certificate asked.
 
 mod connz;
+mod jsz;
 mod metrics;
 mod query;
 mod subsz;
@@ -281,8 +282,9 @@ impl Reply {
     }
 }
 
-const ENDPOINTS: [&str; 9] = [
+const ENDPOINTS: [&str; 10] = [
     "/varz",
+    "/jsz",
     "/connz",
     "/routez",
     "/leafz",
@@ -328,6 +330,7 @@ pub(crate) fn handle(
         "/routez" => Ok(Reply::json(200, &routez(&state.srv), callback)),
         "/leafz" => Ok(Reply::json(200, &leafz(&state.srv, &query), callback)),
         "/accountz" => accountz(&state.srv, &query).map(|a| Reply::json(200, &a, callback)),
+        "/jsz" => jsz::jsz(&state.srv, &query).map(|j| Reply::json(200, &j, callback)),
         "/metrics" => Ok(Reply::new(
             200,
             metrics::CONTENT_TYPE,
@@ -356,6 +359,7 @@ pub(crate) fn endpoint_json(
         "ROUTEZ" => value(&routez(srv)),
         "LEAFZ" => value(&leafz(srv, query)),
         "ACCOUNTZ" => value(&accountz(srv, query).map_err(|e| e.to_string())?),
+        "JSZ" => value(&jsz::jsz(srv, query).map_err(|e| e.to_string())?),
         "HEALTHZ" => Ok(serde_json::json!({ "status": "ok" })),
         other => Err(format!("unknown endpoint {other}")),
     }
@@ -452,7 +456,10 @@ fn accountz(srv: &ServerInner, q: &Query) -> Result<Accountz, QueryError> {
                 is_system: system.as_deref() == Some(name),
                 expired: false,
                 complete: true,
-                jetstream_enabled: false,
+                jetstream_enabled: srv
+                    .jetstream
+                    .as_ref()
+                    .is_some_and(|js| js.account(name).is_some()),
                 leafnode_connections: 0,
                 client_connections: acc.num_clients.load(Ordering::Relaxed),
                 subscriptions: st.num_subscriptions,
@@ -491,6 +498,7 @@ fn index() -> Reply {
         ("leafz", "Leaf Nodes"),
         ("subsz", "Subscriptions"),
         ("accountz", "Accounts"),
+        ("jsz", "JetStream"),
         ("healthz", "Health"),
         ("metrics", "Prometheus metrics"),
     ] {
@@ -553,6 +561,16 @@ fn healthz(srv: &ServerInner, query: &Query, callback: Option<&str>) -> Reply {
         let h = Health {
             status: "unavailable",
             error: Some("no route connected yet"),
+        };
+        return Reply::json(503, &h, callback);
+    }
+    let js_check = ["js-enabled-only", "js-enabled", "js-server-only"]
+        .iter()
+        .any(|k| query.get(k).is_some_and(|v| v == "1" || v == "true"));
+    if js_check && srv.jetstream.is_none() {
+        let h = Health {
+            status: "unavailable",
+            error: Some("JetStream not enabled"),
         };
         return Reply::json(503, &h, callback);
     }

@@ -1,6 +1,6 @@
 //! `/varz`: configuration and counters, with nats-server's field names, order and units
 //! (durations in nanoseconds, `auth_timeout`/`tls_timeout` in seconds as floats, times in
-//! RFC 3339). Sections midge has no feature for (gateway, mqtt, jetstream) are the empty objects nats-server shows when they are not configured.
+//! RFC 3339). Sections midge has no feature for (gateway, mqtt) are the empty objects nats-server shows when they are not configured, as is `jetstream` without JetStream.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -40,7 +40,7 @@ pub(crate) struct Varz {
     leaf: LeafVarz,
     mqtt: Empty,
     websocket: WebsocketVarz,
-    jetstream: Empty,
+    jetstream: super::jsz::JsVarz,
     tls_timeout: f64,
     write_deadline: u64,
     start: String,
@@ -243,7 +243,7 @@ pub(crate) fn varz(state: &MonitorState) -> Varz {
             }
             None => WebsocketVarz::default(),
         },
-        jetstream: Empty {},
+        jetstream: super::jsz::varz(srv),
         // No TLS yet; nats-server reports its default handshake timeout all the same.
         tls_timeout: 2.0,
         write_deadline: nanos(opts.write_deadline),
