@@ -171,7 +171,6 @@ pub mod types {
     pub const CONSUMER_NAMES: &str = "io.nats.jetstream.api.v1.consumer_names_response";
     pub const CONSUMER_LIST: &str = "io.nats.jetstream.api.v1.consumer_list_response";
     pub const CONSUMER_DELETE: &str = "io.nats.jetstream.api.v1.consumer_delete_response";
-    pub const SYSTEM: &str = "io.nats.jetstream.api.v1.system_response";
 }
 
 /// Largest stream (and consumer) name, as nats-server.

@@ -24,3 +24,25 @@ pub(crate) mod time;
 
 pub(crate) use handlers::{api, recover};
 pub(crate) use runtime::{stream_purged, Consumer};
+
+/// The consumers of `stream` for `/jsz?consumers=true`: their `ConsumerInfo`, with the
+/// config only when asked (`config=true`), as nats-server.
+pub(crate) fn jsz_detail(
+    stream: &crate::jetstream::stream::Stream,
+    config: bool,
+) -> Vec<serde_json::Value> {
+    let consumers: Vec<_> = stream.consumers.lock().values().cloned().collect();
+    consumers
+        .iter()
+        .filter(|c| !c.is_closed())
+        .filter_map(|c| {
+            let mut v = serde_json::to_value(c.info(stream)).ok()?;
+            if !config {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("config");
+                }
+            }
+            Some(v)
+        })
+        .collect()
+}

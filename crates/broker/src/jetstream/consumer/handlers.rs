@@ -38,6 +38,10 @@ pub(crate) fn api(req: &Request<'_>, op: &str) -> Reply {
         ["NAMES", stream] => names(req, stream),
         ["LIST", stream] => list(req, stream),
         ["MSG", "NEXT", stream, consumer] => next(req, stream, consumer),
+        ["LEADER", "STEPDOWN", _, _] => Reply::error(
+            "io.nats.jetstream.api.v1.consumer_leader_stepdown_response",
+            ApiError::new(503, 10010, "JetStream clustering support required"),
+        ),
         _ => Reply::None,
     }
 }
@@ -353,7 +357,7 @@ fn advise_action(req: &Request<'_>, stream: &str, consumer: &str, action: &'stat
         domain: &domain,
     });
     let mut router = crate::core::router::Router::new(req.srv.clone(), rand::random());
-    crate::jetstream::publish_with(&mut router, account, subject.as_bytes(), None, &body);
+    crate::jetstream::publish_with(&mut router, account, subject.as_bytes(), None, None, &body);
     router.flush(true);
 }
 
