@@ -258,6 +258,8 @@ pub(crate) struct CreateConsumerRequest {
 pub(crate) struct StreamFacts {
     /// The stream's subjects (for the deliver-subject cycle check).
     pub subjects: Vec<String>,
+    /// The stream has sources or a mirror: its subjects do not bound what it holds.
+    pub external: bool,
     pub retention: Retention,
     pub replicas: i64,
     /// `consumer_limits.max_ack_pending` and `.inactive_threshold` of the stream (2.10).
@@ -430,6 +432,17 @@ impl ConsumerConfig {
             if self.is_durable() {
                 return Err(errors::direct_requires_ephemeral());
             }
+        }
+        // nats-server 2.9 refuses filters outside the stream's subjects (2.10 dropped the
+        // check; clients tested against either see an error that explains an empty
+        // consumer).
+        if !stream.external
+            && self
+                .filters()
+                .iter()
+                .any(|f| !valid_filtered_subject(f, &stream.subjects))
+        {
+            return Err(errors::filter_not_subset());
         }
         if !self.filter_subject.is_empty() && !self.filter_subjects.is_empty() {
             return Err(errors::duplicate_filter_subjects());
@@ -634,6 +647,20 @@ pub(crate) fn go_duration_string(ns: i64) -> String {
     out
 }
 
+/// Whether a filter selects something of a stream with `subjects`: it is inside one of
+/// them, or (with wildcards) covers one of them (nats-server 2.9's `validFilteredSubject`).
+fn valid_filtered_subject(filter: &str, subjects: &[String]) -> bool {
+    use midge_proto::subject::{is_literal, is_valid_subject, subset_match};
+    if !is_valid_subject(filter.as_bytes()) {
+        return false;
+    }
+    let wildcard = !is_literal(filter.as_bytes());
+    subjects.iter().any(|s| {
+        subset_match(filter.as_bytes(), s.as_bytes())
+            || (wildcard && subset_match(s.as_bytes(), filter.as_bytes()))
+    })
+}
+
 /// Whether some literal subject matches both `a` and `b` (nats-server's `SubjectsCollide`).
 pub(crate) fn subjects_collide(a: &str, b: &str) -> bool {
     if a == b {
@@ -753,12 +780,15 @@ mod tests {
             Err(10116)
         );
         assert_eq!(
-            check(r#"{"filter_subject":"a","filter_subjects":["b"]}"#),
+            check(r#"{"filter_subject":"s.a","filter_subjects":["s.b"]}"#),
             Err(10136)
         );
-        assert_eq!(check(r#"{"filter_subjects":["a.>","a.b"]}"#), Err(10138));
-        assert_eq!(check(r#"{"filter_subjects":[""]}"#), Err(10139));
-        assert_eq!(check(r#"{"filter_subject":"a..b"}"#), Err(10052));
+        assert_eq!(check(r#"{"filter_subjects":["s.>","s.b"]}"#), Err(10138));
+        assert_eq!(check(r#"{"filter_subjects":[""]}"#), Err(10093));
+        assert_eq!(check(r#"{"filter_subject":"s..b"}"#), Err(10093));
+        assert_eq!(check(r#"{"filter_subject":"other"}"#), Err(10093));
+        assert_eq!(check(r#"{"filter_subject":"s.*.c"}"#), Ok(()));
+        assert_eq!(check(r#"{"filter_subject":">"}"#), Ok(()));
         assert_eq!(check(r#"{"durable_name":"a","name":"b"}"#), Err(10132));
         assert_eq!(check(r#"{"sample_freq":"x%"}"#), Err(10095));
         assert_eq!(check(r#"{"num_replicas":-1}"#), Err(10133));

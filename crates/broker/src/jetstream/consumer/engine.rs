@@ -1467,8 +1467,12 @@ mod tests {
 
     fn config(json: &str) -> ConsumerConfig {
         let mut c: ConsumerConfig = serde_json::from_str(json).expect("config");
-        c.set_defaults(&StreamFacts::default());
-        c.check(&StreamFacts::default()).expect("valid");
+        let facts = StreamFacts {
+            subjects: ["a", "b", "c", "x"].map(String::from).to_vec(),
+            ..StreamFacts::default()
+        };
+        c.set_defaults(&facts);
+        c.check(&facts).expect("valid");
         c.set_ephemeral_threshold();
         c
     }

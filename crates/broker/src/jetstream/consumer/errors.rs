@@ -46,6 +46,7 @@ api_errors! {
     wq_multiple_unfiltered => 400, 10099, "multiple non-filtered consumers not allowed on workqueue stream";
     wq_consumer_not_unique => 400, 10100, "filtered consumer not unique on workqueue stream";
     wq_consumer_not_deliver_all => 400, 10101, "consumer must be deliver all on workqueue stream";
+    filter_not_subset => 400, 10093, "consumer filter subject is not a valid subset of the interest subjects";
     bad_durable_name => 400, 10103, "durable name can not contain '.', '*', '>'";
     flow_control_needs_heartbeats => 400, 10108, "consumer with flow control also needs heartbeats";
     invalid_deliver_subject => 400, 10112, "invalid push consumer deliver subject";

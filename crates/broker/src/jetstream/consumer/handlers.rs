@@ -51,6 +51,7 @@ fn facts(stream: &Stream) -> (StreamFacts, crate::jetstream::api::StreamConfig) 
     let cfg = stream.config();
     let facts = StreamFacts {
         subjects: cfg.subjects.clone(),
+        external: cfg.mirror.is_some() || cfg.sources.as_ref().is_some_and(|s| !s.is_empty()),
         retention: match cfg.retention {
             jsapi::Retention::Limits => Retention::Limits,
             jsapi::Retention::Interest => Retention::Interest,
