@@ -694,3 +694,70 @@ async fn jetstream_consumers_durable_resumes_after_restart() {
     })
     .await;
 }
+
+/// Ephemerals go once nobody pulls from them (pull) or listens to them (push) for their
+/// inactivity threshold; durables stay.
+#[tokio::test]
+async fn jetstream_consumers_ephemerals_go_when_inactive() {
+    both(|kind| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = js_server(kind, dir.path()).await;
+        let (client, js) = connect(&server).await;
+        let s = stream_with(&js, "E", &["e"], 3).await;
+        s.create_consumer(pull::Config {
+            name: Some("PULL".into()),
+            inactive_threshold: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .await
+        .expect("pull ephemeral");
+        s.create_consumer(pull::Config {
+            durable_name: Some("KEEP".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("durable");
+        let inbox = client.new_inbox();
+        let sub = client.subscribe(inbox.clone()).await.expect("subscribe");
+        s.create_consumer(push::Config {
+            name: Some("PUSH".into()),
+            deliver_subject: inbox,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .await
+        .expect("push ephemeral");
+        let names = |body: Value| -> Vec<String> {
+            body["consumers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // The push consumer has a listener: only the pull one goes.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = names(api(&client, "$JS.API.CONSUMER.NAMES.E", "").await);
+            if now == ["KEEP", "PUSH"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kind}: consumers {now:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(sub);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = names(api(&client, "$JS.API.CONSUMER.NAMES.E", "").await);
+            if now == ["KEEP"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kind}: consumers {now:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

@@ -390,6 +390,16 @@ impl Task {
                 self.consumer.delete();
                 continue;
             }
+            // A pull consumer's inactivity is only seen by looking: look when it would be due.
+            let reap_at = if threshold > 0 {
+                self.consumer
+                    .engine
+                    .lock()
+                    .pull_last_active()
+                    .map(|last| last.saturating_add(threshold).saturating_add(1_000_000))
+            } else {
+                None
+            };
             busy = matches!(round.progress, Progress::More) || !inbox.is_empty();
             next_tick = match round.progress {
                 Progress::WaitUntil(t) if round.next_tick == 0 || t < round.next_tick => {
@@ -398,6 +408,9 @@ impl Task {
                 _ if round.next_tick > 0 => instant_at(round.next_tick, now),
                 _ => Instant::now() + Duration::from_secs(3600),
             };
+            if let Some(t) = reap_at {
+                next_tick = next_tick.min(instant_at(t, now));
+            }
             if self.consumer.dir.is_none() {
                 pending_save = None;
             }
