@@ -28,9 +28,10 @@ use super::info::{self, advisory, ConsumerInfo};
 use super::persist;
 use super::time::{format_rfc3339, now_ns};
 use crate::core::router::{self, Origin, Router};
-use crate::core::{Account, InternalMsg, InternalSub, Subscriber, Subscription};
+use crate::core::{Account, InternalMsg, InternalSub, SubRef, Subscriber, Subscription};
 use crate::jetstream::stream::{Limits, Stream};
 use crate::server::ServerInner;
+use midge_proto::sublist::{MatchResult, QueueGroup};
 
 /// Messages one round of the task delivers before it lets others run.
 const BUDGET: usize = 512;
@@ -512,7 +513,7 @@ impl Task {
                     charged,
                 } => {
                     // Matched on where it goes, delivered under its own subject.
-                    let result = account.sublist.matches(to.as_bytes());
+                    let result = local_only(account.sublist.matches(to.as_bytes()));
                     let ok = router.route(
                         account,
                         &result,
@@ -770,6 +771,33 @@ impl Task {
             }
         }
     }
+}
+
+/// The local receivers of a match. A delivery goes out under the message's stored subject,
+/// so a route or leaf connection would match it against the wrong subject on the other side
+/// (JetStream is per server): remote interest is left out.
+fn local_only(result: Arc<MatchResult<SubRef>>) -> Arc<MatchResult<SubRef>> {
+    let remote = |s: &SubRef| matches!(s.0.owner, Subscriber::Route(_) | Subscriber::Leaf(_));
+    if !result.psubs.iter().any(remote) && !result.qsubs.iter().any(|g| g.subs.iter().any(remote)) {
+        return result;
+    }
+    Arc::new(MatchResult {
+        psubs: result
+            .psubs
+            .iter()
+            .filter(|s| !remote(s))
+            .cloned()
+            .collect(),
+        qsubs: result
+            .qsubs
+            .iter()
+            .map(|g| QueueGroup {
+                name: g.name.clone(),
+                subs: g.subs.iter().filter(|s| !remote(s)).cloned().collect(),
+            })
+            .filter(|g| !g.subs.is_empty())
+            .collect(),
+    })
 }
 
 fn instant_at(t: i64, now: i64) -> Instant {
