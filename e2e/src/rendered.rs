@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 
@@ -69,7 +69,8 @@ pub struct Pool {
     pub image: String,
     pub command: Option<Vec<String>>,
     pub args: Vec<String>,
-    /// Literal values; `POD_NAME` (downward API) is filled in per pod by [`Pool::env`].
+    /// Literal and Secret values; `POD_NAME` (downward API) is filled in per pod, and
+    /// `$(NAME)` references expanded, by [`Pool::env`].
     env: Vec<(String, EnvSource)>,
     pub mounts: Vec<Mount>,
     /// Named container ports.
@@ -87,8 +88,42 @@ pub struct Pool {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EnvSource {
+    /// `value`, where the kubelet expands `$(NAME)`.
     Value(String),
+    /// A Secret's value, taken as it is.
+    Secret(String),
     PodName,
+}
+
+/// The kubelet's expansion of `$(NAME)` in an environment value: a variable defined
+/// earlier is replaced, `$$` is a `$`, anything else stays as written.
+fn expand(value: &str, defined: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let reference = rest
+            .strip_prefix("$(")
+            .and_then(|r| r.find(')').map(|end| &r[..end]));
+        match reference.and_then(|name| defined.iter().rev().find(|(n, _)| n == name)) {
+            Some((name, v)) => {
+                out.push_str(v);
+                rest = &rest[name.len() + 3..];
+            }
+            None => {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Pool {
@@ -96,18 +131,19 @@ impl Pool {
         format!("{}-{ordinal}", self.stateful_set)
     }
 
-    /// The container's environment for the pod with this ordinal.
+    /// The container's environment for the pod with this ordinal, with `$(NAME)`
+    /// references to variables defined before it replaced as the kubelet does.
     pub fn env(&self, ordinal: u32) -> Vec<(String, String)> {
-        self.env
-            .iter()
-            .map(|(name, source)| {
-                let value = match source {
-                    EnvSource::Value(v) => v.clone(),
-                    EnvSource::PodName => self.pod_name(ordinal),
-                };
-                (name.clone(), value)
-            })
-            .collect()
+        let mut out: Vec<(String, String)> = Vec::with_capacity(self.env.len());
+        for (name, source) in &self.env {
+            let value = match source {
+                EnvSource::Value(v) => expand(v, &out),
+                EnvSource::Secret(v) => v.clone(),
+                EnvSource::PodName => self.pod_name(ordinal),
+            };
+            out.push((name.clone(), value));
+        }
+        out
     }
 
     pub fn port(&self, name: &str) -> Option<u16> {
@@ -257,6 +293,7 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
     let mut config_maps = Vec::new();
     let mut services = Vec::new();
     let mut stateful_sets = Vec::new();
+    let mut secrets: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for doc in serde_yaml::Deserializer::from_str(yaml) {
         let value = serde_yaml::Value::deserialize(doc)?;
         if value.is_null() {
@@ -267,6 +304,17 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
             "ConfigMap" => config_maps.push(serde_yaml::from_value::<ConfigMap>(value)?),
             "Service" => services.push(serde_yaml::from_value::<Service>(value)?),
             "StatefulSet" => stateful_sets.push(serde_yaml::from_value::<StatefulSet>(value)?),
+            // Secrets render prints with what it generated (leaf credentials, route TLS).
+            "Secret" => {
+                let secret = serde_yaml::from_value::<Secret>(value)?;
+                let data = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+                    .collect();
+                secrets.insert(secret.metadata.name.unwrap_or_default(), data);
+            }
             _ => {}
         }
     }
@@ -320,7 +368,7 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
         .ok_or_else(|| shape("no StatefulSet with an instance label"))?;
     let pools = stateful_sets
         .iter()
-        .map(|sts| pool(sts, &config_maps, &headless_service))
+        .map(|sts| pool(sts, &config_maps, &secrets, &headless_service))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RenderedCluster {
         name,
@@ -336,6 +384,7 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
 fn pool(
     sts: &StatefulSet,
     config_maps: &BTreeMap<String, BTreeMap<String, String>>,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
     headless: &str,
 ) -> Result<Pool, RenderError> {
     let sts_name = sts.metadata.name.clone().unwrap_or_default();
@@ -389,6 +438,19 @@ fn pool(
                 EnvSource::PodName
             }
             (None, None) => EnvSource::Value(String::new()),
+            (None, Some(from)) if from.secret_key_ref.is_some() => {
+                let key = from.secret_key_ref.as_ref().map(|r| (&r.name, &r.key));
+                let value = key.and_then(|(name, key)| secrets.get(name)?.get(key));
+                match value {
+                    Some(v) => EnvSource::Secret(v.clone()),
+                    None => {
+                        return Err(ctx(&format!(
+                            "env {} comes from a Secret that render did not print",
+                            var.name
+                        )))
+                    }
+                }
+            }
             (None, Some(_)) => {
                 return Err(ctx(&format!(
                     "env {} comes from a Secret or field the docker driver does not model",

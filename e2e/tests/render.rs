@@ -54,10 +54,28 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
     assert_eq!(cloud.config_map, "fleet-config");
     assert_eq!(edge.config_map, "fleet-edge-config");
     let edge_conf = &cluster.config_maps["fleet-edge-config"]["midge.conf"];
-    assert!(
-        edge_conf.contains("nats-leaf://fleet-leafnodes.iot.svc.cluster.local:7422"),
-        "{edge_conf}"
+    // The remote URL, with the generated leaf credentials, is the edge pods' variable:
+    // the kubelet composes it from the Secret render printed; the ConfigMap names it only.
+    assert!(edge_conf.contains("urls: [$MIDGE_LEAF_URL]"), "{edge_conf}");
+    let edge_env = edge.env(0);
+    let url = edge_env
+        .iter()
+        .find(|(name, _)| name == "MIDGE_LEAF_URL")
+        .map(|(_, value)| value.clone())
+        .expect("the edge pods have the remote URL");
+    let password = edge_env
+        .iter()
+        .find(|(name, _)| name == "MIDGE_LEAF_SECRET_PASSWORD")
+        .map(|(_, value)| value.clone())
+        .expect("the edge pods have the password");
+    assert_eq!(password.len(), 32);
+    assert_eq!(
+        url,
+        format!("\"nats-leaf://leaf:{password}@fleet-leafnodes.iot.svc.cluster.local:7422\"")
     );
+    let hub_env = cloud.env(0);
+    assert!(hub_env.contains(&("MIDGE_LEAF_PASSWORD".into(), format!("\"{password}\""))));
+    assert!(!conf.contains(&password) && !edge_conf.contains(&password));
     assert!(!conf.contains("fleet-edge-0"), "{conf}");
     assert!(!edge_conf.contains("fleet-cloud-0"), "{edge_conf}");
     assert_eq!(cloud.port("leafnodes"), Some(7422));

@@ -27,6 +27,8 @@
 //!   and nats-server `-js`.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
+//! - `jetstream` drives JetStream, key-value and the object store through async-nats against
+//!   nats-server `-js`, and against midge per feature as `MIDGE_JS` enables it (see its docs).
 
 mod accounts;
 mod cert_auth;
@@ -34,6 +36,7 @@ mod client;
 mod cluster;
 mod differential;
 mod embedded;
+mod jetstream;
 mod jetstream_consumers;
 mod jetstream_streams;
 mod jwt;

@@ -49,8 +49,18 @@ where
     F: Fn(ServerKind) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_on(kinds(), scenario).await;
+}
+
+/// Runs `scenario` once per kind in `kinds`, concurrently; a failure names the kind. For
+/// suites that choose their own servers (the JetStream suite gates midge per feature).
+pub async fn run_on<F, Fut>(kinds: Vec<ServerKind>, scenario: F)
+where
+    F: Fn(ServerKind) -> Fut,
+    Fut: Future<Output = ()>,
+{
     run_all(
-        kinds()
+        kinds
             .into_iter()
             .map(|kind| (kind.to_string(), scenario(kind))),
     )

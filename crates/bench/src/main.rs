@@ -2,10 +2,14 @@
 //! WebSocket, so the same command measures midge and nats-server. See `midge-bench --help`.
 //!
 //! `scan` is the wire scanner (no IO), `conn` a blocking client connection and its
-//! transports, `ws` the WebSocket framing, `scenario` the workloads, `args` the command line.
+//! transports, `ws` the WebSocket framing, `scenario` the core workloads, `js` the
+//! JetStream API requests and reply checks, `jetstream` the JetStream workloads, `args` the
+//! command line.
 
 mod args;
 mod conn;
+mod jetstream;
+mod js;
 mod scan;
 mod scenario;
 mod ws;

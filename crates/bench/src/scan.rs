@@ -1,11 +1,12 @@
 //! Incremental scanner for what a NATS server sends to a client. No IO: bytes go in
 //! through [`Scanner::feed`] in chunks of any size and events come out through a callback.
 //!
-//! Payloads are never copied: the scanner only remembers how many bytes of the current
-//! payload are still to be skipped, so a MSG costs one `memchr` for its control line and
-//! a parse of its size. Only a control line split across two chunks is copied.
+//! Payloads are not copied unless asked for: the scanner only remembers how many bytes of
+//! the current payload are still to be skipped, so a MSG costs one `memchr` for its control
+//! line and a parse of its size. Only a control line split across two chunks is copied, and
+//! a captured payload split across chunks (JetStream replies, see [`Capture`]).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 /// Longest control line accepted from a server (nats-server's max_control_line is 4096;
 /// leave room for a long INFO).
@@ -13,6 +14,24 @@ const MAX_LINE: usize = 64 * 1024;
 
 /// Bytes at the start of each payload that carry the publisher's sequence number.
 pub const SEQ_BYTES: usize = 8;
+
+/// Longest payload reported whole by [`Capture`] (a bigger one is skipped unseen).
+const MAX_CAPTURE: usize = 1 << 20;
+
+/// Which payloads a [`Scanner`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Capture {
+    /// None: only control lines.
+    #[default]
+    Nothing,
+    /// The first [`SEQ_BYTES`] of each MSG payload, as [`Event::Seq`].
+    Seq,
+    /// Whole HMSG payloads, as [`Event::Payload`]: the status messages of a pull
+    /// consumer's inbox, whose stream messages (plain MSGs) stay uncopied.
+    Headered,
+    /// Every payload, as [`Event::Payload`] (JetStream API replies and acks).
+    All,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -26,6 +45,12 @@ pub enum Event<'a> {
     /// The first [`SEQ_BYTES`] of the payload of the preceding Msg, little-endian (only when
     /// sequence capture is on and the payload is at least that long).
     Seq(u64),
+    /// The payload of the preceding Msg, split into its header block (empty for MSG) and
+    /// body, when [`Capture`] asks for it.
+    Payload {
+        headers: &'a [u8],
+        body: &'a [u8],
+    },
     Ping,
     Pong,
     Info,
@@ -34,6 +59,15 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
+    /// The subject of a Msg event.
+    pub fn subject(&self) -> Option<&[u8]> {
+        let Event::Msg { args, .. } = self else {
+            return None;
+        };
+        args.split(|b| *b == b' ' || *b == b'\t')
+            .find(|t| !t.is_empty())
+    }
+
     /// The reply subject of a Msg event, if any.
     pub fn reply(&self) -> Option<&[u8]> {
         let Event::Msg { args, headers, .. } = self else {
@@ -56,10 +90,14 @@ pub struct Scanner {
     partial: Vec<u8>,
     /// Payload bytes plus the trailing CRLF still to skip.
     skip: usize,
-    capture_seq: bool,
+    capture: Capture,
     seq_want: usize,
     seq_have: usize,
     seq: [u8; SEQ_BYTES],
+    /// The payload being captured: its total and header lengths, and the bytes so far when
+    /// it arrives in more than one chunk.
+    payload_want: Option<(usize, usize)>,
+    payload: Vec<u8>,
 }
 
 impl Scanner {
@@ -69,8 +107,13 @@ impl Scanner {
 
     /// A scanner that also reports the sequence number at the start of each payload.
     pub fn with_seq_capture() -> Self {
+        Self::capturing(Capture::Seq)
+    }
+
+    /// A scanner that also reports the payloads `capture` asks for.
+    pub fn capturing(capture: Capture) -> Self {
         Self {
-            capture_seq: true,
+            capture,
             ..Self::default()
         }
     }
@@ -107,6 +150,26 @@ impl Scanner {
     }
 
     fn skip_payload(&mut self, data: &[u8], on: &mut impl FnMut(Event<'_>)) -> usize {
+        if let Some((want, hdr_len)) = self.payload_want {
+            let have = self.payload.len();
+            if have == 0 && data.len() >= want {
+                self.payload_want = None;
+                self.skip -= want;
+                let (headers, body) = data[..want].split_at(hdr_len);
+                on(Event::Payload { headers, body });
+                return want;
+            }
+            let take = (want - have).min(data.len());
+            self.payload.extend_from_slice(&data[..take]);
+            self.skip -= take;
+            if self.payload.len() == want {
+                self.payload_want = None;
+                let (headers, body) = self.payload.split_at(hdr_len);
+                on(Event::Payload { headers, body });
+                self.payload.clear();
+            }
+            return take;
+        }
         if self.seq_have < self.seq_want {
             let take = (self.seq_want - self.seq_have).min(data.len());
             self.seq[self.seq_have..self.seq_have + take].copy_from_slice(&data[..take]);
@@ -153,12 +216,20 @@ impl Scanner {
             });
             return Ok(());
         };
-        let size = last_number(args).with_context(|| {
+        let bad = || {
             format!(
                 "bad size in {:?}",
                 String::from_utf8_lossy(&line[..line.len().min(80)])
             )
-        })?;
+        };
+        let (rest, size) = last_number(args).with_context(bad)?;
+        let hdr_len = if headers {
+            let (_, h) = last_number(rest.trim_ascii_end()).with_context(bad)?;
+            ensure!(h <= size, "{}: header block longer than the message", bad());
+            h
+        } else {
+            0
+        };
         on(Event::Msg {
             args,
             size,
@@ -166,17 +237,33 @@ impl Scanner {
         });
         self.skip = size + 2;
         self.seq_have = 0;
-        self.seq_want = if self.capture_seq && !headers && size >= SEQ_BYTES {
+        self.seq_want = if self.capture == Capture::Seq && !headers && size >= SEQ_BYTES {
             SEQ_BYTES
         } else {
             0
         };
+        let capture = match self.capture {
+            Capture::All => true,
+            Capture::Headered => headers,
+            Capture::Nothing | Capture::Seq => false,
+        };
+        self.payload_want = None;
+        if capture && size <= MAX_CAPTURE {
+            if size == 0 {
+                on(Event::Payload {
+                    headers: &[],
+                    body: &[],
+                });
+            } else {
+                self.payload_want = Some((size, hdr_len));
+            }
+        }
         Ok(())
     }
 }
 
-/// The decimal number that ends `args`.
-fn last_number(args: &[u8]) -> Option<usize> {
+/// The decimal number that ends `args`, and what comes before it.
+fn last_number(args: &[u8]) -> Option<(&[u8], usize)> {
     let start = args
         .iter()
         .rposition(|b| *b == b' ' || *b == b'\t')
@@ -185,9 +272,10 @@ fn last_number(args: &[u8]) -> Option<usize> {
     if digits.is_empty() || digits.len() > 12 {
         return None;
     }
-    digits.iter().try_fold(0usize, |n, d| {
+    let n = digits.iter().try_fold(0usize, |n, d| {
         d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
-    })
+    })?;
+    Some((&args[..start], n))
 }
 
 #[cfg(test)]
@@ -222,7 +310,7 @@ mod tests {
                     Event::Ping => c.pings += 1,
                     Event::Pong => c.pongs += 1,
                     Event::Info => c.infos += 1,
-                    Event::Ok | Event::Err(_) => {}
+                    Event::Ok | Event::Err(_) | Event::Payload { .. } => {}
                 }
             })
             .expect("valid stream");
@@ -294,6 +382,72 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = data.chunks(1).collect();
         assert_eq!(scan(&bytes), whole);
+    }
+
+    /// Every (headers, body) pair reported by a scanner capturing `capture`.
+    fn payloads(capture: Capture, chunks: &[&[u8]]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut s = Scanner::capturing(capture);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            s.feed(chunk, &mut |ev| {
+                if let Event::Payload { headers, body } = ev {
+                    out.push((headers.to_vec(), body.to_vec()));
+                }
+            })
+            .expect("valid stream");
+        }
+        out
+    }
+
+    #[test]
+    fn captures_payloads_across_any_split() {
+        let data: &[u8] = b"MSG _INBOX.a.1 1 22\r\n{\"stream\":\"S\",\"seq\":1}\r\n\
+            HMSG _INBOX.a.2 1 28 28\r\nNATS/1.0 408 Request Timeout\r\n\
+            MSG x 1 0\r\n\r\n\
+            HMSG k 1 $JS.ACK.x 18 22\r\nNATS/1.0\r\nA: b\r\n\r\nabcd\r\n";
+        let all = payloads(Capture::All, &[data]);
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"".to_vec(), br#"{"stream":"S","seq":1}"#.to_vec()),
+            (b"NATS/1.0 408 Request Timeout".to_vec(), b"".to_vec()),
+            (b"".to_vec(), b"".to_vec()),
+            (b"NATS/1.0\r\nA: b\r\n\r\n".to_vec(), b"abcd".to_vec()),
+        ];
+        assert_eq!(all, expected);
+        let headered: Vec<_> = expected
+            .iter()
+            .filter(|(h, _)| !h.is_empty())
+            .cloned()
+            .collect();
+        assert_eq!(payloads(Capture::Headered, &[data]), headered);
+        assert!(payloads(Capture::Nothing, &[data]).is_empty());
+        for cut in 0..data.len() {
+            assert_eq!(payloads(Capture::All, &[&data[..cut], &data[cut..]]), all);
+        }
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        assert_eq!(payloads(Capture::All, &bytes), all);
+        assert_eq!(payloads(Capture::Headered, &bytes), headered);
+    }
+
+    #[test]
+    fn subject_of_a_message() {
+        let mut subjects = Vec::new();
+        Scanner::new()
+            .feed(
+                b"MSG  a.b 1 r 0\r\n\r\nHMSG c 2 4 4\r\nNATS\r\n",
+                &mut |ev| {
+                    if let Some(s) = ev.subject() {
+                        subjects.push(s.to_vec());
+                    }
+                },
+            )
+            .expect("valid stream");
+        assert_eq!(subjects, vec![b"a.b".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn rejects_header_longer_than_message() {
+        let mut s = Scanner::new();
+        assert!(s.feed(b"HMSG a 1 9 4\r\n", &mut |_| {}).is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::args::{Args, Scenario};
 use crate::conn::{check_deadline, dial, Conn, Endpoint, CONNECT};
+use crate::jetstream;
 use crate::scan::{Event, Scanner, SEQ_BYTES};
 
 /// Ordered `(name, value)` results of one run.
@@ -54,6 +55,7 @@ pub fn run(args: &Args) -> Result<Report> {
         Scenario::ReqRep => reqrep(args, addrs, deadline),
         Scenario::Idle => idle(args, &addr, deadline),
         Scenario::Pairs => pairs(args, &addr, deadline),
+        _ => jetstream::run(args, &addr, deadline),
     }
 }
 

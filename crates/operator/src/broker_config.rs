@@ -20,7 +20,10 @@ use midge::options::OptionsError;
 use midge::Options;
 use sha2::{Digest, Sha256};
 
-use crate::build::{AUTH_TOKEN_ENV, CONFIG_DIR, CONFIG_FILE, USERS_INCLUDE};
+use crate::build::{
+    AUTH_TOKEN_ENV, CONFIG_DIR, CONFIG_FILE, LEAF_PASSWORD_ENV, LEAF_URL_ENV, LEAF_USER_ENV,
+    USERS_INCLUDE,
+};
 use crate::validate::FieldError;
 
 /// What the broker made of a rendered config.
@@ -37,6 +40,16 @@ pub struct CheckedConfig {
 /// name is a DNS label like any pod's, the token comes from a Secret.
 const POD_NAME_STANDIN: &str = "midge-pod-0";
 const TOKEN_STANDIN: &str = "secret-from-the-pod-environment";
+/// The leaf node credentials and the remote URL carrying them, from a Secret: any values
+/// of the kind the Secret holds (the URL's host is the leaf node Service's on the pods).
+const LEAF_STANDINS: [(&str, &str); 3] = [
+    (LEAF_USER_ENV, "leaf"),
+    (LEAF_PASSWORD_ENV, "secret-from-the-pod-environment"),
+    (
+        LEAF_URL_ENV,
+        "nats-leaf://leaf:secret-from-the-pod-environment@leafnodes.invalid:7422",
+    ),
+];
 /// Stands in for the users Secret, whose content is checked by the servers when they load it.
 const USERS_STANDIN: &str = "authorization {\n  users: []\n}\n";
 
@@ -50,6 +63,11 @@ pub fn check(conf: &str) -> Result<CheckedConfig, Vec<FieldError>> {
     let mut text = format!("POD_NAME: \"{POD_NAME_STANDIN}\"; ");
     if conf.contains(&format!("${AUTH_TOKEN_ENV}")) {
         text.push_str(&format!("{AUTH_TOKEN_ENV}: \"{TOKEN_STANDIN}\"; "));
+    }
+    for (name, value) in LEAF_STANDINS {
+        if conf.contains(&format!("${name}")) {
+            text.push_str(&format!("{name}: \"{value}\"; "));
+        }
     }
     text.push_str(conf);
 

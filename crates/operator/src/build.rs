@@ -28,7 +28,9 @@ use midge::options::{ClusterOptions, RemoteLeaf, RemoteTls, TlsOptions};
 use midge::Options;
 
 use crate::crd::{NodePool, PoolRole, ServiceType, TlsSecret};
-use crate::validate::{Auth, ClusterPlan, NetworkPeers, HEADLESS_SUFFIX, LEAFNODES_SUFFIX};
+use crate::validate::{
+    Auth, ClusterPlan, NetworkPeers, PoolPlan, HEADLESS_SUFFIX, LEAFNODES_SUFFIX,
+};
 
 pub const FIELD_MANAGER: &str = "midge-operator";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -57,6 +59,18 @@ const CLIENT_TLS_DIR: &str = "/etc/midge-tls/client";
 const ROUTE_TLS_DIR: &str = "/etc/midge-tls/routes";
 const LEAF_TLS_DIR: &str = "/etc/midge-tls/leafnodes";
 pub const AUTH_TOKEN_ENV: &str = "MIDGE_AUTH_TOKEN";
+/// Leaf node credentials reach the pods as environment variables from their Secret, never
+/// through the ConfigMap: first the Secret's values as they are...
+pub const LEAF_SECRET_USER_ENV: &str = "MIDGE_LEAF_SECRET_USER";
+pub const LEAF_SECRET_PASSWORD_ENV: &str = "MIDGE_LEAF_SECRET_PASSWORD";
+/// ...then the variables the config names, which the kubelet composes from those
+/// (`$(VAR)`) inside double quotes: the broker reads a variable's text as a config value,
+/// where a bare `yes` would be a boolean and `1k` a number. On core pods, the user and
+/// password the leaf node listener takes; on leaf pods, the whole remote URL with them
+/// (the only place the broker's remotes take credentials).
+pub const LEAF_USER_ENV: &str = "MIDGE_LEAF_USER";
+pub const LEAF_PASSWORD_ENV: &str = "MIDGE_LEAF_PASSWORD";
+pub const LEAF_URL_ENV: &str = "MIDGE_LEAF_URL";
 /// The image runs as this numeric user and group; numeric so `runAsNonRoot` can be
 /// verified by the kubelet without reading the image's passwd file.
 const RUN_AS: i64 = 10001;
@@ -171,8 +185,13 @@ pub fn pool_client_service_name(cluster: &str, pool: &str) -> String {
 
 /// The URL leaf servers dial: the core servers' leaf node port behind their Service.
 pub fn leaf_remote_url(plan: &ClusterPlan) -> String {
+    leaf_remote_url_as(plan, "")
+}
+
+/// [`leaf_remote_url`] with `userinfo` (`user:password@`, or empty) in front of the host.
+pub fn leaf_remote_url_as(plan: &ClusterPlan, userinfo: &str) -> String {
     format!(
-        "nats-leaf://{}.{}.svc.{}:{}",
+        "nats-leaf://{userinfo}{}.{}.svc.{}:{}",
         leafnodes_service_name(&plan.name),
         plan.namespace,
         plan.cluster_domain,
@@ -529,8 +548,9 @@ pub(crate) fn route_url(plan: &ClusterPlan, pool: &str, ordinal: i32) -> String 
 /// included (the broker drops a route to itself), and is re-rendered on every scale so
 /// running servers learn new peers from the file. With leaf pools in `pools`, the core
 /// servers also listen for leaf nodes.
-pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
+pub fn broker_options(plan: &ClusterPlan, pools: &[PoolPlan]) -> Options {
     let mut options = server_options(plan);
+    options.jetstream = crate::jetstream::options(plan.jetstream.as_ref());
     options.cluster.name = Some(plan.name.clone());
     options.cluster.routes = pools
         .iter()
@@ -561,7 +581,7 @@ pub fn broker_options(plan: &ClusterPlan, pools: &[NodePool]) -> Options {
 /// from the core's: that is how the hub tells a leaf cluster apart), and each dials the
 /// core servers' leaf node Service. The route port is always open, also with one server,
 /// so that scaling a leaf pool from one server to more is a reload, not a restart.
-pub fn pool_broker_options(plan: &ClusterPlan, pool: &NodePool) -> Options {
+pub fn pool_broker_options(plan: &ClusterPlan, pool: &PoolPlan) -> Options {
     let mut options = match pool.role {
         PoolRole::Core => broker_options(plan, &plan.pools),
         PoolRole::Leaf => {
@@ -584,6 +604,7 @@ pub fn pool_broker_options(plan: &ClusterPlan, pool: &NodePool) -> Options {
             options
         }
     };
+    options.jetstream = crate::jetstream::options(pool.jetstream.as_ref());
     let limit = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
     if let Some(b) = &pool.broker {
         if let Some(v) = b.max_payload {
@@ -665,13 +686,13 @@ fn port(value: i32) -> u16 {
 /// ([`Options::to_conf_string`], so the file always reads back as those options), plus the
 /// few things a shared `Options` value cannot say. Those rely on the config format's rule
 /// that a repeated key replaces the earlier value, so they come after the broker's text.
-pub fn render_broker_config(plan: &ClusterPlan, pools: &[NodePool]) -> String {
+pub fn render_broker_config(plan: &ClusterPlan, pools: &[PoolPlan]) -> String {
     render_options(plan, &broker_options(plan, pools))
 }
 
 /// Renders the `midge.conf` of a pool with its own config ([`pool_broker_options`]): the
 /// same file as [`render_broker_config`] apart from what the pool's options change.
-pub fn render_pool_config(plan: &ClusterPlan, pool: &NodePool) -> String {
+pub fn render_pool_config(plan: &ClusterPlan, pool: &PoolPlan) -> String {
     render_options(plan, &pool_broker_options(plan, pool))
 }
 
@@ -690,7 +711,26 @@ fn render_options(plan: &ClusterPlan, options: &Options) -> String {
     if plan.route_tls.is_some() {
         let mut tls = String::new();
         render_tls(&mut tls, "  ", ROUTE_TLS_DIR, true);
-        insert_into_cluster_block(&mut body, &tls);
+        insert_into_block(&mut body, "cluster", &tls);
+    }
+    if plan.leaf_auth.is_some() {
+        // The credentials are environment variables (see LEAF_USER_ENV): written into
+        // `Options` they would be quoted as literals. The hub's block replaces the
+        // broker's `authorization` (a repeated key wins), the remote's URL is the variable.
+        if options.leafnodes.port.is_some() {
+            let block = format!(
+                "  authorization {{\n    user: ${LEAF_USER_ENV}\n    password: ${LEAF_PASSWORD_ENV}\n    timeout: \"{}\"\n  }}\n",
+                midge::conf::format_duration(options.leafnodes.auth_timeout)
+            );
+            insert_into_block(&mut body, "leafnodes", &block);
+        }
+        if !options.leafnodes.remotes.is_empty() {
+            body = body.replacen(
+                &format!("\"{}\"", leaf_remote_url(plan)),
+                &format!("${LEAF_URL_ENV}"),
+                1,
+            );
+        }
     }
     out.push_str(&body);
     match &plan.auth {
@@ -720,13 +760,13 @@ fn render_options(plan: &ClusterPlan, options: &Options) -> String {
     out
 }
 
-/// Puts `block` at the end of the `cluster {}` block (the operator always enables
-/// clustering): before the first line that closes a top-level block after its opening.
-/// Should the block be missing, `block` lands at the end instead, which the config tests
-/// catch as a parse difference.
-fn insert_into_cluster_block(conf: &mut String, block: &str) {
+/// Puts `block` at the end of the top-level block `name {}` (`cluster`, which the operator
+/// always enables, or `leafnodes`): before the first line that closes a top-level block
+/// after its opening. Should the block be missing, `block` lands at the end instead, which
+/// the config tests catch as a parse difference.
+fn insert_into_block(conf: &mut String, name: &str, block: &str) {
     let end = conf
-        .find("\ncluster {\n")
+        .find(&format!("\n{name} {{\n"))
         .and_then(|open| conf[open..].find("\n}\n").map(|close| open + close + 1));
     match end {
         Some(at) => conf.insert_str(at, block),
@@ -801,7 +841,7 @@ fn tls_volume(name: &str, tls: &TlsSecret) -> Volume {
 
 fn stateful_set(
     plan: &ClusterPlan,
-    pool: &NodePool,
+    pool: &PoolPlan,
     owner: Option<&OwnerReference>,
 ) -> StatefulSet {
     let name = stateful_set_name(&plan.name, &pool.name);
@@ -881,6 +921,9 @@ fn stateful_set(
         }
         None => {}
     }
+    if let Some(leaf) = &plan.leaf_auth {
+        env.extend(leaf_credential_env(plan, pool, &leaf.secret_name));
+    }
     if let Some(tls) = &plan.client_tls {
         volumes.push(tls_volume("tls-client", tls));
         mounts.push(mount("tls-client", CLIENT_TLS_DIR, true));
@@ -897,6 +940,24 @@ fn stateful_set(
             volumes.push(tls_volume("tls-leafnodes", tls));
             mounts.push(mount("tls-leafnodes", LEAF_TLS_DIR, true));
         }
+    }
+    // The JetStream store: the pod's own claim, or scratch space for a pool with memory
+    // streams only (the broker creates its directory there at start-up).
+    let mut claims = Vec::new();
+    if let Some(js) = &pool.jetstream {
+        match &js.file_store {
+            Some(file) => claims.push(crate::jetstream::volume_claim_template(file)),
+            None => volumes.push(Volume {
+                name: crate::jetstream::VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }),
+        }
+        mounts.push(mount(
+            crate::jetstream::VOLUME,
+            crate::jetstream::STORE_DIR,
+            false,
+        ));
     }
     let mut ports = vec![
         container_port("client", plan.ports.client),
@@ -1002,7 +1063,9 @@ fn stateful_set(
     StatefulSet {
         metadata: metadata(plan, name, Some(&pool.name), owner),
         spec: StatefulSetSpec {
-            replicas: Some(pool.replicas),
+            // Left out for an externally scaled pool: what server-side apply does not name,
+            // the operator does not own, so `kubectl scale` and autoscalers keep it.
+            replicas: (!pool.external).then_some(pool.replicas),
             service_name: Some(headless_service_name(&plan.name)),
             // All servers start together: each only needs DNS names of its peers, not
             // their readiness, and ordered start-up would make cluster formation slow.
@@ -1026,10 +1089,55 @@ fn stateful_set(
                 }),
                 spec: Some(pod_spec),
             },
+            volume_claim_templates: (!claims.is_empty()).then_some(claims),
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
     }
+}
+
+/// The leaf node credentials of `pool`'s servers (see [`LEAF_USER_ENV`]): from the Secret
+/// `secret`, and composed by the kubelet into what a core server's listener or a leaf
+/// server's remote needs.
+fn leaf_credential_env(plan: &ClusterPlan, pool: &PoolPlan, secret: &str) -> Vec<EnvVar> {
+    let from_secret = |name: &str, key: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(CoreSecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                ..CoreSecretKeySelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let quoted = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(format!("\"{value}\"")),
+        ..EnvVar::default()
+    };
+    let mut env = vec![
+        from_secret(LEAF_SECRET_USER_ENV, crate::leaf_auth::USER_KEY),
+        from_secret(LEAF_SECRET_PASSWORD_ENV, crate::leaf_auth::PASSWORD_KEY),
+    ];
+    match pool.role {
+        PoolRole::Core => {
+            env.push(quoted(LEAF_USER_ENV, format!("$({LEAF_SECRET_USER_ENV})")));
+            env.push(quoted(
+                LEAF_PASSWORD_ENV,
+                format!("$({LEAF_SECRET_PASSWORD_ENV})"),
+            ));
+        }
+        PoolRole::Leaf => env.push(quoted(
+            LEAF_URL_ENV,
+            leaf_remote_url_as(
+                plan,
+                &format!("$({LEAF_SECRET_USER_ENV}):$({LEAF_SECRET_PASSWORD_ENV})@"),
+            ),
+        )),
+    }
+    env
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {
@@ -1072,6 +1180,15 @@ mod tests {
             .expect("midge.conf")
     }
 
+    /// The leaf credential variables as a pod would have them (see
+    /// [`leaf_credentials_come_from_the_secret_as_environment`] for how the kubelet makes
+    /// them).
+    const LEAF_ENV_STANDINS: [(&str, &str); 3] = [
+        (LEAF_USER_ENV, "leaf"),
+        (LEAF_PASSWORD_ENV, "pw"),
+        (LEAF_URL_ENV, "nats-leaf://leaf:pw@hub.test:7422"),
+    ];
+
     /// The users file a Secret would hold, for the configs that include it.
     const USERS_FILE_TEXT: &str =
         "authorization {\n  users: [{user: alice, password: secret}]\n}\n";
@@ -1090,6 +1207,11 @@ mod tests {
         let mut text = "POD_NAME: \"demo-a-0\"\n".to_string();
         if conf.contains(&format!("${AUTH_TOKEN_ENV}")) {
             text.push_str(&format!("{AUTH_TOKEN_ENV}: \"s3cret\"\n"));
+        }
+        for (name, value) in LEAF_ENV_STANDINS {
+            if conf.contains(&format!("${name}")) {
+                text.push_str(&format!("{name}: \"{value}\"\n"));
+            }
         }
         text.push_str(conf);
         let path = config_dir.join(CONFIG_FILE);
@@ -1190,11 +1312,21 @@ mod tests {
             "a leaf pool does not listen for leafs"
         );
         assert_eq!(edge.leafnodes.remotes.len(), 1);
+        // The URL with the credentials is the pod's variable (the Service's URL is in the
+        // pod template, see leaf_credentials_come_from_the_secret_as_environment).
         assert_eq!(
             edge.leafnodes.remotes[0].urls,
-            ["nats-leaf://demo-leafnodes.ns.svc.cluster.local:7422"]
+            ["nats-leaf://leaf:pw@hub.test:7422"]
         );
+        assert!(pool_conf(&children, "demo-edge-config").contains("{urls: [$MIDGE_LEAF_URL]"));
         assert_eq!(edge.leafnodes.remotes[0].tls, None);
+        assert_eq!(
+            (
+                core.leafnodes.user.as_deref(),
+                core.leafnodes.password.as_deref()
+            ),
+            (Some("leaf"), Some("pw"))
+        );
         assert_eq!((edge.max_connections, edge.max_pending), (64, 1_048_576));
         assert_eq!(edge.max_payload, core.max_payload);
         // The edge pods mount their own ConfigMap and carry its restart hash.
@@ -1248,6 +1380,122 @@ mod tests {
         };
         assert!(port_names(&children.stateful_sets[0]).contains(&"leafnodes".to_string()));
         assert!(!port_names(sts).contains(&"leafnodes".to_string()));
+    }
+
+    /// Leaf node credentials never enter a ConfigMap: the core config's leaf listener and
+    /// the edge config's remote name environment variables, which the pods take from the
+    /// Secret (`secretKeyRef`) and the kubelet composes (`$(VAR)`), quoted, into the
+    /// listener's user and password and the remote's URL at the leaf node Service. A
+    /// cluster without leaf pools has none of it; `spec.auth.leafnodes` names the Secret.
+    #[test]
+    fn leaf_credentials_come_from_the_secret_as_environment() {
+        let children = build(&plan(CLOUD_AND_EDGE), None);
+        let core_conf = config(&children);
+        let hub = parse(core_conf).expect("core config parses");
+        let authorization = hub
+            .get("leafnodes")
+            .and_then(|l| l.value.as_map("leafnodes").ok())
+            .and_then(|l| l.get("authorization"))
+            .map(|a| a.value.clone());
+        assert!(authorization.is_some(), "{core_conf}");
+        assert!(
+            core_conf.contains("    user: $MIDGE_LEAF_USER\n    password: $MIDGE_LEAF_PASSWORD\n"),
+            "{core_conf}"
+        );
+        let env = |sts: &StatefulSet| -> Vec<(String, String)> {
+            container(sts)
+                .env
+                .iter()
+                .flatten()
+                .map(|e| {
+                    let source = match (&e.value, &e.value_from) {
+                        (Some(v), _) => v.clone(),
+                        (None, Some(from)) => from
+                            .secret_key_ref
+                            .as_ref()
+                            .map(|r| format!("secret {}/{}", r.name, r.key))
+                            .unwrap_or_else(|| "field".into()),
+                        (None, None) => String::new(),
+                    };
+                    (e.name.clone(), source)
+                })
+                .collect()
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let from_secret = [
+            pair(
+                "MIDGE_LEAF_SECRET_USER",
+                "secret demo-leaf-credentials/user",
+            ),
+            pair(
+                "MIDGE_LEAF_SECRET_PASSWORD",
+                "secret demo-leaf-credentials/password",
+            ),
+        ];
+        let core_env = env(&children.stateful_sets[0]);
+        assert_eq!(core_env[1..3], from_secret);
+        assert_eq!(
+            core_env[3..],
+            [
+                pair("MIDGE_LEAF_USER", "\"$(MIDGE_LEAF_SECRET_USER)\""),
+                pair("MIDGE_LEAF_PASSWORD", "\"$(MIDGE_LEAF_SECRET_PASSWORD)\""),
+            ]
+        );
+        let edge_env = env(&children.stateful_sets[1]);
+        assert_eq!(edge_env[1..3], from_secret);
+        assert_eq!(
+            edge_env[3..],
+            [pair(
+                "MIDGE_LEAF_URL",
+                "\"nats-leaf://$(MIDGE_LEAF_SECRET_USER):$(MIDGE_LEAF_SECRET_PASSWORD)@demo-leafnodes.ns.svc.cluster.local:7422\""
+            )]
+        );
+        // What the kubelet makes of it, read by the broker as the pod's variables are.
+        let composed = edge_env[3]
+            .1
+            .replace("$(MIDGE_LEAF_SECRET_USER)", "leaf")
+            .replace("$(MIDGE_LEAF_SECRET_PASSWORD)", "pw");
+        let text = format!(
+            "POD_NAME: \"demo-edge-0\"\nMIDGE_LEAF_URL: {composed}\n{}",
+            pool_conf(&children, "demo-edge-config")
+        );
+        let map = midge::conf::parse_str(&text, "/etc/midge/midge.conf").expect("parses");
+        let edge = Options::from_conf(&map).expect("loads").options;
+        assert_eq!(
+            edge.leafnodes.remotes[0].urls,
+            ["nats-leaf://leaf:pw@demo-leafnodes.ns.svc.cluster.local:7422"]
+        );
+        for conf in children.config_map_names().iter().map(|name| {
+            std::iter::once(&children.config_map)
+                .chain(&children.pool_config_maps)
+                .find(|c| c.metadata.name.as_ref() == Some(name))
+                .and_then(|c| c.data.as_ref())
+                .map(|d| d[CONFIG_FILE].clone())
+                .unwrap_or_default()
+        }) {
+            assert!(!conf.contains("leaf-credentials"), "{conf}");
+        }
+
+        // The user's Secret instead of the generated one.
+        let children = build(
+            &plan(&format!(
+                "{CLOUD_AND_EDGE}  auth: {{leafnodes: {{secretName: my-leaf}}}}\n"
+            )),
+            None,
+        );
+        assert_eq!(
+            env(&children.stateful_sets[1])[1],
+            pair("MIDGE_LEAF_SECRET_USER", "secret my-leaf/user")
+        );
+        // No leaf pool, no leaf credentials (a leafnodes Secret is then not used).
+        let children = build(
+            &plan(&format!(
+                "{TWO_POOLS}  auth: {{leafnodes: {{secretName: my-leaf}}}}\n"
+            )),
+            None,
+        );
+        assert!(!config(&children).contains("MIDGE_LEAF"));
+        assert_eq!(env(&children.stateful_sets[0]).len(), 1, "POD_NAME only");
     }
 
     /// Cloud clients land on core servers only, edge clients have their own Service, and
@@ -1414,6 +1662,110 @@ mod tests {
         assert!(BROKER_BIN.starts_with('/'));
     }
 
+    /// A pool with `scaling: External`: its StatefulSet names no `spec.replicas` (so the
+    /// operator never owns the count that `kubectl scale` or an HPA sets), and the routes,
+    /// the edge cluster's routes and the PDB follow the count the controller observed.
+    #[test]
+    fn externally_scaled_pools_leave_the_count_to_the_stateful_set() {
+        let mut p = plan("  pools:\n  - {name: a, replicas: 2}\n  - {name: b, scaling: External}\n  - {name: edge, role: leaf, scaling: External}\n");
+        let children = build(&p, None);
+        let counts: Vec<Option<i32>> = children
+            .stateful_sets
+            .iter()
+            .map(|s| s.spec.replicas)
+            .collect();
+        assert_eq!(counts, [Some(2), None, None]);
+        assert_eq!(
+            loaded(&children).cluster.routes.len(),
+            3,
+            "a new StatefulSet has one server"
+        );
+
+        p.observe_replicas("b", 4);
+        p.observe_replicas("edge", 3);
+        let children = build(&p, None);
+        assert_eq!(children.stateful_sets[1].spec.replicas, None);
+        let routes = loaded(&children).cluster.routes;
+        assert_eq!(routes.len(), 6, "{routes:?}");
+        assert_eq!(
+            routes.last().map(String::as_str),
+            Some("nats://demo-b-3.demo-headless.ns.svc.cluster.local:6222")
+        );
+        let edge = load(pool_conf(&children, "demo-edge-config")).expect("edge config loads");
+        assert_eq!(edge.cluster.routes.len(), 3);
+        assert_eq!(
+            children.pod_disruption_budgets[1].metadata.name.as_deref(),
+            Some("demo-b")
+        );
+    }
+
+    /// `spec.jetstream`: the file store on a claim per pod mounted where the broker's
+    /// `store_dir` points, the `jetstream {}` block read back by the broker; a pool with
+    /// memory streams only gets scratch space there and its own config; JetStream options
+    /// are start-up options in the broker's table, so changing one rolls the pods, and a
+    /// cluster without JetStream has none of it.
+    #[test]
+    fn jetstream_puts_the_file_store_on_a_claim_per_pod() {
+        let spec = "  pools:\n  - {name: a, replicas: 2}\n  - {name: m, replicas: 1, jetstream: {memoryStore: 64Mi, fileStore: {enabled: false}}}\n  jetstream: {memoryStore: 256Mi, fileStore: {size: 5Gi, storageClassName: fast}}\n";
+        let p = plan(spec);
+        let children = build(&p, None);
+        let core = loaded(&children);
+        let js = core.jetstream.clone().expect("jetstream {}");
+        assert!(js.enabled);
+        assert_eq!(js.store_dir.as_deref(), Some(std::path::Path::new("/data")));
+        assert_eq!(
+            (js.max_memory, js.max_file),
+            (Some(256 << 20), Some((5u64 << 30) / 10 * 9))
+        );
+        let a = &children.stateful_sets[0];
+        let claims = a.spec.volume_claim_templates.clone().unwrap_or_default();
+        assert_eq!(claims.len(), 1);
+        let claim = claims[0].spec.clone().unwrap_or_default();
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("jetstream"));
+        assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(claim.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+        assert_eq!(
+            claim
+                .resources
+                .and_then(|r| r.requests)
+                .map(|r| r["storage"].0.clone()),
+            Some("5Gi".to_string())
+        );
+        let mount_of = |sts: &StatefulSet| {
+            container(sts)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == "jetstream")
+                .map(|m| (m.mount_path.clone(), m.read_only))
+        };
+        assert_eq!(mount_of(a), Some(("/data".into(), Some(false))));
+        // Memory only: its own config with max_file_store 0, an emptyDir, no claim.
+        assert_eq!(
+            children.config_map_names(),
+            ["demo-config", "demo-m-config"]
+        );
+        let m = load(pool_conf(&children, "demo-m-config")).expect("loads");
+        let mjs = m.jetstream.expect("jetstream {}");
+        assert_eq!((mjs.max_memory, mjs.max_file), (Some(64 << 20), Some(0)));
+        let msts = &children.stateful_sets[1];
+        assert_eq!(msts.spec.volume_claim_templates, None);
+        assert_eq!(mount_of(msts), Some(("/data".into(), Some(false))));
+        assert!(pod(msts)
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "jetstream" && v.empty_dir.is_some()));
+        // A restart, not a reload.
+        let bigger = plan(&spec.replace("memoryStore: 256Mi", "memoryStore: 512Mi"));
+        assert_ne!(bigger.restart_hash, p.restart_hash);
+        // Without spec.jetstream: no block, no volume.
+        let none = build(&plan("  replicas: 1\n"), None);
+        assert_eq!(loaded(&none).jetstream, None);
+        assert_eq!(none.stateful_sets[0].spec.volume_claim_templates, None);
+        assert_eq!(mount_of(&none.stateful_sets[0]), None);
+    }
+
     #[test]
     fn routes_list_every_core_pod_of_every_pool() {
         let children = build(&plan(TWO_POOLS), None);
@@ -1526,6 +1878,10 @@ mod tests {
                 let got = result.unwrap_or_else(|e| panic!("{e}\n{conf}"));
                 let mut expected = broker_options(&plan, &plan.pools);
                 expected.server_name = Some("demo-a-0".into());
+                if plan.leaf_auth.is_some() {
+                    expected.leafnodes.user = Some("leaf".into());
+                    expected.leafnodes.password = Some("pw".into());
+                }
                 match &plan.auth {
                     Some(Auth::Token(_)) => expected.auth.token = Some("s3cret".into()),
                     Some(Auth::Users(_)) => {

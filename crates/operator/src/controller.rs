@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::build::{build, client_url, cluster_selector, managed_selector, FIELD_MANAGER};
 use crate::crd::{NatsCluster, NatsClusterStatus, PoolStatus};
 use crate::secrets::{referenced, SecretDigests, SecretUse};
-use crate::validate::{validate, ClusterPlan};
+use crate::validate::{validate, ClusterPlan, PoolPlan, STATEFULSET_DEFAULT_REPLICAS};
 
 /// Periodic resync while everything is ready; watches on the children trigger earlier.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -38,6 +38,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 const PROGRESS_POLL: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Field manager that takes over `spec.replicas` of an externally scaled pool's
+/// StatefulSet from the operator (see [`hand_over_replicas`]).
+pub const REPLICAS_HANDOVER_MANAGER: &str = "midge-operator-handover";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,6 +82,12 @@ pub enum Error {
     },
     #[error(transparent)]
     RouteTls(#[from] crate::route_tls::RouteTlsError),
+    #[error("handing the server count of StatefulSet {name} over to kubectl scale and autoscalers: {source}")]
+    Handover {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -113,6 +122,7 @@ impl Error {
             Error::Secret { .. } => "secret",
             Error::CreateSecret { .. } => "create_secret",
             Error::RouteTls(_) => "route_tls",
+            Error::Handover { .. } => "handover",
         }
     }
 }
@@ -246,7 +256,7 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
         return Ok(Action::await_change());
     }
 
-    let plan = match validate(nc) {
+    let mut plan = match validate(nc) {
         Ok(plan) => plan,
         Err(invalid) => {
             tracing::info!(cluster = %object_key(nc), error = %invalid, "invalid spec");
@@ -269,12 +279,54 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
         }
     };
 
+    // Observe: the cluster's StatefulSets as they run. An externally scaled pool is built
+    // for the count its StatefulSet has (routes, status), and its count is handed over
+    // when the operator still owns it from before the pool switched.
+    let live = list_owned::<StatefulSet>(client, nc, &ns).await?;
+    for pool in plan.pools.iter().filter(|p| p.external) {
+        if let Some(sts) = live.iter().find(|s| s.name_any() == sts_name(&plan, pool)) {
+            if owns_replicas(sts) {
+                hand_over_replicas(client, &ns, sts).await?;
+            }
+        }
+    }
+    for sts in &live {
+        let replicas = sts.spec.replicas;
+        let pool = sts.labels().get(crate::build::LABEL_POOL).cloned();
+        if let Some(pool) = pool {
+            plan.observe_replicas(&pool, replicas.unwrap_or(STATEFULSET_DEFAULT_REPLICAS));
+        }
+    }
+
     let mut children = build(&plan, nc.controller_owner_ref(&()).as_ref());
+    // Kubernetes refuses a change of a StatefulSet's volume claim templates (the
+    // JetStream file store): nothing is applied until the StatefulSet is recreated, which
+    // deleting it (an owned StatefulSet event) makes the next reconcile do.
+    let refused = volume_changes(nc, &plan, &live, &children.stateful_sets);
+    if !refused.is_empty() {
+        let message = refused.join("; ");
+        tracing::info!(cluster = %object_key(nc), %message, "volume change refused");
+        let status = refused_status(nc, &current, "VolumeChangeRefused", &message, now);
+        write_status(client, nc, &ns, &current, status).await?;
+        if !is_degraded_with(&current, &message) {
+            publish(
+                ctx,
+                nc,
+                EventType::Warning,
+                "VolumeChangeRefused",
+                "Validate",
+                message,
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
     // Digests of the referenced Secrets: into the config (reloaded) or the pod template
     // (rolled), see `crate::secrets`.
     let uses = referenced(&plan);
     let mut secrets = read_secrets(client, &ns, &uses).await?;
     ensure_route_secret(ctx, nc, &plan, &ns, &mut secrets).await?;
+    ensure_leaf_secret(ctx, nc, &plan, &ns, &mut secrets).await?;
     SecretDigests::compute(&uses, &secrets).apply_to(&mut children);
     let applied_sets = match apply_children(client, &ns, &children).await {
         Ok(sets) => sets,
@@ -291,7 +343,7 @@ async fn reconcile_inner(nc: &NatsCluster, ctx: &Context, now: Timestamp) -> Res
             return Err(error);
         }
     };
-    let removed_pools = delete_removed_pools(ctx, nc, &ns, &children.stateful_sets).await?;
+    let removed_pools = delete_removed_pools(ctx, nc, &ns, &live, &children.stateful_sets).await?;
     // Pool ConfigMaps and Services only exist with leaf pools or per-pool limits, and only
     // go away with such a pool: a cloud-only cluster is spared the two lists.
     if removed_pools || !children.pool_config_maps.is_empty() {
@@ -396,36 +448,100 @@ async fn ensure_route_secret(
     let credentials = crate::route_tls::generate(plan, SystemTime::now())?;
     let secret =
         crate::route_tls::secret(plan, nc.controller_owner_ref(&()).as_ref(), &credentials);
+    let (stored, created) = create_secret(ctx, ns, &secret).await?;
+    if created {
+        let note = format!("created Secret {name} with a new route CA and certificate");
+        publish(
+            ctx,
+            nc,
+            EventType::Normal,
+            "RouteCredentialsCreated",
+            "Create",
+            note,
+        )
+        .await;
+    }
+    secrets.insert(name, stored);
+    Ok(())
+}
+
+/// With leaf pools, creates the generated leaf credentials Secret when `secrets` (just
+/// read) does not hold it, and adds it there, so that it is digested like any other;
+/// never rewritten, as the route TLS Secret. The Secret in use, generated or the user's,
+/// is checked: one the pods cannot use (a missing key, characters a URL does not carry)
+/// is a Warning Event on every reconcile, which the recorder folds into a series. A
+/// user's Secret that does not exist yet is waited for (the pods cannot start without
+/// it, and its creation reconciles).
+async fn ensure_leaf_secret(
+    ctx: &Context,
+    nc: &NatsCluster,
+    plan: &ClusterPlan,
+    ns: &str,
+    secrets: &mut BTreeMap<String, Secret>,
+) -> Result<(), Error> {
+    let Some(leaf) = &plan.leaf_auth else {
+        return Ok(());
+    };
+    let name = leaf.secret_name.clone();
+    if let Some(existing) = secrets.get(&name) {
+        if let Err(problem) = crate::leaf_auth::read(existing) {
+            let note =
+                format!("Secret {name}: {problem}; leaf servers cannot log in to the core servers");
+            tracing::warn!(cluster = %object_key(nc), secret = %name, %problem, "unusable leaf credentials");
+            publish(
+                ctx,
+                nc,
+                EventType::Warning,
+                "LeafCredentialsInvalid",
+                "Check",
+                note,
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    if !leaf.generated {
+        return Ok(());
+    }
+    let credentials = crate::leaf_auth::generate();
+    let secret =
+        crate::leaf_auth::secret(plan, nc.controller_owner_ref(&()).as_ref(), &credentials);
+    let (stored, created) = create_secret(ctx, ns, &secret).await?;
+    if created {
+        let note = format!("created Secret {name} with a new leaf node user and password");
+        publish(
+            ctx,
+            nc,
+            EventType::Normal,
+            "LeafCredentialsCreated",
+            "Create",
+            note,
+        )
+        .await;
+    }
+    secrets.insert(name, stored);
+    Ok(())
+}
+
+/// Creates `secret` (a plain create: an existing Secret is never overwritten). Returns the
+/// stored Secret and whether this call created it: one created since it was read (by
+/// another operator replica, or a user) is read and used instead.
+async fn create_secret(ctx: &Context, ns: &str, secret: &Secret) -> Result<(Secret, bool), Error> {
+    let name = secret.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let stored = match api.create(&params, &secret).await {
-        Ok(created) => {
-            let note = format!("created Secret {name} with a new route CA and certificate");
-            publish(
-                ctx,
-                nc,
-                EventType::Normal,
-                "RouteCredentialsCreated",
-                "Create",
-                note,
-            )
-            .await;
-            created
-        }
-        // Created since it was read (another operator replica, a user): use that one.
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            api.get(&name).await.map_err(|source| Error::Secret {
-                name: name.clone(),
-                source,
-            })?
-        }
-        Err(source) => return Err(Error::CreateSecret { name, source }),
-    };
-    secrets.insert(name, stored);
-    Ok(())
+    match api.create(&params, secret).await {
+        Ok(created) => Ok((created, true)),
+        Err(kube::Error::Api(status)) if status.code == 409 => api
+            .get(&name)
+            .await
+            .map(|stored| (stored, false))
+            .map_err(|source| Error::Secret { name, source }),
+        Err(source) => Err(Error::CreateSecret { name, source }),
+    }
 }
 
 /// The generated certificate is never renewed by the operator: a Warning Event (repeated
@@ -509,14 +625,8 @@ fn owned_by(object: &impl Resource, nc: &NatsCluster) -> bool {
         .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
-/// Deletes this cluster's objects of kind `K` whose names are not in `wanted`; returns
-/// the names deleted.
-async fn prune<K>(
-    client: &Client,
-    nc: &NatsCluster,
-    ns: &str,
-    wanted: &[String],
-) -> Result<Vec<String>, Error>
+/// This cluster's objects of kind `K`: labelled as the operator's and controlled by `nc`.
+async fn list_owned<K>(client: &Client, nc: &NatsCluster, ns: &str) -> Result<Vec<K>, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -532,10 +642,51 @@ where
             kind: K::KIND,
             source,
         })?;
+    Ok(existing
+        .into_iter()
+        .filter(|object| owned_by(object, nc))
+        .collect())
+}
+
+/// Deletes this cluster's objects of kind `K` whose names are not in `wanted`; returns
+/// the names deleted.
+async fn prune<K>(
+    client: &Client,
+    nc: &NatsCluster,
+    ns: &str,
+    wanted: &[String],
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::Resource,
+{
+    let existing = list_owned::<K>(client, nc, ns).await?;
+    delete_unwanted(client, nc, ns, &existing, wanted).await
+}
+
+/// Deletes the objects of `existing` (this cluster's) whose names are not in `wanted`.
+async fn delete_unwanted<K>(
+    client: &Client,
+    nc: &NatsCluster,
+    ns: &str,
+    existing: &[K],
+    wanted: &[String],
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + k8s_openapi::Resource,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut deleted = Vec::new();
     for object in existing {
         let name = object.name_any();
-        if owned_by(&object, nc) && !wanted.contains(&name) {
+        if !wanted.contains(&name) {
             tracing::info!(cluster = %object_key(nc), kind = K::KIND, %name, "deleting");
             api.delete(&name, &DeleteParams::background())
                 .await
@@ -603,15 +754,17 @@ where
     })
 }
 
-/// Deletes StatefulSets of pools that left the spec, with an Event for each.
+/// Deletes the StatefulSets (of `live`, listed by this reconcile) of pools that left the
+/// spec, with an Event for each.
 async fn delete_removed_pools(
     ctx: &Context,
     nc: &NatsCluster,
     ns: &str,
+    live: &[StatefulSet],
     desired: &[StatefulSet],
 ) -> Result<bool, Error> {
     let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
-    let deleted = prune::<StatefulSet>(&ctx.client, nc, ns, &wanted).await?;
+    let deleted = delete_unwanted(&ctx.client, nc, ns, live, &wanted).await?;
     let removed = !deleted.is_empty();
     for name in deleted {
         let note = format!("deleted StatefulSet {name}: its pool is no longer in the spec");
@@ -626,6 +779,78 @@ async fn delete_removed_pools(
         .await;
     }
     Ok(removed)
+}
+
+/// For each pool whose live StatefulSet cannot take the desired one's volume claim
+/// templates, the spec field and why.
+fn volume_changes(
+    nc: &NatsCluster,
+    plan: &ClusterPlan,
+    live: &[StatefulSet],
+    desired: &[StatefulSet],
+) -> Vec<String> {
+    plan.pools
+        .iter()
+        .zip(desired)
+        .enumerate()
+        .filter_map(|(i, (pool, want))| {
+            let have = live.iter().find(|s| s.name_any() == want.name_any())?;
+            let why = crate::jetstream::volume_change(have, want)?;
+            let field = if nc.spec.pools.get(i).is_some_and(|p| p.jetstream.is_some()) {
+                format!("spec.pools[{i}].jetstream")
+            } else {
+                "spec.jetstream".to_string()
+            };
+            Some(format!("{field}: pool {}: {why}", pool.name))
+        })
+        .collect()
+}
+
+fn sts_name(plan: &ClusterPlan, pool: &PoolPlan) -> String {
+    crate::build::stateful_set_name(&plan.name, &pool.name)
+}
+
+/// Whether the operator's own applies own `spec.replicas` of `sts`: a pool that was scaled
+/// by the operator and now is not. Leaving the field out of the next apply would then
+/// delete it (Kubernetes would default it to 1, scaling the pool down), so the count is
+/// handed over first.
+fn owns_replicas(sts: &StatefulSet) -> bool {
+    sts.metadata.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.subresource.is_none()
+            && entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .and_then(|spec| spec.get("f:replicas"))
+                .is_some()
+    })
+}
+
+/// Applies `spec.replicas` of `sts`, at the count it has, under a field manager of its own
+/// ([`REPLICAS_HANDOVER_MANAGER`]): the count then has an owner besides the operator,
+/// which can leave it out of its applies without the field being deleted, and which
+/// `kubectl scale` or an autoscaler takes over on their first change. Not forced: should
+/// the count move in between, the conflict is retried with the new count.
+async fn hand_over_replicas(client: &Client, ns: &str, sts: &StatefulSet) -> Result<(), Error> {
+    let name = sts.name_any();
+    let replicas = sts.spec.replicas.unwrap_or(STATEFULSET_DEFAULT_REPLICAS);
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas},
+    });
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Handover { name, source })?;
+    Ok(())
 }
 
 async fn write_status(
@@ -699,7 +924,7 @@ struct PoolRollout {
     done: bool,
 }
 
-fn pool_rollout(pool: &crate::crd::NodePool, sts: &StatefulSet) -> PoolRollout {
+fn pool_rollout(pool: &PoolPlan, sts: &StatefulSet) -> PoolRollout {
     let st = sts.status.clone().unwrap_or_default();
     let ready = st.ready_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
@@ -871,7 +1096,19 @@ fn apply_failed_status(
 fn invalid_status(
     nc: &NatsCluster,
     current: &NatsClusterStatus,
+    message: &str,
+    now: Timestamp,
+) -> NatsClusterStatus {
+    refused_status(nc, current, "InvalidSpec", message, now)
+}
+
+/// The spec is not applied (`reason`: `InvalidSpec`, `VolumeChangeRefused`): running
+/// objects stay as they are until the spec (or the StatefulSet) changes.
+fn refused_status(
+    nc: &NatsCluster,
+    current: &NatsClusterStatus,
     reason: &str,
+    message: &str,
     now: Timestamp,
 ) -> NatsClusterStatus {
     let generation = nc.metadata.generation;
@@ -882,21 +1119,13 @@ fn invalid_status(
             keep_or(
                 prev,
                 "Ready",
-                condition(
-                    prev,
-                    "Ready",
-                    false,
-                    "InvalidSpec",
-                    String::new(),
-                    generation,
-                    now,
-                ),
+                condition(prev, "Ready", false, reason, String::new(), generation, now),
             ),
             condition(
                 prev,
                 "Progressing",
                 false,
-                "InvalidSpec",
+                reason,
                 "running objects are left unchanged until the spec is fixed".into(),
                 generation,
                 now,
@@ -905,8 +1134,8 @@ fn invalid_status(
                 prev,
                 "Degraded",
                 true,
-                "InvalidSpec",
-                reason.to_string(),
+                reason,
+                message.to_string(),
                 generation,
                 now,
             ),
@@ -1188,6 +1417,32 @@ mod tests {
         })
     }
 
+    /// A StatefulSet of pool `pool` as listed: at `replicas` servers, and with
+    /// `spec.replicas` owned by the operator's applies when `operator_owned`.
+    fn pool_sts(name: &str, pool: &str, replicas: i32, operator_owned: bool) -> Value {
+        let mut sts = owned_sts(name, UID);
+        sts["metadata"]["labels"] = json!({"midge.dev/pool": pool});
+        sts["spec"]["replicas"] = json!(replicas);
+        if operator_owned {
+            sts["metadata"]["managedFields"] = json!([{
+                "manager": "midge-operator", "operation": "Apply", "apiVersion": "apps/v1",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:replicas": {}, "f:serviceName": {}}}
+            }]);
+        }
+        sts
+    }
+
+    /// The route URLs of a rendered `midge.conf`.
+    fn routes_in(conf: &Value) -> Vec<String> {
+        conf.as_str()
+            .unwrap_or_default()
+            .split('"')
+            .filter(|part| part.starts_with("nats://"))
+            .map(str::to_string)
+            .collect()
+    }
+
     fn condition_of<'a>(status: &'a Value, type_: &str) -> &'a Value {
         status["conditions"]
             .as_array()
@@ -1230,6 +1485,7 @@ mod tests {
         let nc = cluster("  replicas: 3\n");
         let status_nc = nc.clone();
         let action = run(nc, |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let bodies = expect_applies(&mut h, &["demo-default"], 0).await;
             assert_eq!(
                 bodies[0]["data"]["midge.conf"]
@@ -1238,7 +1494,6 @@ mod tests {
                 Some(3)
             );
             assert_eq!(bodies[3]["spec"]["replicas"], 3);
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["observedGeneration"], 2);
@@ -1268,8 +1523,8 @@ mod tests {
         let mut nc = cluster("  replicas: 3\n");
         nc.status = Some(settled(&nc, 3));
         let action = run(nc, |mut h| async move {
-            expect_applies(&mut h, &["demo-default"], 3).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_applies(&mut h, &["demo-default"], 3).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             h
         })
@@ -1278,12 +1533,126 @@ mod tests {
         assert_eq!(action, Action::requeue(RESYNC));
     }
 
+    /// `scaling: External`: the pool's StatefulSet owns its count. `kubectl scale
+    /// statefulset/demo-workers --replicas=5` (or an HPA) changes it, the StatefulSet event
+    /// reconciles, and the ConfigMap's routes and the status follow the live count; the
+    /// applied StatefulSet never names `spec.replicas`, so the operator never takes the
+    /// count back.
+    #[tokio::test]
+    async fn externally_scaled_pool_follows_its_stateful_set() {
+        let nc = cluster(
+            "  pools:\n  - {name: core, replicas: 3}\n  - {name: workers, scaling: External}\n",
+        );
+        let mut status = None;
+        for (count, event) in [(3, "Created"), (5, "Scaled")] {
+            let mut nc = nc.clone();
+            nc.status = status.take();
+            let status_nc = nc.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            run(nc, move |mut h| async move {
+                expect_list(
+                    &mut h,
+                    vec![
+                        owned_sts("demo-core", UID),
+                        pool_sts("demo-workers", "workers", count, false),
+                    ],
+                )
+                .await;
+                let bodies = expect_applies(&mut h, &["demo-core", "demo-workers"], 3).await;
+                let routes = routes_in(&bodies[0]["data"]["midge.conf"]);
+                let workers: Vec<&String> = routes
+                    .iter()
+                    .filter(|r| r.contains("demo-workers-"))
+                    .collect();
+                assert_eq!(
+                    workers.len(),
+                    usize::try_from(count).unwrap_or(0),
+                    "{routes:?}"
+                );
+                assert_eq!(routes.len(), 3 + workers.len());
+                assert_eq!(bodies[3]["spec"]["replicas"], 3, "the operator's pool");
+                assert!(
+                    bodies[4]["spec"].get("replicas").is_none(),
+                    "the external pool's count is not applied: {}",
+                    bodies[4]["spec"]
+                );
+                // The PDB of the pool is there as for any other.
+                assert_eq!(bodies[6]["metadata"]["name"], "demo-workers");
+                expect_pdb_list(&mut h, vec![]).await;
+                let status = expect_status(&mut h, &status_nc).await;
+                assert_eq!(status["replicas"], 3 + count);
+                assert_eq!(status["pools"][1]["name"], "workers");
+                assert_eq!(status["pools"][1]["replicas"], count);
+                let _ = tx.send(status);
+                let note = expect_event(&mut h, event).await["note"].clone();
+                if event == "Scaled" {
+                    assert_eq!(note, "scaled from 6 to 8 servers");
+                }
+                h
+            })
+            .await
+            .expect("reconcile succeeds");
+            let written = rx.await.expect("status");
+            status = Some(serde_json::from_value(written).expect("a status"));
+        }
+    }
+
+    /// A pool switched from `replicas: 4` to `scaling: External` still has its count owned
+    /// by the operator's applies: leaving it out of the next apply would delete the field
+    /// and drop the StatefulSet to one server. The count is first applied as it is under a
+    /// field manager of its own (not forced), then the operator's apply leaves it out.
+    #[tokio::test]
+    async fn switching_a_pool_to_external_scaling_hands_its_count_over() {
+        let mut nc = cluster("  pools:\n  - {name: workers, scaling: External}\n");
+        nc.status = Some(settled(&nc, 1));
+        let status_nc = nc.clone();
+        run(nc, |mut h| async move {
+            expect_list(&mut h, vec![pool_sts("demo-workers", "workers", 4, true)]).await;
+            let (body, send) = expect(
+                &mut h,
+                "PATCH",
+                "/apis/apps/v1/namespaces/ns/statefulsets/demo-workers?&fieldManager=midge-operator-handover",
+            )
+            .await;
+            assert_eq!(
+                body,
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                       "metadata": {"name": "demo-workers", "namespace": "ns"},
+                       "spec": {"replicas": 4}})
+            );
+            respond(send, 200, pool_sts("demo-workers", "workers", 4, true));
+            let bodies = expect_applies(&mut h, &["demo-workers"], 4).await;
+            assert!(bodies[3]["spec"].get("replicas").is_none(), "{}", bodies[3]);
+            assert_eq!(routes_in(&bodies[0]["data"]["midge.conf"]).len(), 4);
+            expect_pdb_list(&mut h, vec![owned("demo-workers", UID)]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            assert_eq!(status["replicas"], 4);
+            expect_event(&mut h, "Scaled").await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+
+        // Once handed over (the operator no longer owns the count), nothing more is done.
+        let mut nc = cluster("  pools:\n  - {name: workers, scaling: External}\n");
+        nc.status = Some(settled(&nc, 1));
+        run(nc, |mut h| async move {
+            expect_list(&mut h, vec![pool_sts("demo-workers", "workers", 1, false)]).await;
+            expect_applies(&mut h, &["demo-workers"], 1).await;
+            expect_pdb_list(&mut h, vec![owned("demo-workers", UID)]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
     #[tokio::test]
     async fn scale_up_rerenders_routes_and_status() {
         let mut nc = cluster("  replicas: 5\n");
         nc.status = Some(settled(&cluster("  replicas: 3\n"), 3));
         let status_nc = nc.clone();
         run(nc, |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
             let conf = bodies[0]["data"]["midge.conf"]
                 .as_str()
@@ -1294,7 +1663,6 @@ mod tests {
                 "{conf}"
             );
             assert_eq!(bodies[3]["spec"]["replicas"], 5);
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let status = expect_status(&mut h, &status_nc).await;
             assert_eq!(status["replicas"], 5);
@@ -1312,7 +1680,6 @@ mod tests {
         let mut nc = cluster("  pools: [{name: a, replicas: 1}]\n");
         nc.status = Some(settled(&nc, 1));
         run(nc, |mut h| async move {
-            expect_applies(&mut h, &["demo-a"], 1).await;
             expect_list(
                 &mut h,
                 vec![
@@ -1322,6 +1689,7 @@ mod tests {
                 ],
             )
             .await;
+            expect_applies(&mut h, &["demo-a"], 1).await;
             let (body, send) = expect(
                 &mut h,
                 "DELETE",
@@ -1412,6 +1780,17 @@ mod tests {
             cluster("  pools:\n  - {name: cloud, replicas: 2}\n  - {name: edge, replicas: 2, role: leaf, broker: {maxConnections: 100}}\n");
         nc.status = Some(settled(&nc, 2));
         run(nc, |mut h| async move {
+            expect_list(
+                &mut h,
+                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
+            )
+            .await;
+            expect_secret(
+                &mut h,
+                "demo-leaf-credentials",
+                Some(&[("user", "leaf"), ("password", "pw")]),
+            )
+            .await;
             let paths = [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/configmaps/demo-edge-config",
@@ -1444,10 +1823,19 @@ mod tests {
                 "the core routes to no leaf: {core}"
             );
             assert!(core.contains("  port: 7422\n"), "{core}");
+            assert!(edge.contains("{urls: [$MIDGE_LEAF_URL]}"), "{edge}");
+            let edge_env =
+                bodies[7]["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
             assert!(
-                edge.contains("nats-leaf://demo-leafnodes.ns.svc.cluster.local:7422"),
-                "{edge}"
+                edge_env.contains("@demo-leafnodes.ns.svc.cluster.local:7422"),
+                "{edge_env}"
             );
+            // Leaf credentials are read at start-up: their digest is in the pod templates.
+            for sts in [&bodies[6], &bodies[7]] {
+                assert!(sts["spec"]["template"]["metadata"]["annotations"]
+                    ["midge.dev/secret-restart-hash"]
+                    .is_string());
+            }
             assert!(
                 !edge.contains("demo-cloud-"),
                 "the edge routes to no core: {edge}"
@@ -1459,11 +1847,6 @@ mod tests {
                 bodies[7]["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
                 "demo-edge-config"
             );
-            expect_list(
-                &mut h,
-                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
-            )
-            .await;
             expect_list_of(
                 &mut h,
                 "api/v1",
@@ -1483,6 +1866,208 @@ mod tests {
                 vec![owned("demo-cloud", UID), owned("demo-edge", UID)],
             )
             .await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    /// The leaf credentials Secret is created once when absent (owned by the cluster, a
+    /// user `leaf` and a random password), digested into every pod template (the broker
+    /// reads leaf credentials at start-up: a new password rolls the pods), and only read
+    /// when present; deleting it (a Secret event) is how the password is rotated.
+    #[tokio::test]
+    async fn generated_leaf_credentials_are_created_once() {
+        let spec =
+            "  pools:\n  - {name: cloud, replicas: 1}\n  - {name: edge, replicas: 1, role: leaf}\n";
+        let mut nc = cluster(spec);
+        nc.status = Some(settled(&nc, 1));
+        let sets = ["demo-cloud", "demo-edge"];
+        let listed = || vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)];
+        let hash = |body: &Value| {
+            body["spec"]["template"]["metadata"]["annotations"]["midge.dev/secret-restart-hash"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, listed()).await;
+            expect_secret(&mut h, "demo-leaf-credentials", None).await;
+            let (created, send) = expect(
+                &mut h,
+                "POST",
+                "/api/v1/namespaces/ns/secrets?&fieldManager=midge-operator",
+            )
+            .await;
+            respond(send, 201, created.clone());
+            let event = expect_event(&mut h, "LeafCredentialsCreated").await;
+            assert_eq!(
+                event["note"],
+                "created Secret demo-leaf-credentials with a new leaf node user and password"
+            );
+            let bodies = leaf_cluster_applies(&mut h, &sets).await;
+            let _ = tx.send((created, hash(&bodies[6]), hash(&bodies[7])));
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        let (created, cloud_hash, edge_hash) = rx.await.expect("bodies");
+        assert_eq!(created["metadata"]["name"], "demo-leaf-credentials");
+        assert_eq!(created["type"], "Opaque");
+        assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
+        let decoded = |key: &str| {
+            let secret: Secret = serde_json::from_value(created.clone()).expect("a Secret");
+            secret.data.and_then(|d| d.get(key).map(|v| v.0.clone()))
+        };
+        assert_eq!(decoded("user").as_deref(), Some(&b"leaf"[..]));
+        assert_eq!(decoded("password").map(|p| p.len()), Some(32));
+        assert!(cloud_hash.is_some() && cloud_hash == edge_hash);
+
+        // Present: read, digested, never written.
+        run(nc, move |mut h| async move {
+            expect_list(&mut h, listed()).await;
+            expect_secret(
+                &mut h,
+                "demo-leaf-credentials",
+                Some(&[("user", "leaf"), ("password", "another")]),
+            )
+            .await;
+            let bodies = leaf_cluster_applies(&mut h, &sets).await;
+            assert!(hash(&bodies[6]).is_some());
+            assert_ne!(
+                hash(&bodies[6]),
+                cloud_hash,
+                "a new password rolls the pods"
+            );
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    /// A Secret of the user's (`spec.auth.leafnodes.secretName`) is only read; one the
+    /// pods cannot use is said in a Warning Event, and the objects are applied as usual.
+    #[tokio::test]
+    async fn unusable_leaf_credentials_are_warned_about() {
+        let spec = "  pools:\n  - {name: cloud, replicas: 1}\n  - {name: edge, replicas: 1, role: leaf}\n  auth: {leafnodes: {secretName: mine}}\n";
+        let mut nc = cluster(spec);
+        nc.status = Some(settled(&nc, 1));
+        run(nc, |mut h| async move {
+            expect_list(
+                &mut h,
+                vec![owned_sts("demo-cloud", UID), owned_sts("demo-edge", UID)],
+            )
+            .await;
+            expect_secret(&mut h, "mine", Some(&[("user", "edge"), ("password", "p@ss")])).await;
+            let event = expect_event(&mut h, "LeafCredentialsInvalid").await;
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(
+                event["note"],
+                "Secret mine: \"password\" holds characters other than letters, digits and '-._~' (it goes into the leaf remote's URL unescaped); leaf servers cannot log in to the core servers"
+            );
+            let bodies = leaf_cluster_applies(&mut h, &["demo-cloud", "demo-edge"]).await;
+            let env = bodies[7]["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+            assert!(env.contains("\"name\":\"mine\""), "{env}");
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+    }
+
+    /// Answers the applies of a cloud + edge cluster (pools `sets`, the edge one last),
+    /// and the prune lists that follow; returns the applied bodies.
+    async fn leaf_cluster_applies(h: &mut Handle, sets: &[&str]) -> Vec<Value> {
+        let mut paths = vec![
+            "/api/v1/namespaces/ns/configmaps/demo-config".to_string(),
+            "/api/v1/namespaces/ns/configmaps/demo-edge-config".to_string(),
+            "/api/v1/namespaces/ns/services/demo-headless".to_string(),
+            "/api/v1/namespaces/ns/services/demo".to_string(),
+            "/api/v1/namespaces/ns/services/demo-leafnodes".to_string(),
+            "/api/v1/namespaces/ns/services/demo-edge".to_string(),
+        ];
+        for kind in [
+            "apis/apps/v1/namespaces/ns/statefulsets",
+            "apis/policy/v1/namespaces/ns/poddisruptionbudgets",
+        ] {
+            paths.extend(sets.iter().map(|s| format!("/{kind}/{s}")));
+        }
+        paths.push("/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/demo".into());
+        let mut bodies = Vec::new();
+        for path in paths {
+            let (mut body, send) = expect(h, "PATCH", &format!("{path}{APPLY}")).await;
+            if path.contains("statefulsets") {
+                body["metadata"]["generation"] = json!(1);
+                body["status"] = sts_status(1, 1, 1);
+            }
+            respond(send, 200, body.clone());
+            bodies.push(body);
+        }
+        expect_list_of(h, "api/v1", "configmaps", vec![]).await;
+        expect_list_of(h, "api/v1", "services", vec![]).await;
+        expect_pdb_list(h, vec![]).await;
+        bodies
+    }
+
+    /// Kubernetes refuses any change of a StatefulSet's volume claim templates: a new
+    /// JetStream volume size for an existing pool is refused before anything is applied
+    /// (Degraded/VolumeChangeRefused, a Warning Event, what to do), and applied once the
+    /// StatefulSet is gone (deleted with `--cascade=orphan`: the pods stay and the new
+    /// StatefulSet adopts them). A template as the API server stores it (with its
+    /// defaults) is no change.
+    #[tokio::test]
+    async fn jetstream_volume_change_is_refused_until_the_stateful_set_is_recreated() {
+        let stored = |size: &str| {
+            let mut sts = owned_sts("demo-default", UID);
+            sts["spec"]["volumeClaimTemplates"] = json!([{
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "jetstream"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem",
+                         "resources": {"requests": {"storage": size}}},
+                "status": {"phase": "Pending"}
+            }]);
+            sts
+        };
+        let mut nc = cluster("  replicas: 3\n  jetstream: {fileStore: {size: 20Gi}}\n");
+        nc.status = Some(settled(&nc, 3));
+        let status_nc = nc.clone();
+        let action = run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, vec![stored("10Gi")]).await;
+            let status = expect_status(&mut h, &status_nc).await;
+            let degraded = condition_of(&status, "Degraded");
+            assert_eq!(degraded["reason"], "VolumeChangeRefused");
+            assert_eq!(
+                degraded["message"],
+                "spec.jetstream: pool default: the StatefulSet has jetstream of 10Gi (the default storage class), the spec asks for jetstream of 20Gi (the default storage class); Kubernetes cannot change a StatefulSet's volume claim templates: delete it with `kubectl delete statefulset demo-default --cascade=orphan` (the pods keep running) and the operator recreates it (README, \"Change a JetStream volume\")"
+            );
+            assert_eq!(condition_of(&status, "Ready")["status"], "True", "servers run on");
+            let event = expect_event(&mut h, "VolumeChangeRefused").await;
+            assert_eq!(event["type"], "Warning");
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+        assert_eq!(action, Action::await_change());
+
+        // The same size as stored: applied as usual.
+        run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, vec![stored("20480Mi")]).await;
+            let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
+            assert_eq!(
+                bodies[3]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+                    ["storage"],
+                "20Gi"
+            );
+            expect_pdb_list(&mut h, vec![]).await;
+            h
+        })
+        .await
+        .expect("reconcile succeeds");
+
+        // Deleted with --cascade=orphan: created anew with the new template.
+        run(nc, move |mut h| async move {
+            expect_list(&mut h, vec![]).await;
+            expect_applies(&mut h, &["demo-default"], 3).await;
+            expect_pdb_list(&mut h, vec![]).await;
             h
         })
         .await
@@ -1644,6 +2229,7 @@ mod tests {
     async fn api_error_stops_the_pipeline_and_backs_off() {
         let nc = cluster("  replicas: 3\n");
         let error = run(nc.clone(), |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let (_, send) = expect(&mut h, "PATCH", &format!("/api/v1/namespaces/ns/configmaps/demo-config{APPLY}")).await;
             respond(
                 send,
@@ -1702,8 +2288,8 @@ mod tests {
             nc.status = Some(settled(&nc, 3));
             let status_nc = nc.clone();
             let action = run(nc, |mut h| async move {
-                expect_applies_with(&mut h, &["demo-default"], status, true).await;
                 expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+                expect_applies_with(&mut h, &["demo-default"], status, true).await;
                 expect_pdb_list(&mut h, vec![]).await;
                 let status = expect_status(&mut h, &status_nc).await;
                 let ready = condition_of(&status, "Ready");
@@ -1726,8 +2312,8 @@ mod tests {
         let nc = cluster("  replicas: 0\n");
         let status_nc = nc.clone();
         let action = run(nc, |mut h| async move {
-            expect_applies(&mut h, &["demo-default"], 0).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_applies(&mut h, &["demo-default"], 0).await;
             expect_pdb_list(&mut h, vec![]).await;
             let status = expect_status(&mut h, &status_nc).await;
             let ready = condition_of(&status, "Ready");
@@ -1763,6 +2349,7 @@ mod tests {
             )
         };
         let error = run(nc.clone(), |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             for path in [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/services/demo-headless",
@@ -1806,6 +2393,7 @@ mod tests {
             now(),
         ));
         run(again, |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             for path in [
                 "/api/v1/namespaces/ns/configmaps/demo-config",
                 "/api/v1/namespaces/ns/services/demo-headless",
@@ -1906,6 +2494,7 @@ mod tests {
         for crt in ["certificate v1", "certificate v2"] {
             let (tx, rx) = tokio::sync::oneshot::channel();
             run(nc.clone(), move |mut h| async move {
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 expect_secret(
                     &mut h,
                     "users",
@@ -1919,7 +2508,6 @@ mod tests {
                 )
                 .await;
                 let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
                 let _ = tx.send(bodies);
                 h
@@ -1966,10 +2554,10 @@ mod tests {
         for token in [None, Some("t1"), Some("t2")] {
             let (tx, rx) = tokio::sync::oneshot::channel();
             run(nc.clone(), move |mut h| async move {
+                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 let data = token.map(|t| vec![("token", t)]);
                 expect_secret(&mut h, "creds", data.as_deref()).await;
                 let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-                expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
                 expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
                 let _ = tx.send(bodies);
                 h
@@ -2008,6 +2596,7 @@ mod tests {
         nc.status = Some(settled(&nc, 3));
         let (tx, rx) = tokio::sync::oneshot::channel();
         run(nc.clone(), move |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_secret(&mut h, "demo-routes-tls", None).await;
             let (created, send) = expect(
                 &mut h,
@@ -2018,7 +2607,6 @@ mod tests {
             respond(send, 201, created.clone());
             expect_event(&mut h, "RouteCredentialsCreated").await;
             let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let _ = tx.send((created, bodies));
             h
@@ -2053,6 +2641,7 @@ mod tests {
         // Present (whatever it holds): read and digested, never written.
         let (tx, rx) = tokio::sync::oneshot::channel();
         run(nc, move |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_secret(
                 &mut h,
                 "demo-routes-tls",
@@ -2060,7 +2649,6 @@ mod tests {
             )
             .await;
             let bodies = expect_applies(&mut h, &["demo-default"], 3).await;
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             let _ = tx.send(bodies);
             h
@@ -2090,6 +2678,7 @@ mod tests {
         let made = SystemTime::now() - Duration::from_secs(340 * 86_400);
         let creds = crate::route_tls::generate(&plan, made).expect("generated");
         run(nc, move |mut h| async move {
+            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             let data = [
                 ("tls.crt", creds.tls_crt.as_str()),
                 ("tls.key", creds.tls_key.as_str()),
@@ -2101,7 +2690,6 @@ mod tests {
             let note = event["note"].as_str().unwrap_or_default();
             assert!(note.contains("demo-routes-tls expires in 2"), "{note}");
             expect_applies(&mut h, &["demo-default"], 3).await;
-            expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             h
         })
@@ -2115,8 +2703,8 @@ mod tests {
         let mut nc = cluster("  replicas: 3\n  networkPolicy: {enabled: false}\n");
         nc.status = Some(settled(&nc, 3));
         run(nc, |mut h| async move {
-            expect_applies_with(&mut h, &["demo-default"], sts_status(3, 3, 1), false).await;
             expect_list(&mut h, vec![owned_sts("demo-default", UID)]).await;
+            expect_applies_with(&mut h, &["demo-default"], sts_status(3, 3, 1), false).await;
             expect_pdb_list(&mut h, vec![owned("demo-default", UID)]).await;
             expect_list_of(
                 &mut h,

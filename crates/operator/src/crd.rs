@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -51,7 +52,8 @@ pub fn default_image() -> String {
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1,"description":"Why the cluster is (not) ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // `kubectl scale`, HPA and KEDA drive `spec.replicas`: the shorthand single pool. A
-    // cluster with pools refuses it (CEL rule below); one pool is scaled by patching it.
+    // cluster with pools refuses it (CEL rule below); one pool is scaled by patching it,
+    // or, with `scaling: External`, through its StatefulSet's own scale subresource.
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -64,7 +66,7 @@ pub fn default_image() -> String {
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.replicas) || !has(self.pools) || size(self.pools) == 0",
-        "message": "set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools"
+        "message": "set either spec.replicas or spec.pools, not both: kubectl scale natscluster only applies to a cluster without pools; scale one pool by patching spec.pools[i].replicas, or give it scaling: External and scale its StatefulSet"
     },
     {
         "rule": "!has(self.pools) || size(self.pools) == 0 || self.pools.exists(p, !has(p.role) || p.role == 'core')",
@@ -138,6 +140,12 @@ pub struct NatsClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
 
+    /// JetStream (streams, consumers, key-value and object stores) on every server, each
+    /// with its own store: clustered JetStream (streams replicated over Raft) is not built
+    /// yet. Pools may override it (`pools[].jetstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamSpec>,
+
     /// Stop reconciling this cluster: running objects are left exactly as they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
@@ -164,6 +172,12 @@ impl PullPolicy {
 /// A group of servers sharing scheduling, resources and a role.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.scaling) && self.scaling == 'External' ? !has(self.replicas) : has(self.replicas)",
+        "message": "set replicas, or scaling: External without replicas (the StatefulSet <cluster>-<pool> then owns the count: kubectl scale statefulset, HPA, KEDA)"
+    }
+]))]
 pub struct NodePool {
     /// Pool name, part of the StatefulSet and pod names (a DNS-1123 label).
     #[schemars(
@@ -172,9 +186,20 @@ pub struct NodePool {
     )]
     pub name: String,
 
-    /// Number of servers in this pool.
+    /// Number of servers in this pool. Required unless `scaling` is `External`, where it
+    /// must be left out: the StatefulSet's own count is then the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
+
+    /// Who sets this pool's server count. `Operator` (the default): `replicas` here, as
+    /// for any other field. `External`: the StatefulSet `<cluster>-<pool>` owns it, so
+    /// `kubectl scale statefulset/<cluster>-<pool>`, a HorizontalPodAutoscaler or KEDA
+    /// targeting that StatefulSet scale the pool; the operator never sets the count (it
+    /// starts at 1, or keeps the count the pool had when it switched) and follows it in
+    /// the routes and the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<PoolScaling>,
 
     /// `core` servers form the full route mesh. `leaf` servers (an edge site) are routed
     /// only among themselves, dial the core pools as leaf nodes and have their own client
@@ -186,6 +211,12 @@ pub struct NodePool {
     /// `spec.broker`. A pool that sets them gets its own ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<PoolBrokerSettings>,
+
+    /// JetStream for this pool's servers, field by field over `spec.jetstream` (a smaller
+    /// volume or memory streams only for an edge pool, `enabled: false` for none). A pool
+    /// that sets it gets its own ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<JetStreamSpec>,
 
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -211,6 +242,16 @@ pub struct NodePool {
     /// Extra labels on this pool's pods (the operator's own labels cannot be overridden).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_labels: BTreeMap<String, String>,
+}
+
+/// Who owns a pool's server count.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PoolScaling {
+    /// `spec.pools[i].replicas`.
+    #[default]
+    Operator,
+    /// The StatefulSet's `spec.replicas`, through its scale subresource.
+    External,
 }
 
 /// What a pool's servers do in the cluster.
@@ -244,6 +285,55 @@ pub struct PoolBrokerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_pending: Option<i64>,
+}
+
+/// JetStream settings. Every field is optional: a pool's block overrides the cluster's
+/// field by field, and what neither sets has the default given here.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JetStreamSpec {
+    /// Run JetStream. Defaults to true wherever a `jetstream` block applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Most bytes all memory-backed streams of one server hold (`max_memory_store`), a
+    /// Kubernetes quantity such as `512Mi`. Defaults to half of the pool's memory limit;
+    /// without a limit, to the broker's default (75% of the node's memory), so set one of
+    /// the two. Must not exceed the pool's memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_store: Option<Quantity>,
+    /// File-backed streams on a PersistentVolumeClaim per server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_store: Option<FileStoreSpec>,
+    /// The JetStream domain (`$JS.<domain>.API`): give edge pools their own, so that
+    /// clients address the hub's JetStream or the edge's across the leaf connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub domain: Option<String>,
+}
+
+/// The file store's volume. A StatefulSet's volume claim template cannot change once it
+/// exists: the operator refuses a change of `enabled`, `size` or `storageClassName` on an
+/// existing pool (Degraded, `VolumeChangeRefused`) until its StatefulSet is recreated
+/// (README, "Change a JetStream volume").
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStoreSpec {
+    /// Defaults to true. `false`: memory-backed streams only, no volume (file streams are
+    /// refused for lack of space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Size of each server's PersistentVolumeClaim. Defaults to `10Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// Storage class of the claims; the cluster's default class when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Most bytes all file-backed streams of one server hold (`max_file_store`). Defaults
+    /// to 90% of `size` (the file system and the store's indexes take some of the volume);
+    /// must not exceed it. A pool that sets its own `size` does not inherit the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Quantity>,
 }
 
 /// Listening ports shared by every server of the cluster.
@@ -352,6 +442,23 @@ pub struct AuthSpec {
     /// A Secret key holding an `authorization { users: [...] }` config block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<SecretKeySelector>,
+    /// The user leaf pools log in to the core pools with. Leaf connections are always
+    /// authenticated: without this, the operator generates the Secret
+    /// `<cluster>-leaf-credentials` (user `leaf`, a random password) once the cluster has a
+    /// leaf pool, and keeps it until it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leafnodes: Option<LeafAuth>,
+}
+
+/// Leaf node credentials from a Secret of yours.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeafAuth {
+    /// A Secret in the cluster's namespace with the keys `user` and `password`, each of
+    /// letters, digits and `-._~` only (they go into the leaf remote's URL). Changing it
+    /// rolls the pods: the broker reads leaf credentials at start-up only.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// One key of a Secret in the cluster's namespace.
@@ -598,6 +705,7 @@ mod tests {
             "{tls: {routes: {generate: true}}}",
             "{tls: {routes: {secretName: r, generate: false}}}",
             "{pools: [{name: a, replicas: 1}, {name: e, replicas: 2, role: leaf, broker: {maxPayload: 1024}}]}",
+            "{pools: [{name: a, scaling: External}, {name: b, replicas: 2, scaling: Operator}]}",
         ] {
             assert_eq!(violations(spec), Vec::<String>::new(), "{spec}");
         }
@@ -651,7 +759,15 @@ mod tests {
             ),
             (
                 "{replicas: 2, pools: [{name: a, replicas: 1}]}",
-                "spec: set either spec.replicas or spec.pools, not both: a cluster with pools is scaled one pool at a time (patch spec.pools[i].replicas), kubectl scale only applies to a cluster without pools",
+                "spec: set either spec.replicas or spec.pools, not both: kubectl scale natscluster only applies to a cluster without pools; scale one pool by patching spec.pools[i].replicas, or give it scaling: External and scale its StatefulSet",
+            ),
+            (
+                "{pools: [{name: a}]}",
+                "spec.pools[0]: set replicas, or scaling: External without replicas (the StatefulSet <cluster>-<pool> then owns the count: kubectl scale statefulset, HPA, KEDA)",
+            ),
+            (
+                "{pools: [{name: a, replicas: 3, scaling: External}]}",
+                "spec.pools[0]: set replicas, or scaling: External without replicas (the StatefulSet <cluster>-<pool> then owns the count: kubectl scale statefulset, HPA, KEDA)",
             ),
             (
                 "{pools: [{name: e, replicas: 1, role: leaf}, {name: f, replicas: 1, role: leaf}]}",

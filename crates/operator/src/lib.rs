@@ -9,6 +9,10 @@
 //!   and the restart hash from the broker's own start-up options.
 //! - [`build`]: plan -> the Kubernetes objects to apply (pure, deterministic), including
 //!   the broker config file.
+//! - [`jetstream`]: `spec.jetstream` per pool, the broker's `jetstream {}` options, the
+//!   file store's volume claim template and the check that a StatefulSet can take it.
+//! - [`leaf_auth`]: the credentials leaf pools log in to the core pools with (generated
+//!   or the user's Secret).
 //! - [`secrets`]: digests of the referenced Secrets, placed where a change reaches the
 //!   servers (config reload or pod roll), and the Secret-to-cluster watch mapping.
 //! - [`controller`]: apply with server-side apply, delete what is no longer produced,
@@ -24,7 +28,9 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod jetstream;
 pub mod leader;
+pub mod leaf_auth;
 pub mod local;
 pub mod render;
 pub mod route_tls;

@@ -3,20 +3,27 @@
 //!
 //! Each server reads the very `midge.conf` the operator would put in its ConfigMap (with
 //! `$POD_NAME` resolved to the pod's name), and only what cannot work off Kubernetes is
-//! rewritten: every listener moves to 127.0.0.1 on a free port, the routes list names the
+//! rewritten: every listener moves to 127.0.0.1 on a free port, a JetStream store to a
+//! temporary directory of each server's, the routes list names the
 //! loopback route ports of every core server (of every server of its own pool for a leaf
 //! pool), its own included, as on Kubernetes, and a leaf pool's remote lists the core
 //! servers' loopback leaf node ports instead of their Service.
 //!
 //! Secrets (auth, TLS) cannot be read without a Kubernetes API, so manifests that
-//! reference one are refused with the field to remove, rather than silently run open.
+//! reference one are refused with the field to remove, rather than silently run open. The
+//! leaf node credentials the operator would generate into a Secret are generated here too
+//! (in memory, see [`LocalClusters::leaf_credentials`]), so leaf servers log in to the core
+//! servers as on Kubernetes.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use kube::ResourceExt;
 
-use crate::build::{render_broker_config, render_pool_config};
+use crate::build::{
+    render_broker_config, render_pool_config, LEAF_PASSWORD_ENV, LEAF_URL_ENV, LEAF_USER_ENV,
+};
 use crate::crd::PoolRole;
+use crate::leaf_auth::LeafCredentials;
 use crate::render::{parse_manifests, RenderError};
 use crate::validate::{validate, Auth, ClusterPlan};
 
@@ -44,6 +51,8 @@ pub enum LocalError {
     },
     #[error("cannot reserve a loopback route port: {0}")]
     ReservePort(#[source] std::io::Error),
+    #[error("cannot make a JetStream store directory: {0}")]
+    StoreDir(#[source] std::io::Error),
     #[error("server {server} did not start: {source}")]
     Start {
         server: String,
@@ -61,6 +70,12 @@ pub struct LocalServer {
     /// The pod name the server has on Kubernetes (also its server name).
     pub name: String,
     pub server: midge::Server,
+    /// Where a core server listens for leaf nodes (`nats-leaf://127.0.0.1:<port>`, no
+    /// credentials), when the cluster has leaf pools.
+    pub leafnodes_url: Option<String>,
+    /// The JetStream store (the pod's volume on Kubernetes): a temporary directory of
+    /// this server's, removed when this is dropped.
+    pub store_dir: Option<tempfile::TempDir>,
 }
 
 impl LocalServer {
@@ -78,6 +93,9 @@ impl LocalServer {
 #[derive(Debug)]
 pub struct LocalClusters {
     pub servers: Vec<LocalServer>,
+    /// The leaf node credentials generated for each cluster with leaf pools, by
+    /// `namespace/name`: what the Secret `<cluster>-leaf-credentials` would hold.
+    pub leaf_credentials: std::collections::BTreeMap<String, LeafCredentials>,
 }
 
 impl LocalClusters {
@@ -105,11 +123,21 @@ pub async fn start(yaml: &str) -> Result<LocalClusters, LocalError> {
     }
     let mut started = LocalClusters {
         servers: Vec::new(),
+        leaf_credentials: std::collections::BTreeMap::new(),
     };
     for plan in &plans {
-        if let Err(e) = start_cluster(plan, &mut started.servers).await {
+        let leaf = plan
+            .leaf_auth
+            .as_ref()
+            .map(|_| crate::leaf_auth::generate());
+        if let Err(e) = start_cluster(plan, leaf.as_ref(), &mut started.servers).await {
             started.shutdown().await;
             return Err(e);
+        }
+        if let Some(leaf) = leaf {
+            started
+                .leaf_credentials
+                .insert(format!("{}/{}", plan.namespace, plan.name), leaf);
         }
     }
     Ok(started)
@@ -124,6 +152,9 @@ fn refuse_secrets(plan: &ClusterPlan) -> Result<(), LocalError> {
         None if plan.route_tls_generated => Some("spec.tls.routes.generate"),
         None if plan.route_tls.is_some() => Some("spec.tls.routes"),
         None if plan.leaf_tls.is_some() => Some("spec.tls.leafnodes"),
+        None if plan.leaf_auth.as_ref().is_some_and(|l| !l.generated) => {
+            Some("spec.auth.leafnodes")
+        }
         None => None,
     };
     match field {
@@ -135,12 +166,31 @@ fn refuse_secrets(plan: &ClusterPlan) -> Result<(), LocalError> {
     }
 }
 
-/// The options pod `pod` reads from the rendered ConfigMap.
-fn pod_options(plan: &ClusterPlan, conf: &str, pod: &str) -> Result<midge::Options, LocalError> {
-    // The pod gets `$POD_NAME` from its environment; here it is defined in front of the
-    // file instead, which the config format resolves first, so the process environment
-    // (shared by all servers) is left alone.
-    let text = format!("POD_NAME: \"{pod}\"\n{conf}");
+/// The options pod `pod` reads from the rendered ConfigMap, with the leaf node
+/// credentials `leaf` (and the remote URL `leaf_url` carrying them) where it names them.
+fn pod_options(
+    plan: &ClusterPlan,
+    conf: &str,
+    pod: &str,
+    leaf: Option<&LeafCredentials>,
+    leaf_url: &str,
+) -> Result<midge::Options, LocalError> {
+    // The pod gets `$POD_NAME` (and the leaf credentials) from its environment; here they
+    // are defined in front of the file instead, which the config format resolves first,
+    // so the process environment (shared by all servers) is left alone.
+    let mut text = format!("POD_NAME: \"{pod}\"\n");
+    if let Some(leaf) = leaf {
+        for (name, value) in [
+            (LEAF_USER_ENV, leaf.user.as_str()),
+            (LEAF_PASSWORD_ENV, leaf.password.as_str()),
+            (LEAF_URL_ENV, leaf_url),
+        ] {
+            if conf.contains(&format!("${name}")) {
+                text.push_str(&format!("{name}: \"{value}\"\n"));
+            }
+        }
+    }
+    text.push_str(conf);
     let origin = format!("{}/{}", crate::build::CONFIG_DIR, crate::build::CONFIG_FILE);
     midge::conf::parse_str(&text, &origin)
         .and_then(|map| midge::Options::from_conf(&map))
@@ -200,6 +250,7 @@ fn reserve(n: usize, held: &mut Vec<std::net::TcpListener>) -> Result<Vec<u16>, 
 
 async fn start_cluster(
     plan: &ClusterPlan,
+    leaf: Option<&LeafCredentials>,
     servers: &mut Vec<LocalServer>,
 ) -> Result<(), LocalError> {
     let shared = render_broker_config(plan, &plan.pools);
@@ -250,14 +301,20 @@ async fn start_cluster(
             .map(|(_, port)| format!("nats://{LOOPBACK}:{port}"))
             .collect()
     };
+    let userinfo = leaf
+        .map(|l| format!("{}:{}@", l.user, l.password))
+        .unwrap_or_default();
     let hub_urls: Vec<String> = leaf_ports
         .iter()
-        .map(|port| format!("nats-leaf://{LOOPBACK}:{port}"))
+        .map(|port| format!("nats-leaf://{userinfo}{LOOPBACK}:{port}"))
         .collect();
+    let leaf_url = hub_urls.first().cloned().unwrap_or_default();
     let mut options = Vec::with_capacity(pods.len());
+    let mut leafnodes_urls = Vec::with_capacity(pods.len());
+    let mut stores = Vec::with_capacity(pods.len());
     let mut core_leaf_ports = leaf_ports.iter();
     for (pod, port) in pods.iter().zip(&route_ports) {
-        let mut opts = pod_options(plan, &pod.conf, &pod.name)?;
+        let mut opts = pod_options(plan, &pod.conf, &pod.name, leaf, &leaf_url)?;
         opts.host = LOOPBACK;
         opts.port = 0;
         opts.http_host = Some(LOOPBACK);
@@ -273,17 +330,40 @@ async fn start_cluster(
             opts.leafnodes.host = LOOPBACK;
             opts.leafnodes.port = core_leaf_ports.next().copied();
         }
+        leafnodes_urls.push(
+            opts.leafnodes
+                .port
+                .map(|port| format!("nats-leaf://{LOOPBACK}:{port}")),
+        );
         // The pid file is for the pod's preStop hook and lives in a pod volume; there is no
         // file to watch either: the config exists only in memory here.
         opts.pid_file = None;
         opts.config_watch = false;
+        // Each server's own store instead of the pod's volume.
+        let store = match &mut opts.jetstream {
+            Some(js) => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("{}-", pod.name))
+                    .tempdir()
+                    .map_err(LocalError::StoreDir)?;
+                js.store_dir = Some(dir.path().to_path_buf());
+                Some(dir)
+            }
+            None => None,
+        };
+        stores.push(store);
         options.push(opts);
     }
     drop(held);
     let cluster = format!("{}/{}", plan.namespace, plan.name);
     // In pod order, as the StatefulSets' pods come up; a leaf server that starts before
     // its hub is up dials again a second later.
-    for (pod, opts) in pods.into_iter().zip(options) {
+    let started = pods
+        .into_iter()
+        .zip(options)
+        .zip(leafnodes_urls)
+        .zip(stores);
+    for (((pod, opts), leafnodes_url), store_dir) in started {
         let server = midge::Server::start(opts)
             .await
             .map_err(|source| LocalError::Start {
@@ -295,6 +375,8 @@ async fn start_cluster(
             pool: pod.pool,
             name: pod.name,
             server,
+            leafnodes_url,
+            store_dir,
         });
     }
     Ok(())
@@ -317,6 +399,10 @@ mod tests {
             (
                 "  tls: {routes: {generate: true}}\n",
                 "spec.tls.routes.generate",
+            ),
+            (
+                "  pools: [{name: a, replicas: 1}, {name: e, replicas: 1, role: leaf}]\n  auth: {leafnodes: {secretName: mine}}\n",
+                "spec.auth.leafnodes",
             ),
         ] {
             let err = start(&format!("{HEAD}{spec}"))

@@ -1,8 +1,10 @@
 //! `midge-operator render`: manifests in, every child object out, no cluster needed.
 //!
 //! A cluster with `spec.tls.routes.generate` also gets its route TLS Secret, with a pair
-//! generated for this output. In a cluster the operator creates that Secret once and
-//! keeps it, so the rendered one is only what the first reconcile would create.
+//! generated for this output, and a cluster with leaf pools (and no leaf credentials
+//! Secret of the user's) its leaf credentials Secret, with a new password. In a cluster
+//! the operator creates those Secrets once and keeps them, so the rendered ones are only
+//! what the first reconcile would create.
 
 use kube::ResourceExt;
 use serde::Deserialize;
@@ -74,6 +76,11 @@ pub fn render(yaml: &str) -> Result<String, RenderError> {
                     source,
                 })?;
             let secret = crate::route_tls::secret(&plan, None, &credentials);
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&secret)?);
+        }
+        if plan.leaf_auth.as_ref().is_some_and(|l| l.generated) {
+            let secret = crate::leaf_auth::secret(&plan, None, &crate::leaf_auth::generate());
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&secret)?);
         }

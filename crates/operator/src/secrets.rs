@@ -13,8 +13,9 @@
 //!   ConfigMap volume and a Secret volume independently, so that reload may still read the
 //!   old files; the broker's watcher therefore also watches the files the config refers to
 //!   and reloads again when the Secret volume catches up.
-//! - **Restart**: the token is an environment variable (from `secretKeyRef`), fixed when
-//!   the process starts. Its digest goes into the pod template
+//! - **Restart**: the token and the leaf node credentials are environment variables
+//!   (from `secretKeyRef`), fixed when the process starts (the broker does not reload
+//!   leaf credentials either). Their digest goes into the pod template
 //!   ([`SECRET_RESTART_ANNOTATION`]), so the StatefulSets roll.
 //!
 //! A Secret that does not exist (yet) digests as `absent`: the pods cannot start without
@@ -29,7 +30,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::build::Children;
-use crate::crd::NatsCluster;
+use crate::crd::{NatsCluster, PoolRole};
 use crate::validate::{Auth, ClusterPlan};
 
 /// Pod template annotation holding the digest of the Secrets only read at start-up.
@@ -47,8 +48,8 @@ pub enum Placement {
 /// One Secret the servers use, with the keys that matter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretUse {
-    /// Fixed role name (`token`, `users`, `tls-client`, `tls-routes`, `tls-leafnodes`): written into the
-    /// config file, so never the user-chosen Secret name.
+    /// Fixed role name (`token`, `users`, `leaf-credentials`, `tls-client`, `tls-routes`,
+    /// `tls-leafnodes`): written into the config file, so never the user-chosen Secret name.
     pub role: &'static str,
     pub name: String,
     pub keys: Vec<String>,
@@ -75,6 +76,19 @@ pub fn referenced(plan: &ClusterPlan) -> Vec<SecretUse> {
         }),
         None => {}
     }
+    if let Some(leaf) = &plan.leaf_auth {
+        // Environment variables on every pod (core pods listen, leaf pods dial), and
+        // leaf credentials are not reloadable anyway.
+        uses.push(SecretUse {
+            role: "leaf-credentials",
+            name: leaf.secret_name.clone(),
+            keys: vec![
+                crate::leaf_auth::USER_KEY.into(),
+                crate::leaf_auth::PASSWORD_KEY.into(),
+            ],
+            placement: Placement::Restart,
+        });
+    }
     for (role, tls) in [
         ("tls-client", &plan.client_tls),
         ("tls-routes", &plan.route_tls),
@@ -99,6 +113,12 @@ fn spec_secret_names(nc: &NatsCluster) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     if let Some(auth) = &nc.spec.auth {
         names.extend(auth.token.iter().chain(&auth.users).map(|s| s.name.clone()));
+    }
+    if nc.spec.pools.iter().any(|p| p.role == PoolRole::Leaf) {
+        match nc.spec.auth.as_ref().and_then(|a| a.leafnodes.as_ref()) {
+            Some(leaf) => names.push(leaf.secret_name.clone()),
+            None => names.push(crate::leaf_auth::secret_name(&nc.name_any())),
+        }
     }
     if let Some(tls) = &nc.spec.tls {
         names.extend(
@@ -406,6 +426,18 @@ mod tests {
             cluster("c", "other", "  tls: {client: {secretName: cert}}\n"),
             cluster("d", "ns", "  replicas: 1\n"),
             cluster("e", "ns", "  tls: {routes: {generate: true}}\n"),
+            cluster(
+                "f",
+                "ns",
+                "  pools: [{name: a, replicas: 1}, {name: b, replicas: 1, role: leaf}]\n",
+            ),
+            cluster(
+                "g",
+                "ns",
+                "  pools: [{name: a, replicas: 1}, {name: b, replicas: 1, role: leaf}]\n  auth: {leafnodes: {secretName: edge-login}}\n",
+            ),
+            // Without a leaf pool the leaf Secret is not used.
+            cluster("h", "ns", "  replicas: 1\n  auth: {leafnodes: {secretName: edge-login}}\n"),
         ] {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(nc));
         }
@@ -422,5 +454,49 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(generated, ["e"]);
+        // The leaf credentials, generated (deleting them rotates them) or the user's.
+        for (secret_name, cluster) in [("f-leaf-credentials", "f"), ("edge-login", "g")] {
+            let found: Vec<String> = clusters_referencing(&reader, &secret(secret_name, &[]))
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(found, [cluster], "{secret_name}");
+        }
+    }
+
+    /// Leaf credentials are environment variables on every pod: their digest rolls
+    /// both the core and the leaf pools.
+    #[test]
+    fn leaf_credentials_roll_every_pool() {
+        let plan = plan("  pools: [{name: a, replicas: 1}, {name: e, replicas: 1, role: leaf}]\n");
+        let uses = referenced(&plan);
+        assert_eq!(
+            uses.iter()
+                .map(|u| (u.role, u.name.as_str(), u.placement))
+                .collect::<Vec<_>>(),
+            [(
+                "leaf-credentials",
+                "demo-leaf-credentials",
+                Placement::Restart
+            )]
+        );
+        let mut children = build(&plan, None);
+        SecretDigests::compute(
+            &uses,
+            &secrets(&[secret(
+                "demo-leaf-credentials",
+                &[("user", "leaf"), ("password", "x")],
+            )]),
+        )
+        .apply_to(&mut children);
+        for sts in &children.stateful_sets {
+            let annotations = sts
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref());
+            assert!(annotations.is_some_and(|a| a.contains_key(SECRET_RESTART_ANNOTATION)));
+        }
     }
 }

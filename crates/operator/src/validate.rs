@@ -15,9 +15,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::ResourceExt;
 
 use crate::crd::{
-    default_image, NatsCluster, NodePool, PoolRole, PullPolicy, RouteTls, SecretKeySelector,
-    ServiceType, TlsSecret,
+    default_image, NatsCluster, NodePool, PoolRole, PoolScaling, PullPolicy, RouteTls,
+    SecretKeySelector, ServiceType, TlsSecret,
 };
+use crate::jetstream::JetStreamPlan;
 
 pub const DEFAULT_REPLICAS: i32 = 3;
 pub const DEFAULT_POOL: &str = "default";
@@ -115,6 +116,37 @@ pub enum Auth {
     Users(SecretKeySelector),
 }
 
+/// How many servers a StatefulSet has when nobody sets `spec.replicas` (Kubernetes'
+/// default): where an externally scaled pool starts.
+pub const STATEFULSET_DEFAULT_REPLICAS: i32 = 1;
+
+/// A pool of the spec with its server count resolved. It dereferences to the spec's
+/// [`NodePool`] (name, role, scheduling...), so a plan's pool reads like the spec's, but
+/// `replicas` is the count every object is built for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolPlan {
+    pub spec: NodePool,
+    /// `spec.pools[i].replicas` for a pool the operator scales. For one scaled through its
+    /// StatefulSet ([`PoolPlan::external`]), the StatefulSet's own count once the
+    /// controller has read it ([`ClusterPlan::observe_replicas`]), and until then the
+    /// count a new StatefulSet starts with.
+    pub replicas: i32,
+    /// `scaling: External`: the StatefulSet owns its `spec.replicas`, which the operator
+    /// leaves out of what it applies.
+    pub external: bool,
+    /// JetStream as this pool's servers run it (`spec.jetstream` with the pool's
+    /// override); `None`: off.
+    pub jetstream: Option<JetStreamPlan>,
+}
+
+impl std::ops::Deref for PoolPlan {
+    type Target = NodePool;
+
+    fn deref(&self) -> &NodePool {
+        &self.spec
+    }
+}
+
 /// A validated spec with every default filled in: what [`crate::build`] works from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterPlan {
@@ -124,7 +156,7 @@ pub struct ClusterPlan {
     pub image_pull_policy: Option<PullPolicy>,
     pub image_pull_secrets: Vec<String>,
     /// In spec order; the shorthand `replicas` becomes one core pool named `default`.
-    pub pools: Vec<NodePool>,
+    pub pools: Vec<PoolPlan>,
     pub ports: Ports,
     pub broker: BrokerLimits,
     pub auth: Option<Auth>,
@@ -136,6 +168,9 @@ pub struct ClusterPlan {
     pub route_tls_generated: bool,
     /// TLS of the leaf node connections (leaf pools to core pools).
     pub leaf_tls: Option<TlsSecret>,
+    /// The credentials leaf servers log in to the core servers with; only when the
+    /// cluster has a leaf pool.
+    pub leaf_auth: Option<LeafAuthPlan>,
     pub metrics: bool,
     pub service_type: ServiceType,
     pub service_annotations: BTreeMap<String, String>,
@@ -149,6 +184,18 @@ pub struct ClusterPlan {
     /// Who may reach the client and monitoring ports; `None` when the NetworkPolicy is
     /// disabled.
     pub network_policy: Option<NetworkPeers>,
+    /// `spec.jetstream` alone: what the shared config runs (pools that override it have
+    /// their own config).
+    pub jetstream: Option<JetStreamPlan>,
+}
+
+/// Where the leaf node credentials come from ([`crate::leaf_auth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafAuthPlan {
+    /// The Secret with the keys `user` and `password`.
+    pub secret_name: String,
+    /// Whether the operator creates it when it is absent (`<cluster>-leaf-credentials`).
+    pub generated: bool,
 }
 
 /// Allowed sources of the broker pods' NetworkPolicy (empty lists: every source).
@@ -160,13 +207,22 @@ pub struct NetworkPeers {
 
 impl ClusterPlan {
     /// Pools whose servers are route mesh members.
-    pub fn core_pools(&self) -> impl Iterator<Item = &NodePool> {
+    pub fn core_pools(&self) -> impl Iterator<Item = &PoolPlan> {
         self.pools.iter().filter(|p| p.role == PoolRole::Core)
     }
 
     /// Pools whose servers are leaf nodes of the core pools (edge sites).
-    pub fn leaf_pools(&self) -> impl Iterator<Item = &NodePool> {
+    pub fn leaf_pools(&self) -> impl Iterator<Item = &PoolPlan> {
         self.pools.iter().filter(|p| p.role == PoolRole::Leaf)
+    }
+
+    /// Sets the server count of the externally scaled pool `pool` to what its StatefulSet
+    /// says (`spec.replicas` of the live object). Routes, leaf remotes, PDBs and status
+    /// are then built for it. Pools the operator scales keep the spec's count.
+    pub fn observe_replicas(&mut self, pool: &str, replicas: i32) {
+        if let Some(p) = self.pools.iter_mut().find(|p| p.external && p.name == pool) {
+            p.replicas = replicas.max(0);
+        }
     }
 
     /// Whether the core servers listen for leaf nodes (only when a leaf pool exists).
@@ -175,9 +231,9 @@ impl ClusterPlan {
     }
 
     /// Whether `pool` has a config of its own (a leaf pool, or a pool with its own
-    /// limits) instead of the cluster's shared one.
+    /// limits or JetStream settings) instead of the cluster's shared one.
     pub fn has_own_config(pool: &NodePool) -> bool {
-        pool.role == PoolRole::Leaf || pool.broker.is_some()
+        pool.role == PoolRole::Leaf || pool.broker.is_some() || pool.jetstream.is_some()
     }
 
     /// The restart hash of `pool`'s config.
@@ -191,11 +247,15 @@ impl ClusterPlan {
 /// Validates `cluster` and resolves its defaults.
 pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
     let mut errors = Vec::new();
+    // A problem of a field several pools inherit (`spec.jetstream`) is reported once.
     let mut err = |path: &str, message: String| {
-        errors.push(FieldError {
+        let error = FieldError {
             path: path.to_string(),
             message,
-        })
+        };
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
     };
     let spec = &cluster.spec;
 
@@ -244,10 +304,15 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         if replicas < 0 {
             err("spec.replicas", format!("must be >= 0, got {replicas}"));
         }
-        vec![NodePool {
-            name: DEFAULT_POOL.into(),
+        vec![PoolPlan {
+            spec: NodePool {
+                name: DEFAULT_POOL.into(),
+                replicas: Some(replicas),
+                ..NodePool::default()
+            },
             replicas,
-            ..NodePool::default()
+            external: false,
+            jetstream: None,
         }]
     } else {
         if spec.replicas.is_some() {
@@ -256,8 +321,34 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
                 "set either spec.replicas or spec.pools, not both".into(),
             );
         }
-        spec.pools.clone()
+        spec.pools
+            .iter()
+            .map(|pool| {
+                let external = pool.scaling == Some(PoolScaling::External);
+                PoolPlan {
+                    spec: pool.clone(),
+                    replicas: match pool.replicas {
+                        Some(n) if !external => n,
+                        _ => STATEFULSET_DEFAULT_REPLICAS,
+                    },
+                    external,
+                    jetstream: None,
+                }
+            })
+            .collect()
     };
+    let mut pools = pools;
+    for (i, pool) in pools.iter_mut().enumerate() {
+        let index = (!spec.pools.is_empty()).then_some(i);
+        pool.jetstream =
+            crate::jetstream::resolve(spec.jetstream.as_ref(), &pool.spec, index, &mut err);
+    }
+    let jetstream = crate::jetstream::resolve(
+        spec.jetstream.as_ref(),
+        &NodePool::default(),
+        None,
+        &mut err,
+    );
 
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, pool) in spec.pools.iter().enumerate() {
@@ -278,11 +369,20 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         } else {
             seen.insert(&pool.name, i);
         }
-        if pool.replicas < 0 {
-            err(
+        let sts = format!("{name}-{}", pool.name);
+        match (pool.replicas, pool.scaling.unwrap_or_default()) {
+            (Some(n), PoolScaling::Operator) if n < 0 => {
+                err(&format!("{path}.replicas"), format!("must be >= 0, got {n}"));
+            }
+            (Some(_), PoolScaling::External) => err(
                 &format!("{path}.replicas"),
-                format!("must be >= 0, got {}", pool.replicas),
-            );
+                format!("must not be set with scaling: External: the StatefulSet {sts} owns the count (kubectl scale statefulset/{sts}, an HPA or KEDA)"),
+            ),
+            (None, PoolScaling::Operator) => err(
+                &format!("{path}.replicas"),
+                "is required (or set scaling: External to scale the pool's StatefulSet with kubectl scale, an HPA or KEDA)".into(),
+            ),
+            _ => {}
         }
         // A leaf pool's client Service is `<cluster>-<pool>`: it must not take the name
         // of the cluster-wide Services.
@@ -427,10 +527,31 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
             }
         }
     }
-    let auth = match spec.auth.clone().unwrap_or_default() {
+    let auth_spec = spec.auth.clone().unwrap_or_default();
+    let has_leaf_pools = pools.iter().any(|p| p.role == PoolRole::Leaf);
+    let leaf_auth = match &auth_spec.leafnodes {
+        _ if !has_leaf_pools => None,
+        Some(leaf) => {
+            check_secret_name(
+                &mut err,
+                "spec.auth.leafnodes.secretName",
+                &leaf.secret_name,
+            );
+            Some(LeafAuthPlan {
+                secret_name: leaf.secret_name.clone(),
+                generated: false,
+            })
+        }
+        None => Some(LeafAuthPlan {
+            secret_name: crate::leaf_auth::secret_name(&name),
+            generated: true,
+        }),
+    };
+    let auth = match auth_spec {
         crate::crd::AuthSpec {
             token: Some(_),
             users: Some(_),
+            ..
         } => {
             err("spec.auth", "set either token or users, not both".into());
             None
@@ -538,6 +659,7 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
         route_tls,
         route_tls_generated,
         leaf_tls: tls.leafnodes,
+        leaf_auth,
         metrics: monitoring.metrics.unwrap_or(true),
         service_type: service.type_.unwrap_or_default(),
         service_annotations: service.annotations,
@@ -551,6 +673,7 @@ pub fn validate(cluster: &NatsCluster) -> Result<ClusterPlan, ValidationError> {
                 monitoring_from: policy.monitoring_from,
             })
         },
+        jetstream,
     };
     // Last, on a plan that is otherwise valid: the broker's own loader has the final word.
     // Every config a pod reads is checked: the shared one and each pool's own.
@@ -763,6 +886,41 @@ mod tests {
         assert_eq!(plan.restart_hash_of(&plan.pools[0]), plan.restart_hash);
     }
 
+    /// With a leaf pool, leaf connections are authenticated: by the user's Secret, or by
+    /// the one the operator generates. Without one, nothing of it.
+    #[test]
+    fn leaf_pools_get_leaf_credentials() {
+        let pools =
+            "  pools:\n  - {name: a, replicas: 1}\n  - {name: edge, replicas: 2, role: leaf}\n";
+        let plan = validate(&cluster(&format!("{HEAD}spec:\n{pools}"))).expect("valid");
+        assert_eq!(
+            plan.leaf_auth,
+            Some(LeafAuthPlan {
+                secret_name: "demo-leaf-credentials".into(),
+                generated: true
+            })
+        );
+        let plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n{pools}  auth: {{leafnodes: {{secretName: edge-login}}}}\n"
+        )))
+        .expect("valid");
+        assert_eq!(
+            plan.leaf_auth,
+            Some(LeafAuthPlan {
+                secret_name: "edge-login".into(),
+                generated: false
+            })
+        );
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n{pools}  auth: {{leafnodes: {{secretName: Bad_Name}}}}\n"
+            )),
+            vec!["spec.auth.leafnodes.secretName: \"Bad_Name\" is not a valid Secret name"]
+        );
+        let plan = validate(&cluster(&format!("{HEAD}spec: {{replicas: 1}}"))).expect("valid");
+        assert_eq!(plan.leaf_auth, None);
+    }
+
     /// Each pool's own config goes through the broker's loader too; an error in a limit
     /// the pool overrides names the pool's field and its config.
     #[test]
@@ -789,6 +947,41 @@ mod tests {
             )),
             vec!["spec.pools[0].replicas: must be >= 0, got -2"]
         );
+    }
+
+    /// `scaling: External` leaves the count to the StatefulSet: `replicas` must be left
+    /// out (and is required otherwise); the plan starts at the StatefulSet's default and
+    /// takes the live count once the controller observed it.
+    #[test]
+    fn externally_scaled_pools_take_the_live_count() {
+        let errs = errors(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 2, scaling: External}}\n  - {{name: b}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "spec.pools[0].replicas: must not be set with scaling: External: the StatefulSet demo-a owns the count (kubectl scale statefulset/demo-a, an HPA or KEDA)",
+                "spec.pools[1].replicas: is required (or set scaling: External to scale the pool's StatefulSet with kubectl scale, an HPA or KEDA)",
+            ]
+        );
+        let mut plan = validate(&cluster(&format!(
+            "{HEAD}spec:\n  pools:\n  - {{name: a, replicas: 2}}\n  - {{name: b, scaling: External}}\n"
+        )))
+        .expect("valid");
+        let counts = |plan: &ClusterPlan| -> Vec<(i32, bool)> {
+            plan.pools
+                .iter()
+                .map(|p| (p.replicas, p.external))
+                .collect()
+        };
+        assert_eq!(
+            counts(&plan),
+            [(2, false), (STATEFULSET_DEFAULT_REPLICAS, true)]
+        );
+        plan.observe_replicas("b", 7);
+        // Only an external pool follows its StatefulSet.
+        plan.observe_replicas("a", 9);
+        assert_eq!(counts(&plan), [(2, false), (7, true)]);
     }
 
     #[test]

@@ -185,8 +185,9 @@ async fn deliver(
 /// The cloud + Pi-edge sample under `midge-operator local`: the `cloud` pool is a mesh of
 /// its own, the leaf pool `edge` is routed only within itself, each edge server holds one
 /// leaf connection to a cloud server (through the rendered remotes, pointed at the cloud
-/// servers' loopback leaf ports), and a client of an edge server and a client of a cloud
-/// server exchange messages both ways.
+/// servers' loopback leaf ports, logged in with the generated leaf credentials), and a
+/// client of an edge server and a client of a cloud server exchange messages both ways;
+/// a leaf server with a wrong password, or none, is refused by the cloud servers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_sample_forms_a_hub_and_leaf_topology() {
     let yaml = std::fs::read_to_string(concat!(
@@ -269,7 +270,93 @@ async fn edge_sample_forms_a_hub_and_leaf_topology() {
     deliver(&cloud_client, &mut down, "commands.down", "from the cloud").await;
 
     drop((up, down, edge_client, cloud_client));
+
+    // The uplinks above logged in with the credentials generated for the cluster (what
+    // the Secret fleet-leaf-credentials would hold). A leaf server with them is taken by
+    // the hub, one with a wrong password is refused.
+    let creds = clusters
+        .leaf_credentials
+        .get("iot/fleet")
+        .expect("leaf credentials were generated")
+        .clone();
+    assert_eq!(creds.user, "leaf");
+    let hub = cloud[0]
+        .leafnodes_url
+        .clone()
+        .expect("the cloud servers listen for leaf nodes");
+    let with_password = |password: &str| {
+        hub.replace(
+            "nats-leaf://",
+            &format!("nats-leaf://{}:{password}@", creds.user),
+        )
+    };
+    let good = stray_leaf(&with_password(&creds.password)).await;
+    let bad = stray_leaf(&with_password("not-the-password")).await;
+    let unauthenticated = stray_leaf(&hub).await;
+    eventually_async("the leaf with the credentials attaches", || async {
+        leaf_count(&good).await == 1
+    })
+    .await;
+    // Both others have dialled (and been refused) by now: their first dial went out
+    // with the good one's, and each retries every second. Three more retries, then none
+    // may have an uplink, and the hub holds the two edge servers' and the good one's.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(leaf_count(&bad).await, 0, "a wrong password is refused");
+    assert_eq!(leaf_count(&unauthenticated).await, 0, "no user is refused");
+    let mut hub_links = 0;
+    for server in cloud {
+        hub_links += leaf_count(server).await;
+    }
+    assert_eq!(hub_links, 3);
+    for stray in [good, bad, unauthenticated] {
+        tokio::time::timeout(TIMEOUT, stray.server.shutdown())
+            .await
+            .expect("a stray leaf shuts down");
+    }
     tokio::time::timeout(TIMEOUT, clusters.shutdown())
         .await
         .expect("every server shuts down");
+}
+
+/// A server outside the manifest whose one remote is `url` (a core server's leaf node
+/// port), with monitoring on, as a [`LocalServer`] for [`leaf_count`].
+async fn stray_leaf(url: &str) -> LocalServer {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let options = midge::Options {
+        host: loopback,
+        port: 0,
+        http_host: Some(loopback),
+        http_port: Some(0),
+        leafnodes: midge::options::LeafOptions {
+            remotes: vec![midge::options::RemoteLeaf {
+                urls: vec![url.to_string()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        ..midge::Options::default()
+    };
+    LocalServer {
+        cluster: "stray".into(),
+        pool: "stray".into(),
+        name: "stray".into(),
+        server: midge::Server::start(options)
+            .await
+            .expect("a stray leaf starts"),
+        leafnodes_url: None,
+        store_dir: None,
+    }
+}
+
+/// [`eventually`] for a check that has to await (an HTTP request).
+async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -3,18 +3,20 @@
 //! A [`Store`] holds one stream's messages by sequence number. It knows subjects (for
 //! per-subject state, filtered reads and purges) but not stream policy: retention,
 //! limits, discard and de-duplication are the stream's (in the broker), which calls the
-//! primitives here. Two implementations: [`MemStore`] (memory) and the crash-safe file
-//! store (`file` module).
+//! primitives here. Two implementations: [`MemStore`] (memory) and the crash-safe
+//! [`FileStore`] (block files in a directory per stream).
 //!
 //! Sequences start at 1 and only grow: a removed message leaves a gap ("deleted"), and a
 //! purge of everything moves `first_seq` past `last_seq` without reusing numbers.
 
+mod file;
 mod mem;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+pub use file::{FileStore, FileStoreConfig, RecoveryReport, DEFAULT_BLOCK_SIZE};
 pub use mem::MemStore;
 
 /// A stored message.

@@ -117,7 +117,9 @@ impl Store for MemStore {
     }
 
     fn last_matching(&self, filter: &str) -> Option<StoredMsg> {
-        if midge_proto::subject::is_literal(filter.as_bytes()) {
+        // "" matches everything, as in the other methods (it has no wildcard token, but is
+        // no subject either).
+        if !filter.is_empty() && midge_proto::subject::is_literal(filter.as_bytes()) {
             let seq = *self.subjects.get(filter)?.iter().next_back()?;
             return self.msgs.get(&seq).cloned();
         }
