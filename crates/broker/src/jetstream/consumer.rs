@@ -46,3 +46,17 @@ pub(crate) fn jsz_detail(
         })
         .collect()
 }
+
+/// Writes the state of every durable consumer (server shutdown: the consumers' own tasks
+/// may not get to run again before the process ends).
+pub(crate) fn save_all(js: &crate::jetstream::JetStream) {
+    for a in js.accounts() {
+        let streams: Vec<_> = a.streams.read().values().cloned().collect();
+        for s in streams {
+            let consumers: Vec<_> = s.consumers.lock().values().cloned().collect();
+            for c in consumers {
+                c.save_now();
+            }
+        }
+    }
+}

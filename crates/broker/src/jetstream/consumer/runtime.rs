@@ -12,7 +12,7 @@
 //! is only ever copied out, never held while taking an engine.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -74,6 +74,11 @@ pub(crate) struct Consumer {
     pub dir: Option<PathBuf>,
     /// Push consumers: whether someone listens on the deliver subject (`push_bound`).
     bound: AtomicBool,
+    /// Numbers the saved states in the order they were taken (under the engine's lock).
+    state_gen: AtomicU64,
+    /// The number of the state on disk; held while writing, so two writers (the task's
+    /// periodic save, the shutdown save) neither interleave nor put an older state back.
+    written: Mutex<u64>,
 }
 
 impl Consumer {
@@ -112,6 +117,41 @@ impl Consumer {
 
     pub fn config(&self) -> ConsumerConfig {
         self.engine.lock().cfg.clone()
+    }
+
+    /// Writes the durable state now, on this thread (shutdown).
+    pub fn save_now(&self) {
+        if self.is_closed() {
+            return;
+        }
+        let taken = {
+            let e = self.engine.lock();
+            self.take_state(&e)
+        };
+        self.write_state(taken);
+    }
+
+    /// The state to save with its number; call with the engine locked.
+    fn take_state(&self, e: &Engine) -> (u64, super::engine::SavedState) {
+        (
+            self.state_gen.fetch_add(1, Ordering::Relaxed) + 1,
+            e.saved_state(),
+        )
+    }
+
+    /// Writes a state taken by [`Consumer::take_state`] unless a later one is on disk.
+    fn write_state(&self, (gen, state): (u64, super::engine::SavedState)) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let mut written = self.written.lock();
+        if *written >= gen {
+            return;
+        }
+        match persist::write_state(dir, &state) {
+            Ok(()) => *written = gen,
+            Err(e) => warn!(consumer = %self.name, "JetStream: cannot save consumer state: {e}"),
+        }
     }
 
     pub fn is_push_bound(&self) -> bool {
@@ -204,6 +244,8 @@ pub(crate) fn start(
         state: AtomicU8::new(RUNNING),
         dir,
         bound: AtomicBool::new(false),
+        state_gen: AtomicU64::new(0),
+        written: Mutex::new(0),
     });
     let account = start.stream.account.clone();
     let mut subjects = Vec::new();
@@ -263,7 +305,7 @@ struct Round {
     events: Vec<Event>,
     next_tick: i64,
     progress: Progress,
-    saved: Option<super::engine::SavedState>,
+    saved: Option<(u64, super::engine::SavedState)>,
     idle_since: Option<i64>,
 }
 
@@ -281,7 +323,7 @@ impl Task {
         let mut busy = true;
         let mut inactive_since: Option<i64> = None;
         let mut next_save = Instant::now() + SAVE_INTERVAL;
-        let mut pending_save: Option<super::engine::SavedState> = None;
+        let mut pending_save: Option<(u64, super::engine::SavedState)> = None;
         let mut saving: Option<tokio::task::JoinHandle<()>> = None;
         let is_push = self.consumer.config().is_push();
         let threshold = self.consumer.config().inactive_threshold;
@@ -371,18 +413,11 @@ impl Task {
             }
             if pending_save.is_some() && Instant::now() >= next_save {
                 if saving.as_ref().is_none_or(|h| h.is_finished()) {
-                    if let (Some(dir), Some(state)) = (&self.consumer.dir, pending_save.take()) {
-                        let dir = dir.clone();
+                    if let Some(taken) = pending_save.take() {
+                        let consumer = self.consumer.clone();
                         saving = Some(tokio::task::spawn_blocking(move || {
-                            if let Err(e) = persist::write_state(&dir, &state) {
-                                warn!(
-                                    "JetStream: cannot save consumer state in {}: {e}",
-                                    dir.display()
-                                );
-                            }
+                            consumer.write_state(taken);
                         }));
-                    } else {
-                        pending_save = None;
                     }
                 }
                 next_save = Instant::now() + SAVE_INTERVAL;
@@ -475,8 +510,8 @@ impl Task {
             next_tick = e.tick(now, first_seq, &interest);
         }
         drop(inner);
-        let saved = if self.consumer.dir.is_some() {
-            e.take_dirty_state()
+        let saved = if self.consumer.dir.is_some() && e.take_dirty() {
+            Some(self.consumer.take_state(&e))
         } else {
             None
         };
@@ -756,9 +791,9 @@ impl Task {
         if let Some(h) = saving {
             let _ = h.await;
         }
-        if let Some(dir) = self.consumer.dir.clone() {
-            let state = self.consumer.engine.lock().saved_state();
-            let _ = tokio::task::spawn_blocking(move || persist::write_state(&dir, &state)).await;
+        if self.consumer.dir.is_some() {
+            let consumer = self.consumer.clone();
+            let _ = tokio::task::spawn_blocking(move || consumer.save_now()).await;
         }
         self.unsubscribe();
     }
