@@ -28,6 +28,8 @@ use super::pull::{self, NextRequest, Status, WaitQueue, Waiting};
 /// nats-server's `JsFlowControlMaxPending`: the most a flow-controlled push consumer has
 /// outstanding; it starts at 1/16 of it and doubles with each answered flow control.
 const FLOW_CONTROL_MAX_PENDING: i64 = 32 * 1024 * 1024;
+/// How often `num_pending` may be recounted after the stream lost messages.
+const RECOUNT_INTERVAL_NS: i64 = 100_000_000;
 /// Replay original: gaps shorter than this are not waited for (nats-server's 1 ms).
 const REPLAY_MIN_DELAY_NS: i64 = 1_000_000;
 
@@ -231,6 +233,12 @@ pub(crate) struct Engine {
     /// stream sequence already counted).
     npc: u64,
     npf: u64,
+    /// The stream's message count at the last count: fewer than expected means messages
+    /// went (limits, deletes), some maybe not yet delivered, so counting starts over.
+    counted_msgs: u64,
+    /// Recounting costs up to the backlog: at most once per [`RECOUNT_INTERVAL_NS`] (work
+    /// queues remove every acked message).
+    next_recount: i64,
     last_delivered_ns: i64,
     last_ack_ns: i64,
     waiting: Option<WaitQueue>,
@@ -358,6 +366,8 @@ impl Engine {
             lss: None,
             npc: 0,
             npf: 0,
+            counted_msgs: 0,
+            next_recount: 0,
             last_delivered_ns: 0,
             last_ack_ns: 0,
             waiting,
@@ -478,12 +488,23 @@ impl Engine {
         }
         self.npc = n;
         self.npf = state.last_seq;
+        self.counted_msgs = state.msgs;
     }
 
     /// Counts what the stream appended since the last count (the stream only says that it
     /// grew, so the new range is counted once, not each message).
-    pub fn catch_up_pending(&mut self, store: &dyn Store) {
-        let last = store.state().last_seq;
+    pub fn catch_up_pending(&mut self, store: &dyn Store, now: i64) {
+        let state = store.state();
+        let last = state.last_seq;
+        let removed = state.msgs < self.counted_msgs + last.saturating_sub(self.npf);
+        if removed && now >= self.next_recount {
+            self.recount_pending(store);
+            self.next_recount = now.saturating_add(RECOUNT_INTERVAL_NS);
+            return;
+        }
+        if !removed {
+            self.counted_msgs = state.msgs;
+        }
         if last <= self.npf {
             return;
         }
@@ -635,10 +656,14 @@ impl Engine {
         match found {
             Some(m) => Ok(Some(Candidate::Stream(m))),
             None => {
-                // Nothing up to the stream's end matches: no need to look there again.
+                // Nothing up to the stream's end matches: no need to look there again, and
+                // nothing is left to deliver (nats-server's `checkNumPendingOnEOF`).
                 let last = store.state().last_seq;
                 if self.sseq <= last {
                     self.sseq = last + 1;
+                }
+                if self.npf >= last {
+                    self.npc = 0;
                 }
                 Ok(None)
             }
@@ -1215,7 +1240,7 @@ impl Engine {
             self.out.push(status(pull::plain_status(409, &text)));
             return PullOutcome::Rejected;
         }
-        self.catch_up_pending(store);
+        self.catch_up_pending(store, now);
         let hb = self.heartbeat_header();
         let Some(w) = &mut self.waiting else {
             return PullOutcome::Rejected;
@@ -1764,11 +1789,27 @@ mod tests {
         assert_eq!(e.npc, 1);
         store.append("a", None, b"x", 10).expect("append");
         store.append("b", None, b"x", 11).expect("append");
-        e.catch_up_pending(&store);
+        e.catch_up_pending(&store, 0);
         assert_eq!(e.npc, 2);
         pull(&mut e, &store, "i", "1", 0);
         e.deliver(&store, 0, 100, &yes);
         assert!(msgs(&mut e)[0].2.ends_with(".1"));
+    }
+
+    #[test]
+    fn num_pending_recounts_after_removals() {
+        let mut store = store_with(&["a", "a", "a", "a"]);
+        let mut e = Engine::new("S", "X", config(r#"{"ack_policy":"none"}"#), &store, -1, 0);
+        assert_eq!(e.npc, 4);
+        store.remove(2, false).expect("remove");
+        store.append("a", None, b"x", 10).expect("append");
+        e.catch_up_pending(&store, 0);
+        assert_eq!(e.npc, 4);
+        pull(&mut e, &store, "i", "10", 0);
+        e.deliver(&store, 0, 100, &yes);
+        let got = msgs(&mut e);
+        assert_eq!(got.len(), 4);
+        assert!(got[3].2.ends_with(".0"), "{}", got[3].2);
     }
 
     #[test]

@@ -501,7 +501,7 @@ impl Task {
                 idle_since = Some(now);
             }
         }
-        e.catch_up_pending(store);
+        e.catch_up_pending(store, now);
         let first_seq = store.state().first_seq;
         let mut next_tick = e.tick(now, first_seq, &interest);
         let progress = e.deliver(store, now, BUDGET, &interest);
