@@ -239,6 +239,7 @@ pub(crate) struct Engine {
     /// Recounting costs up to the backlog: at most once per [`RECOUNT_INTERVAL_NS`] (work
     /// queues remove every acked message).
     next_recount: i64,
+    recount_due: bool,
     last_delivered_ns: i64,
     last_ack_ns: i64,
     waiting: Option<WaitQueue>,
@@ -368,6 +369,7 @@ impl Engine {
             npf: 0,
             counted_msgs: 0,
             next_recount: 0,
+            recount_due: false,
             last_delivered_ns: 0,
             last_ack_ns: 0,
             waiting,
@@ -496,15 +498,16 @@ impl Engine {
     pub fn catch_up_pending(&mut self, store: &dyn Store, now: i64) {
         let state = store.state();
         let last = state.last_seq;
-        let removed = state.msgs < self.counted_msgs + last.saturating_sub(self.npf);
-        if removed && now >= self.next_recount {
+        if state.msgs < self.counted_msgs + last.saturating_sub(self.npf) {
+            self.recount_due = true;
+        }
+        if self.recount_due && now >= self.next_recount {
             self.recount_pending(store);
+            self.recount_due = false;
             self.next_recount = now.saturating_add(RECOUNT_INTERVAL_NS);
             return;
         }
-        if !removed {
-            self.counted_msgs = state.msgs;
-        }
+        self.counted_msgs = state.msgs;
         if last <= self.npf {
             return;
         }
