@@ -381,10 +381,10 @@ async fn limits(kind: ServerKind) {
     assert_eq!(big["error"]["err_code"], 10054, "{kind}: {big}");
 }
 
-/// A file stream's configuration survives a restart (its messages too on nats-server;
-/// on midge once the file store is wired in).
+/// A file stream survives a restart: its configuration, its messages, and its
+/// de-duplication window.
 #[tokio::test]
-async fn file_stream_configs_survive_a_restart() {
+async fn file_streams_survive_a_restart() {
     both(restart).await;
 }
 
@@ -402,6 +402,20 @@ async fn restart(kind: ServerKind) {
         })
         .await
         .expect("create");
+        for i in 0..3 {
+            let ack = js
+                .send_publish(
+                    "keep.a",
+                    jetstream::message::PublishMessage::build()
+                        .payload(format!("m{i}").into())
+                        .message_id(format!("id-{i}")),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+            assert_eq!(ack.sequence, i + 1);
+        }
     }
     let server = TestServer::start(kind, &config).await;
     let js = jetstream::new(connect(&server).await);
@@ -412,13 +426,28 @@ async fn restart(kind: ServerKind) {
     let info = s.info().await.expect("info");
     assert_eq!(info.config.subjects, ["keep.*"]);
     assert_eq!(info.config.max_messages, 10);
+    assert_eq!(info.state.messages, 3, "{kind}");
+    let m = s.get_raw_message(2).await.expect("get");
+    assert_eq!(&m.payload[..], b"m1", "{kind}");
+    let dup = js
+        .send_publish(
+            "keep.a",
+            jetstream::message::PublishMessage::build()
+                .payload("again".into())
+                .message_id("id-2"),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert_eq!((dup.sequence, dup.duplicate), (3, true), "{kind}");
     let ack = js
         .publish("keep.a", "x".into())
         .await
         .expect("publish")
         .await
         .expect("ack");
-    assert_eq!(ack.stream, "KEEP");
+    assert_eq!((ack.stream.as_str(), ack.sequence), ("KEEP", 4));
 }
 
 /// `/jsz` and `/varz` (through `$SYS.REQ.SERVER.PING.<Z>`), stream advisories, and

@@ -661,13 +661,37 @@ pub fn response<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
     serde_json::to_vec(&Envelope { kind, body }).unwrap_or_default()
 }
 
-/// Serializes an error response: `{"type": kind, "error": {...}}`.
+/// Serializes an error response: `{"type": kind, "error": {...}}`, plus the fields of the
+/// response type that nats-server never leaves out (`purged: 0`, the paging numbers), which
+/// some clients read even from an error.
 pub fn error_response(kind: &str, error: &ApiError) -> Vec<u8> {
     #[derive(Serialize)]
     struct ErrorBody<'a> {
         error: &'a ApiError,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        purged: Option<u64>,
     }
-    response(kind, &ErrorBody { error })
+    let paged = matches!(
+        kind,
+        types::STREAM_INFO | types::STREAM_NAMES | types::STREAM_LIST
+    );
+    let zero = |on: bool| on.then_some(0);
+    response(
+        kind,
+        &ErrorBody {
+            error,
+            total: zero(paged),
+            offset: zero(paged),
+            limit: zero(paged),
+            purged: zero(kind == types::STREAM_PURGE),
+        },
+    )
 }
 
 /// RFC 3339 with nanoseconds of a Unix time in nanoseconds; 0 is Go's zero time

@@ -42,7 +42,7 @@ use self::api::{ApiError, Retention, Storage, StreamConfig};
 use self::stream::{Limits, Republish, Stream, StreamIngest, StreamInner};
 use crate::core::router::{self, Origin, Router};
 use crate::core::{Account, Subscriber, Subscription};
-use crate::options::{AccountJetStreamLimits, JetStreamSync, Options};
+use crate::options::{self, AccountJetStreamLimits, JetStreamSync, Options};
 use crate::server::ServerInner;
 
 /// nats-server's default memory limit when the machine's memory cannot be read.
@@ -470,11 +470,14 @@ pub(crate) fn open_stream(
 ) -> Result<Arc<Stream>, ApiError> {
     let name = config.name.clone();
     let dir = (config.storage == Storage::File).then(|| js.stream_dir(&jsa.account.name, &name));
-    // TEMPORARY: file streams keep their messages in memory until midge_store::FileStore
-    // lands on main (branch wt-fs); only their configuration (meta.json) survives a
-    // restart meanwhile.
-    let store: Box<dyn midge_store::Store> = Box::new(midge_store::MemStore::new());
-    let inner = StreamInner::new(config.clone(), store)?;
+    let store: Box<dyn midge_store::Store> = match &dir {
+        None => Box::new(midge_store::MemStore::new()),
+        Some(dir) => Box::new(open_file_store(js, &jsa.account.name, &name, dir)?),
+    };
+    let mut inner = StreamInner::new(config.clone(), store)?;
+    if !persist {
+        inner.rebuild_dedupe(api::now_nanos());
+    }
     if let (Some(dir), true) = (&dir, persist) {
         write_meta(
             dir,
@@ -509,6 +512,38 @@ pub(crate) fn open_stream(
     tokio::spawn(stream.clone().run(Arc::downgrade(srv), limits.clone()));
     source::spawn(srv, jsa, &stream, source::specs(&config)?, limits);
     Ok(stream)
+}
+
+/// The file store of a stream, in `<stream dir>/msgs` (next to `meta.json`), recovered.
+/// The store is opened with an interval policy either way: with `sync_interval: always`
+/// the stream fsyncs once per batch before its PubAcks (a group commit), otherwise the
+/// server's sync timer does.
+fn open_file_store(
+    js: &JetStream,
+    account: &str,
+    stream: &str,
+    dir: &Path,
+) -> Result<midge_store::FileStore, ApiError> {
+    let every = match js.sync {
+        JetStreamSync::Interval(d) => d,
+        JetStreamSync::Always => options::DEFAULT_JS_SYNC_INTERVAL,
+    };
+    let cfg = midge_store::FileStoreConfig {
+        sync: midge_store::SyncPolicy::Interval(every),
+        ..midge_store::FileStoreConfig::default()
+    };
+    let (store, report) = midge_store::FileStore::open(&dir.join("msgs"), cfg)
+        .map_err(|e| ApiError::create_failed(format!("error creating store for stream: {e}")))?;
+    if report.truncated_bytes > 0 || report.corrupt_records > 0 || report.meta_damaged {
+        warn!(
+            "JetStream stream '{account} > {stream}': recovery cut {} torn bytes, skipped {} damaged records ({} bytes){}",
+            report.truncated_bytes,
+            report.corrupt_records,
+            report.corrupt_bytes,
+            if report.meta_damaged { ", store meta damaged" } else { "" }
+        );
+    }
+    Ok(store)
 }
 
 /// Subscribes a stream to `subjects` (replacing what it had).

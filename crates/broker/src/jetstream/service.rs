@@ -398,6 +398,18 @@ fn stream_create(req: &Request<'_>, name: &str) -> Reply {
     if cfg.name != name {
         return Reply::error(kind, ApiError::stream_name_mismatch());
     }
+    if cfg.sealed {
+        return Reply::error(
+            kind,
+            ApiError::invalid_config("stream configuration for create can not be sealed"),
+        );
+    }
+    if cfg.mirror_direct && cfg.mirror.is_none() {
+        return Reply::error(
+            kind,
+            ApiError::invalid_config("stream has no mirror but does have mirror direct"),
+        );
+    }
     let jsa = req.jsa;
     let limits = *jsa.limits.read();
     let mut cfg = match super::check_config(cfg, Some(&limits)) {
@@ -733,7 +745,9 @@ fn stream_purge(req: &Request<'_>, name: &str) -> Reply {
     let limits = super::stream_limits(req.js, req.jsa);
     let result = {
         let mut inner = stream.inner.lock();
-        if inner.config.sealed || inner.config.deny_purge {
+        if inner.config.sealed {
+            Err(ApiError::sealed())
+        } else if inner.config.deny_purge {
             Err(ApiError::purge_failed("stream purge not permitted"))
         } else {
             let filter = (!opts.filter.is_empty()).then_some(opts.filter.as_str());
@@ -823,21 +837,26 @@ fn msg_delete(req: &Request<'_>, name: &str) -> Reply {
     let limits = super::stream_limits(req.js, req.jsa);
     let result = {
         let mut inner = stream.inner.lock();
-        if inner.config.sealed || inner.config.deny_delete {
+        if inner.config.sealed {
+            Err(ApiError::sealed())
+        } else if inner.config.deny_delete {
             Err(ApiError::msg_delete_failed("message delete not permitted"))
         } else {
-            let last = inner.store.state().last_seq;
+            let st = inner.store.state();
             let storage = inner.config.storage;
             match inner.remove_changing_usage(&*limits, r.seq, !r.no_erase) {
                 Ok(true) => Ok(()),
                 // What nats-server's stores say: the file store tells a sequence past the
-                // end from a removed one, the memory store says "not found".
+                // end, and one below the first, from a gap; the memory store says "not
+                // found" for all.
                 Ok(false) | Err(midge_store::StoreError::NotFound) => Err(match storage {
-                    api::Storage::File if r.seq > last => {
+                    api::Storage::File if r.seq > st.last_seq => {
                         ApiError::msg_delete_failed("stream store EOF")
                     }
-                    api::Storage::File => ApiError::msg_delete_failed("no message found"),
-                    api::Storage::Memory => ApiError::sequence_not_found(r.seq),
+                    api::Storage::File if r.seq < st.first_seq => {
+                        ApiError::msg_delete_failed("no message found")
+                    }
+                    _ => ApiError::sequence_not_found(r.seq),
                 }),
                 Err(e) => Err(ApiError::msg_delete_failed(e)),
             }

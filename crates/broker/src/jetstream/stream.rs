@@ -379,6 +379,42 @@ impl StreamInner {
         })
     }
 
+    /// After a restart: the message ids stored within the duplicate window, and the last
+    /// message's id, found again in the stored headers (as nats-server rebuilds them). The
+    /// window's first message is found by bisection on the store times, so only the window
+    /// is read.
+    pub fn rebuild_dedupe(&mut self, now_ns: i64) {
+        let st = self.store.state();
+        if st.msgs == 0 {
+            return;
+        }
+        let window = i64::try_from(self.config.duplicate_window().as_nanos()).unwrap_or(i64::MAX);
+        let cutoff = now_ns.saturating_sub(window);
+        let (mut lo, mut hi) = (st.first_seq, st.last_seq + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.store.next_matching(mid, None) {
+                Some(m) if m.time_ns < cutoff => lo = m.seq + 1,
+                Some(_) => hi = mid,
+                None => hi = mid,
+            }
+        }
+        let mut at = lo;
+        while let Some(m) = self.store.next_matching(at, None) {
+            at = m.seq + 1;
+            let id = m
+                .headers
+                .as_deref()
+                .and_then(|h| headers::get(h, headers::MSG_ID))
+                .unwrap_or("")
+                .to_string();
+            self.last_msg_id.clone_from(&id);
+            if !id.is_empty() {
+                self.dedupe.insert(id, m.seq, m.time_ns);
+            }
+        }
+    }
+
     fn remember(&mut self, msg_id: &str, seq: u64, now_ns: i64) {
         self.last_msg_id.clear();
         self.last_msg_id.push_str(msg_id);
@@ -874,6 +910,47 @@ mod tests {
             s.config.duplicate_window(),
         );
         assert_eq!(put(&mut s, "s.1", Some(&h)).expect("new").seq, 2);
+    }
+
+    #[test]
+    fn dedupe_is_rebuilt_from_stored_headers() {
+        let mut s = stream(config(|_| {}));
+        let now = api::now_nanos();
+        let mut r = None;
+        let old = hdr(&[(headers::MSG_ID, "old")]);
+        let new = hdr(&[(headers::MSG_ID, "new")]);
+        s.process(
+            "s.a",
+            Some(old.as_bytes()),
+            b"x",
+            now - 600_000_000_000,
+            &NoLimits,
+            &|_| true,
+            &mut r,
+        )
+        .expect("old");
+        s.process(
+            "s.a",
+            Some(new.as_bytes()),
+            b"x",
+            now,
+            &NoLimits,
+            &|_| true,
+            &mut r,
+        )
+        .expect("new");
+        s.dedupe = Dedupe::default();
+        s.last_msg_id.clear();
+        s.rebuild_dedupe(now);
+        assert_eq!(s.dedupe.ids.len(), 1, "only the window is read");
+        assert_eq!(
+            put(&mut s, "s.a", Some(&new)).expect("dup"),
+            Stored {
+                seq: 2,
+                duplicate: true
+            }
+        );
+        assert_eq!(s.last_msg_id, "new");
     }
 
     #[test]
