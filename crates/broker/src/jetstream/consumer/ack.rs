@@ -58,18 +58,23 @@ pub(crate) struct AckTarget {
     pub consumer_seq: u64,
 }
 
-fn number(token: &str) -> Option<u64> {
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+fn number(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 20 {
         return None;
     }
-    token.parse().ok()
+    token.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// Parses an ack subject of the v1 form (exactly nine tokens; nats-server ignores any other
 /// shape). Stream and consumer names cannot contain dots, so the positions are fixed.
 pub(crate) fn parse_ack_subject(subject: &str) -> Option<AckTarget> {
-    let rest = subject.strip_prefix(ACK_PREFIX)?;
-    let mut tokens = rest.split('.');
+    let rest = subject.strip_prefix(ACK_PREFIX)?.as_bytes();
+    let mut tokens = rest.split(|&b| b == b'.');
     let _stream = tokens.next()?;
     let _consumer = tokens.next()?;
     let delivered = number(tokens.next()?)?;

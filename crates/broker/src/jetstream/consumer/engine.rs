@@ -821,7 +821,7 @@ impl Engine {
                 + payload.len()) as i64;
             let (subject, charged, remaining) = match &mut self.waiting {
                 Some(w) => match w.take(size, now, has_interest, statuses) {
-                    Some((to, n, b)) => (Arc::<str>::from(to), Some(size), Some((n, b))),
+                    Some((to, n, b)) => (to, Some(size), Some((n, b))),
                     None => return Progress::Idle,
                 },
                 None => (self.deliver_subject.clone(), None, None),
@@ -1288,7 +1288,7 @@ impl Engine {
         if req.batch <= 0 {
             req.batch = 1;
         }
-        if !w.add(Waiting::new(reply.to_string(), &req, now)) {
+        if !w.add(Waiting::new(reply.into(), &req, now)) {
             self.out
                 .push(status(pull::plain_status(409, "Exceeded MaxWaiting")));
             return PullOutcome::Rejected;
@@ -1426,7 +1426,7 @@ impl Engine {
             let released: Vec<Waiting> = w.drain().collect();
             for r in released {
                 self.out.push(Outbound::Status(Status {
-                    subject: r.reply,
+                    subject: r.reply.to_string(),
                     reply: None,
                     header: pull::plain_status(409, "Consumer Deleted"),
                 }));

@@ -8,6 +8,7 @@
 //! they expire (`408 Request Timeout`), or their requester has gone away (silently).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -72,7 +73,7 @@ pub(crate) fn parse_next_request(body: &[u8]) -> Result<NextRequest, String> {
 /// One waiting pull request.
 #[derive(Debug, Clone)]
 pub(crate) struct Waiting {
-    pub reply: String,
+    pub reply: Arc<str>,
     /// Messages it still wants.
     pub n: i64,
     /// Messages it got.
@@ -86,10 +87,12 @@ pub(crate) struct Waiting {
     pub heartbeat: i64,
     /// When the next idle heartbeat is due (Unix ns); 0 = none.
     pub next_heartbeat: i64,
+    /// Until when its requester is known to listen (interest is looked up again after).
+    pub listening_until: i64,
 }
 
 impl Waiting {
-    pub fn new(reply: String, req: &NextRequest, now: i64) -> Waiting {
+    pub fn new(reply: Arc<str>, req: &NextRequest, now: i64) -> Waiting {
         Waiting {
             reply,
             n: req.batch,
@@ -108,6 +111,7 @@ impl Waiting {
             } else {
                 0
             },
+            listening_until: 0,
         }
     }
 
@@ -115,6 +119,10 @@ impl Waiting {
         self.expires > 0 && now >= self.expires
     }
 }
+
+/// How long a requester found listening is trusted to still listen while its batch is
+/// delivered (a lookup per message would cost more than the delivery).
+const INTEREST_TTL_NS: i64 = 50_000_000;
 
 /// A status message for a requester: the header block and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +207,7 @@ impl WaitQueue {
         now: i64,
         has_interest: &dyn Fn(&str) -> bool,
         statuses: &mut Vec<Status>,
-    ) -> Option<(String, i64, i64)> {
+    ) -> Option<(Arc<str>, i64, i64)> {
         while let Some(w) = self.queue.front_mut() {
             if w.b > 0 {
                 if size <= w.b {
@@ -209,7 +217,7 @@ impl WaitQueue {
                     }
                 } else {
                     statuses.push(Status {
-                        subject: w.reply.clone(),
+                        subject: w.reply.to_string(),
                         reply: None,
                         header: pending_status(409, "Message Size Exceeds MaxBytes", w.n, w.b),
                     });
@@ -219,16 +227,19 @@ impl WaitQueue {
             }
             if w.expired(now) {
                 statuses.push(Status {
-                    subject: w.reply.clone(),
+                    subject: w.reply.to_string(),
                     reply: None,
                     header: pending_status(408, "Request Timeout", w.n, w.b),
                 });
                 self.queue.pop_front();
                 continue;
             }
-            if !has_interest(&w.reply) {
-                self.queue.pop_front();
-                continue;
+            if now >= w.listening_until {
+                if !has_interest(&w.reply) {
+                    self.queue.pop_front();
+                    continue;
+                }
+                w.listening_until = now.saturating_add(INTEREST_TTL_NS);
             }
             w.delivered += 1;
             w.n -= 1;
@@ -252,7 +263,7 @@ impl WaitQueue {
 
     /// Gives a message back to the request it was charged to (its delivery failed).
     pub fn credit(&mut self, reply: &str, size: i64) -> bool {
-        if let Some(w) = self.queue.iter_mut().find(|w| w.reply == reply) {
+        if let Some(w) = self.queue.iter_mut().find(|w| &*w.reply == reply) {
             w.n += 1;
             w.delivered -= 1;
             if w.b > 0 {
@@ -285,7 +296,7 @@ impl WaitQueue {
         self.queue.retain_mut(|w| {
             if (end_of_stream && w.no_wait && w.delivered > 0) || w.expired(now) {
                 statuses.push(Status {
-                    subject: w.reply.clone(),
+                    subject: w.reply.to_string(),
                     reply: None,
                     header: pending_status(408, "Request Timeout", w.n, w.b),
                 });
@@ -298,7 +309,7 @@ impl WaitQueue {
             if w.next_heartbeat > 0 {
                 if now >= w.next_heartbeat {
                     statuses.push(Status {
-                        subject: w.reply.clone(),
+                        subject: w.reply.to_string(),
                         reply: None,
                         header: heartbeat(&w.reply),
                     });
@@ -322,7 +333,7 @@ impl WaitQueue {
             }
             if w.delivered > 0 {
                 statuses.push(Status {
-                    subject: w.reply.clone(),
+                    subject: w.reply.to_string(),
                     reply: None,
                     header: pending_status(408, "Request Timeout", w.n, w.b),
                 });
@@ -330,7 +341,7 @@ impl WaitQueue {
             }
             if w.expires == 0 {
                 statuses.push(Status {
-                    subject: w.reply.clone(),
+                    subject: w.reply.to_string(),
                     reply: None,
                     header: plain_status(404, "No Messages"),
                 });
@@ -388,10 +399,10 @@ mod tests {
         let mut st = Vec::new();
         assert!(q.add(Waiting::new("a".into(), &req(2), 0)));
         assert!(q.add(Waiting::new("b".into(), &req(1), 0)));
-        let got: Vec<String> = (0..4)
+        let got: Vec<Arc<str>> = (0..4)
             .filter_map(|_| q.take(10, 0, &yes, &mut st).map(|t| t.0))
             .collect();
-        assert_eq!(got, ["a", "b", "a"]);
+        assert_eq!(got, ["a".into(), "b".into(), "a".into()] as [Arc<str>; 3]);
         assert!(q.is_empty());
         assert!(st.is_empty());
     }

@@ -27,7 +27,7 @@ use super::engine::{Engine, Event, Outbound, Progress};
 use super::info::{self, advisory, ConsumerInfo};
 use super::persist;
 use super::time::{format_rfc3339, now_ns};
-use crate::core::router::{self, Origin, Router};
+use crate::core::router::{self, MatchCache, Origin, Router};
 use crate::core::{Account, InternalMsg, InternalSub, SubRef, Subscriber, Subscription};
 use crate::jetstream::stream::{Limits, Stream};
 use crate::server::ServerInner;
@@ -316,6 +316,7 @@ impl Task {
         };
         let mut shutdown = srv.shutdown_signal();
         let mut router = Router::new(srv.clone(), rand::random());
+        let mut cache = MatchCache::new(self.account.clone());
         drop(srv);
         let mut last_seq = self.stream.last_seq.subscribe();
         let mut inbox: Vec<InternalMsg> = Vec::with_capacity(INBOX_BATCH);
@@ -366,7 +367,7 @@ impl Task {
             match self.consumer.state.load(Ordering::Acquire) {
                 RUNNING => {}
                 DELETED => {
-                    self.deleted(&mut router, saving).await;
+                    self.deleted(&mut router, &mut cache, saving).await;
                     return;
                 }
                 _ => {
@@ -376,7 +377,7 @@ impl Task {
                         e.release_waiting();
                         std::mem::take(&mut e.out)
                     };
-                    self.publish(&mut router, out);
+                    self.publish(&mut router, &mut cache, out);
                     self.unsubscribe();
                     return;
                 }
@@ -394,7 +395,7 @@ impl Task {
             let round = self.round(&mut inbox, now, check_interest, inactive_since);
             inactive_since = round.idle_since;
             if !round.out.is_empty() {
-                let failed = self.publish(&mut router, round.out);
+                let failed = self.publish(&mut router, &mut cache, round.out);
                 if !failed.is_empty() {
                     let mut e = self.consumer.engine.lock();
                     for (seq, charged) in failed {
@@ -471,20 +472,15 @@ impl Task {
         let inner = self.stream.inner.lock();
         let store = &*inner.store;
         for m in inbox.drain(..) {
-            let subject = String::from_utf8_lossy(&m.subject);
-            let reply = m.reply.as_deref().map(String::from_utf8_lossy);
+            let Ok(subject) = std::str::from_utf8(&m.subject) else {
+                continue;
+            };
+            let reply = m.reply.as_deref().and_then(|r| std::str::from_utf8(r).ok());
             if subject.starts_with(super::ack::ACK_PREFIX) {
-                e.ack(
-                    &subject,
-                    reply.as_deref(),
-                    &m.payload,
-                    store,
-                    now,
-                    &interest,
-                );
+                e.ack(subject, reply, &m.payload, store, now, &interest);
             } else if subject.starts_with("$JS.FC.") {
-                e.flow_control_reply(&subject);
-            } else if let Some(r) = reply.as_deref() {
+                e.flow_control_reply(subject);
+            } else if let Some(r) = reply {
                 e.pull_request(r, &m.payload, store, now, &interest);
             }
         }
@@ -531,6 +527,7 @@ impl Task {
     fn publish(
         &self,
         router: &mut Router,
+        cache: &mut MatchCache,
         out: Vec<Outbound>,
     ) -> Vec<(u64, Option<(String, i64)>)> {
         let account = &self.account;
@@ -547,8 +544,11 @@ impl Task {
                     stream_seq,
                     charged,
                 } => {
-                    // Matched on where it goes, delivered under its own subject.
-                    let result = local_only(account.sublist.matches(to.as_bytes()));
+                    // Matched on where it goes (the same subject message after message:
+                    // the cache's last-subject check), delivered under its own subject.
+                    let matched = cache.take(to.as_bytes());
+                    let result = local_only(matched.clone());
+                    cache.restore(matched);
                     let ok = router.route(
                         account,
                         &result,
@@ -744,13 +744,18 @@ impl Task {
         }
     }
 
-    async fn deleted(&self, router: &mut Router, saving: Option<tokio::task::JoinHandle<()>>) {
+    async fn deleted(
+        &self,
+        router: &mut Router,
+        cache: &mut MatchCache,
+        saving: Option<tokio::task::JoinHandle<()>>,
+    ) {
         let out = {
             let mut e = self.consumer.engine.lock();
             e.release_waiting();
             std::mem::take(&mut e.out)
         };
-        self.publish(router, out);
+        self.publish(router, cache, out);
         self.unsubscribe();
         remove_from_stream(&self.stream, &self.consumer);
         if let Some(h) = saving {
