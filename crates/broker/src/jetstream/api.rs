@@ -776,7 +776,7 @@ mod tests {
         let body = error_response(types::STREAM_INFO, &ApiError::stream_not_found());
         assert_eq!(
             String::from_utf8(body).expect("utf8"),
-            r#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#
+            r#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"},"total":0,"offset":0,"limit":0}"#
         );
         let ack = PubAck {
             error: None,
