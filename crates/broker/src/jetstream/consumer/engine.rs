@@ -1816,6 +1816,69 @@ mod tests {
     }
 
     #[test]
+    fn ack_next_acks_and_pulls() {
+        let store = store_with(&["a", "a", "a"]);
+        let mut e = Engine::new(
+            "S",
+            "D",
+            config(r#"{"durable_name":"D","ack_policy":"explicit"}"#),
+            &store,
+            -1,
+            0,
+        );
+        pull(&mut e, &store, "i", "1", 0);
+        e.deliver(&store, 0, 100, &yes);
+        let first = msgs(&mut e);
+        e.ack(
+            &first[0].2,
+            Some("next"),
+            br#"+NXT {"batch":2}"#,
+            &store,
+            1,
+            &yes,
+        );
+        assert!(e.out.is_empty(), "+NXT is not acknowledged");
+        e.deliver(&store, 1, 100, &yes);
+        let got = msgs(&mut e);
+        assert_eq!(
+            got.iter().map(|m| (m.0.as_str(), m.1)).collect::<Vec<_>>(),
+            [("next", 2), ("next", 3)]
+        );
+        assert_eq!(e.snapshot(&store, 1, &yes).ack_floor_stream, 1);
+    }
+
+    #[test]
+    fn last_per_subject_then_new_messages() {
+        let mut store = store_with(&["a", "b", "a"]);
+        let mut e = Engine::new(
+            "S",
+            "W",
+            config(
+                r#"{"deliver_policy":"last_per_subject","filter_subject":">","ack_policy":"none"}"#,
+            ),
+            &store,
+            -1,
+            0,
+        );
+        assert_eq!(e.npc, 2);
+        pull(
+            &mut e,
+            &store,
+            "i",
+            r#"{"batch":10,"expires":10000000000}"#,
+            0,
+        );
+        e.deliver(&store, 0, 100, &yes);
+        let got = msgs(&mut e);
+        assert_eq!(got.iter().map(|m| m.1).collect::<Vec<_>>(), [2, 3]);
+        assert!(got[1].2.ends_with(".0"), "caught up: {}", got[1].2);
+        store.append("b", None, b"x", 10).expect("append");
+        e.catch_up_pending(&store, 0);
+        e.deliver(&store, 0, 100, &yes);
+        assert_eq!(msgs(&mut e).iter().map(|m| m.1).collect::<Vec<_>>(), [4]);
+    }
+
+    #[test]
     fn pull_statuses() {
         let store = store_with(&["a"]);
         let mut e = Engine::new(
