@@ -107,6 +107,7 @@ macro_rules! next {
 
 mod acks;
 mod consumers;
+mod crash;
 mod kv;
 mod limits;
 mod messages;
