@@ -22,6 +22,9 @@
 //! - `nkeys` logs nkey users in (signed nonce) on midge and nats-server from the same config.
 //! - `jetstream_streams` runs JetStream streams on midge and nats-server with async-nats's
 //!   JetStream API, and compares the API's errors request by request.
+//! - `jetstream_consumers` runs JetStream consumers (pull, push, ordered, acks, redelivery,
+//!   work queues, API errors, durable state across a restart) through async-nats on midge
+//!   and nats-server `-js`.
 //! - `jwt` runs operator mode (operator, account and user JWTs built here with nkeys, `.creds`
 //!   files) on midge and nats-server from the same artifacts.
 //! - `jetstream` drives JetStream, key-value and the object store through async-nats against
@@ -34,6 +37,7 @@ mod cluster;
 mod differential;
 mod embedded;
 mod jetstream;
+mod jetstream_consumers;
 mod jetstream_streams;
 mod jwt;
 mod leaf;

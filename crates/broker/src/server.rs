@@ -554,6 +554,9 @@ impl ServerInner {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             warn!("Shutdown: connections still open after {:?}", deadline);
         }
+        if let Some(js) = &self.jetstream {
+            crate::jetstream::consumer::save_all(js);
+        }
         if !self.exited.swap(true, Ordering::AcqRel) {
             info!("Server Exiting..");
         }

@@ -140,9 +140,6 @@ impl ApiError {
     pub fn create_failed(why: impl std::fmt::Display) -> ApiError {
         ApiError::new(500, 10049, why.to_string())
     }
-    pub fn general(why: impl std::fmt::Display) -> ApiError {
-        ApiError::new(500, 10051, why.to_string())
-    }
     pub fn mirror_not_updatable() -> ApiError {
         ApiError::new(400, 10055, "stream mirror configuration can not be updated")
     }
@@ -174,7 +171,6 @@ pub mod types {
     pub const CONSUMER_NAMES: &str = "io.nats.jetstream.api.v1.consumer_names_response";
     pub const CONSUMER_LIST: &str = "io.nats.jetstream.api.v1.consumer_list_response";
     pub const CONSUMER_DELETE: &str = "io.nats.jetstream.api.v1.consumer_delete_response";
-    pub const SYSTEM: &str = "io.nats.jetstream.api.v1.system_response";
 }
 
 /// Largest stream (and consumer) name, as nats-server.

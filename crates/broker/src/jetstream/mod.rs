@@ -448,6 +448,7 @@ fn recover_streams(srv: &Arc<ServerInner>, js: &Arc<JetStream>, jsa: &Arc<JsAcco
                     "  Restored {} messages for stream '{} > {}'",
                     st.msgs, jsa.account.name, name
                 );
+                consumer::recover(srv, js, jsa, &s);
             }
             Err(e) => warn!(
                 "JetStream: stream '{} > {name}' not restored: {e}",

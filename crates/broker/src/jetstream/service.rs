@@ -763,6 +763,7 @@ fn stream_purge(req: &Request<'_>, name: &str) -> Reply {
     match result {
         Ok(n) => {
             stream.notify_stored();
+            super::consumer::stream_purged(&stream);
             Reply::ok(
                 kind,
                 &Purged {

@@ -137,7 +137,7 @@ struct StreamDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<StreamConfig>,
     state: StreamStateInfo,
-    /// Consumers are the consumer work's; listed by name until then.
+    /// `ConsumerInfo` of each consumer (`consumers=true`; their config with `config=true`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     consumer_detail: Vec<serde_json::Value>,
 }
@@ -215,7 +215,7 @@ pub(crate) fn jsz(srv: &ServerInner, q: &Query) -> Result<Jsz, QueryError> {
     };
     let account_details = chosen
         .into_iter()
-        .map(|a| account_detail(srv, js, a, streams_opt, config_opt))
+        .map(|a| account_detail(srv, js, a, streams_opt, consumers_opt, config_opt))
         .collect();
     Ok(Jsz {
         stats: stats(js),
@@ -237,6 +237,7 @@ fn account_detail(
     js: &JetStream,
     a: &JsAccount,
     streams: bool,
+    consumers: bool,
     config: bool,
 ) -> AccountDetail {
     let stream_detail = if streams {
@@ -253,7 +254,11 @@ fn account_detail(
                     },
                     config: config.then_some(info.config),
                     state: info.state,
-                    consumer_detail: Vec::new(),
+                    consumer_detail: if consumers {
+                        crate::jetstream::consumer::jsz_detail(s, config)
+                    } else {
+                        Vec::new()
+                    },
                 })
             })
             .collect()
