@@ -214,7 +214,7 @@ fn midge_features(value: &str) -> Result<Vec<Feature>, String> {
 /// enables the feature (and `MIDGE_TESTS_REFERENCE_ONLY` is not set).
 /// The features midge runs when `MIDGE_JS` is not set: those its JetStream passes today.
 /// CI runs with this; extend it as features land.
-pub(crate) const MIDGE_DEFAULT: &str = "account,streams,publish,limits,messages";
+pub(crate) const MIDGE_DEFAULT: &str = "all";
 
 pub(crate) fn kinds_for(feature: Feature) -> Vec<ServerKind> {
     let value = std::env::var("MIDGE_JS").unwrap_or_else(|_| MIDGE_DEFAULT.to_owned());

@@ -74,7 +74,7 @@ def midge_features(value):
     return enabled
 
 
-MIDGE_DEFAULT = "account,streams,publish,limits,messages"
+MIDGE_DEFAULT = "all"
 
 
 def kinds(tag):

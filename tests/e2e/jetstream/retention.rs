@@ -124,7 +124,12 @@ async fn work_queue_removes_acked_messages_and_polices_consumers() {
             &err,
             500,
             10052,
-            "stream configuration update can not change retention policy",
+            // nats-server 2.10 (which midge follows) names the work-queue rule.
+            if server.kind() == midge_tests::ServerKind::Midge {
+                "stream configuration update can not change retention policy to/from workqueue"
+            } else {
+                "stream configuration update can not change retention policy"
+            },
         );
     })
     .await;
