@@ -38,4 +38,7 @@ pub mod kind;
 pub mod kind_only;
 pub mod rendered;
 pub mod report;
+pub mod rotation;
 pub mod scenarios;
+pub mod tls;
+pub mod volume;

@@ -15,6 +15,11 @@ async fn scenarios_on_kind() -> anyhow::Result<()> {
     if report.passed() {
         midge_e2e::kind_only::run(&mut driver, &mut report).await;
     }
+    // The rotation cluster, beside the sample's: a NatsCluster of its own.
+    let mut rotation_driver = KindDriver::new().await?;
+    if report.passed() {
+        midge_e2e::rotation::run(&mut rotation_driver, &mut report).await;
+    }
     // The scripts print the report last, after cargo's output.
     match std::env::var("MIDGE_E2E_REPORT") {
         Ok(path) => std::fs::write(&path, report.to_string())?,
@@ -22,6 +27,7 @@ async fn scenarios_on_kind() -> anyhow::Result<()> {
     }
     // On failure the cluster stays for run-kind.sh to collect logs, events and /varz.
     anyhow::ensure!(report.passed(), "e2e scenarios failed (see the report)");
+    rotation_driver.teardown().await?;
     driver.teardown().await?;
     Ok(())
 }
