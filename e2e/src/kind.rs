@@ -345,11 +345,10 @@ impl ClusterDriver for KindDriver {
     }
 
     async fn update_secret(&mut self, name: &str, data: SecretData) -> anyhow::Result<()> {
-        let old = self
-            .secret_api()
-            .get_opt(name)
-            .await?
-            .map(|s| crate::rendered::secret_data(&s))
+        let existing = self.secret_api().get_opt(name).await?;
+        let old = existing
+            .as_ref()
+            .map(crate::rendered::secret_data)
             .unwrap_or_default();
         let changed: Vec<String> = old
             .keys()
@@ -364,6 +363,8 @@ impl ClusterDriver for KindDriver {
                 namespace: Some(self.namespace.clone()),
                 ..Default::default()
             },
+            // Applied again as it is: left out, the apply would drop it, and it is immutable.
+            type_: existing.and_then(|s| s.type_),
             data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Secret::default()
         };

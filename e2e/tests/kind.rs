@@ -12,13 +12,13 @@ const SAMPLE: &str = include_str!("../../config/samples/natscluster-edge.yaml");
 async fn scenarios_on_kind() -> anyhow::Result<()> {
     let mut driver = KindDriver::new().await?;
     let mut report = scenarios::run_all(&mut driver, SAMPLE, &Layout::default()).await;
-    if report.passed() {
-        midge_e2e::kind_only::run(&mut driver, &mut report).await;
-    }
     // The rotation cluster, beside the sample's: a NatsCluster of its own.
     let mut rotation_driver = KindDriver::new().await?;
     if report.passed() {
         midge_e2e::rotation::run(&mut rotation_driver, &mut report).await;
+    }
+    if report.passed() {
+        midge_e2e::kind_only::run(&mut driver, &mut report).await;
     }
     // The scripts print the report last, after cargo's output.
     match std::env::var("MIDGE_E2E_REPORT") {
