@@ -4,10 +4,12 @@
 # repository's Dockerfile, a static `uname -m` helper for each (the image has no shell),
 # registers qemu with binfmt_misc if it is not (the ARM containers run under it), runs
 # `cargo test -p midge-e2e --test docker` and prints the report. Removes the images and its
-# temporary files, also on failure. About 2 minutes once dist/ is built; a minute of it
-# waits for ping timeouts to notice a lost edge node.
+# temporary files, also on failure. About 3 minutes once dist/ is built; a minute of it
+# waits for ping timeouts to notice a lost edge node, half a minute rolls the servers of
+# the token rotation.
 #
-# Environment: DIST_DIR  where the binaries are: <DIST_DIR>/<arch>/midge [dist/]
+# Environment: DIST_DIR        where the binaries are: <DIST_DIR>/<arch>/midge [dist/]
+#              MIDGE_E2E_ONLY  `rotation`: only the Secret rotation scenarios (7, 8)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -20,13 +20,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 # One build shared by all test binaries; the e2e tests start the debug `midge` binary.
-# Of midge-e2e only the render parser runs here: its docker suite needs the images
+# Of midge-e2e only its unit tests (volume layout, TLS verifier) and the render parser
+# run here: its docker suite needs the images
 # e2e/run-docker.sh builds (.ci/run runs it), its kind suite a kind cluster
 # (e2e/run-kind.sh). Both are built, so the kind driver keeps compiling.
 cargo build --workspace --locked --bins
 cargo test --workspace --locked --exclude midge-e2e
 cargo test --locked -p midge-e2e --no-run
-cargo test --locked -p midge-e2e --test render
+cargo test --locked -p midge-e2e --lib --test render
 
 step "partition test: three midge servers in network namespaces, cut and healed"
 # Uses the debug midge built above; skips (exit 0, with a message) without CAP_NET_ADMIN.

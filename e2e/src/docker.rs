@@ -5,17 +5,21 @@
 //! probes dial the containers' addresses on the network's bridge, which the host routes to.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
 use crate::driver::{wait_for, ClusterDriver, Server};
 use crate::http;
-use crate::rendered::{self, Mount, Pool, RenderedCluster};
+use crate::rendered::{self, Mount, Pool, RenderedCluster, SecretData};
+use crate::volume::{self, FileMode};
 
 /// Where the `uname -m` helper is mounted in every container.
 pub const UNAME_IN_CONTAINER: &str = "/e2e-uname";
+/// How long a rolling update waits for each new pod to pass its readiness probe (ARM pods
+/// run under qemu).
+const ROLL_READY_WITHIN: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -35,6 +39,12 @@ pub enum DockerError {
     NoImage(String),
     #[error("no server named {0}")]
     UnknownServer(String),
+    #[error("pod {pod} mounts Secret {secret}, which {reason}")]
+    SecretVolume {
+        pod: String,
+        secret: String,
+        reason: &'static str,
+    },
 }
 
 /// Docker's platform for a Kubernetes `kubernetes.io/arch` value.
@@ -128,7 +138,8 @@ pub struct DockerDriver {
     containers: BTreeMap<String, Container>,
     /// Every container ever created, for teardown.
     created: BTreeSet<String>,
-    config_generation: u32,
+    /// The namespace's Secrets, by name: what the API server would hold.
+    secrets: BTreeMap<String, SecretData>,
 }
 
 impl DockerDriver {
@@ -149,7 +160,7 @@ impl DockerDriver {
             cluster: None,
             containers: BTreeMap::new(),
             created: BTreeSet::new(),
-            config_generation: 0,
+            secrets: BTreeMap::new(),
         })
     }
 
@@ -179,50 +190,98 @@ impl DockerDriver {
         self.work.join("configmaps").join(name)
     }
 
-    /// Writes every rendered ConfigMap ([`Self::write_one_config_map`]).
+    /// Where the volume `volume` of Secret `secret` is written (and mounted from): one
+    /// directory per Secret, one below it per volume that shows it (a volume may list
+    /// only some keys, under other names).
+    fn secret_dir(&self, secret: &str, volume: &str) -> PathBuf {
+        self.work.join("secrets").join(secret).join(volume)
+    }
+
+    /// Writes every rendered ConfigMap, each as the kubelet updates a ConfigMap volume.
     fn write_config_map(&mut self) -> anyhow::Result<()> {
-        self.config_generation += 1;
         let config_maps = self.cluster()?.config_maps.clone();
         for (name, files) in &config_maps {
-            self.write_one_config_map(name, files)?;
+            let files = files
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                .collect();
+            let mode = FileMode {
+                mode: 0o644,
+                group: None,
+            };
+            volume::write(&self.config_dir(name), &files, mode)
+                .with_context(|| format!("ConfigMap {name}"))?;
         }
         Ok(())
     }
 
-    /// Writes a ConfigMap's files the way the kubelet's atomic writer does: a new
-    /// timestamped directory, `..data` repointed to it by a rename, and each file a
-    /// symlink through `..data`. A running server sees the whole new content at once.
-    fn write_one_config_map(
-        &self,
-        name: &str,
-        files: &BTreeMap<String, String>,
-    ) -> anyhow::Result<()> {
-        use std::os::unix::fs::{symlink, PermissionsExt};
-        let dir = self.config_dir(name);
-        let version = format!("..{}", self.config_generation);
-        let staged = dir.join(&version);
-        std::fs::create_dir_all(&staged)?;
-        for path in [&self.work, &self.work.join("configmaps"), &dir, &staged] {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
-        }
-        for (name, content) in files {
-            let file = staged.join(name);
-            std::fs::write(&file, content)?;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
-        }
-        let tmp = dir.join("..data_tmp");
-        let _ = std::fs::remove_file(&tmp);
-        symlink(&version, &tmp)?;
-        let previous = std::fs::read_link(dir.join("..data")).ok();
-        std::fs::rename(&tmp, dir.join("..data"))?;
-        for file in files.keys() {
-            let link = dir.join(file);
-            if std::fs::symlink_metadata(&link).is_err() {
-                symlink(Path::new("..data").join(file), &link)?;
+    /// Writes the volumes through which the pods see Secret `secret` (none when no pod
+    /// mounts it) from the data the driver holds, each as the kubelet updates a Secret
+    /// volume. A pod whose volume cannot be made would not start: that is an error.
+    fn write_secret_volumes(&self, secret: &str) -> anyhow::Result<()> {
+        let cluster = self.cluster()?;
+        let mut written = BTreeSet::new();
+        for pool in &cluster.pools {
+            for mount in &pool.mounts {
+                let Mount::Secret {
+                    volume,
+                    secret: name,
+                    items,
+                    mode,
+                    ..
+                } = mount
+                else {
+                    continue;
+                };
+                if name != secret || !written.insert(volume.clone()) {
+                    continue;
+                }
+                let error = |reason| DockerError::SecretVolume {
+                    pod: pool.pod_name(0),
+                    secret: secret.to_string(),
+                    reason,
+                };
+                let data = self
+                    .secrets
+                    .get(secret)
+                    .ok_or_else(|| error("does not exist"))?;
+                let files = Mount::secret_files(items.as_deref(), data)
+                    .ok_or_else(|| error("lacks a key the volume lists"))?;
+                let mode = FileMode {
+                    mode: *mode,
+                    group: pool.fs_group,
+                };
+                volume::write(&self.secret_dir(secret, volume), &files, mode)
+                    .with_context(|| format!("volume {volume} of Secret {secret}"))?;
             }
         }
-        if let Some(old) = previous {
-            std::fs::remove_dir_all(dir.join(old))?;
+        Ok(())
+    }
+
+    /// Takes in the Secrets render printed as the operator does: created when absent,
+    /// never rewritten (a re-render makes new values, which a cluster would not see).
+    fn adopt_generated_secrets(&mut self, cluster: &RenderedCluster) {
+        for (name, data) in &cluster.secrets {
+            self.secrets
+                .entry(name.clone())
+                .or_insert_with(|| data.clone());
+        }
+    }
+
+    /// Writes the volumes of every Secret the pods mount.
+    fn write_all_secret_volumes(&self) -> anyhow::Result<()> {
+        let mounted: BTreeSet<&String> = self
+            .cluster()?
+            .pools
+            .iter()
+            .flat_map(|p| &p.mounts)
+            .filter_map(|m| match m {
+                Mount::Secret { secret, .. } => Some(secret),
+                _ => None,
+            })
+            .collect();
+        for secret in mounted {
+            self.write_secret_volumes(secret)?;
         }
         Ok(())
     }
@@ -242,8 +301,11 @@ impl DockerDriver {
         }
     }
 
-    async fn run_pod(&mut self, pool_name: &str, ordinal: u32) -> anyhow::Result<()> {
-        let cluster = self.cluster()?.clone();
+    /// The `docker run` arguments of pod `ordinal` of `pool_name` as the cluster is now
+    /// rendered, its environment made from the Secrets as they are now, and the
+    /// container's record.
+    fn pod_spec(&self, pool_name: &str, ordinal: u32) -> anyhow::Result<(Vec<String>, Container)> {
+        let cluster = self.cluster()?;
         let pool = cluster
             .pool(pool_name)
             .with_context(|| format!("no pool {pool_name}"))?;
@@ -292,6 +354,10 @@ impl DockerDriver {
         if let Some((user, group)) = pool.user {
             args.extend(["--user".into(), format!("{user}:{group}")]);
         }
+        // The kubelet adds fsGroup to the container's groups: Secret files are its.
+        if let Some(group) = pool.fs_group {
+            args.extend(["--group-add".into(), group.to_string()]);
+        }
         if pool.read_only_root {
             args.push("--read-only".into());
         }
@@ -308,6 +374,18 @@ impl DockerDriver {
                         ),
                     ]);
                 }
+                Mount::Secret {
+                    volume,
+                    secret,
+                    path,
+                    ..
+                } => {
+                    // Secret volumes are read-only whatever the mount says.
+                    args.extend([
+                        "-v".into(),
+                        format!("{}:{path}:ro", self.secret_dir(secret, volume).display()),
+                    ]);
+                }
                 Mount::EmptyDir { path } => {
                     // fsGroup makes an emptyDir writable by the pod's group.
                     args.extend([
@@ -317,7 +395,10 @@ impl DockerDriver {
                 }
             }
         }
-        for (key, value) in pool.env(ordinal) {
+        let env = pool
+            .env(ordinal, &self.secrets)
+            .with_context(|| format!("pod {pod} cannot start"))?;
+        for (key, value) in env {
             args.extend(["-e".into(), format!("{key}={value}")]);
         }
         let mut command = pool.command.clone().unwrap_or_default().into_iter();
@@ -327,21 +408,56 @@ impl DockerDriver {
         args.push(image);
         args.extend(command);
         args.extend(pool.args.iter().cloned());
+        let container = Container {
+            name,
+            pool: pool_name.to_string(),
+            arch,
+            running: true,
+            connected: true,
+        };
+        Ok((args, container))
+    }
 
+    async fn run_pod(&mut self, pool_name: &str, ordinal: u32) -> anyhow::Result<()> {
+        let (args, container) = self.pod_spec(pool_name, ordinal)?;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.created.insert(name.clone());
+        self.created.insert(container.name.clone());
         docker(&refs).await?;
-        self.containers.insert(
-            pod,
-            Container {
-                name,
-                pool: pool_name.to_string(),
-                arch,
-                running: true,
-                connected: true,
-            },
-        );
+        let pod = self
+            .cluster()?
+            .pool(pool_name)
+            .map(|p| p.pod_name(ordinal))
+            .with_context(|| format!("no pool {pool_name}"))?;
+        self.containers.insert(pod, container);
         Ok(())
+    }
+
+    /// A StatefulSet's rolling update of `pool`, as the StatefulSet controller does it:
+    /// highest ordinal first, each pod deleted (preStop, grace period) and created again
+    /// under its name with the pod template as it is now, and Ready before the next.
+    /// Returns the pods replaced.
+    async fn roll_pool(&self, pool: &Pool) -> anyhow::Result<Vec<String>> {
+        let mut replaced = Vec::new();
+        for ordinal in (0..pool.replicas).rev() {
+            let pod = pool.pod_name(ordinal);
+            self.delete_pod(&pod, pool)
+                .await
+                .with_context(|| format!("rolling {pod}: delete"))?;
+            let (args, _) = self.pod_spec(&pool.name, ordinal)?;
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker(&refs)
+                .await
+                .with_context(|| format!("rolling {pod}: create"))?;
+            replaced.push(pod.clone());
+            wait_for(
+                &format!("the new {pod} to pass its readiness probe"),
+                ROLL_READY_WITHIN,
+                Duration::from_millis(250),
+                || async { Ok(self.ready(&pod).await?.then_some(())) },
+            )
+            .await?;
+        }
+        Ok(replaced)
     }
 
     async fn ip(&self, server: &str) -> anyhow::Result<String> {
@@ -402,10 +518,21 @@ impl ClusterDriver for DockerDriver {
     }
 
     async fn deploy(&mut self, manifest: &str) -> anyhow::Result<()> {
-        let cluster = rendered::render(manifest).await?;
-        self.manifest = manifest.to_string();
+        let manifest = rendered::split_manifest(manifest)?;
+        let cluster = rendered::render(&manifest.cluster).await?;
+        for secret in &manifest.secrets {
+            let name = secret
+                .metadata
+                .name
+                .clone()
+                .context("a Secret without a name")?;
+            self.secrets.insert(name, rendered::secret_data(secret));
+        }
+        self.adopt_generated_secrets(&cluster);
+        self.manifest = manifest.cluster;
         self.cluster = Some(cluster.clone());
         self.write_config_map()?;
+        self.write_all_secret_volumes()?;
         let network = format!("midge-e2e-{}", self.suffix);
         docker(&[
             "network",
@@ -426,8 +553,9 @@ impl ClusterDriver for DockerDriver {
 
     /// Stands in for the operator, the StatefulSet controller and the kubelet: the
     /// ConfigMap is rewritten, surplus ordinals are deleted together (Parallel), missing
-    /// ones started. A change to the pods themselves would roll them, which is not
-    /// modelled: it is refused.
+    /// ones started. A change to the pod template would roll the pods; the driver rolls
+    /// them only for a changed Secret ([`ClusterDriver::update_secret`]) and refuses any
+    /// other.
     async fn apply(&mut self, manifest: &str) -> anyhow::Result<()> {
         let new = rendered::render(manifest).await?;
         let old = self.cluster()?.clone();
@@ -450,8 +578,10 @@ impl ClusterDriver for DockerDriver {
             }
         }
         self.manifest = manifest.to_string();
+        self.adopt_generated_secrets(&new);
         self.cluster = Some(new.clone());
         self.write_config_map()?;
+        self.write_all_secret_volumes()?;
         let deletions = removed.iter().map(|(pod, pool)| self.delete_pod(pod, pool));
         for result in futures::future::join_all(deletions).await {
             result?;
@@ -470,6 +600,38 @@ impl ClusterDriver for DockerDriver {
 
     fn manifest(&self) -> &str {
         &self.manifest
+    }
+
+    /// Stands in for the API server, the operator, the StatefulSet controller and the
+    /// kubelet: the volumes showing the Secret are swapped at once; the pools whose pods
+    /// take a changed key as an environment variable roll, all at once and each one pod at
+    /// a time (the operator's digest annotation changes every such StatefulSet together).
+    async fn update_secret(&mut self, name: &str, data: SecretData) -> anyhow::Result<()> {
+        let old = self.secrets.insert(name.to_string(), data.clone());
+        self.write_secret_volumes(name)?;
+        let changed = |key: &str| old.as_ref().and_then(|o| o.get(key)) != data.get(key);
+        let rolling: Vec<Pool> = self
+            .cluster()?
+            .pools
+            .iter()
+            .filter(|p| {
+                p.env_secret_keys()
+                    .iter()
+                    .any(|(secret, key)| secret == name && changed(key))
+            })
+            .cloned()
+            .collect();
+        let rolls = rolling.iter().map(|pool| self.roll_pool(pool));
+        let results = futures::future::join_all(rolls).await;
+        for pods in results {
+            for pod in pods? {
+                if let Some(c) = self.containers.get_mut(&pod) {
+                    c.running = true;
+                    c.connected = true;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn servers(&self) -> Vec<Server> {

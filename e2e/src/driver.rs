@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::rendered::SecretData;
+
 /// One running (or stopped) server as the driver knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
@@ -17,7 +19,8 @@ pub trait ClusterDriver {
     /// Short name for the report: `docker`, `kind`.
     fn name(&self) -> &str;
 
-    /// Deploys the NatsCluster in `manifest` (YAML).
+    /// Deploys `manifest` (YAML): the Secrets in it, then its one NatsCluster
+    /// ([`crate::rendered::split_manifest`]).
     fn deploy(&mut self, manifest: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Applies an edited NatsCluster (the same name) and returns once the servers the new
@@ -25,8 +28,25 @@ pub trait ClusterDriver {
     /// grace period). Readiness is not awaited.
     fn apply(&mut self, manifest: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// The NatsCluster manifest last deployed or applied.
+    /// The NatsCluster last deployed or applied (its document alone, without Secrets).
     fn manifest(&self) -> &str;
+
+    /// Sets the data of Secret `name` in the cluster's namespace (creating it if need be),
+    /// as `kubectl apply` of the Secret would, and returns once what Kubernetes and the
+    /// operator do on their own has happened:
+    ///
+    /// - pods that take a changed key as an environment variable are replaced: the operator
+    ///   digests those keys into its StatefulSets' pod template, and each StatefulSet rolls,
+    ///   highest ordinal first, one pod at a time (preStop, grace period), each new pod
+    ///   Ready before the next is deleted. Returns when every such StatefulSet has rolled.
+    /// - pods that mount the Secret see the new files when the kubelet syncs the volume (an
+    ///   atomic swap of the `..data` symlink); that is not waited for here: on kind it
+    ///   takes up to the kubelet's sync period, the docker driver swaps them at once.
+    fn update_secret(
+        &mut self,
+        name: &str,
+        data: SecretData,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Every server the cluster should have now, pool by pool, by ordinal.
     fn servers(&self) -> Vec<Server>;

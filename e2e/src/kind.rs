@@ -10,18 +10,27 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::ByteString;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, LogParams, Patch, PatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
+    PatchParams,
 };
 use kube::Client;
 use tokio::io::AsyncBufReadExt;
 
 use crate::driver::{wait_for, ClusterDriver, Server};
+use crate::rendered::SecretData;
 
 const FIELD_MANAGER: &str = "midge-e2e";
 const POLL: Duration = Duration::from_millis(500);
 const KIND_NETWORK: &str = "kind";
+/// The pod template annotation the operator puts the digest of start-up-only Secrets in
+/// (`midge_operator::secrets::SECRET_RESTART_ANNOTATION`).
+const SECRET_RESTART_ANNOTATION: &str = "midge.dev/secret-restart-hash";
+/// A rolling update of every pool: each pod through preStop, grace period and readiness.
+const ROLLOUT_WITHIN: Duration = Duration::from_secs(900);
 
 #[derive(Debug)]
 struct Forward {
@@ -42,6 +51,8 @@ pub struct KindDriver {
     ports: BTreeMap<&'static str, u16>,
     /// Node -> its address on the kind network while it is disconnected.
     node_ips: Mutex<BTreeMap<String, String>>,
+    /// The Secrets the driver applied, deleted with the cluster.
+    secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for KindDriver {
@@ -72,6 +83,7 @@ impl KindDriver {
             forwards: Mutex::new(BTreeMap::new()),
             ports: BTreeMap::from([("client", 4222), ("monitor", 8222)]),
             node_ips: Mutex::new(BTreeMap::new()),
+            secrets: Vec::new(),
         })
     }
 
@@ -96,6 +108,82 @@ impl KindDriver {
 
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn secret_api(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn stateful_sets(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Server-side applies a Secret under the driver's field manager.
+    async fn apply_secret(&mut self, secret: &Secret) -> anyhow::Result<()> {
+        let name = secret
+            .metadata
+            .name
+            .clone()
+            .context("a Secret without a name")?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.secret_api()
+            .patch(&name, &params, &Patch::Apply(secret))
+            .await
+            .with_context(|| format!("server-side apply of Secret {name}"))?;
+        if !self.secrets.contains(&name) {
+            self.secrets.push(name);
+        }
+        Ok(())
+    }
+
+    /// The cluster's StatefulSets whose pods take one of `keys` of Secret `secret` as an
+    /// environment variable, with the restart digest their template has now.
+    async fn env_readers(
+        &self,
+        secret: &str,
+        keys: &[String],
+    ) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        let selector = format!("app.kubernetes.io/instance={}", self.name);
+        let list = self
+            .stateful_sets()
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|sts| {
+                sts.spec
+                    .template
+                    .spec
+                    .iter()
+                    .flat_map(|p| &p.containers)
+                    .flat_map(|c| c.env.iter().flatten())
+                    .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                    .any(|r| r.name == secret && keys.contains(&r.key))
+            })
+            .filter_map(|sts| {
+                let digest = restart_digest(&sts);
+                Some((sts.metadata.name?, digest))
+            })
+            .collect())
+    }
+
+    /// Whether StatefulSet `name` carries a restart digest other than `before` and has
+    /// rolled every pod to it, all Ready.
+    async fn rolled_past(&self, name: &str, before: Option<&str>) -> anyhow::Result<bool> {
+        let sts = self.stateful_sets().get(name).await?;
+        if restart_digest(&sts).as_deref() == before {
+            return Ok(false);
+        }
+        let want = sts.spec.replicas.unwrap_or(1);
+        let Some(status) = sts.status else {
+            return Ok(false);
+        };
+        Ok(status.observed_generation >= sts.metadata.generation
+            && status.update_revision.is_some()
+            && status.current_revision == status.update_revision
+            && status.updated_replicas == Some(want)
+            && status.ready_replicas == Some(want))
     }
 
     async fn apply_manifest(&mut self, manifest: &str) -> anyhow::Result<()> {
@@ -240,11 +328,62 @@ impl ClusterDriver for KindDriver {
     }
 
     async fn deploy(&mut self, manifest: &str) -> anyhow::Result<()> {
-        self.apply_manifest(manifest).await
+        let manifest = crate::rendered::split_manifest(manifest)?;
+        let object: DynamicObject = serde_yaml::from_str(&manifest.cluster)?;
+        self.namespace = object
+            .metadata
+            .namespace
+            .unwrap_or_else(|| "default".into());
+        for secret in &manifest.secrets {
+            self.apply_secret(secret).await?;
+        }
+        self.apply_manifest(&manifest.cluster).await
     }
 
     fn manifest(&self) -> &str {
         &self.manifest
+    }
+
+    async fn update_secret(&mut self, name: &str, data: SecretData) -> anyhow::Result<()> {
+        let existing = self.secret_api().get_opt(name).await?;
+        let old = existing
+            .as_ref()
+            .map(crate::rendered::secret_data)
+            .unwrap_or_default();
+        let changed: Vec<String> = old
+            .keys()
+            .chain(data.keys())
+            .filter(|k| old.get(*k) != data.get(*k))
+            .cloned()
+            .collect();
+        let readers = self.env_readers(name, &changed).await?;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            // Applied again as it is: left out, the apply would drop it, and it is immutable.
+            type_: existing.and_then(|s| s.type_),
+            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+            ..Secret::default()
+        };
+        self.apply_secret(&secret).await?;
+        for (sts, before) in &readers {
+            wait_for(
+                &format!("StatefulSet {sts} to roll for the new Secret {name}"),
+                ROLLOUT_WITHIN,
+                POLL,
+                || async {
+                    Ok(self
+                        .rolled_past(sts, before.as_deref())
+                        .await?
+                        .then_some(()))
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     fn servers(&self) -> Vec<Server> {
@@ -430,6 +569,22 @@ impl ClusterDriver for KindDriver {
                 .delete(&self.name, &DeleteParams::default())
                 .await?;
         }
+        for name in std::mem::take(&mut self.secrets) {
+            self.secret_api()
+                .delete(&name, &DeleteParams::default())
+                .await?;
+        }
         Ok(())
     }
+}
+
+fn restart_digest(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(SECRET_RESTART_ANNOTATION)
+        .cloned()
 }

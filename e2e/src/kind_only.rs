@@ -36,7 +36,7 @@ pub async fn run(driver: &mut KindDriver, report: &mut Report) {
     let outcome = statefulset_deleted(driver).await;
     push(
         report,
-        "7 kind: deleted StatefulSet comes back",
+        "9 kind: deleted StatefulSet comes back",
         started,
         outcome,
     );
@@ -45,18 +45,18 @@ pub async fn run(driver: &mut KindDriver, report: &mut Report) {
     let outcome = configmap_edit_reverted(driver).await;
     push(
         report,
-        "8 kind: hand-edited ConfigMap reverted",
+        "10 kind: hand-edited ConfigMap reverted",
         started,
         outcome,
     );
 
     let started = Instant::now();
     let outcome = leader_killed(driver).await;
-    push(report, "9 kind: operator leader killed", started, outcome);
+    push(report, "11 kind: operator leader killed", started, outcome);
 
     let started = Instant::now();
     let outcome = crd_upgraded_in_place(driver).await;
-    push(report, "10 kind: CRD upgraded in place", started, outcome);
+    push(report, "12 kind: CRD upgraded in place", started, outcome);
 }
 
 fn push(report: &mut Report, scenario: &str, started: Instant, outcome: anyhow::Result<String>) {

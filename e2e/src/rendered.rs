@@ -1,9 +1,11 @@
 //! What the pods of a NatsCluster would run, read from `midge-operator render`: the objects
 //! the operator applies, parsed back into what a container runtime needs (image, args, env,
 //! mounts, probe, preStop, grace period) and what the cluster's DNS would provide (the
-//! StatefulSet pod names under the headless Service).
+//! StatefulSet pod names under the headless Service). Environment variables and volumes
+//! that come from Secrets stay references ([`Pool::env`] resolves them), as in a pod spec:
+//! a Secret's content is not part of the pods, and changing it does not change them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -47,13 +49,53 @@ pub struct HttpProbe {
     pub port: u16,
 }
 
-/// An `emptyDir` or `configMap` volume as the container mounts it.
+/// A Secret's data: key -> bytes (`data`, with `stringData` merged in).
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// A volume as the container mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
     /// The pool's ConfigMap ([`Pool::config_map`]), every key a file in `path`.
     ConfigMap { path: String, read_only: bool },
+    /// Secret `secret` through the pod's volume `volume`: every key a file in `path`, or
+    /// only the `items` (key -> file name) when the volume lists them; files get `mode`.
+    Secret {
+        volume: String,
+        secret: String,
+        path: String,
+        items: Option<Vec<(String, String)>>,
+        mode: u32,
+    },
     /// A scratch directory that lives as long as the pod.
     EmptyDir { path: String },
+}
+
+impl Mount {
+    /// The files a Secret volume shows for `data`: all keys, or the listed ones renamed (a
+    /// listed key the Secret lacks keeps the pod from starting, as `None` says).
+    pub fn secret_files(
+        items: Option<&[(String, String)]>,
+        data: &SecretData,
+    ) -> Option<SecretData> {
+        match items {
+            None => Some(data.clone()),
+            Some(items) => items
+                .iter()
+                .map(|(key, file)| Some((file.clone(), data.get(key)?.clone())))
+                .collect(),
+        }
+    }
+}
+
+/// Why a pod's environment cannot be made: the kubelet would not start the container
+/// (`CreateContainerConfigError`).
+#[derive(Debug, thiserror::Error)]
+#[error("env {var} takes key {key} of Secret {secret}, which {reason}")]
+pub struct EnvError {
+    pub var: String,
+    pub secret: String,
+    pub key: String,
+    pub reason: &'static str,
 }
 
 /// One pool's StatefulSet, reduced to what it takes to run its pods.
@@ -69,8 +111,8 @@ pub struct Pool {
     pub image: String,
     pub command: Option<Vec<String>>,
     pub args: Vec<String>,
-    /// Literal and Secret values; `POD_NAME` (downward API) is filled in per pod, and
-    /// `$(NAME)` references expanded, by [`Pool::env`].
+    /// Literal values and Secret keys; `POD_NAME` (downward API) and the Secrets' values
+    /// are filled in per pod, and `$(NAME)` references expanded, by [`Pool::env`].
     env: Vec<(String, EnvSource)>,
     pub mounts: Vec<Mount>,
     /// Named container ports.
@@ -80,6 +122,8 @@ pub struct Pool {
     pub grace_seconds: u64,
     /// `runAsUser:runAsGroup` from the pod's security context.
     pub user: Option<(i64, i64)>,
+    /// The pod's `fsGroup`: the group of its Secret volumes' files.
+    pub fs_group: Option<u32>,
     pub read_only_root: bool,
     /// Architectures the pool may be scheduled on (`kubernetes.io/arch`), from its node
     /// selector or required node affinity; empty when it does not say.
@@ -90,8 +134,11 @@ pub struct Pool {
 enum EnvSource {
     /// `value`, where the kubelet expands `$(NAME)`.
     Value(String),
-    /// A Secret's value, taken as it is.
-    Secret(String),
+    /// A key of a Secret (`secretKeyRef`), its value taken as it is.
+    SecretKey {
+        name: String,
+        key: String,
+    },
     PodName,
 }
 
@@ -131,19 +178,49 @@ impl Pool {
         format!("{}-{ordinal}", self.stateful_set)
     }
 
-    /// The container's environment for the pod with this ordinal, with `$(NAME)`
-    /// references to variables defined before it replaced as the kubelet does.
-    pub fn env(&self, ordinal: u32) -> Vec<(String, String)> {
+    /// The container's environment for the pod with this ordinal as the kubelet makes it
+    /// when it starts the container: Secret keys read from `secrets` (by Secret name) at
+    /// that moment, `$(NAME)` references to variables defined before replaced.
+    pub fn env(
+        &self,
+        ordinal: u32,
+        secrets: &BTreeMap<String, SecretData>,
+    ) -> Result<Vec<(String, String)>, EnvError> {
         let mut out: Vec<(String, String)> = Vec::with_capacity(self.env.len());
-        for (name, source) in &self.env {
+        for (var, source) in &self.env {
             let value = match source {
                 EnvSource::Value(v) => expand(v, &out),
-                EnvSource::Secret(v) => v.clone(),
+                EnvSource::SecretKey { name, key } => {
+                    let error = |reason| EnvError {
+                        var: var.clone(),
+                        secret: name.clone(),
+                        key: key.clone(),
+                        reason,
+                    };
+                    let bytes = secrets
+                        .get(name)
+                        .ok_or_else(|| error("does not exist"))?
+                        .get(key)
+                        .ok_or_else(|| error("it does not have"))?;
+                    String::from_utf8(bytes.clone())
+                        .map_err(|_| error("is not UTF-8 (the driver passes values as text)"))?
+                }
                 EnvSource::PodName => self.pod_name(ordinal),
             };
-            out.push((name.clone(), value));
+            out.push((var.clone(), value));
         }
-        out
+        Ok(out)
+    }
+
+    /// The Secret keys the container's environment is made of, as (Secret, key).
+    pub fn env_secret_keys(&self) -> BTreeSet<(String, String)> {
+        self.env
+            .iter()
+            .filter_map(|(_, source)| match source {
+                EnvSource::SecretKey { name, key } => Some((name.clone(), key.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn port(&self, name: &str) -> Option<u16> {
@@ -173,6 +250,9 @@ pub struct RenderedCluster {
     /// The other Services (client, leaf node, per-pool client): name and selector.
     pub services: Vec<(String, BTreeMap<String, String>)>,
     pub pools: Vec<Pool>,
+    /// The Secrets render printed: those the operator generates when they do not exist
+    /// (leaf credentials, route TLS), each with a new value on every render.
+    pub secrets: BTreeMap<String, SecretData>,
 }
 
 impl RenderedCluster {
@@ -288,12 +368,68 @@ struct Kind {
     kind: String,
 }
 
+/// What a scenario deploys: the Secrets a user applies with the NatsCluster (a
+/// certificate, a token), and the NatsCluster itself.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// In the NatsCluster's namespace: pods only read Secrets of their own.
+    pub secrets: Vec<Secret>,
+    /// The NatsCluster document, as YAML.
+    pub cluster: String,
+}
+
+/// Splits a multi-document manifest into its Secrets and its one NatsCluster. A Secret
+/// without a namespace is put in the NatsCluster's, as `kubectl apply -n` would.
+pub fn split_manifest(yaml: &str) -> Result<Manifest, RenderError> {
+    let mut secrets = Vec::new();
+    let mut clusters = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let Kind { kind } = serde_yaml::from_value(value.clone())?;
+        match kind.as_str() {
+            "Secret" => secrets.push(serde_yaml::from_value::<Secret>(value)?),
+            "NatsCluster" => clusters.push(value),
+            other => {
+                return Err(shape(format!(
+                    "a manifest of Secrets and a NatsCluster, not {other}"
+                )))
+            }
+        }
+    }
+    let [cluster]: [serde_yaml::Value; 1] = clusters
+        .try_into()
+        .map_err(|_| shape("a manifest holds exactly one NatsCluster"))?;
+    let namespace = cluster["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    for secret in &mut secrets {
+        let ns = secret
+            .metadata
+            .namespace
+            .get_or_insert_with(|| namespace.clone());
+        if *ns != namespace {
+            return Err(shape(format!(
+                "Secret {:?} is in namespace {ns}, the NatsCluster in {namespace}",
+                secret.metadata.name
+            )));
+        }
+    }
+    Ok(Manifest {
+        secrets,
+        cluster: serde_yaml::to_string(&cluster)?,
+    })
+}
+
 /// Parses a rendered multi-document stream.
 pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
     let mut config_maps = Vec::new();
     let mut services = Vec::new();
     let mut stateful_sets = Vec::new();
-    let mut secrets: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut secrets: BTreeMap<String, SecretData> = BTreeMap::new();
     for doc in serde_yaml::Deserializer::from_str(yaml) {
         let value = serde_yaml::Value::deserialize(doc)?;
         if value.is_null() {
@@ -307,13 +443,10 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
             // Secrets render prints with what it generated (leaf credentials, route TLS).
             "Secret" => {
                 let secret = serde_yaml::from_value::<Secret>(value)?;
-                let data = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
-                    .collect();
-                secrets.insert(secret.metadata.name.unwrap_or_default(), data);
+                secrets.insert(
+                    secret.metadata.name.clone().unwrap_or_default(),
+                    secret_data(&secret),
+                );
             }
             _ => {}
         }
@@ -368,7 +501,7 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
         .ok_or_else(|| shape("no StatefulSet with an instance label"))?;
     let pools = stateful_sets
         .iter()
-        .map(|sts| pool(sts, &config_maps, &secrets, &headless_service))
+        .map(|sts| pool(sts, &config_maps, &headless_service))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RenderedCluster {
         name,
@@ -378,13 +511,28 @@ pub fn parse(yaml: &str) -> Result<RenderedCluster, RenderError> {
         config_maps,
         services: other_services,
         pools,
+        secrets,
     })
+}
+
+/// A Secret's keys and values: `data`, and `stringData` over it (as the API server merges
+/// them on write).
+pub fn secret_data(secret: &Secret) -> SecretData {
+    let mut out: SecretData = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        out.insert(k.clone(), v.as_bytes().to_vec());
+    }
+    out
 }
 
 fn pool(
     sts: &StatefulSet,
     config_maps: &BTreeMap<String, BTreeMap<String, String>>,
-    secrets: &BTreeMap<String, BTreeMap<String, String>>,
     headless: &str,
 ) -> Result<Pool, RenderError> {
     let sts_name = sts.metadata.name.clone().unwrap_or_default();
@@ -439,21 +587,22 @@ fn pool(
             }
             (None, None) => EnvSource::Value(String::new()),
             (None, Some(from)) if from.secret_key_ref.is_some() => {
-                let key = from.secret_key_ref.as_ref().map(|r| (&r.name, &r.key));
-                let value = key.and_then(|(name, key)| secrets.get(name)?.get(key));
-                match value {
-                    Some(v) => EnvSource::Secret(v.clone()),
-                    None => {
+                match from.secret_key_ref.as_ref() {
+                    Some(r) if r.optional != Some(true) => EnvSource::SecretKey {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                    },
+                    _ => {
                         return Err(ctx(&format!(
-                            "env {} comes from a Secret that render did not print",
-                            var.name
-                        )))
+                        "env {} is an optional Secret key, which the docker driver does not model",
+                        var.name
+                    )))
                     }
                 }
             }
             (None, Some(_)) => {
                 return Err(ctx(&format!(
-                    "env {} comes from a Secret or field the docker driver does not model",
+                    "env {} comes from a field or ConfigMap the docker driver does not model",
                     var.name
                 )))
             }
@@ -487,9 +636,45 @@ fn pool(
             mounts.push(Mount::EmptyDir {
                 path: m.mount_path.clone(),
             });
+        } else if let Some(secret) = &volume.secret {
+            let items = match &secret.items {
+                None => None,
+                Some(items) => Some(
+                    items
+                        .iter()
+                        .map(|i| match i.mode {
+                            None => Ok((i.key.clone(), i.path.clone())),
+                            Some(_) => Err(ctx(&format!(
+                                "volume {}: per-item modes are not modelled",
+                                m.name
+                            ))),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            if m.sub_path.is_some() || secret.optional == Some(true) {
+                return Err(ctx(&format!(
+                    "volume {}: subPath and optional Secrets are not modelled",
+                    m.name
+                )));
+            }
+            mounts.push(Mount::Secret {
+                volume: m.name.clone(),
+                secret: secret
+                    .secret_name
+                    .clone()
+                    .ok_or_else(|| ctx(&format!("volume {} names no Secret", m.name)))?,
+                path: m.mount_path.clone(),
+                items,
+                // The API server's default for a Secret volume.
+                mode: secret
+                    .default_mode
+                    .and_then(|m| u32::try_from(m).ok())
+                    .unwrap_or(0o644),
+            });
         } else {
             return Err(ctx(&format!(
-                "volume {} is neither a rendered ConfigMap nor an emptyDir",
+                "volume {} is not a rendered ConfigMap, a Secret or an emptyDir",
                 m.name
             )));
         }
@@ -537,6 +722,9 @@ fn pool(
             .and_then(|s| u64::try_from(s).ok())
             .unwrap_or(30),
         user,
+        fs_group: security
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u32::try_from(g).ok()),
         read_only_root,
         arches: arches(pod),
     })

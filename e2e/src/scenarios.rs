@@ -19,12 +19,12 @@ use crate::report::{Counts, Report, Row};
 
 /// How long servers may take to pass their readiness probes: ARM servers run under qemu
 /// in the docker driver, and kind may still be pulling.
-const READY_WITHIN: Duration = Duration::from_secs(300);
+pub(crate) const READY_WITHIN: Duration = Duration::from_secs(300);
 /// Routes re-form after a membership change: DNS, a reload, reconnect back-off.
-const MESH_WITHIN: Duration = Duration::from_secs(120);
+pub(crate) const MESH_WITHIN: Duration = Duration::from_secs(120);
 /// A disconnected node is noticed by ping timeouts (pingInterval x pingMax, plus one).
 const NOTICE_LOSS_WITHIN: Duration = Duration::from_secs(150);
-const POLL: Duration = Duration::from_millis(250);
+pub(crate) const POLL: Duration = Duration::from_millis(250);
 const MESSAGES: u64 = 500;
 
 /// The pools of the cloud + edge sample the scenarios act on.
@@ -125,7 +125,7 @@ pub async fn run_all<D: ClusterDriver>(driver: &mut D, manifest: &str, layout: &
     report
 }
 
-fn push(
+pub(crate) fn push(
     report: &mut Report,
     scenario: &str,
     started: Instant,
@@ -140,27 +140,62 @@ fn push(
     });
 }
 
+/// What a client presents to servers that ask for more than a connection: the TLS
+/// configuration it trusts servers with, and a token it reads on every (re)connect from
+/// where the application keeps it (set it to rotate).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    pub tls: Option<rustls::ClientConfig>,
+    pub token: Option<Arc<Mutex<String>>>,
+}
+
 /// A client that may use any of `urls` (and whatever servers they advertise), reconnecting
 /// forever: what an application in the cluster would run.
 async fn connect<U: AsRef<str>>(urls: &[U]) -> anyhow::Result<async_nats::Client> {
+    connect_with(urls, &Access::default()).await
+}
+
+/// [`connect`] with `access`.
+pub(crate) async fn connect_with<U: AsRef<str>>(
+    urls: &[U],
+    access: &Access,
+) -> anyhow::Result<async_nats::Client> {
     let list: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
-    let options = async_nats::ConnectOptions::new()
+    let mut options = match access.token.clone() {
+        Some(token) => async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+            let token = token.lock().map(|t| t.clone()).ok();
+            async move {
+                let mut auth = async_nats::Auth::new();
+                auth.token = token;
+                Ok(auth)
+            }
+        }),
+        None => async_nats::ConnectOptions::new(),
+    };
+    options = options
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)));
+    if let Some(tls) = &access.tls {
+        options = options.require_tls(true).tls_client_config(tls.clone());
+    }
     tokio::time::timeout(Duration::from_secs(15), options.connect(list.clone()))
         .await
         .with_context(|| format!("connecting to {list:?} timed out"))?
         .with_context(|| format!("connecting to {list:?}"))
 }
 
-async fn client_for<D: ClusterDriver>(
+pub(crate) async fn client_for<D: ClusterDriver>(
     driver: &D,
     server: &str,
 ) -> anyhow::Result<async_nats::Client> {
     connect(&[driver.client_url(server).await?]).await
 }
 
-fn pod<D: ClusterDriver>(driver: &D, pool: &str, ordinal: u32) -> anyhow::Result<String> {
+pub(crate) fn pod<D: ClusterDriver>(
+    driver: &D,
+    pool: &str,
+    ordinal: u32,
+) -> anyhow::Result<String> {
     driver
         .servers()
         .into_iter()
@@ -172,7 +207,7 @@ fn pod<D: ClusterDriver>(driver: &D, pool: &str, ordinal: u32) -> anyhow::Result
 /// Publishes `n` numbered messages on `subject` from `from` and counts what a subscriber
 /// on `to` gets. Interest crosses routes asynchronously, so probes go first until one
 /// arrives; they are not counted.
-async fn exchange(
+pub(crate) async fn exchange(
     from: &async_nats::Client,
     to: &async_nats::Client,
     subject: &str,
@@ -281,7 +316,7 @@ fn pools_of<D: ClusterDriver>(driver: &D) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn names(servers: &[crate::driver::Server]) -> BTreeSet<String> {
+pub(crate) fn names(servers: &[crate::driver::Server]) -> BTreeSet<String> {
     servers.iter().map(|s| s.name.clone()).collect()
 }
 
@@ -303,7 +338,7 @@ async fn route_peers<D: ClusterDriver>(
 /// Waits until every server in `members` routes to exactly the others.
 /// Waits until each of `members` routes to exactly the others of its mesh: the core
 /// servers form one, each leaf (edge) pool its own, and no route crosses between them.
-async fn wait_full_mesh<D: ClusterDriver>(
+pub(crate) async fn wait_full_mesh<D: ClusterDriver>(
     driver: &D,
     layout: &Layout,
     members: &BTreeSet<String>,
@@ -342,13 +377,16 @@ async fn wait_full_mesh<D: ClusterDriver>(
     Ok(())
 }
 
-async fn varz<D: ClusterDriver>(driver: &D, server: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn varz<D: ClusterDriver>(
+    driver: &D,
+    server: &str,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}/varz", driver.monitor_url(server).await?);
     http::get_json(&url, Duration::from_secs(3)).await
 }
 
 /// `start` and `config_digest` from each server's `/varz`.
-async fn starts_and_digests<D: ClusterDriver>(
+pub(crate) async fn starts_and_digests<D: ClusterDriver>(
     driver: &D,
 ) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let mut out = BTreeMap::new();
@@ -465,7 +503,7 @@ async fn wait_reloaded<D: ClusterDriver>(
 /// A queue worker: answers requests on `e2e.work` in group `workers` with their payload,
 /// counting how often it handled each payload. Told to stop, it drains: unsubscribes, answers what was already
 /// delivered to it, then closes.
-struct Worker {
+pub(crate) struct Worker {
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     handled: Arc<AtomicU64>,
@@ -473,10 +511,12 @@ struct Worker {
 
 const WORK_SUBJECT: &str = "e2e.work";
 
-type Handled = Arc<Mutex<HashMap<String, u32>>>;
+pub(crate) type Handled = Arc<Mutex<HashMap<String, u32>>>;
 
-async fn start_worker(urls: Vec<String>, ids: Handled) -> anyhow::Result<Worker> {
-    let client = connect(&urls).await?;
+pub(crate) async fn start_worker(
+    client: async_nats::Client,
+    ids: Handled,
+) -> anyhow::Result<Worker> {
     let mut sub = client
         .queue_subscribe(WORK_SUBJECT, "workers".into())
         .await?;
@@ -515,7 +555,7 @@ async fn start_worker(urls: Vec<String>, ids: Handled) -> anyhow::Result<Worker>
 }
 
 impl Worker {
-    async fn drain(self, within: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn drain(self, within: Duration) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         tokio::time::timeout(within, self.task)
             .await
@@ -559,7 +599,7 @@ struct LoadCounts {
 
 /// What a finished load did.
 #[derive(Debug)]
-struct LoadTotals {
+pub(crate) struct LoadTotals {
     sent: u64,
     answered: u64,
     /// Ids whose first try went unanswered within `TRY_TIMEOUT`.
@@ -568,14 +608,14 @@ struct LoadTotals {
 
 /// A steady stream of requests (16 in flight at most, one started every `pace`) from one
 /// client that retries, until stopped.
-struct Load {
+pub(crate) struct Load {
     counts: Arc<LoadCounts>,
     running: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
 impl Load {
-    fn start(client: async_nats::Client, pace: Duration) -> Self {
+    pub(crate) fn start(client: async_nats::Client, pace: Duration) -> Self {
         let counts = Arc::new(LoadCounts::default());
         let running = Arc::new(AtomicBool::new(true));
         let task = {
@@ -617,7 +657,7 @@ impl Load {
     }
 
     /// Waits until `more` further requests have been answered.
-    async fn progress(&self, more: u64) -> anyhow::Result<()> {
+    pub(crate) async fn progress(&self, more: u64) -> anyhow::Result<()> {
         let answered = &self.counts.answered;
         let target = answered.load(Ordering::Relaxed) + more;
         wait_for(
@@ -630,7 +670,7 @@ impl Load {
     }
 
     /// Stops starting requests and waits for those in flight to finish their retries.
-    async fn stop(self) -> anyhow::Result<LoadTotals> {
+    pub(crate) async fn stop(self) -> anyhow::Result<LoadTotals> {
         self.running.store(false, Ordering::Relaxed);
         let retries = TRY_TIMEOUT * ATTEMPTS + Duration::from_secs(5);
         tokio::time::timeout(retries, self.task)
@@ -653,7 +693,7 @@ impl Load {
 /// Fills in `counts` from a finished load and the workers' record, and checks that every
 /// request was answered and no try reached two workers. Returns a note on the first tries
 /// that went unanswered: slow (a worker got it) or dropped (no worker ever saw it).
-fn settle(
+pub(crate) fn settle(
     counts: &mut Counts,
     totals: LoadTotals,
     handled: &Handled,
@@ -710,7 +750,7 @@ async fn queue_workers_scale<D: ClusterDriver>(
     }
     ensure!(!urls.is_empty(), "no cloud servers");
     let handled: Handled = Arc::default();
-    let first = start_worker(vec![urls[0].clone()], handled.clone()).await?;
+    let first = start_worker(connect(&urls[..1]).await?, handled.clone()).await?;
     let load = Load::start(connect(&urls[..1]).await?, Duration::from_millis(2));
 
     // Request ids are numbered in order, so the ids sent around each change say which
@@ -721,7 +761,8 @@ async fn queue_workers_scale<D: ClusterDriver>(
         let join_start = sent_now().saturating_sub(16);
         let mut extra = Vec::new();
         for i in 1..5 {
-            extra.push(start_worker(vec![urls[i % urls.len()].clone()], handled.clone()).await?);
+            let url = [&urls[i % urls.len()]];
+            extra.push(start_worker(connect(&url).await?, handled.clone()).await?);
         }
         // Each of the five must be handed work: the group spans the cluster.
         for (i, w) in std::iter::once(&first).chain(&extra).enumerate() {
@@ -819,7 +860,7 @@ async fn kill_and_lose_edge<D: ClusterDriver>(
 }
 
 /// What midge logs when lame duck mode starts.
-const LAME_DUCK: &str = "Entering lame duck mode";
+pub(crate) const LAME_DUCK: &str = "Entering lame duck mode";
 
 /// 5: every server restarted one by one (preStop into lame duck, stop, start, wait until
 /// it is ready and meshed again) while a client that retries sends requests to three
@@ -841,7 +882,7 @@ async fn rolling_restart<D: ClusterDriver>(
     for i in 0..3 {
         let mut mine = urls.clone();
         mine.rotate_left(i % urls.len());
-        workers.push(start_worker(mine, handled.clone()).await?);
+        workers.push(start_worker(connect(&mine).await?, handled.clone()).await?);
     }
     let load = Load::start(connect(&urls).await?, Duration::from_millis(5));
 

@@ -12,6 +12,11 @@ const SAMPLE: &str = include_str!("../../config/samples/natscluster-edge.yaml");
 async fn scenarios_on_kind() -> anyhow::Result<()> {
     let mut driver = KindDriver::new().await?;
     let mut report = scenarios::run_all(&mut driver, SAMPLE, &Layout::default()).await;
+    // The rotation cluster, beside the sample's: a NatsCluster of its own.
+    let mut rotation_driver = KindDriver::new().await?;
+    if report.passed() {
+        midge_e2e::rotation::run(&mut rotation_driver, &mut report).await;
+    }
     if report.passed() {
         midge_e2e::kind_only::run(&mut driver, &mut report).await;
     }
@@ -22,6 +27,7 @@ async fn scenarios_on_kind() -> anyhow::Result<()> {
     }
     // On failure the cluster stays for run-kind.sh to collect logs, events and /varz.
     anyhow::ensure!(report.passed(), "e2e scenarios failed (see the report)");
+    rotation_driver.teardown().await?;
     driver.teardown().await?;
     Ok(())
 }

@@ -27,7 +27,7 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
             let fqdn = cluster.dns_names(&pod).pop().expect("dns names");
             assert!(conf.contains(&format!("nats://{fqdn}:6222")), "{fqdn}");
             assert!(pool
-                .env(ordinal)
+                .env(ordinal, &cluster.secrets)?
                 .contains(&("POD_NAME".into(), pod.clone())));
         }
         // Ready once joined: the probe the docker driver polls is the pods' own.
@@ -46,6 +46,10 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
     let cloud = cluster.pool("cloud").expect("cloud pool");
     let edge = cluster.pool("edge").expect("edge pool");
     assert_eq!((cloud.replicas, edge.replicas), (3, 2));
+    assert!(
+        edge.env(0, &Default::default()).is_err(),
+        "no Secret, no pod"
+    );
     assert_eq!(cloud.arches, ["amd64"]);
     assert_eq!(edge.arches, ["arm64", "arm"]);
     // The edge pool is a leaf pool: its own config dials the cloud's leaf node Service,
@@ -57,7 +61,15 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
     // The remote URL, with the generated leaf credentials, is the edge pods' variable:
     // the kubelet composes it from the Secret render printed; the ConfigMap names it only.
     assert!(edge_conf.contains("urls: [$MIDGE_LEAF_URL]"), "{edge_conf}");
-    let edge_env = edge.env(0);
+    let generated: Vec<&String> = cluster.secrets.keys().collect();
+    assert_eq!(generated, ["fleet-leaf-credentials"]);
+    let leaf_keys = [
+        ("fleet-leaf-credentials".to_string(), "password".to_string()),
+        ("fleet-leaf-credentials".to_string(), "user".to_string()),
+    ];
+    assert_eq!(edge.env_secret_keys(), leaf_keys.clone().into());
+    assert_eq!(cloud.env_secret_keys(), leaf_keys.into());
+    let edge_env = edge.env(0, &cluster.secrets)?;
     let url = edge_env
         .iter()
         .find(|(name, _)| name == "MIDGE_LEAF_URL")
@@ -73,7 +85,7 @@ async fn edge_sample_renders_into_runnable_pools() -> anyhow::Result<()> {
         url,
         format!("\"nats-leaf://leaf:{password}@fleet-leafnodes.iot.svc.cluster.local:7422\"")
     );
-    let hub_env = cloud.env(0);
+    let hub_env = cloud.env(0, &cluster.secrets)?;
     assert!(hub_env.contains(&("MIDGE_LEAF_PASSWORD".into(), format!("\"{password}\""))));
     assert!(!conf.contains(&password) && !edge_conf.contains(&password));
     assert!(!conf.contains("fleet-edge-0"), "{conf}");
@@ -106,6 +118,94 @@ async fn edits_change_only_what_they_name() -> anyhow::Result<()> {
     assert!(conf.contains("max_payload: 2000000"), "{conf}");
     assert!(conf.contains("fleet-cloud-4.fleet-headless"));
     assert!(rendered::with_replicas(SAMPLE, "nope", 1).is_err());
+    Ok(())
+}
+
+/// Every render generates new leaf credentials; the pods name the Secret's keys, not the
+/// values, so a re-render (a scale) leaves the pods as they are and the drivers keep the
+/// Secret the cluster already has, as the operator does.
+#[tokio::test]
+async fn re_rendering_keeps_the_pods() -> anyhow::Result<()> {
+    let one = rendered::render(SAMPLE).await?;
+    let two = rendered::render(&rendered::with_replicas(SAMPLE, "cloud", 5)?).await?;
+    assert_ne!(one.secrets, two.secrets, "a new password on every render");
+    for (a, b) in one.pools.iter().zip(&two.pools) {
+        assert!(a.same_pods(b), "pool {} would roll", a.name);
+    }
+    Ok(())
+}
+
+/// The rotation cluster: the user's Secrets split off the NatsCluster, the certificate
+/// and the generated route pair mounted read-only with the operator's mode, the token an
+/// environment variable taken from its Secret.
+#[tokio::test]
+async fn rotation_cluster_mounts_and_reads_its_secrets() -> anyhow::Result<()> {
+    let manifest = rendered::split_manifest(&midge_e2e::rotation::manifest_for_checks()?)?;
+    let users: Vec<_> = manifest
+        .secrets
+        .iter()
+        .map(|s| (s.metadata.name.clone(), s.metadata.namespace.clone()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            (Some("vault-client-tls".into()), Some("iot".into())),
+            (Some("vault-token".into()), Some("iot".into()))
+        ]
+    );
+    let cluster = rendered::render(&manifest.cluster).await?;
+    let generated: Vec<&String> = cluster.secrets.keys().collect();
+    assert_eq!(generated, ["vault-routes-tls"]);
+    let [pool] = cluster.pools.as_slice() else {
+        panic!("one pool: {:?}", cluster.pools)
+    };
+    let secret_mounts: Vec<(&str, &str, &str, u32)> = pool
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Secret {
+                volume,
+                secret,
+                path,
+                items: None,
+                mode,
+            } => Some((volume.as_str(), secret.as_str(), path.as_str(), *mode)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        secret_mounts,
+        [
+            (
+                "tls-client",
+                "vault-client-tls",
+                "/etc/midge-tls/client",
+                0o440
+            ),
+            (
+                "tls-routes",
+                "vault-routes-tls",
+                "/etc/midge-tls/routes",
+                0o440
+            )
+        ]
+    );
+    assert_eq!(pool.fs_group, Some(10001), "the pod's fsGroup");
+    assert_eq!(
+        pool.env_secret_keys(),
+        [("vault-token".to_string(), "token".to_string())].into()
+    );
+    let mut secrets = cluster.secrets.clone();
+    for s in &manifest.secrets {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        secrets.insert(name, rendered::secret_data(s));
+    }
+    let env = pool.env(0, &secrets)?;
+    assert!(
+        env.contains(&("MIDGE_AUTH_TOKEN".into(), "t".into())),
+        "{env:?}"
+    );
+    assert!(rendered::split_manifest("kind: ConfigMap\n").is_err());
     Ok(())
 }
 
