@@ -1,7 +1,7 @@
 //! File store measurements: append throughput (`Interval` and `Always`, 16 B and 1 KiB
 //! payloads), `get` and `remove` throughput, and recovery of a ~1 GB store whose writer was killed.
 //!
-//!     cargo run --release -p midge-store --example store_bench
+//!     cargo run --release -p midge-store --example store_bench [recovery]
 //!
 //! Files go under `$MIDGE_BENCH_DIR` (default: the temp dir) and are removed afterwards.
 //! The recovery rows re-run this program as the writer (`store_bench writer <dir> <size>`),
@@ -200,7 +200,7 @@ fn recovery(base: &Path, size: usize) {
     let (s, report) = FileStore::open(&dir, cfg(interval())).expect("recover");
     let d = t.elapsed();
     println!(
-        "| {size} B | {:.2} GB | {} | {:.1} s | {} | {:.2} s | {} | {} | {} |",
+        "| {size} B | {:.2} GB | {} | {:.1} s | {} | {:.2} s | {} | {} ({} from summaries) | {} |",
         on_disk as f64 / 1e9,
         report.msgs,
         write_time.as_secs_f64(),
@@ -208,6 +208,7 @@ fn recovery(base: &Path, size: usize) {
         d.as_secs_f64(),
         mbps(on_disk, d),
         report.blocks,
+        report.summaries,
         report.truncated_bytes,
     );
     drop(s);
@@ -226,10 +227,13 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("midge-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("bench dir");
-    let (dir, n) = appends(&base);
-    gets(&dir, n);
-    removes(&dir, n);
-    let _ = std::fs::remove_dir_all(&dir);
+    // `store_bench recovery`: the recovery rows only.
+    if args.get(1).map(String::as_str) != Some("recovery") {
+        let (dir, n) = appends(&base);
+        gets(&dir, n);
+        removes(&dir, n);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     println!("\n## recovery after SIGKILL of the writer (Interval, 8 MiB blocks)");
     println!("| payload | on disk | msgs | write time | cache | open time | read rate | blocks | torn bytes cut |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");

@@ -15,11 +15,20 @@
 //! sequence after a restart; before a dead block is deleted the active block is fsynced
 //! so that a power loss cannot leave the store with a lower last sequence than it had.
 //!
-//! Recovery ([`FileStore::open`]) reads every block, verifies every record's CRC and
-//! rebuilds the memory index (where each message is, per-subject counts, first and last).
-//! A damaged record is skipped up to the next record that verifies; damage with nothing
-//! valid after it (a torn write at the tail) is cut off. A record is only believed if its
-//! sequence is above every one before it.
+//! - `<index>.sum`: a block's summary (format in [`summary`]), written without fsync when the
+//!   block is sealed (a new active block starts), after a compaction, and by recovery for
+//!   a sealed block it had to read. It is deleted before any byte of its block changes (a
+//!   removal mark, an erase, a compaction), so a summary that verifies describes its block.
+//!
+//! Recovery ([`FileStore::open`]) rebuilds the memory index (where each message is,
+//! per-subject counts, first and last) from each block's summary where one verifies and
+//! matches the block file's length, and otherwise by reading the block and verifying every
+//! record's CRC. A damaged record is skipped up to the next record that verifies; damage
+//! with nothing valid after it (a torn write at the tail) is cut off. A record is only
+//! believed if its sequence is above every one before it. A block recovered from its
+//! summary is not read, so damage to its bytes after the summary was written is found when
+//! a message is read (every read verifies the record): such a message is counted until
+//! then, and reads of it fail with [`StoreError::Corrupt`] or skip it.
 //!
 //! Durability: with [`SyncPolicy::Always`] an append returns after `fdatasync` (and, when it
 //! started a block file, an fsync of the directory). With [`SyncPolicy::Interval`] each
@@ -29,6 +38,7 @@
 
 mod index;
 mod record;
+mod summary;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -44,7 +54,7 @@ use crate::{
     filter_matches, record_size, Result, Store, StoreError, StoredMsg, StreamState, SubjectState,
     SyncPolicy,
 };
-use index::{Block, Slot, Subjects};
+use index::{len_of, Block, Slot, Subjects, HAS_HEADERS};
 use record::{Meta, DELETED, LIVE};
 
 /// The default size of a block file.
@@ -54,6 +64,8 @@ const MAX_BLOCK_SIZE: u64 = 1 << 30;
 /// Sequences above this are refused: no stream gets there, and it keeps `seq + 1` safe.
 const MAX_SEQ: u64 = u64::MAX >> 1;
 const META: &str = "meta";
+const BLOCK_EXT: &str = ".blk";
+const SUMMARY_EXT: &str = ".sum";
 
 /// How a [`FileStore`] lays out and syncs its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +88,10 @@ impl Default for FileStoreConfig {
 /// What [`FileStore::open`] found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Block files read.
+    /// Block files recovered.
     pub blocks: u64,
+    /// Of those, blocks recovered from their summary, without reading the block.
+    pub summaries: u64,
     /// Messages recovered.
     pub msgs: u64,
     /// Records found marked removed (kept until their block is rewritten).
@@ -237,21 +251,28 @@ impl FileStore {
         .unwrap_or_default();
 
         let mut indices = Vec::new();
+        let mut summaries = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            let index_of = |ext: &str| name.strip_suffix(ext).and_then(|n| n.parse::<u64>().ok());
             if name.ends_with(".tmp") {
                 // An interrupted compaction or meta write: the original is intact.
                 remove_quietly(&entry.path());
-            } else if let Some(i) = name
-                .strip_suffix(".blk")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            } else if let Some(i) = index_of(BLOCK_EXT) {
                 indices.push(i);
+            } else if let Some(i) = index_of(SUMMARY_EXT) {
+                summaries.push(i);
             }
         }
         indices.sort_unstable();
+        for i in summaries {
+            if indices.binary_search(&i).is_err() || i < meta.block_floor {
+                // Its block went (a deletion interrupted between the two files).
+                remove_quietly(&dir.join(format!("{i}{SUMMARY_EXT}")));
+            }
+        }
 
         let mut store = FileStore {
             dir: dir.to_path_buf(),
@@ -284,10 +305,16 @@ impl FileStore {
                 continue;
             }
             report.blocks += 1;
-            let block = store.scan_block(index, n + 1 == indices.len(), &mut scan, &mut report)?;
+            let block = store.load_block(index, n + 1 == indices.len(), &mut scan, &mut report)?;
             store.blocks.push(block);
         }
         store.drop_dead_blocks()?;
+        // Sealed blocks that had to be read get a summary, so the next start does not.
+        for pos in 0..store.blocks.len().saturating_sub(1) {
+            if !store.blocks[pos].summarized {
+                store.write_summary(pos);
+            }
+        }
         store.last_seq = scan.prev_seq;
         store.last_time_ns = scan.last_time_ns;
         (store.first_seq, store.first_time_ns) = scan.first.unwrap_or((store.last_seq + 1, 0));
@@ -302,11 +329,23 @@ impl FileStore {
     }
 
     fn block_path(&self, index: u64) -> PathBuf {
-        self.dir.join(format!("{index}.blk"))
+        self.dir.join(format!("{index}{BLOCK_EXT}"))
     }
 
-    /// Reads one block file into the index, cutting off what cannot be read at its end.
-    fn scan_block(
+    fn summary_path(&self, index: u64) -> PathBuf {
+        self.dir.join(format!("{index}{SUMMARY_EXT}"))
+    }
+
+    /// Deletes a block's files (the summary after the block: a summary left alone by a
+    /// crash in between is deleted by the next open).
+    fn remove_block_files(&self, index: u64) -> io::Result<()> {
+        fs::remove_file(self.block_path(index))?;
+        remove_quietly(&self.summary_path(index));
+        Ok(())
+    }
+
+    /// Recovers one block into the index: from its summary if one holds, else by reading it.
+    fn load_block(
         &mut self,
         index: u64,
         is_last: bool,
@@ -318,6 +357,181 @@ impl FileStore {
             .write(true)
             .open(self.block_path(index))?;
         let file_len = file.metadata()?.len();
+        match fs::read(self.summary_path(index)) {
+            Ok(data) => match self.load_summary(index, &data, file, file_len, scan) {
+                Ok(block) => {
+                    report.summaries += 1;
+                    Ok(block)
+                }
+                Err(file) => {
+                    debug!(
+                        block = index,
+                        "file store: block summary not used, reading the block"
+                    );
+                    remove_quietly(&self.summary_path(index));
+                    self.scan_block(index, file, file_len, is_last, scan, report)
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.scan_block(index, file, file_len, is_last, scan, report)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A block recovered from its summary `data`, or the file back if the summary does not
+    /// verify, describes a file of another length, or does not continue the sequence.
+    /// Nothing in the store changes unless it succeeds.
+    fn load_summary(
+        &mut self,
+        index: u64,
+        data: &[u8],
+        file: File,
+        file_len: u64,
+        scan: &mut Scan,
+    ) -> std::result::Result<Block, File> {
+        let Some(sum) = summary::Summary::decode(data, len_of) else {
+            return Err(file);
+        };
+        let h = sum.head;
+        if h.file_len != file_len
+            || file_len > u64::from(u32::MAX)
+            || h.base <= scan.prev_seq
+            || h.last_seq > MAX_SEQ
+            || h.last_seq - h.base > u64::from(u32::MAX)
+        {
+            return Err(file);
+        }
+        // Per table subject: messages, first and last sequence. A name twice in the table
+        // would count one subject out of order: not a summary this store wrote.
+        let mut runs = vec![(0u64, 0u64, 0u64); sum.subjects.len()];
+        for e in sum.entries() {
+            let seq = h.base + u64::from(e.delta);
+            let r = &mut runs[e.subject as usize];
+            if r.0 == 0 {
+                r.1 = seq;
+            }
+            r.0 += 1;
+            r.2 = seq;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(sum.subjects.len());
+        if !sum.subjects.iter().all(|s| seen.insert(*s)) {
+            return Err(file);
+        }
+        let ids: Vec<u32> = sum
+            .subjects
+            .iter()
+            .zip(&runs)
+            .map(|(name, &(n, first, last))| {
+                if n == 0 {
+                    u32::MAX
+                } else {
+                    self.subjects.add_run(name, n, first, last)
+                }
+            })
+            .collect();
+        let mut block = Block::new(index, h.base, file);
+        block.slots.reserve_exact(sum.len());
+        for e in sum.entries() {
+            block.slots.push(Slot {
+                delta: e.delta,
+                off: e.off,
+                len_raw: e.len_raw,
+                subj: ids[e.subject as usize],
+            });
+            self.bytes += counted(len_of(e.len_raw));
+        }
+        let live = block.slots.len() as u64;
+        block.live = live;
+        self.msgs += live;
+        block.size = file_len;
+        block.dead = h.dead;
+        block.last = (h.last_seq, h.last_time_ns);
+        block.summarized = true;
+        if let Some(first) = block.slots.first() {
+            scan.first
+                .get_or_insert((h.base + u64::from(first.delta), h.first_time_ns));
+        }
+        scan.prev_seq = h.last_seq;
+        scan.last_time_ns = h.last_time_ns;
+        Ok(block)
+    }
+
+    /// Writes the summary of the sealed block at `pos`. Failures are logged: without a
+    /// summary the block is read at the next start.
+    fn write_summary(&mut self, pos: usize) {
+        let b = &self.blocks[pos];
+        if b.size == 0 {
+            return;
+        }
+        let mut local: HashMap<u32, u32> = HashMap::new();
+        let mut names: Vec<&str> = Vec::new();
+        let mut entries = Vec::with_capacity(b.live as usize);
+        let mut first_time_ns = 0;
+        for s in b.slots.iter().filter(|s| s.live()) {
+            if entries.is_empty() {
+                first_time_ns = self.read_time(b, *s);
+            }
+            let subject = *local.entry(s.subj).or_insert_with(|| {
+                names.push(&self.subjects.get(s.subj).name);
+                (names.len() - 1) as u32
+            });
+            entries.push(summary::Entry {
+                delta: s.delta,
+                off: s.off,
+                len_raw: s.len_raw,
+                subject,
+            });
+        }
+        let head = summary::Head {
+            file_len: b.size,
+            base: b.base,
+            dead: b.dead,
+            last_seq: b.last.0,
+            last_time_ns: b.last.1,
+            first_time_ns,
+        };
+        let bytes = summary::encode(&head, &names, &entries);
+        let path = self.summary_path(b.index);
+        let index = b.index;
+        match fs::write(&path, bytes) {
+            Ok(()) => {
+                self.blocks[pos].summarized = true;
+                self.dir_dirty = true;
+            }
+            Err(e) => {
+                warn!(block = index, error = %e, "file store: cannot write a block summary");
+                remove_quietly(&path);
+            }
+        }
+    }
+
+    /// Deletes the summary of the block at `bi` before its bytes change.
+    fn unsummarize(&mut self, bi: usize) -> Result<()> {
+        let b = &mut self.blocks[bi];
+        if !b.summarized {
+            return Ok(());
+        }
+        match fs::remove_file(self.dir.join(format!("{}{SUMMARY_EXT}", b.index))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(store_err(e)),
+        }
+        b.summarized = false;
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Reads one block file into the index, cutting off what cannot be read at its end.
+    fn scan_block(
+        &mut self,
+        index: u64,
+        file: File,
+        file_len: u64,
+        is_last: bool,
+        scan: &mut Scan,
+        report: &mut RecoveryReport,
+    ) -> Result<Block> {
         // Offsets in the index are 32 bits; a longer file was not written by this store.
         let readable = file_len.min(u64::from(u32::MAX));
         scan.buf.clear();
@@ -369,10 +583,15 @@ impl FileStore {
             scan.last_time_ns = rec.time_ns;
             if rec.state == LIVE {
                 let subj = self.subjects.add(rec.subject, rec.seq);
+                let flags = if rec.headers.is_some() {
+                    HAS_HEADERS
+                } else {
+                    0
+                };
                 block.slots.push(Slot {
                     delta: (rec.seq - block.base) as u32,
                     off: off as u32,
-                    len: rec.len as u32,
+                    len_raw: rec.len as u32 | flags,
                     subj,
                 });
                 block.live += 1;
@@ -403,6 +622,9 @@ impl FileStore {
             block.file.set_len(off)?;
         }
         block.size = off;
+        if have_base {
+            block.last = (scan.prev_seq, scan.last_time_ns);
+        }
         Ok(block)
     }
 
@@ -429,6 +651,7 @@ impl FileStore {
         });
         for index in gone {
             remove_quietly(&self.block_path(index));
+            remove_quietly(&self.summary_path(index));
         }
         Ok(())
     }
@@ -487,7 +710,7 @@ impl FileStore {
     /// Reads and verifies one message.
     fn read_msg(&self, b: &Block, s: Slot) -> Result<StoredMsg> {
         let seq = b.seq(&s);
-        let mut buf = vec![0u8; s.len as usize];
+        let mut buf = vec![0u8; s.len() as usize];
         b.file.read_exact_at(&mut buf, u64::from(s.off))?;
         let rec = record::parse(&buf)
             .filter(|r| r.len == buf.len() && r.state == LIVE && r.seq == seq)
@@ -570,11 +793,11 @@ impl FileStore {
         let b = &mut self.blocks[bi];
         let s = b.slots[si];
         let seq = b.seq(&s);
-        b.slots[si].len = 0;
+        b.slots[si].len_raw = 0;
         b.live -= 1;
-        b.dead += u64::from(s.len);
+        b.dead += u64::from(s.len());
         self.msgs -= 1;
-        self.bytes -= counted(s.len);
+        self.bytes -= counted(s.len());
         let e = self.subjects.get_mut(s.subj);
         e.msgs -= 1;
         let (first, last, left) = (e.first, e.last, e.msgs);
@@ -633,7 +856,7 @@ impl FileStore {
         if !erase {
             return b.file.write_all_at(&[DELETED], at + record::STATE_AT);
         }
-        let mut rec = vec![0u8; s.len as usize];
+        let mut rec = vec![0u8; s.len() as usize];
         b.file.read_exact_at(&mut rec, at)?;
         match record::parse(&rec).map(|r| r.headers_at()) {
             Some(hdrs_at) => record::erase(&mut rec, hdrs_at),
@@ -664,7 +887,7 @@ impl FileStore {
                     active_synced = true;
                 }
                 let b = self.blocks.remove(pos);
-                if let Err(e) = fs::remove_file(self.block_path(b.index)) {
+                if let Err(e) = self.remove_block_files(b.index) {
                     warn!(block = b.index, error = %e, "file store: cannot delete a dead block");
                 }
             } else if b.dead >= self.cfg.block_size / 2 && b.dead * 2 > b.size {
@@ -684,7 +907,7 @@ impl FileStore {
         let mut slots = Vec::with_capacity(b.live as usize);
         for s in b.slots.iter().filter(|s| s.live()) {
             let rec = data
-                .get(s.off as usize..(s.off as usize + s.len as usize))
+                .get(s.off as usize..(s.off as usize + s.len() as usize))
                 .ok_or_else(|| StoreError::Corrupt(format!("block {} is short", b.index)))?;
             slots.push(Slot {
                 off: out.len() as u32,
@@ -692,8 +915,10 @@ impl FileStore {
             });
             out.extend_from_slice(rec);
         }
-        let path = self.block_path(b.index);
-        let tmp = self.dir.join(format!("{}.blk.tmp", b.index));
+        let (index, from) = (b.index, b.size);
+        let path = self.block_path(index);
+        let tmp = self.dir.join(format!("{index}.blk.tmp"));
+        self.unsummarize(pos)?;
         let written = (|| {
             let f = OpenOptions::new()
                 .read(true)
@@ -717,8 +942,8 @@ impl FileStore {
             warn!(error = %e, "file store: cannot sync the directory after a compaction");
         }
         debug!(
-            block = b.index,
-            from = b.size,
+            block = index,
+            from,
             to = out.len(),
             "file store: block compacted"
         );
@@ -728,6 +953,7 @@ impl FileStore {
         b.dead = 0;
         b.slots = slots;
         b.dirty = false;
+        self.write_summary(pos);
         Ok(())
     }
 
@@ -760,6 +986,7 @@ impl FileStore {
         })?;
         for b in std::mem::take(&mut self.blocks) {
             remove_quietly(&self.block_path(b.index));
+            remove_quietly(&self.summary_path(b.index));
         }
         self.subjects.clear();
         self.msgs = 0;
@@ -787,10 +1014,14 @@ impl FileStore {
         let mut touched = Vec::with_capacity(groups.len());
         let mut failed = None;
         for (bi, sis) in groups {
-            let b = &self.blocks[bi];
-            touched.push(b.index);
-            let whole = bi != last && sis.len() as u64 == b.live;
+            touched.push(self.blocks[bi].index);
+            let whole = bi != last && sis.len() as u64 == self.blocks[bi].live;
             if !whole {
+                if let Err(e) = self.unsummarize(bi) {
+                    failed = Some(e);
+                    break;
+                }
+                let b = &self.blocks[bi];
                 let written = sis
                     .iter()
                     .try_for_each(|&si| self.mark_removed(b, b.slots[si], false))
@@ -868,6 +1099,9 @@ impl Store for FileStore {
         });
         if roll {
             self.new_block(seq)?;
+            if self.blocks.len() > 1 {
+                self.write_summary(self.blocks.len() - 2);
+            }
         }
         let always = self.always();
         #[cfg(test)]
@@ -895,11 +1129,13 @@ impl Store for FileStore {
         }
         b.size += len as u64;
         b.dirty |= !always;
+        b.last = (seq, time_ns);
         let subj = self.subjects.add(subject, seq);
+        let flags = if headers.is_some() { HAS_HEADERS } else { 0 };
         b.slots.push(Slot {
             delta: (seq - b.base) as u32,
             off: off as u32,
-            len: len as u32,
+            len_raw: len as u32 | flags,
             subj,
         });
         b.live += 1;
@@ -943,6 +1179,10 @@ impl Store for FileStore {
         )
     }
 
+    fn next_with_headers(&self, seq: u64) -> Option<StoredMsg> {
+        self.first_readable(self.live_from(seq).filter(|(_, s)| s.has_headers()))
+    }
+
     fn last_matching(&self, filter: &str) -> Option<StoredMsg> {
         let mut m = Matcher::new(Some(filter), &self.subjects);
         if m.nothing() {
@@ -964,6 +1204,7 @@ impl Store for FileStore {
         let Some((bi, si)) = self.locate(seq) else {
             return Ok(false);
         };
+        self.unsummarize(bi)?;
         let b = &self.blocks[bi];
         self.mark_removed(b, b.slots[si], erase)
             .map_err(store_err)?;

@@ -126,6 +126,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (a subject with wildcards; `None` or `">"` matches all).
     fn next_matching(&self, seq: u64, filter: Option<&str>) -> Option<StoredMsg>;
 
+    /// The first stored message with sequence `>= seq` that has a header block (where
+    /// deduplication finds message ids after a restart). Stores that know which messages
+    /// have headers without reading them override this.
+    fn next_with_headers(&self, mut seq: u64) -> Option<StoredMsg> {
+        loop {
+            let m = self.next_matching(seq, None)?;
+            if m.headers.is_some() {
+                return Some(m);
+            }
+            seq = m.seq + 1;
+        }
+    }
+
     /// The last stored message whose subject matches `filter`.
     fn last_matching(&self, filter: &str) -> Option<StoredMsg>;
 

@@ -29,6 +29,17 @@ fn blocks(dir: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
+/// Block summary files.
+fn summaries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sum"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// The message written as `seq` (deterministic, so a test knows what to expect).
 fn msg(seq: u64) -> (String, Option<Vec<u8>>, Vec<u8>) {
     let subject = format!("s.{}", seq % 4);
@@ -134,6 +145,7 @@ proptest! {
         }
         drop(s);
         let mut files: Vec<PathBuf> = blocks(dir.path()).into_iter().map(|b| b.1).collect();
+        files.extend(summaries(dir.path()));
         files.push(dir.path().join("meta"));
         for (kind, which, at, bit) in damage {
             let path = which.get(&files);
@@ -150,23 +162,37 @@ proptest! {
             fs::write(path, &data).expect("write damage");
         }
 
-        let Ok((mut s, _report)) = FileStore::open(dir.path(), cfg(block_size)) else {
+        let Ok((mut s, report)) = FileStore::open(dir.path(), cfg(block_size)) else {
             return Ok(());
         };
         let st = s.state();
         let got = all(&s);
         got.iter().for_each(check);
-        prop_assert_eq!(got.len() as u64, st.msgs);
         for seq in 0..=st.last_seq + 1 {
             if let Ok(m) = s.get(seq) {
                 check(&m);
             }
         }
+        // A block recovered from its summary is not read at open: damage to its records
+        // is found when they are read, so the counts may include messages that then fail
+        // to read (and are never returned).
+        let exact = report.summaries == 0;
+        if exact {
+            prop_assert_eq!(got.len() as u64, st.msgs);
+        } else {
+            prop_assert!(got.len() as u64 <= st.msgs);
+        }
         for (subject, ss) in s.subjects_state(">") {
             let of_subject: Vec<u64> = got.iter().filter(|m| m.subject == subject).map(|m| m.seq).collect();
-            prop_assert_eq!(ss.msgs, of_subject.len() as u64);
-            prop_assert_eq!(Some(ss.first_seq), of_subject.first().copied());
-            prop_assert_eq!(Some(ss.last_seq), of_subject.last().copied());
+            if exact {
+                prop_assert_eq!(ss.msgs, of_subject.len() as u64);
+                prop_assert_eq!(Some(ss.first_seq), of_subject.first().copied());
+                prop_assert_eq!(Some(ss.last_seq), of_subject.last().copied());
+            } else {
+                prop_assert!(ss.msgs >= of_subject.len() as u64);
+                prop_assert!(of_subject.first().is_none_or(|&f| ss.first_seq <= f));
+                prop_assert!(of_subject.last().is_none_or(|&l| ss.last_seq >= l));
+            }
         }
         // Still usable.
         let seq = s.append("after", None, b"damage", 0).expect("append after damage");

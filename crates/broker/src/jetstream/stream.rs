@@ -399,18 +399,22 @@ impl StreamInner {
                 None => hi = mid,
             }
         }
+        // Only messages with headers can carry an id; the store knows which they are
+        // without reading the others.
         let mut at = lo;
-        while let Some(m) = self.store.next_matching(at, None) {
+        self.last_msg_id.clear();
+        while let Some(m) = self.store.next_with_headers(at) {
             at = m.seq + 1;
             let id = m
                 .headers
                 .as_deref()
                 .and_then(|h| headers::get(h, headers::MSG_ID))
-                .unwrap_or("")
-                .to_string();
-            self.last_msg_id.clone_from(&id);
+                .unwrap_or("");
+            if m.seq == st.last_seq {
+                self.last_msg_id.push_str(id);
+            }
             if !id.is_empty() {
-                self.dedupe.insert(id, m.seq, m.time_ns);
+                self.dedupe.insert(id.to_string(), m.seq, m.time_ns);
             }
         }
     }

@@ -12,17 +12,36 @@ pub struct Slot {
     pub delta: u32,
     /// Where its record starts in the block file.
     pub off: u32,
-    /// Record length; 0 once removed (the slot stays until the block is rewritten, so that
-    /// positions stay sorted and searchable).
-    pub len: u32,
+    /// Record length, plus [`HAS_HEADERS`] when the message has a header block; 0 once
+    /// removed (the slot stays until the block is rewritten, so that positions stay sorted
+    /// and searchable).
+    pub len_raw: u32,
     /// Subject id in [`Subjects`].
     pub subj: u32,
 }
 
+/// Set in [`Slot::len_raw`] for a message with a header block (records are far shorter
+/// than 2 GiB, so the length never reaches this bit).
+pub const HAS_HEADERS: u32 = 1 << 31;
+
 impl Slot {
     pub fn live(&self) -> bool {
-        self.len != 0
+        self.len_raw != 0
     }
+
+    /// The record's length in the block file.
+    pub fn len(&self) -> u32 {
+        self.len_raw & !HAS_HEADERS
+    }
+
+    pub fn has_headers(&self) -> bool {
+        self.len_raw & HAS_HEADERS != 0
+    }
+}
+
+/// The length part of a slot's `len_raw`.
+pub fn len_of(len_raw: u32) -> u32 {
+    len_raw & !HAS_HEADERS
 }
 
 /// A block file and the messages in it, sorted by sequence.
@@ -41,6 +60,10 @@ pub struct Block {
     pub dead: u64,
     /// Written since the last fsync.
     pub dirty: bool,
+    /// Sequence and time of the last record in the file, live or removed.
+    pub last: (u64, i64),
+    /// A summary file describes this block (and must go before its bytes change).
+    pub summarized: bool,
     pub file: File,
 }
 
@@ -54,6 +77,8 @@ impl Block {
             size: 0,
             dead: 0,
             dirty: false,
+            last: (0, 0),
+            summarized: false,
             file,
         }
     }
@@ -146,6 +171,16 @@ impl Subjects {
             }
         };
         self.ids.insert(subject.into(), id);
+        id
+    }
+
+    /// Counts `msgs` messages of `subject` from `first` to `last`, all newer than every
+    /// other message of the subject (a block read from its summary).
+    pub fn add_run(&mut self, subject: &str, msgs: u64, first: u64, last: u64) -> u32 {
+        let id = self.add(subject, first);
+        let e = &mut self.entries[id as usize];
+        e.msgs += msgs - 1;
+        e.last = last;
         id
     }
 

@@ -314,7 +314,7 @@ fn damage_after_open_is_reported_not_returned() {
     let s = filled(dir.path(), DEFAULT_BLOCK_SIZE);
     let (b, slot) = (&s.blocks[0], s.blocks[0].slots[1]);
     b.file
-        .write_all_at(b"X", u64::from(slot.off + slot.len) - 6)
+        .write_all_at(b"X", u64::from(slot.off + slot.len()) - 6)
         .expect("damage");
     assert!(matches!(s.get(2), Err(StoreError::Corrupt(_))));
     assert_eq!(s.next_matching(2, None).map(|m| m.seq), Some(3));
@@ -378,4 +378,150 @@ fn leftovers_are_cleaned_on_open() {
     assert_eq!(seqs(&s), vec![1, 2, 3, 4, 5]);
     assert!(!dir.path().join("0.blk.tmp").exists());
     assert!(!dir.path().join("meta.tmp").exists());
+}
+
+/// A message as `picture` lists it: sequence, subject, headers, payload, time.
+type Pictured = (u64, String, Option<Vec<u8>>, Vec<u8>, i64);
+
+/// The full picture of a store, for comparing a recovery from summaries with one that
+/// reads every block.
+fn picture(s: &FileStore) -> (StreamState, Vec<Pictured>) {
+    let mut msgs = Vec::new();
+    let mut at = 0;
+    while let Some(m) = s.next_matching(at, None) {
+        at = m.seq + 1;
+        msgs.push((
+            m.seq,
+            m.subject,
+            m.headers.map(|h| h.to_vec()),
+            m.payload.to_vec(),
+            m.time_ns,
+        ));
+    }
+    (s.state(), msgs)
+}
+
+fn sum_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".sum"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sealed_blocks_recover_from_summaries_as_if_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 300);
+    for i in 1..=60u64 {
+        let headers = (i % 4 == 0).then(|| format!("NATS/1.0\r\nI: {i}\r\n\r\n").into_bytes());
+        let subject = format!("s.{}", i % 5);
+        s.append(&subject, headers.as_deref(), &[i as u8; 20], i as i64 * 10)
+            .expect("append");
+    }
+    s.remove(7, false).expect("remove");
+    s.remove(8, true).expect("erase");
+    let blocks = blk_files(dir.path()).len();
+    assert!(blocks > 4, "{blocks} blocks");
+    // Every sealed block has a summary except the one a removal touched.
+    assert_eq!(sum_files(dir.path()).len(), blocks - 2);
+    let want = picture(&s);
+    let subjects = s.subjects_state(">");
+    drop(s);
+
+    let (s, report) = FileStore::open(dir.path(), cfg(300)).expect("reopen");
+    assert_eq!(report.blocks, blocks as u64);
+    assert_eq!(report.summaries, blocks as u64 - 2, "{report:?}");
+    assert_eq!(picture(&s), want);
+    assert_eq!(s.subjects_state(">"), subjects);
+    // The block that had to be read got its summary back; the active one has none.
+    assert_eq!(sum_files(dir.path()).len(), blocks - 1);
+    drop(s);
+    let (mut s, report) = FileStore::open(dir.path(), cfg(300)).expect("reopen");
+    assert_eq!(report.summaries, blocks as u64 - 1);
+    assert_eq!(picture(&s), want);
+    assert_eq!(s.next_with_headers(0).map(|m| m.seq), Some(4));
+    assert_eq!(s.next_with_headers(9).map(|m| m.seq), Some(12));
+
+    // Without any summary the same store comes back.
+    for f in sum_files(dir.path()) {
+        fs::remove_file(dir.path().join(f)).expect("rm");
+    }
+    let (s2, report) = FileStore::open(dir.path(), cfg(300)).expect("reopen");
+    assert_eq!(report.summaries, 0);
+    assert_eq!(picture(&s2), want);
+    drop(s2);
+    assert_eq!(s.append("s.0", None, b"x", 1000).expect("append"), 61);
+}
+
+#[test]
+fn a_summary_that_does_not_fit_its_block_is_not_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 200);
+    for i in 1..=20u64 {
+        s.append("a", None, &[i as u8; 30], i as i64)
+            .expect("append");
+    }
+    let want = picture(&s);
+    drop(s);
+    let sums = sum_files(dir.path());
+    assert!(sums.len() >= 2);
+    // One summary damaged, one describing a longer file, one orphaned (its block gone).
+    let p0 = dir.path().join(&sums[0]);
+    let mut d = fs::read(&p0).expect("read");
+    d[20] ^= 1;
+    fs::write(&p0, d).expect("write");
+    let blk1 = dir.path().join(sums[1].replace(".sum", ".blk"));
+    let f = OpenOptions::new().append(true).open(&blk1).expect("open");
+    f.set_len(f.metadata().expect("meta").len() + 3)
+        .expect("grow");
+    fs::write(dir.path().join("999.sum"), b"stale").expect("orphan");
+
+    let (s, report) = FileStore::open(dir.path(), cfg(200)).expect("reopen");
+    assert!(!dir.path().join("999.sum").exists());
+    assert_eq!(report.corrupt_records, 1, "{report:?}");
+    assert_eq!(report.summaries, sums.len() as u64 - 2);
+    assert_eq!(picture(&s).1, want.1);
+}
+
+#[test]
+fn compaction_and_deleted_blocks_keep_summaries_true() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path(), 1000);
+    for i in 0..100u64 {
+        s.append("s", None, &[i as u8; 50], 0).expect("append");
+    }
+    let block0: Vec<u64> = s.blocks[0]
+        .slots
+        .iter()
+        .map(|x| s.blocks[0].seq(x))
+        .collect();
+    let block1: Vec<u64> = s.blocks[1]
+        .slots
+        .iter()
+        .map(|x| s.blocks[1].seq(x))
+        .collect();
+    for &q in block0[1..].iter().chain(&block1) {
+        assert!(s.remove(q, false).expect("remove"));
+    }
+    // Block 0 was compacted (removals after that dropped its new summary again); block 1
+    // went with its summary.
+    assert!(!dir.path().join("1.sum").exists());
+    let want = picture(&s);
+    let sums = sum_files(dir.path()).len() as u64;
+    drop(s);
+    let (s, report) = FileStore::open(dir.path(), cfg(1000)).expect("reopen");
+    assert_eq!(report.summaries, sums, "{report:?}");
+    assert_eq!(picture(&s), want);
+    // The compacted block, read once, has its summary again.
+    assert!(dir.path().join("0.sum").exists());
+    drop(s);
+    let (s, report) = FileStore::open(dir.path(), cfg(1000)).expect("reopen");
+    assert_eq!(report.summaries, report.blocks - 1, "{report:?}");
+    assert_eq!(picture(&s), want);
+    let mut s = s;
+    s.purge(None, None, 0).expect("purge");
+    assert!(sum_files(dir.path()).is_empty());
 }
