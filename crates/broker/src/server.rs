@@ -556,6 +556,8 @@ impl ServerInner {
         }
         if let Some(js) = &self.jetstream {
             crate::jetstream::consumer::save_all(js);
+            // What the sync interval would have made durable later, durable now.
+            crate::jetstream::sync_all(js);
         }
         if !self.exited.swap(true, Ordering::AcqRel) {
             info!("Server Exiting..");

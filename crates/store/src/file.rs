@@ -51,8 +51,8 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::{
-    filter_matches, record_size, Result, Store, StoreError, StoredMsg, StreamState, SubjectState,
-    SyncPolicy,
+    file_record_size, filter_matches, Result, Store, StoreError, StoredMsg, StreamState,
+    SubjectState, SyncPolicy,
 };
 use index::{len_of, Block, Slot, Subjects, HAS_HEADERS};
 use record::{Meta, DELETED, LIVE};
@@ -166,9 +166,26 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The size a record of `len` bytes counts for in state and limits.
-fn counted(len: u32) -> u64 {
-    u64::from(len) - record::OVERHEAD as u64 + record_size(0, 0, 0)
+/// [`HAS_HEADERS`] for a message with a non-empty header block (what nats-server counts
+/// as having headers).
+fn header_flag(headers: Option<&[u8]>) -> u32 {
+    if headers.is_some_and(|h| !h.is_empty()) {
+        HAS_HEADERS
+    } else {
+        0
+    }
+}
+
+/// The size a record counts for in state and limits ([`file_record_size`]), from its
+/// index entry's length and flags.
+fn counted(len_raw: u32) -> u64 {
+    let body = (len_of(len_raw) as usize).saturating_sub(record::OVERHEAD);
+    if len_raw & HAS_HEADERS != 0 {
+        // Subject, headers and payload together: the header block's size is not apart.
+        file_record_size(0, 1, body) - 1
+    } else {
+        file_record_size(0, 0, body)
+    }
 }
 
 /// The next offset at or after `from` where a record verifies.
@@ -439,7 +456,7 @@ impl FileStore {
                 len_raw: e.len_raw,
                 subj: ids[e.subject as usize],
             });
-            self.bytes += counted(len_of(e.len_raw));
+            self.bytes += counted(e.len_raw);
         }
         let live = block.slots.len() as u64;
         block.live = live;
@@ -583,11 +600,7 @@ impl FileStore {
             scan.last_time_ns = rec.time_ns;
             if rec.state == LIVE {
                 let subj = self.subjects.add(rec.subject, rec.seq);
-                let flags = if rec.headers.is_some() {
-                    HAS_HEADERS
-                } else {
-                    0
-                };
+                let flags = header_flag(rec.headers);
                 block.slots.push(Slot {
                     delta: (rec.seq - block.base) as u32,
                     off: off as u32,
@@ -596,7 +609,7 @@ impl FileStore {
                 });
                 block.live += 1;
                 self.msgs += 1;
-                self.bytes += counted(rec.len as u32);
+                self.bytes += counted(rec.len as u32 | flags);
                 scan.first.get_or_insert((rec.seq, rec.time_ns));
             } else {
                 report.removed_records += 1;
@@ -797,7 +810,7 @@ impl FileStore {
         b.live -= 1;
         b.dead += u64::from(s.len());
         self.msgs -= 1;
-        self.bytes -= counted(s.len());
+        self.bytes -= counted(s.len_raw);
         let e = self.subjects.get_mut(s.subj);
         e.msgs -= 1;
         let (first, last, left) = (e.first, e.last, e.msgs);
@@ -1131,7 +1144,7 @@ impl Store for FileStore {
         b.dirty |= !always;
         b.last = (seq, time_ns);
         let subj = self.subjects.add(subject, seq);
-        let flags = if headers.is_some() { HAS_HEADERS } else { 0 };
+        let flags = header_flag(headers);
         b.slots.push(Slot {
             delta: (seq - b.base) as u32,
             off: off as u32,
@@ -1140,7 +1153,7 @@ impl Store for FileStore {
         });
         b.live += 1;
         self.msgs += 1;
-        self.bytes += counted(len as u32);
+        self.bytes += counted(len as u32 | flags);
         if self.msgs == 1 {
             self.first_seq = seq;
             self.first_time_ns = time_ns;

@@ -32,10 +32,9 @@ pub struct StoredMsg {
 }
 
 impl StoredMsg {
-    /// Bytes this message counts for in `bytes` limits and state, the way nats-server
-    /// counts them (subject + headers + payload + a fixed per-record overhead).
+    /// Bytes this message counts for in a memory store's `bytes` limits and state.
     pub fn stored_size(&self) -> u64 {
-        record_size(
+        memory_record_size(
             self.subject.len(),
             self.headers.as_ref().map_or(0, |h| h.len()),
             self.payload.len(),
@@ -43,11 +42,23 @@ impl StoredMsg {
     }
 }
 
-/// The size a message counts for (nats-server's file store: 22 bytes of record overhead
-/// plus subject, headers and payload; the memory store counts the same so that limits
-/// behave alike on both).
-pub fn record_size(subject: usize, headers: usize, payload: usize) -> u64 {
-    (22 + subject + headers + payload) as u64
+/// The bytes a message counts for in a file store's state and limits, as nats-server's
+/// file store counts its records: 30 bytes (length, sequence, time, subject length and an
+/// 8-byte hash) plus subject and payload, and 4 bytes more plus the header block when the
+/// message has headers. What midge's own records take on disk differs (see the file
+/// store's format); clients see the same numbers on both servers.
+pub fn file_record_size(subject: usize, headers: usize, payload: usize) -> u64 {
+    if headers == 0 {
+        (30 + subject + payload) as u64
+    } else {
+        (34 + subject + headers + payload) as u64
+    }
+}
+
+/// The bytes a message counts for in a memory store, as nats-server counts them:
+/// subject, headers and payload plus 16.
+pub fn memory_record_size(subject: usize, headers: usize, payload: usize) -> u64 {
+    (16 + subject + headers + payload) as u64
 }
 
 /// A stream's state, as `StreamInfo.state` reports it.

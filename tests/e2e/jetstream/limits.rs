@@ -12,7 +12,6 @@ use futures::TryStreamExt;
 use serde_json::{json, Value};
 
 use super::{api, assert_api_error, assert_js_error, eventually, js, publish, send, Feature, WAIT};
-use midge_tests::ServerKind;
 
 fn stream(name: &str, subjects: &[&str]) -> Config {
     Config {
@@ -59,14 +58,7 @@ async fn max_msgs_and_max_bytes_discard_the_oldest() {
                 state.first_sequence,
                 state.last_sequence
             ),
-            // midge counts every record as 22 + subject + headers + payload in both stores
-            // (4 x 45 fit in 200); nats-server's per-store overheads are a known difference
-            // (see `stored_bytes_follow_the_record_sizes`).
-            if server.kind() == ServerKind::Midge {
-                (4, 180, 2, 5)
-            } else {
-                (3, 159, 3, 5)
-            }
+            (3, 159, 3, 5)
         );
     })
     .await;
@@ -311,9 +303,7 @@ async fn stored_bytes_follow_the_record_sizes() {
         headers.insert("K", "v");
         // What async-nats writes for these headers.
         let header_block = "NATS/1.0\r\nK: v\r\n\r\n".len() as u64;
-        // midge: 22 + subject + headers + payload in both stores (midge_store::record_size);
-        // nats-server's overheads differ per store. A known difference, not yet aligned.
-        let midge = server.kind() == ServerKind::Midge;
+        // Both servers count nats-server's record sizes, per store kind.
         for (name, storage, plain, with_headers) in [
             // file: 22 + subject + payload + 8, and 4 more + headers when there are headers
             ("FILE", StorageType::File, 30, 34 + header_block),
@@ -328,11 +318,6 @@ async fn stored_bytes_follow_the_record_sizes() {
             ok!(send(&js, &subject, payload(100)));
             ok!(send(&js, &subject, payload(100).headers(headers.clone())));
             let subject_len = subject.len() as u64;
-            let (plain, with_headers) = if midge {
-                (22, 22 + header_block)
-            } else {
-                (plain, with_headers)
-            };
             let want = (plain + subject_len + 100) + (with_headers + subject_len + 100);
             assert_eq!(ok!(handle.info()).state.bytes, want, "{name}");
         }

@@ -381,8 +381,8 @@ fn spawn_sync_timer(srv: &Arc<ServerInner>, js: &Arc<JetStream>) {
     });
 }
 
-/// fsyncs every file stream.
-fn sync_all(js: &JetStream) {
+/// fsyncs every file stream (the sync timer, and server shutdown).
+pub(crate) fn sync_all(js: &JetStream) {
     for a in js.accounts() {
         for s in a.streams.read().values() {
             let mut inner = s.inner.lock();

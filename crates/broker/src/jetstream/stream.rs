@@ -314,7 +314,12 @@ impl StreamInner {
         if hdr_len > usize::from(u16::MAX) {
             return Err(ApiError::header_too_big());
         }
-        let size = midge_store::record_size(subject.len(), hdr_len, payload.len());
+        let size = match cfg.storage {
+            Storage::File => midge_store::file_record_size(subject.len(), hdr_len, payload.len()),
+            Storage::Memory => {
+                midge_store::memory_record_size(subject.len(), hdr_len, payload.len())
+            }
+        };
         if cfg.retention == Retention::Interest && !interest(subject) {
             // Nobody wants it: the sequence is used, nothing is kept.
             let seq = self.append(subject, hdrs, payload, now_ns, limits)?;

@@ -12,7 +12,7 @@ pub struct Slot {
     pub delta: u32,
     /// Where its record starts in the block file.
     pub off: u32,
-    /// Record length, plus [`HAS_HEADERS`] when the message has a header block; 0 once
+    /// Record length, plus [`HAS_HEADERS`] when the message has a non-empty header block; 0 once
     /// removed (the slot stays until the block is rewritten, so that positions stay sorted
     /// and searchable).
     pub len_raw: u32,
@@ -20,7 +20,7 @@ pub struct Slot {
     pub subj: u32,
 }
 
-/// Set in [`Slot::len_raw`] for a message with a header block (records are far shorter
+/// Set in [`Slot::len_raw`] for a message with a non-empty header block (records are far shorter
 /// than 2 GiB, so the length never reaches this bit).
 pub const HAS_HEADERS: u32 = 1 << 31;
 
