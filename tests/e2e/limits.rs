@@ -115,7 +115,7 @@ async fn a_bcrypt_storm_does_not_starve_other_clients() {
     let responder = canary().await.expect("responder connects");
     let requester = canary().await.expect("requester connects");
     let mut service = responder.subscribe("rtt").await.expect("subscribe");
-    responder.flush().await.expect("flush");
+    midge_tests::round_trip(&responder).await;
     let answering = tokio::spawn(async move {
         while let Some(m) = service.next().await {
             if let Some(reply) = m.reply {

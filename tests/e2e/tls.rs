@@ -250,7 +250,7 @@ async fn pub_sub(
         .subscribe(subject.to_string())
         .await
         .expect("sub");
-    subscriber.flush().await.expect("flush sub");
+    midge_tests::round_trip(subscriber).await;
     let payload = |i: usize| -> Bytes {
         let mut p = vec![(i % 251) as u8; size];
         p[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -313,7 +313,7 @@ async fn async_nats_over_tls_with_large_payloads_and_many_messages() {
     pub_sub(&publisher, &subscriber, "small", 20_000, 100).await;
     // Request/reply over the same sessions: the latency path (direct writes) also works.
     let mut service = subscriber.subscribe("svc").await.expect("sub");
-    subscriber.flush().await.expect("flush");
+    midge_tests::round_trip(&subscriber).await;
     let responder = async {
         for _ in 0..100 {
             let msg = service.next().await.expect("request");
@@ -619,7 +619,7 @@ async fn throughput() {
     let subscriber = connect(&server, client()).await.expect("connect");
     for (count, size) in [(500_000usize, 128usize), (20_000, 16 * 1024)] {
         let mut sub = subscriber.subscribe("bench").await.expect("sub");
-        subscriber.flush().await.expect("flush");
+        midge_tests::round_trip(&subscriber).await;
         let started = Instant::now();
         let receiver = tokio::spawn(async move {
             let mut bytes = 0;
