@@ -45,6 +45,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,6 +108,21 @@ pub struct RecoveryReport {
     pub elapsed: Duration,
 }
 
+/// Bytes read ahead of a reader that reads a block front to back.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// The last read of a block: where it ended and, after a sequential read, the chunk read
+/// ahead. Dropped by everything that changes bytes already in a block file (removal marks,
+/// erasure, compaction, deleted blocks, a cut failed write); what it serves is checked like
+/// any read besides (CRC, sequence, state).
+#[derive(Debug, Default)]
+struct ReadAhead {
+    /// Block index and offset where the previous read ended.
+    last_end: Option<(u64, u64)>,
+    /// Block index, file offset of `data`'s first byte, the bytes.
+    chunk: Option<(u64, u64, Bytes)>,
+}
+
 /// A [`Store`] in block files under one directory (see the module documentation).
 pub struct FileStore {
     dir: PathBuf,
@@ -126,6 +142,8 @@ pub struct FileStore {
     /// Scratch for encoding a record.
     buf: Vec<u8>,
     closed: bool,
+    /// What a sequential reader (a consumer) read ahead; see [`FileStore::read_record`].
+    read_ahead: Mutex<ReadAhead>,
     /// Test hook: the next record write stops after this many bytes and fails with ENOSPC.
     #[cfg(test)]
     fail_write: Option<usize>,
@@ -306,6 +324,7 @@ impl FileStore {
             dir_dirty: false,
             buf: Vec::new(),
             closed: false,
+            read_ahead: Mutex::new(ReadAhead::default()),
             #[cfg(test)]
             fail_write: None,
         };
@@ -356,6 +375,7 @@ impl FileStore {
     /// Deletes a block's files (the summary after the block: a summary left alone by a
     /// crash in between is deleted by the next open).
     fn remove_block_files(&self, index: u64) -> io::Result<()> {
+        self.drop_read_ahead();
         fs::remove_file(self.block_path(index))?;
         remove_quietly(&self.summary_path(index));
         Ok(())
@@ -721,10 +741,64 @@ impl FileStore {
     }
 
     /// Reads and verifies one message.
+    /// The record bytes of slot `s`. A read that starts where the previous one ended, or
+    /// a little after (messages removed in between), reads [`READ_AHEAD`] bytes at once and
+    /// serves the next records from them: a consumer going through a stream costs one
+    /// `pread` per chunk instead of one per message. Other reads (direct gets of random
+    /// keys) read just the record.
+    fn read_record(&self, b: &Block, s: Slot) -> Result<Bytes> {
+        let len = s.len() as usize;
+        let off = u64::from(s.off);
+        let end = off + len as u64;
+        let mut ra = self.read_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((index, at, data)) = &ra.chunk {
+            if *index == b.index && off >= *at && end <= at + data.len() as u64 {
+                let from = (off - at) as usize;
+                let bytes = data.slice(from..from + len);
+                ra.last_end = Some((b.index, end));
+                return Ok(bytes);
+            }
+        }
+        let sequential = matches!(ra.last_end,
+            Some((index, e)) if index == b.index && off >= e && off - e < READ_AHEAD as u64);
+        ra.last_end = Some((b.index, end));
+        if !sequential || len >= READ_AHEAD {
+            let mut buf = vec![0u8; len];
+            b.file.read_exact_at(&mut buf, off)?;
+            return Ok(Bytes::from(buf));
+        }
+        let mut buf = vec![0u8; READ_AHEAD];
+        let mut got = 0;
+        while got < buf.len() {
+            match b.file.read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if got < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "record past the end of its block",
+            )
+            .into());
+        }
+        buf.truncate(got);
+        let data = Bytes::from(buf);
+        let bytes = data.slice(..len);
+        ra.chunk = Some((b.index, off, data));
+        Ok(bytes)
+    }
+
+    /// Forgets what was read ahead: bytes in a block file are about to change.
+    fn drop_read_ahead(&self) {
+        *self.read_ahead.lock().unwrap_or_else(|p| p.into_inner()) = ReadAhead::default();
+    }
+
     fn read_msg(&self, b: &Block, s: Slot) -> Result<StoredMsg> {
         let seq = b.seq(&s);
-        let mut buf = vec![0u8; s.len() as usize];
-        b.file.read_exact_at(&mut buf, u64::from(s.off))?;
+        let buf = self.read_record(b, s)?;
         let rec = record::parse(&buf)
             .filter(|r| r.len == buf.len() && r.state == LIVE && r.seq == seq)
             .ok_or_else(|| {
@@ -739,12 +813,11 @@ impl FileStore {
         let headers = rec.headers.map(|h| hdrs_at..hdrs_at + h.len());
         let payload_at = hdrs_at + headers.as_ref().map_or(0, |h| h.len());
         let payload = payload_at..payload_at + rec.payload.len();
-        let bytes = Bytes::from(buf);
         Ok(StoredMsg {
             seq,
             subject,
-            headers: headers.map(|h| bytes.slice(h)),
-            payload: bytes.slice(payload),
+            headers: headers.map(|h| buf.slice(h)),
+            payload: buf.slice(payload),
             time_ns,
         })
     }
@@ -865,6 +938,7 @@ impl FileStore {
 
     /// Marks a message removed in its block file.
     fn mark_removed(&self, b: &Block, s: Slot, erase: bool) -> io::Result<()> {
+        self.drop_read_ahead();
         let at = u64::from(s.off);
         if !erase {
             return b.file.write_all_at(&[DELETED], at + record::STATE_AT);
@@ -913,6 +987,7 @@ impl FileStore {
 
     /// Rewrites a block without its dead records: temp file, fsync, rename, fsync dir.
     fn compact(&mut self, pos: usize) -> Result<()> {
+        self.drop_read_ahead();
         let b = &self.blocks[pos];
         let mut data = vec![0u8; b.size as usize];
         b.file.read_exact_at(&mut data, 0)?;
@@ -992,6 +1067,7 @@ impl FileStore {
 
     /// Drops every block, the meta file recording `last_seq` (so no sequence is reused).
     fn clear(&mut self, last_seq: u64) -> Result<()> {
+        self.drop_read_ahead();
         self.write_meta(Meta {
             last_seq,
             last_time_ns: self.last_time_ns,
@@ -1135,6 +1211,7 @@ impl Store for FileStore {
         if let Err(e) = written {
             // Never leave a part of a record behind; should this fail too, the next append
             // overwrites it, and recovery cuts it off.
+            *self.read_ahead.lock().unwrap_or_else(|p| p.into_inner()) = ReadAhead::default();
             if let Err(t) = b.file.set_len(off) {
                 warn!(block = b.index, error = %t, "file store: cannot cut a failed write off");
             }
@@ -1402,6 +1479,7 @@ impl Store for FileStore {
     }
 
     fn delete(&mut self) -> Result<()> {
+        self.drop_read_ahead();
         self.closed = true;
         self.blocks.clear();
         self.subjects.clear();

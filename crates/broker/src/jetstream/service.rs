@@ -21,6 +21,9 @@ use crate::server::ServerInner;
 /// Requests waiting for the service task.
 pub(crate) const REQUEST_QUEUE: usize = 10_000;
 
+/// Requests answered before their replies are flushed.
+const BATCH: usize = 128;
+
 /// A request as the router hands it over: the account it was published in, the message.
 #[derive(Debug)]
 pub(crate) struct ApiRequest {
@@ -130,12 +133,22 @@ pub(crate) fn spawn(
             };
             let Some(req) = req else { break };
             let Some(srv) = weak.upgrade() else { break };
-            handle(&srv, &js, req);
+            // The requests already queued are answered as one batch: their replies go
+            // out with one flush (one write per requester) instead of one each.
+            let mut router = Router::new(srv.clone(), rand::random());
+            handle(&srv, &js, req, &mut router);
+            for _ in 1..BATCH {
+                match rx.try_recv() {
+                    Ok(req) => handle(&srv, &js, req, &mut router),
+                    Err(_) => break,
+                }
+            }
+            router.flush(true);
         }
     });
 }
 
-fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
+fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest, router: &mut Router) {
     let Some(reply) = req
         .msg
         .reply
@@ -163,7 +176,7 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
     let Some(jsa) = js.account(&req.account.name) else {
         if let Some(kind) = response_type(tail) {
             let body = api::error_response(kind, &ApiError::not_enabled_for_account());
-            respond(srv, &req.account, reply, None, &body);
+            respond(router, &req.account, reply, None, &body);
         }
         return;
     };
@@ -185,10 +198,10 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest) {
                 js.api_errors.fetch_add(1, Ordering::Relaxed);
                 jsa.api_errors.fetch_add(1, Ordering::Relaxed);
             }
-            respond(srv, &req.account, reply, None, &body);
+            respond(router, &req.account, reply, None, &body);
         }
         Reply::Msg { headers, payload } => {
-            respond(srv, &req.account, reply, Some(&headers), &payload);
+            respond(router, &req.account, reply, Some(&headers), &payload);
         }
         Reply::None => {}
     }
@@ -219,23 +232,15 @@ fn response_type(tail: &str) -> Option<&'static str> {
     })
 }
 
+/// Routes a reply; the caller flushes `router`.
 fn respond(
-    srv: &Arc<ServerInner>,
+    router: &mut Router,
     account: &Arc<Account>,
     subject: &str,
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
-    let mut router = Router::new(srv.clone(), rand::random());
-    super::publish_with(
-        &mut router,
-        account,
-        subject.as_bytes(),
-        None,
-        headers,
-        payload,
-    );
-    router.flush(true);
+    super::publish_with(router, account, subject.as_bytes(), None, headers, payload);
 }
 
 fn dispatch(req: &Request<'_>) -> Reply {

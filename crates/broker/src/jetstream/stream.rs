@@ -43,6 +43,18 @@ pub(crate) const INGEST_HIGH_MSGS: usize = 64 * 1024;
 /// again.
 const BATCH: usize = 1024;
 
+/// A file stream's batch of at most this many bytes, when no fsync follows it, is written
+/// on the stream's task: appending it to the page cache costs less than the two thread
+/// hops to the blocking pool and back, which are most of a synchronous publish's latency.
+const INLINE_BYTES: usize = 256 * 1024;
+
+fn batch_bytes(batch: &[InternalMsg]) -> usize {
+    batch
+        .iter()
+        .map(|m| m.subject.len() + m.headers.as_ref().map_or(0, Bytes::len) + m.payload.len())
+        .sum()
+}
+
 /// The queue between publishers (the router, on their tasks) and the stream's task.
 #[derive(Debug, Default)]
 pub(crate) struct StreamIngest {
@@ -720,8 +732,8 @@ impl Stream {
                 if batch.is_empty() {
                     break;
                 }
-                if self.on_disk {
-                    // Disk writes (and fsyncs) off the async workers.
+                if self.on_disk && (self.sync_each_batch || batch_bytes(&batch) > INLINE_BYTES) {
+                    // fsyncs, and large writes, off the async workers.
                     let me = self.clone();
                     let lim = limits.clone();
                     let work = std::mem::take(&mut batch);
