@@ -353,6 +353,13 @@ impl FileStore {
         }
         store.last_seq = scan.prev_seq;
         store.last_time_ns = scan.last_time_ns;
+        // A block left without a single record (all of it damaged) can only be the last
+        // one (see `drop_dead_blocks`): it goes on where the sequence is, so that blocks
+        // stay ordered by base for `locate`.
+        let next = store.last_seq.saturating_add(1);
+        for b in store.blocks.iter_mut().filter(|b| b.slots.is_empty()) {
+            b.base = next;
+        }
         (store.first_seq, store.first_time_ns) = scan.first.unwrap_or((store.last_seq + 1, 0));
         report.msgs = store.msgs;
         report.elapsed = started.elapsed();

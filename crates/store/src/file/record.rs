@@ -17,7 +17,10 @@
 //! The state byte is outside the CRC so that removing a message is one single-byte write in
 //! place (which cannot tear), and the two states differ in every bit so that a flipped bit
 //! is never read as the other state. An erase rewrites the record with zeroed header block
-//! and payload and a new CRC.
+//! and payload and a new CRC xor [`ERASED`]: such a record reads as removed whatever its
+//! state byte says, so no damage to that byte brings back zeroes as a message. (A removed
+//! record that was not erased still holds the message as written; a state byte damaged
+//! into exactly [`LIVE`] brings that message back.)
 
 /// Bytes before the subject.
 pub const HEADER: usize = 28;
@@ -31,6 +34,8 @@ pub const DELETED: u8 = 0x5A;
 /// Offset of the state byte in a record.
 pub const STATE_AT: u64 = 4;
 const MAGIC: u8 = 0xE0;
+/// Xored into an erased record's CRC.
+const ERASED: u32 = 0x4552_4153;
 const HAS_HEADERS: u8 = 0x01;
 
 /// A record that verified, borrowed from the buffer it was read into.
@@ -129,14 +134,19 @@ pub fn parse(buf: &[u8]) -> Option<Record<'_>> {
         return None;
     }
     let crc = u32_at(buf, len - 4);
-    if checksum(&buf[..len - 4]) != crc {
+    let sum = checksum(&buf[..len - 4]);
+    let state = if sum == crc {
+        buf[4]
+    } else if sum ^ ERASED == crc {
+        DELETED
+    } else {
         return None;
-    }
+    };
     let subject = std::str::from_utf8(&buf[HEADER..HEADER + subject_len]).ok()?;
     let hdrs_at = HEADER + subject_len;
     Some(Record {
         len,
-        state: buf[4],
+        state,
         seq: u64_at(buf, 8),
         time_ns: u64_at(buf, 16) as i64,
         subject,
@@ -160,7 +170,7 @@ pub fn erase(rec: &mut [u8], headers_at: usize) {
     let len = rec.len();
     rec[4] = DELETED;
     rec[headers_at..len - 4].fill(0);
-    let crc = checksum(&rec[..len - 4]);
+    let crc = checksum(&rec[..len - 4]) ^ ERASED;
     rec[len - 4..].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -250,6 +260,15 @@ mod tests {
         assert_eq!((r.state, r.seq), (DELETED, 9));
         assert_eq!(r.payload, &[0u8; 6]);
         assert!(!buf.windows(6).any(|w| w == b"secret"));
+        // Whatever damage does to the state byte, zeroes never read as a live message.
+        for state in 0..=255u8 {
+            buf[STATE_AT as usize] = state;
+            assert_eq!(
+                parse(&buf).map(|r| r.state),
+                Some(DELETED),
+                "state byte {state:#x}"
+            );
+        }
     }
 
     #[test]
