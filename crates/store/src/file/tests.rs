@@ -559,3 +559,61 @@ fn a_last_block_without_a_usable_record_keeps_lookups_right() {
         .expect("append after damage");
     assert_eq!(&s.get(seq).expect("get new").payload[..], b"after");
 }
+
+/// A reader going through a block in order is served from the chunk read ahead; removals,
+/// an erasure and a compaction inside that chunk are seen by the next reads.
+#[test]
+fn read_ahead_serves_in_order_readers_and_follows_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // About 110 records of 37-38 bytes to a block.
+    let mut s = open(dir.path(), 4096);
+    for i in 1..=300u64 {
+        s.append("r", None, format!("m{i}").as_bytes(), i as i64)
+            .expect("append");
+    }
+    assert!(s.blocks.len() >= 3);
+    let in_block_0 = s.blocks[0].slots.len() as u64;
+    let read = |s: &FileStore, to: u64| -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(m) = s.next_matching(at, None).filter(|m| m.seq <= to) {
+            out.push((m.seq, String::from_utf8_lossy(&m.payload).into_owned()));
+            at = m.seq + 1;
+        }
+        out
+    };
+    let expect = |to: u64, gone: &dyn Fn(u64) -> bool| -> Vec<(u64, String)> {
+        (1..=to)
+            .filter(|q| !gone(*q))
+            .map(|q| (q, format!("m{q}")))
+            .collect()
+    };
+    // Read block 0 in order: what is read ahead is block 0's.
+    assert_eq!(read(&s, in_block_0), expect(in_block_0, &|_| false));
+    assert!(s
+        .read_ahead
+        .lock()
+        .expect("lock")
+        .chunk
+        .as_ref()
+        .is_some_and(|c| c.0 == s.blocks[0].index));
+    s.remove(5, false).expect("remove");
+    s.remove(6, true).expect("erase");
+    assert!(matches!(s.get(6), Err(StoreError::NotFound)));
+    assert_eq!(
+        read(&s, in_block_0),
+        expect(in_block_0, &|q| q == 5 || q == 6)
+    );
+    // Most of block 0 removed: it is compacted, its records move to other offsets.
+    let gone = |q: u64| q <= in_block_0 - 10;
+    for q in (1..=in_block_0 - 10).filter(|q| *q != 5 && *q != 6) {
+        s.remove(q, false).expect("remove");
+    }
+    assert!(
+        s.blocks[0].slots.len() < in_block_0 as usize,
+        "block 0 was compacted"
+    );
+    assert_eq!(read(&s, 300), expect(300, &gone));
+    let s = reopen(s, 4096);
+    assert_eq!(read(&s, 300), expect(300, &gone));
+}
