@@ -220,3 +220,232 @@ async fn every_server_of_a_mixed_cluster_answers_a_ping() {
         ["s0", "s1", "s2"].map(String::from).into_iter().collect()
     );
 }
+
+/// The connection names in a CONNZ answer's `data`.
+fn connz_names(answer: &Value) -> BTreeSet<String> {
+    answer["data"]["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect()
+}
+
+fn statz_accounts(answer: &Value) -> BTreeSet<String> {
+    answer["data"]["account_statz"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["acc"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn account_requests_are_answered_in_the_system_account() {
+    both(account_requests).await;
+}
+
+/// `$SYS.REQ.ACCOUNT.<account>.<Z>` and `$SYS.REQ.ACCOUNT.PING.STATZ`, asked by a system
+/// user: each answer is about the account named, in nats-server's shape.
+async fn account_requests(kind: ServerKind) {
+    let server = TestServer::start(kind, SYSTEM_AB).await;
+    let sys = login(&server, "sys", "asker").await;
+    let a1 = login(&server, "a", "a-one").await;
+    let _a2 = login(&server, "a", "a-two").await;
+    let _orders = a1.subscribe("orders.>").await.expect("sub");
+    a1.publish("orders.1", "12345".into()).await.expect("pub");
+    sync(&a1).await;
+    let id = sys.server_info().server_id;
+
+    let connz = request_json(&sys, "$SYS.REQ.ACCOUNT.A.CONNZ", "").await;
+    assert_eq!(connz["server"]["id"], id.as_str(), "[{kind}] {connz}");
+    assert_eq!(
+        connz_names(&connz),
+        ["a-one", "a-two"].map(String::from).into(),
+        "[{kind}] only A's connections: {connz}"
+    );
+
+    let subsz = request_json(&sys, "$SYS.REQ.ACCOUNT.A.SUBSZ", "").await;
+    let subjects: BTreeSet<&str> = subsz["data"]["subscriptions_list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("[{kind}] no list: {subsz}"))
+        .iter()
+        .filter_map(|s| s["subject"].as_str())
+        .collect();
+    assert!(subjects.contains("orders.>"), "[{kind}] {subsz}");
+
+    let info = request_json(&sys, "$SYS.REQ.ACCOUNT.A.INFO", "").await;
+    assert_eq!(info["data"]["account_name"], "A", "[{kind}] {info}");
+    let missing = request_json(&sys, "$SYS.REQ.ACCOUNT.NOPE.INFO", "").await;
+    assert_eq!(missing["error"]["code"], 500, "[{kind}] {missing}");
+    assert!(
+        missing["error"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("NOPE")),
+        "[{kind}] {missing}"
+    );
+
+    let statz = request_json(&sys, "$SYS.REQ.ACCOUNT.A.STATZ", "").await;
+    assert_eq!(statz["data"]["server_id"], id.as_str(), "[{kind}] {statz}");
+    let stat = &statz["data"]["account_statz"][0];
+    assert_eq!(stat["acc"], "A", "[{kind}] {statz}");
+    assert_eq!(stat["conns"], 2, "[{kind}] {statz}");
+    assert_eq!(stat["total_conns"], 2, "[{kind}] {statz}");
+    assert!(
+        stat["received"]["msgs"].as_u64().is_some_and(|n| n >= 1),
+        "[{kind}] {statz}"
+    );
+    assert!(
+        stat["sent"]["msgs"].as_u64().is_some_and(|n| n >= 1),
+        "[{kind}] {statz}"
+    );
+
+    let all = request_json(&sys, "$SYS.REQ.ACCOUNT.PING.STATZ", "").await;
+    let accounts = statz_accounts(&all);
+    assert!(
+        accounts.contains("A") && accounts.contains("SYS"),
+        "[{kind}] {all}"
+    );
+    let only = request_json(
+        &sys,
+        "$SYS.REQ.ACCOUNT.PING.STATZ",
+        r#"{"accounts": ["A"]}"#,
+    )
+    .await;
+    assert_eq!(
+        statz_accounts(&only),
+        ["A"].map(String::from).into(),
+        "[{kind}] {only}"
+    );
+
+    // An account without connections here: STATZ stays silent unless asked for the unused.
+    let inbox = sys.new_inbox();
+    let mut answers = sys.subscribe(inbox.clone()).await.expect("sub");
+    sync(&sys).await;
+    for body in ["", r#"{"include_unused": true}"#] {
+        sys.publish_with_reply("$SYS.REQ.ACCOUNT.B.STATZ", inbox.clone(), body.into())
+            .await
+            .expect("publish");
+    }
+    sys.publish_with_reply("$SYS.REQ.ACCOUNT.A.CONNS", inbox.clone(), "".into())
+        .await
+        .expect("publish");
+    // Two answers, in whichever order the server's handlers sent them.
+    let (_, one) = next_json(&mut answers, "statz of an unused account, CONNS").await;
+    let (_, two) = next_json(&mut answers, "statz of an unused account, CONNS").await;
+    let (unused, conns) = if one.get("type").is_some() {
+        (two, one)
+    } else {
+        (one, two)
+    };
+    assert_eq!(
+        unused["data"]["account_statz"][0]["acc"], "B",
+        "[{kind}] only the include_unused request is answered: {unused}"
+    );
+    assert_eq!(unused["data"]["account_statz"][0]["conns"], 0, "[{kind}]");
+    assert_eq!(
+        conns["type"], "io.nats.server.advisory.v1.account_connections",
+        "[{kind}] {conns}"
+    );
+    assert_eq!(conns["acc"], "A", "[{kind}] {conns}");
+    assert_eq!(conns["conns"], 2, "[{kind}] {conns}");
+    assert_eq!(conns["server"]["id"], id.as_str(), "[{kind}] {conns}");
+}
+
+const SYSTEM_AB: &str = "accounts {\n  SYS: { users: [{user: sys, password: sys}] }\n  A: { users: [{user: a, password: a}] }\n  B: { users: [{user: b, password: b}] }\n}\nsystem_account: SYS\n";
+
+#[tokio::test]
+async fn an_account_sees_only_its_own_connections_through_the_system_imports() {
+    both(own_connections).await;
+}
+
+/// Every account imports `$SYS.REQ.SERVER.PING.CONNZ`, `$SYS.REQ.ACCOUNT.PING.CONNZ` and
+/// `$SYS.REQ.ACCOUNT.PING.STATZ` from the system account, mapped to its own name: a user
+/// of A asking sees A's connections and numbers, never B's or the system account's.
+async fn own_connections(kind: ServerKind) {
+    let server = TestServer::start(kind, SYSTEM_AB).await;
+    let _sys = login(&server, "sys", "sys-user").await;
+    let a = login(&server, "a", "a-asker").await;
+    let _b = login(&server, "b", "b-user").await;
+    for subject in ["$SYS.REQ.SERVER.PING.CONNZ", "$SYS.REQ.ACCOUNT.PING.CONNZ"] {
+        let connz = request_json(&a, subject, "").await;
+        assert_eq!(
+            connz_names(&connz),
+            ["a-asker"].map(String::from).into(),
+            "[{kind}] {subject}: {connz}"
+        );
+    }
+    let statz = request_json(&a, "$SYS.REQ.ACCOUNT.PING.STATZ", "").await;
+    assert_eq!(
+        statz_accounts(&statz),
+        ["A"].map(String::from).into(),
+        "[{kind}] {statz}"
+    );
+    // Other system requests stay out of reach: nobody answers them in A.
+    let refused = a
+        .request("$SYS.REQ.SERVER.PING.VARZ", "".into())
+        .await
+        .expect_err("VARZ is not imported");
+    assert_eq!(
+        refused.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "[{kind}]"
+    );
+}
+
+/// The same import in a cluster of two midge and one nats-server: a user of A on either
+/// kind of server hears from every server, each telling only A's connections.
+#[tokio::test]
+async fn an_account_hears_every_server_of_a_mixed_cluster_about_its_connections() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let servers = midge_tests::start_mesh(
+        &[ServerKind::Midge, ServerKind::NatsServer, ServerKind::Midge],
+        SYSTEM_AB,
+        "sys",
+    )
+    .await;
+    let mut users = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        users.push(login(s, "a", &format!("a-on-s{i}")).await);
+        users.push(login(s, "b", &format!("b-on-s{i}")).await);
+    }
+    for asker in [&users[0], &users[2]] {
+        let inbox = asker.new_inbox();
+        let mut answers = asker.subscribe(inbox.clone()).await.expect("sub");
+        sync(asker).await;
+        let mut seen = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        while seen.len() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {seen:?} answered"
+            );
+            asker
+                .publish_with_reply("$SYS.REQ.SERVER.PING.CONNZ", inbox.clone(), "".into())
+                .await
+                .expect("publish");
+            let round = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(Some(msg)) = tokio::time::timeout_at(round, answers.next()).await {
+                let json: Value = serde_json::from_slice(&msg.payload).expect("connz JSON");
+                let name = json["server"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let names = connz_names(&json);
+                assert!(
+                    names.iter().all(|n| n.starts_with("a-on-")),
+                    "{name} told more than A's connections: {json}"
+                );
+                if names.contains(&format!("a-on-{name}")) {
+                    seen.insert(name);
+                }
+            }
+        }
+        assert_eq!(
+            seen,
+            ["s0", "s1", "s2"].map(String::from).into_iter().collect()
+        );
+    }
+}

@@ -621,7 +621,15 @@ async fn run(
                 Vec::new()
             };
             conn.remove_all_subs().await;
-            conn.matches.account().client_left();
+            let account = conn.matches.account();
+            account.client_left();
+            let (out_msgs, out_bytes, _) = conn.shared.out_stats();
+            account.add_closed_traffic(
+                conn.shared.in_msgs.load(Ordering::Relaxed),
+                conn.shared.in_bytes.load(Ordering::Relaxed),
+                out_msgs,
+                out_bytes,
+            );
             (subs, conn.connected)
         };
         let writer = write_loop(&srv, &shared, false);
@@ -718,7 +726,7 @@ pub(crate) async fn write_loop(srv: &ServerInner, shared: &ClientShared, route: 
                 // Already closed as a slow consumer by a publisher: counted once, there.
                 if shared.close(CloseReason::SlowConsumerWriteDeadline) {
                     warn!(cid = shared.cid, peer = %shared.peer, "Slow Consumer Detected: WriteDeadline of {:?} exceeded", deadline);
-                    srv.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    srv.count_slow_consumer(shared);
                 }
                 break;
             }

@@ -97,6 +97,20 @@ pub(crate) struct Stats {
 }
 
 impl ServerInner {
+    /// A connection was cut off as a slow consumer: counted for the server and for the
+    /// connection's account (once per connection; the caller closed it first).
+    pub fn count_slow_consumer(&self, c: &crate::client::ClientShared) {
+        self.stats
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = c.account.lock().clone();
+        if let Some(acc) = self.accounts.get(&name) {
+            acc.closed
+                .slow_consumers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The options in force now (a reload may replace them).
     pub fn opts(&self) -> Arc<Options> {
         self.opts_tx.borrow().clone()

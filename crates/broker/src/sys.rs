@@ -4,12 +4,20 @@
 //!
 //! - Events: `$SYS.ACCOUNT.<account>.CONNECT` / `.DISCONNECT` for clients of every account
 //!   but the global one (as nats-server), `$SYS.SERVER.<id>.STATSZ` every
-//!   [`STATSZ_INTERVAL`], `$SYS.SERVER.<id>.LAMEDUCK` and `.SHUTDOWN`. Nothing is built
-//!   or sent when nobody listens.
+//!   [`STATSZ_INTERVAL`], `$SYS.SERVER.<id>.LAMEDUCK` and `.SHUTDOWN`,
+//!   `$SYS.ACCOUNT.<account>.SERVER.CONNS` (and the older
+//!   `$SYS.SERVER.ACCOUNT.<account>.CONNS`) when an account's connections change and
+//!   every 30 s while it has some. Nothing is built or sent when nobody listens.
 //! - Services: `$SYS.REQ.SERVER.PING` (statsz), and `$SYS.REQ.SERVER.PING.<Z>` /
 //!   `$SYS.REQ.SERVER.<id>.<Z>` for `STATSZ`, `IDZ`, `VARZ`, `CONNZ`, `SUBSZ`, `ROUTEZ`,
-//!   `LEAFZ`, `ACCOUNTZ` and `HEALTHZ`; the request body may filter by `server_name`,
-//!   `cluster` and `host`, and carry the endpoint's options.
+//!   `LEAFZ`, `ACCOUNTZ` and `HEALTHZ`; `$SYS.REQ.ACCOUNT.<account>.<Z>` for an account's
+//!   `CONNZ`, `SUBSZ`, `LEAFZ`, `JSZ`, `INFO`, `STATZ` and `CONNS`, and
+//!   `$SYS.REQ.ACCOUNT.PING.STATZ`. The request body may filter by `server_name`,
+//!   `cluster`, `host`, `tags` and `domain`, and carry the endpoint's options.
+//! - Every other account imports `$SYS.REQ.SERVER.PING.CONNZ` and
+//!   `$SYS.REQ.ACCOUNT.PING.CONNZ` (its own `CONNZ`) and `$SYS.REQ.ACCOUNT.PING.STATZ`
+//!   (its own `STATZ`) from the system account, as in nats-server, so its users can see
+//!   their own connections across the cluster (see `core::imports`).
 //!
 //! Everything goes through the router in the system account, so routes carry events and
 //! requests across a cluster (mixed with nats-server too) like any other message. The
@@ -216,6 +224,7 @@ pub(crate) fn client_connected(srv: &Arc<ServerInner>, c: &ClientShared) {
     let Some((system, acc)) = reported(srv, c) else {
         return;
     };
+    account_conns_changed(srv, &acc);
     let subject = format!("$SYS.ACCOUNT.{acc}.CONNECT");
     if !has_interest(&system, &subject) {
         return;
@@ -236,6 +245,7 @@ pub(crate) fn client_disconnected(srv: &Arc<ServerInner>, c: &ClientShared, reas
     let Some((system, acc)) = reported(srv, c) else {
         return;
     };
+    account_conns_changed(srv, &acc);
     let subject = format!("$SYS.ACCOUNT.{acc}.DISCONNECT");
     if !has_interest(&system, &subject) {
         return;
@@ -356,13 +366,77 @@ fn statsz(srv: &ServerInner) -> StatszMsg<'_> {
     }
 }
 
+/// The endpoints of `$SYS.REQ.ACCOUNT.<account>.<endpoint>` (`STATZ` also answers
+/// `$SYS.REQ.ACCOUNT.PING.STATZ`, every account at once).
+const ACCOUNT_ENDPOINTS: [&str; 7] = ["SUBSZ", "CONNZ", "LEAFZ", "JSZ", "INFO", "STATZ", "CONNS"];
+
 /// The subjects the services answer on.
-fn service_subjects(id: &str) -> [String; 3] {
-    [
+fn service_subjects(id: &str) -> Vec<String> {
+    let mut v = vec![
         "$SYS.REQ.SERVER.PING".to_string(),
         "$SYS.REQ.SERVER.PING.*".to_string(),
         format!("$SYS.REQ.SERVER.{id}.*"),
-    ]
+    ];
+    v.extend(
+        ACCOUNT_ENDPOINTS
+            .iter()
+            .map(|e| format!("$SYS.REQ.ACCOUNT.*.{e}")),
+    );
+    v
+}
+
+/// How often an account with connections here tells the cluster how many it has
+/// (nats-server's events heartbeat).
+const ACCOUNT_CONNS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `AccountNumConns`: an account's connections on this server, sent when they change, every
+/// [`ACCOUNT_CONNS_INTERVAL`] while there are some, and in answer to `.CONNS` requests
+/// (nats-server counts an account's connections across the cluster from them).
+#[derive(Debug, Serialize)]
+struct AccountNumConns<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    timestamp: String,
+    server: ServerInfo<'a>,
+    #[serde(flatten)]
+    stat: monitor::AccountStat,
+}
+
+fn account_num_conns<'a>(srv: &'a ServerInner, acc: &Account) -> AccountNumConns<'a> {
+    AccountNumConns {
+        kind: "io.nats.server.advisory.v1.account_connections",
+        id: event_id(),
+        timestamp: rfc3339(SystemTime::now()),
+        server: server_info(srv),
+        stat: monitor::account_stat(srv, acc),
+    }
+}
+
+/// The connections of `account` changed (or the heartbeat is due):
+/// `$SYS.ACCOUNT.<account>.SERVER.CONNS` and the older `$SYS.SERVER.ACCOUNT.<account>.CONNS`,
+/// to whoever listens (nats-server peers do).
+pub(crate) fn account_conns_changed(srv: &Arc<ServerInner>, account: &str) {
+    let Some(system) = srv.accounts.system().cloned() else {
+        return;
+    };
+    if account == crate::core::GLOBAL_ACCOUNT || account == &*system.name {
+        return;
+    }
+    let subjects = [
+        format!("$SYS.ACCOUNT.{account}.SERVER.CONNS"),
+        format!("$SYS.SERVER.ACCOUNT.{account}.CONNS"),
+    ];
+    if !subjects.iter().any(|s| has_interest(&system, s)) {
+        return;
+    }
+    let Some(acc) = srv.accounts.get(account) else {
+        return;
+    };
+    let event = account_num_conns(srv, &acc);
+    for subject in &subjects {
+        publish_json(srv, subject, &event);
+    }
 }
 
 /// Starts the services of the system account (nothing with `no_system_account`).
@@ -412,6 +486,8 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(STATSZ_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conns_ticks = tokio::time::interval(ACCOUNT_CONNS_INTERVAL);
+        conns_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv() => {
@@ -426,6 +502,14 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
                         publish_json(&srv, &subject, &statsz(&srv));
                     }
                 }
+                _ = conns_ticks.tick() => {
+                    let Some(srv) = weak.upgrade() else { break };
+                    for acc in srv.accounts.all() {
+                        if acc.num_clients.load(Ordering::Relaxed) > 0 {
+                            account_conns_changed(&srv, &acc.name);
+                        }
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -437,7 +521,9 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
     });
 }
 
-/// The part of a request body every endpoint understands.
+/// The part of a request body every endpoint understands (nats-server's
+/// `EventFilterOptions`): a server answers when its name, host and cluster contain the
+/// strings given, it has every tag given (midge has none) and is in the domain given.
 #[derive(Debug, Default, serde::Deserialize)]
 struct Filter {
     #[serde(default)]
@@ -446,6 +532,36 @@ struct Filter {
     cluster: String,
     #[serde(default)]
     host: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    domain: String,
+}
+
+impl Filter {
+    /// True when the request is not for this server.
+    fn skips(&self, srv: &ServerInner) -> bool {
+        let opts = srv.opts();
+        let domain = opts.jetstream.as_ref().and_then(|j| j.domain.as_deref());
+        (!self.server_name.is_empty() && !srv.name.contains(&self.server_name))
+            || (!self.cluster.is_empty()
+                && !srv
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.name().contains(&self.cluster)))
+            || (!self.host.is_empty() && !opts.host.to_string().contains(&self.host))
+            || !self.tags.is_empty()
+            || (!self.domain.is_empty() && domain != Some(self.domain.as_str()))
+    }
+}
+
+/// The options of `STATZ` requests (nats-server's `AccountStatzOptions`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct StatzOptions {
+    #[serde(default)]
+    accounts: Vec<String>,
+    #[serde(default)]
+    include_unused: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -566,15 +682,15 @@ fn answer(srv: &Arc<ServerInner>, monitor: &monitor::MonitorState, msg: Internal
     };
     if let Some(v) = &body {
         let filter: Filter = serde_json::from_value(v.clone()).unwrap_or_default();
-        let opts = srv.opts();
-        let skip = (!filter.server_name.is_empty() && filter.server_name != srv.name)
-            || (!filter.cluster.is_empty()
-                && srv.cluster.as_ref().map(|c| c.name()).as_deref()
-                    != Some(filter.cluster.as_str()))
-            || (!filter.host.is_empty() && filter.host != opts.host.to_string());
-        if skip {
+        if filter.skips(srv) {
             return;
         }
+    }
+    // `$SYS.REQ.ACCOUNT.<account>.<endpoint>`: five tokens.
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if let ["$SYS", "REQ", "ACCOUNT", account, _] = tokens[..] {
+        answer_account(srv, monitor, account, endpoint, reply, body.as_ref());
+        return;
     }
     match endpoint {
         "STATSZ" => publish_json(srv, reply, &statsz(srv)),
@@ -610,4 +726,73 @@ fn answer(srv: &Arc<ServerInner>, monitor: &monitor::MonitorState, msg: Internal
         // server that does not know the request.
         _ => {}
     }
+}
+
+/// Answers `$SYS.REQ.ACCOUNT.<account>.<endpoint>` as nats-server does: the account's part
+/// of `CONNZ`, `SUBSZ`, `LEAFZ`, `JSZ`, its `INFO`; `STATZ` only when it has connections
+/// here (always with `include_unused`), for every account when `account` is `PING`; `CONNS` only
+/// when it has connections here. Errors come back as `error` with code 500.
+fn answer_account(
+    srv: &Arc<ServerInner>,
+    monitor: &monitor::MonitorState,
+    account: &str,
+    endpoint: &str,
+    reply: &str,
+    body: Option<&serde_json::Value>,
+) {
+    let data = match endpoint {
+        "STATZ" => {
+            let opts: StatzOptions = body
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let accounts = if account == "PING" {
+                opts.accounts
+            } else {
+                vec![account.to_string()]
+            };
+            let statz = monitor::account_statz(srv, &accounts, opts.include_unused);
+            if statz.account_statz.is_empty() && !opts.include_unused {
+                return;
+            }
+            serde_json::to_value(&statz).map_err(|e| e.to_string())
+        }
+        "CONNS" => {
+            // The body, when there is one, names the same account (`accNumConnsReq`).
+            if let Some(named) = body.and_then(|v| v.get("acc")).and_then(|v| v.as_str()) {
+                if named != account {
+                    return;
+                }
+            }
+            let Some(acc) = srv.accounts.get(account) else {
+                return;
+            };
+            if acc.num_clients.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            publish_json(srv, reply, &account_num_conns(srv, &acc));
+            return;
+        }
+        _ => monitor::account_endpoint_json(
+            monitor,
+            endpoint,
+            account,
+            monitor::Query::from_json(body),
+        ),
+    };
+    let (data, error) = match data {
+        Ok(v) => (Some(v), None),
+        Err(description) => (
+            None,
+            Some(ApiError {
+                code: 500,
+                description,
+            }),
+        ),
+    };
+    let response = ApiResponse {
+        server: server_info(srv),
+        data,
+        error,
+    };
+    publish_json(srv, reply, &response);
 }

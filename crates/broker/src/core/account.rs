@@ -6,7 +6,7 @@
 //! only the global account `$G`, as in nats-server.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use midge_proto::hash::{keyed_map, KeyedMap};
@@ -31,6 +31,19 @@ pub(crate) struct Account {
     pub limits: RwLock<AccountLimits>,
     /// Stream and service imports, and the response subjects of its service exports.
     pub imports: super::imports::AccountImports,
+    /// Traffic of the account's clients that have gone, and its slow consumers (the
+    /// account's statz adds the live clients' counters: nothing is counted per message).
+    pub closed: ClosedTraffic,
+}
+
+/// Counters of an account's clients that are gone (`$SYS.REQ.ACCOUNT.<name>.STATZ`).
+#[derive(Debug, Default)]
+pub(crate) struct ClosedTraffic {
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+    pub slow_consumers: AtomicU64,
 }
 
 impl fmt::Debug for Account {
@@ -50,6 +63,7 @@ impl Account {
             num_clients: AtomicU32::new(0),
             limits: RwLock::new(AccountLimits::default()),
             imports: super::imports::AccountImports::default(),
+            closed: ClosedTraffic::default(),
         })
     }
 
@@ -59,6 +73,15 @@ impl Account {
 
     pub fn client_left(&self) {
         self.num_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A client of the account closed: its traffic stays in the account's totals.
+    pub fn add_closed_traffic(&self, in_msgs: u64, in_bytes: u64, out_msgs: u64, out_bytes: u64) {
+        let c = &self.closed;
+        c.in_msgs.fetch_add(in_msgs, Ordering::Relaxed);
+        c.in_bytes.fetch_add(in_bytes, Ordering::Relaxed);
+        c.out_msgs.fetch_add(out_msgs, Ordering::Relaxed);
+        c.out_bytes.fetch_add(out_bytes, Ordering::Relaxed);
     }
 }
 

@@ -203,6 +203,8 @@ pub(crate) struct AccountImports {
     shadows: Mutex<FxHashMap<usize, Vec<Arc<Subscription>>>>,
     /// Response subjects, once this account exports a service someone imports.
     responses: OnceLock<Arc<Responses>>,
+    /// The imports from the system account every account has (see [`SYSTEM_IMPORTS`]).
+    system: Mutex<Vec<Arc<Subscription>>>,
 }
 
 impl AccountImports {
@@ -227,6 +229,69 @@ pub(crate) fn apply(srv: &ServerInner, opts: &Options) {
             *applied = Some(config);
         }
         rebuild(srv, &acc, acc_opts, &opts.accounts);
+    }
+    add_system_imports(srv, opts);
+}
+
+/// What every account but the system account imports from it, as nats-server sets up:
+/// (subject in the account, endpoint of `$SYS.REQ.ACCOUNT.<account>.<endpoint>`). The
+/// account's own name goes into the exported subject, so an account sees only itself.
+const SYSTEM_IMPORTS: [(&str, &str); 3] = [
+    ("$SYS.REQ.SERVER.PING.CONNZ", "CONNZ"),
+    ("$SYS.REQ.ACCOUNT.PING.CONNZ", "CONNZ"),
+    ("$SYS.REQ.ACCOUNT.PING.STATZ", "STATZ"),
+];
+
+/// Gives each account without them the [`SYSTEM_IMPORTS`] (once: they never change), as
+/// `stream` responses since every server of a cluster answers. An import the account's
+/// configuration makes on the same subject wins, as in nats-server.
+fn add_system_imports(srv: &ServerInner, opts: &Options) {
+    let Some(system) = srv.accounts.system().cloned() else {
+        return;
+    };
+    for acc in srv.accounts.all() {
+        if Arc::ptr_eq(&acc, &system) {
+            continue;
+        }
+        let mut made = acc.imports.system.lock();
+        if !made.is_empty() {
+            continue;
+        }
+        let configured: Vec<String> = opts
+            .accounts
+            .iter()
+            .filter(|a| *a.name == *acc.name)
+            .flat_map(|a| a.imports.iter())
+            .filter(|i| i.kind == ExportKind::Service)
+            .map(Import::local_subject)
+            .collect();
+        for (local, endpoint) in SYSTEM_IMPORTS {
+            if configured.iter().any(|c| c == local) {
+                continue;
+            }
+            let si = ServiceImport {
+                importer: Arc::downgrade(&acc),
+                exporter: system.clone(),
+                subject: Some(
+                    format!("$SYS.REQ.ACCOUNT.{}.{endpoint}", acc.name)
+                        .into_bytes()
+                        .into(),
+                ),
+                response_type: ResponseType::Stream,
+                threshold: crate::options::DEFAULT_RESPONSE_THRESHOLD,
+                responses: responses_of(srv, &system),
+            };
+            let sub = Subscription::new(
+                Subscriber::Service(Arc::new(si)),
+                acc.clone(),
+                local.as_bytes(),
+                None,
+                b"",
+            );
+            if router::subscribe(srv, &sub).is_ok() {
+                made.push(sub);
+            }
+        }
     }
 }
 

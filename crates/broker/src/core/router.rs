@@ -636,10 +636,7 @@ impl Router {
             // Several publishers can see the same receiver over the limit: one counts it.
             if target.close(CloseReason::SlowConsumerPendingBytes) {
                 warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
-                self.srv
-                    .stats
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
+                self.srv.count_slow_consumer(target);
             }
             return true;
         }

@@ -120,7 +120,7 @@ pub(crate) struct Jsz {
 }
 
 #[derive(Debug, Serialize)]
-struct AccountDetail {
+pub(crate) struct AccountDetail {
     name: String,
     id: String,
     #[serde(flatten)]
@@ -230,6 +230,25 @@ pub(crate) fn jsz(srv: &ServerInner, q: &Query) -> Result<Jsz, QueryError> {
         account_details,
         total: all.len(),
     })
+}
+
+/// `$SYS.REQ.ACCOUNT.<acc>.JSZ`: the account's detail (`acc` in `q`), as nats-server's
+/// `JszAccount`; its errors read as nats-server's.
+pub(crate) fn jsz_account(srv: &ServerInner, q: &Query) -> Result<AccountDetail, String> {
+    let Some(js) = &srv.jetstream else {
+        return Err("jetstream not enabled".to_string());
+    };
+    let name = q.get("acc").unwrap_or_default();
+    if srv.accounts.get(name).is_none() {
+        return Err(format!("account {name:?} not found"));
+    }
+    let Some(a) = js.account(name) else {
+        return Err(format!("account {name:?} not jetstream enabled"));
+    };
+    let consumers = flag(q, "consumers").map_err(|e| e.to_string())?;
+    let streams = flag(q, "streams").map_err(|e| e.to_string())? || consumers;
+    let config = flag(q, "config").map_err(|e| e.to_string())?;
+    Ok(account_detail(srv, js, &a, streams, consumers, config))
 }
 
 fn account_detail(

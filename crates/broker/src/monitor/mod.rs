@@ -365,6 +365,133 @@ pub(crate) fn endpoint_json(
     }
 }
 
+/// `$SYS.REQ.ACCOUNT.<account>.<endpoint>`: one account's part of an endpoint, as
+/// nats-server answers it (`CONNZ`, `LEAFZ` filtered to the account, `SUBSZ` with its
+/// subscriptions, `JSZ` its JetStream detail, `INFO` its `/accountz` detail).
+pub(crate) fn account_endpoint_json(
+    state: &MonitorState,
+    endpoint: &str,
+    account: &str,
+    mut query: Query,
+) -> Result<serde_json::Value, String> {
+    fn value<T: Serialize>(v: &T) -> Result<serde_json::Value, String> {
+        serde_json::to_value(v).map_err(|e| e.to_string())
+    }
+    let srv = &state.srv;
+    query.set("acc", account);
+    match endpoint {
+        "CONNZ" => value(&connz::connz(srv, &query).map_err(|e| e.to_string())?),
+        "SUBSZ" => {
+            if query.get("subs") != Some("detail") {
+                query.set("subs", "true");
+            }
+            value(&subsz::subsz(srv, &query).map_err(|e| e.to_string())?)
+        }
+        "LEAFZ" => value(&leafz(srv, &query)),
+        "JSZ" => value(&jsz::jsz_account(srv, &query)?),
+        "INFO" => match accountz(srv, &query) {
+            Ok(z) => value(&z.account_detail),
+            Err(e) => Err(e.to_string()),
+        },
+        other => Err(format!("unknown endpoint {other}")),
+    }
+}
+
+/// Messages and bytes (`sent`, `received`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct DataStats {
+    pub msgs: u64,
+    pub bytes: u64,
+}
+
+/// One account's numbers on this server (nats-server's `AccountStat`). `sent` is what the
+/// server delivered to the account's clients, `received` what they published; both count
+/// the clients that are gone too.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AccountStat {
+    pub acc: String,
+    pub conns: u64,
+    pub leafnodes: u64,
+    pub total_conns: u64,
+    pub sent: DataStats,
+    pub received: DataStats,
+    pub slow_consumers: u64,
+}
+
+/// `$SYS.REQ.ACCOUNT.PING.STATZ` and `.<account>.STATZ` (nats-server's `AccountStatz`).
+#[derive(Debug, Serialize)]
+pub(crate) struct AccountStatz {
+    pub server_id: String,
+    pub now: String,
+    pub account_statz: Vec<AccountStat>,
+}
+
+/// The numbers of `acc` on this server: its clients' live counters plus those of its
+/// clients that closed.
+pub(crate) fn account_stat(srv: &ServerInner, acc: &crate::core::Account) -> AccountStat {
+    let closed = &acc.closed;
+    let mut sent = DataStats {
+        msgs: closed.out_msgs.load(Ordering::Relaxed),
+        bytes: closed.out_bytes.load(Ordering::Relaxed),
+    };
+    let mut received = DataStats {
+        msgs: closed.in_msgs.load(Ordering::Relaxed),
+        bytes: closed.in_bytes.load(Ordering::Relaxed),
+    };
+    let clients: Vec<_> = srv.clients.lock().values().cloned().collect();
+    for c in clients {
+        if *c.account.lock() != acc.name {
+            continue;
+        }
+        let (out_msgs, out_bytes, _) = c.out_stats();
+        sent.msgs += out_msgs;
+        sent.bytes += out_bytes;
+        received.msgs += c.in_msgs.load(Ordering::Relaxed);
+        received.bytes += c.in_bytes.load(Ordering::Relaxed);
+    }
+    let conns = u64::from(acc.num_clients.load(Ordering::Relaxed));
+    let leafnodes = crate::leaf::stats(srv, false)
+        .iter()
+        .filter(|l| l.account.as_str() == &*acc.name)
+        .count() as u64;
+    AccountStat {
+        acc: acc.name.to_string(),
+        conns,
+        leafnodes,
+        total_conns: conns + leafnodes,
+        sent,
+        received,
+        slow_consumers: closed.slow_consumers.load(Ordering::Relaxed),
+    }
+}
+
+/// The accounts named (every account when none is) that have connections here, or all of
+/// them with `include_unused`.
+pub(crate) fn account_statz(
+    srv: &ServerInner,
+    accounts: &[String],
+    include_unused: bool,
+) -> AccountStatz {
+    let chosen: Vec<_> = if accounts.is_empty() {
+        srv.accounts.all()
+    } else {
+        accounts
+            .iter()
+            .filter_map(|name| srv.accounts.get(name))
+            .collect()
+    };
+    let account_statz = chosen
+        .iter()
+        .map(|a| account_stat(srv, a))
+        .filter(|s| include_unused || s.total_conns > 0)
+        .collect();
+    AccountStatz {
+        server_id: srv.id.clone(),
+        now: rfc3339(SystemTime::now()),
+        account_statz,
+    }
+}
+
 impl MonitorState {
     /// State for answering monitoring requests without an HTTP listener (the system
     /// account's services); `http` is the monitor's address and whether it is HTTPS, when
@@ -460,7 +587,10 @@ fn accountz(srv: &ServerInner, q: &Query) -> Result<Accountz, QueryError> {
                     .jetstream
                     .as_ref()
                     .is_some_and(|js| js.account(name).is_some()),
-                leafnode_connections: 0,
+                leafnode_connections: crate::leaf::stats(srv, false)
+                    .iter()
+                    .filter(|l| l.account == name)
+                    .count(),
                 client_connections: acc.num_clients.load(Ordering::Relaxed),
                 subscriptions: st.num_subscriptions,
                 sublist_stats: AccountSublistStats {

@@ -70,6 +70,12 @@ impl Query {
         Query { pairs }
     }
 
+    /// Sets `key` to `value`, whatever the query said of it.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.pairs.retain(|(k, _)| k != key);
+        self.pairs.insert(0, (key.to_string(), value.to_string()));
+    }
+
     /// The value of `key`, or `None` when absent or empty (nats-server treats both alike).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs
