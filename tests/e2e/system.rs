@@ -449,3 +449,37 @@ async fn an_account_hears_every_server_of_a_mixed_cluster_about_its_connections(
         );
     }
 }
+
+#[tokio::test]
+async fn account_connection_counts_are_announced() {
+    both(account_conns).await;
+}
+
+/// `$SYS.ACCOUNT.<account>.SERVER.CONNS` when a client of the account comes and goes: what
+/// nats-server peers count an account's connections across a cluster with.
+async fn account_conns(kind: ServerKind) {
+    let server = TestServer::start(kind, SYSTEM).await;
+    let sys = login(&server, "sys", "watcher").await;
+    let mut events = sys
+        .subscribe("$SYS.ACCOUNT.A.SERVER.CONNS")
+        .await
+        .expect("sub");
+    sync(&sys).await;
+    let a = login(&server, "a", "counted").await;
+    let (_, up) = next_json(&mut events, "connections up").await;
+    assert_eq!(
+        up["type"], "io.nats.server.advisory.v1.account_connections",
+        "[{kind}] {up}"
+    );
+    assert_eq!(up["acc"], "A", "[{kind}] {up}");
+    assert_eq!(up["conns"], 1, "[{kind}] {up}");
+    assert_eq!(up["total_conns"], 1, "[{kind}] {up}");
+    assert_eq!(
+        up["server"]["id"],
+        sys.server_info().server_id.as_str(),
+        "[{kind}]"
+    );
+    drop(a);
+    let (_, down) = next_json(&mut events, "connections down").await;
+    assert_eq!(down["conns"], 0, "[{kind}] {down}");
+}

@@ -44,11 +44,18 @@ pub(crate) const STATSZ_INTERVAL: Duration = Duration::from_secs(10);
 /// times out, as with an overloaded nats-server).
 const REQUEST_QUEUE: usize = 256;
 
-/// Event sequence numbers (`server.seq` in every event).
+/// Event sequence numbers (`server.seq` in every event), and the accounts whose
+/// connection counts changed since their last `SERVER.CONNS` event.
 #[derive(Debug, Default)]
 pub(crate) struct SysState {
     seq: AtomicU64,
+    conns_changed: parking_lot::Mutex<Vec<Arc<str>>>,
+    conns_wake: Arc<tokio::sync::Notify>,
 }
+
+/// `SERVER.CONNS` events of one account go out at most this often: each one sums the
+/// account's clients, so a storm of connections costs one sum per interval, not one each.
+const ACCOUNT_CONNS_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// `server` in every event and answer.
 #[derive(Debug, Serialize)]
@@ -210,13 +217,13 @@ fn publish_json<T: Serialize>(srv: &Arc<ServerInner>, subject: &str, value: &T) 
 }
 
 /// Whether a client's account is one whose activity is reported (not the global one).
-fn reported(srv: &ServerInner, c: &ClientShared) -> Option<(Arc<Account>, String)> {
+fn reported(srv: &ServerInner, c: &ClientShared) -> Option<(Arc<Account>, Arc<str>)> {
     let system = srv.accounts.system()?.clone();
     let acc = c.account.lock().clone();
     if &*acc == crate::core::GLOBAL_ACCOUNT {
         return None;
     }
-    Some((system, acc.to_string()))
+    Some((system, acc))
 }
 
 /// A client finished CONNECT: `$SYS.ACCOUNT.<account>.CONNECT`.
@@ -413,21 +420,44 @@ fn account_num_conns<'a>(srv: &'a ServerInner, acc: &Account) -> AccountNumConns
     }
 }
 
-/// The connections of `account` changed (or the heartbeat is due):
-/// `$SYS.ACCOUNT.<account>.SERVER.CONNS` and the older `$SYS.SERVER.ACCOUNT.<account>.CONNS`,
-/// to whoever listens (nats-server peers do).
-pub(crate) fn account_conns_changed(srv: &Arc<ServerInner>, account: &str) {
-    let Some(system) = srv.accounts.system().cloned() else {
-        return;
-    };
-    if account == crate::core::GLOBAL_ACCOUNT || account == &*system.name {
-        return;
-    }
-    let subjects = [
+fn account_conns_subjects(account: &str) -> [String; 2] {
+    [
         format!("$SYS.ACCOUNT.{account}.SERVER.CONNS"),
         format!("$SYS.SERVER.ACCOUNT.{account}.CONNS"),
-    ];
-    if !subjects.iter().any(|s| has_interest(&system, s)) {
+    ]
+}
+
+/// The connections of `account` changed: its `SERVER.CONNS` event is due (sent by the
+/// services task, see [`send_account_conns`]) when someone listens.
+fn account_conns_changed(srv: &Arc<ServerInner>, account: &Arc<str>) {
+    let Some(system) = srv.accounts.system() else {
+        return;
+    };
+    if &**account == crate::core::GLOBAL_ACCOUNT {
+        return;
+    }
+    if !account_conns_subjects(account)
+        .iter()
+        .any(|s| has_interest(system, s))
+    {
+        return;
+    }
+    let mut changed = srv.sys.conns_changed.lock();
+    if !changed.contains(account) {
+        changed.push(account.clone());
+    }
+    drop(changed);
+    srv.sys.conns_wake.notify_one();
+}
+
+/// `$SYS.ACCOUNT.<account>.SERVER.CONNS` and the older `$SYS.SERVER.ACCOUNT.<account>.CONNS`,
+/// to whoever listens (nats-server peers do).
+fn send_account_conns(srv: &Arc<ServerInner>, account: &str) {
+    let Some(system) = srv.accounts.system() else {
+        return;
+    };
+    let subjects = account_conns_subjects(account);
+    if !subjects.iter().any(|s| has_interest(system, s)) {
         return;
     }
     let Some(acc) = srv.accounts.get(account) else {
@@ -488,6 +518,10 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conns_ticks = tokio::time::interval(ACCOUNT_CONNS_INTERVAL);
         conns_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conns_due = tokio::time::Instant::now();
+        let Some(conns_wake) = weak.upgrade().map(|s| s.sys.conns_wake.clone()) else {
+            return;
+        };
         loop {
             tokio::select! {
                 msg = rx.recv() => {
@@ -510,6 +544,15 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
                         }
                     }
                 }
+                () = conns_wake.notified(), if conns_due <= tokio::time::Instant::now() => {
+                    let Some(srv) = weak.upgrade() else { break };
+                    let changed = std::mem::take(&mut *srv.sys.conns_changed.lock());
+                    for account in changed {
+                        send_account_conns(&srv, &account);
+                    }
+                    conns_due = tokio::time::Instant::now() + ACCOUNT_CONNS_MIN_GAP;
+                }
+                () = tokio::time::sleep_until(conns_due), if conns_due > tokio::time::Instant::now() => {}
                 _ = shutdown.changed() => break,
             }
         }
