@@ -677,7 +677,13 @@ impl Router {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> bool {
-        self.count_delivery(sub) && handler.deliver(subj, reply, headers, payload)
+        if !self.count_delivery(sub) {
+            return false;
+        }
+        match handler.queue() {
+            Some(queue) => self.deliver_stream(queue, subj, reply, headers, payload),
+            None => handler.deliver(subj, reply, headers, payload),
+        }
     }
 
     /// A message for a shadow subscription: delivered to the importing subscriber under
@@ -1165,6 +1171,70 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 4);
+        srv.shutdown().await;
+    }
+
+    /// A queued internal subscriber (a JetStream consumer's inbox of acks) keeps every
+    /// message past its mark, and the router hands its queue to the publisher to wait for,
+    /// where a channel subscriber would drop (see the test above).
+    #[tokio::test]
+    async fn a_queued_internal_subscriber_keeps_everything_and_stalls_the_publisher() {
+        use crate::jetstream::stream::{StreamIngest, INGEST_HIGH_MSGS};
+        let srv = server(&[]).await;
+        let inner = srv.inner().clone();
+        let queue = Arc::new(StreamIngest::default());
+        let account = inner.accounts.global().clone();
+        let sub = Subscription::new(
+            Subscriber::Internal(InternalSub::queued(queue.clone())),
+            account.clone(),
+            b"acks.>",
+            None,
+            b"",
+        );
+        subscribe(&inner, &sub).expect("subscribe");
+        let mut router = Router::new(inner.clone(), 1);
+        let mut cache = MatchCache::new(account.clone());
+        let n = INGEST_HIGH_MSGS + 1000;
+        for i in 0..n {
+            let subject = format!("acks.{i}");
+            let result = cache.lookup(subject.as_bytes());
+            assert!(router.route(
+                &account,
+                &result,
+                Origin::Internal,
+                subject.as_bytes(),
+                None,
+                None,
+                b"+ACK",
+            ));
+        }
+        assert!(router.has_stalled(), "over the mark, the publisher waits");
+        let stalled = router.take_stalled_streams();
+        assert_eq!(stalled.len(), 1);
+        assert!(Arc::ptr_eq(&stalled[0], &queue));
+        assert!(!queue.is_under_half());
+        let mut got = Vec::new();
+        queue.take(usize::MAX, &mut got);
+        assert_eq!(got.len(), n, "nothing dropped");
+        assert_eq!(
+            &got[n - 1].subject[..],
+            format!("acks.{}", n - 1).as_bytes()
+        );
+        assert!(queue.is_under_half(), "drained: the publisher goes on");
+        // A closed queue (its consumer gone) takes nothing and holds nobody up.
+        queue.close();
+        let result = cache.lookup(b"acks.late");
+        assert!(!router.route(
+            &account,
+            &result,
+            Origin::Internal,
+            b"acks.late",
+            None,
+            None,
+            b"+ACK"
+        ));
+        assert!(queue.is_under_half());
+        unsubscribe(&inner, &sub);
         srv.shutdown().await;
     }
 

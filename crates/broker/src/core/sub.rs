@@ -131,9 +131,16 @@ pub struct InternalMsg {
 
 /// An internal subscriber: a bounded channel. When its consumer falls behind, messages are
 /// dropped and counted rather than buffered without bound (what a slow client would get).
+/// A *queued* one (a JetStream consumer's inbox: acks must not be lost) never drops: its
+/// queue makes publishers wait when over its mark, as a stream's does.
 pub(crate) struct InternalSub {
-    tx: mpsc::Sender<InternalMsg>,
+    inbox: Inbox,
     pub dropped: AtomicU64,
+}
+
+enum Inbox {
+    Channel(mpsc::Sender<InternalMsg>),
+    Queue(Arc<crate::jetstream::stream::StreamIngest>),
 }
 
 impl fmt::Debug for InternalSub {
@@ -150,11 +157,28 @@ impl InternalSub {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Arc::new(InternalSub {
-                tx,
+                inbox: Inbox::Channel(tx),
                 dropped: AtomicU64::new(0),
             }),
             rx,
         )
+    }
+
+    /// A subscriber whose messages wait in `queue` (never dropped; publishers wait when it
+    /// is over its mark).
+    pub fn queued(queue: Arc<crate::jetstream::stream::StreamIngest>) -> Arc<InternalSub> {
+        Arc::new(InternalSub {
+            inbox: Inbox::Queue(queue),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// The queue of a queued subscriber (the router tracks it for back-pressure).
+    pub fn queue(&self) -> Option<&Arc<crate::jetstream::stream::StreamIngest>> {
+        match &self.inbox {
+            Inbox::Queue(q) => Some(q),
+            Inbox::Channel(_) => None,
+        }
     }
 
     /// Hands a message over; false when the receiver is gone or full.
@@ -165,13 +189,23 @@ impl InternalSub {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> bool {
+        let tx = match &self.inbox {
+            Inbox::Channel(tx) => tx,
+            Inbox::Queue(q) => {
+                if q.is_closed() {
+                    return false;
+                }
+                q.push(subject, reply, headers, payload);
+                return true;
+            }
+        };
         let msg = InternalMsg {
             subject: Bytes::copy_from_slice(subject),
             reply: reply.map(Bytes::copy_from_slice),
             headers: headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(payload),
         };
-        match self.tx.try_send(msg) {
+        match tx.try_send(msg) {
             Ok(()) => true,
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -62,7 +62,7 @@ pub(crate) struct StreamIngest {
     bytes: AtomicUsize,
     len: AtomicUsize,
     /// The stream's task: something was queued.
-    wake: Notify,
+    pub wake: Notify,
     /// Waiting publishers: the queue went under half its mark.
     pub drained: Notify,
     closed: AtomicBool,
@@ -107,7 +107,7 @@ impl StreamIngest {
     }
 
     /// Up to `max` queued messages, oldest first.
-    fn take(&self, max: usize, into: &mut Vec<InternalMsg>) {
+    pub fn take(&self, max: usize, into: &mut Vec<InternalMsg>) {
         let mut q = self.queue.lock();
         let n = q.len().min(max);
         let mut bytes = 0;
@@ -123,7 +123,7 @@ impl StreamIngest {
         }
     }
 
-    fn close(&self) {
+    pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.queue.lock().clear();
         self.wake.notify_one();

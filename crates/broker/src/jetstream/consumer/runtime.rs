@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -29,7 +29,7 @@ use super::persist;
 use super::time::{format_rfc3339, now_ns};
 use crate::core::router::{self, MatchCache, Origin, Router};
 use crate::core::{Account, InternalMsg, InternalSub, SubRef, Subscriber, Subscription};
-use crate::jetstream::stream::{Limits, Stream};
+use crate::jetstream::stream::{Limits, Stream, StreamIngest};
 use crate::server::ServerInner;
 use midge_proto::sublist::{MatchResult, QueueGroup};
 
@@ -37,9 +37,15 @@ use midge_proto::sublist::{MatchResult, QueueGroup};
 const BUDGET: usize = 512;
 /// Inbox messages (acks, pull requests) one round takes.
 const INBOX_BATCH: usize = 1024;
-/// Room in a consumer's inbox. Acks past it are dropped (and counted): the messages are
-/// redelivered after their ack wait, as if the ack was lost on the way.
-const INBOX_CAPACITY: usize = 1 << 16;
+/// Closes a consumer's inbox queue when its task ends, however it ends: publishers
+/// waiting for the queue to drain go on, and nothing more is queued.
+struct CloseInbox(Arc<StreamIngest>);
+
+impl Drop for CloseInbox {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
 /// How often a push consumer without a listener looks for one.
 const INTEREST_POLL_INACTIVE: Duration = Duration::from_millis(100);
 /// How often a push consumer with a listener checks it is still there.
@@ -230,7 +236,11 @@ pub(crate) fn start(
     created_ns: i64,
     dir: Option<PathBuf>,
 ) -> Arc<Consumer> {
-    let (inbox, rx) = InternalSub::new(INBOX_CAPACITY);
+    // Acks and pull requests wait in a queue that never drops: over its mark, the
+    // connection sending them waits until the task has caught up (as a stream's publishers
+    // do), so an ack is never lost to a burst.
+    let rx = Arc::new(StreamIngest::default());
+    let inbox = InternalSub::queued(rx.clone());
     let cfg = engine.cfg.clone();
     let consumer = Arc::new(Consumer {
         name: engine.name.to_string(),
@@ -310,7 +320,8 @@ struct Round {
 }
 
 impl Task {
-    async fn run(self, mut rx: mpsc::Receiver<InternalMsg>) {
+    async fn run(self, rx: Arc<StreamIngest>) {
+        let _close = CloseInbox(rx.clone());
         let Some(srv) = self.srv.upgrade() else {
             return;
         };
@@ -344,11 +355,7 @@ impl Task {
                         return;
                     }
                     _ = self.consumer.wake.notified() => {}
-                    n = rx.recv_many(&mut inbox, INBOX_BATCH) => {
-                        if n == 0 {
-                            break;
-                        }
-                    }
+                    () = rx.wake.notified() => {}
                     r = last_seq.changed() => {
                         if r.is_err() {
                             break;
@@ -356,14 +363,8 @@ impl Task {
                     }
                     _ = tokio::time::sleep_until(wake_at) => {}
                 }
-            } else {
-                while inbox.len() < INBOX_BATCH {
-                    match rx.try_recv() {
-                        Ok(m) => inbox.push(m),
-                        Err(_) => break,
-                    }
-                }
             }
+            rx.take(INBOX_BATCH.saturating_sub(inbox.len()), &mut inbox);
             match self.consumer.state.load(Ordering::Acquire) {
                 RUNNING => {}
                 DELETED => {
