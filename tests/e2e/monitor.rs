@@ -820,40 +820,7 @@ fn shape(v: &Value, path: &str, out: &mut BTreeMap<String, &'static str>) {
 }
 
 /// Keys nats-server 2.9.10 shows that midge leaves out on purpose.
-const ONLY_NATS_SERVER: [(&str, &str); 8] = [
-    (
-        "/accountz.account_detail.imports",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].account",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].invalid",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].share",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].subject",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].to",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].tracking",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-    (
-        "/accountz.account_detail.imports[].type",
-        "nats-server imports its $SYS.REQ services into every account; midge does not yet",
-    ),
-];
+const ONLY_NATS_SERVER: [(&str, &str); 0] = [];
 
 /// Keys midge shows that nats-server 2.9.10 does not.
 const ONLY_MIDGE: [(&str, &str); 1] = [(

@@ -276,6 +276,23 @@ async fn account_requests(kind: ServerKind) {
 
     let info = request_json(&sys, "$SYS.REQ.ACCOUNT.A.INFO", "").await;
     assert_eq!(info["data"]["account_name"], "A", "[{kind}] {info}");
+    let from_system: BTreeSet<(&str, &str)> = info["data"]["imports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("[{kind}] no imports: {info}"))
+        .iter()
+        .filter(|i| i["account"] == "SYS" && i["type"] == "service")
+        .filter_map(|i| Some((i["subject"].as_str()?, i["to"].as_str()?)))
+        .collect();
+    assert_eq!(
+        from_system,
+        [
+            ("$SYS.REQ.ACCOUNT.PING.CONNZ", "$SYS.REQ.ACCOUNT.A.CONNZ"),
+            ("$SYS.REQ.ACCOUNT.PING.STATZ", "$SYS.REQ.ACCOUNT.A.STATZ"),
+            ("$SYS.REQ.SERVER.PING.CONNZ", "$SYS.REQ.ACCOUNT.A.CONNZ"),
+        ]
+        .into(),
+        "[{kind}] {info}"
+    );
     let missing = request_json(&sys, "$SYS.REQ.ACCOUNT.NOPE.INFO", "").await;
     assert_eq!(missing["error"]["code"], 500, "[{kind}] {missing}");
     assert!(

@@ -211,6 +211,23 @@ impl AccountImports {
     pub fn has_streams(&self) -> bool {
         !self.streams.read().is_empty()
     }
+
+    /// The imports from the system account this account got (its local subject, the
+    /// system account's subject), for `/accountz`.
+    pub fn system_imports(&self) -> Vec<(String, String)> {
+        self.system
+            .lock()
+            .iter()
+            .filter_map(|sub| match &sub.owner {
+                Subscriber::Service(si) => Some((
+                    String::from_utf8_lossy(&sub.subject).into_owned(),
+                    String::from_utf8_lossy(si.subject.as_deref().unwrap_or(&sub.subject))
+                        .into_owned(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Builds (or rebuilds, on reload) every account's imports and limits from `opts`.

@@ -536,7 +536,112 @@ struct AccountInfo {
     leafnode_connections: usize,
     client_connections: u32,
     subscriptions: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exports: Vec<ExtExport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    imports: Vec<ExtImport>,
     sublist_stats: AccountSublistStats,
+}
+
+/// An export in `/accountz` (nats-server's `ExtExport`).
+#[derive(Debug, Serialize)]
+struct ExtExport {
+    subject: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_type: Option<&'static str>,
+    approved_accounts: Vec<String>,
+}
+
+/// An import in `/accountz` (nats-server's `ExtImport`): for a service, `subject` is the
+/// importer's and `to` the exporter's; for a stream, `subject` is the exporter's and
+/// `local_subject` the importer's.
+#[derive(Debug, Serialize)]
+struct ExtImport {
+    subject: String,
+    account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local_subject: Option<String>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    invalid: bool,
+    share: bool,
+    tracking: bool,
+}
+
+/// The exports and imports of `acc` as `/accountz` lists them.
+fn exports_and_imports(
+    srv: &ServerInner,
+    acc: &crate::core::Account,
+) -> (Vec<ExtExport>, Vec<ExtImport>) {
+    use crate::options::{ExportKind, ResponseType};
+    let opts = srv.opts();
+    let configured = opts.accounts.iter().find(|a| *a.name == *acc.name);
+    let exports = configured
+        .map(|a| {
+            a.exports
+                .iter()
+                .map(|e| ExtExport {
+                    subject: e.subject.clone(),
+                    kind: match e.kind {
+                        ExportKind::Stream => "stream",
+                        ExportKind::Service => "service",
+                    },
+                    response_type: (e.kind == ExportKind::Service).then_some(
+                        match e.response_type {
+                            ResponseType::Singleton => "Singleton",
+                            ResponseType::Stream => "Stream",
+                            ResponseType::Chunked => "Chunked",
+                        },
+                    ),
+                    approved_accounts: e.accounts.clone().unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut imports: Vec<ExtImport> = configured
+        .map(|a| {
+            a.imports
+                .iter()
+                .map(|i| {
+                    let local = i.local_subject();
+                    let service = i.kind == ExportKind::Service;
+                    ExtImport {
+                        subject: if service {
+                            local.clone()
+                        } else {
+                            i.subject.clone()
+                        },
+                        account: i.account.clone(),
+                        to: (service && local != i.subject).then(|| i.subject.clone()),
+                        local_subject: (!service && local != i.subject).then_some(local),
+                        kind: if service { "service" } else { "stream" },
+                        invalid: srv.accounts.get(&i.account).is_none(),
+                        share: false,
+                        tracking: false,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(system) = srv.accounts.system() {
+        for (subject, to) in acc.imports.system_imports() {
+            imports.push(ExtImport {
+                subject,
+                account: system.name.to_string(),
+                to: Some(to),
+                local_subject: None,
+                kind: "service",
+                invalid: false,
+                share: false,
+                tracking: false,
+            });
+        }
+    }
+    (exports, imports)
 }
 
 #[derive(Debug, Serialize)]
@@ -577,6 +682,7 @@ fn accountz(srv: &ServerInner, q: &Query) -> Result<Accountz, QueryError> {
                 .get(name)
                 .ok_or_else(|| QueryError::Account(name.to_string()))?;
             let st = acc.sublist.stats();
+            let (exports, imports) = exports_and_imports(srv, &acc);
             z.account_detail = Some(AccountInfo {
                 account_name: acc.name.to_string(),
                 update_time: rfc3339(srv.start),
@@ -593,6 +699,8 @@ fn accountz(srv: &ServerInner, q: &Query) -> Result<Accountz, QueryError> {
                     .count(),
                 client_connections: acc.num_clients.load(Ordering::Relaxed),
                 subscriptions: st.num_subscriptions,
+                exports,
+                imports,
                 sublist_stats: AccountSublistStats {
                     num_subscriptions: st.num_subscriptions,
                     num_cache: st.num_cache,
