@@ -523,6 +523,8 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
             return;
         };
         loop {
+            // One reading of the clock for both branches: one of them is always armed.
+            let conns_ready = conns_due <= tokio::time::Instant::now();
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
@@ -544,7 +546,7 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
                         }
                     }
                 }
-                () = conns_wake.notified(), if conns_due <= tokio::time::Instant::now() => {
+                () = conns_wake.notified(), if conns_ready => {
                     let Some(srv) = weak.upgrade() else { break };
                     let changed = std::mem::take(&mut *srv.sys.conns_changed.lock());
                     for account in changed {
@@ -552,7 +554,7 @@ pub(crate) fn start(srv: &Arc<ServerInner>, http_addr: Option<(std::net::SocketA
                     }
                     conns_due = tokio::time::Instant::now() + ACCOUNT_CONNS_MIN_GAP;
                 }
-                () = tokio::time::sleep_until(conns_due), if conns_due > tokio::time::Instant::now() => {}
+                () = tokio::time::sleep_until(conns_due), if !conns_ready => {}
                 _ = shutdown.changed() => break,
             }
         }
