@@ -592,6 +592,21 @@ async fn pushed_account_claims_add_accounts_and_revoke_users() {
             dir.join(format!("{}.jwt", c.public_key())).exists(),
             "[{kind}] stored"
         );
+        let listed = request(&sys, "$SYS.REQ.CLAIMS.LIST", "").await;
+        let mut keys: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("[{kind}] {listed}"))
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut expected = [chain.sys.public_key(), chain.a.public_key(), c.public_key()];
+        expected.sort();
+        assert_eq!(
+            keys,
+            expected.iter().map(String::as_str).collect::<Vec<_>>(),
+            "[{kind}] {listed}"
+        );
 
         // A new version of A revokes its connected user.
         let a_v2 = account_jwt_at(

@@ -632,15 +632,37 @@ struct ServerId<'a> {
 }
 
 /// Account claim pushes and lookups (directory resolver), as nats-server's.
-const CLAIM_SUBJECTS: [&str; 3] = [
+const CLAIM_SUBJECTS: [&str; 4] = [
     "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
     "$SYS.REQ.CLAIMS.UPDATE",
     "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
+    "$SYS.REQ.CLAIMS.LIST",
 ];
 
+/// The account keys the directory resolver holds (`<key>.jwt` in its `dir`), sorted.
+fn stored_accounts(srv: &ServerInner) -> std::io::Result<Vec<String>> {
+    let opts = srv.opts();
+    let Some(dir) = opts.auth.operator.as_ref().and_then(|m| m.resolver_dir()) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(key) = name.strip_suffix(".jwt") {
+            if !key.starts_with('.') {
+                keys.push(key.to_string());
+            }
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
 /// `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` / `$SYS.REQ.CLAIMS.UPDATE` (the pushed JWT is the
-/// body) and `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP` (answered with the JWT, or not at all
-/// when unknown, so that another server may answer). `false`: not a claims subject.
+/// body), `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP` (answered with the JWT, or not at all
+/// when unknown, so that another server may answer) and `$SYS.REQ.CLAIMS.LIST` (the stored
+/// account keys). `false`: not a claims subject.
 fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
     let subject = String::from_utf8_lossy(&msg.subject).into_owned();
     let reply = msg
@@ -652,6 +674,22 @@ fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
         .strip_prefix("$SYS.REQ.ACCOUNT.")
         .and_then(|rest| rest.split('.').next())
         .map(str::to_string);
+    if subject == "$SYS.REQ.CLAIMS.LIST" {
+        // One answer with every stored account key; none (the asker times out) when the
+        // directory cannot be read, as nats-server.
+        let Some(reply) = reply else {
+            return true;
+        };
+        match stored_accounts(srv) {
+            Ok(keys) => publish_json(
+                srv,
+                &reply,
+                &serde_json::json!({"server": server_info(srv), "data": keys}),
+            ),
+            Err(e) => tracing::warn!("claims list request: {e}"),
+        }
+        return true;
+    }
     if subject.ends_with(".CLAIMS.LOOKUP") {
         let (Some(reply), Some(account)) = (reply, account) else {
             return true;
