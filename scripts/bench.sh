@@ -4,7 +4,8 @@
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3]  MSGS [1000000]  SIZE [16]  SUBS [4]  REQS [20000]  CONNS [10000]
-#   SCENARIOS ["pub pubsub fanout queue reqrep idle pairs-1acc pairs-100acc"]
+#   SCENARIOS ["pub pubsub fanout queue reqrep idle pairs-1acc pairs-100acc"]; also ping
+#                    (PING/PONG round trips: the loopback floor of reqrep and js-pub)
 #   PAIRS [100]      pairs-1acc / pairs-100acc: PAIRS publisher->subscriber pairs at once,
 #                    each user in one shared account, or each in an account of its own
 #   MIDGE_BIN        server A binary  [$CARGO_TARGET_DIR/release/midge, built here]
@@ -16,6 +17,11 @@
 #                    first, subscribers (and responder) on the second (midge-bench --sub-url)
 #   LEAF=1           a hub and a leaf node per side: the publisher on the hub, subscribers
 #                    on the leaf (LEAF=reverse: the publisher on the leaf)
+#   HOT=1            a busy loop at nice 19 on every core for the whole run, so no core ever
+#                    sleeps: on a VM, waking an idle vCPU costs tens of microseconds, which
+#                    is most of a ping, reqrep or js-pub round trip (see docs/benchmarks.md);
+#                    with HOT=1 those rows show the servers' own work. The loops take a
+#                    little CPU from both servers alike (nice 19 weighs ~1.5% of nice 0)
 #   TLS=1            every client connection is TLS: both servers get the same `tls {}` block
 #                    (a CA and a server certificate for localhost/127.0.0.1 generated with
 #                    openssl into the log dir), midge-bench runs with --tls --tls-ca
@@ -94,6 +100,7 @@ CLUSTER=${CLUSTER:-}
 LEAF=${LEAF:-}
 TLS=${TLS:-}
 WS=${WS:-}
+HOT=${HOT:-}
 
 # midge-bench's errors end up in the table's log lines: no backtraces in them.
 export RUST_LIB_BACKTRACE=0
@@ -106,6 +113,7 @@ if [[ -n $JS ]]; then
   [[ " $SCENARIOS " == *" js-recovery "* ]] && ENV_SHOWN+=" REC_BYTES=$REC_BYTES REC_SIZE=$REC_SIZE${DROP_CACHES:+ DROP_CACHES=$DROP_CACHES}"
 fi
 [[ -n $TLS ]] && ENV_SHOWN+=" TLS=$TLS"
+[[ -n $HOT ]] && ENV_SHOWN+=" HOT=$HOT"
 [[ -n $WS ]] && ENV_SHOWN+=" WS=$WS"
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
@@ -277,6 +285,7 @@ metrics_for() {
     fanout) echo "sub_msgs_per_s:msgs/s delivered (total):higher" ;;
     queue) echo "sub_msgs_per_s:msgs/s delivered (total):higher" ;;
     reqrep) printf '%s\n' "p50_us:p50 us:lower" "p99_us:p99 us:lower" "avg_us:avg us:lower" ;;
+    ping) printf '%s\n' "p50_us:round trip p50 us:lower" "p90_us:round trip p90 us:lower" "p99_us:round trip p99 us:lower" ;;
     idle) printf '%s\n' "rss_delta_kb:RSS delta KiB ($CONNS conns):lower" "rss_after_kb:RSS after KiB:lower" ;;
     pairs-*) echo "sub_msgs_per_s:msgs/s delivered (total, $PAIRS pairs):higher" ;;
     js-pub) printf '%s\n' "msgs_per_s:msgs/s (1 in flight):higher" "p50_us:ack p50 us:lower" "p99_us:ack p99 us:lower" ;;
@@ -312,6 +321,7 @@ bench_args_for() {
     pub | pubsub) echo "--msgs $MSGS --size $SIZE" ;;
     fanout | queue) echo "--msgs $MSGS --size $SIZE --subs $SUBS" ;;
     reqrep) echo "--msgs $REQS --size $SIZE" ;;
+    ping) echo "--msgs $REQS" ;;
     idle) echo "--conns $CONNS" ;;
     pairs-*) echo "--msgs $MSGS --size $SIZE --pairs $PAIRS --user-prefix u" ;;
     js-pub) echo "--msgs $JS_SYNC_MSGS --size $SIZE --storage $STORAGE" ;;
@@ -571,6 +581,13 @@ JS_ROUND_SERVERS=""
 if [[ -n $JS ]]; then
   for scenario in $SCENARIOS; do [[ $scenario != js-recovery ]] && JS_ROUND_SERVERS=1; done
 fi
+if [[ -n $HOT ]]; then
+  for (( core = 0; core < $(nproc); core++ )); do
+    nice -n 19 bash -c 'while :; do :; done' &
+    PID[hot-$core]=$!
+  done
+fi
+
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   if [[ -n $JS_ROUND_SERVERS ]]; then

@@ -16,6 +16,8 @@ SCENARIOS:
   fanout           1 publisher -> N subscribers (--subs), reports total delivered msgs/s
   queue            1 publisher -> N queue-group members (--subs), checks exactly-once
   reqrep           1 requester <-> 1 responder, one request at a time; latency in us
+  ping             PING/PONG round trips on one connection, one at a time; latency in us
+                   (the loopback floor under reqrep and js-pub: no routing, no store)
   idle             N connections (--conns) with one SUB each; server RSS (--server-pid)
   pairs            N publisher->subscriber pairs (--pairs) at once, each on its own subject;
                    with --user-prefix P pair i logs in as user/password P<i> (run it against
@@ -44,7 +46,7 @@ OPTIONS:
                      (implies --ws) or wss://host:port    [default: nats://127.0.0.1:4222]
   --sub-url URL      subscribers and responder connect here instead (another server
                      of the same cluster: measures forwarding over a route) [default: --url]
-  --msgs N           messages (reqrep: requests)   [default: 1000000; reqrep 20000;
+  --msgs N           messages (reqrep: requests)   [default: 1000000; reqrep, ping 20000;
                      js-pub 10000; other JetStream scenarios 100000; js-fill, js-recover:
                      required]
   --size BYTES       payload size                  [default: 16]
@@ -82,6 +84,7 @@ pub enum Scenario {
     Fanout,
     Queue,
     ReqRep,
+    Ping,
     Idle,
     Pairs,
     JsPub,
@@ -103,6 +106,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Queue => "queue",
             Scenario::ReqRep => "reqrep",
+            Scenario::Ping => "ping",
             Scenario::Idle => "idle",
             Scenario::Pairs => "pairs",
             Scenario::JsPub => "js-pub",
@@ -139,6 +143,7 @@ impl Scenario {
             "fanout" => Scenario::Fanout,
             "queue" => Scenario::Queue,
             "reqrep" => Scenario::ReqRep,
+            "ping" => Scenario::Ping,
             "idle" => Scenario::Idle,
             "pairs" => Scenario::Pairs,
             "js-pub" => Scenario::JsPub,
@@ -301,7 +306,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         (None, Scenario::JsFill | Scenario::JsRecover) => {
             bail!("{} needs --msgs", scenario.name())
         }
-        (None, Scenario::ReqRep) => 20_000,
+        (None, Scenario::ReqRep | Scenario::Ping) => 20_000,
         (None, Scenario::JsPub) => 10_000,
         (None, s) if s.is_jetstream() => 100_000,
         (None, _) => 1_000_000,

@@ -53,6 +53,7 @@ pub fn run(args: &Args) -> Result<Report> {
         Scenario::Fanout => throughput(args, addrs, args.subs, false, deadline),
         Scenario::Queue => throughput(args, addrs, args.subs, true, deadline),
         Scenario::ReqRep => reqrep(args, addrs, deadline),
+        Scenario::Ping => ping(args, &addr, deadline),
         Scenario::Idle => idle(args, &addr, deadline),
         Scenario::Pairs => pairs(args, &addr, deadline),
         _ => jetstream::run(args, &addr, deadline),
@@ -516,6 +517,11 @@ fn reqrep(args: &Args, addrs: Addrs<'_>, deadline: Instant) -> Result<Report> {
         "responder answered {answered}, expected {total}"
     );
 
+    Ok(latency_report("reqrep", size, samples))
+}
+
+/// Percentiles of round-trip `samples` (nanoseconds) as a report.
+fn latency_report(scenario: &str, size: usize, mut samples: Vec<u64>) -> Report {
     samples.sort_unstable();
     let us = |ns: u64| ns as f64 / 1000.0;
     let pct = |p: f64| {
@@ -523,8 +529,8 @@ fn reqrep(args: &Args, addrs: Addrs<'_>, deadline: Instant) -> Result<Report> {
         us(samples[idx])
     };
     let sum: u64 = samples.iter().sum();
-    Ok(vec![
-        ("scenario", json!("reqrep")),
+    vec![
+        ("scenario", json!(scenario)),
         ("msgs", json!(samples.len())),
         ("size", json!(size)),
         ("p50_us", json!(pct(0.50))),
@@ -533,7 +539,35 @@ fn reqrep(args: &Args, addrs: Addrs<'_>, deadline: Instant) -> Result<Report> {
         ("avg_us", json!(us(sum) / samples.len() as f64)),
         ("min_us", json!(us(samples[0]))),
         ("max_us", json!(us(samples[samples.len() - 1]))),
-    ])
+    ]
+}
+
+/// PING/PONG round trips on one connection, one at a time: what one wake-up of the server
+/// and of the client cost on this machine, with nothing routed or stored in between (the
+/// floor of `reqrep` and `js-pub`).
+fn ping(args: &Args, addr: &Endpoint, deadline: Instant) -> Result<Report> {
+    let total = args.msgs + REQREP_WARMUP;
+    let mut conn = Conn::open(addr, b"", Scanner::new(), deadline)?;
+    let mut samples = Vec::with_capacity(usize::try_from(args.msgs)?);
+    for i in 0..total {
+        let t0 = Instant::now();
+        conn.write_all(b"PING\r\n")?;
+        let mut pongs = 0u32;
+        while pongs == 0 {
+            check_deadline(deadline, &format!("waiting for PONG {i}"))?;
+            conn.read_some(&mut |ev| {
+                if matches!(ev, Event::Pong) {
+                    pongs += 1;
+                }
+            })?;
+        }
+        let elapsed = t0.elapsed();
+        ensure!(pongs == 1, "PING {i} got {pongs} PONGs");
+        if i >= REQREP_WARMUP {
+            samples.push(elapsed.as_nanos() as u64);
+        }
+    }
+    Ok(latency_report("ping", 0, samples))
 }
 
 /// Answers each request with a same-sized reply; returns how many it answered.
