@@ -644,6 +644,126 @@ async fn pushed_account_claims_add_accounts_and_revoke_users() {
     .await;
 }
 
+/// A generic JWT an operator key signs for itself, asking to delete `accounts`.
+fn delete_request(op: &KeyPair, accounts: &[String]) -> String {
+    encode(
+        op,
+        &op.public_key(),
+        now(),
+        json!({"nats": {"accounts": accounts, "type": "generic", "version": 2}}),
+    )
+}
+
+/// Reads until the server closes the connection (within [`WAIT`]); the `-ERR` lines it sent.
+async fn errors_until_closed(client: &mut RawClient) -> Vec<String> {
+    let until = Instant::now() + WAIT;
+    let mut errors = Vec::new();
+    loop {
+        match client
+            .read_frame(until.saturating_duration_since(Instant::now()))
+            .await
+        {
+            FrameRead::Closed => return errors,
+            FrameRead::Frame(f) if f.starts_with(b"-ERR") => {
+                errors.push(String::from_utf8_lossy(&f).into_owned());
+            }
+            FrameRead::Frame(_) => {}
+            FrameRead::TimedOut => panic!("still open after {WAIT:?} (errors: {errors:?})"),
+        }
+    }
+}
+
+/// `$SYS.REQ.CLAIMS.DELETE` on a directory resolver with `allow_delete`: only a request an
+/// operator key signed for itself is obeyed, never for the system account; the JWT is
+/// renamed `<key>.jwt.deleted`, and the account's connected users are disconnected.
+#[tokio::test]
+async fn deleted_account_claims_disconnect_the_accounts_users() {
+    both(|kind| async move {
+        let chain = Chain::new();
+        let dir = chain.dir.path().join(format!("jwt-del-{kind}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (key, jwt) in [
+            (&chain.sys, account_jwt(&chain.op, &chain.sys, json!({}))),
+            (&chain.a, account_jwt(&chain.op, &chain.a, json!({}))),
+        ] {
+            std::fs::write(dir.join(format!("{}.jwt", key.public_key())), jwt).expect("write");
+        }
+        let conf = format!(
+            "operator: \"{}\"\nsystem_account: {}\nresolver: {{\n  type: full\n  dir: \"{}\"\n  allow_delete: true\n}}\n",
+            chain.dir.path().join("op.jwt").display(),
+            chain.sys.public_key(),
+            dir.display()
+        );
+        let server = TestServer::start(kind, &conf).await;
+        let admin = KeyPair::new_user();
+        let admin_path = chain.creds_file(
+            &format!("admin-del-{kind}"),
+            &user_jwt(&chain.sys, &chain.sys, &admin, json!({}), None),
+            &admin,
+        );
+        let sys = creds_client(&server, &admin_path).await;
+        let ua = KeyPair::new_user();
+        let ua_jwt = user_jwt(&chain.a, &chain.a, &ua, json!({}), None);
+        let mut a_client = raw_jwt_login(&server, &ua_jwt, Some(&ua), "user of A").await;
+        assert!(exchange(&mut a_client, b"").await.is_empty(), "[{kind}]");
+        let a_key = chain.a.public_key();
+
+        // Signed by an operator the server does not trust: refused.
+        let stranger = KeyPair::new_operator();
+        let reply = request(
+            &sys,
+            "$SYS.REQ.CLAIMS.DELETE",
+            &delete_request(&stranger, std::slice::from_ref(&a_key)),
+        )
+        .await;
+        assert_eq!(reply["error"]["code"], 500, "[{kind}] {reply}");
+        assert!(
+            reply["error"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("not trusted")),
+            "[{kind}] {reply}"
+        );
+        // The system account cannot go.
+        let reply = request(
+            &sys,
+            "$SYS.REQ.CLAIMS.DELETE",
+            &delete_request(&chain.op, &[chain.sys.public_key()]),
+        )
+        .await;
+        assert!(
+            reply["error"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("not allowed to delete system account")),
+            "[{kind}] {reply}"
+        );
+        assert!(dir.join(format!("{a_key}.jwt")).exists(), "[{kind}] kept");
+
+        let reply = request(
+            &sys,
+            "$SYS.REQ.CLAIMS.DELETE",
+            &delete_request(&chain.op, std::slice::from_ref(&a_key)),
+        )
+        .await;
+        assert_eq!(reply["data"]["code"], 200, "[{kind}] {reply}");
+        assert_eq!(reply["data"]["message"], "deleted 1 accounts", "[{kind}] {reply}");
+        assert!(!dir.join(format!("{a_key}.jwt")).exists(), "[{kind}] gone");
+        assert!(
+            dir.join(format!("{a_key}.jwt.deleted")).exists(),
+            "[{kind}] renamed, not removed"
+        );
+        let listed = request(&sys, "$SYS.REQ.CLAIMS.LIST", "").await;
+        assert_eq!(
+            listed["data"],
+            json!([chain.sys.public_key()]),
+            "[{kind}] {listed}"
+        );
+        // Its user is disconnected.
+        let errors = errors_until_closed(&mut a_client).await;
+        assert!(errors.len() <= 1, "[{kind}] {errors:?}");
+    })
+    .await;
+}
+
 async fn request(c: &async_nats::Client, subject: &str, body: &str) -> Value {
     let msg = tokio::time::timeout(
         WAIT,

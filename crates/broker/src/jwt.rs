@@ -103,6 +103,17 @@ fn decode<T: DeserializeOwned>(
     issuer: nkeys::KeyPairType,
     subject: nkeys::KeyPairType,
 ) -> Result<Claims<T>, JwtError> {
+    decode_checked(token, Some(expected), issuer, subject)
+}
+
+/// [`decode`]; `expected: None` takes any claim type and version (generic claims, which
+/// nats-server decodes without looking at either).
+fn decode_checked<T: DeserializeOwned>(
+    token: &str,
+    expected: Option<&'static str>,
+    issuer: nkeys::KeyPairType,
+    subject: nkeys::KeyPairType,
+) -> Result<Claims<T>, JwtError> {
     let token = token.trim();
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) =
@@ -117,23 +128,25 @@ fn decode<T: DeserializeOwned>(
         return Err(JwtError::Algorithm(header.alg));
     }
     let body = URL.decode(c).map_err(|_| JwtError::Base64("claims"))?;
-    let kind: KindOnly =
-        serde_json::from_slice(&body).map_err(|e| JwtError::Json("claims", e.to_string()))?;
-    if !kind.v1_type.is_empty() {
-        return Err(JwtError::Version(1));
-    }
-    let kind = kind.nats.unwrap_or(Kind {
-        kind: String::new(),
-        version: 0,
-    });
-    if kind.version != 2 {
-        return Err(JwtError::Version(kind.version));
-    }
-    if kind.kind != expected {
-        return Err(JwtError::Kind {
-            expected,
-            got: kind.kind,
+    if let Some(expected) = expected {
+        let kind: KindOnly =
+            serde_json::from_slice(&body).map_err(|e| JwtError::Json("claims", e.to_string()))?;
+        if !kind.v1_type.is_empty() {
+            return Err(JwtError::Version(1));
+        }
+        let kind = kind.nats.unwrap_or(Kind {
+            kind: String::new(),
+            version: 0,
         });
+        if kind.version != 2 {
+            return Err(JwtError::Version(kind.version));
+        }
+        if kind.kind != expected {
+            return Err(JwtError::Kind {
+                expected,
+                got: kind.kind,
+            });
+        }
     }
     let claims: Claims<T> =
         serde_json::from_slice(&body).map_err(|e| JwtError::Json("claims", e.to_string()))?;
@@ -169,6 +182,25 @@ fn key_name(kind: &nkeys::KeyPairType) -> &'static str {
         nkeys::KeyPairType::User => "user",
         _ => "nkey",
     }
+}
+
+/// The NATS part of a request to delete accounts from a directory resolver
+/// (`$SYS.REQ.CLAIMS.DELETE`): generic claims an operator key signs for itself.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteRequest {
+    pub accounts: Vec<serde_json::Value>,
+}
+
+/// Decodes and verifies a delete request: signed by an operator key (its subject, which
+/// must be the issuer; whether that key is trusted is for the caller to check).
+pub fn decode_delete_request(token: &str) -> Result<Claims<DeleteRequest>, JwtError> {
+    decode_checked(
+        token,
+        None,
+        nkeys::KeyPairType::Operator,
+        nkeys::KeyPairType::Operator,
+    )
 }
 
 /// The NATS part of an operator JWT.

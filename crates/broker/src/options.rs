@@ -662,7 +662,7 @@ impl OperatorMode {
     /// The directory of a directory resolver.
     pub fn resolver_dir(&self) -> Option<&std::path::Path> {
         match &self.resolver {
-            Resolver::Full { dir } => Some(dir),
+            Resolver::Full { dir, .. } => Some(dir),
             Resolver::Memory => None,
         }
     }
@@ -795,7 +795,22 @@ pub enum Resolver {
     Memory,
     /// `resolver: {type: full, dir: ...}`: account JWTs stored as `<key>.jwt` files in
     /// `dir`, updated by claim pushes on `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE`.
-    Full { dir: PathBuf },
+    Full {
+        dir: PathBuf,
+        delete: ResolverDelete,
+    },
+}
+
+/// What `$SYS.REQ.CLAIMS.DELETE` may do to a directory resolver's JWTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResolverDelete {
+    /// `allow_delete: false` (the default): refused.
+    #[default]
+    No,
+    /// `allow_delete: true`: `<key>.jwt` becomes `<key>.jwt.deleted`.
+    Rename,
+    /// `allow_delete: true, hard_delete: true`: the file is removed.
+    Hard,
 }
 
 /// A user of `users = [...]` identified by a public user nkey (`U...`) instead of a name and

@@ -465,7 +465,7 @@ pub(crate) async fn update_account_claims(
     let Some(mode) = old.auth.operator.as_deref() else {
         return Err((String::new(), "not in operator mode".into()));
     };
-    let Resolver::Full { dir } = &mode.resolver else {
+    let Resolver::Full { dir, .. } = &mode.resolver else {
         return Err((String::new(), "the resolver does not take updates".into()));
     };
     let claims = crate::jwt::decode_account(token).map_err(|e| {
@@ -499,7 +499,18 @@ pub(crate) async fn update_account_claims(
     }
     let mut mode = mode.clone();
     mode.accounts.insert(key.clone(), claims);
-    let mut new = (*old).clone();
+    put_accounts_in_force(inner, &old, mode).map_err(fail)?;
+    info!("Updated account claims of {key}");
+    Ok(key)
+}
+
+/// Options that differ from `old` only in the operator mode's accounts, put in force.
+fn put_accounts_in_force(
+    inner: &Arc<ServerInner>,
+    old: &Arc<Options>,
+    mode: crate::options::OperatorMode,
+) -> Result<(), String> {
+    let mut new = (**old).clone();
     let (accounts, warnings) = mode.account_options(new.system_account.as_deref());
     for w in warnings {
         warn!("{w}");
@@ -507,9 +518,86 @@ pub(crate) async fn update_account_claims(
     new.accounts = accounts;
     new.auth.operator = Some(Arc::new(mode));
     let new = Arc::new(new);
-    apply(inner, &old, &new, &[]).map_err(|e| fail(e.to_string()))?;
-    info!("Updated account claims of {key}");
-    Ok(key)
+    apply(inner, old, &new, &[]).map_err(|e| e.to_string())
+}
+
+/// `$SYS.REQ.CLAIMS.DELETE`: removes the accounts a request lists from a directory
+/// resolver with `allow_delete` (renamed to `<key>.jwt.deleted`, or removed with
+/// `hard_delete`), as nats-server does: the request is generic claims an operator key signed
+/// for itself, with `accounts: [<account key>, ...]`; the system account cannot go. The
+/// accounts are gone at once: their clients are closed as with any account a reload removes.
+/// Returns nats-server's message (`deleted <n> accounts`), or the description of what was
+/// refused.
+pub(crate) async fn delete_account_claims(
+    inner: &Arc<ServerInner>,
+    token: &str,
+) -> Result<String, String> {
+    use crate::options::{Resolver, ResolverDelete};
+    let _one_at_a_time = inner.ops.reload_lock.lock().await;
+    let old = inner.opts();
+    let request = crate::jwt::decode_delete_request(token);
+    let by = request.as_ref().map(|c| c.sub.clone()).unwrap_or_default();
+    let refused = |why: String| format!("delete accounts request by {by} failed - {why}");
+    let claims = request.map_err(|e| refused(e.to_string()))?;
+    let Some(mode) = old.auth.operator.as_deref() else {
+        return Err(refused("not in operator mode".into()));
+    };
+    let Resolver::Full { dir, delete } = &mode.resolver else {
+        return Err(refused("the resolver does not take deletes".into()));
+    };
+    if *delete == ResolverDelete::No {
+        return Err(refused("delete must be enabled in server config".into()));
+    }
+    if claims.sub != claims.iss {
+        return Err(refused("not self signed".into()));
+    }
+    if !mode.trusts(&claims.iss) {
+        return Err(refused("not trusted".into()));
+    }
+    let system = old.system_account.clone().unwrap_or_default();
+    let mut keys = Vec::new();
+    for entry in &claims.nats.accounts {
+        match entry.as_str() {
+            Some(key) if key == system => {
+                return Err(refused("not allowed to delete system account".into()))
+            }
+            Some(key) if crate::jwt::is_account_key(key) => keys.push(key.to_string()),
+            _ => return Err(refused("malformed request".into())),
+        }
+    }
+    if keys.is_empty() {
+        return Err(refused("malformed request".into()));
+    }
+    let mut mode = mode.clone();
+    let mut errors = Vec::new();
+    for key in &keys {
+        let path = dir.join(format!("{key}.jwt"));
+        let done = match delete {
+            ResolverDelete::Hard => std::fs::remove_file(&path),
+            _ => std::fs::rename(&path, dir.join(format!("{key}.jwt.deleted"))),
+        };
+        match done {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                errors.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        }
+        mode.accounts.remove(key);
+    }
+    let deleted = keys.len() - errors.len();
+    put_accounts_in_force(inner, &old, mode).map_err(refused)?;
+    info!("Deleted account claims of {}", keys.join(", "));
+    if errors.is_empty() {
+        Ok(format!("deleted {deleted} accounts"))
+    } else {
+        Err(format!(
+            "deleted {deleted} accounts, failed for {} - {}",
+            errors.len(),
+            errors.join("\n")
+        ))
+    }
 }
 
 /// Puts checked options in force. The steps that can fail come first and change nothing

@@ -632,11 +632,12 @@ struct ServerId<'a> {
 }
 
 /// Account claim pushes and lookups (directory resolver), as nats-server's.
-const CLAIM_SUBJECTS: [&str; 4] = [
+const CLAIM_SUBJECTS: [&str; 5] = [
     "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
     "$SYS.REQ.CLAIMS.UPDATE",
     "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP",
     "$SYS.REQ.CLAIMS.LIST",
+    "$SYS.REQ.CLAIMS.DELETE",
 ];
 
 /// The account keys the directory resolver holds (`<key>.jwt` in its `dir`), sorted.
@@ -661,8 +662,9 @@ fn stored_accounts(srv: &ServerInner) -> std::io::Result<Vec<String>> {
 
 /// `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` / `$SYS.REQ.CLAIMS.UPDATE` (the pushed JWT is the
 /// body), `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP` (answered with the JWT, or not at all
-/// when unknown, so that another server may answer) and `$SYS.REQ.CLAIMS.LIST` (the stored
-/// account keys). `false`: not a claims subject.
+/// when unknown, so that another server may answer), `$SYS.REQ.CLAIMS.LIST` (the stored
+/// account keys) and `$SYS.REQ.CLAIMS.DELETE` (see `reload::delete_account_claims`).
+/// `false`: not a claims subject.
 fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
     let subject = String::from_utf8_lossy(&msg.subject).into_owned();
     let reply = msg
@@ -688,6 +690,28 @@ fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
             ),
             Err(e) => tracing::warn!("claims list request: {e}"),
         }
+        return true;
+    }
+    if subject == "$SYS.REQ.CLAIMS.DELETE" {
+        let token = String::from_utf8_lossy(&msg.payload).into_owned();
+        let weak = Arc::downgrade(srv);
+        tokio::spawn(async move {
+            let Some(srv) = weak.upgrade() else { return };
+            let result = crate::reload::delete_account_claims(&srv, &token).await;
+            let server = server_info(&srv);
+            let response = match result {
+                Ok(message) => serde_json::json!({"server": server,
+                    "data": {"code": 200, "message": message}}),
+                Err(description) => {
+                    tracing::warn!("account claims delete refused: {description}");
+                    serde_json::json!({"server": server,
+                        "error": {"code": 500, "description": description}})
+                }
+            };
+            if let Some(reply) = reply {
+                publish_json(&srv, &reply, &response);
+            }
+        });
         return true;
     }
     if subject.ends_with(".CLAIMS.LOOKUP") {

@@ -113,12 +113,15 @@ fn parse_full_resolver(
 ) -> Result<crate::options::Resolver, ConfError> {
     let mut kind = None;
     let mut dir = None;
+    let (mut allow_delete, mut hard_delete) = (false, false);
     for f in m.entries() {
         let k = format!("{}.{}", entry.key, f.key);
         match f.key.to_ascii_lowercase().as_str() {
             "type" => kind = Some(f.value.as_str(&k)?.to_ascii_lowercase()),
             "dir" => dir = Some(PathBuf::from(f.value.as_str(&k)?)),
-            "allow_delete" | "interval" | "limit" | "timeout" | "ttl" | "hard_delete" => {
+            "allow_delete" => allow_delete = f.value.as_bool(&k)?,
+            "hard_delete" => hard_delete = f.value.as_bool(&k)?,
+            "interval" | "limit" | "timeout" | "ttl" => {
                 ctx.warn(&f.key_pos, &k, "accepted and ignored");
             }
             _ if f.used_as_variable => {}
@@ -144,7 +147,12 @@ fn parse_full_resolver(
             .value
             .invalid(&entry.key, "a full resolver needs a dir"));
     };
-    Ok(crate::options::Resolver::Full { dir })
+    let delete = match (allow_delete, hard_delete) {
+        (false, _) => crate::options::ResolverDelete::No,
+        (true, false) => crate::options::ResolverDelete::Rename,
+        (true, true) => crate::options::ResolverDelete::Hard,
+    };
+    Ok(crate::options::Resolver::Full { dir, delete })
 }
 
 /// The account JWTs stored in a directory resolver's `dir` (created when missing), each in
@@ -423,7 +431,7 @@ impl Options {
             resolver,
             accounts: std::collections::BTreeMap::new(),
         };
-        if let Resolver::Full { dir } = &mode.resolver {
+        if let Resolver::Full { dir, .. } = &mode.resolver {
             for (key, claims) in read_jwt_dir(dir).map_err(at)? {
                 if mode.trusts(&claims.iss) {
                     mode.accounts.insert(key, claims);
