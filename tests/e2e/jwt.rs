@@ -518,6 +518,57 @@ async fn reload_revocation(kind: ServerKind) {
     expect_error_and_close(&mut again, VIOLATION, WAIT).await;
 }
 
+/// A server with a directory resolver holding the system account and A, a system user's
+/// client, and a connected user of A.
+struct ResolverSetup {
+    dir: std::path::PathBuf,
+    server: TestServer,
+    sys: async_nats::Client,
+    a_client: RawClient,
+    ua: KeyPair,
+}
+
+async fn resolver_setup(
+    kind: ServerKind,
+    chain: &Chain,
+    tag: &str,
+    resolver_extra: &str,
+) -> ResolverSetup {
+    let dir = chain.dir.path().join(format!("jwt{tag}-{kind}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (key, jwt) in [
+        (&chain.sys, account_jwt(&chain.op, &chain.sys, json!({}))),
+        (&chain.a, account_jwt(&chain.op, &chain.a, json!({}))),
+    ] {
+        std::fs::write(dir.join(format!("{}.jwt", key.public_key())), jwt).expect("write");
+    }
+    let conf = format!(
+        "operator: \"{}\"\nsystem_account: {}\nresolver: {{\n  type: full\n  dir: \"{}\"\n{resolver_extra}}}\n",
+        chain.dir.path().join("op.jwt").display(),
+        chain.sys.public_key(),
+        dir.display()
+    );
+    let server = TestServer::start(kind, &conf).await;
+    let admin = KeyPair::new_user();
+    let admin_path = chain.creds_file(
+        &format!("admin{tag}-{kind}"),
+        &user_jwt(&chain.sys, &chain.sys, &admin, json!({}), None),
+        &admin,
+    );
+    let sys = creds_client(&server, &admin_path).await;
+    let ua = KeyPair::new_user();
+    let ua_jwt = user_jwt(&chain.a, &chain.a, &ua, json!({}), None);
+    let mut a_client = raw_jwt_login(&server, &ua_jwt, Some(&ua), "user of A").await;
+    assert!(exchange(&mut a_client, b"").await.is_empty(), "[{kind}]");
+    ResolverSetup {
+        dir,
+        server,
+        sys,
+        a_client,
+        ua,
+    }
+}
+
 /// The directory resolver: accounts are files in its `dir`; the system account pushes new
 /// and changed account JWTs on `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` (or
 /// `$SYS.REQ.CLAIMS.UPDATE`), and `.CLAIMS.LOOKUP` answers with the stored JWT.
@@ -525,33 +576,13 @@ async fn reload_revocation(kind: ServerKind) {
 async fn pushed_account_claims_add_accounts_and_revoke_users() {
     both(|kind| async move {
         let chain = Chain::new();
-        let dir = chain.dir.path().join(format!("jwt-{kind}"));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let a_v1 = account_jwt(&chain.op, &chain.a, json!({}));
-        for (key, jwt) in [
-            (&chain.sys, account_jwt(&chain.op, &chain.sys, json!({}))),
-            (&chain.a, a_v1),
-        ] {
-            std::fs::write(dir.join(format!("{}.jwt", key.public_key())), jwt).expect("write");
-        }
-        let conf = format!(
-            "operator: \"{}\"\nsystem_account: {}\nresolver: {{\n  type: full\n  dir: \"{}\"\n}}\n",
-            chain.dir.path().join("op.jwt").display(),
-            chain.sys.public_key(),
-            dir.display()
-        );
-        let server = TestServer::start(kind, &conf).await;
-        let admin = KeyPair::new_user();
-        let admin_path = chain.creds_file(
-            &format!("admin-{kind}"),
-            &user_jwt(&chain.sys, &chain.sys, &admin, json!({}), None),
-            &admin,
-        );
-        let sys = creds_client(&server, &admin_path).await;
-        let ua = KeyPair::new_user();
-        let ua_jwt = user_jwt(&chain.a, &chain.a, &ua, json!({}), None);
-        let mut a_client = raw_jwt_login(&server, &ua_jwt, Some(&ua), "user of A").await;
-        assert!(exchange(&mut a_client, b"").await.is_empty(), "[{kind}]");
+        let ResolverSetup {
+            dir,
+            server,
+            sys,
+            mut a_client,
+            ua,
+        } = resolver_setup(kind, &chain, "", "").await;
 
         // An account the server does not know yet: its users are refused until it is pushed.
         let c = KeyPair::new_account();
@@ -680,32 +711,13 @@ async fn errors_until_closed(client: &mut RawClient) -> Vec<String> {
 async fn deleted_account_claims_disconnect_the_accounts_users() {
     both(|kind| async move {
         let chain = Chain::new();
-        let dir = chain.dir.path().join(format!("jwt-del-{kind}"));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        for (key, jwt) in [
-            (&chain.sys, account_jwt(&chain.op, &chain.sys, json!({}))),
-            (&chain.a, account_jwt(&chain.op, &chain.a, json!({}))),
-        ] {
-            std::fs::write(dir.join(format!("{}.jwt", key.public_key())), jwt).expect("write");
-        }
-        let conf = format!(
-            "operator: \"{}\"\nsystem_account: {}\nresolver: {{\n  type: full\n  dir: \"{}\"\n  allow_delete: true\n}}\n",
-            chain.dir.path().join("op.jwt").display(),
-            chain.sys.public_key(),
-            dir.display()
-        );
-        let server = TestServer::start(kind, &conf).await;
-        let admin = KeyPair::new_user();
-        let admin_path = chain.creds_file(
-            &format!("admin-del-{kind}"),
-            &user_jwt(&chain.sys, &chain.sys, &admin, json!({}), None),
-            &admin,
-        );
-        let sys = creds_client(&server, &admin_path).await;
-        let ua = KeyPair::new_user();
-        let ua_jwt = user_jwt(&chain.a, &chain.a, &ua, json!({}), None);
-        let mut a_client = raw_jwt_login(&server, &ua_jwt, Some(&ua), "user of A").await;
-        assert!(exchange(&mut a_client, b"").await.is_empty(), "[{kind}]");
+        let ResolverSetup {
+            dir,
+            server: _server,
+            sys,
+            mut a_client,
+            ..
+        } = resolver_setup(kind, &chain, "-del", "  allow_delete: true\n").await;
         let a_key = chain.a.public_key();
 
         // Signed by an operator the server does not trust: refused.
@@ -745,7 +757,10 @@ async fn deleted_account_claims_disconnect_the_accounts_users() {
         )
         .await;
         assert_eq!(reply["data"]["code"], 200, "[{kind}] {reply}");
-        assert_eq!(reply["data"]["message"], "deleted 1 accounts", "[{kind}] {reply}");
+        assert_eq!(
+            reply["data"]["message"], "deleted 1 accounts",
+            "[{kind}] {reply}"
+        );
         assert!(!dir.join(format!("{a_key}.jwt")).exists(), "[{kind}] gone");
         assert!(
             dir.join(format!("{a_key}.jwt.deleted")).exists(),
