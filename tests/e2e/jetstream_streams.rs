@@ -460,7 +460,7 @@ async fn monitoring_advisories_and_accounts() {
 async fn monitoring(kind: ServerKind) {
     let dir = tempfile::tempdir().expect("store dir");
     let config = format!(
-        "jetstream {{ store_dir: \"{}\" }}\nsystem_account: SYS\naccounts {{\n  \
+        "server_name: js-mon\njetstream {{ store_dir: \"{}\" }}\nsystem_account: SYS\naccounts {{\n  \
          SYS: {{ users: [{{user: sys, password: sys}}] }}\n  \
          A: {{ users: [{{user: a, password: a}}], jetstream: enabled }}\n  \
          B: {{ users: [{{user: b, password: b}}] }}\n}}\n",
@@ -479,6 +479,10 @@ async fn monitoring(kind: ServerKind) {
     let a = login("a").await;
     let mut advisories = a
         .subscribe("$JS.EVENT.ADVISORY.STREAM.>")
+        .await
+        .expect("subscribe");
+    let mut audits = a
+        .subscribe("$JS.EVENT.ADVISORY.API")
         .await
         .expect("subscribe");
     midge_tests::round_trip(&a).await;
@@ -507,6 +511,33 @@ async fn monitoring(kind: ServerKind) {
     assert_eq!(
         (body["stream"].as_str(), body["action"].as_str()),
         (Some("S"), Some("create"))
+    );
+    // Every JSON answer of the API is audited in the requester's account.
+    let audit = loop {
+        let m = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut audits))
+            .await
+            .expect("audit in time")
+            .expect("audit");
+        let body: Value = serde_json::from_slice(&m.payload).expect("json");
+        if body["subject"] == "$JS.API.STREAM.CREATE.S" {
+            break body;
+        }
+    };
+    assert_eq!(
+        audit["type"], "io.nats.jetstream.advisory.v1.api_audit",
+        "{kind}: {audit}"
+    );
+    assert_eq!(audit["server"], "js-mon", "{kind}: {audit}");
+    assert_eq!(audit["client"]["acc"], "A", "{kind}: {audit}");
+    assert_eq!(audit["client"]["server"], "js-mon", "{kind}: {audit}");
+    let asked: Value =
+        serde_json::from_str(audit["request"].as_str().expect("request")).expect("json");
+    assert_eq!(asked["name"], "S", "{kind}: {audit}");
+    let response: Value =
+        serde_json::from_str(audit["response"].as_str().expect("response")).expect("json");
+    assert_eq!(
+        response["type"], "io.nats.jetstream.api.v1.stream_create_response",
+        "{kind}: {audit}"
     );
     for _ in 0..2 {
         js.publish("s.x", "m".into())

@@ -86,8 +86,9 @@ fn server_info(srv: &ServerInner) -> ServerInfo<'_> {
     }
 }
 
+/// A client as events describe it (nats-server's `ClientInfo`).
 #[derive(Debug, Serialize)]
-struct ClientInfo {
+pub(crate) struct ClientInfo {
     start: String,
     host: String,
     id: u64,
@@ -116,7 +117,11 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn client_info(srv: &ServerInner, c: &ClientShared, stop: Option<SystemTime>) -> ClientInfo {
+pub(crate) fn client_info(
+    srv: &ServerInner,
+    c: &ClientShared,
+    stop: Option<SystemTime>,
+) -> ClientInfo {
     let meta = c.meta.lock().clone();
     ClientInfo {
         start: rfc3339(c.start),

@@ -389,7 +389,11 @@ impl Router {
                 }
                 Subscriber::JsApi(inbox) => {
                     if !from_route {
-                        delivered |= inbox.deliver(subj, reply, headers, payload);
+                        let client = match &origin {
+                            Origin::Client { conn, .. } => Some(*conn),
+                            _ => None,
+                        };
+                        delivered |= inbox.deliver(subj, reply, headers, payload, client);
                     }
                 }
             }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::api::{self, types, ApiError, StreamConfig, StreamInfo};
 use super::stream::{api_msg, Stream};
 use super::{headers, JetStream, JsAccount, StreamAction};
+use crate::client::ClientShared;
 use crate::core::router::Router;
 use crate::core::{Account, InternalMsg};
 use crate::server::ServerInner;
@@ -24,11 +25,13 @@ pub(crate) const REQUEST_QUEUE: usize = 10_000;
 /// Requests answered before their replies are flushed.
 const BATCH: usize = 128;
 
-/// A request as the router hands it over: the account it was published in, the message.
+/// A request as the router hands it over: the account it was published in, the message,
+/// and the client that sent it when it came from one (for the API audit advisory).
 #[derive(Debug)]
 pub(crate) struct ApiRequest {
     pub account: Arc<Account>,
     pub msg: InternalMsg,
+    pub client: Option<Arc<ClientShared>>,
 }
 
 /// The subscriber behind an account's `$JS.API.>`.
@@ -55,6 +58,7 @@ impl ApiInbox {
         reply: Option<&[u8]>,
         headers: Option<&[u8]>,
         payload: &[u8],
+        client: Option<&Arc<ClientShared>>,
     ) -> bool {
         let req = ApiRequest {
             account: self.account.clone(),
@@ -64,6 +68,7 @@ impl ApiInbox {
                 headers: headers.map(Bytes::copy_from_slice),
                 payload: Bytes::copy_from_slice(payload),
             },
+            client: client.cloned(),
         };
         match self.tx.try_send(req) {
             Ok(()) => true,
@@ -177,6 +182,7 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest, router: 
         if let Some(kind) = response_type(tail) {
             let body = api::error_response(kind, &ApiError::not_enabled_for_account());
             respond(router, &req.account, reply, None, &body);
+            audit(srv, js, &req, subject, &body, router);
         }
         return;
     };
@@ -199,11 +205,63 @@ fn handle(srv: &Arc<ServerInner>, js: &Arc<JetStream>, req: ApiRequest, router: 
                 jsa.api_errors.fetch_add(1, Ordering::Relaxed);
             }
             respond(router, &req.account, reply, None, &body);
+            audit(srv, js, &req, subject, &body, router);
         }
         Reply::Msg { headers, payload } => {
             respond(router, &req.account, reply, Some(&headers), &payload);
         }
         Reply::None => {}
+    }
+}
+
+/// Where nats-server publishes an audit of every JSON answer of the API.
+const AUDIT_SUBJECT: &str = "$JS.EVENT.ADVISORY.API";
+
+/// `$JS.EVENT.ADVISORY.API` in the requester's account (nats-server's `JSAPIAudit`): who
+/// asked what and what the answer was; nothing is built when nobody listens.
+fn audit(
+    srv: &Arc<ServerInner>,
+    js: &JetStream,
+    req: &ApiRequest,
+    subject: &str,
+    response: &[u8],
+    router: &mut Router,
+) {
+    let interest = req.account.sublist.matches(AUDIT_SUBJECT.as_bytes());
+    if interest.psubs.is_empty() && interest.qsubs.is_empty() {
+        return;
+    }
+    #[derive(Serialize)]
+    struct Audit<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: String,
+        timestamp: String,
+        server: &'a str,
+        client: Option<crate::sys::ClientInfo>,
+        subject: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        request: &'a str,
+        response: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        domain: Option<&'a str>,
+    }
+    let body = Audit {
+        kind: "io.nats.jetstream.advisory.v1.api_audit",
+        id: crate::sys::random_id(22),
+        timestamp: api::rfc3339_nanos(api::now_nanos()),
+        server: &srv.name,
+        client: req
+            .client
+            .as_ref()
+            .map(|c| crate::sys::client_info(srv, c, None)),
+        subject,
+        request: &String::from_utf8_lossy(&req.msg.payload),
+        response: &String::from_utf8_lossy(response),
+        domain: js.domain.as_deref(),
+    };
+    if let Ok(json) = serde_json::to_vec(&body) {
+        respond(router, &req.account, AUDIT_SUBJECT, None, &json);
     }
 }
 
