@@ -586,3 +586,84 @@ async fn imports_added_by_a_reload_apply_to_existing_subscriptions() {
     })
     .await;
 }
+
+/// Waits on `events` (a subscription to `$SYS.ACCOUNT.L.SERVER.CONNS` on `asker`'s server)
+/// for server `id` to report `conns` connections of L, then makes sure `asker`'s server
+/// has handled that event too: its services answer in order, so an answer to a request
+/// sent after the event means the event was taken in.
+async fn await_remote_count(
+    asker: &async_nats::Client,
+    events: &mut async_nats::Subscriber,
+    id: &str,
+    conns: u64,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event with {conns} connections from {id}"))
+            .expect("subscription open");
+        let event: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON");
+        if event["server"]["id"] == id && event["conns"] == conns {
+            break;
+        }
+    }
+    let own = asker.server_info().server_id;
+    tokio::time::timeout(
+        WAIT,
+        asker.request(format!("$SYS.REQ.SERVER.{own}.STATSZ"), "".into()),
+    )
+    .await
+    .expect("statsz in time")
+    .expect("statsz");
+}
+
+/// An account's `max_connections` counts its connections on every server of the cluster,
+/// as nats-server counts them: each server tells the others (`SERVER.CONNS` events) and a
+/// midge server refuses a connection the cluster has no room for, then lets one in again
+/// once a remote client left. Run with a midge peer and with a nats-server peer.
+#[tokio::test]
+async fn account_max_connections_count_the_whole_cluster() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    let config = "accounts {\n  L: { users: [{user: l, password: l}], limits: {max_connections: 2} }\n  SYS: { users: [{user: sys, password: sys}] }\n}\nsystem_account: SYS\n";
+    for peer in [ServerKind::Midge, ServerKind::NatsServer] {
+        let servers = midge_tests::start_mesh(&[ServerKind::Midge, peer], config, "limits").await;
+        let (here, there) = (&servers[0], &servers[1]);
+        let sys = login(here, "sys", "sys").await;
+        let mut events = sys
+            .subscribe("$SYS.ACCOUNT.L.SERVER.CONNS")
+            .await
+            .expect("sub");
+        sync(&sys).await;
+        let connect = r#"{"user":"l","pass":"l","verbose":false}"#;
+        let mut first = midge_tests::connect(here, midge_tests::Feed::Whole).await;
+        first.handshake(connect).await;
+        // The peer's client: once `here` knows of it, the account is full.
+        let there_id = {
+            let probe = login(there, "sys", "sys").await;
+            probe.server_info().server_id
+        };
+        let mut second = midge_tests::connect(there, midge_tests::Feed::Whole).await;
+        second.handshake(connect).await;
+        await_remote_count(&sys, &mut events, &there_id, 1).await;
+        let mut third = midge_tests::connect(here, midge_tests::Feed::Whole).await;
+        third.read_info().await;
+        third
+            .send(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+            .await;
+        third
+            .expect(b"-ERR 'maximum account active connections exceeded'\r\n")
+            .await;
+        third.expect_closed().await;
+        // The remote client leaves: there is room again.
+        drop(second);
+        await_remote_count(&sys, &mut events, &there_id, 0).await;
+        let mut fourth = midge_tests::connect(here, midge_tests::Feed::Whole).await;
+        fourth.handshake(connect).await;
+        fourth.ping_pong().await;
+        first.ping_pong().await;
+        drop(servers);
+    }
+}

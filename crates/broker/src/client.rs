@@ -1317,10 +1317,7 @@ impl Conn {
                     let who_closed = who.no_connections;
                     self.set_permissions(who.permissions);
                     self.bind_account(who.account.as_deref());
-                    let account = self.matches.account().clone();
-                    let max = account.limits.read().max_connections;
-                    let over =
-                        max > 0 && account.num_clients.load(Ordering::Relaxed) as usize > max;
+                    let over = self.matches.account().over_max_connections();
                     if over || who_closed {
                         self.send_err("maximum account active connections exceeded");
                         return Err(CloseReason::MaxAccountConnectionsExceeded);

@@ -966,7 +966,7 @@ impl RouteReader {
         let mut reconnect = None;
         let mut remote_id = None;
         if let Some(route) = &self.route {
-            {
+            let server_gone = {
                 let mut state = cluster.state.lock();
                 if state.remotes.get(&route.remote_id) == Some(&route.rid) {
                     state.remotes.remove(&route.remote_id);
@@ -975,6 +975,13 @@ impl RouteReader {
                 cluster
                     .num_routes
                     .store(state.routes.len(), Ordering::Release);
+                !state.remotes.contains_key(&route.remote_id)
+            };
+            // Its clients no longer count against accounts' `max_connections` here.
+            if server_gone {
+                for acc in srv.accounts.all() {
+                    acc.forget_remote_server(&route.remote_id);
+                }
             }
             let subs: Vec<_> = route.subs.lock().drain().map(|(_, s)| s).collect();
             for sub in subs {

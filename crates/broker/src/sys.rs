@@ -382,12 +382,19 @@ fn statsz(srv: &ServerInner) -> StatszMsg<'_> {
 /// `$SYS.REQ.ACCOUNT.PING.STATZ`, every account at once).
 const ACCOUNT_ENDPOINTS: [&str; 7] = ["SUBSZ", "CONNZ", "LEAFZ", "JSZ", "INFO", "STATZ", "CONNS"];
 
-/// The subjects the services answer on.
+/// Other servers' account connection counts (nats-server 2.9 sends and reads this older
+/// subject; midge sends both) and shutdowns, which end a server's counts.
+const REMOTE_CONNS: &str = "$SYS.SERVER.ACCOUNT.*.CONNS";
+const REMOTE_SHUTDOWN: &str = "$SYS.SERVER.*.SHUTDOWN";
+
+/// The subjects the services answer on (and the events they follow).
 fn service_subjects(id: &str) -> Vec<String> {
     let mut v = vec![
         "$SYS.REQ.SERVER.PING".to_string(),
         "$SYS.REQ.SERVER.PING.*".to_string(),
         format!("$SYS.REQ.SERVER.{id}.*"),
+        REMOTE_CONNS.to_string(),
+        REMOTE_SHUTDOWN.to_string(),
     ];
     v.extend(
         ACCOUNT_ENDPOINTS
@@ -441,10 +448,7 @@ fn account_conns_changed(srv: &Arc<ServerInner>, account: &Arc<str>) {
     if &**account == crate::core::GLOBAL_ACCOUNT {
         return;
     }
-    if !account_conns_subjects(account)
-        .iter()
-        .any(|s| has_interest(system, s))
-    {
+    if !others_listen_for_conns(system, account) {
         return;
     }
     let mut changed = srv.sys.conns_changed.lock();
@@ -455,16 +459,28 @@ fn account_conns_changed(srv: &Arc<ServerInner>, account: &Arc<str>) {
     srv.sys.conns_wake.notify_one();
 }
 
+/// Whether someone besides this server's own services (which follow the older subject
+/// for the other servers' counts) listens for `account`'s connection events: another
+/// server over a route, or a client.
+fn others_listen_for_conns(system: &Account, account: &str) -> bool {
+    let [new, old] = account_conns_subjects(account);
+    let count = |subject: &str| {
+        let r = system.sublist.matches(subject.as_bytes());
+        r.psubs.len() + r.qsubs.len()
+    };
+    count(&new) > 0 || count(&old) > 1
+}
+
 /// `$SYS.ACCOUNT.<account>.SERVER.CONNS` and the older `$SYS.SERVER.ACCOUNT.<account>.CONNS`,
 /// to whoever listens (nats-server peers do).
 fn send_account_conns(srv: &Arc<ServerInner>, account: &str) {
     let Some(system) = srv.accounts.system() else {
         return;
     };
-    let subjects = account_conns_subjects(account);
-    if !subjects.iter().any(|s| has_interest(system, s)) {
+    if !others_listen_for_conns(system, account) {
         return;
     }
+    let subjects = account_conns_subjects(account);
     let Some(acc) = srv.accounts.get(account) else {
         return;
     };
@@ -759,9 +775,80 @@ fn answer_claims(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
     true
 }
 
+/// Another server's account connections (`SERVER.CONNS`) or its shutdown: the remote
+/// counts `max_connections` adds up. Over the limit, the account's newest local clients
+/// are closed, as nats-server does (each server does the same, so it may close a few
+/// more than needed: they reconnect). `false`: not such an event.
+fn follow_remote_conns(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
+    let subject = String::from_utf8_lossy(&msg.subject);
+    let tokens: Vec<&str> = subject.split('.').collect();
+    match tokens[..] {
+        ["$SYS", "SERVER", id, "SHUTDOWN"] => {
+            if id != srv.id {
+                for acc in srv.accounts.all() {
+                    acc.forget_remote_server(id);
+                }
+            }
+            true
+        }
+        ["$SYS", "SERVER", "ACCOUNT", _, "CONNS"] => {
+            #[derive(serde::Deserialize)]
+            struct Server {
+                id: String,
+            }
+            #[derive(serde::Deserialize)]
+            struct Conns {
+                server: Server,
+                acc: String,
+                #[serde(default)]
+                conns: u32,
+            }
+            let Ok(m) = serde_json::from_slice::<Conns>(&msg.payload) else {
+                return true;
+            };
+            if m.server.id == srv.id {
+                return true;
+            }
+            let Some(acc) = srv.accounts.get(&m.acc) else {
+                return true;
+            };
+            acc.set_remote_clients(&m.server.id, m.conns);
+            close_over_max_connections(srv, &acc);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Closes the newest local clients of `acc` beyond its `max_connections`, counting the
+/// cluster's.
+fn close_over_max_connections(srv: &Arc<ServerInner>, acc: &Account) {
+    let max = acc.limits.read().max_connections;
+    if max == 0 || !acc.over_max_connections() {
+        return;
+    }
+    let local = acc.num_clients.load(Ordering::Relaxed) as usize;
+    let over = local + acc.remote_clients() as usize - max;
+    let mut clients: Vec<_> = srv
+        .clients
+        .lock()
+        .values()
+        .filter(|c| *c.account.lock() == acc.name && !c.is_closed())
+        .cloned()
+        .collect();
+    clients.sort_by_key(|c| std::cmp::Reverse(c.start));
+    for c in clients.into_iter().take(over) {
+        tracing::warn!(cid = c.cid, account = %acc.name, "maximum account active connections exceeded across the cluster");
+        c.enqueue(|b| {
+            b.extend_from_slice(b"-ERR 'maximum account active connections exceeded'\r\n")
+        });
+        c.close(CloseReason::MaxAccountConnectionsExceeded);
+    }
+}
+
 /// Answers one request of the services.
 fn answer(srv: &Arc<ServerInner>, monitor: &monitor::MonitorState, msg: InternalMsg) {
-    if answer_claims(srv, &msg) {
+    if follow_remote_conns(srv, &msg) || answer_claims(srv, &msg) {
         return;
     }
     let Some(reply) = msg.reply.as_ref().and_then(|r| std::str::from_utf8(r).ok()) else {

@@ -34,6 +34,10 @@ pub(crate) struct Account {
     /// Traffic of the account's clients that have gone, and its slow consumers (the
     /// account's statz adds the live clients' counters: nothing is counted per message).
     pub closed: ClosedTraffic,
+    /// Client connections of the account on the other servers of the cluster, by server
+    /// id, as their `SERVER.CONNS` events tell; `max_connections` counts them too.
+    remote: parking_lot::Mutex<KeyedMap<Box<str>, u32>>,
+    remote_total: AtomicU32,
 }
 
 /// Counters of an account's clients that are gone (`$SYS.REQ.ACCOUNT.<name>.STATZ`).
@@ -64,6 +68,8 @@ impl Account {
             limits: RwLock::new(AccountLimits::default()),
             imports: super::imports::AccountImports::default(),
             closed: ClosedTraffic::default(),
+            remote: parking_lot::Mutex::new(keyed_map()),
+            remote_total: AtomicU32::new(0),
         })
     }
 
@@ -73,6 +79,40 @@ impl Account {
 
     pub fn client_left(&self) {
         self.num_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections of the account on the other servers of the cluster.
+    pub fn remote_clients(&self) -> u32 {
+        self.remote_total.load(Ordering::Relaxed)
+    }
+
+    /// Server `server` says it has `conns` connections of the account.
+    pub fn set_remote_clients(&self, server: &str, conns: u32) {
+        let mut remote = self.remote.lock();
+        if conns == 0 {
+            remote.remove(server);
+        } else {
+            remote.insert(server.into(), conns);
+        }
+        self.remote_total
+            .store(remote.values().sum(), Ordering::Relaxed);
+    }
+
+    /// Server `server` is gone: its connections no longer count.
+    pub fn forget_remote_server(&self, server: &str) {
+        let mut remote = self.remote.lock();
+        if remote.remove(server).is_some() {
+            self.remote_total
+                .store(remote.values().sum(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `max_connections` (0: none) is exceeded, counting the cluster's.
+    pub fn over_max_connections(&self) -> bool {
+        let max = self.limits.read().max_connections;
+        max > 0
+            && (self.num_clients.load(Ordering::Relaxed) as usize) + self.remote_clients() as usize
+                > max
     }
 
     /// A client of the account closed: its traffic stays in the account's totals.
