@@ -828,7 +828,8 @@ fn close_over_max_connections(srv: &Arc<ServerInner>, acc: &Account) {
         return;
     }
     let local = acc.num_clients.load(Ordering::Relaxed) as usize;
-    let over = local + acc.remote_clients() as usize - max;
+    // Saturating: clients may have left since the check.
+    let over = (local + acc.remote_clients() as usize).saturating_sub(max);
     let mut clients: Vec<_> = srv
         .clients
         .lock()

@@ -94,16 +94,20 @@ impl Account {
         } else {
             remote.insert(server.into(), conns);
         }
-        self.remote_total
-            .store(remote.values().sum(), Ordering::Relaxed);
+        self.remote_total.store(
+            remote.values().fold(0u32, |a, n| a.saturating_add(*n)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Server `server` is gone: its connections no longer count.
     pub fn forget_remote_server(&self, server: &str) {
         let mut remote = self.remote.lock();
         if remote.remove(server).is_some() {
-            self.remote_total
-                .store(remote.values().sum(), Ordering::Relaxed);
+            self.remote_total.store(
+                remote.values().fold(0u32, |a, n| a.saturating_add(*n)),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -239,5 +243,41 @@ impl Accounts {
             total.avg_fanout = fanout_sum / f64::from(total.num_cache);
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Remote counts replace each other per server, go with their server, saturate rather
+    /// than wrap (a peer's event could claim anything), and `max_connections` adds them
+    /// to the local clients.
+    #[test]
+    fn remote_connections_count_toward_the_limit() {
+        let acc = Account::new("L");
+        acc.limits.write().max_connections = 3;
+        acc.client_joined();
+        acc.set_remote_clients("S1", 1);
+        acc.set_remote_clients("S2", 1);
+        assert_eq!(acc.remote_clients(), 2);
+        assert!(!acc.over_max_connections(), "1 + 2 = 3 is the limit");
+        acc.set_remote_clients("S1", 2);
+        assert_eq!(
+            acc.remote_clients(),
+            3,
+            "a server's new count replaces its old one"
+        );
+        assert!(acc.over_max_connections());
+        acc.forget_remote_server("S1");
+        assert_eq!(acc.remote_clients(), 1);
+        acc.set_remote_clients("S2", 0);
+        assert_eq!(acc.remote_clients(), 0);
+        acc.set_remote_clients("S1", u32::MAX);
+        acc.set_remote_clients("S2", u32::MAX);
+        assert_eq!(acc.remote_clients(), u32::MAX);
+        assert!(acc.over_max_connections());
+        acc.limits.write().max_connections = 0;
+        assert!(!acc.over_max_connections(), "no limit, never over");
     }
 }
