@@ -603,7 +603,9 @@ async fn await_remote_count(
             .await
             .unwrap_or_else(|_| panic!("no event with {conns} connections from {id}"))
             .expect("subscription open");
-        let event: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON");
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(&msg.payload) else {
+            continue; // a probe
+        };
         if event["server"]["id"] == id && event["conns"] == conns {
             break;
         }
@@ -640,11 +642,28 @@ async fn account_max_connections_count_the_whole_cluster() {
         let connect = r#"{"user":"l","pass":"l","verbose":false}"#;
         let mut first = midge_tests::connect(here, midge_tests::Feed::Whole).await;
         first.handshake(connect).await;
-        // The peer's client: once `here` knows of it, the account is full.
-        let there_id = {
-            let probe = login(there, "sys", "sys").await;
-            probe.server_info().server_id
-        };
+        // The peer's client: once `here` knows of it, the account is full. First the
+        // events subscription must be known over there: probes until one comes back.
+        let probe = login(there, "sys", "sys").await;
+        let there_id = probe.server_info().server_id;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "interest never reached the peer"
+            );
+            probe
+                .publish("$SYS.ACCOUNT.L.SERVER.CONNS", "probe".into())
+                .await
+                .expect("probe");
+            probe.flush().await.expect("flush");
+            let round = tokio::time::Instant::now() + Duration::from_millis(200);
+            if let Ok(Some(m)) = tokio::time::timeout_at(round, events.next()).await {
+                if &m.payload[..] == b"probe" {
+                    break;
+                }
+            }
+        }
         let mut second = midge_tests::connect(there, midge_tests::Feed::Whole).await;
         second.handshake(connect).await;
         await_remote_count(&sys, &mut events, &there_id, 1).await;

@@ -50,6 +50,8 @@ const REQUEST_QUEUE: usize = 256;
 pub(crate) struct SysState {
     seq: AtomicU64,
     conns_changed: parking_lot::Mutex<Vec<Arc<str>>>,
+    /// Accounts whose connection counts were asked of the other servers.
+    asked_conns: parking_lot::Mutex<std::collections::HashSet<Arc<str>>>,
     conns_wake: Arc<tokio::sync::Notify>,
 }
 
@@ -191,6 +193,16 @@ fn has_interest(account: &Account, subject: &str) -> bool {
 
 /// Publishes `payload` in the system account. True when someone received it.
 fn publish(srv: &Arc<ServerInner>, subject: &str, payload: &[u8]) -> bool {
+    publish_with_reply(srv, subject, None, payload)
+}
+
+/// [`publish`] with a reply subject.
+fn publish_with_reply(
+    srv: &Arc<ServerInner>,
+    subject: &str,
+    reply: Option<&str>,
+    payload: &[u8],
+) -> bool {
     let Some(account) = srv.accounts.system().cloned() else {
         return false;
     };
@@ -204,7 +216,7 @@ fn publish(srv: &Arc<ServerInner>, subject: &str, payload: &[u8]) -> bool {
         &result,
         Origin::Internal,
         subject.as_bytes(),
-        None,
+        reply.map(str::as_bytes),
         None,
         payload,
     );
@@ -395,6 +407,7 @@ fn service_subjects(id: &str) -> Vec<String> {
         format!("$SYS.REQ.SERVER.{id}.*"),
         REMOTE_CONNS.to_string(),
         REMOTE_SHUTDOWN.to_string(),
+        conns_inbox(id),
     ];
     v.extend(
         ACCOUNT_ENDPOINTS
@@ -488,6 +501,25 @@ fn send_account_conns(srv: &Arc<ServerInner>, account: &str) {
     for subject in &subjects {
         publish_json(srv, subject, &event);
     }
+    // The first time: ask the other servers for their counts of the account, as
+    // nats-server does, instead of waiting for their next change or heartbeat (a server
+    // that just started knows nothing of the clients already elsewhere).
+    if srv.sys.asked_conns.lock().insert(acc.name.clone()) {
+        let request = serde_json::json!({"server": server_info(srv), "acc": account});
+        if let Ok(body) = serde_json::to_vec(&request) {
+            publish_with_reply(
+                srv,
+                &format!("$SYS.REQ.ACCOUNT.{account}.CONNS"),
+                Some(&conns_inbox(&srv.id)),
+                &body,
+            );
+        }
+    }
+}
+
+/// Where other servers answer this server's `.CONNS` requests (nats-server's subject).
+fn conns_inbox(id: &str) -> String {
+    format!("$SYS._INBOX_.{id}")
 }
 
 /// Starts the services of the system account (nothing with `no_system_account`).
@@ -791,7 +823,7 @@ fn follow_remote_conns(srv: &Arc<ServerInner>, msg: &InternalMsg) -> bool {
             }
             true
         }
-        ["$SYS", "SERVER", "ACCOUNT", _, "CONNS"] => {
+        ["$SYS", "SERVER", "ACCOUNT", _, "CONNS"] | ["$SYS", "_INBOX_", _] => {
             #[derive(serde::Deserialize)]
             struct Server {
                 id: String,
