@@ -40,9 +40,11 @@ use crate::server::ServerInner;
 /// How often `$SYS.SERVER.<id>.STATSZ` goes out while someone listens (nats-server's
 /// steady-state interval).
 pub(crate) const STATSZ_INTERVAL: Duration = Duration::from_secs(10);
-/// Requests waiting for the services task; past this, requests are dropped (the asker
-/// times out, as with an overloaded nats-server).
-const REQUEST_QUEUE: usize = 256;
+/// Requests and events waiting for the services task; past this, they are dropped (an
+/// asker times out, as with an overloaded nats-server; a lost account-connections event is
+/// made good by the next one or the 30 s heartbeat). Room for every server of a large
+/// cluster reporting a few hundred accounts at once.
+const REQUEST_QUEUE: usize = 4096;
 
 /// Event sequence numbers (`server.seq` in every event), and the accounts whose
 /// connection counts changed since their last `SERVER.CONNS` event.
