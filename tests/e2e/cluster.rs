@@ -831,6 +831,71 @@ async fn headers_replies_and_large_payloads_cross_routes_both_ways() {
     }
 }
 
+/// A streaming publisher's messages cross a route in runs (midge routes consecutive plain
+/// messages to one subject as a batch, on the publishing server and on the receiving
+/// server's route reader). Every subscriber on either side gets every message exactly once
+/// and in order, with the replies and headers mixed in, between midge servers and between
+/// midge and nats-server in both directions.
+#[tokio::test]
+async fn bursts_cross_routes_in_order_to_every_subscriber() {
+    if midge_tests::reference_only() {
+        return;
+    }
+    for kinds in [[Midge, Midge], [Midge, NatsServer], [NatsServer, Midge]] {
+        let m = members(2);
+        let all: Vec<u16> = m.iter().map(|m| m.route).collect();
+        let a = start(kinds[0], "a", m[0], &all).await;
+        let b = start(kinds[1], "b", m[1], &all).await;
+        full_mesh(&[&a, &b]).await;
+        let what = format!("{} -> {}", a.kind(), b.kind());
+        let (ca, cb, cb2) = (client(&a).await, client(&b).await, client(&b).await);
+        let subject = format!("burst.{}", rand_token());
+        let mut subs = [
+            ca.subscribe(subject.clone()).await.expect("sub"),
+            cb.subscribe(subject.clone()).await.expect("sub"),
+            cb2.subscribe(subject.clone()).await.expect("sub"),
+            cb2.subscribe("burst.*").await.expect("sub"),
+        ];
+        for c in [&ca, &cb, &cb2] {
+            c.flush().await.expect("flush");
+        }
+        // b's interest has reached a once a probe on the subject gets through.
+        crosses(&ca, &cb, &what).await;
+        const N: usize = 3000;
+        for i in 0..N {
+            let payload = bytes::Bytes::from(i.to_string());
+            if i % 500 == 250 {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("N", i.to_string().as_str());
+                ca.publish_with_reply_and_headers(subject.clone(), "re.ply", headers, payload)
+                    .await
+            } else {
+                ca.publish(subject.clone(), payload).await
+            }
+            .expect("publish");
+        }
+        ca.flush().await.expect("flush");
+        for (k, sub) in subs.iter_mut().enumerate() {
+            for i in 0..N {
+                let msg = next(sub).await;
+                assert_eq!(msg.subject.as_str(), subject.as_str(), "{what}: sub {k}");
+                assert_eq!(msg.payload, i.to_string().as_bytes(), "{what}: sub {k}");
+                if i % 500 == 250 {
+                    assert_eq!(msg.reply.as_ref().map(|r| r.as_str()), Some("re.ply"));
+                    let n = msg.headers.as_ref().and_then(|h| h.get("N"));
+                    assert_eq!(
+                        n.map(|v| v.as_str().to_string()),
+                        Some(i.to_string()),
+                        "{what}"
+                    );
+                } else {
+                    assert!(msg.reply.is_none() && msg.headers.is_none(), "{what}");
+                }
+            }
+        }
+    }
+}
+
 /// Reads frames until an INFO whose `connect_urls` satisfies `want`, answering PINGs.
 async fn await_info(
     raw: &mut midge_tests::RawClient,

@@ -441,6 +441,121 @@ async fn wildcards_match_one_token_and_the_tail() {
     .await;
 }
 
+/// A burst of publishes in one write, as a streaming publisher sends them: runs of PUBs
+/// to one subject (midge routes a run as one batch), broken by another subject, a reply,
+/// headers, a SUB and a PING. Every subscriber gets exactly its messages, in order, with
+/// its own sid: two connections sharing a sid, a wildcard with another sid, one with an
+/// auto-unsubscribe limit that ends mid-run, a subscriber that joins mid-burst, and the
+/// publisher's own subscription with echo off.
+#[tokio::test]
+async fn a_burst_of_publishes_reaches_each_subscriber_in_order() {
+    matrix(|kind, feed| async move {
+        let server = TestServer::start(kind, "").await;
+        let mut a = ready(&server, feed, HEADERS_CONNECT).await;
+        let mut b = ready(&server, feed, QUIET_CONNECT).await;
+        let mut wild = ready(&server, feed, QUIET_CONNECT).await;
+        let mut limited = ready(&server, feed, QUIET_CONNECT).await;
+        let mut late = ready(&server, feed, QUIET_CONNECT).await;
+        let mut publisher = ready(
+            &server,
+            feed,
+            r#"{"verbose":false,"headers":true,"echo":false}"#,
+        )
+        .await;
+        a.send(b"SUB burst.x 1\r\n").await;
+        b.send(b"SUB burst.x 1\r\n").await;
+        wild.send(b"SUB burst.* 7\r\n").await;
+        limited.send(b"SUB burst.x 1\r\nUNSUB 1 5\r\n").await;
+        publisher.send(b"SUB burst.x 9\r\n").await;
+        for c in [&mut a, &mut b, &mut wild, &mut limited, &mut publisher] {
+            c.ping_pong().await;
+        }
+        let mut input = Vec::new();
+        let mut x = Vec::new(); // what a subscriber of burst.x with sid 1 gets
+        let mut other = Vec::new(); // burst.y, for the wildcard
+        for i in 0..30 {
+            input.extend_from_slice(
+                format!("PUB burst.x {}\r\nm{i}\r\n", 1 + i.to_string().len()).as_bytes(),
+            );
+            x.push(format!(
+                "MSG burst.x 1 {}\r\nm{i}\r\n",
+                1 + i.to_string().len()
+            ));
+            if i == 9 {
+                input.extend_from_slice(b"PUB burst.y 1\r\ny\r\n");
+                other.push((x.len(), "MSG burst.y 7 1\r\ny\r\n".to_string()));
+            }
+            if i == 14 {
+                input.extend_from_slice(b"PUB burst.x r.1 1\r\nr\r\n");
+                x.push("MSG burst.x 1 r.1 1\r\nr\r\n".to_string());
+            }
+            if i == 19 {
+                input.extend_from_slice(b"HPUB burst.x 12 13\r\nNATS/1.0\r\n\r\nh\r\n");
+                x.push("HMSG burst.x 1 12 13\r\nNATS/1.0\r\n\r\nh\r\n".to_string());
+            }
+        }
+        publisher.send_whole(&input).await;
+        publisher.ping_pong().await;
+        // The late subscriber subscribes, then a second burst follows.
+        late.send(b"SUB burst.x 3\r\n").await;
+        late.ping_pong().await;
+        let mut second = Vec::new();
+        for i in 0..20 {
+            second.extend_from_slice(format!("PUB burst.x 2\r\nn{}\r\n", i % 10).as_bytes());
+            x.push(format!("MSG burst.x 1 2\r\nn{}\r\n", i % 10));
+        }
+        publisher.send_whole(&second).await;
+        publisher.ping_pong().await;
+
+        let text = |frames: Vec<Vec<u8>>| -> Vec<String> {
+            frames
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect()
+        };
+        // `a` negotiated headers and gets the HMSG; `b` gets it with the headers stripped.
+        assert_eq!(text(frames_before_pong(&mut a).await), x, "a");
+        let stripped: Vec<String> = x
+            .iter()
+            .map(|f| {
+                if f.starts_with("HMSG") {
+                    "MSG burst.x 1 1\r\nh\r\n".to_string()
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        assert_eq!(text(frames_before_pong(&mut b).await), stripped, "b");
+        let mut wild_want: Vec<String> = stripped
+            .iter()
+            .map(|f| f.replacen("burst.x 1 ", "burst.x 7 ", 1))
+            .collect();
+        for (at, frame) in other.into_iter().rev() {
+            wild_want.insert(at, frame);
+        }
+        assert_eq!(
+            text(frames_before_pong(&mut wild).await),
+            wild_want,
+            "wildcard"
+        );
+        assert_eq!(
+            text(frames_before_pong(&mut limited).await),
+            stripped[..5].to_vec(),
+            "limit 5"
+        );
+        let late_want: Vec<String> = stripped[stripped.len() - 20..]
+            .iter()
+            .map(|f| f.replacen("burst.x 1 ", "burst.x 3 ", 1))
+            .collect();
+        assert_eq!(text(frames_before_pong(&mut late).await), late_want, "late");
+        assert!(
+            frames_before_pong(&mut publisher).await.is_empty(),
+            "echo off"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn queue_group_members_share_and_plain_subscribers_get_all() {
     matrix(|kind, feed| async move {

@@ -531,7 +531,14 @@ impl ClientPermissions {
     }
 
     pub fn can_publish(&mut self, subj: &[u8]) -> bool {
-        let allowed = match self.pub_cache.get(subj) {
+        self.publish_allowed(subj) || self.delivery.use_reply(subj)
+    }
+
+    /// Whether the publish permissions allow `subj` for every message, leaving out reply
+    /// subjects allowed by `allow_responses` (those are allowed a limited number of times
+    /// each, so they are checked message by message).
+    pub fn publish_allowed(&mut self, subj: &[u8]) -> bool {
+        match self.pub_cache.get(subj) {
             Some(a) => *a,
             None => {
                 let a = check(self.publish.as_ref(), subj);
@@ -541,8 +548,7 @@ impl ClientPermissions {
                 self.pub_cache.insert(subj.into(), a);
                 a
             }
-        };
-        allowed || self.delivery.use_reply(subj)
+        }
     }
 
     pub fn can_subscribe(&self, subj: &[u8]) -> bool {

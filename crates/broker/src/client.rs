@@ -142,7 +142,18 @@ pub(crate) struct ClientShared {
     pub rtt_nanos: AtomicU64,
 }
 
-/// What [`ClientShared::queue_msg`] queued: pending bytes after it, and its size.
+/// What [`ClientShared::queue_for`] did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Append {
+    /// Queued; `reached_max`: this delivery used up the subscription's limit.
+    Done { queued: Queued, reached_max: bool },
+    /// The connection is closing.
+    Closed,
+    /// The subscription's auto-unsubscribe limit was reached (or, for a batch, is set).
+    Limited,
+}
+
+/// What [`ClientShared::queue_for`] queued: pending bytes after it, and its size.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Queued {
     pub pending: usize,
@@ -214,7 +225,10 @@ impl ClientShared {
 
     /// True when the caller must put this connection on its list of writers to wake.
     pub(crate) fn claim_flush(&self) -> bool {
-        !self.flush_queued.swap(true, Ordering::AcqRel)
+        // A plain load first: a receiver that got several messages of one read is already
+        // queued, and a swap would be a locked read-modify-write per message.
+        !self.flush_queued.load(Ordering::Acquire)
+            && !self.flush_queued.swap(true, Ordering::AcqRel)
     }
 
     /// Installs the TLS session of a connection whose handshake is done (leaf nodes; client
@@ -305,8 +319,50 @@ impl ClientShared {
         self.delivery_perms.get()
     }
 
+    /// Whether the client negotiated headers (it gets `HMSG`; others get messages with
+    /// their headers stripped).
+    pub(crate) fn wants_headers(&self) -> bool {
+        self.headers.load(Ordering::Relaxed)
+    }
+
+    /// Appends `msgs` messages for subscription `sub` of this client: `encode` writes their
+    /// frames given the sid, `size` is what they count as delivered bytes. Deliveries are
+    /// counted against the subscription's auto-unsubscribe limit here, under this client's
+    /// lock: every delivery to a client's subscription holds it, so a plain load and store
+    /// count exactly and the hot path pays no atomic read-modify-write for it. A batch of
+    /// several messages is only taken while the subscription has no limit.
+    pub(crate) fn queue_for(
+        &self,
+        sub: &Subscription,
+        msgs: u64,
+        size: u64,
+        encode: impl FnOnce(&mut Vec<u8>, &[u8]),
+    ) -> Append {
+        let mut out = self.out.lock();
+        if out.close.is_some() {
+            return Append::Closed;
+        }
+        let n = sub.delivered.load(Ordering::Relaxed) + msgs;
+        let max = sub.max.load(Ordering::Acquire);
+        if max != 0 && (n > max || msgs > 1) {
+            return Append::Limited;
+        }
+        sub.delivered.store(n, Ordering::Release);
+        encode(&mut out.buf, &sub.sid);
+        out.out_msgs += msgs;
+        out.out_bytes += size;
+        Append::Done {
+            queued: Queued {
+                pending: out.buf.len() - out.head + out.in_flight,
+                size,
+            },
+            reached_max: max != 0 && n == max,
+        }
+    }
+
     /// Appends one `MSG` (or `HMSG`, when the client negotiated headers and the message
     /// has them) for subscription `sid`. `None` once the connection is closing.
+    #[cfg(test)]
     pub(crate) fn queue_msg(
         &self,
         sid: &[u8],
@@ -827,6 +883,48 @@ pub(crate) struct Conn {
     /// `websocket {}` block's authorization applies.
     ws: Option<Box<crate::ws::WsReader>>,
     is_ws: bool,
+    /// Whether to poll the socket a little before parking (see `spin.rs`).
+    spin: crate::spin::SpinState,
+    /// Consecutive PUBs of the current read to one subject, routed together (boxed: made
+    /// by the first PUB, so connections that only subscribe do not carry it).
+    run: Option<Box<PubRun>>,
+}
+
+/// Messages larger than this are routed one by one (a run's encoded copy stays small).
+const RUN_MAX_PAYLOAD: usize = 4096;
+/// A run ends at this many messages or payload bytes.
+const RUN_MAX_MSGS: usize = 1024;
+const RUN_MAX_BYTES: usize = 32 * 1024;
+
+/// A run of PUBs without reply, one after another in one read to the same subject, as
+/// ranges of the read buffer: a streaming publisher's read is routed as one batch (see
+/// [`Router::route_run`]), in order, before anything else in the read is processed.
+#[derive(Debug, Default)]
+struct PubRun {
+    subj: (usize, usize),
+    payloads: Vec<(usize, usize)>,
+    bytes: usize,
+}
+
+impl PubRun {
+    /// Adds a message; false when it cannot join the current run (another subject, or the
+    /// run is full): flush it first.
+    fn push(&mut self, buf: &[u8], subj: (usize, usize), payload: (usize, usize)) -> bool {
+        if !self.payloads.is_empty() {
+            let (a, b) = (self.subj, subj);
+            if self.payloads.len() >= RUN_MAX_MSGS
+                || self.bytes + payload.1 > RUN_MAX_BYTES
+                || !router::same_subject(&buf[a.0..a.0 + a.1], &buf[b.0..b.0 + b.1])
+            {
+                return false;
+            }
+        } else {
+            self.subj = subj;
+        }
+        self.payloads.push(payload);
+        self.bytes += payload.1;
+        true
+    }
 }
 
 /// One read of protocol bytes: straight from the socket (or TLS session), or through the
@@ -845,6 +943,13 @@ fn read_some(
 
 /// A timer a connection holds only while it needs it (see `Conn::read_loop`).
 type Timer = std::pin::Pin<Box<tokio::time::Sleep>>;
+
+/// Whether the ping timer or a login's expiry is due: a spinning reader leaves the spin
+/// for the select that handles them.
+fn timers_due(ping: &tokio::time::Sleep, expiry: Option<&Timer>) -> bool {
+    let now = tokio::time::Instant::now();
+    ping.deadline() <= now || expiry.is_some_and(|t| t.deadline() <= now)
+}
 
 /// Waits for `timer`; never, when there is none.
 async fn fire(timer: &mut Option<Timer>) {
@@ -918,6 +1023,8 @@ impl Conn {
             ping_sent_at: None,
             batch_in_msgs: 0,
             batch_in_bytes: 0,
+            spin: crate::spin::SpinState::default(),
+            run: None,
             srv,
             shared,
         }
@@ -968,7 +1075,31 @@ impl Conn {
             if self.connected && auth.is_some() {
                 auth = None;
             }
-            let event = if std::mem::take(&mut tls_more) {
+            // A client trading one message at a time polls its socket a little before it
+            // parks (see `spin.rs`); plain TCP only, and never past a timer that is due
+            // (the ping, a login's expiry): those fire in the select below.
+            let spun = if self.spin.take_armed()
+                && !self.opts.spin_wait.is_zero()
+                && ws.is_none()
+                && !tls_more
+                && auth.is_none()
+                && !timers_due(&ping, expiry.as_ref())
+            {
+                room = rb.make_room();
+                Box::pin(crate::spin::spin_read(
+                    &self.srv.spinners,
+                    &mut self.spin,
+                    &self.shared,
+                    &mut rb.buf[rb.end..],
+                    self.opts.spin_wait,
+                ))
+                .await
+            } else {
+                None
+            };
+            let event = if let Some(r) = spun {
+                Event::Read(r)
+            } else if std::mem::take(&mut tls_more) {
                 // Decrypted bytes are waiting in the TLS session: the socket may have nothing.
                 room = rb.make_room();
                 Event::Read(read_some(
@@ -1028,6 +1159,31 @@ impl Conn {
                 match parse_client_op(&rb.buf[rb.start..rb.end], &self.limits) {
                     Ok(Parsed::Op(op, used)) => {
                         rb.start += used;
+                        if let ClientOp::Pub {
+                            subject,
+                            reply: None,
+                            payload,
+                        } = op
+                        {
+                            if self.connected
+                                && payload.len() <= RUN_MAX_PAYLOAD
+                                && !self.copts.verbose
+                                && !self.copts.pedantic
+                            {
+                                let base = rb.buf.as_ptr() as usize;
+                                let subj = (subject.as_ptr() as usize - base, subject.len());
+                                let pay = (payload.as_ptr() as usize - base, payload.len());
+                                let run = self.run.get_or_insert_with(Box::default);
+                                if !run.push(&rb.buf, subj, pay) {
+                                    self.flush_run(&rb.buf);
+                                    if let Some(run) = &mut self.run {
+                                        run.push(&rb.buf, subj, pay);
+                                    }
+                                }
+                                continue;
+                            }
+                        }
+                        self.flush_run(&rb.buf);
                         let result = match op {
                             // Checking the credentials may wait for bcrypt: nothing after
                             // this CONNECT is processed until they are decided.
@@ -1044,17 +1200,21 @@ impl Conn {
                         }
                     }
                     Ok(Parsed::Incomplete { need }) => {
+                        self.flush_run(&rb.buf);
                         rb.reserve(need);
                         break;
                     }
                     Err(e) => {
+                        self.flush_run(&rb.buf);
                         let first = rb.buf.get(rb.start).copied();
                         return self.parse_error(e, first);
                     }
                 }
             }
             rb.settle(n, room);
+            let few = self.batch_in_msgs <= DIRECT_FLUSH_MAX_MSGS;
             self.end_of_read();
+            self.spin.arm(few && self.shared.tls.get().is_none());
             if self.router.has_stalled() {
                 Box::pin(self.stall_for_receivers()).await;
             }
@@ -1417,6 +1577,49 @@ impl Conn {
             if let Some(reply) = reply {
                 self.no_responders(subj, reply);
             }
+        }
+    }
+
+    /// Routes the pending run of PUBs (ranges of `buf`, the read buffer): one message as
+    /// usual, several as one batch.
+    fn flush_run(&mut self, buf: &[u8]) {
+        let Some(run) = self.run.as_mut().filter(|r| !r.payloads.is_empty()) else {
+            return;
+        };
+        let mut payloads = std::mem::take(&mut run.payloads);
+        let run_bytes = std::mem::take(&mut run.bytes);
+        let (at, len) = run.subj;
+        let subj = &buf[at..at + len];
+        // A subject allowed only as a reply (`allow_responses`) is counted per message.
+        let allowed = match &mut self.perms {
+            Some(perms) => perms.publish_allowed(subj),
+            None => true,
+        };
+        if payloads.len() == 1 || !allowed {
+            for &(at, len) in &payloads {
+                self.process_msg(subj, None, None, &buf[at..at + len]);
+            }
+        } else {
+            self.batch_in_msgs += payloads.len() as u64;
+            self.batch_in_bytes += run_bytes as u64;
+            let result = self.matches.take(subj);
+            let origin = Origin::Client {
+                conn: &self.shared,
+                echo: self.copts.echo,
+            };
+            self.router.route_run(
+                self.matches.account(),
+                &result,
+                origin,
+                subj,
+                buf,
+                &payloads,
+            );
+            self.matches.restore(result);
+        }
+        payloads.clear();
+        if let Some(run) = &mut self.run {
+            run.payloads = payloads;
         }
     }
 

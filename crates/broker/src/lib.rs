@@ -41,6 +41,7 @@ mod readbuf;
 mod reload;
 mod route;
 mod server;
+mod spin;
 mod sys;
 pub mod tls;
 mod ws;

@@ -78,6 +78,9 @@ pub struct Options {
     /// Reload by itself when the config file changes, including a Kubernetes ConfigMap
     /// volume's `..data` symlink swap (midge only: `config_watch` / `--config_watch`).
     pub config_watch: bool,
+    /// How long a client that trades one message at a time keeps polling its socket before
+    /// its thread parks (midge only: `spin_wait`, default 100us, `0` off; see `spin.rs`).
+    pub spin_wait: Duration,
     /// JetStream (`jetstream {}`, `-js`, `-sd`): `None` when nothing configures it; a
     /// config that only names a store directory (top-level `store_dir`, `-sd`) keeps it here
     /// with `enabled: false`, so that a later `-js` uses it (as nats-server). Not reloadable.
@@ -102,6 +105,7 @@ impl Default for Options {
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             write_deadline: Duration::from_secs(10),
+            spin_wait: crate::spin::DEFAULT_SPIN_WAIT,
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             auth: Authorization::default(),

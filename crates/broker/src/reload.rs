@@ -97,6 +97,7 @@ const RELOADABLE: &[(&str, CopyOption)] = &[
     ("ping_interval", |o, n| o.ping_interval = n.ping_interval),
     ("ping_max", |o, n| o.ping_max = n.ping_max),
     ("write_deadline", |o, n| o.write_deadline = n.write_deadline),
+    ("spin_wait", |o, n| o.spin_wait = n.spin_wait),
     ("lame_duck_duration", |o, n| {
         o.lame_duck_duration = n.lame_duck_duration
     }),
@@ -695,6 +696,7 @@ fn shown_value(name: &str, o: &Options) -> String {
         "ping_interval" => crate::conf::format_duration(o.ping_interval),
         "ping_max" => o.ping_max.to_string(),
         "write_deadline" => crate::conf::format_duration(o.write_deadline),
+        "spin_wait" => crate::conf::format_duration(o.spin_wait),
         "lame_duck_duration" => crate::conf::format_duration(o.lame_duck_duration),
         "lame_duck_grace_period" => crate::conf::format_duration(o.lame_duck_grace_period),
         "debug" => o.debug.to_string(),

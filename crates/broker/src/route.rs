@@ -294,6 +294,7 @@ async fn run_route(
         duplicate: false,
         pings_out: 0,
         ping_sent: None,
+        run: RouteRun::default(),
     };
     if let Some(tls) = tls {
         // As nats-server: TLS starts right away, before either side says anything.
@@ -412,6 +413,55 @@ struct RouteReader {
     pings_out: u32,
     /// When the oldest unanswered PING went out: its PONG gives the route's RTT (`/routez`).
     ping_sent: Option<Instant>,
+    /// Consecutive plain `RMSG`s of the current read to one account and subject, delivered
+    /// together (see [`Router::route_run`]).
+    run: RouteRun,
+}
+
+/// A run of `RMSG`s with no reply, queue groups, headers or origin, one after another to
+/// the same account and subject, as ranges of the read buffer.
+#[derive(Debug, Default)]
+struct RouteRun {
+    account: (usize, usize),
+    subj: (usize, usize),
+    payloads: Vec<(usize, usize)>,
+    bytes: usize,
+}
+
+/// Messages larger than this are delivered one by one; a run ends at this many messages or
+/// payload bytes (as a client's, see `client.rs`).
+const RUN_MAX_PAYLOAD: usize = 4096;
+const RUN_MAX_MSGS: usize = 1024;
+const RUN_MAX_BYTES: usize = 32 * 1024;
+
+impl RouteRun {
+    /// Adds a message; false when it cannot join the current run: flush it first.
+    fn push(
+        &mut self,
+        buf: &[u8],
+        account: (usize, usize),
+        subj: (usize, usize),
+        payload: (usize, usize),
+    ) -> bool {
+        let same = |a: (usize, usize), b: (usize, usize)| {
+            router::same_subject(&buf[a.0..a.0 + a.1], &buf[b.0..b.0 + b.1])
+        };
+        if !self.payloads.is_empty() {
+            if self.payloads.len() >= RUN_MAX_MSGS
+                || self.bytes + payload.1 > RUN_MAX_BYTES
+                || !same(self.subj, subj)
+                || !same(self.account, account)
+            {
+                return false;
+            }
+        } else {
+            self.account = account;
+            self.subj = subj;
+        }
+        self.payloads.push(payload);
+        self.bytes += payload.1;
+        true
+    }
 }
 
 enum Event {
@@ -494,6 +544,28 @@ impl RouteReader {
                 match parse_route_op(&rb.buf[rb.start..rb.end], &limits) {
                     Ok(Parsed::Op(op, used)) => {
                         rb.start += used;
+                        if let RouteOp::Msg {
+                            origin: None,
+                            account,
+                            subject,
+                            reply: None,
+                            queues: b"",
+                            headers: None,
+                            payload,
+                        } = op
+                        {
+                            if self.route.is_some() && payload.len() <= RUN_MAX_PAYLOAD {
+                                let base = rb.buf.as_ptr() as usize;
+                                let at = |p: &[u8]| (p.as_ptr() as usize - base, p.len());
+                                let (a, s, p) = (at(account), at(subject), at(payload));
+                                if !self.run.push(&rb.buf, a, s, p) {
+                                    self.flush_run(&rb.buf);
+                                    self.run.push(&rb.buf, a, s, p);
+                                }
+                                continue;
+                            }
+                        }
+                        self.flush_run(&rb.buf);
                         let result = match op {
                             // May wait for bcrypt, within the auth timeout; later ops wait.
                             RouteOp::Connect(json) => {
@@ -513,10 +585,12 @@ impl RouteReader {
                         }
                     }
                     Ok(Parsed::Incomplete { need }) => {
+                        self.flush_run(&rb.buf);
                         rb.reserve(need);
                         break;
                     }
                     Err(e) => {
+                        self.flush_run(&rb.buf);
                         error!(rid = self.conn.cid, peer = %self.conn.peer, "Route parser error: {e}");
                         return CloseReason::ProtocolViolation;
                     }
@@ -551,6 +625,57 @@ impl RouteReader {
         self.router.flush(false);
     }
 
+    /// Delivers the pending run of `RMSG`s (ranges of `buf`, the read buffer): one message
+    /// as usual, several as one batch.
+    fn flush_run(&mut self, buf: &[u8]) {
+        if self.run.payloads.is_empty() {
+            return;
+        }
+        let mut payloads = std::mem::take(&mut self.run.payloads);
+        let (aa, al) = self.run.account;
+        let (sa, sl) = self.run.subj;
+        let (account, subject) = (&buf[aa..aa + al], &buf[sa..sa + sl]);
+        if payloads.len() == 1 {
+            let (at, len) = payloads[0];
+            self.deliver(None, account, subject, None, b"", None, &buf[at..at + len]);
+        } else {
+            self.batch_in_msgs += payloads.len() as u64;
+            self.batch_in_bytes += self.run.bytes as u64;
+            if let Some(cache) = self.account_cache(account) {
+                let result = cache.lookup(subject);
+                let acc = cache.account().clone();
+                let origin = Origin::Route {
+                    queues: b"",
+                    origin: None,
+                };
+                self.router
+                    .route_run(&acc, &result, origin, subject, buf, &payloads);
+            }
+        }
+        payloads.clear();
+        self.run.payloads = payloads;
+        self.run.bytes = 0;
+    }
+
+    /// The match cache of `account`, made on first use; `None` for an unknown account.
+    fn account_cache(&mut self, account: &[u8]) -> Option<&mut MatchCache> {
+        if !self.matches.contains_key(account) {
+            let Some(acc) = self.srv.accounts.get_bytes(account) else {
+                trace!(
+                    rid = self.conn.cid,
+                    "message for unknown account {:?}",
+                    String::from_utf8_lossy(account)
+                );
+                return None;
+            };
+            if self.matches.len() >= MAX_ACCOUNT_CACHES {
+                self.matches.clear();
+            }
+            self.matches.insert(account.into(), MatchCache::new(acc));
+        }
+        self.matches.get_mut(account)
+    }
+
     /// Delivers a routed message to this server's subscribers in `account` (one hop).
     #[allow(clippy::too_many_arguments)]
     fn deliver(
@@ -565,24 +690,8 @@ impl RouteReader {
     ) {
         self.batch_in_msgs += 1;
         self.batch_in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
-        let cache = match self.matches.get_mut(account) {
-            Some(c) => c,
-            None => {
-                let Some(acc) = self.srv.accounts.get_bytes(account) else {
-                    trace!(
-                        rid = self.conn.cid,
-                        "message for unknown account {:?}",
-                        String::from_utf8_lossy(account)
-                    );
-                    return;
-                };
-                if self.matches.len() >= MAX_ACCOUNT_CACHES {
-                    self.matches.clear();
-                }
-                self.matches
-                    .entry(account.into())
-                    .or_insert_with(|| MatchCache::new(acc))
-            }
+        let Some(cache) = self.account_cache(account) else {
+            return;
         };
         let result = cache.lookup(subject);
         let acc = cache.account().clone();

@@ -83,6 +83,8 @@ pub(crate) struct ServerInner {
     /// Connections still running; shutdown waits for this to reach zero.
     pub active: AtomicUsize,
     pub all_closed: Notify,
+    /// Connections polling their sockets before parking (see `spin.rs`).
+    pub spinners: crate::spin::Spinners,
 }
 
 /// Server-wide counters, as reported by `/varz`.
@@ -405,6 +407,7 @@ impl Server {
             shutdown_tx,
             active: AtomicUsize::new(0),
             all_closed: Notify::new(),
+            spinners: crate::spin::Spinners::default(),
         });
         info!("Starting midge (a nats-server compatible broker)");
         info!(

@@ -663,6 +663,20 @@ impl Options {
             "logfile" | "log_file" => self.log_file = Some(PathBuf::from(v.as_str(key)?)),
             "log_json" => self.log_json = v.as_bool(key)?,
             "config_watch" => self.config_watch = v.as_bool(key)?,
+            "spin_wait" => {
+                let d = parse_duration_value(v, key)?;
+                if d > crate::spin::MAX_SPIN_WAIT {
+                    return Err(v.invalid(
+                        key,
+                        format!(
+                            "{} is too long, the maximum is {}",
+                            super::format_duration(d),
+                            super::format_duration(crate::spin::MAX_SPIN_WAIT)
+                        ),
+                    ));
+                }
+                self.spin_wait = d;
+            }
             "pidfile" | "pid_file" => self.pid_file = Some(PathBuf::from(v.as_str(key)?)),
             "authorization" => self.auth = parse_authorization(v, key, ctx)?,
             "tls" => {

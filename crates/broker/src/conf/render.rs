@@ -45,6 +45,7 @@ impl Options {
         line("ping_interval", duration(self.ping_interval));
         line("ping_max", self.ping_max.to_string());
         line("write_deadline", duration(self.write_deadline));
+        line("spin_wait", duration(self.spin_wait));
         line("lame_duck_duration", duration(self.lame_duck_duration));
         line(
             "lame_duck_grace_period",

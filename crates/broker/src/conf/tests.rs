@@ -531,6 +531,7 @@ fn all_supported_options() {
         "ping_interval: \"30s\"\n",
         "ping_max: 3\n",
         "write_deadline: \"5s\"\n",
+        "spin_wait: \"250us\"\n",
         "lame_duck_duration: \"1m\"\n",
         "lame_duck_grace_period: \"5s\"\n",
         "debug: true\ntrace: on\nlogtime: false\n",
@@ -552,6 +553,7 @@ fn all_supported_options() {
     assert_eq!(o.ping_interval, Duration::from_secs(30));
     assert_eq!(o.ping_max, 3);
     assert_eq!(o.write_deadline, Duration::from_secs(5));
+    assert_eq!(o.spin_wait, Duration::from_micros(250));
     assert_eq!(o.lame_duck_duration, Duration::from_secs(60));
     assert_eq!(o.lame_duck_grace_period, Duration::from_secs(5));
     assert!(o.debug && o.trace && !o.logtime);
@@ -611,6 +613,10 @@ fn key_errors() {
     assert_eq!(
         load_err("lame_duck_duration: \"10s\"\n"),
         "test.conf:1:21: lame_duck_duration: 10s is too short, the minimum is 30s"
+    );
+    assert_eq!(
+        load_err("spin_wait: \"2ms\"\n"),
+        "test.conf:1:12: spin_wait: 2ms is too long, the maximum is 1ms"
     );
     assert_eq!(
         load_err("port: 70000\n"),
@@ -1172,6 +1178,7 @@ fn sample_options() -> Options {
         ping_interval: Duration::from_millis(1500),
         ping_max: 9,
         write_deadline: Duration::from_secs(3),
+        spin_wait: Duration::from_micros(40),
         lame_duck_duration: Duration::from_secs(3600),
         lame_duck_grace_period: Duration::ZERO,
         auth: Authorization {

@@ -30,7 +30,7 @@ use tracing::warn;
 
 use super::imports::{self, Responses, ServiceImport, Shadow};
 use super::{Account, InternalSub, SubRef, Subscriber, Subscription};
-use crate::client::{ClientShared, CloseReason, Queued};
+use crate::client::{Append, ClientShared, CloseReason, Queued};
 use crate::cluster::{self, Route};
 use crate::jetstream::stream::StreamIngest;
 use crate::leaf::Leaf;
@@ -129,7 +129,7 @@ const CACHE_MAX: usize = 256;
 /// libc's `memcmp` for a handful of bytes was 7-9% of a publish-only run (perf). Subjects up
 /// to 16 bytes compare as two (overlapping) words, longer ones with `==`.
 #[inline(always)]
-fn same_subject(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_subject(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -251,6 +251,64 @@ pub(crate) struct Router {
     depth: u8,
     /// Streams whose ingest queue went over its mark during this read.
     stalled_streams: Vec<Arc<StreamIngest>>,
+    /// The current run of messages (see [`Router::route_run`]), encoded once.
+    /// Boxed: only publishers that stream to several receivers need it, and every
+    /// connection carries a router.
+    run_frames: Option<Box<RunFrames>>,
+}
+
+/// A run of messages encoded once for all its receivers. The frames differ between
+/// receivers only in the sid, so a receiver whose sid has the length of the one the run was
+/// encoded with gets a copy of the whole run with its sid written over at each frame's sid
+/// offset: one copy and a store per message instead of an encoding per message. (Clients
+/// number their subscriptions from 1 per connection, so fan-out receivers usually have
+/// sids of one length, often the same sid.)
+#[derive(Debug, Default)]
+struct RunFrames {
+    valid: bool,
+    sid_len: usize,
+    bytes: Vec<u8>,
+    /// Where each frame's sid starts in `bytes`.
+    sid_at: Vec<usize>,
+}
+
+/// A run buffer larger than this is released after a read that carried few messages.
+const MAX_IDLE_RUN_BUF: usize = 64 * 1024;
+
+impl RunFrames {
+    /// Appends the run's frames for `sid` to `out`.
+    fn append(
+        &mut self,
+        out: &mut Vec<u8>,
+        subj: &[u8],
+        sid: &[u8],
+        buf: &[u8],
+        payloads: &[(usize, usize)],
+    ) {
+        if !self.valid || self.sid_len != sid.len() {
+            self.bytes.clear();
+            self.sid_at.clear();
+            for &(at, len) in payloads {
+                // `MSG `, the subject and a space come before the sid.
+                self.sid_at.push(self.bytes.len() + 4 + subj.len() + 1);
+                encode::msg(&mut self.bytes, subj, sid, None, &buf[at..at + len]);
+            }
+            self.sid_len = sid.len();
+            self.valid = true;
+        }
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        let frames = &mut out[start..];
+        if let [one] = sid {
+            for &at in &self.sid_at {
+                frames[at] = *one;
+            }
+        } else {
+            for &at in &self.sid_at {
+                frames[at..at + sid.len()].copy_from_slice(sid);
+            }
+        }
+    }
 }
 
 /// How many imports one message may pass through.
@@ -278,6 +336,7 @@ impl Router {
             depth: 0,
             stalled: Vec::new(),
             stalled_streams: Vec::new(),
+            run_frames: None,
         }
     }
 
@@ -418,6 +477,155 @@ impl Router {
             delivered |= self.send_to_leafs(result, subj, reply, headers, payload);
         }
         delivered
+    }
+
+    /// Delivers a run of messages one client published in one read to one subject, with
+    /// no reply and no headers (`payloads`: ranges of `buf`), in order. When every
+    /// subscriber is a client's plain subscription (no queue groups, routes, leafs,
+    /// imports or internal subscribers), each receiver takes the whole run under one lock;
+    /// with several receivers the run is encoded once and copied to each (see
+    /// [`RunFrames`]): a delivery is then a copy instead of a lock, checks and an encoding
+    /// per message.
+    /// Anything else goes message by message through [`Router::route`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn route_run(
+        &mut self,
+        account: &Account,
+        result: &MatchResult<SubRef>,
+        origin: Origin<'_>,
+        subj: &[u8],
+        buf: &[u8],
+        payloads: &[(usize, usize)],
+    ) {
+        let plain = result.qsubs.is_empty()
+            && result.psubs.iter().all(|s| {
+                s.0.shadow.is_none()
+                    && matches!(s.0.owner, Subscriber::Client(_) | Subscriber::Route(_))
+            });
+        if !plain || matches!(origin, Origin::Leaf { .. }) {
+            for &(at, len) in payloads {
+                self.route(
+                    account,
+                    result,
+                    origin,
+                    subj,
+                    None,
+                    None,
+                    &buf[at..at + len],
+                );
+            }
+            return;
+        }
+        if let Some(frames) = &mut self.run_frames {
+            frames.valid = false;
+        }
+        let msgs = payloads.len() as u64;
+        let size: u64 = payloads.iter().map(|p| p.1 as u64).sum();
+        let shared_frames = result.psubs.len() > 1;
+        for s in &result.psubs {
+            let sub = &s.0;
+            let c = match &sub.owner {
+                Subscriber::Client(c) => c,
+                Subscriber::Route(r) => {
+                    if origin.may_use_routes() {
+                        self.target(r);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if origin.skips(c) || c.is_closed() {
+                continue;
+            }
+            if let Some(dp) = c.delivery_perms() {
+                if sub.is_wildcard && dp.denies(subj) {
+                    continue;
+                }
+            }
+            let appended = if shared_frames {
+                let frames = self.run_frames.get_or_insert_with(Box::default);
+                c.queue_for(sub, msgs, size, |out, sid| {
+                    frames.append(out, subj, sid, buf, payloads);
+                })
+            } else {
+                c.queue_for(sub, msgs, size, |out, sid| {
+                    for &(at, len) in payloads {
+                        encode::msg(out, subj, sid, None, &buf[at..at + len]);
+                    }
+                })
+            };
+            match appended {
+                Append::Done {
+                    queued: Queued { pending, size },
+                    ..
+                } => self.after_queue(c, msgs, pending, size),
+                Append::Closed => {}
+                // An auto-unsubscribe limit: counted message by message.
+                Append::Limited => {
+                    for &(at, len) in payloads {
+                        self.deliver_client(sub, c, subj, None, None, &buf[at..at + len]);
+                    }
+                }
+            }
+        }
+        if !self.targets.is_empty() {
+            self.send_run_to_routes(account, subj, buf, payloads, size);
+        }
+    }
+
+    /// A run for every route with interest: one `RMSG` per message, all under one lock.
+    fn send_run_to_routes(
+        &mut self,
+        account: &Account,
+        subj: &[u8],
+        buf: &[u8],
+        payloads: &[(usize, usize)],
+        size: u64,
+    ) {
+        let msgs = payloads.len() as u64;
+        let targets = std::mem::take(&mut self.targets);
+        for route in &targets {
+            let pending = route.conn.append(msgs, size, |out| {
+                for &(at, len) in payloads {
+                    encode::rmsg(
+                        out,
+                        account.name.as_bytes(),
+                        subj,
+                        None,
+                        std::iter::empty(),
+                        None,
+                        &buf[at..at + len],
+                    );
+                }
+            });
+            self.after_route_append(route, msgs, size, pending);
+        }
+        self.targets = targets;
+        self.targets.clear();
+        self.target_queues.clear();
+    }
+
+    /// Counts what was appended for a route (`pending`: its buffer after it, `None` when it
+    /// is closing) and applies its pending-bytes limit. True when something was appended.
+    fn after_route_append(
+        &mut self,
+        route: &Arc<Route>,
+        msgs: u64,
+        size: u64,
+        pending: Option<usize>,
+    ) -> bool {
+        let Some(pending) = pending else {
+            return false;
+        };
+        self.batch_out_msgs += msgs;
+        self.batch_out_bytes += size;
+        if pending > self.route_max_pending {
+            warn!(rid = route.rid, remote = %route.remote_name, "Route pending data over {} bytes, closing the route", self.route_max_pending);
+            let _ = route.conn.close(CloseReason::SlowConsumerPendingBytes);
+        } else {
+            self.queue_wake(&route.conn);
+        }
+        true
     }
 
     /// One member of a queue group: drawn with weights, then the local members from there
@@ -586,8 +794,10 @@ impl Router {
         }
     }
 
-    /// Counts a delivery against the subscription's auto-unsubscribe limit. False when the
-    /// limit was already reached; the delivery that reaches it removes the subscription.
+    /// Counts a delivery to an internal subscriber against the subscription's
+    /// auto-unsubscribe limit (a client's are counted under its lock, see
+    /// [`ClientShared::queue_for`]). False when the limit was already reached; the delivery
+    /// that reaches it removes the subscription.
     fn count_delivery(&self, sub: &Arc<Subscription>) -> bool {
         // Counted for every subscription so that `UNSUB <sid> <max>` can tell whether
         // `max` messages were already delivered.
@@ -623,18 +833,34 @@ impl Router {
                 return false;
             }
         }
-        if !self.count_delivery(sub) {
+        let headers = headers.filter(|_| target.wants_headers());
+        let size = (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        let queued = target.queue_for(sub, 1, size, |out, sid| match headers {
+            Some(h) => encode::hmsg(out, subj, sid, reply, h, payload),
+            None => encode::msg(out, subj, sid, reply, payload),
+        });
+        let Append::Done {
+            queued: Queued { pending, size },
+            reached_max,
+        } = queued
+        else {
             return false;
+        };
+        if reached_max {
+            unsubscribe(&self.srv, sub);
         }
         if let (Some(dp), Some(r)) = (perms, reply) {
             dp.record_reply(r);
         }
-        let Queued { pending, size } =
-            match target.queue_msg(&sub.sid, subj, reply, headers, payload) {
-                Some(q) => q,
-                None => return false,
-            };
-        self.batch_out_msgs += 1;
+        self.after_queue(target, 1, pending, size);
+        true
+    }
+
+    /// Counts what was queued for `target` and applies the pending-bytes rules: over
+    /// `max_pending` it is cut off as a slow consumer; over half of it the publisher waits
+    /// for it after this read. Otherwise it is woken after the read.
+    fn after_queue(&mut self, target: &Arc<ClientShared>, msgs: u64, pending: usize, size: u64) {
+        self.batch_out_msgs += msgs;
         self.batch_out_bytes += size;
         if pending > self.max_pending {
             // Several publishers can see the same receiver over the limit: one counts it.
@@ -642,13 +868,12 @@ impl Router {
                 warn!(cid = target.cid, peer = %target.peer, "Slow Consumer Detected: MaxPending of {} Exceeded", self.max_pending);
                 self.srv.count_slow_consumer(target);
             }
-            return true;
+            return;
         }
         if pending > self.max_pending / 2 && !self.stalled.iter().any(|s| Arc::ptr_eq(s, target)) {
             self.stalled.push(target.clone());
         }
         self.queue_wake(target);
-        true
     }
 
     /// A message for a stream: queued for its task. Over the queue's mark, the publisher is
@@ -838,18 +1063,7 @@ impl Router {
                     payload,
                 ),
             });
-            let Some(pending) = pending else {
-                continue;
-            };
-            sent = true;
-            self.batch_out_msgs += 1;
-            self.batch_out_bytes += size;
-            if pending > self.route_max_pending {
-                warn!(rid = route.rid, remote = %route.remote_name, "Route pending data over {} bytes, closing the route", self.route_max_pending);
-                let _ = route.conn.close(CloseReason::SlowConsumerPendingBytes);
-                continue;
-            }
-            self.queue_wake(&route.conn);
+            sent |= self.after_route_append(route, 1, size, pending);
         }
         self.targets = targets;
         self.targets.clear();
@@ -873,6 +1087,14 @@ impl Router {
         }
         for (i, c) in self.to_wake.drain(..).enumerate() {
             c.flush_or_wake(direct && i < MAX_DIRECT_FLUSHES);
+        }
+        if direct
+            && self
+                .run_frames
+                .as_ref()
+                .is_some_and(|f| f.bytes.capacity() > MAX_IDLE_RUN_BUF)
+        {
+            self.run_frames = None;
         }
     }
 }
