@@ -909,6 +909,7 @@ struct PubRun {
 impl PubRun {
     /// Adds a message; false when it cannot join the current run (another subject, or the
     /// run is full): flush it first.
+    #[inline]
     fn push(&mut self, buf: &[u8], subj: (usize, usize), payload: (usize, usize)) -> bool {
         if !self.payloads.is_empty() {
             let (a, b) = (self.subj, subj);

@@ -436,6 +436,7 @@ const RUN_MAX_BYTES: usize = 32 * 1024;
 
 impl RouteRun {
     /// Adds a message; false when it cannot join the current run: flush it first.
+    #[inline]
     fn push(
         &mut self,
         buf: &[u8],

@@ -2428,7 +2428,7 @@ mod tests {
             assert_eq!(degraded["reason"], "InvalidSpec");
             assert_eq!(
                 degraded["message"],
-                "spec.broker.lameDuckDuration: the broker refuses the rendered config: /etc/midge/midge.conf:13:21: lame_duck_duration: 10s is too short, the minimum is 30s"
+                "spec.broker.lameDuckDuration: the broker refuses the rendered config: /etc/midge/midge.conf:14:21: lame_duck_duration: 10s is too short, the minimum is 30s"
             );
             assert_eq!(condition_of(&status, "Ready")["status"], "True");
             let event = expect_event(&mut h, "InvalidSpec").await;

@@ -1076,7 +1076,7 @@ mod tests {
     fn what_the_broker_refuses_is_invalid() {
         assert_eq!(
             errors(&format!("{HEAD}spec:\n  broker: {{lameDuckDuration: 10s}}\n")),
-            vec!["spec.broker.lameDuckDuration: the broker refuses the rendered config: /etc/midge/midge.conf:13:21: lame_duck_duration: 10s is too short, the minimum is 30s"]
+            vec!["spec.broker.lameDuckDuration: the broker refuses the rendered config: /etc/midge/midge.conf:14:21: lame_duck_duration: 10s is too short, the minimum is 30s"]
         );
         let errs = errors(&format!(
             "{HEAD}spec:\n  broker: {{lameDuckDuration: 30s, lameDuckGracePeriod: 45s}}\n"
